@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Hard caps on everything filled from the network or the disk. */
+
+/* Largest non-streamed response body kept in memory (error bodies, small replies). */
+#define KS_DAV_MAX_BODY (1024 * 1024)
+/* Largest single vCard or iCalendar object accepted from the server or the disk. */
+#define KS_CARD_MAX (8 * 1024 * 1024)
+/* Largest text of any other XML property (href, displayname, token...). */
+#define KS_XML_MAX_TEXT (64 * 1024)
+/* Deepest XML nesting accepted in a multistatus. */
+#define KS_XML_MAX_DEPTH 64
+/* Most items one collection may hold. */
+#define KS_COLLECTION_MAX_ITEMS 1000000
+/* Most hrefs asked for in one multiget. */
+#define KS_MULTIGET_BATCH 100
+/* Most requests in flight to one server. */
+#define KS_DAV_MAX_PARALLEL 4
+/* Longest vdir file or directory name we create (without extension). */
+#define KS_NAME_MAX 128
