@@ -1,0 +1,1043 @@
+/* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "buf_p.h"
+#include "ksync.h"
+#include "macro.h"
+
+/* A config file is a few hundred bytes; anything near this is not one. */
+#define CONFIG_MAX_SIZE (1024 * 1024)
+/* Beyond this many, more messages only bury the first ones. */
+#define CONFIG_MAX_ERRORS 100
+#define CONFIG_DEFAULT_INTERVAL 900
+#define CONFIG_MIN_INTERVAL 60
+/* Account names become directory names. */
+#define ACCOUNT_NAME_MAX 64
+/* Most bytes read from password_command or password_file. */
+#define SECRET_MAX (64 * 1024)
+
+typedef enum conf_section {
+	CONF_NONE,	/* before the first section header */
+	CONF_SKIP,	/* after a rejected header: its keys would only repeat that error */
+	CONF_GENERAL,
+	CONF_ACCOUNT,
+} conf_section;
+
+typedef struct conf_ctx conf_ctx;
+
+/* Stores value (non-empty, unquoted) into field. Returns 0, -EINVAL after reporting the
+ * problem with conf_error(), or -ENOMEM. */
+typedef int (*conf_parse_fn)(conf_ctx *ctx, const char *key, const char *value, void *field);
+
+typedef struct conf_key {
+	conf_section section;
+	const char *key;
+	conf_parse_fn parse;
+	size_t offset;	/* into ks_config for [general], into ks_account_config for [account] */
+} conf_key;
+
+static int conf_parse_interval(conf_ctx *ctx, const char *key, const char *value, void *field);
+static int conf_parse_interval_or_zero(conf_ctx *ctx, const char *key, const char *value,
+				       void *field);
+static int conf_parse_provider(conf_ctx *ctx, const char *key, const char *value, void *field);
+static int conf_parse_url(conf_ctx *ctx, const char *key, const char *value, void *field);
+static int conf_parse_username(conf_ctx *ctx, const char *key, const char *value, void *field);
+static int conf_parse_string(conf_ctx *ctx, const char *key, const char *value, void *field);
+static int conf_parse_path(conf_ctx *ctx, const char *key, const char *value, void *field);
+static int conf_parse_bool(conf_ctx *ctx, const char *key, const char *value, void *field);
+
+static const conf_key conf_keys[] = {
+	{ CONF_GENERAL, "interval", conf_parse_interval, offsetof(ks_config, interval) },
+	{ CONF_ACCOUNT, "provider", conf_parse_provider, offsetof(ks_account_config, provider) },
+	{ CONF_ACCOUNT, "url", conf_parse_url, offsetof(ks_account_config, url) },
+	{ CONF_ACCOUNT, "username", conf_parse_username, offsetof(ks_account_config, username) },
+	{ CONF_ACCOUNT, "password_command", conf_parse_string,
+	  offsetof(ks_account_config, password_command) },
+	{ CONF_ACCOUNT, "password_file", conf_parse_path,
+	  offsetof(ks_account_config, password_file) },
+	{ CONF_ACCOUNT, "ca_file", conf_parse_path, offsetof(ks_account_config, ca_file) },
+	{ CONF_ACCOUNT, "allow_insecure_http", conf_parse_bool,
+	  offsetof(ks_account_config, allow_insecure_http) },
+	{ CONF_ACCOUNT, "interval", conf_parse_interval_or_zero,
+	  offsetof(ks_account_config, interval) },
+};
+
+static const struct {
+	const char *name;
+	const char *url;
+} providers[] = {
+	{ "infomaniak", "https://sync.infomaniak.com/" },
+};
+
+struct conf_ctx {
+	const char *path;
+	char *dir;		/* absolute directory of path, computed when first needed */
+	unsigned line;
+	ks_buf errors;
+	unsigned n_errors;
+	conf_section section;
+	char label[16 + ACCOUNT_NAME_MAX];	/* "general" or "account NAME", for messages */
+	size_t account;		/* index of the current account */
+	size_t accounts_cap;
+	unsigned general_line;
+	unsigned seen[ELEMENTSOF(conf_keys)];	/* line of each key in the current section */
+};
+
+KS_DEFINE_CLEANUP(ks_config, ks_config_free)
+
+static void conf_ctx_done(conf_ctx *ctx)
+{
+	free(ctx->dir);
+	ks_buf_done(&ctx->errors);
+}
+
+_printf_(4, 0)
+static int vformat_error(ks_buf *b, const char *path, unsigned line, const char *fmt, va_list ap)
+{
+	_cleanup_free_ char *msg = NULL;
+	int r;
+
+	if (vasprintf(&msg, fmt, ap) < 0)
+		return -ENOMEM;
+	if (b->len > 0) {
+		r = ks_buf_puts(b, "\n");
+		if (r < 0)
+			return r;
+	}
+	if (line > 0)
+		return ks_buf_printf(b, "%s:%u: %s", path, line, msg);
+	return ks_buf_printf(b, "%s: %s", path, msg);
+}
+
+/* Records a problem on the current line. Returns -EINVAL, or -ENOMEM when it could not. */
+_printf_(2, 3)
+static int conf_error(conf_ctx *ctx, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	if (++ctx->n_errors > CONFIG_MAX_ERRORS)
+		return -EINVAL;
+	va_start(ap, fmt);
+	r = vformat_error(&ctx->errors, ctx->path, ctx->line, fmt, ap);
+	va_end(ap);
+	return r == -ENOMEM ? r : -EINVAL;
+}
+
+static char *path_join(const char *dir, const char *name)
+{
+	size_t n = strlen(dir);
+	char *p;
+
+	if (asprintf(&p, "%s%s%s", dir, n > 0 && dir[n - 1] == '/' ? "" : "/", name) < 0)
+		return NULL;
+	return p;
+}
+
+static char *strip(char *s)
+{
+	static const char ws[] = " \t\r\f\v";
+
+	s += strspn(s, ws);
+	size_t n = strlen(s);
+	while (n > 0 && strchr(ws, s[n - 1]))
+		n--;
+	s[n] = 0;
+	return s;
+}
+
+/* Parses "90", "90s", "15min" or "1h" into seconds. */
+static int parse_duration(const char *s, unsigned *ret)
+{
+	static const struct {
+		const char *suffix;
+		unsigned long long mult;
+	} units[] = { { "", 1 }, { "s", 1 }, { "min", 60 }, { "h", 3600 } };
+	unsigned long long v = 0;
+	const char *p = s;
+
+	if (*p < '0' || *p > '9')
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		v = v * 10 + (unsigned) (*p - '0');
+		if (v > UINT_MAX)
+			return -ERANGE;
+	}
+	p += strspn(p, " \t");
+	for (size_t i = 0; i < ELEMENTSOF(units); i++) {
+		if (strcmp(p, units[i].suffix) != 0)
+			continue;
+		if (v * units[i].mult > UINT_MAX)
+			return -ERANGE;
+		*ret = (unsigned) (v * units[i].mult);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int conf_parse_interval_full(conf_ctx *ctx, const char *key, const char *value,
+				    unsigned *field, bool zero_ok)
+{
+	unsigned v;
+
+	if (parse_duration(value, &v) < 0)
+		return conf_error(ctx, "invalid duration '%s' for %s; use seconds, or a number "
+				  "followed by s, min or h (e.g. 15min)", value, key);
+	if (v < CONFIG_MIN_INTERVAL && !(zero_ok && v == 0))
+		return conf_error(ctx, "%s '%s' is too short; the minimum is %us", key, value,
+				  CONFIG_MIN_INTERVAL);
+	*field = v;
+	return 0;
+}
+
+static int conf_parse_interval(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	return conf_parse_interval_full(ctx, key, value, field, false);
+}
+
+/* 0 in an [account] means "the [general] interval". */
+static int conf_parse_interval_or_zero(conf_ctx *ctx, const char *key, const char *value,
+				       void *field)
+{
+	return conf_parse_interval_full(ctx, key, value, field, true);
+}
+
+static int conf_parse_bool(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	static const char *const yes[] = { "true", "yes", "on", "1" };
+	static const char *const no[] = { "false", "no", "off", "0" };
+	bool *b = field;
+
+	for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
+		if (strcasecmp(value, yes[i]) == 0) {
+			*b = true;
+			return 0;
+		}
+		if (strcasecmp(value, no[i]) == 0) {
+			*b = false;
+			return 0;
+		}
+	}
+	return conf_error(ctx, "invalid boolean '%s' for %s", value, key);
+}
+
+static int conf_parse_string(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	char **s = field;
+
+	*s = strdup(value);
+	return *s ? 0 : -ENOMEM;
+}
+
+static int conf_parse_username(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	/* HTTP Basic authentication cannot carry a user name with a colon (RFC 7617). */
+	if (strchr(value, ':'))
+		return conf_error(ctx, "%s must not contain ':'", key);
+	return conf_parse_string(ctx, key, value, field);
+}
+
+static int conf_parse_provider(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	for (size_t i = 0; i < ELEMENTSOF(providers); i++)
+		if (strcmp(value, providers[i].name) == 0)
+			return conf_parse_string(ctx, key, value, field);
+	return conf_error(ctx, "unknown provider '%s'; known providers: infomaniak", value);
+}
+
+typedef enum url_problem {
+	URL_OK,
+	URL_SCHEME,
+	URL_SPACE,
+	URL_USERINFO,
+	URL_HOST,
+	URL_PORT,
+} url_problem;
+
+static const char *const url_problem_text[] = {
+	[URL_SCHEME] = "it must start with http:// or https://",
+	[URL_SPACE] = "it contains spaces or control characters",
+	[URL_HOST] = "the host is missing or malformed",
+	[URL_PORT] = "the port is malformed",
+};
+
+/* Checks an http(s) URL and finds its host (without IPv6 brackets). */
+static url_problem url_split(const char *url, bool *ret_plain_http, const char **ret_host,
+			     size_t *ret_host_len)
+{
+	const char *p, *host, *rest;
+	size_t host_len;
+	bool plain;
+
+	if (strncasecmp(url, "https://", 8) == 0) {
+		p = url + 8;
+		plain = false;
+	} else if (strncasecmp(url, "http://", 7) == 0) {
+		p = url + 7;
+		plain = true;
+	} else
+		return URL_SCHEME;
+	for (const char *q = url; *q; q++)
+		if ((unsigned char) *q <= ' ' || *q == 0x7f)
+			return URL_SPACE;
+
+	const char *end = p + strcspn(p, "/?#");
+	if (memchr(p, '@', (size_t) (end - p)))
+		return URL_USERINFO;
+	if (*p == '[') {
+		const char *close = memchr(p, ']', (size_t) (end - p));
+		if (!close)
+			return URL_HOST;
+		host = p + 1;
+		host_len = (size_t) (close - host);
+		rest = close + 1;
+
+		char a[INET6_ADDRSTRLEN];
+		struct in6_addr a6;
+		if (host_len >= sizeof(a))
+			return URL_HOST;
+		memcpy(a, host, host_len);
+		a[host_len] = 0;
+		if (inet_pton(AF_INET6, a, &a6) != 1)
+			return URL_HOST;
+	} else {
+		host = p;
+		host_len = strcspn(p, ":/?#");
+		rest = p + host_len;
+	}
+	if (host_len == 0)
+		return URL_HOST;
+	if (rest < end) {
+		if (*rest != ':' || end - rest < 2 || end - rest > 6)
+			return URL_PORT;
+		unsigned port = 0;
+		for (const char *q = rest + 1; q < end; q++) {
+			if (*q < '0' || *q > '9')
+				return URL_PORT;
+			port = port * 10 + (unsigned) (*q - '0');
+		}
+		if (port == 0 || port > 65535)
+			return URL_PORT;
+	}
+	*ret_plain_http = plain;
+	*ret_host = host;
+	*ret_host_len = host_len;
+	return URL_OK;
+}
+
+static bool host_is_loopback(const char *host, size_t len)
+{
+	char a[INET6_ADDRSTRLEN];
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (len >= sizeof(a))
+		return false;
+	memcpy(a, host, len);
+	a[len] = 0;
+	if (strcasecmp(a, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, a, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, a, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return false;
+}
+
+static int conf_parse_url(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	const char *host;
+	size_t host_len;
+	bool plain;
+
+	url_problem p = url_split(value, &plain, &host, &host_len);
+	/* The URL is not echoed: what precedes '@' may be a password. */
+	if (p == URL_USERINFO)
+		return conf_error(ctx, "%s must not contain a user name or password; "
+				  "use username and password_command", key);
+	if (p != URL_OK)
+		return conf_error(ctx, "invalid URL '%s' for %s; %s", value, key,
+				  url_problem_text[p]);
+	return conf_parse_string(ctx, key, value, field);
+}
+
+/* Sets ctx->dir to the absolute directory of the file. */
+static int conf_dir(conf_ctx *ctx)
+{
+	const char *slash = strrchr(ctx->path, '/');
+
+	if (ctx->dir)
+		return 0;
+	if (ctx->path[0] == '/') {
+		size_t n = slash == ctx->path ? 1 : (size_t) (slash - ctx->path);
+
+		ctx->dir = strndup(ctx->path, n);
+		return ctx->dir ? 0 : -ENOMEM;
+	}
+
+	_cleanup_free_ char *cwd = getcwd(NULL, 0);
+	if (!cwd)
+		return -errno;
+	if (!slash) {
+		ctx->dir = TAKE_PTR(cwd);
+		return 0;
+	}
+	if (asprintf(&ctx->dir, "%s/%.*s", cwd, (int) (slash - ctx->path), ctx->path) < 0) {
+		ctx->dir = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int conf_parse_path(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	char **s = field;
+	char *p;
+
+	if (value[0] == '~') {
+		if (value[1] != '/')
+			return conf_error(ctx, "invalid path '%s' for %s; only '~/' is expanded",
+					  value, key);
+		const char *home = getenv("HOME");
+		if (!home || home[0] != '/')
+			return conf_error(ctx, "cannot expand '%s' for %s: $HOME is not set",
+					  value, key);
+		p = path_join(home, value + 2);
+	} else if (value[0] == '/')
+		p = strdup(value);
+	else {
+		int r = conf_dir(ctx);
+		if (r == -ENOMEM)
+			return r;
+		if (r < 0)
+			return conf_error(ctx, "cannot resolve '%s' for %s: %s", value, key,
+					  strerror(-r));
+		p = path_join(ctx->dir, value);
+	}
+	if (!p)
+		return -ENOMEM;
+	*s = p;
+	return 0;
+}
+
+/* Decodes a value written in double quotes; anything else is taken literally. */
+static int conf_unquote(conf_ctx *ctx, const char *key, const char *v, char **ret)
+{
+	if (v[0] != '"') {
+		*ret = strdup(v);
+		return *ret ? 0 : -ENOMEM;
+	}
+
+	/* The opening quote alone leaves room for the terminating NUL. */
+	_cleanup_free_ char *out = malloc(strlen(v));
+	const char *p;
+	size_t n = 0;
+
+	if (!out)
+		return -ENOMEM;
+	for (p = v + 1; *p != '"'; p++) {
+		if (*p == '\\') {
+			p++;
+			if (*p && *p != '"' && *p != '\\')
+				return conf_error(ctx, "invalid escape sequence in the value "
+						  "of %s; only \\\" and \\\\ are allowed", key);
+		}
+		if (!*p)
+			return conf_error(ctx, "unterminated quoted value for %s", key);
+		out[n++] = *p;
+	}
+	if (p[1])
+		return conf_error(ctx, "unexpected text after the closing quote of %s", key);
+	out[n] = 0;
+	*ret = TAKE_PTR(out);
+	return 0;
+}
+
+static bool account_name_is_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > ACCOUNT_NAME_MAX || name[0] == '.')
+		return false;
+	return strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+	       == n;
+}
+
+static int config_add_account(ks_config *c, conf_ctx *ctx, const char *name)
+{
+	if (c->n_accounts == ctx->accounts_cap) {
+		size_t ncap = ctx->accounts_cap ? ctx->accounts_cap * 2 : 4;
+		ks_account_config *a = reallocarray(c->accounts, ncap, sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		c->accounts = a;
+		ctx->accounts_cap = ncap;
+	}
+
+	ks_account_config *a = &c->accounts[c->n_accounts];
+	*a = (ks_account_config) { .name = strdup(name), .line = ctx->line };
+	if (!a->name)
+		return -ENOMEM;
+	ctx->account = c->n_accounts++;
+	return 0;
+}
+
+static int conf_section_header(ks_config *c, conf_ctx *ctx, char *line)
+{
+	size_t n = strlen(line);
+
+	ctx->section = CONF_SKIP;
+	memset(ctx->seen, 0, sizeof(ctx->seen));
+	if (line[n - 1] != ']')
+		return conf_error(ctx, "invalid section header; expected [general] or "
+				  "[account NAME]");
+	line[n - 1] = 0;
+	char *inner = strip(line + 1);
+
+	if (strcmp(inner, "general") == 0) {
+		if (ctx->general_line > 0)
+			return conf_error(ctx, "duplicate section [general] (first on line %u)",
+					  ctx->general_line);
+		ctx->general_line = ctx->line;
+		ctx->section = CONF_GENERAL;
+		snprintf(ctx->label, sizeof(ctx->label), "general");
+		return 0;
+	}
+	if (strncmp(inner, "account", 7) != 0 || (inner[7] && !strchr(" \t", inner[7])))
+		return conf_error(ctx, "unknown section [%s]", inner);
+
+	const char *name = strip(inner + 7);
+	if (!*name)
+		return conf_error(ctx, "missing account name in [account]");
+	if (!account_name_is_valid(name))
+		return conf_error(ctx, "invalid account name '%s'; use 1 to %u of "
+				  "A-Z a-z 0-9 . _ -, not starting with '.'", name,
+				  ACCOUNT_NAME_MAX);
+	const ks_account_config *old = ks_config_find_account(c, name);
+	if (old)
+		return conf_error(ctx, "duplicate account '%s' (first on line %u)", name,
+				  old->line);
+
+	int r = config_add_account(c, ctx, name);
+	if (r < 0)
+		return r;
+	ctx->section = CONF_ACCOUNT;
+	snprintf(ctx->label, sizeof(ctx->label), "account %s", name);
+	return 0;
+}
+
+static int conf_assignment(ks_config *c, conf_ctx *ctx, char *line)
+{
+	_cleanup_free_ char *value = NULL;
+	int r;
+
+	if (ctx->section == CONF_NONE)
+		return conf_error(ctx, "line outside any section; expected [general] or "
+				  "[account NAME] first");
+	if (ctx->section == CONF_SKIP)
+		return 0;
+
+	char *eq = strchr(line, '=');
+	if (!eq)
+		return conf_error(ctx, "expected 'key = value', a [section] or a comment");
+	*eq = 0;
+	const char *key = strip(line);
+	if (!*key)
+		return conf_error(ctx, "missing key before '='");
+
+	size_t i;
+	for (i = 0; i < ELEMENTSOF(conf_keys); i++)
+		if (conf_keys[i].section == ctx->section && strcmp(conf_keys[i].key, key) == 0)
+			break;
+	if (i == ELEMENTSOF(conf_keys))
+		return conf_error(ctx, "unknown key '%s' in [%s]", key, ctx->label);
+	if (ctx->seen[i] > 0)
+		return conf_error(ctx, "duplicate key '%s' in [%s] (first on line %u)", key,
+				  ctx->label, ctx->seen[i]);
+	ctx->seen[i] = ctx->line;
+
+	r = conf_unquote(ctx, key, strip(eq + 1), &value);
+	if (r < 0)
+		return r;
+	if (!*value)
+		return conf_error(ctx, "empty value for %s", key);
+
+	char *base = ctx->section == CONF_GENERAL ? (char *) c :
+		     (char *) &c->accounts[ctx->account];
+	return conf_keys[i].parse(ctx, key, value, base + conf_keys[i].offset);
+}
+
+static int conf_parse_text(ks_config *c, conf_ctx *ctx, char *text, size_t size)
+{
+	char *end = text + size;
+	int r;
+
+	for (char *p = text; p < end; ctx->line++) {
+		char *nl = memchr(p, '\n', (size_t) (end - p));
+		char *eol = nl ? nl : end;
+		bool has_nul = memchr(p, 0, (size_t) (eol - p)) != NULL;
+
+		*eol = 0;
+		char *line = strip(p);
+		p = eol + 1;
+
+		if (has_nul)
+			r = conf_error(ctx, "line contains a NUL byte");
+		else if (!*line || *line == '#' || *line == ';')
+			r = 0;
+		else if (*line == '[')
+			r = conf_section_header(c, ctx, line);
+		else
+			r = conf_assignment(c, ctx, line);
+		if (r == -ENOMEM)
+			return r;
+	}
+	return 0;
+}
+
+/* The rules that involve more than one key; messages point at the [account] header. */
+static int config_validate(ks_config *c, conf_ctx *ctx)
+{
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		ks_account_config *a = &c->accounts[i];
+		const char *host;
+		size_t host_len;
+		bool plain;
+		int r = 0;
+
+		ctx->line = a->line;
+		if (!a->url && a->provider)
+			for (size_t j = 0; j < ELEMENTSOF(providers); j++)
+				if (strcmp(a->provider, providers[j].name) == 0) {
+					a->url = strdup(providers[j].url);
+					if (!a->url)
+						return -ENOMEM;
+				}
+		if (!a->url)
+			r = conf_error(ctx, "account '%s' needs url or provider", a->name);
+		else if (url_split(a->url, &plain, &host, &host_len) == URL_OK && plain &&
+			 !a->allow_insecure_http && !host_is_loopback(host, host_len))
+			r = conf_error(ctx, "account '%s': plain http:// to '%.*s' would send the "
+				       "password unencrypted; use https:// or set "
+				       "allow_insecure_http = true", a->name, (int) host_len, host);
+		if (r == -ENOMEM)
+			return r;
+
+		if (a->password_command && a->password_file)
+			r = conf_error(ctx, "account '%s': password_command and password_file are "
+				       "mutually exclusive", a->name);
+		if (r == -ENOMEM)
+			return r;
+	}
+	return 0;
+}
+
+static int config_read(const char *path, ks_buf *b)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	int r = 0;
+
+	if (fd < 0)
+		return -errno;
+	b->max = CONFIG_MAX_SIZE;
+	for (;;) {
+		char chunk[4096];
+		ssize_t n = read(fd, chunk, sizeof(chunk));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		r = ks_buf_append(b, chunk, (size_t) n);
+		if (r < 0)
+			break;
+	}
+	(void) close(fd);
+	return r;
+}
+
+static int config_fail(conf_ctx *ctx, int r, char **reterr_msg)
+{
+	if (reterr_msg)
+		*reterr_msg = r == -ENOMEM ? NULL : ks_buf_steal(&ctx->errors);
+	return r;
+}
+
+int ks_config_load(const char *path, ks_config **ret, char **reterr_msg)
+{
+	_cleanup_(conf_ctx_done) conf_ctx ctx = { .path = path, .line = 1 };
+	_cleanup_(ks_config_freep) ks_config *c = NULL;
+	_cleanup_(ks_buf_done) ks_buf text = {};
+	int r;
+
+	assert(path && ret);
+
+	r = config_read(path, &text);
+	if (r < 0) {
+		int k;
+
+		ctx.line = 0;
+		if (r == -EFBIG) {
+			k = conf_error(&ctx, "file is larger than %d bytes", CONFIG_MAX_SIZE);
+			r = -EINVAL;
+		} else
+			k = conf_error(&ctx, "%s", strerror(-r));
+		return config_fail(&ctx, k == -ENOMEM ? k : r, reterr_msg);
+	}
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return config_fail(&ctx, -ENOMEM, reterr_msg);
+	c->interval = CONFIG_DEFAULT_INTERVAL;
+	c->path = strdup(path);
+	if (!c->path)
+		return config_fail(&ctx, -ENOMEM, reterr_msg);
+	if (text.len > 0) {
+		r = conf_parse_text(c, &ctx, text.data, text.len);
+		if (r < 0)
+			return config_fail(&ctx, r, reterr_msg);
+	}
+
+	/* Combinations of half-parsed accounts would mostly report the same typos again. */
+	if (ctx.n_errors == 0) {
+		r = config_validate(c, &ctx);
+		if (r < 0)
+			return config_fail(&ctx, r, reterr_msg);
+	}
+
+	if (ctx.n_errors > 0) {
+		if (ctx.n_errors > CONFIG_MAX_ERRORS) {
+			unsigned n = ctx.n_errors;
+
+			ctx.n_errors = 0;
+			ctx.line = 0;
+			if (conf_error(&ctx, "%u errors; only the first %d are shown", n,
+				       CONFIG_MAX_ERRORS) == -ENOMEM)
+				return config_fail(&ctx, -ENOMEM, reterr_msg);
+		}
+		return config_fail(&ctx, -EINVAL, reterr_msg);
+	}
+
+	*ret = TAKE_PTR(c);
+	return 0;
+}
+
+static void account_config_done(ks_account_config *a)
+{
+	free(a->name);
+	free(a->provider);
+	free(a->url);
+	free(a->username);
+	free(a->password_command);
+	free(a->password_file);
+	free(a->ca_file);
+}
+
+ks_config *ks_config_free(ks_config *c)
+{
+	if (!c)
+		return NULL;
+	for (size_t i = 0; i < c->n_accounts; i++)
+		account_config_done(&c->accounts[i]);
+	free(c->accounts);
+	free(c->path);
+	free(c);
+	return NULL;
+}
+
+const ks_account_config *ks_config_find_account(const ks_config *c, const char *name)
+{
+	assert(c && name);
+	for (size_t i = 0; i < c->n_accounts; i++)
+		if (strcmp(c->accounts[i].name, name) == 0)
+			return &c->accounts[i];
+	return NULL;
+}
+
+int ks_config_default_path(char **ret)
+{
+	const char *xdg = getenv("XDG_CONFIG_HOME");
+	const char *home = getenv("HOME");
+	char *p;
+	int r;
+
+	assert(ret);
+	/* The XDG base directory spec says relative values are to be ignored. */
+	if (xdg && xdg[0] == '/')
+		r = asprintf(&p, "%s/ksync/ksync.conf", xdg);
+	else if (home && home[0] == '/')
+		r = asprintf(&p, "%s/.config/ksync/ksync.conf", home);
+	else
+		return -ENOENT;
+	if (r < 0)
+		return -ENOMEM;
+	*ret = p;
+	return 0;
+}
+
+char *ks_secret_free(char *s)
+{
+	if (s) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+	return NULL;
+}
+
+_printf_(3, 4)
+static int secret_error(char **reterr_msg, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!reterr_msg)
+		return r;
+	va_start(ap, fmt);
+	if (vasprintf(reterr_msg, fmt, ap) < 0)
+		*reterr_msg = NULL;
+	va_end(ap);
+	return r;
+}
+
+/* Reads fd to its end into buf (SECRET_MAX + 1 bytes). -EFBIG when there is more. */
+static int secret_read(int fd, char *buf, size_t *ret_len)
+{
+	size_t len = 0;
+
+	while (len <= SECRET_MAX) {
+		ssize_t n = read(fd, buf + len, SECRET_MAX + 1 - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0) {
+			*ret_len = len;
+			return 0;
+		}
+		len += (size_t) n;
+	}
+	return -EFBIG;
+}
+
+/* The first line without its line ending. -ENODATA when it is empty. */
+static int secret_first_line(const char *buf, size_t len, char **ret)
+{
+	size_t n = 0;
+
+	while (n < len && buf[n] != '\n')
+		n++;
+	while (n > 0 && buf[n - 1] == '\r')
+		n--;
+	if (n == 0)
+		return -ENODATA;
+	/* strndup would silently cut the password short at a NUL. */
+	if (memchr(buf, 0, n))
+		return -EBADMSG;
+	char *s = strndup(buf, n);
+	if (!s)
+		return -ENOMEM;
+	*ret = s;
+	return 0;
+}
+
+static void secret_buf_free(char *buf)
+{
+	if (buf) {
+		explicit_bzero(buf, SECRET_MAX + 1);
+		free(buf);
+	}
+}
+
+static int password_from_command(const char *cmd, char **ret, char **reterr_msg)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t none, all;
+	char sh[] = "sh", dash_c[] = "-c";
+	_cleanup_free_ char *cmd_copy = strdup(cmd);
+	char *argv[] = { sh, dash_c, cmd_copy, NULL };
+	char *buf = malloc(SECRET_MAX + 1);
+	size_t len = 0;
+	int pipefd[2] = { -1, -1 }, status, r;
+	pid_t pid;
+
+	if (!cmd_copy || !buf) {
+		free(buf);
+		return -ENOMEM;
+	}
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		r = -errno;
+		secret_buf_free(buf);
+		return secret_error(reterr_msg, r, "cannot create a pipe: %s", strerror(-r));
+	}
+
+	/* The child must not inherit the caller's blocked signals or handlers: a daemon blocks
+	 * the signals it reads through signalfd, and the command would then ignore SIGTERM. */
+	sigemptyset(&none);
+	sigfillset(&all);
+	r = posix_spawn_file_actions_init(&fa);
+	if (r != 0) {
+		(void) close(pipefd[0]);
+		(void) close(pipefd[1]);
+		secret_buf_free(buf);
+		return -r;
+	}
+	r = posix_spawnattr_init(&attr);
+	if (r == 0) {
+		/* dup2 first: should the pipe have got fd 0, opening /dev/null there would
+		 * close it before it reached stdout. */
+		r = posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
+		if (r == 0)
+			r = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null",
+							     O_RDONLY, 0);
+		if (r == 0)
+			r = posix_spawnattr_setsigmask(&attr, &none);
+		if (r == 0)
+			r = posix_spawnattr_setsigdefault(&attr, &all);
+		if (r == 0)
+			r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
+						     POSIX_SPAWN_SETSIGDEF);
+		if (r == 0)
+			r = posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, environ);
+		posix_spawnattr_destroy(&attr);
+	}
+	posix_spawn_file_actions_destroy(&fa);
+	(void) close(pipefd[1]);
+	if (r != 0) {
+		(void) close(pipefd[0]);
+		secret_buf_free(buf);
+		return secret_error(reterr_msg, -r, "cannot run password_command: %s",
+				    strerror(r));
+	}
+
+	r = secret_read(pipefd[0], buf, &len);
+	(void) close(pipefd[0]);
+	/* Once we stop reading, a command still writing would block forever. */
+	if (r < 0)
+		(void) kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR) {
+			int e = errno;
+			secret_buf_free(buf);
+			return secret_error(reterr_msg, -e, "cannot wait for password_command: %s",
+					    strerror(e));
+		}
+	}
+
+	if (r == -EFBIG)
+		r = secret_error(reterr_msg, -EIO, "password_command printed more than %d bytes",
+				 SECRET_MAX);
+	else if (r < 0)
+		r = secret_error(reterr_msg, r, "cannot read the output of password_command: %s",
+				 strerror(-r));
+	else if (WIFSIGNALED(status))
+		r = secret_error(reterr_msg, -EIO, "password_command was killed by signal %d",
+				 WTERMSIG(status));
+	else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		r = secret_error(reterr_msg, -EIO, "password_command exited with status %d",
+				 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	else {
+		r = secret_first_line(buf, len, ret);
+		if (r == -ENODATA || r == -EBADMSG)
+			r = secret_error(reterr_msg, -EIO, "password_command printed %s on its "
+					 "first line (exit status 0)",
+					 r == -ENODATA ? "nothing" : "a NUL byte");
+	}
+	secret_buf_free(buf);
+	return r;
+}
+
+static int password_from_file(const char *path, char **ret, char **reterr_msg)
+{
+	struct stat st;
+	size_t len = 0;
+	char *buf;
+	int fd, r;
+
+	/* O_NONBLOCK: a FIFO planted in place of the file must not hang the open. */
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		r = -errno;
+		if (r == -ELOOP)
+			return secret_error(reterr_msg, -EPERM, "password file '%s' is a symbolic "
+					    "link; point password_file at the file itself", path);
+		return secret_error(reterr_msg, r, "cannot open password file '%s': %s", path,
+				    strerror(-r));
+	}
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		(void) close(fd);
+		return secret_error(reterr_msg, r, "cannot stat password file '%s': %s", path,
+				    strerror(-r));
+	}
+	if (!S_ISREG(st.st_mode))
+		r = secret_error(reterr_msg, -EPERM, "password file '%s' is not a regular file",
+				 path);
+	else if (st.st_uid != geteuid())
+		r = secret_error(reterr_msg, -EPERM, "password file '%s' is owned by uid %u, not "
+				 "by uid %u", path, (unsigned) st.st_uid, (unsigned) geteuid());
+	else if (st.st_mode & 077)
+		r = secret_error(reterr_msg, -EPERM, "password file '%s' has mode %04o; it must "
+				 "not be readable by others (chmod 600)", path,
+				 (unsigned) (st.st_mode & 07777));
+	else
+		r = 0;
+	if (r < 0) {
+		(void) close(fd);
+		return r;
+	}
+
+	buf = malloc(SECRET_MAX + 1);
+	if (!buf) {
+		(void) close(fd);
+		return -ENOMEM;
+	}
+	r = secret_read(fd, buf, &len);
+	(void) close(fd);
+	/* Only the first line counts, so a long file is fine as long as that line fits. */
+	if (r == -EFBIG) {
+		len = SECRET_MAX + 1;
+		r = memchr(buf, '\n', len) ? 0 :
+		    secret_error(reterr_msg, -EIO, "password file '%s' has a first line longer "
+				 "than %d bytes", path, SECRET_MAX);
+	} else if (r < 0)
+		r = secret_error(reterr_msg, r, "cannot read password file '%s': %s", path,
+				 strerror(-r));
+	if (r == 0) {
+		r = secret_first_line(buf, len, ret);
+		if (r == -ENODATA || r == -EBADMSG)
+			r = secret_error(reterr_msg, -EIO, "password file '%s' has %s on its first "
+					 "line", path, r == -ENODATA ? "nothing" : "a NUL byte");
+	}
+	secret_buf_free(buf);
+	return r;
+}
+
+int ks_account_get_password(const ks_account_config *a, char **ret, char **reterr_msg)
+{
+	assert(a && ret);
+	if (a->password_command)
+		return password_from_command(a->password_command, ret, reterr_msg);
+	if (a->password_file)
+		return password_from_file(a->password_file, ret, reterr_msg);
+	return secret_error(reterr_msg, -ENOKEY, "neither password_command nor password_file "
+			    "is set");
+}

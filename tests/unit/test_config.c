@@ -1,0 +1,924 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "buf_p.h"
+#include "ksync.h"
+#include "macro.h"
+
+/* Every test runs in a fresh directory that also serves as $HOME and $XDG_CONFIG_HOME's
+ * parent, so nothing outside it is ever read or written. */
+static char tmpdir[] = "/tmp/ksync-test-config-XXXXXX";
+static char home[sizeof(tmpdir) + 8];
+static char old_cwd[4096];
+
+static void write_file(const char *path, const char *data, size_t len, mode_t mode)
+{
+	/* A read-only file from an earlier case must not stop the rewrite. */
+	(void) unlink(path);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, len), (ssize_t) len);
+	assert_int_equal(fchmod(fd, mode), 0);
+	assert_int_equal(close(fd), 0);
+}
+
+static void write_conf(const char *text)
+{
+	write_file("ksync.conf", text, strlen(text), 0644);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	char xdg[sizeof(tmpdir) + 8];
+
+	if (!getcwd(old_cwd, sizeof(old_cwd)) || !mkdtemp(tmpdir))
+		return -1;
+	snprintf(home, sizeof(home), "%s/home", tmpdir);
+	snprintf(xdg, sizeof(xdg), "%s/xdg", tmpdir);
+	if (mkdir(home, 0700) < 0 || mkdir(xdg, 0700) < 0)
+		return -1;
+	if (setenv("HOME", home, 1) < 0 || setenv("XDG_CONFIG_HOME", xdg, 1) < 0)
+		return -1;
+	return chdir(tmpdir);
+}
+
+static int teardown(void **state)
+{
+	if (chdir(old_cwd) < 0)
+		return -1;
+	return nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Replaces @DIR@ with the test directory and @HOME@ with $HOME. */
+static char *subst(const char *s)
+{
+	ks_buf b = {};
+
+	while (*s) {
+		if (strncmp(s, "@DIR@", 5) == 0) {
+			assert_int_equal(ks_buf_puts(&b, tmpdir), 0);
+			s += 5;
+		} else if (strncmp(s, "@HOME@", 6) == 0) {
+			assert_int_equal(ks_buf_puts(&b, home), 0);
+			s += 6;
+		} else
+			assert_int_equal(ks_buf_append(&b, s++, 1), 0);
+	}
+	return ks_buf_steal(&b);
+}
+
+static void check_str(const char *name, const char *field, const char *got, const char *want)
+{
+	_cleanup_free_ char *w = want ? subst(want) : NULL;
+
+	if (!got && !w)
+		return;
+	if (!got || !w || strcmp(got, w) != 0)
+		fail_msg("case '%s', %s: got '%s', want '%s'", name, field, got ? got : "(null)",
+			 w ? w : "(null)");
+}
+
+/* ---- valid files -------------------------------------------------------------------------- */
+
+#define NAME64 "abcdefghij" "abcdefghij" "abcdefghij" "abcdefghij" "abcdefghij" "abcdefghij" "abcd"
+
+static const struct valid_case {
+	const char *name;
+	const char *text;
+	unsigned interval;
+	size_t n_accounts;
+	const char *account;	/* the account whose fields follow; NULL when there is none */
+	const char *provider, *url, *username, *password_command, *password_file, *ca_file;
+	bool allow_insecure_http;
+	unsigned account_interval;
+} valid_cases[] = {
+	{ .name = "empty file", .text = "", .interval = 900 },
+	{ .name = "only comments", .text = "# nothing\n; here\n\n   \n", .interval = 900 },
+	{ .name = "full",
+	  .text = "# ksync configuration\n"
+		  "[general]\n"
+		  "interval = 20min\n"
+		  "\n"
+		  "[account work]\n"
+		  "url = https://dav.example.com/remote.php/dav/\n"
+		  "username = jdoe\n"
+		  "password_command = pass show dav/work\n"
+		  "ca_file = /etc/ssl/private-ca.pem\n"
+		  "allow_insecure_http = false\n"
+		  "interval = 1h\n"
+		  "\n"
+		  "[account ik]\n"
+		  "provider = infomaniak\n"
+		  "username = AB12345\n"
+		  "password_file = ~/.ksync-pw\n",
+	  .interval = 1200, .n_accounts = 2, .account = "work",
+	  .url = "https://dav.example.com/remote.php/dav/", .username = "jdoe",
+	  .password_command = "pass show dav/work", .ca_file = "/etc/ssl/private-ca.pem",
+	  .account_interval = 3600 },
+	{ .name = "full, second account",
+	  .text = "[general]\ninterval = 20min\n[account work]\nurl = https://dav.example.com/\n"
+		  "[account ik]\nprovider = infomaniak\nusername = AB12345\n"
+		  "password_file = ~/.ksync-pw\nallow_insecure_http = true\ninterval = 90s\n",
+	  .interval = 1200, .n_accounts = 2, .account = "ik", .provider = "infomaniak",
+	  .url = "https://sync.infomaniak.com/", .username = "AB12345",
+	  .password_file = "@HOME@/.ksync-pw", .allow_insecure_http = true,
+	  .account_interval = 90 },
+	{ .name = "infomaniak provider fills url",
+	  .text = "[account ik]\nprovider = infomaniak\nusername = AB12345\n"
+		  "password_command = secret-tool lookup ksync infomaniak\n",
+	  .interval = 900, .n_accounts = 1, .account = "ik", .provider = "infomaniak",
+	  .url = "https://sync.infomaniak.com/", .username = "AB12345",
+	  .password_command = "secret-tool lookup ksync infomaniak" },
+	{ .name = "url wins over provider",
+	  .text = "[account ik]\nprovider = infomaniak\nurl = https://other.example/dav/\n",
+	  .interval = 900, .n_accounts = 1, .account = "ik", .provider = "infomaniak",
+	  .url = "https://other.example/dav/" },
+	{ .name = "comments, indentation, CRLF, no final newline",
+	  .text = "; leading comment\r\n"
+		  "  [ general ]  \r\n"
+		  "\t# indented comment\r\n"
+		  "\tinterval=120   \r\n"
+		  "[account   a.b_c-1  ]\r\n"
+		  "  url   =   https://h.example/   \r\n"
+		  "username = u # not a comment",
+	  .interval = 120, .n_accounts = 1, .account = "a.b_c-1", .url = "https://h.example/",
+	  .username = "u # not a comment" },
+	{ .name = "quoted values",
+	  .text = "[account q]\n"
+		  "url = \"https://h.example/\"\n"
+		  "username = \"  spaced user  \"\n"
+		  "password_command = \"printf '%s' \\\"a\\\\b\\\"\"\n",
+	  .interval = 900, .n_accounts = 1, .account = "q", .url = "https://h.example/",
+	  .username = "  spaced user  ", .password_command = "printf '%s' \"a\\b\"" },
+	{ .name = "quotes inside an unquoted value are literal",
+	  .text = "[account q]\nurl = https://h.example/\n"
+		  "password_command = secret-tool lookup \"ksync\" 'x\\y'\n",
+	  .interval = 900, .n_accounts = 1, .account = "q", .url = "https://h.example/",
+	  .password_command = "secret-tool lookup \"ksync\" 'x\\y'" },
+	{ .name = "http to 127.0.0.1 with port",
+	  .text = "[account t]\nurl = http://127.0.0.1:5232/\n",
+	  .interval = 900, .n_accounts = 1, .account = "t", .url = "http://127.0.0.1:5232/" },
+	{ .name = "http to elsewhere in 127/8",
+	  .text = "[account t]\nurl = http://127.200.1.9/dav\n",
+	  .interval = 900, .n_accounts = 1, .account = "t", .url = "http://127.200.1.9/dav" },
+	{ .name = "http to localhost",
+	  .text = "[account t]\nurl = HTTP://LocalHost:8000\n",
+	  .interval = 900, .n_accounts = 1, .account = "t", .url = "HTTP://LocalHost:8000" },
+	{ .name = "http to [::1]",
+	  .text = "[account t]\nurl = http://[::1]:8080/dav/\n",
+	  .interval = 900, .n_accounts = 1, .account = "t", .url = "http://[::1]:8080/dav/" },
+	{ .name = "http elsewhere allowed with the flag",
+	  .text = "[account t]\nurl = http://dav.lan/\nallow_insecure_http = yes\n",
+	  .interval = 900, .n_accounts = 1, .account = "t", .url = "http://dav.lan/",
+	  .allow_insecure_http = true },
+	{ .name = "https IPv6 host",
+	  .text = "[account t]\nurl = https://[2001:db8::1]/\n",
+	  .interval = 900, .n_accounts = 1, .account = "t", .url = "https://[2001:db8::1]/" },
+	{ .name = "tilde expansion",
+	  .text = "[account p]\nurl = https://h.example/\npassword_file = ~/secrets/pw\n"
+		  "ca_file = ~/ca.pem\n",
+	  .interval = 900, .n_accounts = 1, .account = "p", .url = "https://h.example/",
+	  .password_file = "@HOME@/secrets/pw", .ca_file = "@HOME@/ca.pem" },
+	{ .name = "relative paths are relative to the file",
+	  .text = "[account p]\nurl = https://h.example/\npassword_file = pw\n"
+		  "ca_file = certs/ca.pem\n",
+	  .interval = 900, .n_accounts = 1, .account = "p", .url = "https://h.example/",
+	  .password_file = "@DIR@/pw", .ca_file = "@DIR@/certs/ca.pem" },
+	{ .name = "account interval 0 inherits",
+	  .text = "[general]\ninterval = 60\n[account z]\nurl = https://h.example/\n"
+		  "interval = 0\n",
+	  .interval = 60, .n_accounts = 1, .account = "z", .url = "https://h.example/" },
+	{ .name = "longest account name",
+	  .text = "[account " NAME64 "]\nurl = https://h.example/\n",
+	  .interval = 900, .n_accounts = 1, .account = NAME64, .url = "https://h.example/" },
+	{ .name = "both password keys in different accounts",
+	  .text = "[account a]\nurl = https://h.example/\npassword_command = x\n"
+		  "[account b]\nurl = https://h.example/\npassword_file = /pw\n",
+	  .interval = 900, .n_accounts = 2, .account = "b", .url = "https://h.example/",
+	  .password_file = "/pw" },
+};
+
+static void test_valid(void **state)
+{
+	for (size_t i = 0; i < ELEMENTSOF(valid_cases); i++) {
+		const struct valid_case *t = &valid_cases[i];
+		_cleanup_free_ char *err = NULL;
+		ks_config *c = NULL;
+		int r;
+
+		write_conf(t->text);
+		r = ks_config_load("ksync.conf", &c, &err);
+		if (r < 0)
+			fail_msg("case '%s': %d: %s", t->name, r, err ? err : "(no message)");
+		assert_null(err);
+		assert_non_null(c);
+		check_str(t->name, "path", c->path, "ksync.conf");
+		if (c->interval != t->interval)
+			fail_msg("case '%s': interval %u, want %u", t->name, c->interval,
+				 t->interval);
+		if (c->n_accounts != t->n_accounts)
+			fail_msg("case '%s': %zu accounts, want %zu", t->name, c->n_accounts,
+				 t->n_accounts);
+		if (t->account) {
+			const ks_account_config *a = ks_config_find_account(c, t->account);
+
+			if (!a)
+				fail_msg("case '%s': no account '%s'", t->name, t->account);
+			check_str(t->name, "provider", a->provider, t->provider);
+			check_str(t->name, "url", a->url, t->url);
+			check_str(t->name, "username", a->username, t->username);
+			check_str(t->name, "password_command", a->password_command,
+				  t->password_command);
+			check_str(t->name, "password_file", a->password_file, t->password_file);
+			check_str(t->name, "ca_file", a->ca_file, t->ca_file);
+			if (a->allow_insecure_http != t->allow_insecure_http)
+				fail_msg("case '%s': allow_insecure_http", t->name);
+			if (a->interval != t->account_interval)
+				fail_msg("case '%s': account interval %u, want %u", t->name,
+					 a->interval, t->account_interval);
+		}
+		assert_null(ks_config_free(c));
+	}
+}
+
+static const struct {
+	const char *text;
+	unsigned seconds;
+} durations[] = {
+	{ "60", 60 }, { "90s", 90 }, { "90 s", 90 }, { "15min", 900 }, { "2 min", 120 },
+	{ "1h", 3600 }, { "24h", 86400 }, { "0900", 900 }, { "\"5min\"", 300 },
+	{ "4294967295", 4294967295u }, { "1193046h", 1193046u * 3600u },
+};
+
+static void test_durations(void **state)
+{
+	for (size_t i = 0; i < ELEMENTSOF(durations); i++) {
+		char text[128];
+		_cleanup_free_ char *err = NULL;
+		ks_config *c = NULL;
+
+		snprintf(text, sizeof(text), "[general]\ninterval = %s\n[account a]\n"
+			 "url = https://h.example/\ninterval = %s\n", durations[i].text,
+			 durations[i].text);
+		write_conf(text);
+		if (ks_config_load("ksync.conf", &c, &err) < 0)
+			fail_msg("duration '%s': %s", durations[i].text, err);
+		assert_int_equal(c->interval, durations[i].seconds);
+		assert_int_equal(c->accounts[0].interval, durations[i].seconds);
+		ks_config_free(c);
+	}
+}
+
+static const struct {
+	const char *text;
+	bool value;
+} booleans[] = {
+	{ "true", true }, { "yes", true }, { "on", true }, { "1", true }, { "TRUE", true },
+	{ "Yes", true }, { "false", false }, { "no", false }, { "off", false }, { "0", false },
+	{ "Off", false }, { "\"on\"", true },
+};
+
+static void test_booleans(void **state)
+{
+	for (size_t i = 0; i < ELEMENTSOF(booleans); i++) {
+		char text[128];
+		_cleanup_free_ char *err = NULL;
+		ks_config *c = NULL;
+
+		/* A loopback URL, so that false is valid too. */
+		snprintf(text, sizeof(text), "[account a]\nurl = http://127.0.0.1/\n"
+			 "allow_insecure_http = %s\n", booleans[i].text);
+		write_conf(text);
+		if (ks_config_load("ksync.conf", &c, &err) < 0)
+			fail_msg("boolean '%s': %s", booleans[i].text, err);
+		assert_int_equal(c->accounts[0].allow_insecure_http, booleans[i].value);
+		ks_config_free(c);
+	}
+}
+
+/* ---- errors ------------------------------------------------------------------------------- */
+
+#define URL "url = https://h.example/\n"
+
+static const struct {
+	const char *name;
+	const char *text;
+	const char *errors;
+} error_cases[] = {
+	{ "unknown key",
+	  "[general]\ninterval = 60\n\n[account work]\n" URL "username = u\n"
+	  "pasword_command = pass\n",
+	  "ksync.conf:7: unknown key 'pasword_command' in [account work]" },
+	{ "unknown key in general",
+	  "[general]\nintervall = 60\n",
+	  "ksync.conf:2: unknown key 'intervall' in [general]" },
+	{ "account key in general",
+	  "[general]\nurl = https://h.example/\n",
+	  "ksync.conf:2: unknown key 'url' in [general]" },
+	{ "keys are lowercase",
+	  "[account a]\nURL = https://h.example/\n",
+	  "ksync.conf:2: unknown key 'URL' in [account a]" },
+	{ "unknown section, its keys are not checked",
+	  "# x\n\n[genral]\ninterval = 60\nnonsense = 1\n",
+	  "ksync.conf:3: unknown section [genral]" },
+	{ "unknown section prefixed with account",
+	  "[accounts a]\n",
+	  "ksync.conf:1: unknown section [accounts a]" },
+	{ "section names are lowercase",
+	  "[General]\n",
+	  "ksync.conf:1: unknown section [General]" },
+	{ "empty section",
+	  "[]\n",
+	  "ksync.conf:1: unknown section []" },
+	{ "unclosed section header",
+	  "[general\ninterval = 60\n",
+	  "ksync.conf:1: invalid section header; expected [general] or [account NAME]" },
+	{ "line outside any section",
+	  "interval = 60\n[general]\n",
+	  "ksync.conf:1: line outside any section; expected [general] or [account NAME] first" },
+	{ "not an assignment",
+	  "[general]\ninterval 60\n",
+	  "ksync.conf:2: expected 'key = value', a [section] or a comment" },
+	{ "missing key",
+	  "[general]\n = 60\n",
+	  "ksync.conf:2: missing key before '='" },
+	{ "empty value",
+	  "[account a]\n" URL "username =\n",
+	  "ksync.conf:3: empty value for username" },
+	{ "empty quoted value",
+	  "[account a]\n" URL "username = \"\"\n",
+	  "ksync.conf:3: empty value for username" },
+	{ "unterminated quote",
+	  "[account a]\n" URL "username = \"abc\n",
+	  "ksync.conf:3: unterminated quoted value for username" },
+	{ "quote escaped at the end",
+	  "[account a]\n" URL "username = \"abc\\\"\n",
+	  "ksync.conf:3: unterminated quoted value for username" },
+	{ "backslash at the end",
+	  "[account a]\n" URL "username = \"abc\\\n",
+	  "ksync.conf:3: unterminated quoted value for username" },
+	{ "invalid escape",
+	  "[account a]\n" URL "username = \"a\\nb\"\n",
+	  "ksync.conf:3: invalid escape sequence in the value of username; "
+	  "only \\\" and \\\\ are allowed" },
+	{ "text after the closing quote",
+	  "[account a]\n" URL "username = \"a\" b\n",
+	  "ksync.conf:3: unexpected text after the closing quote of username" },
+	{ "duplicate key",
+	  "[account a]\n" URL "username = x\n\nusername = y\n",
+	  "ksync.conf:5: duplicate key 'username' in [account a] (first on line 3)" },
+	{ "duplicate key in general",
+	  "[general]\ninterval = 60\ninterval = 120\n",
+	  "ksync.conf:3: duplicate key 'interval' in [general] (first on line 2)" },
+	{ "same key in two accounts is fine, twice in one is not",
+	  "[account a]\n" URL "[account b]\n" URL URL,
+	  "ksync.conf:5: duplicate key 'url' in [account b] (first on line 4)" },
+	{ "duplicate general",
+	  "[general]\n[general]\ninterval = 60\n",
+	  "ksync.conf:2: duplicate section [general] (first on line 1)" },
+	{ "duplicate account",
+	  "[account a]\n" URL "[account a]\n" URL,
+	  "ksync.conf:3: duplicate account 'a' (first on line 1)" },
+	{ "missing account name",
+	  "[account]\n[account   ]\n",
+	  "ksync.conf:1: missing account name in [account]\n"
+	  "ksync.conf:2: missing account name in [account]" },
+	{ "invalid account names",
+	  "[account a b]\n[account .hidden]\n[account a/b]\n[account é]\n"
+	  "[account " NAME64 "x]\n",
+	  "ksync.conf:1: invalid account name 'a b'; use 1 to 64 of A-Z a-z 0-9 . _ -, "
+	  "not starting with '.'\n"
+	  "ksync.conf:2: invalid account name '.hidden'; use 1 to 64 of A-Z a-z 0-9 . _ -, "
+	  "not starting with '.'\n"
+	  "ksync.conf:3: invalid account name 'a/b'; use 1 to 64 of A-Z a-z 0-9 . _ -, "
+	  "not starting with '.'\n"
+	  "ksync.conf:4: invalid account name 'é'; use 1 to 64 of A-Z a-z 0-9 . _ -, "
+	  "not starting with '.'\n"
+	  "ksync.conf:5: invalid account name '" NAME64 "x'; use 1 to 64 of A-Z a-z 0-9 . _ -, "
+	  "not starting with '.'" },
+	{ "invalid boolean",
+	  "[account a]\n" URL "allow_insecure_http = maybe\n",
+	  "ksync.conf:3: invalid boolean 'maybe' for allow_insecure_http" },
+	{ "unknown provider",
+	  "[account a]\nprovider = fastmail\n",
+	  "ksync.conf:2: unknown provider 'fastmail'; known providers: infomaniak" },
+	{ "invalid urls",
+	  "[account a]\nurl = ftp://h.example/\n"
+	  "[account b]\nurl = https:///path\n"
+	  "[account c]\nurl = https://h.example/a b\n"
+	  "[account d]\nurl = https://h.example:0/\n"
+	  "[account e]\nurl = https://h.example:http/\n"
+	  "[account f]\nurl = https://[::1/\n"
+	  "[account g]\nurl = https://[not-ipv6]/\n"
+	  "[account h]\nurl = h.example\n"
+	  "[account i]\nurl = https://h.example:65536/\n"
+	  "[account j]\nurl = https://h.example:/\n",
+	  "ksync.conf:2: invalid URL 'ftp://h.example/' for url; it must start with http:// "
+	  "or https://\n"
+	  "ksync.conf:4: invalid URL 'https:///path' for url; the host is missing or malformed\n"
+	  "ksync.conf:6: invalid URL 'https://h.example/a b' for url; it contains spaces or "
+	  "control characters\n"
+	  "ksync.conf:8: invalid URL 'https://h.example:0/' for url; the port is malformed\n"
+	  "ksync.conf:10: invalid URL 'https://h.example:http/' for url; the port is malformed\n"
+	  "ksync.conf:12: invalid URL 'https://[::1/' for url; the host is missing or malformed\n"
+	  "ksync.conf:14: invalid URL 'https://[not-ipv6]/' for url; the host is missing or "
+	  "malformed\n"
+	  "ksync.conf:16: invalid URL 'h.example' for url; it must start with http:// or "
+	  "https://\n"
+	  "ksync.conf:18: invalid URL 'https://h.example:65536/' for url; the port is malformed\n"
+	  "ksync.conf:20: invalid URL 'https://h.example:/' for url; the port is malformed" },
+	{ "credentials in the url are refused and not echoed",
+	  "[account a]\nurl = https://me:hunter2@h.example/\n",
+	  "ksync.conf:2: url must not contain a user name or password; "
+	  "use username and password_command" },
+	{ "username with a colon",
+	  "[account a]\n" URL "username = a:b\n",
+	  "ksync.conf:3: username must not contain ':'" },
+	{ "invalid durations",
+	  "[account a]\ninterval = abc\n[account b]\ninterval = 15m\n[account c]\ninterval = -5\n"
+	  "[account d]\ninterval = 1.5h\n[account e]\ninterval = 4294967296\n"
+	  "[account f]\ninterval = 1193047h\n[account g]\ninterval = min\n",
+	  "ksync.conf:2: invalid duration 'abc' for interval; use seconds, or a number followed "
+	  "by s, min or h (e.g. 15min)\n"
+	  "ksync.conf:4: invalid duration '15m' for interval; use seconds, or a number followed "
+	  "by s, min or h (e.g. 15min)\n"
+	  "ksync.conf:6: invalid duration '-5' for interval; use seconds, or a number followed "
+	  "by s, min or h (e.g. 15min)\n"
+	  "ksync.conf:8: invalid duration '1.5h' for interval; use seconds, or a number followed "
+	  "by s, min or h (e.g. 15min)\n"
+	  "ksync.conf:10: invalid duration '4294967296' for interval; use seconds, or a number "
+	  "followed by s, min or h (e.g. 15min)\n"
+	  "ksync.conf:12: invalid duration '1193047h' for interval; use seconds, or a number "
+	  "followed by s, min or h (e.g. 15min)\n"
+	  "ksync.conf:14: invalid duration 'min' for interval; use seconds, or a number followed "
+	  "by s, min or h (e.g. 15min)" },
+	{ "interval too short",
+	  "[general]\ninterval = 30s\n[account a]\n" URL "interval = 59\n",
+	  "ksync.conf:2: interval '30s' is too short; the minimum is 60s\n"
+	  "ksync.conf:5: interval '59' is too short; the minimum is 60s" },
+	{ "general interval 0",
+	  "[general]\ninterval = 0\n",
+	  "ksync.conf:2: interval '0' is too short; the minimum is 60s" },
+	{ "tilde of another user",
+	  "[account a]\n" URL "password_file = ~root/pw\nca_file = ~\n",
+	  "ksync.conf:3: invalid path '~root/pw' for password_file; only '~/' is expanded\n"
+	  "ksync.conf:4: invalid path '~' for ca_file; only '~/' is expanded" },
+	{ "neither url nor provider",
+	  "[general]\ninterval = 1h\n\n[account empty]\nusername = u\n",
+	  "ksync.conf:4: account 'empty' needs url or provider" },
+	{ "both password keys",
+	  "[account a]\n" URL "password_command = x\npassword_file = /pw\n",
+	  "ksync.conf:1: account 'a': password_command and password_file are mutually "
+	  "exclusive" },
+	{ "http to another host",
+	  "[account lan]\nurl = http://dav.lan:5232/\n",
+	  "ksync.conf:1: account 'lan': plain http:// to 'dav.lan' would send the password "
+	  "unencrypted; use https:// or set allow_insecure_http = true" },
+	{ "http to another host, flag off",
+	  "[account lan]\nurl = http://10.0.0.1/\nallow_insecure_http = off\n",
+	  "ksync.conf:1: account 'lan': plain http:// to '10.0.0.1' would send the password "
+	  "unencrypted; use https:// or set allow_insecure_http = true" },
+	{ "not quite loopback",
+	  "[account a]\nurl = http://localhost.example/\n[account b]\nurl = http://[::2]/\n"
+	  "[account c]\nurl = http://128.0.0.1/\n",
+	  "ksync.conf:1: account 'a': plain http:// to 'localhost.example' would send the "
+	  "password unencrypted; use https:// or set allow_insecure_http = true\n"
+	  "ksync.conf:3: account 'b': plain http:// to '::2' would send the "
+	  "password unencrypted; use https:// or set allow_insecure_http = true\n"
+	  "ksync.conf:5: account 'c': plain http:// to '128.0.0.1' would send the "
+	  "password unencrypted; use https:// or set allow_insecure_http = true" },
+	{ "several validation errors, all reported",
+	  "[account a]\nusername = u\n[account b]\n" URL
+	  "password_command = x\npassword_file = y\n",
+	  "ksync.conf:1: account 'a' needs url or provider\n"
+	  "ksync.conf:3: account 'b': password_command and password_file are mutually "
+	  "exclusive" },
+	{ "several errors collected",
+	  "stray = 1\n"
+	  "[general]\n"
+	  "interval = 10\n"
+	  "[account a]\n"
+	  "url = https://h.example/\n"
+	  "allow_insecure_http = maybe\n"
+	  "colour = red\n"
+	  "[account a]\n"
+	  "url = not checked\n"
+	  "[oops]\n"
+	  "[account b]\n"
+	  "provider = nope\n",
+	  "ksync.conf:1: line outside any section; expected [general] or [account NAME] first\n"
+	  "ksync.conf:3: interval '10' is too short; the minimum is 60s\n"
+	  "ksync.conf:6: invalid boolean 'maybe' for allow_insecure_http\n"
+	  "ksync.conf:7: unknown key 'colour' in [account a]\n"
+	  "ksync.conf:8: duplicate account 'a' (first on line 4)\n"
+	  "ksync.conf:10: unknown section [oops]\n"
+	  "ksync.conf:12: unknown provider 'nope'; known providers: infomaniak" },
+	{ "validation waits for a clean parse",
+	  "[account a]\nusername = u\nfoo = bar\n",
+	  "ksync.conf:3: unknown key 'foo' in [account a]" },
+};
+
+static void test_errors(void **state)
+{
+	for (size_t i = 0; i < ELEMENTSOF(error_cases); i++) {
+		ks_config *c = (ks_config *) &c;	/* must be left alone on failure */
+		_cleanup_free_ char *err = NULL;
+		int r;
+
+		write_conf(error_cases[i].text);
+		r = ks_config_load("ksync.conf", &c, &err);
+		if (r != -EINVAL)
+			fail_msg("case '%s': returned %d", error_cases[i].name, r);
+		assert_ptr_equal(c, &c);
+		check_str(error_cases[i].name, "errors", err, error_cases[i].errors);
+
+		/* The message is optional. */
+		assert_int_equal(ks_config_load("ksync.conf", &c, NULL), -EINVAL);
+	}
+}
+
+static void test_nul_byte(void **state)
+{
+	static const char text[] = "[general]\ninter\0val = 60\n[account a]\n" URL;
+	_cleanup_free_ char *err = NULL;
+	ks_config *c = NULL;
+
+	write_file("ksync.conf", text, sizeof(text) - 1, 0644);
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err), -EINVAL);
+	assert_string_equal(err, "ksync.conf:2: line contains a NUL byte");
+}
+
+static void test_too_many_errors(void **state)
+{
+	ks_buf b = {};
+	_cleanup_free_ char *text = NULL, *err = NULL;
+	ks_config *c = NULL;
+
+	for (int i = 0; i < 150; i++)
+		assert_int_equal(ks_buf_puts(&b, "junk\n"), 0);
+	text = ks_buf_steal(&b);
+	write_conf(text);
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err), -EINVAL);
+
+	size_t lines = 1;
+	for (const char *p = err; *p; p++)
+		lines += *p == '\n';
+	assert_int_equal(lines, 101);
+	assert_non_null(strstr(err, "ksync.conf:100: line outside any section"));
+	assert_null(strstr(err, "ksync.conf:101:"));
+	assert_non_null(strstr(err, "\nksync.conf: 150 errors; only the first 100 are shown"));
+}
+
+static void test_file_errors(void **state)
+{
+	_cleanup_free_ char *err1 = NULL, *err2 = NULL, *err3 = NULL;
+	_cleanup_free_ char *big = malloc(1024 * 1024 + 1);
+	ks_config *c = NULL;
+
+	assert_int_equal(ks_config_load("missing.conf", &c, &err1), -ENOENT);
+	assert_string_equal(err1, "missing.conf: No such file or directory");
+	assert_null(c);
+
+	assert_int_equal(mkdir("confdir", 0700), 0);
+	assert_int_equal(ks_config_load("confdir", &c, &err2), -EISDIR);
+	assert_string_equal(err2, "confdir: Is a directory");
+
+	assert_non_null(big);
+	memset(big, '#', 1024 * 1024 + 1);
+	write_file("ksync.conf", big, 1024 * 1024 + 1, 0644);
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err3), -EINVAL);
+	assert_string_equal(err3, "ksync.conf: file is larger than 1048576 bytes");
+	assert_null(c);
+}
+
+/* Relative paths follow the file, wherever it is named from. */
+static void test_relative_to_file(void **state)
+{
+	static const char text[] = "[account a]\n" URL "password_file = pw\nca_file = ../ca\n";
+	_cleanup_free_ char *abs = NULL, *want_pw = NULL, *want_ca = NULL;
+	const char *paths[2];
+	char *err = NULL;
+
+	assert_int_equal(mkdir("sub", 0700), 0);
+	write_file("sub/ksync.conf", text, strlen(text), 0644);
+	assert_true(asprintf(&abs, "%s/sub/ksync.conf", tmpdir) > 0);
+	assert_true(asprintf(&want_pw, "%s/sub/pw", tmpdir) > 0);
+	assert_true(asprintf(&want_ca, "%s/sub/../ca", tmpdir) > 0);
+	paths[0] = "sub/ksync.conf";
+	paths[1] = abs;
+	for (size_t i = 0; i < ELEMENTSOF(paths); i++) {
+		ks_config *c = NULL;
+
+		assert_int_equal(ks_config_load(paths[i], &c, &err), 0);
+		assert_string_equal(c->path, paths[i]);
+		assert_string_equal(c->accounts[0].password_file, want_pw);
+		assert_string_equal(c->accounts[0].ca_file, want_ca);
+		ks_config_free(c);
+	}
+}
+
+static void test_tilde_without_home(void **state)
+{
+	_cleanup_free_ char *err = NULL;
+	ks_config *c = NULL;
+
+	write_conf("[account a]\n" URL "password_file = ~/pw\n");
+	assert_int_equal(unsetenv("HOME"), 0);
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err), -EINVAL);
+	assert_int_equal(setenv("HOME", home, 1), 0);
+	assert_string_equal(err, "ksync.conf:3: cannot expand '~/pw' for password_file: "
+			    "$HOME is not set");
+}
+
+static void test_find_account(void **state)
+{
+	_cleanup_free_ char *err = NULL;
+	ks_config *c = NULL;
+
+	write_conf("[account work]\n" URL "[account home]\n" URL "[account work2]\n" URL);
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err), 0);
+	assert_int_equal(c->n_accounts, 3);
+
+	static const char *const names[] = { "work", "home", "work2" };
+	for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+		const ks_account_config *a = ks_config_find_account(c, names[i]);
+
+		assert_ptr_equal(a, &c->accounts[i]);
+		assert_string_equal(a->name, names[i]);
+		assert_int_equal(a->line, 2 * i + 1);
+	}
+	assert_null(ks_config_find_account(c, "wor"));
+	assert_null(ks_config_find_account(c, "Work"));
+	assert_null(ks_config_find_account(c, ""));
+	ks_config_free(c);
+	assert_null(ks_config_free(NULL));
+}
+
+static void test_default_path(void **state)
+{
+	static const struct {
+		const char *xdg, *home;
+		int r;
+		const char *want;
+	} cases[] = {
+		{ "/x/cfg", "/home/u", 0, "/x/cfg/ksync/ksync.conf" },
+		{ NULL, "/home/u", 0, "/home/u/.config/ksync/ksync.conf" },
+		{ "", "/home/u", 0, "/home/u/.config/ksync/ksync.conf" },
+		{ "relative/cfg", "/home/u", 0, "/home/u/.config/ksync/ksync.conf" },
+		{ "/x/cfg", NULL, 0, "/x/cfg/ksync/ksync.conf" },
+		{ NULL, NULL, -ENOENT, NULL },
+		{ "rel", "", -ENOENT, NULL },
+	};
+	_cleanup_free_ char *saved_xdg = strdup(getenv("XDG_CONFIG_HOME"));
+
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		char *p = (char *) &p;
+
+		if (cases[i].xdg)
+			assert_int_equal(setenv("XDG_CONFIG_HOME", cases[i].xdg, 1), 0);
+		else
+			assert_int_equal(unsetenv("XDG_CONFIG_HOME"), 0);
+		if (cases[i].home)
+			assert_int_equal(setenv("HOME", cases[i].home, 1), 0);
+		else
+			assert_int_equal(unsetenv("HOME"), 0);
+		assert_int_equal(ks_config_default_path(&p), cases[i].r);
+		if (cases[i].r == 0) {
+			assert_string_equal(p, cases[i].want);
+			free(p);
+		} else
+			assert_ptr_equal(p, &p);
+	}
+	assert_int_equal(setenv("HOME", home, 1), 0);
+	assert_int_equal(setenv("XDG_CONFIG_HOME", saved_xdg, 1), 0);
+}
+
+/* ---- passwords ---------------------------------------------------------------------------- */
+
+enum pw_setup {
+	PW_COMMAND,
+	PW_FILE,
+	PW_SYMLINK,	/* "pw.link" pointing at a 0600 file */
+	PW_DIRECTORY,
+	PW_MISSING,
+	PW_NONE,
+};
+
+static const struct pw_case {
+	const char *name;
+	enum pw_setup setup;
+	const char *data;	/* the command, or the file's contents */
+	mode_t mode;
+	int r;
+	const char *want;	/* the password, or the message */
+} pw_cases[] = {
+	{ "command, first line", PW_COMMAND, "printf 'hunter2\\nsecond line\\n'", 0, 0,
+	  "hunter2" },
+	{ "command, CRLF", PW_COMMAND, "printf 'pw\\r\\n'", 0, 0, "pw" },
+	{ "command, no newline", PW_COMMAND, "printf 'no newline'", 0, 0, "no newline" },
+	{ "command, spaces kept", PW_COMMAND, "printf '  sp ace  \\n'", 0, 0, "  sp ace  " },
+	{ "command, environment passed", PW_COMMAND, "printf '%s\\n' \"$KSYNC_TEST_PW\"", 0, 0,
+	  "from-env" },
+	{ "command, shell syntax", PW_COMMAND, "x=abc; echo \"$x\" | tr a-z A-Z", 0, 0, "ABC" },
+	{ "command fails, output not shown", PW_COMMAND, "echo s3cret; exit 3", 0, -EIO,
+	  "password_command exited with status 3" },
+	{ "command not found", PW_COMMAND, "/nonexistent/ksync-test 2>/dev/null", 0, -EIO,
+	  "password_command exited with status 127" },
+	{ "command prints nothing", PW_COMMAND, "true", 0, -EIO,
+	  "password_command printed nothing on its first line (exit status 0)" },
+	{ "command prints an empty first line", PW_COMMAND, "printf '\\nsecond\\n'", 0, -EIO,
+	  "password_command printed nothing on its first line (exit status 0)" },
+	{ "command prints a NUL byte", PW_COMMAND, "printf 'a\\000b\\n'", 0, -EIO,
+	  "password_command printed a NUL byte on its first line (exit status 0)" },
+	{ "command stdin is /dev/null", PW_COMMAND, "cat", 0, -EIO,
+	  "password_command printed nothing on its first line (exit status 0)" },
+	{ "command killed", PW_COMMAND, "kill -9 $$", 0, -EIO,
+	  "password_command was killed by signal 9" },
+	{ "command prints too much", PW_COMMAND, "head -c 70000 /dev/zero | tr '\\000' x", 0,
+	  -EIO, "password_command printed more than 65536 bytes" },
+	{ "command never stops", PW_COMMAND, "yes", 0, -EIO,
+	  "password_command printed more than 65536 bytes" },
+	{ "command, long line just fits", PW_COMMAND, "head -c 65535 /dev/zero | tr '\\000' y; "
+	  "echo", 0, 0, NULL },
+	{ "file 0600", PW_FILE, "filepw\nignored\n", 0600, 0, "filepw" },
+	{ "file 0400, CRLF", PW_FILE, "filepw\r\n", 0400, 0, "filepw" },
+	{ "file without newline", PW_FILE, "filepw", 0600, 0, "filepw" },
+	{ "file 0644", PW_FILE, "filepw\n", 0644, -EPERM,
+	  "password file '@DIR@/pw' has mode 0644; it must not be readable by others "
+	  "(chmod 600)" },
+	{ "file 0640", PW_FILE, "filepw\n", 0640, -EPERM,
+	  "password file '@DIR@/pw' has mode 0640; it must not be readable by others "
+	  "(chmod 600)" },
+	{ "file 0604", PW_FILE, "filepw\n", 0604, -EPERM,
+	  "password file '@DIR@/pw' has mode 0604; it must not be readable by others "
+	  "(chmod 600)" },
+	{ "file empty", PW_FILE, "", 0600, -EIO,
+	  "password file '@DIR@/pw' has nothing on its first line" },
+	{ "file symlink", PW_SYMLINK, "filepw\n", 0600, -EPERM,
+	  "password file '@DIR@/pw.link' is a symbolic link; point password_file at the file "
+	  "itself" },
+	{ "file is a directory", PW_DIRECTORY, NULL, 0700, -EPERM,
+	  "password file '@DIR@/pw.d' is not a regular file" },
+	{ "file missing", PW_MISSING, NULL, 0, -ENOENT,
+	  "cannot open password file '@DIR@/pw.missing': No such file or directory" },
+	{ "neither", PW_NONE, NULL, 0, -ENOKEY,
+	  "neither password_command nor password_file is set" },
+};
+
+static void run_pw_case(const struct pw_case *t)
+{
+	_cleanup_free_ char *file = NULL, *cmd = NULL;
+	ks_account_config a = { .name = (char *) "test" };
+	char *pw = (char *) &pw, *err = NULL;
+	int r;
+
+	switch (t->setup) {
+	case PW_COMMAND:
+		cmd = strdup(t->data);
+		assert_non_null(cmd);
+		a.password_command = cmd;
+		break;
+	case PW_FILE:
+		file = subst("@DIR@/pw");
+		write_file(file, t->data, strlen(t->data), t->mode);
+		break;
+	case PW_SYMLINK:
+		file = subst("@DIR@/pw.link");
+		write_file("pw.target", t->data, strlen(t->data), t->mode);
+		(void) unlink(file);
+		assert_int_equal(symlink("pw.target", file), 0);
+		break;
+	case PW_DIRECTORY:
+		file = subst("@DIR@/pw.d");
+		(void) rmdir(file);
+		assert_int_equal(mkdir(file, t->mode), 0);
+		break;
+	case PW_MISSING:
+		file = subst("@DIR@/pw.missing");
+		break;
+	case PW_NONE:
+		break;
+	}
+	a.password_file = file;
+
+	r = ks_account_get_password(&a, &pw, &err);
+	if (r != t->r)
+		fail_msg("case '%s': returned %d, want %d (%s)", t->name, r, t->r,
+			 err ? err : "no message");
+	if (r == 0) {
+		assert_null(err);
+		if (t->want)
+			check_str(t->name, "password", pw, t->want);
+		else
+			assert_int_equal(strlen(pw), 65535);
+		assert_null(ks_secret_free(pw));
+	} else {
+		assert_ptr_equal(pw, &pw);
+		check_str(t->name, "message", err, t->want);
+		free(err);
+	}
+}
+
+static void test_passwords(void **state)
+{
+	assert_int_equal(setenv("KSYNC_TEST_PW", "from-env", 1), 0);
+	for (size_t i = 0; i < ELEMENTSOF(pw_cases); i++)
+		run_pw_case(&pw_cases[i]);
+	assert_null(ks_secret_free(NULL));
+}
+
+/* A daemon blocks the signals it reads through signalfd; the command must not inherit that. */
+static void test_password_command_signals(void **state)
+{
+	ks_account_config a = { .name = (char *) "test", .password_command = (char *) "kill $$" };
+	sigset_t set, old;
+	char *pw = NULL, *err = NULL;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	assert_int_equal(sigprocmask(SIG_BLOCK, &set, &old), 0);
+	assert_int_equal(ks_account_get_password(&a, &pw, &err), -EIO);
+	assert_int_equal(sigprocmask(SIG_SETMASK, &old, NULL), 0);
+	assert_string_equal(err, "password_command was killed by signal 15");
+	free(err);
+}
+
+static void test_password_file_other_owner(void **state)
+{
+	ks_account_config a = { .name = (char *) "test" };
+	_cleanup_free_ char *want = NULL;
+	char *pw = NULL, *err = NULL;
+
+	if (geteuid() != 0)
+		skip();
+	a.password_file = subst("@DIR@/pw.other");
+	write_file(a.password_file, "x\n", 2, 0600);
+	assert_int_equal(chown(a.password_file, 1, 1), 0);
+	assert_int_equal(ks_account_get_password(&a, &pw, &err), -EPERM);
+	assert_true(asprintf(&want, "password file '%s' is owned by uid 1, not by uid 0",
+			     a.password_file) > 0);
+	assert_string_equal(err, want);
+	free(err);
+	free(a.password_file);
+}
+
+/* The whole path a daemon takes: load, find the account, read its password. */
+static void test_load_then_password(void **state)
+{
+	_cleanup_free_ char *err = NULL;
+	ks_config *c = NULL;
+	char *pw = NULL;
+
+	write_file("secret", "from-file\n", 10, 0600);
+	write_conf("[account ik]\nprovider = infomaniak\nusername = AB12345\n"
+		   "password_file = secret\n");
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err), 0);
+	assert_int_equal(ks_account_get_password(ks_config_find_account(c, "ik"), &pw, &err), 0);
+	assert_string_equal(pw, "from-file");
+	ks_secret_free(pw);
+	ks_config_free(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_valid),
+		cmocka_unit_test(test_durations),
+		cmocka_unit_test(test_booleans),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_nul_byte),
+		cmocka_unit_test(test_too_many_errors),
+		cmocka_unit_test(test_file_errors),
+		cmocka_unit_test(test_relative_to_file),
+		cmocka_unit_test(test_tilde_without_home),
+		cmocka_unit_test(test_find_account),
+		cmocka_unit_test(test_default_path),
+		cmocka_unit_test(test_passwords),
+		cmocka_unit_test(test_password_command_signals),
+		cmocka_unit_test(test_password_file_other_owner),
+		cmocka_unit_test(test_load_then_password),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
