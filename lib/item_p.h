@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "macro.h"
+
+typedef enum ks_item_kind {
+	KS_ITEM_VCARD,
+	KS_ITEM_VEVENT,
+	KS_ITEM_VTODO,
+	KS_ITEM_VJOURNAL,
+	_KS_ITEM_MAX,
+	_KS_ITEM_INVALID = -22,
+} ks_item_kind;
+
+/* What the cache keeps of an item so that readers can list it without parsing it.
+ * Every string is owned by the struct (ks_item_info_done() frees them) and may be NULL. */
+typedef struct ks_item_info {
+	ks_item_kind kind;
+	char *uid;
+	char *summary;	/* vCard FN, iCalendar SUMMARY (unescaped) */
+	char *email;	/* vCard: first EMAIL */
+	/* iCalendar times, normalised: "YYYY-MM-DD" for a DATE, "YYYY-MM-DDTHH:MM:SSZ" for UTC or a
+	 * time with a known TZID (converted to UTC), "YYYY-MM-DDTHH:MM:SS" for floating time. */
+	char *dtstart;
+	char *dtend;	/* DTEND, or DTSTART + DURATION when only that is given */
+	char *due;
+	char *status;
+	int priority;	/* 0 when absent */
+	bool has_rrule;
+} ks_item_info;
+
+void ks_item_info_done(ks_item_info *i);
+const char *ks_item_kind_to_string(ks_item_kind k);
+ks_item_kind ks_item_kind_from_string(const char *s);
+
+/* Parses a vCard or iCalendar object by looking at its first line, filling *ret.
+ * -EBADMSG: not parseable; -ENODATA: no UID; -ENOTUNIQ: more than one UID;
+ * -EFBIG: larger than KS_CARD_MAX.
+ * On failure, *reterr_msg (if not NULL) gets a malloc'd human-readable reason. */
+int ks_item_parse_info(const char *data, size_t len, ks_item_info *ret, char **reterr_msg);
+
+/* Helpers shared by the vCard and iCalendar parsers. */
+
+/* Sets *reterr_msg (when reterr_msg is not NULL) to a malloc'd message built from fmt, or to NULL
+ * when that allocation fails, and returns r, so that a failure path is one statement. */
+int ks_item_error(char **reterr_msg, int r, const char *fmt, ...) _printf_(3, 4);
+
+/* Checks that s[0..len) is UTF-8 text: no NUL byte, no overlong form, no surrogate, nothing past
+ * U+10FFFF. With folded, line folds (CRLF or LF, then one space or tab) inside a multi-byte
+ * sequence are skipped, since RFC 5545 and RFC 6350 allow folding there; pass it for raw
+ * content lines, not for decoded text. Returns true when valid; otherwise false and *ret_bad
+ * (if not NULL) is the offset of the first bad sequence. */
+bool ks_item_utf8_valid(const char *s, size_t len, bool folded, size_t *ret_bad);
