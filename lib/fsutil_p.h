@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Creates dir and its missing parents with mode 0700. Existing dirs are left as they are.
+ * -ENOTDIR when a component is not a directory. */
+int ks_fs_mkdir_p(const char *path);
+
+/* Writes data to dirfd/name atomically: ".name.tmp" opened O_EXCL|O_NOFOLLOW with mode 0600,
+ * written, optionally fdatasync'ed (sync), renamed over name. The directory is not fsync'ed:
+ * the caller does that once per batch (ks_fs_fsync_dir). The temp file is unlinked on failure.
+ * A stale temp file from a crash is replaced. */
+int ks_fs_write_atomic(int dirfd, const char *name, const void *data, size_t len, bool sync);
+
+/* A batch of files staged as temp files and then renamed into place together, so that a batch
+ * of many files costs one flush of the file system, not one per file. */
+typedef struct ks_fs_batch ks_fs_batch;
+
+int ks_fs_batch_new(int dirfd, ks_fs_batch **ret);
+/* Writes ".name.tmp" (O_EXCL, 0600) with data; nothing is visible under name yet.
+ * *ret_st (if not NULL) gets the file's stat, which stays true after the rename. */
+struct stat;
+int ks_fs_batch_add(ks_fs_batch *b, const char *name, const void *data, size_t len,
+		    struct stat *ret_st);
+/* Flushes every staged file to disk, renames each into place, then fsyncs the directory.
+ * After it returns 0 every file is durable under its name. */
+int ks_fs_batch_commit(ks_fs_batch *b);
+/* Unlinks staged temp files not yet committed and frees b. Accepts NULL. */
+ks_fs_batch *ks_fs_batch_free(ks_fs_batch *b);
+size_t ks_fs_batch_count(const ks_fs_batch *b);
+
+int ks_fs_fsync_dir(int dirfd);
+
+/* Reads a whole regular file (O_NOFOLLOW) of at most max bytes. *ret is NUL-terminated and
+ * owned by the caller. -EFBIG past max, -ELOOP for a symlink. */
+int ks_fs_read_file(int dirfd, const char *name, size_t max, char **ret, size_t *ret_len);
+
+/* Writes a small metadata file (vdir displayname/color) only when its content differs,
+ * so that readers keyed on its mtime see no change. Returns 1 when written, 0 when equal. */
+int ks_fs_write_if_changed(int dirfd, const char *name, const char *content);
+
+/* Removes temp files (".*.tmp") a crash may have left in dirfd. Returns how many. */
+int ks_fs_clean_temp(int dirfd);
+
+/* Nanoseconds from CLOCK_MONOTONIC. */
+uint64_t ks_now_ns(void);

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "fsutil_p.h"
+
+static char dir[64];
+static int dfd = -1;
+
+static int setup(void **state)
+{
+	strcpy(dir, "/tmp/ks-fs-XXXXXX");
+	if (!mkdtemp(dir))
+		return -1;
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	return dfd >= 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	char cmd[128];
+	close(dfd);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static void test_write_atomic(void **state)
+{
+	char *s = NULL;
+	size_t n = 0;
+	struct stat st;
+
+	assert_int_equal(ks_fs_write_atomic(dfd, "a.vcf", "hello", 5, true), 0);
+	assert_int_equal(ks_fs_read_file(dfd, "a.vcf", 100, &s, &n), 0);
+	assert_int_equal(n, 5);
+	assert_string_equal(s, "hello");
+	free(s);
+	assert_int_equal(fstatat(dfd, "a.vcf", &st, 0), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	/* A temp file left by a crash does not block the next write. */
+	int fd = openat(dfd, ".a.vcf.tmp", O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(ks_fs_write_atomic(dfd, "a.vcf", "bye", 3, false), 0);
+	assert_int_equal(faccessat(dfd, ".a.vcf.tmp", F_OK, 0), -1);
+	assert_int_equal(ks_fs_read_file(dfd, "a.vcf", 2, &s, &n), -EFBIG);
+	assert_int_equal(symlinkat("/etc/passwd", dfd, "link.vcf"), 0);
+	assert_int_equal(ks_fs_read_file(dfd, "link.vcf", 100000, &s, &n), -ELOOP);
+}
+
+static void test_batch(void **state)
+{
+	ks_fs_batch *b = NULL;
+	struct stat st;
+	char *s = NULL;
+
+	assert_int_equal(ks_fs_batch_new(dfd, &b), 0);
+	assert_int_equal(ks_fs_batch_add(b, "x.ics", "X", 1, &st), 0);
+	assert_int_equal(ks_fs_batch_add(b, "y.ics", "YY", 2, NULL), 0);
+	assert_int_equal(st.st_size, 1);
+	/* Nothing is visible before the commit. */
+	assert_int_equal(faccessat(dfd, "x.ics", F_OK, 0), -1);
+	assert_int_equal(ks_fs_batch_commit(b), 0);
+	ks_fs_batch_free(b);
+	assert_int_equal(ks_fs_read_file(dfd, "y.ics", 10, &s, NULL), 0);
+	assert_string_equal(s, "YY");
+	free(s);
+	struct stat st2;
+	assert_int_equal(fstatat(dfd, "x.ics", &st2, 0), 0);
+	assert_int_equal(st.st_ino, st2.st_ino);
+
+	/* An abandoned batch leaves nothing behind. */
+	assert_int_equal(ks_fs_batch_new(dfd, &b), 0);
+	assert_int_equal(ks_fs_batch_add(b, "z.ics", "Z", 1, NULL), 0);
+	ks_fs_batch_free(b);
+	assert_int_equal(faccessat(dfd, ".z.ics.tmp", F_OK, 0), -1);
+	assert_int_equal(faccessat(dfd, "z.ics", F_OK, 0), -1);
+}
+
+static void test_write_if_changed_and_clean(void **state)
+{
+	struct stat a, b;
+
+	assert_int_equal(ks_fs_write_if_changed(dfd, "color", "#FF0000\n"), 1);
+	assert_int_equal(fstatat(dfd, "color", &a, 0), 0);
+	assert_int_equal(ks_fs_write_if_changed(dfd, "color", "#FF0000\n"), 0);
+	assert_int_equal(fstatat(dfd, "color", &b, 0), 0);
+	assert_int_equal(a.st_ino, b.st_ino);
+	assert_int_equal(ks_fs_write_if_changed(dfd, "color", "#00FF00\n"), 1);
+
+	int fd = openat(dfd, ".left.ics.tmp", O_WRONLY | O_CREAT, 0600);
+	close(fd);
+	fd = openat(dfd, "keep.tmp", O_WRONLY | O_CREAT, 0600);
+	close(fd);
+	assert_int_equal(ks_fs_clean_temp(dfd), 1);
+	assert_int_equal(faccessat(dfd, "keep.tmp", F_OK, 0), 0);
+}
+
+static void test_mkdir_p(void **state)
+{
+	char p[160];
+	struct stat st;
+
+	snprintf(p, sizeof(p), "%s/a/b/c", dir);
+	assert_int_equal(ks_fs_mkdir_p(p), 0);
+	assert_int_equal(ks_fs_mkdir_p(p), 0);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0700);
+	snprintf(p, sizeof(p), "%s/file", dir);
+	assert_int_equal(ks_fs_write_atomic(dfd, "file", "", 0, false), 0);
+	snprintf(p, sizeof(p), "%s/file/sub", dir);
+	assert_int_equal(ks_fs_mkdir_p(p), -ENOTDIR);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_write_atomic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_if_changed_and_clean, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mkdir_p, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
