@@ -1,0 +1,637 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache_p.h"
+#include "xml_p.h"
+#include "macro.h"
+
+enum {
+	ST_GET_ITEM,
+	ST_PUT_ITEM,
+	ST_DEL_ITEM,
+	ST_NAME_TAKEN,
+	_ST_MAX,
+};
+
+struct ks_cache {
+	sqlite3 *db;
+	sqlite3_stmt *st[_ST_MAX];
+	int in_tx;
+};
+
+static const char *const stmt_sql[_ST_MAX] = {
+	[ST_GET_ITEM] = "SELECT id, href, etag, uid, filename FROM item "
+			"WHERE collection = ?1 AND href = ?2",
+	[ST_PUT_ITEM] = "INSERT INTO item (collection, href, etag, uid, filename, data, kind, "
+			"summary, email, dtstart, dtend, has_rrule, due, status, priority, "
+			"hash, mtime_ns, ino, size) "
+			"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+			"?16, ?17, ?18, ?19) "
+			"ON CONFLICT (collection, href) DO UPDATE SET etag = excluded.etag, "
+			"uid = excluded.uid, filename = excluded.filename, data = excluded.data, "
+			"kind = excluded.kind, summary = excluded.summary, email = excluded.email, "
+			"dtstart = excluded.dtstart, dtend = excluded.dtend, "
+			"has_rrule = excluded.has_rrule, due = excluded.due, "
+			"status = excluded.status, priority = excluded.priority, "
+			"hash = excluded.hash, mtime_ns = excluded.mtime_ns, ino = excluded.ino, "
+			"size = excluded.size",
+	[ST_DEL_ITEM] = "DELETE FROM item WHERE collection = ?1 AND href = ?2",
+	[ST_NAME_TAKEN] = "SELECT 1 FROM item WHERE collection = ?1 AND filename = ?2 "
+			  "AND href != ?3",
+};
+
+static const char schema_v1[] =
+	"CREATE TABLE account ("
+	"  name TEXT PRIMARY KEY,"
+	"  principal TEXT,"
+	"  calendar_home TEXT,"
+	"  addressbook_home TEXT,"
+	"  discovered_at INTEGER NOT NULL DEFAULT 0"
+	");"
+	"CREATE TABLE collection ("
+	"  id INTEGER PRIMARY KEY,"
+	"  account TEXT NOT NULL,"
+	"  href TEXT NOT NULL,"
+	"  kind TEXT NOT NULL CHECK (kind IN ('addressbook', 'calendar')),"
+	"  name TEXT NOT NULL,"
+	"  displayname TEXT,"
+	"  color TEXT,"
+	"  description TEXT,"
+	"  components TEXT NOT NULL DEFAULT '',"
+	"  readonly INTEGER NOT NULL DEFAULT 0,"
+	"  supports_sync INTEGER NOT NULL DEFAULT 1,"
+	"  enabled INTEGER NOT NULL DEFAULT 1,"
+	"  sync_token TEXT,"
+	"  ctag TEXT,"
+	"  UNIQUE (account, href),"
+	"  UNIQUE (account, kind, name)"
+	");"
+	"CREATE TABLE item ("
+	"  id INTEGER PRIMARY KEY,"
+	"  collection INTEGER NOT NULL REFERENCES collection(id) ON DELETE CASCADE,"
+	"  href TEXT NOT NULL,"
+	"  etag TEXT,"
+	"  uid TEXT,"
+	"  filename TEXT NOT NULL,"
+	"  data BLOB NOT NULL,"
+	"  kind TEXT,"
+	"  summary TEXT,"
+	"  email TEXT,"
+	"  dtstart TEXT,"
+	"  dtend TEXT,"
+	"  has_rrule INTEGER NOT NULL DEFAULT 0,"
+	"  due TEXT,"
+	"  status TEXT,"
+	"  priority INTEGER NOT NULL DEFAULT 0,"
+	"  hash TEXT,"
+	"  mtime_ns INTEGER NOT NULL DEFAULT 0,"
+	"  ino INTEGER NOT NULL DEFAULT 0,"
+	"  size INTEGER NOT NULL DEFAULT 0,"
+	"  UNIQUE (collection, href),"
+	"  UNIQUE (collection, filename)"
+	");"
+	"CREATE INDEX item_uid ON item (collection, uid);";
+
+static int sqlite_to_errno(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return 0;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return -EUCLEAN;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_CANTOPEN:
+	case SQLITE_PERM:
+	case SQLITE_READONLY:
+		return -EACCES;
+	case SQLITE_CONSTRAINT:
+		return -EEXIST;
+	default:
+		return -EIO;
+	}
+}
+
+static int exec(ks_cache *c, const char *sql)
+{
+	return sqlite_to_errno(sqlite3_exec(c->db, sql, NULL, NULL, NULL));
+}
+
+static int user_version(ks_cache *c, int *ret)
+{
+	sqlite3_stmt *s;
+	int rc = sqlite3_prepare_v2(c->db, "PRAGMA user_version", -1, &s, NULL);
+
+	if (rc != SQLITE_OK)
+		return sqlite_to_errno(rc);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*ret = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : sqlite_to_errno(rc);
+}
+
+static int migrate(ks_cache *c)
+{
+	int v = 0, r;
+
+	r = user_version(c, &v);
+	if (r < 0)
+		return r;
+	if (v > KS_CACHE_SCHEMA_VERSION)
+		return -EPROTO;
+	if (v == KS_CACHE_SCHEMA_VERSION)
+		return 0;
+	r = exec(c, "BEGIN IMMEDIATE");
+	if (r < 0)
+		return r;
+	/* Migrations only go forward, each in the same transaction as the version bump. */
+	if (v < 1)
+		r = exec(c, schema_v1);
+	if (r >= 0)
+		r = exec(c, "PRAGMA user_version = 1");
+	if (r >= 0)
+		r = exec(c, "COMMIT");
+	if (r < 0)
+		(void) exec(c, "ROLLBACK");
+	return r;
+}
+
+int ks_cache_open(const char *path, ks_cache **ret)
+{
+	ks_cache *c = calloc(1, sizeof(*c));
+	int rc, r;
+
+	if (!c)
+		return -ENOMEM;
+	/* SQLite gives its -wal and -shm files the mode of the database file: create it 0600
+	 * so that none of them is readable by others, whatever the umask. */
+	int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		free(c);
+		return r;
+	}
+	close(fd);
+	rc = sqlite3_open_v2(path, &c->db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW, NULL);
+	if (rc != SQLITE_OK) {
+		r = sqlite_to_errno(rc);
+		ks_cache_free(c);
+		return r;
+	}
+	(void) sqlite3_busy_timeout(c->db, 5000);
+	r = exec(c, "PRAGMA journal_mode = WAL");
+	if (r >= 0)
+		r = exec(c, "PRAGMA synchronous = FULL");
+	if (r >= 0)
+		r = exec(c, "PRAGMA foreign_keys = ON");
+	if (r >= 0)
+		r = migrate(c);
+	for (int i = 0; r >= 0 && i < _ST_MAX; i++) {
+		rc = sqlite3_prepare_v3(c->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+					&c->st[i], NULL);
+		if (rc != SQLITE_OK)
+			r = sqlite_to_errno(rc);
+	}
+	if (r < 0) {
+		ks_cache_free(c);
+		return r;
+	}
+	*ret = c;
+	return 0;
+}
+
+ks_cache *ks_cache_free(ks_cache *c)
+{
+	if (!c)
+		return NULL;
+	for (int i = 0; i < _ST_MAX; i++)
+		sqlite3_finalize(c->st[i]);
+	sqlite3_close(c->db);
+	free(c);
+	return NULL;
+}
+
+int ks_cache_begin(ks_cache *c)
+{
+	int r = exec(c, "BEGIN IMMEDIATE");
+	if (r >= 0)
+		c->in_tx = 1;
+	return r;
+}
+
+int ks_cache_commit(ks_cache *c)
+{
+	int r = exec(c, "COMMIT");
+	if (r >= 0)
+		c->in_tx = 0;
+	return r;
+}
+
+void ks_cache_rollback(ks_cache *c)
+{
+	if (c->in_tx)
+		(void) exec(c, "ROLLBACK");
+	c->in_tx = 0;
+}
+
+int64_t ks_cache_total_changes(ks_cache *c)
+{
+	return sqlite3_total_changes64(c->db);
+}
+
+static char *col_strdup(sqlite3_stmt *s, int i)
+{
+	const unsigned char *t = sqlite3_column_text(s, i);
+	return t ? strdup((const char *) t) : NULL;
+}
+
+static int bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+	int rc = v ? sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(s, i);
+	return sqlite_to_errno(rc);
+}
+
+static int prepare(ks_cache *c, const char *sql, sqlite3_stmt **ret)
+{
+	return sqlite_to_errno(sqlite3_prepare_v2(c->db, sql, -1, ret, NULL));
+}
+
+static int step_done(sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sqlite_to_errno(rc);
+}
+
+void ks_cache_account_done(ks_cache_account *a)
+{
+	free(a->principal);
+	free(a->calendar_home);
+	free(a->addressbook_home);
+	*a = (ks_cache_account) {};
+}
+
+int ks_cache_get_account(ks_cache *c, const char *name, ks_cache_account *ret)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "SELECT principal, calendar_home, addressbook_home, discovered_at "
+			   "FROM account WHERE name = ?1", &s);
+
+	if (r < 0)
+		return r;
+	(void) bind_text(s, 1, name);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		ret->principal = col_strdup(s, 0);
+		ret->calendar_home = col_strdup(s, 1);
+		ret->addressbook_home = col_strdup(s, 2);
+		ret->discovered_at = sqlite3_column_int64(s, 3);
+		r = 0;
+	} else
+		r = rc == SQLITE_DONE ? -ENOENT : sqlite_to_errno(rc);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_put_account(ks_cache *c, const char *name, const ks_cache_account *a)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "INSERT OR REPLACE INTO account (name, principal, calendar_home, "
+			   "addressbook_home, discovered_at) VALUES (?1, ?2, ?3, ?4, ?5)", &s);
+
+	if (r < 0)
+		return r;
+	(void) bind_text(s, 1, name);
+	(void) bind_text(s, 2, a->principal);
+	(void) bind_text(s, 3, a->calendar_home);
+	(void) bind_text(s, 4, a->addressbook_home);
+	(void) sqlite3_bind_int64(s, 5, a->discovered_at);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+/* Components are stored as text ("VEVENT,VTODO") so that scripts reading the cache need not
+ * know the bit values. */
+static void components_to_text(unsigned comps, char out[32])
+{
+	snprintf(out, 32, "%s%s%s", comps & KS_COMP_VEVENT ? "VEVENT," : "",
+		 comps & KS_COMP_VTODO ? "VTODO," : "", comps & KS_COMP_VJOURNAL ? "VJOURNAL," : "");
+	size_t n = strlen(out);
+	if (n)
+		out[n - 1] = 0;
+}
+
+static unsigned components_from_text(const char *s)
+{
+	unsigned c = 0;
+
+	if (!s)
+		return 0;
+	if (strstr(s, "VEVENT"))
+		c |= KS_COMP_VEVENT;
+	if (strstr(s, "VTODO"))
+		c |= KS_COMP_VTODO;
+	if (strstr(s, "VJOURNAL"))
+		c |= KS_COMP_VJOURNAL;
+	return c;
+}
+
+const char *ks_collection_kind_to_string(ks_collection_kind k)
+{
+	return k == KS_COLLECTION_ADDRESSBOOK ? "addressbook" : "calendar";
+}
+
+void ks_collection_done(ks_collection *col)
+{
+	free(col->account);
+	free(col->href);
+	free(col->name);
+	free(col->displayname);
+	free(col->color);
+	free(col->description);
+	free(col->sync_token);
+	free(col->ctag);
+	*col = (ks_collection) {};
+}
+
+void ks_collection_free_array(ks_collection *a, size_t n)
+{
+	for (size_t i = 0; a && i < n; i++)
+		ks_collection_done(&a[i]);
+	free(a);
+}
+
+int ks_cache_list_collections(ks_cache *c, const char *account, ks_collection **ret, size_t *ret_n)
+{
+	sqlite3_stmt *s;
+	ks_collection *a = NULL;
+	size_t n = 0, cap = 0;
+	int r = prepare(c, "SELECT id, account, href, kind, name, displayname, color, description, "
+			   "components, readonly, supports_sync, enabled, sync_token, ctag "
+			   "FROM collection WHERE account = ?1 ORDER BY kind, name", &s);
+
+	if (r < 0)
+		return r;
+	(void) bind_text(s, 1, account);
+	for (;;) {
+		int rc = sqlite3_step(s);
+		if (rc == SQLITE_DONE)
+			break;
+		if (rc != SQLITE_ROW) {
+			r = sqlite_to_errno(rc);
+			break;
+		}
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 8;
+			ks_collection *na = realloc(a, ncap * sizeof(*na));
+			if (!na) {
+				r = -ENOMEM;
+				break;
+			}
+			a = na;
+			cap = ncap;
+		}
+		ks_collection *col = &a[n++];
+		*col = (ks_collection) {
+			.id = sqlite3_column_int64(s, 0),
+			.account = col_strdup(s, 1),
+			.href = col_strdup(s, 2),
+			.kind = strcmp((const char *) sqlite3_column_text(s, 3), "addressbook") == 0
+					? KS_COLLECTION_ADDRESSBOOK
+					: KS_COLLECTION_CALENDAR,
+			.name = col_strdup(s, 4),
+			.displayname = col_strdup(s, 5),
+			.color = col_strdup(s, 6),
+			.description = col_strdup(s, 7),
+			.components = components_from_text((const char *) sqlite3_column_text(s, 8)),
+			.readonly = sqlite3_column_int(s, 9),
+			.supports_sync = sqlite3_column_int(s, 10),
+			.enabled = sqlite3_column_int(s, 11),
+			.sync_token = col_strdup(s, 12),
+			.ctag = col_strdup(s, 13),
+		};
+		if (!col->account || !col->href || !col->name) {
+			r = -ENOMEM;
+			break;
+		}
+	}
+	sqlite3_finalize(s);
+	if (r < 0) {
+		ks_collection_free_array(a, n);
+		return r;
+	}
+	*ret = a;
+	*ret_n = n;
+	return 0;
+}
+
+int ks_cache_save_collection(ks_cache *c, ks_collection *col)
+{
+	sqlite3_stmt *s;
+	int r;
+
+	if (col->id == 0)
+		r = prepare(c, "INSERT INTO collection (account, href, kind, name, displayname, "
+			       "color, description, components, readonly, supports_sync, enabled) "
+			       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", &s);
+	else
+		r = prepare(c, "UPDATE collection SET account = ?1, href = ?2, kind = ?3, "
+			       "name = ?4, displayname = ?5, color = ?6, description = ?7, "
+			       "components = ?8, readonly = ?9, supports_sync = ?10, enabled = ?11 "
+			       "WHERE id = ?12", &s);
+	if (r < 0)
+		return r;
+	(void) bind_text(s, 1, col->account);
+	(void) bind_text(s, 2, col->href);
+	(void) bind_text(s, 3, ks_collection_kind_to_string(col->kind));
+	(void) bind_text(s, 4, col->name);
+	(void) bind_text(s, 5, col->displayname);
+	(void) bind_text(s, 6, col->color);
+	(void) bind_text(s, 7, col->description);
+	char comps[32];
+	components_to_text(col->components, comps);
+	(void) bind_text(s, 8, comps);
+	(void) sqlite3_bind_int(s, 9, col->readonly);
+	(void) sqlite3_bind_int(s, 10, col->supports_sync);
+	(void) sqlite3_bind_int(s, 11, col->enabled);
+	if (col->id)
+		(void) sqlite3_bind_int64(s, 12, col->id);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	if (r >= 0 && col->id == 0)
+		col->id = sqlite3_last_insert_rowid(c->db);
+	return r;
+}
+
+int ks_cache_set_collection_state(ks_cache *c, int64_t id, const char *sync_token, const char *ctag)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "UPDATE collection SET sync_token = ?1, ctag = ?2 WHERE id = ?3", &s);
+
+	if (r < 0)
+		return r;
+	(void) bind_text(s, 1, sync_token);
+	(void) bind_text(s, 2, ctag);
+	(void) sqlite3_bind_int64(s, 3, id);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_delete_collection(ks_cache *c, int64_t id)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "DELETE FROM collection WHERE id = ?1", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, id);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+void ks_cache_item_done(ks_cache_item *i)
+{
+	free(i->href);
+	free(i->etag);
+	free(i->uid);
+	free(i->filename);
+	*i = (ks_cache_item) {};
+}
+
+int ks_cache_get_item(ks_cache *c, int64_t coll, const char *href, ks_cache_item *ret)
+{
+	sqlite3_stmt *s = c->st[ST_GET_ITEM];
+	int r;
+
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, href);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		ret->id = sqlite3_column_int64(s, 0);
+		ret->href = col_strdup(s, 1);
+		ret->etag = col_strdup(s, 2);
+		ret->uid = col_strdup(s, 3);
+		ret->filename = col_strdup(s, 4);
+		r = ret->href && ret->filename ? 0 : -ENOMEM;
+		if (r < 0)
+			ks_cache_item_done(ret);
+	} else
+		r = rc == SQLITE_DONE ? -ENOENT : sqlite_to_errno(rc);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return r;
+}
+
+int ks_cache_filename_taken(ks_cache *c, int64_t coll, const char *filename, const char *href)
+{
+	sqlite3_stmt *s = c->st[ST_NAME_TAKEN];
+
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, filename);
+	(void) bind_text(s, 3, href ? href : "");
+	int rc = sqlite3_step(s);
+	int r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : sqlite_to_errno(rc);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return r;
+}
+
+int ks_cache_put_item(ks_cache *c, int64_t coll, const ks_item_row *row)
+{
+	sqlite3_stmt *s = c->st[ST_PUT_ITEM];
+	const ks_item_info *i = row->info;
+
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, row->href);
+	(void) bind_text(s, 3, row->etag);
+	(void) bind_text(s, 4, i ? i->uid : NULL);
+	(void) bind_text(s, 5, row->filename);
+	(void) sqlite3_bind_blob64(s, 6, row->data, row->len, SQLITE_STATIC);
+	(void) bind_text(s, 7, i ? ks_item_kind_to_string(i->kind) : NULL);
+	(void) bind_text(s, 8, i ? i->summary : NULL);
+	(void) bind_text(s, 9, i ? i->email : NULL);
+	(void) bind_text(s, 10, i ? i->dtstart : NULL);
+	(void) bind_text(s, 11, i ? i->dtend : NULL);
+	(void) sqlite3_bind_int(s, 12, i ? i->has_rrule : 0);
+	(void) bind_text(s, 13, i ? i->due : NULL);
+	(void) bind_text(s, 14, i ? i->status : NULL);
+	(void) sqlite3_bind_int(s, 15, i ? i->priority : 0);
+	(void) bind_text(s, 16, row->hash);
+	(void) sqlite3_bind_int64(s, 17, row->mtime_ns);
+	(void) sqlite3_bind_int64(s, 18, row->ino);
+	(void) sqlite3_bind_int64(s, 19, row->size);
+	int r = step_done(s);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return r;
+}
+
+int ks_cache_delete_item(ks_cache *c, int64_t coll, const char *href)
+{
+	sqlite3_stmt *s = c->st[ST_DEL_ITEM];
+
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, href);
+	int r = step_done(s);
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return r;
+}
+
+int ks_cache_foreach_item(ks_cache *c, int64_t coll, ks_cache_item_fn fn, void *userdata)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "SELECT href, etag, filename FROM item WHERE collection = ?1", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	for (;;) {
+		int rc = sqlite3_step(s);
+		if (rc == SQLITE_DONE)
+			break;
+		if (rc != SQLITE_ROW) {
+			r = sqlite_to_errno(rc);
+			break;
+		}
+		r = fn((const char *) sqlite3_column_text(s, 0),
+		       (const char *) sqlite3_column_text(s, 1),
+		       (const char *) sqlite3_column_text(s, 2), userdata);
+		if (r < 0)
+			break;
+	}
+	sqlite3_finalize(s);
+	return r < 0 ? r : 0;
+}
+
+int ks_cache_count_items(ks_cache *c, int64_t coll)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "SELECT count(*) FROM item WHERE collection = ?1", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	int rc = sqlite3_step(s);
+	r = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : sqlite_to_errno(rc);
+	sqlite3_finalize(s);
+	return r;
+}

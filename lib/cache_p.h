@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "item_p.h"
+
+/* The SQLite cache: accounts, collections, items (server bytes = merge base). SQLITE_* codes
+ * are translated here: SQLITE_BUSY/LOCKED → -EBUSY, SQLITE_CORRUPT/NOTADB → -EUCLEAN,
+ * SQLITE_FULL → -ENOSPC, SQLITE_CANTOPEN → -EACCES, SQLITE_NOMEM → -ENOMEM, other → -EIO. */
+
+#define KS_CACHE_SCHEMA_VERSION 1
+
+typedef struct ks_cache ks_cache;
+
+typedef enum ks_collection_kind {
+	KS_COLLECTION_ADDRESSBOOK,
+	KS_COLLECTION_CALENDAR,
+	_KS_COLLECTION_MAX,
+	_KS_COLLECTION_INVALID = -22,
+} ks_collection_kind;
+
+typedef struct ks_cache_account {
+	char *principal;
+	char *calendar_home;
+	char *addressbook_home;
+	int64_t discovered_at;	/* unix seconds */
+} ks_cache_account;
+
+typedef struct ks_collection {
+	int64_t id;
+	char *account;
+	char *href;		/* canonical (ks_href_normalize) */
+	ks_collection_kind kind;
+	char *name;		/* directory name under contacts/<account>/ or calendars/<account>/ */
+	char *displayname;
+	char *color;		/* #RRGGBB or NULL */
+	char *description;
+	unsigned components;	/* KS_COMP_* */
+	bool readonly;
+	bool supports_sync;
+	bool enabled;
+	char *sync_token;	/* token of the last state applied locally */
+	char *ctag;
+} ks_collection;
+
+typedef struct ks_cache_item {
+	int64_t id;
+	char *href;
+	char *etag;
+	char *uid;
+	char *filename;
+} ks_cache_item;
+
+/* Opens (creating, migrating forward) the database at path: WAL, synchronous=FULL.
+ * -EUCLEAN for a corrupt file, -EPROTO for a schema newer than this build knows. */
+int ks_cache_open(const char *path, ks_cache **ret);
+ks_cache *ks_cache_free(ks_cache *c);
+
+int ks_cache_begin(ks_cache *c);
+int ks_cache_commit(ks_cache *c);
+void ks_cache_rollback(ks_cache *c);
+
+/* -ENOENT when the account was never discovered. Fields owned by *ret (ks_cache_account_done). */
+int ks_cache_get_account(ks_cache *c, const char *name, ks_cache_account *ret);
+int ks_cache_put_account(ks_cache *c, const char *name, const ks_cache_account *a);
+void ks_cache_account_done(ks_cache_account *a);
+
+/* All collections of account, ordered by kind and name. *ret is an array freed with
+ * ks_collection_free_array(). */
+int ks_cache_list_collections(ks_cache *c, const char *account, ks_collection **ret, size_t *ret_n);
+/* Inserts (id == 0, sets id) or updates col's row; sync_token and ctag are not touched by an
+ * update (ks_cache_set_collection_state does that). -EEXIST when the name is taken. */
+int ks_cache_save_collection(ks_cache *c, ks_collection *col);
+int ks_cache_set_collection_state(ks_cache *c, int64_t id, const char *sync_token, const char *ctag);
+int ks_cache_delete_collection(ks_cache *c, int64_t id);
+void ks_collection_done(ks_collection *col);
+void ks_collection_free_array(ks_collection *a, size_t n);
+const char *ks_collection_kind_to_string(ks_collection_kind k);
+
+/* -ENOENT when absent. */
+int ks_cache_get_item(ks_cache *c, int64_t coll, const char *href, ks_cache_item *ret);
+void ks_cache_item_done(ks_cache_item *i);
+/* Whether filename is used by an item of coll other than the one at href. */
+int ks_cache_filename_taken(ks_cache *c, int64_t coll, const char *filename, const char *href);
+
+typedef struct ks_item_row {
+	const char *href;
+	const char *etag;
+	const char *filename;
+	const char *data;
+	size_t len;
+	const ks_item_info *info;	/* NULL for an item that could not be parsed */
+	const char *hash;		/* sha256 hex of data */
+	int64_t mtime_ns;
+	int64_t ino;
+	int64_t size;
+} ks_item_row;
+
+/* Inserts or replaces the item at row->href. */
+int ks_cache_put_item(ks_cache *c, int64_t coll, const ks_item_row *row);
+int ks_cache_delete_item(ks_cache *c, int64_t coll, const char *href);
+
+/* Calls fn for every item of coll (href, etag, filename); a negative return stops the walk. */
+typedef int (*ks_cache_item_fn)(const char *href, const char *etag, const char *filename,
+				void *userdata);
+int ks_cache_foreach_item(ks_cache *c, int64_t coll, ks_cache_item_fn fn, void *userdata);
+int ks_cache_count_items(ks_cache *c, int64_t coll);
+/* Changes made through this connection since it was opened (sqlite3_total_changes). */
+int64_t ks_cache_total_changes(ks_cache *c);
