@@ -1,0 +1,275 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ksync.h"
+#include "macro.h"
+
+static int arg_log_level = KS_LOG_NOTICE;
+static bool arg_once;
+static bool arg_force;
+static const char *arg_config;
+static const char *arg_account;
+static bool log_prefix;		/* stderr goes to the journal: use <N> priority prefixes */
+static bool stderr_tty;
+
+static void logv(int level, const char *fmt, va_list ap)
+{
+	if (level > arg_log_level)
+		return;
+	if (log_prefix)
+		fprintf(stderr, "<%d>", level);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+static void log_at(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_at(int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	logv(level, fmt, ap);
+	va_end(ap);
+}
+
+static int log_error_errno(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int log_error_errno(int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	errno = r < 0 ? -r : r;
+	va_start(ap, fmt);
+	logv(KS_LOG_ERR, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+static void lib_log(int level, const char *msg, void *userdata)
+{
+	log_at(level, "%s", msg);
+}
+
+typedef struct once_state {
+	unsigned failed;
+	bool progress_shown;
+} once_state;
+
+static void clear_progress(once_state *s)
+{
+	if (s->progress_shown) {
+		fputs("\r\033[K", stderr);
+		s->progress_shown = false;
+	}
+}
+
+static void on_event(const ks_sync_event *ev, void *userdata)
+{
+	once_state *s = userdata;
+
+	switch (ev->type) {
+	case KS_SYNC_PROGRESS:
+		if (stderr_tty && !log_prefix && ev->total >= 200) {
+			fprintf(stderr, "\r\033[K%s/%s: %u/%u items", ev->account, ev->collection,
+				ev->done, ev->total);
+			s->progress_shown = true;
+		}
+		break;
+	case KS_SYNC_COLLECTION_DONE:
+		clear_progress(s);
+		if (arg_log_level >= KS_LOG_INFO || ev->added || ev->updated || ev->deleted ||
+		    ev->skipped)
+			printf("%s/%s: %u added, %u updated, %u deleted%s%.0u%s (%u requests)\n",
+			       ev->account, ev->collection, ev->added, ev->updated, ev->deleted,
+			       ev->skipped ? ", " : "", ev->skipped,
+			       ev->skipped ? " skipped" : "", ev->requests);
+		break;
+	case KS_SYNC_COLLECTION_FAILED:
+		clear_progress(s);
+		s->failed++;
+		log_at(KS_LOG_ERR, "%s/%s: %s", ev->account, ev->collection, ev->message);
+		break;
+	case KS_SYNC_ACCOUNT_FAILED:
+		clear_progress(s);
+		s->failed++;
+		log_at(KS_LOG_ERR, "%s: %s", ev->account, ev->message);
+		break;
+	case KS_SYNC_ITEM_SKIPPED:
+		clear_progress(s);
+		log_at(KS_LOG_WARNING, "%s/%s: %s", ev->account, ev->collection, ev->message);
+		break;
+	}
+	fflush(stdout);
+}
+
+static int run_once(const ks_config *cfg)
+{
+	_cleanup_free_ char *data_dir = NULL;
+	ks_engine *e = NULL;
+	once_state st = {};
+	int r;
+
+	r = ks_data_dir_default(&data_dir);
+	if (r < 0)
+		return log_error_errno(r, "Failed to find the data directory (set HOME or "
+				       "XDG_DATA_HOME): %m");
+	r = ks_engine_new(data_dir, &e);
+	if (r == -EUCLEAN)
+		return log_error_errno(r, "Failed to open the cache '%s/ksync.db': the file is "
+				       "damaged; move it away and run again to rebuild it", data_dir);
+	if (r == -EPROTO)
+		return log_error_errno(r, "Failed to open the cache '%s/ksync.db': it was written "
+				       "by a newer ksync", data_dir);
+	if (r < 0)
+		return log_error_errno(r, "Failed to open the cache in '%s': %m", data_dir);
+
+	bool found = false;
+	for (size_t i = 0; i < cfg->n_accounts; i++) {
+		const ks_account_config *a = &cfg->accounts[i];
+		if (arg_account && strcmp(arg_account, a->name) != 0)
+			continue;
+		found = true;
+		ks_sync_opts o = { .force = arg_force, .on_event = on_event, .userdata = &st };
+		(void) ks_sync_account(e, a, &o);
+	}
+	ks_engine_free(e);
+	if (!found && arg_account) {
+		log_at(KS_LOG_ERR, "No account '%s' in %s.", arg_account, cfg->path);
+		return -ENOENT;
+	}
+	if (!found) {
+		log_at(KS_LOG_ERR, "No [account NAME] section in %s: nothing to sync.", cfg->path);
+		return -ENOENT;
+	}
+	return st.failed ? -EIO : 0;
+}
+
+static void help(void)
+{
+	printf("Usage: ksyncd [OPTIONS] --once [ACCOUNT]\n"
+	       "\n"
+	       "Two-way sync of CalDAV/CardDAV accounts with the vdir tree under\n"
+	       "$XDG_DATA_HOME/ksync.\n"
+	       "\n"
+	       "  --once               sync every account (or ACCOUNT) once and exit\n"
+	       "  --force              ignore stored sync tokens and compare everything\n"
+	       "  -c, --config FILE    configuration file (default\n"
+	       "                       $XDG_CONFIG_HOME/ksync/ksync.conf)\n"
+	       "  --log-level LEVEL    err, warning, notice, info or debug (default notice)\n"
+	       "  -h, --help           show this help\n"
+	       "  --version            show the version\n"
+	       "\n"
+	       "Exit status: 0 when every collection synced, 1 otherwise.\n"
+	       "See ksyncd(8) and ksync.conf(5).\n");
+}
+
+static int parse_level(const char *s)
+{
+	static const char *const names[] = { [KS_LOG_ERR] = "err", [KS_LOG_WARNING] = "warning",
+					     [KS_LOG_NOTICE] = "notice", [KS_LOG_INFO] = "info",
+					     [KS_LOG_DEBUG] = "debug" };
+	for (size_t i = 0; i < ELEMENTSOF(names); i++)
+		if (names[i] && strcmp(s, names[i]) == 0)
+			return (int) i;
+	return -EINVAL;
+}
+
+static int parse_argv(int argc, char **argv)
+{
+	enum { ARG_ONCE = 0x100, ARG_FORCE, ARG_LOG_LEVEL, ARG_VERSION };
+	static const struct option options[] = {
+		{ "once", no_argument, NULL, ARG_ONCE },
+		{ "force", no_argument, NULL, ARG_FORCE },
+		{ "config", required_argument, NULL, 'c' },
+		{ "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, ARG_VERSION },
+		{}
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
+		switch (c) {
+		case ARG_ONCE:
+			arg_once = true;
+			break;
+		case ARG_FORCE:
+			arg_force = true;
+			break;
+		case 'c':
+			arg_config = optarg;
+			break;
+		case ARG_LOG_LEVEL: {
+			int l = parse_level(optarg);
+			if (l < 0) {
+				log_at(KS_LOG_ERR, "Unknown log level '%s'.", optarg);
+				return -EINVAL;
+			}
+			arg_log_level = l;
+			break;
+		}
+		case 'h':
+			help();
+			return 0;
+		case ARG_VERSION:
+			printf("ksyncd 0.1\n");
+			return 0;
+		default:
+			return -EINVAL;
+		}
+	}
+	if (optind < argc)
+		arg_account = argv[optind++];
+	if (optind < argc) {
+		log_at(KS_LOG_ERR, "Too many arguments.");
+		return -EINVAL;
+	}
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	_cleanup_free_ char *default_path = NULL, *why = NULL;
+	ks_config *cfg = NULL;
+	int r;
+
+	/* Everything ksyncd creates holds personal data. */
+	umask(0077);
+	log_prefix = getenv("JOURNAL_STREAM") != NULL;
+	stderr_tty = isatty(STDERR_FILENO);
+	r = parse_argv(argc, argv);
+	if (r <= 0)
+		return r < 0 ? 2 : 0;
+	ks_log_set_sink(lib_log, NULL);
+	if (!arg_once) {
+		log_at(KS_LOG_ERR, "Only one-shot runs are available: use ksyncd --once.");
+		return 2;
+	}
+	if (!arg_config) {
+		r = ks_config_default_path(&default_path);
+		if (r < 0) {
+			log_error_errno(r, "Failed to find the configuration file (set HOME or "
+					"XDG_CONFIG_HOME): %m");
+			return 1;
+		}
+		arg_config = default_path;
+	}
+	r = ks_config_load(arg_config, &cfg, &why);
+	if (r < 0) {
+		if (why && *why)
+			log_at(KS_LOG_ERR, "%s", why);
+		else
+			log_error_errno(r, "Failed to load configuration '%s': %m", arg_config);
+		return 1;
+	}
+	r = run_once(cfg);
+	ks_config_free(cfg);
+	return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf_p.h"
+#include "discover_p.h"
+#include "macro.h"
+#include "vdir_p.h"
+
+static const char propfind_principal[] =
+	"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+	"<d:propfind xmlns:d=\"DAV:\"><d:prop><d:current-user-principal/><d:resourcetype/>"
+	"</d:prop></d:propfind>\n";
+
+static const char propfind_homes[] =
+	"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+	"<d:propfind xmlns:d=\"DAV:\" xmlns:c=\"urn:ietf:params:xml:ns:caldav\" "
+	"xmlns:a=\"urn:ietf:params:xml:ns:carddav\"><d:prop><c:calendar-home-set/>"
+	"<a:addressbook-home-set/><d:current-user-principal/></d:prop></d:propfind>\n";
+
+static const char propfind_collections[] =
+	"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+	"<d:propfind xmlns:d=\"DAV:\" xmlns:c=\"urn:ietf:params:xml:ns:caldav\" "
+	"xmlns:a=\"urn:ietf:params:xml:ns:carddav\" xmlns:cs=\"http://calendarserver.org/ns/\" "
+	"xmlns:ic=\"http://apple.com/ns/ical/\"><d:prop><d:resourcetype/><d:displayname/>"
+	"<ic:calendar-color/><c:supported-calendar-component-set/>"
+	"<d:current-user-privilege-set/><d:sync-token/><cs:getctag/><d:supported-report-set/>"
+	"<c:calendar-description/><a:addressbook-description/></d:prop></d:propfind>\n";
+
+typedef struct found {
+	const char *base_url;
+	char *principal;
+	char *calendar_home;
+	char *addressbook_home;
+} found;
+
+static int take_href(const char *base_url, const char *href, char **slot)
+{
+	if (!href || *slot)
+		return 0;
+	/* A home or principal on another host, or a malformed one, is not followed. */
+	return ks_href_normalize(base_url, href, slot) == -ENOMEM ? -ENOMEM : 0;
+}
+
+static int on_found(const ks_ms_response *r, void *userdata)
+{
+	found *f = userdata;
+	int k;
+
+	k = take_href(f->base_url, r->principal, &f->principal);
+	if (k >= 0)
+		k = take_href(f->base_url, r->calendar_home, &f->calendar_home);
+	if (k >= 0)
+		k = take_href(f->base_url, r->addressbook_home, &f->addressbook_home);
+	return k;
+}
+
+static void found_done(found *f)
+{
+	free(f->principal);
+	free(f->calendar_home);
+	free(f->addressbook_home);
+}
+
+static int propfind0(ks_dav *d, const char *url, const char *body, found *f, char **reterr_msg)
+{
+	ks_dav_request req = {
+		.method = "PROPFIND",
+		.url = url,
+		.depth = "0",
+		.body = body,
+		.body_len = strlen(body),
+		.follow_redirects = true,
+		.on_response = on_found,
+		.userdata = f,
+	};
+	int r = ks_dav_run_one(d, &req);
+
+	if (r < 0 && reterr_msg) {
+		free(*reterr_msg);
+		*reterr_msg = strdup(req.errmsg);
+	}
+	ks_dav_request_done(&req);
+	return r;
+}
+
+int ks_discover(ks_dav *d, const char *base_url, ks_cache_account *ret, char **reterr_msg)
+{
+	found f = { .base_url = base_url };
+	int r;
+
+	r = propfind0(d, base_url, propfind_principal, &f, reterr_msg);
+	if (r == -EACCES)
+		goto out;
+	/* RFC 6764: the well-known URIs lead to the context path when the URL does not. */
+	static const char *const wk[] = { "/.well-known/caldav", "/.well-known/carddav" };
+	for (size_t i = 0; !f.principal && i < ELEMENTSOF(wk); i++) {
+		int k = propfind0(d, wk[i], propfind_principal, &f, NULL);
+		if (k == -EACCES) {
+			r = k;
+			goto out;
+		}
+		if (k == -ENOMEM) {
+			r = k;
+			goto out;
+		}
+	}
+	if (!f.principal) {
+		if (r >= 0 || r == -ENOENT || r == -EOPNOTSUPP || r == -EPROTO) {
+			r = -ENOENT;
+			free(*reterr_msg);
+			*reterr_msg = strdup("the server accepted the credentials but reported no "
+					     "current-user-principal (is the username right? for "
+					     "Infomaniak it is the account id such as AB12345, not "
+					     "the e-mail address)");
+		}
+		goto out;
+	}
+	r = propfind0(d, f.principal, propfind_homes, &f, reterr_msg);
+	if (r == -ENOENT || r == -EACCES) {
+		free(*reterr_msg);
+		*reterr_msg = NULL;
+		(void) asprintf(reterr_msg, "the principal '%s' %s (is the username right? for "
+				"Infomaniak it is the account id such as AB12345)", f.principal,
+				r == -ENOENT ? "does not exist" : "is not accessible");
+		r = -ENOENT;
+		goto out;
+	}
+	if (r < 0)
+		goto out;
+	if (!f.calendar_home && !f.addressbook_home) {
+		free(*reterr_msg);
+		*reterr_msg = NULL;
+		(void) asprintf(reterr_msg, "the principal '%s' has neither a calendar-home-set nor "
+				"an addressbook-home-set (is the username right?)", f.principal);
+		r = -ENOENT;
+		goto out;
+	}
+	ret->principal = TAKE_PTR(f.principal);
+	ret->calendar_home = TAKE_PTR(f.calendar_home);
+	ret->addressbook_home = TAKE_PTR(f.addressbook_home);
+	r = 0;
+out:
+	if (r == -EACCES) {
+		free(*reterr_msg);
+		*reterr_msg = strdup("authentication failed (HTTP 401/403): check the username and "
+				     "password; with two-factor authentication on, an application "
+				     "password is needed (Infomaniak: create one in the Manager)");
+	}
+	found_done(&f);
+	return r;
+}
+
+typedef struct listing {
+	const char *base_url;
+	const char *home;
+	ks_collection *a;
+	size_t n, cap;
+} listing;
+
+static int on_collection(const ks_ms_response *r, void *userdata)
+{
+	listing *l = userdata;
+	_cleanup_free_ char *href = NULL;
+	int k;
+
+	if (r->status && (r->status < 200 || r->status >= 300))
+		return 0;
+	if (!(r->resourcetype & (KS_RT_CALENDAR | KS_RT_ADDRESSBOOK)))
+		return 0;
+	k = ks_href_normalize(l->base_url, r->href, &href);
+	if (k == -ENOMEM)
+		return k;
+	if (k < 0)
+		return 0;
+	if (!strchr(href, '/') || href[strlen(href) - 1] != '/') {
+		/* Collections are addressed with a trailing slash. */
+		char *h2;
+		if (asprintf(&h2, "%s/", href) < 0)
+			return -ENOMEM;
+		free(href);
+		href = h2;
+	}
+	if (strcmp(href, l->home) == 0)
+		return 0;
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 8;
+		ks_collection *na = realloc(l->a, ncap * sizeof(*na));
+		if (!na)
+			return -ENOMEM;
+		l->a = na;
+		l->cap = ncap;
+	}
+	ks_collection *c = &l->a[l->n];
+	*c = (ks_collection) {
+		.href = TAKE_PTR(href),
+		.kind = r->resourcetype & KS_RT_ADDRESSBOOK ? KS_COLLECTION_ADDRESSBOOK
+							    : KS_COLLECTION_CALENDAR,
+		.displayname = ks_vdir_displayname(r->displayname),
+		.color = ks_vdir_color(r->color),
+		.description = r->description ? strdup(r->description) : NULL,
+		.components = r->has_components ? r->components
+				: KS_COMP_VEVENT | KS_COMP_VTODO | KS_COMP_VJOURNAL,
+		.readonly = r->has_privileges &&
+			    !(r->privileges & (KS_PRIV_WRITE | KS_PRIV_WRITE_CONTENT)),
+		.supports_sync = r->has_sync_report || r->sync_token,
+		.enabled = true,
+		.sync_token = r->sync_token ? strdup(r->sync_token) : NULL,
+		.ctag = r->ctag ? strdup(r->ctag) : NULL,
+	};
+	if (c->kind == KS_COLLECTION_ADDRESSBOOK)
+		c->components = 0;
+	l->n++;
+	return 0;
+}
+
+int ks_list_home(ks_dav *d, const char *home, ks_collection **ret, size_t *ret_n, char **reterr_msg)
+{
+	listing l = { .home = home };
+	_cleanup_free_ char *base = NULL;
+	ks_dav_request req = {
+		.method = "PROPFIND",
+		.url = home,
+		.depth = "1",
+		.body = propfind_collections,
+		.body_len = sizeof(propfind_collections) - 1,
+		.on_response = on_collection,
+		.userdata = &l,
+	};
+	int r;
+
+	l.base_url = ks_dav_base_url(d);
+	r = ks_dav_run_one(d, &req);
+	if (r < 0) {
+		if (reterr_msg) {
+			free(*reterr_msg);
+			*reterr_msg = strdup(req.errmsg);
+		}
+		ks_collection_free_array(l.a, l.n);
+	} else {
+		*ret = l.a;
+		*ret_n = l.n;
+	}
+	ks_dav_request_done(&req);
+	return r;
+}

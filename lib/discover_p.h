@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include "cache_p.h"
+#include "dav_p.h"
+
+/* Service discovery (RFC 6764 well-known URIs, RFC 5397 current-user-principal, RFC 4791 and
+ * RFC 6352 home sets). Fills ret->principal and the home sets (canonical hrefs).
+ * -EACCES: authentication refused; -ENOENT: no principal or no home set (the message says
+ * which); network errors as from ks_dav_run_one(). *reterr_msg gets a message. */
+int ks_discover(ks_dav *d, const char *base_url, ks_cache_account *ret, char **reterr_msg);
+
+/* A collection as listed on the server by a home set PROPFIND. */
+typedef struct ks_remote_collection {
+	ks_collection c;	/* href, kind, displayname, color, description, components, readonly,
+				 * supports_sync; sync_token and ctag are the server's current ones */
+} ks_remote_collection;
+
+/* PROPFIND Depth 1 on home: every calendar and address book directly under it. *ret is an
+ * array of *ret_n collections, freed with ks_collection_free_array(). */
+int ks_list_home(ks_dav *d, const char *home, ks_collection **ret, size_t *ret_n, char **reterr_msg);

@@ -1,0 +1,1 @@
+"""Helpers for ksync's integration tests: DAV servers, test data, and the ksyncd harness."""
