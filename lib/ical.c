@@ -273,6 +273,13 @@ static icaltimezone *zone_for(icalcomponent *c, const char *tzid)
 	icalcomponent *vcal = icalcomponent_get_parent(c);
 	icaltimezone *z;
 
+	/* An Olson name is looked up in the builtin database first: libical keeps those zones
+	 * and their expanded transitions for the whole process, where a VTIMEZONE of the object
+	 * would be expanded again for every item (most of the CPU of a large first sync). The
+	 * fields computed here only serve to list items; the file keeps the object's own zone. */
+	z = icaltimezone_get_builtin_timezone(tzid);
+	if (z)
+		return z;
 	if (vcal) {
 		icalcompiter it = icalcomponent_begin_component(vcal, ICAL_VTIMEZONE_COMPONENT);
 		bool found = false, usable = true;
@@ -295,10 +302,7 @@ static icaltimezone *zone_for(icalcomponent *c, const char *tzid)
 				return z;
 		}
 	}
-	z = icaltimezone_get_builtin_timezone(tzid);
-	if (!z)
-		z = icaltimezone_get_builtin_timezone_from_tzid(tzid);
-	return z;
+	return icaltimezone_get_builtin_timezone_from_tzid(tzid);
 }
 
 /* Reads the DATE or DATE-TIME of p. *ret_zone is the zone it is in: UTC, a resolved TZID, or
