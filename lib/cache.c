@@ -98,6 +98,32 @@ static const char schema_v1[] =
 	");"
 	"CREATE INDEX item_uid ON item (collection, uid);";
 
+/* Version 2: when the home sets were last listed, write-ahead intents of uploads, and the
+ * record of conflicts and the copies kept of their losing sides. */
+static const char schema_v2[] =
+	"ALTER TABLE account ADD COLUMN listed_at INTEGER NOT NULL DEFAULT 0;"
+	"CREATE TABLE intent ("
+	"  id INTEGER PRIMARY KEY,"
+	"  collection INTEGER NOT NULL REFERENCES collection(id) ON DELETE CASCADE,"
+	"  href TEXT NOT NULL,"
+	"  op TEXT NOT NULL CHECK (op IN ('create', 'update', 'delete')),"
+	"  filename TEXT,"
+	"  hash TEXT,"
+	"  created_at INTEGER NOT NULL,"
+	"  UNIQUE (collection, href)"
+	");"
+	"CREATE TABLE conflict ("
+	"  id INTEGER PRIMARY KEY,"
+	"  account TEXT NOT NULL,"
+	"  collection TEXT NOT NULL,"
+	"  uid TEXT,"
+	"  filename TEXT,"
+	"  kept_path TEXT NOT NULL,"
+	"  winner TEXT NOT NULL,"
+	"  summary TEXT,"
+	"  created_at INTEGER NOT NULL"
+	");";
+
 static int sqlite_to_errno(int rc)
 {
 	switch (rc & 0xff) {
@@ -162,8 +188,10 @@ static int migrate(ks_cache *c)
 	/* Migrations only go forward, each in the same transaction as the version bump. */
 	if (v < 1)
 		r = exec(c, schema_v1);
+	if (r >= 0 && v < 2)
+		r = exec(c, schema_v2);
 	if (r >= 0)
-		r = exec(c, "PRAGMA user_version = 1");
+		r = exec(c, "PRAGMA user_version = 2");
 	if (r >= 0)
 		r = exec(c, "COMMIT");
 	if (r < 0)
@@ -235,6 +263,16 @@ int ks_cache_begin(ks_cache *c)
 	return r;
 }
 
+int ks_cache_begin_read(ks_cache *c)
+{
+	return exec(c, "BEGIN DEFERRED");
+}
+
+void ks_cache_end_read(ks_cache *c)
+{
+	(void) exec(c, "COMMIT");
+}
+
 int ks_cache_commit(ks_cache *c)
 {
 	int r = exec(c, "COMMIT");
@@ -289,7 +327,8 @@ void ks_cache_account_done(ks_cache_account *a)
 int ks_cache_get_account(ks_cache *c, const char *name, ks_cache_account *ret)
 {
 	sqlite3_stmt *s;
-	int r = prepare(c, "SELECT principal, calendar_home, addressbook_home, discovered_at "
+	int r = prepare(c, "SELECT principal, calendar_home, addressbook_home, discovered_at, "
+			   "listed_at "
 			   "FROM account WHERE name = ?1", &s);
 
 	if (r < 0)
@@ -301,6 +340,7 @@ int ks_cache_get_account(ks_cache *c, const char *name, ks_cache_account *ret)
 		ret->calendar_home = col_strdup(s, 1);
 		ret->addressbook_home = col_strdup(s, 2);
 		ret->discovered_at = sqlite3_column_int64(s, 3);
+		ret->listed_at = sqlite3_column_int64(s, 4);
 		r = 0;
 	} else
 		r = rc == SQLITE_DONE ? -ENOENT : sqlite_to_errno(rc);
@@ -312,7 +352,8 @@ int ks_cache_put_account(ks_cache *c, const char *name, const ks_cache_account *
 {
 	sqlite3_stmt *s;
 	int r = prepare(c, "INSERT OR REPLACE INTO account (name, principal, calendar_home, "
-			   "addressbook_home, discovered_at) VALUES (?1, ?2, ?3, ?4, ?5)", &s);
+			   "addressbook_home, discovered_at, listed_at) "
+			   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &s);
 
 	if (r < 0)
 		return r;
@@ -321,6 +362,7 @@ int ks_cache_put_account(ks_cache *c, const char *name, const ks_cache_account *
 	(void) bind_text(s, 3, a->calendar_home);
 	(void) bind_text(s, 4, a->addressbook_home);
 	(void) sqlite3_bind_int64(s, 5, a->discovered_at);
+	(void) sqlite3_bind_int64(s, 6, a->listed_at);
 	r = step_done(s);
 	sqlite3_finalize(s);
 	return r;
@@ -634,4 +676,333 @@ int ks_cache_count_items(ks_cache *c, int64_t coll)
 	r = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : sqlite_to_errno(rc);
 	sqlite3_finalize(s);
 	return r;
+}
+
+/* Grows *a (of element size sz) to hold one more element; returns the new element zeroed. */
+static void *grow(void **a, size_t *n, size_t *cap, size_t sz)
+{
+	if (*n == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 64;
+		void *na = realloc(*a, ncap * sz);
+		if (!na)
+			return NULL;
+		*a = na;
+		*cap = ncap;
+	}
+	void *e = (char *) *a + (*n)++ * sz;
+	memset(e, 0, sz);
+	return e;
+}
+
+void ks_local_rows_free(ks_local_row *a, size_t n)
+{
+	for (size_t i = 0; a && i < n; i++) {
+		free(a[i].href);
+		free(a[i].etag);
+		free(a[i].uid);
+		free(a[i].filename);
+		free(a[i].hash);
+	}
+	free(a);
+}
+
+int ks_cache_list_local(ks_cache *c, int64_t coll, ks_local_row **ret, size_t *ret_n)
+{
+	sqlite3_stmt *s;
+	ks_local_row *a = NULL;
+	size_t n = 0, cap = 0;
+	int r = prepare(c, "SELECT id, href, etag, uid, filename, hash, mtime_ns, ino, size "
+			   "FROM item WHERE collection = ?1 ORDER BY filename", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	for (;;) {
+		int rc = sqlite3_step(s);
+		if (rc == SQLITE_DONE)
+			break;
+		if (rc != SQLITE_ROW) {
+			r = sqlite_to_errno(rc);
+			break;
+		}
+		ks_local_row *e = grow((void **) &a, &n, &cap, sizeof(*a));
+		if (!e) {
+			r = -ENOMEM;
+			break;
+		}
+		e->id = sqlite3_column_int64(s, 0);
+		e->href = col_strdup(s, 1);
+		e->etag = col_strdup(s, 2);
+		e->uid = col_strdup(s, 3);
+		e->filename = col_strdup(s, 4);
+		e->hash = col_strdup(s, 5);
+		e->mtime_ns = sqlite3_column_int64(s, 6);
+		e->ino = sqlite3_column_int64(s, 7);
+		e->size = sqlite3_column_int64(s, 8);
+		if (!e->href || !e->filename) {
+			r = -ENOMEM;
+			break;
+		}
+	}
+	sqlite3_finalize(s);
+	if (r < 0) {
+		ks_local_rows_free(a, n);
+		return r;
+	}
+	*ret = a;
+	*ret_n = n;
+	return 0;
+}
+
+int ks_cache_get_item_data(ks_cache *c, int64_t coll, const char *href, char **ret, size_t *ret_len)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "SELECT data FROM item WHERE collection = ?1 AND href = ?2", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, href);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		size_t len = (size_t) sqlite3_column_bytes(s, 0);
+		const void *d = sqlite3_column_blob(s, 0);
+		char *out = malloc(len + 1);
+		if (!out)
+			r = -ENOMEM;
+		else {
+			if (len)
+				memcpy(out, d, len);
+			out[len] = 0;
+			*ret = out;
+			if (ret_len)
+				*ret_len = len;
+			r = 0;
+		}
+	} else
+		r = rc == SQLITE_DONE ? -ENOENT : sqlite_to_errno(rc);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_get_item_by_uid(ks_cache *c, int64_t coll, const char *uid, ks_cache_item *ret)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "SELECT id, href, etag, uid, filename FROM item "
+			   "WHERE collection = ?1 AND uid = ?2 LIMIT 1", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, uid);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		ret->id = sqlite3_column_int64(s, 0);
+		ret->href = col_strdup(s, 1);
+		ret->etag = col_strdup(s, 2);
+		ret->uid = col_strdup(s, 3);
+		ret->filename = col_strdup(s, 4);
+		r = ret->href && ret->filename ? 0 : -ENOMEM;
+		if (r < 0)
+			ks_cache_item_done(ret);
+	} else
+		r = rc == SQLITE_DONE ? -ENOENT : sqlite_to_errno(rc);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_set_item_stat(ks_cache *c, int64_t id, int64_t mtime_ns, int64_t ino, int64_t size)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "UPDATE item SET mtime_ns = ?1, ino = ?2, size = ?3 WHERE id = ?4", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, mtime_ns);
+	(void) sqlite3_bind_int64(s, 2, ino);
+	(void) sqlite3_bind_int64(s, 3, size);
+	(void) sqlite3_bind_int64(s, 4, id);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+static const char *const intent_ops[_KS_INTENT_MAX] = {
+	[KS_INTENT_CREATE] = "create",
+	[KS_INTENT_UPDATE] = "update",
+	[KS_INTENT_DELETE] = "delete",
+};
+
+int ks_cache_add_intent(ks_cache *c, int64_t coll, const char *href, ks_intent_op op,
+			const char *filename, const char *hash)
+{
+	sqlite3_stmt *s;
+	int r;
+
+	if (op < 0 || op >= _KS_INTENT_MAX)
+		return -EINVAL;
+	r = prepare(c, "INSERT OR REPLACE INTO intent (collection, href, op, filename, hash, "
+		       "created_at) VALUES (?1, ?2, ?3, ?4, ?5, strftime('%s', 'now'))", &s);
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, href);
+	(void) bind_text(s, 3, intent_ops[op]);
+	(void) bind_text(s, 4, filename);
+	(void) bind_text(s, 5, hash);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_clear_intent(ks_cache *c, int64_t coll, const char *href)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "DELETE FROM intent WHERE collection = ?1 AND href = ?2", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, href);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+void ks_intents_free(ks_intent *a, size_t n)
+{
+	for (size_t i = 0; a && i < n; i++) {
+		free(a[i].href);
+		free(a[i].filename);
+		free(a[i].hash);
+	}
+	free(a);
+}
+
+int ks_cache_list_intents(ks_cache *c, int64_t coll, ks_intent **ret, size_t *ret_n)
+{
+	sqlite3_stmt *s;
+	ks_intent *a = NULL;
+	size_t n = 0, cap = 0;
+	int r = prepare(c, "SELECT href, op, filename, hash, created_at FROM intent "
+			   "WHERE collection = ?1 ORDER BY id", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	for (;;) {
+		int rc = sqlite3_step(s);
+		if (rc == SQLITE_DONE)
+			break;
+		if (rc != SQLITE_ROW) {
+			r = sqlite_to_errno(rc);
+			break;
+		}
+		ks_intent *e = grow((void **) &a, &n, &cap, sizeof(*a));
+		if (!e) {
+			r = -ENOMEM;
+			break;
+		}
+		e->href = col_strdup(s, 0);
+		const char *op = (const char *) sqlite3_column_text(s, 1);
+		e->op = _KS_INTENT_INVALID;
+		for (int i = 0; op && i < _KS_INTENT_MAX; i++)
+			if (strcmp(op, intent_ops[i]) == 0)
+				e->op = (ks_intent_op) i;
+		e->filename = col_strdup(s, 2);
+		e->hash = col_strdup(s, 3);
+		e->created_at = sqlite3_column_int64(s, 4);
+		if (!e->href) {
+			r = -ENOMEM;
+			break;
+		}
+	}
+	sqlite3_finalize(s);
+	if (r < 0) {
+		ks_intents_free(a, n);
+		return r;
+	}
+	*ret = a;
+	*ret_n = n;
+	return 0;
+}
+
+int ks_cache_add_conflict(ks_cache *c, const ks_conflict_row *row)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "INSERT INTO conflict (account, collection, uid, filename, kept_path, "
+			   "winner, summary, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+			   "strftime('%s', 'now'))", &s);
+
+	if (r < 0)
+		return r;
+	(void) bind_text(s, 1, row->account);
+	(void) bind_text(s, 2, row->collection);
+	(void) bind_text(s, 3, row->uid);
+	(void) bind_text(s, 4, row->filename);
+	(void) bind_text(s, 5, row->kept_path);
+	(void) bind_text(s, 6, row->winner);
+	(void) bind_text(s, 7, row->summary);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+void ks_conflict_rows_free(ks_conflict_row *a, size_t n)
+{
+	for (size_t i = 0; a && i < n; i++) {
+		free(a[i].account);
+		free(a[i].collection);
+		free(a[i].uid);
+		free(a[i].filename);
+		free(a[i].kept_path);
+		free(a[i].winner);
+		free(a[i].summary);
+	}
+	free(a);
+}
+
+int ks_cache_list_conflicts(ks_cache *c, const char *account, ks_conflict_row **ret, size_t *ret_n)
+{
+	sqlite3_stmt *s;
+	ks_conflict_row *a = NULL;
+	size_t n = 0, cap = 0;
+	int r = prepare(c, "SELECT id, account, collection, uid, filename, kept_path, winner, "
+			   "summary, created_at FROM conflict WHERE ?1 IS NULL OR account = ?1 "
+			   "ORDER BY created_at DESC, id DESC", &s);
+
+	if (r < 0)
+		return r;
+	(void) bind_text(s, 1, account);
+	for (;;) {
+		int rc = sqlite3_step(s);
+		if (rc == SQLITE_DONE)
+			break;
+		if (rc != SQLITE_ROW) {
+			r = sqlite_to_errno(rc);
+			break;
+		}
+		ks_conflict_row *e = grow((void **) &a, &n, &cap, sizeof(*a));
+		if (!e) {
+			r = -ENOMEM;
+			break;
+		}
+		e->id = sqlite3_column_int64(s, 0);
+		e->account = col_strdup(s, 1);
+		e->collection = col_strdup(s, 2);
+		e->uid = col_strdup(s, 3);
+		e->filename = col_strdup(s, 4);
+		e->kept_path = col_strdup(s, 5);
+		e->winner = col_strdup(s, 6);
+		e->summary = col_strdup(s, 7);
+		e->created_at = sqlite3_column_int64(s, 8);
+	}
+	sqlite3_finalize(s);
+	if (r < 0) {
+		ks_conflict_rows_free(a, n);
+		return r;
+	}
+	*ret = a;
+	*ret_n = n;
+	return 0;
 }

@@ -11,7 +11,7 @@
  * are translated here: SQLITE_BUSY/LOCKED → -EBUSY, SQLITE_CORRUPT/NOTADB → -EUCLEAN,
  * SQLITE_FULL → -ENOSPC, SQLITE_CANTOPEN → -EACCES, SQLITE_NOMEM → -ENOMEM, other → -EIO. */
 
-#define KS_CACHE_SCHEMA_VERSION 1
+#define KS_CACHE_SCHEMA_VERSION 2
 
 typedef struct ks_cache ks_cache;
 
@@ -27,6 +27,7 @@ typedef struct ks_cache_account {
 	char *calendar_home;
 	char *addressbook_home;
 	int64_t discovered_at;	/* unix seconds */
+	int64_t listed_at;	/* when the home sets were last listed, unix seconds */
 } ks_cache_account;
 
 typedef struct ks_collection {
@@ -60,6 +61,9 @@ int ks_cache_open(const char *path, ks_cache **ret);
 ks_cache *ks_cache_free(ks_cache *c);
 
 int ks_cache_begin(ks_cache *c);
+/* A read transaction: many lookups under one lock. Ended with ks_cache_end_read(). */
+int ks_cache_begin_read(ks_cache *c);
+void ks_cache_end_read(ks_cache *c);
 int ks_cache_commit(ks_cache *c);
 void ks_cache_rollback(ks_cache *c);
 
@@ -110,3 +114,71 @@ int ks_cache_foreach_item(ks_cache *c, int64_t coll, ks_cache_item_fn fn, void *
 int ks_cache_count_items(ks_cache *c, int64_t coll);
 /* Changes made through this connection since it was opened (sqlite3_total_changes). */
 int64_t ks_cache_total_changes(ks_cache *c);
+
+/* What the local scan compares a directory against: every item of coll, sorted by filename.
+ * Freed with ks_local_rows_free(). */
+typedef struct ks_local_row {
+	int64_t id;
+	char *href;
+	char *etag;
+	char *uid;
+	char *filename;
+	char *hash;
+	int64_t mtime_ns;
+	int64_t ino;
+	int64_t size;
+} ks_local_row;
+
+int ks_cache_list_local(ks_cache *c, int64_t coll, ks_local_row **ret, size_t *ret_n);
+void ks_local_rows_free(ks_local_row *a, size_t n);
+
+/* The stored server bytes of the item at href (the merge base). -ENOENT when absent.
+ * *ret is NUL-terminated and owned by the caller. */
+int ks_cache_get_item_data(ks_cache *c, int64_t coll, const char *href, char **ret, size_t *ret_len);
+/* The item of coll with that UID, -ENOENT when none. */
+int ks_cache_get_item_by_uid(ks_cache *c, int64_t coll, const char *uid, ks_cache_item *ret);
+/* Records the file's stat after a scan found its content unchanged. */
+int ks_cache_set_item_stat(ks_cache *c, int64_t id, int64_t mtime_ns, int64_t ino, int64_t size);
+
+typedef enum ks_intent_op {
+	KS_INTENT_CREATE,
+	KS_INTENT_UPDATE,
+	KS_INTENT_DELETE,
+	_KS_INTENT_MAX,
+	_KS_INTENT_INVALID = -22,
+} ks_intent_op;
+
+typedef struct ks_intent {
+	char *href;
+	ks_intent_op op;
+	char *filename;
+	char *hash;
+	int64_t created_at;
+} ks_intent;
+
+/* Records, before a request is sent, that href of coll is being created, updated or deleted
+ * with a body of that hash. One intent per href: a newer one replaces it. */
+int ks_cache_add_intent(ks_cache *c, int64_t coll, const char *href, ks_intent_op op,
+			const char *filename, const char *hash);
+int ks_cache_clear_intent(ks_cache *c, int64_t coll, const char *href);
+/* Intents a crash left for coll. Freed with ks_intents_free(). */
+int ks_cache_list_intents(ks_cache *c, int64_t coll, ks_intent **ret, size_t *ret_n);
+void ks_intents_free(ks_intent *a, size_t n);
+
+typedef struct ks_conflict_row {
+	int64_t id;
+	char *account;
+	char *collection;	/* "contacts/<name>" */
+	char *uid;
+	char *filename;
+	char *kept_path;	/* the copy of the losing version */
+	char *winner;		/* "server", "local" or "merged" */
+	char *summary;		/* what conflicted */
+	int64_t created_at;
+} ks_conflict_row;
+
+int ks_cache_add_conflict(ks_cache *c, const ks_conflict_row *row);
+/* Conflicts of account (all accounts for NULL), newest first. Freed with
+ * ks_conflict_rows_free(). */
+int ks_cache_list_conflicts(ks_cache *c, const char *account, ks_conflict_row **ret, size_t *ret_n);
+void ks_conflict_rows_free(ks_conflict_row *a, size_t n);

@@ -142,12 +142,119 @@ static void test_corrupt_and_newer(void **state)
 	assert_int_equal(ks_cache_open(path, &c), -EPROTO);
 }
 
+static void test_intents_conflicts_local(void **state)
+{
+	ks_cache *c = NULL;
+	assert_int_equal(ks_cache_open(path, &c), 0);
+	ks_collection col = make_col("/c/x/", "x");
+	assert_int_equal(ks_cache_save_collection(c, &col), 0);
+
+	assert_int_equal(ks_cache_add_intent(c, col.id, "/c/x/a.ics", KS_INTENT_CREATE, "a.ics",
+					     "h1"), 0);
+	assert_int_equal(ks_cache_add_intent(c, col.id, "/c/x/a.ics", KS_INTENT_UPDATE, "a.ics",
+					     "h2"), 0);
+	assert_int_equal(ks_cache_add_intent(c, col.id, "/c/x/b.ics", KS_INTENT_DELETE, NULL,
+					     NULL), 0);
+	ks_intent *in = NULL;
+	size_t n = 0;
+	assert_int_equal(ks_cache_list_intents(c, col.id, &in, &n), 0);
+	assert_int_equal(n, 2);
+	/* One intent per href: the newer replaced the older. */
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(in[i].href, "/c/x/a.ics") == 0) {
+			assert_int_equal(in[i].op, KS_INTENT_UPDATE);
+			assert_string_equal(in[i].hash, "h2");
+		} else
+			assert_int_equal(in[i].op, KS_INTENT_DELETE);
+	ks_intents_free(in, n);
+	assert_int_equal(ks_cache_clear_intent(c, col.id, "/c/x/a.ics"), 0);
+	assert_int_equal(ks_cache_list_intents(c, col.id, &in, &n), 0);
+	assert_int_equal(n, 1);
+	ks_intents_free(in, n);
+
+	ks_conflict_row cr = { .account = "acc", .collection = "calendars/x", .uid = "u",
+			       .filename = "u.ics", .kept_path = "/k/u.ics", .winner = "server",
+			       .summary = "SUMMARY" };
+	assert_int_equal(ks_cache_add_conflict(c, &cr), 0);
+	ks_conflict_row *rows = NULL;
+	assert_int_equal(ks_cache_list_conflicts(c, "acc", &rows, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].summary, "SUMMARY");
+	ks_conflict_rows_free(rows, n);
+	assert_int_equal(ks_cache_list_conflicts(c, "other", &rows, &n), 0);
+	assert_int_equal(n, 0);
+	ks_conflict_rows_free(rows, n);
+
+	ks_item_info info = { .kind = KS_ITEM_VTODO, .uid = "t1" };
+	ks_item_row b = { .href = "/c/x/b.ics", .filename = "b.ics", .data = "B", .len = 1,
+			  .info = &info, .mtime_ns = 5, .ino = 6, .size = 1 };
+	ks_item_row a = { .href = "/c/x/a.ics", .filename = "a.ics", .data = "AA", .len = 2 };
+	assert_int_equal(ks_cache_put_item(c, col.id, &b), 0);
+	assert_int_equal(ks_cache_put_item(c, col.id, &a), 0);
+	ks_local_row *lr = NULL;
+	assert_int_equal(ks_cache_list_local(c, col.id, &lr, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(lr[0].filename, "a.ics");
+	assert_string_equal(lr[1].filename, "b.ics");
+	assert_int_equal(lr[1].ino, 6);
+	assert_int_equal(ks_cache_set_item_stat(c, lr[1].id, 7, 8, 9), 0);
+	ks_local_rows_free(lr, n);
+	assert_int_equal(ks_cache_list_local(c, col.id, &lr, &n), 0);
+	assert_int_equal(lr[1].mtime_ns, 7);
+	ks_local_rows_free(lr, n);
+
+	char *data = NULL;
+	size_t len = 0;
+	assert_int_equal(ks_cache_get_item_data(c, col.id, "/c/x/a.ics", &data, &len), 0);
+	assert_int_equal(len, 2);
+	assert_string_equal(data, "AA");
+	free(data);
+	assert_int_equal(ks_cache_get_item_data(c, col.id, "/c/x/zz.ics", &data, &len), -ENOENT);
+	ks_cache_item it = {};
+	assert_int_equal(ks_cache_get_item_by_uid(c, col.id, "t1", &it), 0);
+	assert_string_equal(it.filename, "b.ics");
+	ks_cache_item_done(&it);
+
+	/* Intents go with their collection. */
+	assert_int_equal(ks_cache_delete_collection(c, col.id), 0);
+	assert_int_equal(ks_cache_list_intents(c, col.id, &in, &n), 0);
+	assert_int_equal(n, 0);
+	ks_intents_free(in, n);
+	ks_collection_done(&col);
+	ks_cache_free(c);
+}
+
+static void test_migrate_from_v1(void **state)
+{
+	char cmd[512];
+	ks_cache *c = NULL;
+
+	/* A version 1 cache: today's schema without what version 2 added. */
+	assert_int_equal(ks_cache_open(path, &c), 0);
+	ks_cache_account a0 = { .principal = "/p/", .discovered_at = 7, .listed_at = 9 };
+	assert_int_equal(ks_cache_put_account(c, "a", &a0), 0);
+	ks_cache_free(c);
+	snprintf(cmd, sizeof(cmd),
+		 "sqlite3 '%s' 'ALTER TABLE account DROP COLUMN listed_at; DROP TABLE intent; "
+		 "DROP TABLE conflict; PRAGMA user_version = 1;'", path);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(ks_cache_open(path, &c), 0);
+	ks_cache_account a = {};
+	assert_int_equal(ks_cache_get_account(c, "a", &a), 0);
+	assert_int_equal(a.discovered_at, 7);
+	assert_int_equal(a.listed_at, 0);
+	ks_cache_account_done(&a);
+	ks_cache_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_and_newer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_intents_conflicts_local, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migrate_from_v1, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
