@@ -26,6 +26,8 @@
 /* Discovery of principal and home sets is repeated at most this often; collections are
  * listed from the home sets on every run, which also finds new ones. */
 #define REDISCOVER_SECS (24 * 3600)
+/* The home sets are listed (new, removed and renamed collections) at most this often. */
+#define LIST_SECS 3600
 
 struct ks_engine {
 	char *data_dir;
@@ -104,6 +106,11 @@ ks_error_scope ks_error_scope_of(int r)
 	default:
 		return KS_SCOPE_COLLECTION;
 	}
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
 /* ---- one run ------------------------------------------------------------------------------ */
@@ -261,6 +268,18 @@ static bool token_rejected(const ks_dav_request *req)
 	return req->status == 500;
 }
 
+/* Runs a listing request inside one read transaction: the cache lookup for every member
+ * then costs no lock of its own. */
+static int run_listing(coll_run *c, ks_dav_request *req)
+{
+	int r = ks_cache_begin_read(c->R->e->cache);
+	if (r < 0)
+		return r;
+	r = ks_dav_run_one(c->R->dav, req);
+	ks_cache_end_read(c->R->e->cache);
+	return r;
+}
+
 static int sync_report(coll_run *c, const char *token, ks_dav_request *req)
 {
 	ks_buf body = {};
@@ -286,7 +305,7 @@ static int sync_report(coll_run *c, const char *token, ks_dav_request *req)
 		.on_response = on_listing,
 		.userdata = c,
 	};
-	r = ks_dav_run_one(c->R->dav, req);
+	r = run_listing(c, req);
 	ks_buf_done(&body);
 	return r;
 }
@@ -307,7 +326,48 @@ static int propfind_listing(coll_run *c, ks_dav_request *req)
 		.on_response = on_listing,
 		.userdata = c,
 	};
-	return ks_dav_run_one(c->R->dav, req);
+	return run_listing(c, req);
+}
+
+static int on_ctag(const ks_ms_response *r, void *userdata)
+{
+	char **ctag = userdata;
+
+	if (r->ctag && !*ctag) {
+		*ctag = strdup(r->ctag);
+		if (!*ctag)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* PROPFIND Depth 0 for getctag, for collections without sync-collection. */
+static int fetch_ctag(coll_run *c, char **ret)
+{
+	static const char body[] =
+		"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+		"<d:propfind xmlns:d=\"DAV:\" xmlns:cs=\"http://calendarserver.org/ns/\">"
+		"<d:prop><cs:getctag/></d:prop></d:propfind>\n";
+	char *ctag = NULL;
+	ks_dav_request req = {
+		.method = "PROPFIND",
+		.url = c->col->href,
+		.depth = "0",
+		.body = body,
+		.body_len = sizeof(body) - 1,
+		.on_response = on_ctag,
+		.userdata = &ctag,
+	};
+	int r = ks_dav_run_one(c->R->dav, &req);
+
+	ks_dav_request_done(&req);
+	if (r < 0) {
+		free(ctag);
+		return r;
+	}
+	free(*ret);
+	*ret = ctag;
+	return 0;
 }
 
 /* ---- fetching and applying ---------------------------------------------------------------- */
@@ -452,6 +512,7 @@ static int apply_batch(coll_run *c, batch *b)
 	staged *st = calloc(b->n_items ? b->n_items : 1, sizeof(*st));
 	ks_fs_batch *fb = NULL;
 	size_t n = 0;
+	bool in_tx = false;
 	int r;
 
 	if (!st)
@@ -459,6 +520,12 @@ static int apply_batch(coll_run *c, batch *b)
 	r = ks_fs_batch_new(c->dirfd, &fb);
 	if (r < 0)
 		goto out;
+	/* One transaction for the lookups and the rows of the batch: besides atomicity, it
+	 * spares SQLite a lock and unlock per statement. */
+	r = ks_cache_begin(cache);
+	if (r < 0)
+		goto out;
+	in_tx = true;
 	for (size_t i = 0; i < b->n_items; i++) {
 		fetched_item *f = &b->items[i];
 		staged *s = &st[n];
@@ -513,9 +580,6 @@ static int apply_batch(coll_run *c, batch *b)
 		goto out;
 	/* The files are durable before their rows: a crash in between leaves files the next
 	 * run rewrites with the same bytes, never a row pointing at a missing file. */
-	r = ks_cache_begin(cache);
-	if (r < 0)
-		goto out;
 	for (size_t i = 0; i < n; i++) {
 		ks_item_row row = {
 			.href = st[i].f->href,
@@ -531,19 +595,19 @@ static int apply_batch(coll_run *c, batch *b)
 			.size = (int64_t) st[i].st.st_size,
 		};
 		r = ks_cache_put_item(cache, c->col->id, &row);
-		if (r < 0) {
-			ks_cache_rollback(cache);
+		if (r < 0)
 			goto out;
-		}
 		if (st[i].is_new)
 			c->added++;
 		else
 			c->updated++;
 	}
 	r = ks_cache_commit(cache);
-	if (r < 0)
-		ks_cache_rollback(cache);
+	if (r >= 0)
+		in_tx = false;
 out:
+	if (in_tx)
+		ks_cache_rollback(cache);
 	for (size_t i = 0; i < b->n_items; i++) {
 		ks_item_info_done(&st[i].info);
 		free(st[i].filename);
@@ -839,7 +903,7 @@ static int sync_collection(run *R, ks_collection *col, const ks_collection *remo
 	coll_run c = { .R = R, .col = col, .dirfd = -1 };
 	ks_dav_request req = {};
 	unsigned req0 = ks_dav_request_count(R->dav);
-	_cleanup_free_ char *new_token = NULL;
+	_cleanup_free_ char *new_token = NULL, *ctag = NULL;
 	int r;
 
 	snprintf(c.label, sizeof(c.label), "%s/%s",
@@ -858,12 +922,34 @@ static int sync_collection(run *R, ks_collection *col, const ks_collection *remo
 		goto out;
 	}
 	bool force = R->o->force;
-	if (!force && remote->sync_token && col->sync_token &&
+	/* Without a listing the ctag is only known for collections asked for it below: keep
+	 * the stored one rather than forget it. */
+	const char *known_ctag = remote ? remote->ctag : col->ctag;
+	if (known_ctag) {
+		ctag = strdup(known_ctag);
+		if (!ctag) {
+			r = -ENOMEM;
+			goto failed;
+		}
+	}
+	if (!force && remote && remote->sync_token && col->sync_token &&
 	    strcmp(remote->sync_token, col->sync_token) == 0)
 		goto done;
-	if (!force && !remote->sync_token && remote->ctag && col->ctag &&
+	if (!force && remote && !remote->sync_token && remote->ctag && col->ctag &&
 	    strcmp(remote->ctag, col->ctag) == 0)
 		goto done;
+	if (!remote && !col->supports_sync) {
+		/* Without a fresh home listing, the collection's own ctag tells whether to list. */
+		r = fetch_ctag(&c, &ctag);
+		if (r == -ENOENT)
+			goto out;	/* gone: the caller lists the home sets */
+		if (r < 0) {
+			emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r, "%s", strerror(-r));
+			goto out;
+		}
+		if (!force && ctag && col->ctag && strcmp(ctag, col->ctag) == 0)
+			goto done;
+	}
 
 	if (col->supports_sync) {
 		const char *token = force ? NULL : col->sync_token;
@@ -887,6 +973,8 @@ static int sync_collection(run *R, ks_collection *col, const ks_collection *remo
 				(void) ks_cache_save_collection(R->e->cache, col);
 				break;
 			}
+			if (r == -ENOENT && !remote)
+				goto out;	/* gone: the caller lists the home sets */
 			if (r < 0) {
 				emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r, "%s",
 					  req.errmsg[0] ? req.errmsg : strerror(-r));
@@ -909,10 +997,12 @@ static int sync_collection(run *R, ks_collection *col, const ks_collection *remo
 					goto failed;
 			}
 			/* Each round's token is stored once its changes are applied, so a crash
-			 * in a long truncated listing does not start it over. */
-			if (new_token) {
+			 * in a long truncated listing does not start it over. An unchanged token
+			 * is not written again: a quiet run writes nothing. */
+			if (new_token && (!col->sync_token || strcmp(new_token, col->sync_token) ||
+					  !str_eq(ctag, col->ctag))) {
 				r = ks_cache_set_collection_state(R->e->cache, col->id, new_token,
-								  remote->ctag);
+								  ctag);
 				if (r < 0)
 					goto failed;
 				free(col->sync_token);
@@ -939,7 +1029,7 @@ static int sync_collection(run *R, ks_collection *col, const ks_collection *remo
 		if (r < 0)
 			goto failed;
 		if (!c.failed_fetch) {
-			r = ks_cache_set_collection_state(R->e->cache, col->id, NULL, remote->ctag);
+			r = ks_cache_set_collection_state(R->e->cache, col->id, NULL, ctag);
 			if (r < 0)
 				goto failed;
 		}
@@ -998,11 +1088,6 @@ static int assign_dir_name(run *R, ks_collection *col, ks_collection *known, siz
 		}
 	}
 	return -EEXIST;
-}
-
-static bool str_eq(const char *a, const char *b)
-{
-	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
 static int replace_str(char **dst, const char *src)
@@ -1134,6 +1219,114 @@ static int list_homes(run *R, ks_cache_account *acc, ks_collection **ret, size_t
 	return 0;
 }
 
+/* Brings the cached collections in line with a home listing: new ones get a directory name
+ * and a row, changed properties are saved, and those gone from the server are removed with
+ * their files. Returns the number of collections that could not be recorded or removed. */
+static int reconcile(run *R, ks_collection *remote, size_t n_remote, ks_collection **known,
+		     size_t *n_known)
+{
+	ks_cache *cache = R->e->cache;
+	int failed = 0, r;
+
+	for (size_t i = 0; i < *n_known; i++) {
+		ks_collection *k = &(*known)[i];
+		bool present = false;
+		for (size_t j = 0; j < n_remote && !present; j++)
+			present = strcmp(k->href, remote[j].href) == 0;
+		if (present)
+			continue;
+		r = remove_collection_files(R, k);
+		if (r >= 0)
+			r = ks_cache_delete_collection(cache, k->id);
+		if (r < 0) {
+			emit_fail(R, KS_SYNC_COLLECTION_FAILED, k->name, r,
+				  "cannot remove the collection deleted on the server: %s",
+				  strerror(-r));
+			failed++;
+			continue;
+		}
+		ks_collection_done(k);
+		memmove(k, k + 1, (*n_known - i - 1) * sizeof(*k));
+		(*n_known)--;
+		i--;
+	}
+	for (size_t j = 0; j < n_remote; j++) {
+		ks_collection *col = NULL;
+		for (size_t i = 0; i < *n_known && !col; i++)
+			if (strcmp((*known)[i].href, remote[j].href) == 0)
+				col = &(*known)[i];
+		if (col) {
+			r = refresh_collection(col, &remote[j]);
+			if (r > 0)
+				r = ks_cache_save_collection(cache, col);
+		} else {
+			ks_collection fresh = {
+				.account = strdup(R->acc->name),
+				.href = strdup(remote[j].href),
+				.kind = remote[j].kind,
+				.enabled = true,
+				.supports_sync = remote[j].supports_sync,
+			};
+			r = fresh.account && fresh.href ? 0 : -ENOMEM;
+			if (r >= 0)
+				r = assign_dir_name(R, &fresh, *known, *n_known);
+			if (r >= 0)
+				r = refresh_collection(&fresh, &remote[j]);
+			if (r >= 0)
+				r = ks_cache_save_collection(cache, &fresh);
+			if (r >= 0) {
+				ks_collection *nk = realloc(*known, (*n_known + 1) * sizeof(*nk));
+				if (!nk)
+					r = -ENOMEM;
+				else {
+					*known = nk;
+					(*known)[(*n_known)++] = fresh;
+				}
+			}
+			if (r < 0)
+				ks_collection_done(&fresh);
+		}
+		if (r == -ENOMEM)
+			return r;
+		if (r < 0) {
+			emit_fail(R, KS_SYNC_COLLECTION_FAILED, remote[j].href, r,
+				  "cannot record the collection: %s", strerror(-r));
+			failed++;
+		}
+	}
+	return failed;
+}
+
+static const ks_collection *find_remote(const ks_collection *remote, size_t n, const char *href)
+{
+	for (size_t i = 0; remote && i < n; i++)
+		if (strcmp(remote[i].href, href) == 0)
+			return &remote[i];
+	return NULL;
+}
+
+/* Lists the home sets and reconciles the cached collections with them; on a failure the
+ * principal and home sets are discovered again once, as they may have moved. */
+static int list_and_reconcile(run *R, ks_cache_account *acc, bool fresh, ks_collection **remote,
+			      size_t *n_remote, ks_collection **known, size_t *n_known)
+{
+	int r = list_homes(R, acc, remote, n_remote);
+
+	if (r < 0 && !fresh && ks_error_scope_of(r) != KS_SCOPE_ACCOUNT) {
+		r = discover_account(R, acc);
+		if (r >= 0)
+			r = list_homes(R, acc, remote, n_remote);
+	}
+	if (r < 0)
+		return r;
+	r = reconcile(R, *remote, *n_remote, known, n_known);
+	if (r < 0)
+		return r;
+	acc->listed_at = (int64_t) time(NULL);
+	int k = ks_cache_put_account(R->e->cache, R->acc->name, acc);
+	return k < 0 ? k : r;
+}
+
 int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts *o)
 {
 	run R = { .e = e, .acc = a, .o = o };
@@ -1166,21 +1359,12 @@ int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 		return r;
 	}
 
+	int64_t now = (int64_t) time(NULL);
 	r = ks_cache_get_account(e->cache, a->name, &acc);
 	bool fresh = false;
-	if (r == -ENOENT || (r >= 0 && (o->force ||
-			     acc.discovered_at + REDISCOVER_SECS < (int64_t) time(NULL)))) {
+	if (r == -ENOENT || (r >= 0 && (o->force || acc.discovered_at + REDISCOVER_SECS < now))) {
 		r = discover_account(&R, &acc);
 		fresh = true;
-	}
-	if (r < 0)
-		goto out;
-	r = list_homes(&R, &acc, &remote, &n_remote);
-	if (r < 0 && !fresh && ks_error_scope_of(r) != KS_SCOPE_ACCOUNT) {
-		/* The home sets moved: discover again once. */
-		r = discover_account(&R, &acc);
-		if (r >= 0)
-			r = list_homes(&R, &acc, &remote, &n_remote);
 	}
 	if (r < 0)
 		goto out;
@@ -1190,82 +1374,42 @@ int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 			  strerror(-r));
 		goto out;
 	}
-
-	/* Collections gone from the server go locally too. */
-	for (size_t i = 0; i < n_known; i++) {
-		bool present = false;
-		for (size_t j = 0; j < n_remote && !present; j++)
-			present = strcmp(known[i].href, remote[j].href) == 0;
-		if (present)
-			continue;
-		r = remove_collection_files(&R, &known[i]);
-		if (r >= 0)
-			r = ks_cache_delete_collection(e->cache, known[i].id);
-		if (r < 0) {
-			emit_fail(&R, KS_SYNC_COLLECTION_FAILED, known[i].name, r,
-				  "cannot remove the collection deleted on the server: %s",
-				  strerror(-r));
-			failed++;
-		}
-		free(known[i].name);
-		known[i].name = NULL;
+	/* Listing the home sets finds new and removed collections and their new names and
+	 * colours, but costs the server a look at every collection: it is done on the first
+	 * run, with --force, and at most every LIST_SECS; other runs ask each collection
+	 * directly, one request each when nothing changed. */
+	bool listed = false;
+	if (fresh || o->force || n_known == 0 || acc.listed_at + LIST_SECS < now ||
+	    acc.listed_at > now) {
+		r = list_and_reconcile(&R, &acc, fresh, &remote, &n_remote, &known, &n_known);
+		if (r < 0)
+			goto out;
+		failed += r;
+		listed = true;
 	}
 
-	for (size_t j = 0; j < n_remote; j++) {
-		ks_collection *col = NULL;
-		for (size_t i = 0; i < n_known && !col; i++)
-			if (known[i].name && strcmp(known[i].href, remote[j].href) == 0)
-				col = &known[i];
-		ks_collection fresh_col = {};
-		if (!col) {
-			col = &fresh_col;
-			col->account = strdup(a->name);
-			col->href = strdup(remote[j].href);
-			col->kind = remote[j].kind;
-			col->enabled = true;
-			col->supports_sync = remote[j].supports_sync;
-			r = col->account && col->href ? 0 : -ENOMEM;
-			if (r >= 0)
-				r = assign_dir_name(&R, col, known, n_known);
-			if (r >= 0)
-				r = refresh_collection(col, &remote[j]);
-			if (r >= 0)
-				r = ks_cache_save_collection(e->cache, col);
-		} else {
-			r = refresh_collection(col, &remote[j]);
-			if (r > 0)
-				r = ks_cache_save_collection(e->cache, col);
-		}
-		if (r < 0) {
-			emit_fail(&R, KS_SYNC_COLLECTION_FAILED, remote[j].href, r,
-				  "cannot record the collection: %s", strerror(-r));
-			failed++;
-			ks_collection_done(&fresh_col);
-			if (r == -ENOMEM)
-				goto out;
+	bool gone = false;
+	for (size_t i = 0; i < n_known; i++) {
+		ks_collection *col = &known[i];
+		if (!col->enabled)
+			continue;
+		r = sync_collection(&R, col, listed ? find_remote(remote, n_remote, col->href) : NULL);
+		if (r == -ENOENT && !listed) {
+			gone = true;
 			continue;
 		}
-		if (col->enabled) {
-			r = sync_collection(&R, col, &remote[j]);
-			if (r < 0) {
-				failed++;
-				if (ks_error_scope_of(r) == KS_SCOPE_ACCOUNT) {
-					ks_collection_done(&fresh_col);
-					goto out;
-				}
-			}
-		}
-		if (col == &fresh_col) {
-			/* Keep it known for the names of the collections that follow. */
-			ks_collection *nk = realloc(known, (n_known + 1) * sizeof(*nk));
-			if (!nk) {
-				ks_collection_done(&fresh_col);
-				r = -ENOMEM;
+		if (r < 0) {
+			failed++;
+			if (ks_error_scope_of(r) == KS_SCOPE_ACCOUNT)
 				goto out;
-			}
-			known = nk;
-			known[n_known++] = fresh_col;
 		}
+	}
+	if (gone) {
+		/* A collection vanished since the last listing: list now so that it goes away
+		 * here too instead of failing every run until the next listing. */
+		r = list_and_reconcile(&R, &acc, fresh, &remote, &n_remote, &known, &n_known);
+		if (r < 0)
+			goto out;
 	}
 	r = failed;
 out:

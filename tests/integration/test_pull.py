@@ -148,10 +148,10 @@ def test_remote_add_modify_delete(server, ks):
     assert {k: v for k, v in files1.items() if k.startswith(todo_dir)} == \
         {k: v for k, v in files0.items() if k.startswith(todo_dir)}
 
-    # Issue 2 target: the home-set listings, then per changed collection one sync-collection and
-    # one multiget.
+    # One sync-collection per collection, plus one multiget per changed collection.
+    collections = len(server.collections())
     changed_collections = 2
-    limit = HOME_SETS[server.kind] + 2 * changed_collections
+    limit = collections + changed_collections
     assert c1 - c0 <= limit, "re-sync after changes made %d requests (limit %d): %s" % (
         c1 - c0, limit, requests_between(server, c0, c1))
 
@@ -163,16 +163,18 @@ def test_no_change_resync(server, ks):
     checks.check_mirror(ks, server, ACCOUNT)
     assert len(server.home_sets) == HOME_SETS[server.kind]
 
+    # The home sets were listed by the first run; later runs ask each collection directly.
+    collections = sorted(server.collections())
     for attempt in range(2):
         before = checks.snapshot(ks)
         c0 = server.request_count()
         r = ks.sync()
         c1 = server.request_count()
         after = checks.snapshot(ks)
-        assert c1 - c0 == HOME_SETS[server.kind], (
-            "no-change re-sync #%d made %d requests, want %d (one PROPFIND per home set): %s"
-            % (attempt + 1, c1 - c0, HOME_SETS[server.kind], requests_between(server, c0, c1)))
-        assert set(requests_between(server, c0, c1)) == set(server.home_sets)
+        assert c1 - c0 == len(collections), (
+            "no-change re-sync #%d made %d requests, want %d (one per collection): %s"
+            % (attempt + 1, c1 - c0, len(collections), requests_between(server, c0, c1)))
+        assert sorted(requests_between(server, c0, c1)) == collections
         checks.check_unchanged(before, after)
         assert not checks.failure_lines(r.stderr, ACCOUNT), r.stderr
 
@@ -271,3 +273,29 @@ def test_config_option_account_argument_password_command(radicale, ks):
     assert {r["account"] for r in ks.collections()} == {"first", "second"}
     checks.check_mirror(ks, radicale, "first")
     checks.check_tree_hygiene(ks)
+
+
+def test_collections_come_and_go(server, ks):
+    """New collections appear at the next listing of the home sets (every run with --force,
+    otherwise at most hourly); a collection deleted on the server goes away at once."""
+    (book, work, todo), _ = seed(server, 5, 5, 3, 2)
+    ks.add_account(ACCOUNT, server)
+    ks.sync()
+    names = {c["href"] for c in ks.collections(ACCOUNT)}
+    assert book in names and work in names
+
+    extra = server.make_calendar("extra", "Extra")
+    server.seed(extra, gen.events(3, seed=9))
+    ks.sync()
+    assert extra not in {c["href"] for c in ks.collections(ACCOUNT)}
+    r = ks.sync("--force")
+    assert extra in {c["href"] for c in ks.collections(ACCOUNT)}, r.stderr
+    extra_dir = ks.collection_dir(ACCOUNT, "calendar", "extra")
+    assert len(list(extra_dir.glob("*.ics"))) == 3
+
+    server.delete(extra)
+    r = ks.sync()
+    assert r.rc == 0, r.stderr
+    assert not checks.failure_lines(r.stderr, ACCOUNT), r.stderr
+    assert extra not in {c["href"] for c in ks.collections(ACCOUNT)}
+    assert not extra_dir.exists()
