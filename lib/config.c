@@ -59,9 +59,11 @@ static int conf_parse_username(conf_ctx *ctx, const char *key, const char *value
 static int conf_parse_string(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_path(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_bool(conf_ctx *ctx, const char *key, const char *value, void *field);
+static int conf_parse_conflict(conf_ctx *ctx, const char *key, const char *value, void *field);
 
 static const conf_key conf_keys[] = {
 	{ CONF_GENERAL, "interval", conf_parse_interval, offsetof(ks_config, interval) },
+	{ CONF_GENERAL, "conflict", conf_parse_conflict, offsetof(ks_config, conflict) },
 	{ CONF_ACCOUNT, "provider", conf_parse_provider, offsetof(ks_account_config, provider) },
 	{ CONF_ACCOUNT, "url", conf_parse_url, offsetof(ks_account_config, url) },
 	{ CONF_ACCOUNT, "username", conf_parse_username, offsetof(ks_account_config, username) },
@@ -74,6 +76,7 @@ static const conf_key conf_keys[] = {
 	  offsetof(ks_account_config, allow_insecure_http) },
 	{ CONF_ACCOUNT, "interval", conf_parse_interval_or_zero,
 	  offsetof(ks_account_config, interval) },
+	{ CONF_ACCOUNT, "conflict", conf_parse_conflict, offsetof(ks_account_config, conflict) },
 };
 
 static const struct {
@@ -214,6 +217,20 @@ static int conf_parse_interval_or_zero(conf_ctx *ctx, const char *key, const cha
 				       void *field)
 {
 	return conf_parse_interval_full(ctx, key, value, field, true);
+}
+
+static int conf_parse_conflict(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	int *c = field;
+
+	if (strcmp(value, "server-wins") == 0)
+		*c = KS_CONFLICT_MODE_SERVER_WINS;
+	else if (strcmp(value, "local-wins") == 0)
+		*c = KS_CONFLICT_MODE_LOCAL_WINS;
+	else
+		return conf_error(ctx, "invalid value '%s' for %s (server-wins or local-wins)",
+				  value, key);
+	return 0;
 }
 
 static int conf_parse_bool(conf_ctx *ctx, const char *key, const char *value, void *field)
@@ -612,6 +629,8 @@ static int conf_parse_text(ks_config *c, conf_ctx *ctx, char *text, size_t size)
 /* The rules that involve more than one key; messages point at the [account] header. */
 static int config_validate(ks_config *c, conf_ctx *ctx)
 {
+	if (!c->conflict)
+		c->conflict = KS_CONFLICT_MODE_SERVER_WINS;
 	for (size_t i = 0; i < c->n_accounts; i++) {
 		ks_account_config *a = &c->accounts[i];
 		const char *host;
@@ -620,6 +639,8 @@ static int config_validate(ks_config *c, conf_ctx *ctx)
 		int r = 0;
 
 		ctx->line = a->line;
+		if (!a->conflict)
+			a->conflict = c->conflict;
 		if (!a->url && a->provider)
 			for (size_t j = 0; j < ELEMENTSOF(providers); j++)
 				if (strcmp(a->provider, providers[j].name) == 0) {

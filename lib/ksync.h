@@ -24,6 +24,13 @@ void ks_log_set_sink(ks_log_fn fn, void *userdata);
 
 /* ---- configuration ------------------------------------------------------------------------ */
 
+/* What decides a property changed differently on both sides (the losing version is kept). */
+enum {
+	KS_CONFLICT_MODE_UNSET,
+	KS_CONFLICT_MODE_SERVER_WINS,
+	KS_CONFLICT_MODE_LOCAL_WINS,
+};
+
 typedef struct ks_account_config {
 	char *name;
 	char *provider;		/* "infomaniak" or NULL */
@@ -34,12 +41,14 @@ typedef struct ks_account_config {
 	char *ca_file;
 	bool allow_insecure_http;
 	unsigned interval;	/* seconds; 0 = use [general] interval */
+	int conflict;		/* KS_CONFLICT_MODE_*; [general]'s when not set */
 	unsigned line;		/* line of the [account] header, for messages */
 } ks_account_config;
 
 typedef struct ks_config {
 	char *path;
 	unsigned interval;	/* seconds, [general] interval, default 900 */
+	int conflict;		/* KS_CONFLICT_MODE_*, default server-wins */
 	ks_account_config *accounts;
 	size_t n_accounts;
 } ks_config;

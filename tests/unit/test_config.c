@@ -675,6 +675,39 @@ static void test_find_account(void **state)
 	assert_null(ks_config_free(NULL));
 }
 
+static void test_conflict_policy(void **state)
+{
+	static const struct {
+		const char *text;
+		int want[2];	/* accounts a and b */
+	} cases[] = {
+		{ "[account a]\n" URL "[account b]\n" URL,
+		  { KS_CONFLICT_MODE_SERVER_WINS, KS_CONFLICT_MODE_SERVER_WINS } },
+		{ "[general]\nconflict = local-wins\n[account a]\n" URL "[account b]\n" URL
+		  "conflict = server-wins\n",
+		  { KS_CONFLICT_MODE_LOCAL_WINS, KS_CONFLICT_MODE_SERVER_WINS } },
+		{ "[account a]\n" URL "conflict = local-wins\n[account b]\n" URL,
+		  { KS_CONFLICT_MODE_LOCAL_WINS, KS_CONFLICT_MODE_SERVER_WINS } },
+	};
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		_cleanup_free_ char *err = NULL;
+		ks_config *c = NULL;
+
+		write_conf(cases[i].text);
+		assert_int_equal(ks_config_load("ksync.conf", &c, &err), 0);
+		assert_int_equal(c->accounts[0].conflict, cases[i].want[0]);
+		assert_int_equal(c->accounts[1].conflict, cases[i].want[1]);
+		ks_config_free(c);
+	}
+
+	_cleanup_free_ char *err = NULL;
+	ks_config *c = NULL;
+	write_conf("[account a]\n" URL "conflict = newest\n");
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err), -EINVAL);
+	assert_string_equal(err, "ksync.conf:3: invalid value 'newest' for conflict "
+				 "(server-wins or local-wins)");
+}
+
 static void test_default_path(void **state)
 {
 	static const struct {
@@ -913,6 +946,7 @@ int main(void)
 		cmocka_unit_test(test_relative_to_file),
 		cmocka_unit_test(test_tilde_without_home),
 		cmocka_unit_test(test_find_account),
+		cmocka_unit_test(test_conflict_policy),
 		cmocka_unit_test(test_default_path),
 		cmocka_unit_test(test_passwords),
 		cmocka_unit_test(test_password_command_signals),
