@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cache_p.h"
+#include "log_p.h"
 #include "xml_p.h"
 #include "macro.h"
 
@@ -26,8 +27,8 @@ struct ks_cache {
 };
 
 static const char *const stmt_sql[_ST_MAX] = {
-	[ST_GET_ITEM] = "SELECT id, href, etag, uid, filename FROM item "
-			"WHERE collection = ?1 AND href = ?2",
+	[ST_GET_ITEM] = "SELECT id, href, etag, uid, filename, hash, mtime_ns, ino, size "
+			"FROM item WHERE collection = ?1 AND href = ?2",
 	[ST_PUT_ITEM] = "INSERT INTO item (collection, href, etag, uid, filename, data, kind, "
 			"summary, email, dtstart, dtend, has_rrule, due, status, priority, "
 			"hash, mtime_ns, ino, size) "
@@ -276,8 +277,10 @@ void ks_cache_end_read(ks_cache *c)
 int ks_cache_commit(ks_cache *c)
 {
 	int r = exec(c, "COMMIT");
-	if (r >= 0)
+	if (r >= 0) {
 		c->in_tx = 0;
+		ks_step("cache commit");
+	}
 	return r;
 }
 
@@ -551,6 +554,7 @@ int ks_cache_delete_collection(ks_cache *c, int64_t id)
 
 void ks_cache_item_done(ks_cache_item *i)
 {
+	free(i->hash);
 	free(i->href);
 	free(i->etag);
 	free(i->uid);
@@ -572,6 +576,10 @@ int ks_cache_get_item(ks_cache *c, int64_t coll, const char *href, ks_cache_item
 		ret->etag = col_strdup(s, 2);
 		ret->uid = col_strdup(s, 3);
 		ret->filename = col_strdup(s, 4);
+		ret->hash = col_strdup(s, 5);
+		ret->mtime_ns = sqlite3_column_int64(s, 6);
+		ret->ino = sqlite3_column_int64(s, 7);
+		ret->size = sqlite3_column_int64(s, 8);
 		r = ret->href && ret->filename ? 0 : -ENOMEM;
 		if (r < 0)
 			ks_cache_item_done(ret);
@@ -811,6 +819,25 @@ int ks_cache_get_item_by_uid(ks_cache *c, int64_t coll, const char *uid, ks_cach
 	return r;
 }
 
+int ks_cache_set_item_file(ks_cache *c, int64_t id, const char *filename, int64_t mtime_ns,
+			   int64_t ino, int64_t size)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "UPDATE item SET filename = ?1, mtime_ns = ?2, ino = ?3, size = ?4 "
+			   "WHERE id = ?5", &s);
+
+	if (r < 0)
+		return r;
+	(void) bind_text(s, 1, filename);
+	(void) sqlite3_bind_int64(s, 2, mtime_ns);
+	(void) sqlite3_bind_int64(s, 3, ino);
+	(void) sqlite3_bind_int64(s, 4, size);
+	(void) sqlite3_bind_int64(s, 5, id);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
 int ks_cache_set_item_stat(ks_cache *c, int64_t id, int64_t mtime_ns, int64_t ino, int64_t size)
 {
 	sqlite3_stmt *s;
@@ -927,7 +954,9 @@ int ks_cache_list_intents(ks_cache *c, int64_t coll, ks_intent **ret, size_t *re
 	return 0;
 }
 
-int ks_cache_add_conflict(ks_cache *c, const ks_conflict_row *row)
+int ks_cache_add_conflict(ks_cache *c, const char *account, const char *collection,
+			  const char *uid, const char *filename, const char *kept_path,
+			  const char *winner, const char *summary)
 {
 	sqlite3_stmt *s;
 	int r = prepare(c, "INSERT INTO conflict (account, collection, uid, filename, kept_path, "
@@ -936,13 +965,13 @@ int ks_cache_add_conflict(ks_cache *c, const ks_conflict_row *row)
 
 	if (r < 0)
 		return r;
-	(void) bind_text(s, 1, row->account);
-	(void) bind_text(s, 2, row->collection);
-	(void) bind_text(s, 3, row->uid);
-	(void) bind_text(s, 4, row->filename);
-	(void) bind_text(s, 5, row->kept_path);
-	(void) bind_text(s, 6, row->winner);
-	(void) bind_text(s, 7, row->summary);
+	(void) bind_text(s, 1, account);
+	(void) bind_text(s, 2, collection);
+	(void) bind_text(s, 3, uid);
+	(void) bind_text(s, 4, filename);
+	(void) bind_text(s, 5, kept_path);
+	(void) bind_text(s, 6, winner);
+	(void) bind_text(s, 7, summary);
 	r = step_done(s);
 	sqlite3_finalize(s);
 	return r;

@@ -53,6 +53,10 @@ typedef struct ks_cache_item {
 	char *etag;
 	char *uid;
 	char *filename;
+	char *hash;		/* sha256 of the file as ksync wrote or last saw it */
+	int64_t mtime_ns;	/* its stat then */
+	int64_t ino;
+	int64_t size;
 } ks_cache_item;
 
 /* Opens (creating, migrating forward) the database at path: WAL, synchronous=FULL.
@@ -137,6 +141,9 @@ void ks_local_rows_free(ks_local_row *a, size_t n);
 int ks_cache_get_item_data(ks_cache *c, int64_t coll, const char *href, char **ret, size_t *ret_len);
 /* The item of coll with that UID, -ENOENT when none. */
 int ks_cache_get_item_by_uid(ks_cache *c, int64_t coll, const char *uid, ks_cache_item *ret);
+/* Records that the item id now lives in filename, with that stat (a local rename). */
+int ks_cache_set_item_file(ks_cache *c, int64_t id, const char *filename, int64_t mtime_ns,
+			   int64_t ino, int64_t size);
 /* Records the file's stat after a scan found its content unchanged. */
 int ks_cache_set_item_stat(ks_cache *c, int64_t id, int64_t mtime_ns, int64_t ino, int64_t size);
 
@@ -177,7 +184,10 @@ typedef struct ks_conflict_row {
 	int64_t created_at;
 } ks_conflict_row;
 
-int ks_cache_add_conflict(ks_cache *c, const ks_conflict_row *row);
+/* Records a conflict (summary and uid may be NULL). */
+int ks_cache_add_conflict(ks_cache *c, const char *account, const char *collection,
+			  const char *uid, const char *filename, const char *kept_path,
+			  const char *winner, const char *summary);
 /* Conflicts of account (all accounts for NULL), newest first. Freed with
  * ks_conflict_rows_free(). */
 int ks_cache_list_conflicts(ks_cache *c, const char *account, ks_conflict_row **ret, size_t *ret_n);

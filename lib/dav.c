@@ -492,6 +492,10 @@ static void req_finish(req_state *s, CURLcode code)
 	if (s->body.len)
 		req->body_text = ks_buf_steal(&s->body);
 	req->result = r;
+	/* A reply to a request that changes the server is a step a crash can follow. */
+	if (code == CURLE_OK && strcmp(req->method, "REPORT") != 0 &&
+	    strcmp(req->method, "PROPFIND") != 0 && strcmp(req->method, "GET") != 0)
+		ks_step("server change");
 }
 
 int ks_dav_run(ks_dav *d, ks_dav_request *reqs, size_t n)

@@ -11,6 +11,7 @@
 
 #include "buf_p.h"
 #include "fsutil_p.h"
+#include "log_p.h"
 #include "macro.h"
 
 int ks_fs_mkdir_p(const char *path)
@@ -106,6 +107,8 @@ int ks_fs_write_atomic(int dirfd, const char *name, const void *data, size_t len
 		r = ks_neg_errno(renameat(dirfd, tmp, dirfd, name));
 	if (r < 0)
 		(void) unlinkat(dirfd, tmp, 0);
+	else
+		ks_step("file");
 	return r;
 }
 
@@ -214,6 +217,8 @@ int ks_fs_batch_commit(ks_fs_batch *b)
 	}
 	if (r == 0)
 		r = ks_fs_fsync_dir(b->dirfd);
+	if (r == 0)
+		ks_step("file batch");
 	return r;
 }
 

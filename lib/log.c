@@ -4,7 +4,7 @@
 
 #include "log_p.h"
 
-/* The one global of the library: where its messages go. */
+/* The globals of the library: where its messages go, and the durable-step hook. */
 static ks_log_fn log_sink;
 static void *log_userdata;
 
@@ -25,4 +25,19 @@ void ks_log(int level, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	log_sink(level, msg, log_userdata);
+}
+
+static ks_step_fn step_hook;
+static void *step_userdata;
+
+void ks_set_step_hook(ks_step_fn fn, void *userdata)
+{
+	step_hook = fn;
+	step_userdata = userdata;
+}
+
+void ks_step(const char *what)
+{
+	if (step_hook)
+		step_hook(what, step_userdata);
 }

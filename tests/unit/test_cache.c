@@ -172,10 +172,8 @@ static void test_intents_conflicts_local(void **state)
 	assert_int_equal(n, 1);
 	ks_intents_free(in, n);
 
-	ks_conflict_row cr = { .account = "acc", .collection = "calendars/x", .uid = "u",
-			       .filename = "u.ics", .kept_path = "/k/u.ics", .winner = "server",
-			       .summary = "SUMMARY" };
-	assert_int_equal(ks_cache_add_conflict(c, &cr), 0);
+	assert_int_equal(ks_cache_add_conflict(c, "acc", "calendars/x", "u", "u.ics", "/k/u.ics",
+					       "server", "SUMMARY"), 0);
 	ks_conflict_row *rows = NULL;
 	assert_int_equal(ks_cache_list_conflicts(c, "acc", &rows, &n), 0);
 	assert_int_equal(n, 1);
