@@ -15,6 +15,8 @@
 static int arg_log_level = KS_LOG_NOTICE;
 static bool arg_once;
 static bool arg_force;
+static bool arg_allow_mass_delete;
+static bool arg_wait;
 static const char *arg_config;
 static const char *arg_account;
 static bool log_prefix;		/* stderr goes to the journal: use <N> priority prefixes */
@@ -52,6 +54,16 @@ static int log_error_errno(int r, const char *fmt, ...)
 	return r;
 }
 
+/* KSYNC_TEST_CRASH_AFTER=N: the crash tests' hook, ending the process at once (as kill -9
+ * would, without flushing anything) right after the Nth durable step. */
+static unsigned long crash_after, crash_steps;
+
+static void crash_hook(const char *what, void *userdata)
+{
+	if (++crash_steps >= crash_after)
+		_exit(100);
+}
+
 static void lib_log(int level, const char *msg, void *userdata)
 {
 	log_at(level, "%s", msg);
@@ -85,11 +97,23 @@ static void on_event(const ks_sync_event *ev, void *userdata)
 	case KS_SYNC_COLLECTION_DONE:
 		clear_progress(s);
 		if (arg_log_level >= KS_LOG_INFO || ev->added || ev->updated || ev->deleted ||
-		    ev->skipped)
-			printf("%s/%s: %u added, %u updated, %u deleted%s%.0u%s (%u requests)\n",
-			       ev->account, ev->collection, ev->added, ev->updated, ev->deleted,
-			       ev->skipped ? ", " : "", ev->skipped,
-			       ev->skipped ? " skipped" : "", ev->requests);
+		    ev->skipped || ev->uploaded || ev->removed || ev->conflicts) {
+			printf("%s/%s: %u added, %u updated, %u deleted", ev->account,
+			       ev->collection, ev->added, ev->updated, ev->deleted);
+			if (ev->uploaded || ev->removed)
+				printf("; sent %u, deleted %u on the server", ev->uploaded,
+				       ev->removed);
+			if (ev->skipped)
+				printf("; %u skipped", ev->skipped);
+			if (ev->conflicts)
+				printf("; %u conflict(s)", ev->conflicts);
+			printf(" (%u requests)\n", ev->requests);
+		}
+		break;
+	case KS_SYNC_CONFLICT:
+	case KS_SYNC_NOTICE:
+		clear_progress(s);
+		log_at(KS_LOG_NOTICE, "%s/%s: %s", ev->account, ev->collection, ev->message);
 		break;
 	case KS_SYNC_COLLECTION_FAILED:
 		clear_progress(s);
@@ -136,7 +160,13 @@ static int run_once(const ks_config *cfg)
 		if (arg_account && strcmp(arg_account, a->name) != 0)
 			continue;
 		found = true;
-		ks_sync_opts o = { .force = arg_force, .on_event = on_event, .userdata = &st };
+		ks_sync_opts o = {
+			.force = arg_force,
+			.allow_mass_delete = arg_allow_mass_delete,
+			.wait_lock = arg_wait,
+			.on_event = on_event,
+			.userdata = &st,
+		};
 		(void) ks_sync_account(e, a, &o);
 	}
 	ks_engine_free(e);
@@ -160,6 +190,8 @@ static void help(void)
 	       "\n"
 	       "  --once               sync every account (or ACCOUNT) once and exit\n"
 	       "  --force              ignore stored sync tokens and compare everything\n"
+	       "  --allow-mass-delete  let this run delete more than half of a collection\n"
+	       "  --wait               wait for another ksync process syncing an account\n"
 	       "  -c, --config FILE    configuration file (default\n"
 	       "                       $XDG_CONFIG_HOME/ksync/ksync.conf)\n"
 	       "  --log-level LEVEL    err, warning, notice, info or debug (default notice)\n"
@@ -183,10 +215,12 @@ static int parse_level(const char *s)
 
 static int parse_argv(int argc, char **argv)
 {
-	enum { ARG_ONCE = 0x100, ARG_FORCE, ARG_LOG_LEVEL, ARG_VERSION };
+	enum { ARG_ONCE = 0x100, ARG_FORCE, ARG_LOG_LEVEL, ARG_VERSION, ARG_MASS, ARG_WAIT };
 	static const struct option options[] = {
 		{ "once", no_argument, NULL, ARG_ONCE },
 		{ "force", no_argument, NULL, ARG_FORCE },
+		{ "allow-mass-delete", no_argument, NULL, ARG_MASS },
+		{ "wait", no_argument, NULL, ARG_WAIT },
 		{ "config", required_argument, NULL, 'c' },
 		{ "log-level", required_argument, NULL, ARG_LOG_LEVEL },
 		{ "help", no_argument, NULL, 'h' },
@@ -202,6 +236,12 @@ static int parse_argv(int argc, char **argv)
 			break;
 		case ARG_FORCE:
 			arg_force = true;
+			break;
+		case ARG_MASS:
+			arg_allow_mass_delete = true;
+			break;
+		case ARG_WAIT:
+			arg_wait = true;
 			break;
 		case 'c':
 			arg_config = optarg;
@@ -248,6 +288,12 @@ int main(int argc, char **argv)
 	if (r <= 0)
 		return r < 0 ? 2 : 0;
 	ks_log_set_sink(lib_log, NULL);
+	const char *ca = getenv("KSYNC_TEST_CRASH_AFTER");
+	if (ca && *ca) {
+		crash_after = strtoul(ca, NULL, 10);
+		if (crash_after > 0)
+			ks_set_step_hook(crash_hook, NULL);
+	}
 	if (!arg_once) {
 		log_at(KS_LOG_ERR, "Only one-shot runs are available: use ksyncd --once.");
 		return 2;

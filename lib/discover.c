@@ -20,14 +20,19 @@ static const char propfind_homes[] =
 	"xmlns:a=\"urn:ietf:params:xml:ns:carddav\"><d:prop><c:calendar-home-set/>"
 	"<a:addressbook-home-set/><d:current-user-principal/></d:prop></d:propfind>\n";
 
-static const char propfind_collections[] =
-	"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
-	"<d:propfind xmlns:d=\"DAV:\" xmlns:c=\"urn:ietf:params:xml:ns:caldav\" "
-	"xmlns:a=\"urn:ietf:params:xml:ns:carddav\" xmlns:cs=\"http://calendarserver.org/ns/\" "
-	"xmlns:ic=\"http://apple.com/ns/ical/\"><d:prop><d:resourcetype/><d:displayname/>"
-	"<ic:calendar-color/><c:supported-calendar-component-set/>"
-	"<d:current-user-privilege-set/><d:sync-token/><cs:getctag/><d:supported-report-set/>"
-	"<c:calendar-description/><a:addressbook-description/></d:prop></d:propfind>\n";
+#define PROPFIND_COLLECTIONS(tokens)                                                          \
+	"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"                                         \
+	"<d:propfind xmlns:d=\"DAV:\" xmlns:c=\"urn:ietf:params:xml:ns:caldav\" "                \
+	"xmlns:a=\"urn:ietf:params:xml:ns:carddav\" xmlns:cs=\"http://calendarserver.org/ns/\" " \
+	"xmlns:ic=\"http://apple.com/ns/ical/\"><d:prop><d:resourcetype/><d:displayname/>"         \
+	"<ic:calendar-color/><c:supported-calendar-component-set/>"                              \
+	"<d:current-user-privilege-set/>" tokens "<d:supported-report-set/>"                     \
+	"<c:calendar-description/><a:addressbook-description/></d:prop></d:propfind>\n"
+
+/* Servers compute a collection's sync-token or ctag from all its items, so they are only
+ * asked for when there are stored ones to compare with. */
+static const char propfind_collections[] = PROPFIND_COLLECTIONS("<d:sync-token/><cs:getctag/>");
+static const char propfind_collections_untagged[] = PROPFIND_COLLECTIONS("");
 
 typedef struct found {
 	const char *base_url;
@@ -154,6 +159,7 @@ out:
 }
 
 typedef struct listing {
+	bool with_tokens;
 	const char *base_url;
 	const char *home;
 	ks_collection *a;
@@ -205,7 +211,8 @@ static int on_collection(const ks_ms_response *r, void *userdata)
 				: KS_COMP_VEVENT | KS_COMP_VTODO | KS_COMP_VJOURNAL,
 		.readonly = r->has_privileges &&
 			    !(r->privileges & (KS_PRIV_WRITE | KS_PRIV_WRITE_CONTENT)),
-		.supports_sync = r->has_sync_report || r->sync_token,
+		/* Unknown without the token: tried, and given up on the first refusal. */
+		.supports_sync = r->has_sync_report || r->sync_token || !l->with_tokens,
 		.enabled = true,
 		.sync_token = r->sync_token ? strdup(r->sync_token) : NULL,
 		.ctag = r->ctag ? strdup(r->ctag) : NULL,
@@ -216,16 +223,18 @@ static int on_collection(const ks_ms_response *r, void *userdata)
 	return 0;
 }
 
-int ks_list_home(ks_dav *d, const char *home, ks_collection **ret, size_t *ret_n, char **reterr_msg)
+int ks_list_home(ks_dav *d, const char *home, bool with_tokens, ks_collection **ret,
+		 size_t *ret_n, char **reterr_msg)
 {
-	listing l = { .home = home };
+	listing l = { .home = home, .with_tokens = with_tokens };
 	_cleanup_free_ char *base = NULL;
 	ks_dav_request req = {
 		.method = "PROPFIND",
 		.url = home,
 		.depth = "1",
-		.body = propfind_collections,
-		.body_len = sizeof(propfind_collections) - 1,
+		.body = with_tokens ? propfind_collections : propfind_collections_untagged,
+		.body_len = with_tokens ? sizeof(propfind_collections) - 1
+					: sizeof(propfind_collections_untagged) - 1,
 		.on_response = on_collection,
 		.userdata = &l,
 	};

@@ -16,6 +16,8 @@ typedef struct ks_remote_collection {
 				 * supports_sync; sync_token and ctag are the server's current ones */
 } ks_remote_collection;
 
-/* PROPFIND Depth 1 on home: every calendar and address book directly under it. *ret is an
- * array of *ret_n collections, freed with ks_collection_free_array(). */
-int ks_list_home(ks_dav *d, const char *home, ks_collection **ret, size_t *ret_n, char **reterr_msg);
+/* PROPFIND Depth 1 on home: every calendar and address book directly under it, with their
+ * sync-tokens and ctags when with_tokens. *ret is an array of *ret_n collections, freed with
+ * ks_collection_free_array(). */
+int ks_list_home(ks_dav *d, const char *home, bool with_tokens, ks_collection **ret,
+		 size_t *ret_n, char **reterr_msg);

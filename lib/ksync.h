@@ -104,6 +104,9 @@ typedef enum ks_sync_event_type {
 	KS_SYNC_ACCOUNT_FAILED,		/* the account as a whole failed; collection is NULL */
 	KS_SYNC_ITEM_SKIPPED,		/* an item was left out (bad content); message says why */
 	KS_SYNC_PROGRESS,		/* done of total items fetched in the collection */
+	KS_SYNC_CONFLICT,		/* a conflict was decided; message says how and where the
+					 * losing version is kept */
+	KS_SYNC_NOTICE,			/* something the user should know, not a failure */
 } ks_sync_event_type;
 
 typedef struct ks_sync_event {
@@ -113,7 +116,8 @@ typedef struct ks_sync_event {
 	int error;		/* negative errno for failures */
 	const char *message;
 	unsigned done, total;
-	unsigned added, updated, deleted, skipped;
+	unsigned added, updated, deleted, skipped;	/* local changes from the server */
+	unsigned uploaded, removed, conflicts;		/* server changes from local ones */
 	unsigned requests;	/* HTTP requests the collection cost this run */
 } ks_sync_event;
 
@@ -121,6 +125,8 @@ typedef void (*ks_sync_event_fn)(const ks_sync_event *ev, void *userdata);
 
 typedef struct ks_sync_opts {
 	bool force;		/* ignore stored sync tokens and ctags, compare everything */
+	bool allow_mass_delete;	/* let a run delete more than half of a collection */
+	bool wait_lock;		/* wait for another process syncing the account */
 	ks_sync_event_fn on_event;
 	void *userdata;
 } ks_sync_opts;

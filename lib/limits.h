@@ -19,3 +19,5 @@
 #define KS_DAV_MAX_PARALLEL 4
 /* Longest vdir file or directory name we create (without extension). */
 #define KS_NAME_MAX 128
+/* Collections larger than this are protected by the mass-deletion guard. */
+#define KS_MASS_DELETE_MIN 10

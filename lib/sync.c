@@ -3,9 +3,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <strings.h>
+#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,6 +25,8 @@
 #include "limits.h"
 #include "log_p.h"
 #include "macro.h"
+#include "merge_p.h"
+#include "scan_p.h"
 #include "vdir_p.h"
 
 /* Discovery of principal and home sets is repeated at most this often; collections are
@@ -163,6 +169,15 @@ typedef struct coll_run {
 	int cb_error;
 	unsigned added, updated, deleted, skipped, failed_fetch;
 	unsigned fetched;
+	unsigned pushed, pushed_deletes, conflicts, deferred;
+	ks_intent *intents;	/* uploads a crash interrupted */
+	size_t n_intents;
+	char **uploaded;	/* hrefs this run sent, sorted before the read-back listing */
+	size_t n_uploaded, cap_uploaded;
+	bool read_back;		/* the listing after the uploads: fetch those again */
+	char **untracked_uids;	/* UID and file name pairs of local files without a row */
+	size_t n_untracked, cap_untracked;
+	bool untracked_known;
 } coll_run;
 
 static int strv_push(char ***v, size_t *n, size_t *cap, const char *s)
@@ -198,6 +213,9 @@ static int cmp_str(const void *a, const void *b)
 
 static void coll_run_done(coll_run *c)
 {
+	ks_intents_free(c->intents, c->n_intents);
+	strv_free(c->uploaded, c->n_uploaded);
+	strv_free(c->untracked_uids, c->n_untracked);
 	strv_free(c->fetch, c->n_fetch);
 	strv_free(c->gone, c->n_gone);
 	strv_free(c->seen, c->n_seen);
@@ -253,6 +271,9 @@ static int on_listing(const ks_ms_response *r, void *userdata)
 		return k;
 	bool same = k >= 0 && r->etag && it.etag && strcmp(it.etag, r->etag) == 0;
 	ks_cache_item_done(&it);
+	if (same && c->read_back &&
+	    bsearch(&href, c->uploaded, c->n_uploaded, sizeof(char *), cmp_str))
+		same = false;
 	if (same && !c->R->o->force)
 		return 0;
 	return strv_push(&c->fetch, &c->n_fetch, &c->cap_fetch, href);
@@ -463,14 +484,114 @@ typedef struct staged {
 	struct stat st;
 	char hash[65];
 	bool is_new;
+	bool skip_write;	/* the file already holds these bytes */
+	bool adopt;		/* an untracked local file with this UID becomes the item */
 } staged;
+
+enum { FILE_AS_RECORDED, FILE_EDITED, FILE_MISSING };
+
+/* Whether the file of a cached item was changed locally since ksync wrote or last saw it:
+ * FILE_EDITED when it differs (or is not a regular file), FILE_AS_RECORDED, FILE_MISSING. */
+static int local_edit_pending(coll_run *c, const ks_cache_item *it)
+{
+	struct stat st;
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	char hex[65];
+
+	if (fstatat(c->dirfd, it->filename, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? FILE_MISSING : -errno;
+	if (!S_ISREG(st.st_mode))
+		return 1;
+	if (ks_scan_stat_matches(&st, it->mtime_ns, it->ino, it->size))
+		return FILE_AS_RECORDED;
+	int r = ks_fs_read_file(c->dirfd, it->filename, KS_CARD_MAX, &data, &len);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return FILE_EDITED;
+	ks_sha256_hex(data, len, hex);
+	return it->hash && strcmp(hex, it->hash) == 0 ? FILE_AS_RECORDED : FILE_EDITED;
+}
+
+/* An untracked file already named name: 0 when it holds exactly data (a crash left it, or an
+ * upload just made it) or does not exist, 1 when it holds something else. */
+static int untracked_differs(coll_run *c, const char *name, const char *data, size_t len)
+{
+	_cleanup_free_ char *cur = NULL;
+	size_t n = 0;
+	int r = ks_fs_read_file(c->dirfd, name, KS_CARD_MAX, &cur, &n);
+
+	if (r == -ENOENT)
+		return 0;
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return 1;
+	return n == len && memcmp(cur, data, len) == 0 ? 0 : 1;
+}
+
+/* Local item files without a row, by UID: created here while the server got an item with
+ * the same UID (or uploaded before a crash kept their row from being written). Read once per
+ * run, and only when the server has new items. */
+static int find_untracked(coll_run *c)
+{
+	ks_scan_result sr = {};
+	int r = ks_scan_collection(c->R->e->cache, c->col->id, c->dirfd, c->ext, &sr);
+
+	c->untracked_known = true;
+	if (r < 0)
+		return r;
+	for (size_t i = 0; r >= 0 && i < sr.n_changes; i++) {
+		ks_local_change *ch = &sr.changes[i];
+		ks_item_info info = {};
+		if (ch->kind != KS_LOCAL_NEW || !ch->data)
+			continue;
+		if (ks_item_parse_info(ch->data, ch->len, &info, NULL) >= 0 && info.uid) {
+			r = strv_push(&c->untracked_uids, &c->n_untracked, &c->cap_untracked,
+				      info.uid);
+			if (r >= 0)
+				r = strv_push(&c->untracked_uids, &c->n_untracked,
+					      &c->cap_untracked, ch->filename);
+		}
+		ks_item_info_done(&info);
+	}
+	ks_scan_result_done(&sr);
+	return r;
+}
+
+static const char *untracked_with_uid(const coll_run *c, const char *uid)
+{
+	for (size_t i = 0; uid && i + 1 < c->n_untracked; i += 2)
+		if (strcmp(c->untracked_uids[i], uid) == 0)
+			return c->untracked_uids[i + 1];
+	return NULL;
+}
+
+static const ks_intent *find_intent(const coll_run *c, const char *href)
+{
+	for (size_t i = 0; i < c->n_intents; i++)
+		if (strcmp(c->intents[i].href, href) == 0)
+			return &c->intents[i];
+	return NULL;
+}
 
 static int pick_filename(coll_run *c, const fetched_item *f, const ks_item_info *info,
 			 const staged *batch_items, size_t n_batch, char **ret)
 {
 	_cleanup_free_ char *base = NULL;
-	int r = ks_vdir_item_name(info->uid, f->href, &base);
+	int r;
 
+	/* An upload that a crash cut off before its row was written: the item is the user's
+	 * file, which keeps its name (a second file with the same UID would be a duplicate). */
+	const ks_intent *in = find_intent(c, f->href);
+	if (in && in->op == KS_INTENT_CREATE && in->filename &&
+	    faccessat(c->dirfd, in->filename, F_OK, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    ks_cache_filename_taken(c->R->e->cache, c->col->id, in->filename, f->href) == 0) {
+		*ret = strdup(in->filename);
+		return *ret ? 0 : -ENOMEM;
+	}
+	r = ks_vdir_item_name(info->uid, f->href, &base);
 	if (r < 0)
 		return r;
 	for (unsigned attempt = 0; attempt < 100; attempt++) {
@@ -489,6 +610,8 @@ static int pick_filename(coll_run *c, const fetched_item *f, const ks_item_info 
 			taken = batch_items[i].filename && strcmp(batch_items[i].filename, name) == 0;
 		if (!taken) {
 			r = ks_cache_filename_taken(c->R->e->cache, c->col->id, name, f->href);
+			if (r >= 0 && r == 0)
+				r = untracked_differs(c, name, f->data, f->len);
 			if (r < 0) {
 				free(name);
 				return r;
@@ -557,17 +680,63 @@ static int apply_batch(coll_run *c, batch *b)
 			goto out;
 		s->is_new = r == -ENOENT;
 		if (!s->is_new) {
-			/* A file keeps its name across updates. */
+			/* A file keeps its name across updates; one edited locally since ksync
+			 * wrote it is left alone, and the upload that follows merges the two. */
+			r = local_edit_pending(c, &old);
+			if (r < 0 || r == FILE_EDITED) {
+				ks_cache_item_done(&old);
+				ks_item_info_done(&s->info);
+				if (r < 0)
+					goto out;
+				c->deferred++;
+				continue;
+			}
+			ks_sha256_hex(f->data, f->len, s->hash);
+			s->skip_write = r == FILE_AS_RECORDED && old.hash &&
+					strcmp(old.hash, s->hash) == 0;
+			if (s->skip_write) {
+				/* Same bytes (a new etag, a --force run, a read-back): only the
+				 * row changes, the file and its readers are left in peace. */
+				s->st.st_mtim.tv_sec = old.mtime_ns / 1000000000;
+				s->st.st_mtim.tv_nsec = old.mtime_ns % 1000000000;
+				s->st.st_ino = (ino_t) old.ino;
+				s->st.st_size = (off_t) old.size;
+			}
 			s->filename = TAKE_PTR(old.filename);
 			ks_cache_item_done(&old);
 		} else {
-			r = pick_filename(c, f, &s->info, st, n, &s->filename);
+			const char *mine = untracked_with_uid(c, s->info.uid);
+			if (!c->untracked_known) {
+				r = find_untracked(c);
+				if (r < 0)
+					goto out;
+				mine = untracked_with_uid(c, s->info.uid);
+			}
+			if (mine) {
+				s->adopt = true;
+				s->filename = strdup(mine);
+				if (!s->filename) {
+					r = -ENOMEM;
+					goto out;
+				}
+			} else {
+				r = pick_filename(c, f, &s->info, st, n, &s->filename);
+				if (r < 0)
+					goto out;
+			}
+		}
+		if (s->adopt) {
+			/* The user's own new file with this UID: it stays as it is, the row
+			 * has no base, and the upload merges the two versions. */
+			memset(&s->st, 0, sizeof(s->st));
+			n++;
+			continue;
+		}
+		if (!s->skip_write) {
+			r = ks_fs_batch_add(fb, s->filename, f->data, f->len, &s->st);
 			if (r < 0)
 				goto out;
 		}
-		r = ks_fs_batch_add(fb, s->filename, f->data, f->len, &s->st);
-		if (r < 0)
-			goto out;
 		ks_sha256_hex(f->data, f->len, s->hash);
 		n++;
 	}
@@ -575,7 +744,8 @@ static int apply_batch(coll_run *c, batch *b)
 		r = 0;
 		goto out;
 	}
-	r = ks_fs_batch_commit(fb);
+	if (ks_fs_batch_count(fb) > 0)
+		r = ks_fs_batch_commit(fb);
 	if (r < 0)
 		goto out;
 	/* The files are durable before their rows: a crash in between leaves files the next
@@ -583,24 +753,27 @@ static int apply_batch(coll_run *c, batch *b)
 	for (size_t i = 0; i < n; i++) {
 		ks_item_row row = {
 			.href = st[i].f->href,
-			.etag = st[i].f->etag,
+			.etag = st[i].adopt ? NULL : st[i].f->etag,
 			.filename = st[i].filename,
-			.data = st[i].f->data,
-			.len = st[i].f->len,
+			.data = st[i].adopt ? "" : st[i].f->data,
+			.len = st[i].adopt ? 0 : st[i].f->len,
 			.info = &st[i].info,
-			.hash = st[i].hash,
+			.hash = st[i].adopt ? NULL : st[i].hash,
 			.mtime_ns = (int64_t) st[i].st.st_mtim.tv_sec * 1000000000 +
 				    st[i].st.st_mtim.tv_nsec,
 			.ino = (int64_t) st[i].st.st_ino,
 			.size = (int64_t) st[i].st.st_size,
 		};
 		r = ks_cache_put_item(cache, c->col->id, &row);
+		if (r >= 0 && find_intent(c, row.href))
+			r = ks_cache_clear_intent(cache, c->col->id, row.href);
 		if (r < 0)
 			goto out;
 		if (st[i].is_new)
 			c->added++;
-		else
-			c->updated++;
+		else if (!c->read_back || !bsearch(&row.href, c->uploaded, c->n_uploaded,
+						  sizeof(char *), cmp_str))
+			c->updated++;	/* reading back this run's own uploads is no update */
 	}
 	r = ks_cache_commit(cache);
 	if (r >= 0)
@@ -784,6 +957,16 @@ static int delete_items(coll_run *c, char **hrefs, size_t n)
 		}
 		if (r < 0)
 			return r;
+		/* Deleted on the server, edited here: the edit wins. Only the row goes; the
+		 * file, untracked now, is uploaded again as a new item. */
+		r = local_edit_pending(c, &it);
+		if (r < 0 || r == FILE_EDITED) {
+			ks_cache_item_done(&it);
+			if (r < 0)
+				return r;
+			any = true;
+			continue;
+		}
 		if (unlinkat(c->dirfd, it.filename, 0) < 0 && errno != ENOENT) {
 			r = -errno;
 			ks_cache_item_done(&it);
@@ -829,6 +1012,36 @@ static int collect_unseen(const char *href, const char *etag, const char *filena
 	return strv_push(&u->hrefs, &u->n, &u->cap, href);
 }
 
+/* The mass-deletion guard: a run that would delete more than half of a collection of more
+ * than KS_MASS_DELETE_MIN items on one side stops the collection, unless the user said so.
+ * side names where the deletions would happen. */
+static int guard_deletions(coll_run *c, size_t n_delete, size_t n_items, const char *side,
+			   const char *why)
+{
+	if (c->R->o->allow_mass_delete || n_items <= KS_MASS_DELETE_MIN || n_delete * 2 <= n_items)
+		return 0;
+	emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, -EDQUOT,
+		  "refusing to delete %zu of %zu items %s (%s); nothing was deleted. If this is "
+		  "intended, run ksyncd --once --allow-mass-delete", n_delete, n_items, side, why);
+	return -EDQUOT;
+}
+
+static int delete_remote_gone(coll_run *c, char **hrefs, size_t n)
+{
+	int k, r;
+
+	if (n == 0)
+		return 0;
+	k = ks_cache_count_items(c->R->e->cache, c->col->id);
+	if (k < 0)
+		return k;
+	r = guard_deletions(c, n, (size_t) k, "locally",
+			    "the server no longer lists them: was it emptied?");
+	if (r < 0)
+		return r;
+	return delete_items(c, hrefs, n);
+}
+
 static int delete_unseen(coll_run *c)
 {
 	unseen u = { .c = c };
@@ -837,7 +1050,7 @@ static int delete_unseen(coll_run *c)
 	qsort(c->seen, c->n_seen, sizeof(char *), cmp_str);
 	r = ks_cache_foreach_item(c->R->e->cache, c->col->id, collect_unseen, &u);
 	if (r >= 0)
-		r = delete_items(c, u.hrefs, u.n);
+		r = delete_remote_gone(c, u.hrefs, u.n);
 	strv_free(u.hrefs, u.n);
 	return r;
 }
@@ -897,31 +1110,19 @@ static int write_metadata(coll_run *c)
 	return r < 0 ? r : 0;
 }
 
-/* Pulls one collection. remote is what the home listing said about it right now. */
-static int sync_collection(run *R, ks_collection *col, const ks_collection *remote)
+static int push_collection(coll_run *c);
+
+/* Brings the server's changes into the files and the cache. remote is what a home listing
+ * said about the collection right now, or NULL. Failures are reported here. */
+static int pull_collection(coll_run *c, const ks_collection *remote, bool force)
 {
-	coll_run c = { .R = R, .col = col, .dirfd = -1 };
+	run *R = c->R;
+	ks_collection *col = c->col;
 	ks_dav_request req = {};
-	unsigned req0 = ks_dav_request_count(R->dav);
 	_cleanup_free_ char *new_token = NULL, *ctag = NULL;
 	int r;
 
-	snprintf(c.label, sizeof(c.label), "%s/%s",
-		 col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars", col->name);
-	c.ext = col->kind == KS_COLLECTION_ADDRESSBOOK ? ".vcf" : ".ics";
-	r = open_collection_dir(R, &c);
-	if (r < 0) {
-		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r,
-			  "cannot open the local directory: %s", strerror(-r));
-		goto out;
-	}
-	r = write_metadata(&c);
-	if (r < 0) {
-		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r,
-			  "cannot write displayname/color: %s", strerror(-r));
-		goto out;
-	}
-	bool force = R->o->force;
+	coll_reset_lists(c, false);
 	/* Without a listing the ctag is only known for collections asked for it below: keep
 	 * the stored one rather than forget it. */
 	const char *known_ctag = remote ? remote->ctag : col->ctag;
@@ -934,41 +1135,41 @@ static int sync_collection(run *R, ks_collection *col, const ks_collection *remo
 	}
 	if (!force && remote && remote->sync_token && col->sync_token &&
 	    strcmp(remote->sync_token, col->sync_token) == 0)
-		goto done;
+		return 0;
 	if (!force && remote && !remote->sync_token && remote->ctag && col->ctag &&
 	    strcmp(remote->ctag, col->ctag) == 0)
-		goto done;
+		return 0;
 	if (!remote && !col->supports_sync) {
 		/* Without a fresh home listing, the collection's own ctag tells whether to list. */
-		r = fetch_ctag(&c, &ctag);
+		r = fetch_ctag(c, &ctag);
 		if (r == -ENOENT)
 			goto out;	/* gone: the caller lists the home sets */
 		if (r < 0) {
-			emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r, "%s", strerror(-r));
+			emit_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r, "%s", strerror(-r));
 			goto out;
 		}
 		if (!force && ctag && col->ctag && strcmp(ctag, col->ctag) == 0)
-			goto done;
+			return 0;
 	}
 
 	if (col->supports_sync) {
 		const char *token = force ? NULL : col->sync_token;
-		c.full = !token;
+		c->full = !token;
 		for (unsigned round = 0; round < 10000; round++) {
-			r = sync_report(&c, token, &req);
+			r = sync_report(c, token, &req);
 			if (r < 0 && token && round == 0 && token_rejected(&req)) {
 				/* The token expired: list everything once. */
 				ks_dav_request_done(&req);
-				coll_reset_lists(&c, false);
+				coll_reset_lists(c, false);
 				token = NULL;
-				c.full = true;
-				r = sync_report(&c, NULL, &req);
+				c->full = true;
+				r = sync_report(c, NULL, &req);
 			}
 			if (r < 0 && !token && round == 0 &&
 			    (r == -EOPNOTSUPP || r == -EPROTO || req.status == 403)) {
 				/* No sync-collection after all: fall back to etag listings. */
 				ks_dav_request_done(&req);
-				coll_reset_lists(&c, false);
+				coll_reset_lists(c, false);
 				col->supports_sync = false;
 				(void) ks_cache_save_collection(R->e->cache, col);
 				break;
@@ -976,23 +1177,27 @@ static int sync_collection(run *R, ks_collection *col, const ks_collection *remo
 			if (r == -ENOENT && !remote)
 				goto out;	/* gone: the caller lists the home sets */
 			if (r < 0) {
-				emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r, "%s",
+				emit_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r, "%s",
 					  req.errmsg[0] ? req.errmsg : strerror(-r));
 				goto out;
 			}
-			r = fetch_all(&c);
+			r = fetch_all(c);
 			if (r >= 0)
-				r = delete_items(&c, c.gone, c.n_gone);
+				r = delete_remote_gone(c, c->gone, c->n_gone);
+			if (r == -EDQUOT)
+				goto out;
 			if (r < 0)
 				goto failed;
 			free(new_token);
 			new_token = req.sync_token ? strdup(req.sync_token) : NULL;
-			bool truncated = (c.truncated || req.status == 507) && new_token;
+			bool truncated = (c->truncated || req.status == 507) && new_token;
 			ks_dav_request_done(&req);
-			if (c.failed_fetch)
+			if (c->failed_fetch)
 				break;
-			if (!truncated && c.full) {
-				r = delete_unseen(&c);
+			if (!truncated && c->full) {
+				r = delete_unseen(c);
+				if (r == -EDQUOT)
+					goto out;
 				if (r < 0)
 					goto failed;
 			}
@@ -1010,54 +1215,906 @@ static int sync_collection(run *R, ks_collection *col, const ks_collection *remo
 			}
 			if (!truncated)
 				break;
-			coll_reset_lists(&c, true);
+			coll_reset_lists(c, true);
 			token = col->sync_token;
 		}
 	}
 	if (!col->supports_sync) {
-		c.full = true;
-		r = propfind_listing(&c, &req);
+		c->full = true;
+		r = propfind_listing(c, &req);
 		if (r < 0) {
-			emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r, "%s",
+			emit_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r, "%s",
 				  req.errmsg[0] ? req.errmsg : strerror(-r));
 			goto out;
 		}
 		ks_dav_request_done(&req);
-		r = fetch_all(&c);
+		r = fetch_all(c);
 		if (r >= 0)
-			r = delete_unseen(&c);
+			r = delete_unseen(c);
+		if (r == -EDQUOT)
+			goto out;
 		if (r < 0)
 			goto failed;
-		if (!c.failed_fetch) {
+		if (!c->failed_fetch) {
 			r = ks_cache_set_collection_state(R->e->cache, col->id, NULL, ctag);
 			if (r < 0)
 				goto failed;
 		}
 	}
+	if (c->failed_fetch) {
+		r = -EIO;
+		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r,
+			  "%u item(s) could not be fetched; they will be retried", c->failed_fetch);
+		goto out;
+	}
+	r = 0;
+	goto out;
+failed:
+	if (!c->cb_error)
+		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r, "%s", strerror(-r));
+out:
+	ks_dav_request_done(&req);
+	return r;
+}
+
+/* Syncs one collection both ways. remote is what a home listing said about it right now,
+ * or NULL when the home sets were not listed this run. */
+static int sync_collection(run *R, ks_collection *col, const ks_collection *remote)
+{
+	coll_run c = { .R = R, .col = col, .dirfd = -1 };
+	unsigned req0 = ks_dav_request_count(R->dav);
+	int r;
+
+	snprintf(c.label, sizeof(c.label), "%s/%s",
+		 col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars", col->name);
+	c.ext = col->kind == KS_COLLECTION_ADDRESSBOOK ? ".vcf" : ".ics";
+	r = open_collection_dir(R, &c);
+	if (r < 0) {
+		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r,
+			  "cannot open the local directory: %s", strerror(-r));
+		goto out;
+	}
+	r = write_metadata(&c);
+	if (r < 0) {
+		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r,
+			  "cannot write displayname/color: %s", strerror(-r));
+		goto out;
+	}
+	/* Uploads a crash interrupted: the listing below tells what reached the server, and
+	 * the conditional requests of the upload make a repeated one harmless. */
+	r = ks_cache_list_intents(R->e->cache, col->id, &c.intents, &c.n_intents);
+	if (r < 0) {
+		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r, "cannot read the cache: %s",
+			  strerror(-r));
+		goto out;
+	}
+	if (c.n_intents)
+		ks_log(KS_LOG_INFO, "%s/%s: resuming %zu interrupted upload(s)", R->acc->name,
+		       c.label, c.n_intents);
+
+	r = pull_collection(&c, remote, R->o->force);
+	if (r < 0)
+		goto out;
+	/* Local changes go after the server's: files the server changed are then up to date,
+	 * so a file a crash left behind is recognised rather than uploaded as a duplicate,
+	 * and items both sides changed were left alone above for the merge below. */
+	r = push_collection(&c);
+	if (r < 0)
+		goto out;
+	if (c.n_uploaded && col->supports_sync) {
+		/* One more listing moves the stored token past this run's own uploads (so that
+		 * the next run finds nothing to do) and reads back what the server made of
+		 * them: the cache and the files then hold what it stores. */
+		qsort(c.uploaded, c.n_uploaded, sizeof(char *), cmp_str);
+		c.read_back = true;
+		r = pull_collection(&c, NULL, false);
+		if (r < 0)
+			goto out;
+	}
 	if (c.failed_fetch) {
 		r = -EIO;
 		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r,
-			  "%u item(s) could not be fetched; they will be retried", c.failed_fetch);
+			  "%u item(s) could not be fetched or sent; they will be retried",
+			  c.failed_fetch);
 		goto out;
 	}
-done:
 	{
 		ks_sync_event ev = {
 			.type = KS_SYNC_COLLECTION_DONE, .account = R->acc->name,
 			.collection = c.label, .added = c.added, .updated = c.updated,
-			.deleted = c.deleted, .skipped = c.skipped,
+			.deleted = c.deleted, .skipped = c.skipped, .uploaded = c.pushed,
+			.removed = c.pushed_deletes, .conflicts = c.conflicts,
 			.requests = ks_dav_request_count(R->dav) - req0,
 		};
 		emit(R, &ev);
 	}
 	r = 0;
-	goto out;
-failed:
-	if (!c.cb_error)
-		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r, "%s", strerror(-r));
 out:
-	ks_dav_request_done(&req);
 	coll_run_done(&c);
+	return r;
+}
+
+/* ---- local changes to the server ---------------------------------------------------------- */
+
+typedef struct push_item {
+	coll_run *c;
+	ks_local_change *ch;
+	ks_intent_op op;
+	char *href;
+	char *body;		/* what is sent: the file's bytes, with a UID added if it had none */
+	size_t len;
+	char hash[65];
+	ks_item_info info;
+	struct stat st;		/* the file as it was when body was read or written */
+	ks_dav_request req;
+	bool needs_merge;
+	bool refetch;
+	bool done;
+} push_item;
+
+static void push_item_done(push_item *p)
+{
+	free(p->href);
+	free(p->body);
+	ks_item_info_done(&p->info);
+	ks_dav_request_done(&p->req);
+}
+
+static ks_conflict_policy policy_of(const coll_run *c)
+{
+	return c->R->acc->conflict == KS_CONFLICT_MODE_LOCAL_WINS ? KS_CONFLICT_LOCAL_WINS
+								  : KS_CONFLICT_SERVER_WINS;
+}
+
+static int64_t stat_mtime_ns(const struct stat *st)
+{
+	return (int64_t) st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+static int random_uid(char out[37])
+{
+	uint8_t b[16];
+
+	if (getrandom(b, sizeof(b), 0) != sizeof(b))
+		return -EIO;
+	b[6] = (uint8_t) ((b[6] & 0x0f) | 0x40);
+	b[8] = (uint8_t) ((b[8] & 0x3f) | 0x80);
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+		 b[13], b[14], b[15]);
+	return 0;
+}
+
+/* Inserts "UID:uid" after the line that opens the card or each event, task or journal entry,
+ * with the line ending the object already uses; the rest stays byte for byte. */
+static int add_uid(const char *data, size_t len, const char *uid, char **ret, size_t *ret_len)
+{
+	static const char *const openers[] = { "BEGIN:VCARD", "BEGIN:VEVENT", "BEGIN:VTODO",
+					       "BEGIN:VJOURNAL" };
+	ks_buf b = { .max = KS_CARD_MAX };
+	const char *nl = memchr(data, '\n', len);
+	const char *eol = nl && nl > data && nl[-1] == '\r' ? "\r\n" : "\n";
+	size_t pos = 0;
+	int r = 0;
+
+	while (r >= 0 && pos < len) {
+		const char *e = memchr(data + pos, '\n', len - pos);
+		size_t end = e ? (size_t) (e - data) + 1 : len;
+		size_t l = end - pos;
+		while (l > 0 && (data[pos + l - 1] == '\n' || data[pos + l - 1] == '\r'))
+			l--;
+		r = ks_buf_append(&b, data + pos, end - pos);
+		for (size_t i = 0; r >= 0 && i < ELEMENTSOF(openers); i++)
+			if (l == strlen(openers[i]) && strncasecmp(data + pos, openers[i], l) == 0) {
+				if (!e)
+					r = ks_buf_puts(&b, eol);
+				if (r >= 0)
+					r = ks_buf_printf(&b, "UID:%s%s", uid, eol);
+			}
+		pos = end;
+	}
+	if (r < 0) {
+		ks_buf_done(&b);
+		return r;
+	}
+	*ret_len = b.len;
+	*ret = ks_buf_steal(&b);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* Writes data over the item file name, unless the file changed since expected was taken (the
+ * user is editing it: the next run sees that). Returns 1 when written, 0 when left alone. */
+static int replace_file(coll_run *c, const char *name, const struct stat *expected,
+			const char *data, size_t len, struct stat *ret_st)
+{
+	struct stat st;
+	int r;
+
+	if (expected) {
+		if (fstatat(c->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno != ENOENT)
+				return -errno;
+		} else if (!ks_scan_stat_matches(&st, stat_mtime_ns(expected),
+						 (int64_t) expected->st_ino,
+						 (int64_t) expected->st_size))
+			return 0;
+	}
+	r = ks_fs_write_atomic(c->dirfd, name, data, len, true);
+	if (r >= 0)
+		r = ks_fs_fsync_dir(c->dirfd);
+	if (r >= 0 && ret_st && fstatat(c->dirfd, name, ret_st, AT_SYMLINK_NOFOLLOW) < 0)
+		r = -errno;
+	return r < 0 ? r : 1;
+}
+
+/* Keeps a version that lost a conflict under conflicts/<account>/<collection>/ and records
+ * it. *ret_path (optional) gets where. */
+static int keep_copy(coll_run *c, const char *filename, const char *uid, const char *data,
+		     size_t len, const char *side, const char *winner, const char *summary,
+		     char **ret_path)
+{
+	_cleanup_free_ char *dir = NULL, *name = NULL, *path = NULL;
+	char stamp[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	int fd, r;
+
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	if (asprintf(&dir, "%s/conflicts/%s/%s", c->R->e->data_dir, c->R->acc->name, c->label) < 0)
+		return -ENOMEM;
+	r = ks_fs_mkdir_p(dir);
+	if (r < 0)
+		return r;
+	size_t base = strlen(filename);
+	if (base > strlen(c->ext))
+		base -= strlen(c->ext);
+	for (unsigned i = 0; i < 100; i++) {
+		free(name);
+		name = NULL;
+		if ((i == 0 ? asprintf(&name, "%.*s.%s.%s%s", (int) base, filename, stamp, side, c->ext)
+			    : asprintf(&name, "%.*s.%s.%s-%u%s", (int) base, filename, stamp, side,
+				       i, c->ext)) < 0)
+			return -ENOMEM;
+		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		bool exists = faccessat(fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+		if (!exists) {
+			r = ks_fs_write_atomic(fd, name, data, len, true);
+			if (r >= 0)
+				r = ks_fs_fsync_dir(fd);
+		}
+		close(fd);
+		if (!exists)
+			break;
+	}
+	if (r < 0)
+		return r;
+	if (asprintf(&path, "%s/%s", dir, name) < 0)
+		return -ENOMEM;
+	r = ks_cache_add_conflict(c->R->e->cache, c->R->acc->name, c->label, uid, filename, path,
+				  winner, summary);
+	if (r < 0)
+		return r;
+	c->conflicts++;
+	if (ret_path)
+		*ret_path = TAKE_PTR(path);
+	return 0;
+}
+
+/* Records that the server now holds data at href with etag (NULL: unknown, fetched later)
+ * and that the file name holds it too, and clears the intent: one transaction. */
+static int record_item(coll_run *c, const char *href, const char *etag, const char *filename,
+		       const char *data, size_t len, const struct stat *st)
+{
+	ks_item_info info = {};
+	char hex[65];
+	int r;
+
+	r = ks_item_parse_info(data, len, &info, NULL);
+	if (r == -ENOMEM)
+		return r;
+	ks_sha256_hex(data, len, hex);
+	ks_item_row row = {
+		.href = href, .etag = etag, .filename = filename, .data = data, .len = len,
+		.info = r >= 0 ? &info : NULL, .hash = hex, .mtime_ns = stat_mtime_ns(st),
+		.ino = (int64_t) st->st_ino, .size = (int64_t) st->st_size,
+	};
+	r = ks_cache_begin(c->R->e->cache);
+	if (r >= 0) {
+		r = ks_cache_put_item(c->R->e->cache, c->col->id, &row);
+		if (r >= 0)
+			r = ks_cache_clear_intent(c->R->e->cache, c->col->id, href);
+		if (r >= 0)
+			r = ks_cache_commit(c->R->e->cache);
+		if (r < 0)
+			ks_cache_rollback(c->R->e->cache);
+	}
+	ks_item_info_done(&info);
+	return r;
+}
+
+static int forget_item(coll_run *c, const char *href)
+{
+	int r = ks_cache_begin(c->R->e->cache);
+
+	if (r < 0)
+		return r;
+	r = ks_cache_delete_item(c->R->e->cache, c->col->id, href);
+	if (r >= 0)
+		r = ks_cache_clear_intent(c->R->e->cache, c->col->id, href);
+	if (r >= 0)
+		r = ks_cache_commit(c->R->e->cache);
+	if (r < 0)
+		ks_cache_rollback(c->R->e->cache);
+	return r;
+}
+
+/* The server's current version of href: 0 with data and etag, -ENOENT when it has none. */
+static int fetch_one(coll_run *c, const char *href, char **ret, size_t *ret_len, char **ret_etag)
+{
+	_cleanup_free_ char *h = strdup(href);
+	char *hrefs[1] = { h };
+	batch b = { .c = c, .hrefs = hrefs, .n_hrefs = 1 };
+	int r = h ? multiget_body(c, &b) : -ENOMEM;
+
+	if (r >= 0) {
+		ks_dav_request req = {
+			.method = "REPORT", .url = c->col->href, .depth = "1", .body = b.body.data,
+			.body_len = b.body.len, .on_response = on_multiget, .userdata = &b,
+		};
+		r = ks_dav_run_one(c->R->dav, &req);
+		ks_dav_request_done(&req);
+	}
+	ks_buf_done(&b.body);
+	if (r >= 0 && b.n_items == 0) {
+		/* Not in the multiget: ask for it alone before believing it is gone. */
+		ks_dav_request req = { .method = "GET", .url = href };
+		r = ks_dav_run_one(c->R->dav, &req);
+		if (r >= 0 && req.body_text) {
+			b.items = calloc(1, sizeof(*b.items));
+			if (!b.items)
+				r = -ENOMEM;
+			else {
+				b.n_items = 1;
+				b.items[0].data = TAKE_PTR(req.body_text);
+				b.items[0].len = strlen(b.items[0].data);
+				b.items[0].etag = req.etag ? strdup(req.etag) : NULL;
+			}
+		} else if (r >= 0)
+			r = -ENOENT;
+		ks_dav_request_done(&req);
+	}
+	if (r >= 0) {
+		*ret = TAKE_PTR(b.items[0].data);
+		*ret_len = b.items[0].len;
+		*ret_etag = TAKE_PTR(b.items[0].etag);
+	}
+	batch_clear_items(&b);
+	return r;
+}
+
+/* PUT with a condition, one request; fills *ret_etag (NULL when the reply had none). */
+static int put_item(coll_run *c, const char *href, const char *data, size_t len,
+		    const char *if_match, char **ret_etag, char *errmsg, size_t errmsg_len)
+{
+	ks_dav_request req = {
+		.method = "PUT", .url = href, .body = data, .body_len = len,
+		.content_type = c->col->kind == KS_COLLECTION_ADDRESSBOOK
+					? "text/vcard; charset=utf-8"
+					: "text/calendar; charset=utf-8",
+		.if_match = if_match, .if_none_match = if_match ? NULL : "*",
+	};
+	int r = ks_dav_run_one(c->R->dav, &req);
+
+	if (r >= 0)
+		*ret_etag = TAKE_PTR(req.etag);
+	else if (errmsg)
+		snprintf(errmsg, errmsg_len, "%s", req.errmsg);
+	ks_dav_request_done(&req);
+	return r;
+}
+
+/* After an upload without an ETag in the reply, or to see what a server made of it: read
+ * the item back; the cache holds what the server stores, and so does the file unless it was
+ * edited again meanwhile. */
+static int read_back(coll_run *c, const char *href, const char *filename, const char *sent,
+		     size_t sent_len, const struct stat *st)
+{
+	_cleanup_free_ char *data = NULL, *etag = NULL;
+	size_t len = 0;
+	struct stat nst = *st;
+	int r = fetch_one(c, href, &data, &len, &etag);
+
+	if (r < 0)
+		return r;
+	if (len != sent_len || memcmp(data, sent, len) != 0) {
+		r = replace_file(c, filename, st, data, len, &nst);
+		if (r < 0)
+			return r;
+		if (r == 0)
+			return 0;	/* edited meanwhile: next run */
+	}
+	return record_item(c, href, etag, filename, data, len, &nst);
+}
+
+/* Both sides changed p's item (or the server lost it): merge and bring both sides to the
+ * result, keeping the losing version of any conflict. */
+static int resolve(coll_run *c, push_item *p)
+{
+	_cleanup_free_ char *remote = NULL, *etag = NULL, *base = NULL, *new_etag = NULL;
+	ks_merge_result m = {};
+	size_t rlen = 0, blen = 0;
+	struct stat nst = p->st;
+	const char *name = p->ch->filename;
+	char errmsg[256] = "";
+	int r;
+
+	r = fetch_one(c, p->href, &remote, &rlen, &etag);
+	if (r == -ENOENT) {
+		if (p->op == KS_INTENT_DELETE)
+			return forget_item(c, p->href);
+		/* Gone from the server, edited here: the edit wins and is uploaded anew. */
+		r = put_item(c, p->href, p->body, p->len, NULL, &new_etag, errmsg, sizeof(errmsg));
+		if (r < 0)
+			goto fail;
+		c->pushed++;
+		r = strv_push(&c->uploaded, &c->n_uploaded, &c->cap_uploaded, p->href);
+		if (r >= 0)
+			r = record_item(c, p->href, new_etag, name, p->body, p->len, &p->st);
+		if (r >= 0 && !new_etag && !c->col->supports_sync)
+			r = read_back(c, p->href, name, p->body, p->len, &p->st);
+		return r;
+	}
+	if (r < 0)
+		goto fail;
+	if (p->op == KS_INTENT_DELETE) {
+		/* Deleted here, changed on the server: the change wins and comes back. */
+		r = replace_file(c, name, NULL, remote, rlen, &nst);
+		if (r > 0)
+			r = record_item(c, p->href, etag, name, remote, rlen, &nst);
+		if (r >= 0) {
+			c->updated++;
+			emit_fail(c->R, KS_SYNC_NOTICE, c->label, 0,
+				  "'%s' was deleted here but changed on the server; the server's "
+				  "version is back", name);
+		}
+		return r;
+	}
+	if (p->op == KS_INTENT_UPDATE || p->op == KS_INTENT_CREATE) {
+		r = ks_cache_get_item_data(c->R->e->cache, c->col->id, p->href, &base, &blen);
+		/* No row, a new item, or a row adopted without a base: a two-way merge. */
+		if (r == -ENOENT || p->op == KS_INTENT_CREATE || (r >= 0 && blen == 0)) {
+			free(base);
+			base = NULL;
+		} else if (r < 0)
+			return r;
+	}
+	ks_conflict_policy policy = policy_of(c);
+	r = ks_merge(base, blen, p->body, p->len, remote, rlen, policy, &m);
+	if (r == -ENOMEM)
+		return r;
+	bool whole = r < 0;
+	if (whole) {
+		/* Not mergeable line by line: the policy takes one side whole. */
+		const char *win = policy == KS_CONFLICT_LOCAL_WINS ? p->body : remote;
+		size_t wlen = policy == KS_CONFLICT_LOCAL_WINS ? p->len : rlen;
+		m = (ks_merge_result) { .data = malloc(wlen + 1), .len = wlen, .conflict = true,
+					.same_as_remote = policy != KS_CONFLICT_LOCAL_WINS,
+					.same_as_local = policy == KS_CONFLICT_LOCAL_WINS };
+		if (!m.data)
+			return -ENOMEM;
+		memcpy(m.data, win, wlen);
+		m.data[wlen] = 0;
+	}
+	const char *result_etag = etag;
+	if (!m.same_as_remote) {
+		r = put_item(c, p->href, m.data, m.len, etag, &new_etag, errmsg, sizeof(errmsg));
+		if (r == -ESTALE) {
+			c->deferred++;
+			emit_fail(c->R, KS_SYNC_NOTICE, c->label, r,
+				  "'%s' changed on the server again while it was merged; it will be "
+				  "merged on the next run", name);
+			r = 0;
+			goto out;
+		}
+		if (r < 0)
+			goto fail;
+		c->pushed++;
+		result_etag = new_etag;
+		r = strv_push(&c->uploaded, &c->n_uploaded, &c->cap_uploaded, p->href);
+		if (r < 0)
+			goto out;
+	}
+	if (!m.same_as_local || p->op == KS_INTENT_CREATE) {
+		r = replace_file(c, name, &p->st, m.data, m.len, &nst);
+		if (r < 0)
+			goto out;
+		if (r == 0) {
+			c->deferred++;
+			r = 0;
+			goto out;
+		}
+	}
+	if (m.conflict) {
+		bool server_won = policy == KS_CONFLICT_SERVER_WINS;
+		_cleanup_free_ char *kept = NULL;
+		r = keep_copy(c, name, p->info.uid, server_won ? p->body : remote,
+			      server_won ? p->len : rlen, server_won ? "local" : "server",
+			      server_won ? "server" : "local",
+			      whole ? "the whole item" : m.summary, &kept);
+		if (r < 0)
+			goto out;
+		emit_fail(c->R, KS_SYNC_CONFLICT, c->label, 0,
+			  "conflict in '%s' (%s): the %s version won; the %s version is kept in %s",
+			  name, whole ? "not mergeable" : m.summary ? m.summary : "content",
+			  server_won ? "server" : "local", server_won ? "local" : "server", kept);
+	}
+	r = record_item(c, p->href, result_etag, name, m.data, m.len, &nst);
+	if (r >= 0 && !result_etag && !c->col->supports_sync)
+		r = read_back(c, p->href, name, m.data, m.len, &nst);
+	goto out;
+fail:
+	emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r, "could not merge '%s': %s", name,
+		  errmsg[0] ? errmsg : strerror(-r));
+	c->failed_fetch++;
+	if (ks_error_scope_of(r) != KS_SCOPE_ACCOUNT)
+		r = 0;
+out:
+	ks_merge_result_done(&m);
+	return r;
+}
+
+static int on_push_done(ks_dav_request *req, void *userdata)
+{
+	push_item *p = userdata;
+	coll_run *c = p->c;
+	int r = req->result;
+
+	if (p->op == KS_INTENT_DELETE) {
+		if (r == 0 || r == -ENOENT) {
+			c->pushed_deletes++;
+			return forget_item(c, p->href);
+		}
+	} else if (r == 0) {
+		c->pushed++;
+		p->refetch = !req->etag && !c->col->supports_sync;
+		r = strv_push(&c->uploaded, &c->n_uploaded, &c->cap_uploaded, p->href);
+		if (r < 0)
+			return r;
+		return record_item(c, p->href, req->etag, p->ch->filename, p->body, p->len, &p->st);
+	}
+	if (r == -ESTALE || (r == -ENOENT && p->op == KS_INTENT_UPDATE)) {
+		p->needs_merge = true;
+		return 0;
+	}
+	c->failed_fetch++;
+	emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r, "could not upload '%s': %s",
+		  p->ch->filename, req->errmsg[0] ? req->errmsg : strerror(-r));
+	/* A network or credentials failure stops the collection; a refused item does not. */
+	return ks_error_scope_of(r) == KS_SCOPE_ACCOUNT ? r : 0;
+}
+
+/* Read-only collections are never written: a local change is kept as a conflict copy and
+ * the server's version put back. */
+static int refuse_readonly(coll_run *c, ks_local_change *ch)
+{
+	_cleanup_free_ char *base = NULL, *kept = NULL;
+	size_t blen = 0;
+	struct stat nst;
+	int r;
+
+	if (ch->kind == KS_LOCAL_NEW || ch->kind == KS_LOCAL_MODIFIED) {
+		r = keep_copy(c, ch->filename, ch->uid, ch->data, ch->len, "local", "server",
+			      "read-only collection", &kept);
+		if (r < 0)
+			return r;
+	}
+	if (ch->kind == KS_LOCAL_NEW) {
+		r = ks_neg_errno(unlinkat(c->dirfd, ch->filename, 0));
+		if (r >= 0)
+			r = ks_fs_fsync_dir(c->dirfd);
+	} else {
+		r = ks_cache_get_item_data(c->R->e->cache, c->col->id, ch->href, &base, &blen);
+		if (r >= 0)
+			r = replace_file(c, ch->filename, ch->kind == KS_LOCAL_MODIFIED ? &ch->st : NULL,
+					 base, blen, &nst);
+		if (r > 0)
+			r = ks_cache_set_item_stat(c->R->e->cache, ch->id, stat_mtime_ns(&nst),
+						   (int64_t) nst.st_ino, (int64_t) nst.st_size);
+	}
+	if (r < 0)
+		return r;
+	emit_fail(c->R, KS_SYNC_CONFLICT, c->label, -EROFS,
+		  "'%s' is in a read-only collection: the local %s was not sent and the server's "
+		  "version is back%s%s", ch->filename,
+		  ch->kind == KS_LOCAL_DELETED ? "deletion" : "change",
+		  kept ? "; the local version is kept in " : "", kept ? kept : "");
+	return 0;
+}
+
+/* Works out what one local change sends. Returns 1 when there is a request to send, 0 when
+ * the change is left alone (reported), or a negative errno. */
+static int prepare_push(coll_run *c, ks_local_change *ch, push_item *p)
+{
+	_cleanup_free_ char *why = NULL;
+	int r;
+
+	p->c = c;
+	p->ch = ch;
+	p->st = ch->st;
+	if (ch->kind == KS_LOCAL_DELETED) {
+		p->op = KS_INTENT_DELETE;
+		p->href = strdup(ch->href);
+		return p->href ? 1 : -ENOMEM;
+	}
+	p->body = malloc(ch->len + 1);
+	if (!p->body)
+		return -ENOMEM;
+	memcpy(p->body, ch->data, ch->len + 1);
+	p->len = ch->len;
+	r = ks_item_parse_info(p->body, p->len, &p->info, &why);
+	if (r == -ENODATA && ch->kind == KS_LOCAL_NEW) {
+		/* A new file without a UID gets one, written back before it is sent, so that
+		 * the file and the server agree on it. */
+		char uid[37];
+		char *nb = NULL;
+		size_t nlen = 0;
+		r = random_uid(uid);
+		if (r >= 0)
+			r = add_uid(p->body, p->len, uid, &nb, &nlen);
+		if (r < 0)
+			return r;
+		free(p->body);
+		p->body = nb;
+		p->len = nlen;
+		free(why);
+		why = NULL;
+		r = ks_item_parse_info(p->body, p->len, &p->info, &why);
+		if (r >= 0) {
+			r = replace_file(c, ch->filename, &ch->st, p->body, p->len, &p->st);
+			if (r == 0) {
+				c->deferred++;
+				return 0;
+			}
+		}
+	}
+	if (r == -ENOMEM)
+		return r;
+	bool card = c->col->kind == KS_COLLECTION_ADDRESSBOOK;
+	if (r >= 0 && (p->info.kind == KS_ITEM_VCARD) != card) {
+		r = -EBADMSG;
+		free(why);
+		why = strdup(card ? "not a vCard" : "not an iCalendar object");
+	}
+	if (r < 0) {
+		c->skipped++;
+		emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r,
+			  "not uploading '%s': %s; fix the file and it is sent on the next run",
+			  ch->filename, why ? why : strerror(-r));
+		return 0;
+	}
+	ks_sha256_hex(p->body, p->len, p->hash);
+	if (ch->kind == KS_LOCAL_MODIFIED) {
+		p->op = KS_INTENT_UPDATE;
+		p->href = strdup(ch->href);
+		return p->href ? 1 : -ENOMEM;
+	}
+	/* A new item: its resource is named after its UID, and a UID this collection already
+	 * has is a copy of another file, not a new item. */
+	ks_cache_item other = {};
+	r = ks_cache_get_item_by_uid(c->R->e->cache, c->col->id, p->info.uid, &other);
+	if (r >= 0) {
+		c->skipped++;
+		emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, -EEXIST,
+			  "not uploading '%s': it has the same UID as '%s'; give it a new UID or "
+			  "remove it", ch->filename, other.filename);
+		ks_cache_item_done(&other);
+		return 0;
+	}
+	if (r != -ENOENT)
+		return r;
+	_cleanup_free_ char *base = NULL;
+	r = ks_vdir_item_name(p->info.uid, NULL, &base);
+	if (r < 0)
+		return r;
+	p->op = KS_INTENT_CREATE;
+	if (asprintf(&p->href, "%s%s%s", c->col->href, base, c->ext) < 0) {
+		p->href = NULL;
+		return -ENOMEM;
+	}
+	return 1;
+}
+
+/* A file renamed (mv, or an editor saving under another name) shows up as a deleted row and
+ * a new file with the same UID: it is the same item, which keeps its resource on the server.
+ * Unchanged content only moves the row; changed content becomes an edit. */
+static int match_renames(coll_run *c, ks_scan_result *sr)
+{
+	for (size_t i = 0; i < sr->n_changes; i++) {
+		ks_local_change *ch = &sr->changes[i];
+		ks_item_info info = {};
+		if (ch->kind != KS_LOCAL_NEW || !ch->data)
+			continue;
+		int r = ks_item_parse_info(ch->data, ch->len, &info, NULL);
+		if (r == -ENOMEM)
+			return r;
+		if (r < 0) {
+			/* Not an item (yet): prepare_push() reports it. */
+			ks_item_info_done(&info);
+			continue;
+		}
+		for (size_t j = 0; r >= 0 && j < sr->n_changes; j++) {
+			ks_local_change *old = &sr->changes[j];
+			if (old->kind != KS_LOCAL_DELETED || !old->uid || strcmp(old->uid, info.uid))
+				continue;
+			_cleanup_free_ char *base = NULL;
+			size_t blen = 0;
+			r = ks_cache_get_item_data(c->R->e->cache, c->col->id, old->href, &base,
+						   &blen);
+			if (r < 0)
+				break;
+			char hex[65];
+			ks_sha256_hex(base, blen, hex);
+			if (strcmp(hex, ch->hash) == 0) {
+				r = ks_cache_set_item_file(c->R->e->cache, old->id, ch->filename,
+							   stat_mtime_ns(&ch->st),
+							   (int64_t) ch->st.st_ino,
+							   (int64_t) ch->st.st_size);
+				ch->kind = KS_LOCAL_MOVED;
+			} else {
+				ch->kind = KS_LOCAL_MODIFIED;
+				ch->id = old->id;
+				ch->href = TAKE_PTR(old->href);
+				ch->etag = TAKE_PTR(old->etag);
+				ch->uid = TAKE_PTR(old->uid);
+			}
+			old->kind = KS_LOCAL_MOVED;
+			break;
+		}
+		ks_item_info_done(&info);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Scans the directory and sends every local change to the server. */
+static int push_collection(coll_run *c)
+{
+	ks_scan_result sr = {};
+	push_item *items = NULL;
+	ks_dav_request *reqs = NULL;
+	size_t n = 0, n_deleted = 0;
+	int r;
+
+	r = ks_scan_collection(c->R->e->cache, c->col->id, c->dirfd, c->ext, &sr);
+	if (r < 0) {
+		emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r,
+			  "cannot read the local directory: %s", strerror(-r));
+		return r;
+	}
+	r = match_renames(c, &sr);
+	if (r < 0)
+		goto out;
+	for (size_t i = 0; i < sr.n_changes; i++) {
+		if (sr.changes[i].kind == KS_LOCAL_DELETED)
+			n_deleted++;
+		if (sr.changes[i].kind == KS_LOCAL_IGNORED)
+			emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, -EBADF,
+				  "ignoring '%s': not a regular file that can be read",
+				  sr.changes[i].filename);
+	}
+	if (sr.n_changes == 0)
+		goto out;
+	r = guard_deletions(c, n_deleted, sr.n_rows, "on the server",
+			    "their files are missing here: was the directory emptied, removed "
+			    "or unmounted?");
+	if (r < 0)
+		goto out;
+	items = calloc(sr.n_changes, sizeof(*items));
+	reqs = calloc(sr.n_changes, sizeof(*reqs));
+	if (!items || !reqs) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < sr.n_changes; i++) {
+		ks_local_change *ch = &sr.changes[i];
+		if (ch->kind == KS_LOCAL_IGNORED || ch->kind == KS_LOCAL_MOVED)
+			continue;
+		if (c->col->readonly) {
+			r = refuse_readonly(c, ch);
+			if (r < 0)
+				goto out;
+			continue;
+		}
+		r = prepare_push(c, ch, &items[n]);
+		if (r < 0) {
+			push_item_done(&items[n]);
+			goto out;
+		}
+		if (r == 0) {
+			push_item_done(&items[n]);
+			memset(&items[n], 0, sizeof(items[n]));
+			continue;
+		}
+		n++;
+	}
+	if (n == 0) {
+		r = 0;
+		goto out;
+	}
+	/* Write-ahead: every upload is recorded before it is sent, so that a crash at any
+	 * point is followed by a run that knows what may have reached the server. */
+	r = ks_cache_begin(c->R->e->cache);
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = ks_cache_add_intent(c->R->e->cache, c->col->id, items[i].href, items[i].op,
+					items[i].ch->filename,
+					items[i].op == KS_INTENT_DELETE ? NULL : items[i].hash);
+	if (r >= 0)
+		r = ks_cache_commit(c->R->e->cache);
+	if (r < 0) {
+		ks_cache_rollback(c->R->e->cache);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		push_item *p = &items[i];
+		reqs[i] = (ks_dav_request) {
+			.method = p->op == KS_INTENT_DELETE ? "DELETE" : "PUT",
+			.url = p->href,
+			.body = p->body,
+			.body_len = p->len,
+			.content_type = p->op == KS_INTENT_DELETE ? NULL
+					: c->col->kind == KS_COLLECTION_ADDRESSBOOK
+						? "text/vcard; charset=utf-8"
+						: "text/calendar; charset=utf-8",
+			.if_match = p->op == KS_INTENT_CREATE ? NULL : p->ch->etag,
+			.if_none_match = p->op == KS_INTENT_CREATE ? "*" : NULL,
+			.userdata = p,
+			.on_done = on_push_done,
+		};
+		/* A row without an etag cannot be conditioned: the server's version is fetched
+		 * and merged instead of being overwritten blindly. */
+		if (p->op != KS_INTENT_CREATE && !p->ch->etag) {
+			reqs[i].method = "PROPFIND";
+			p->needs_merge = true;
+		}
+	}
+	/* Items needing a merge without a request are left out of the run. */
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(reqs[i].method, "PROPFIND") != 0)
+			reqs[m++] = reqs[i];
+	r = ks_dav_run(c->R->dav, reqs, m);
+	for (size_t i = 0; i < m; i++)
+		ks_dav_request_done(&reqs[i]);
+	if (r < 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		push_item *p = &items[i];
+		if (p->refetch) {
+			r = read_back(c, p->href, p->ch->filename, p->body, p->len, &p->st);
+			if (r < 0 && ks_error_scope_of(r) == KS_SCOPE_ACCOUNT)
+				goto out;
+		}
+		if (p->needs_merge) {
+			r = resolve(c, p);
+			if (r < 0)
+				goto out;
+		}
+	}
+	r = 0;
+out:
+	/* Every failure is reported once; the guard reported its own. */
+	if (r < 0 && r != -EDQUOT)
+		emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r,
+			  "cannot send local changes: %s", strerror(-r));
+	for (size_t i = 0; items && i < n; i++)
+		push_item_done(&items[i]);
+	free(items);
+	free(reqs);
+	ks_scan_result_done(&sr);
 	return r;
 }
 
@@ -1173,7 +2230,8 @@ static int discover_account(run *R, ks_cache_account *acc)
 	return ks_cache_put_account(R->e->cache, R->acc->name, acc);
 }
 
-static int list_homes(run *R, ks_cache_account *acc, ks_collection **ret, size_t *ret_n)
+static int list_homes(run *R, ks_cache_account *acc, bool with_tokens, ks_collection **ret,
+		      size_t *ret_n)
 {
 	const char *homes[2] = { acc->addressbook_home, acc->calendar_home };
 	ks_collection *all = NULL;
@@ -1186,7 +2244,7 @@ static int list_homes(run *R, ks_cache_account *acc, ks_collection **ret, size_t
 		_cleanup_free_ char *why = NULL;
 		ks_collection *part = NULL;
 		size_t n_part = 0;
-		r = ks_list_home(R->dav, homes[h], &part, &n_part, &why);
+		r = ks_list_home(R->dav, homes[h], with_tokens, &part, &n_part, &why);
 		if (r < 0) {
 			if (why && !strstr(why, homes[h])) {
 				char *w2;
@@ -1310,12 +2368,15 @@ static const ks_collection *find_remote(const ks_collection *remote, size_t n, c
 static int list_and_reconcile(run *R, ks_cache_account *acc, bool fresh, ks_collection **remote,
 			      size_t *n_remote, ks_collection **known, size_t *n_known)
 {
-	int r = list_homes(R, acc, remote, n_remote);
+	bool with_tokens = false;
+	for (size_t i = 0; i < *n_known && !with_tokens; i++)
+		with_tokens = (*known)[i].sync_token || (*known)[i].ctag;
+	int r = list_homes(R, acc, with_tokens, remote, n_remote);
 
 	if (r < 0 && !fresh && ks_error_scope_of(r) != KS_SCOPE_ACCOUNT) {
 		r = discover_account(R, acc);
 		if (r >= 0)
-			r = list_homes(R, acc, remote, n_remote);
+			r = list_homes(R, acc, with_tokens, remote, n_remote);
 	}
 	if (r < 0)
 		return r;
@@ -1327,6 +2388,56 @@ static int list_and_reconcile(run *R, ks_cache_account *acc, bool fresh, ks_coll
 	return k < 0 ? k : r;
 }
 
+/* One writer per account: a second process syncing it would race the first one's intents
+ * and files. The lock lives in $XDG_RUNTIME_DIR/ksync (or the data directory) and names the
+ * holder's pid. */
+static int lock_account(run *R, int *ret_fd)
+{
+	const char *rt = getenv("XDG_RUNTIME_DIR");
+	_cleanup_free_ char *dir = NULL, *path = NULL;
+	int fd, r;
+
+	if (rt && rt[0] == '/')
+		r = asprintf(&dir, "%s/ksync", rt);
+	else
+		r = asprintf(&dir, "%s/locks", R->e->data_dir);
+	if (r < 0)
+		return -ENOMEM;
+	r = ks_fs_mkdir_p(dir);
+	if (r < 0)
+		return r;
+	if (asprintf(&path, "%s/%s.lock", dir, R->acc->name) < 0)
+		return -ENOMEM;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | (R->o->wait_lock ? 0 : LOCK_NB)) < 0) {
+		r = -errno;
+		char buf[32] = "";
+		ssize_t k = pread(fd, buf, sizeof(buf) - 1, 0);
+		buf[k > 0 ? k : 0] = 0;
+		buf[strcspn(buf, "\n")] = 0;
+		close(fd);
+		if (r == -EWOULDBLOCK) {
+			emit_fail(R, KS_SYNC_ACCOUNT_FAILED, NULL, -EBUSY,
+				  "another ksync process%s%s is syncing this account (lock %s); "
+				  "try again later, or wait for it with --wait",
+				  buf[0] ? " with pid " : "", buf, path);
+			return -EBUSY;
+		}
+		return r;
+	}
+	char pid[32];
+	int n = snprintf(pid, sizeof(pid), "%d\n", (int) getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t) n, 0) != n) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
 int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts *o)
 {
 	run R = { .e = e, .acc = a, .o = o };
@@ -1336,8 +2447,17 @@ int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 	char *password = NULL, *why = NULL;
 	int r, failed = 0;
 
+	int lock_fd = -1;
+	r = lock_account(&R, &lock_fd);
+	if (r < 0) {
+		if (r != -EBUSY)
+			emit_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "cannot lock the account: %s",
+				  strerror(-r));
+		return r;
+	}
 	r = ks_account_get_password(a, &password, &why);
 	if (r < 0 && r != -ENOKEY) {
+		close(lock_fd);
 		emit_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "cannot get the password: %s",
 			  why ? why : strerror(-r));
 		free(why);
@@ -1356,6 +2476,7 @@ int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 	password = ks_secret_free(password);
 	if (r < 0) {
 		emit_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "cannot set up HTTP: %s", strerror(-r));
+		close(lock_fd);
 		return r;
 	}
 
@@ -1417,5 +2538,6 @@ out:
 	ks_collection_free_array(known, n_known);
 	ks_collection_free_array(remote, n_remote);
 	ks_dav_free(R.dav);
+	close(lock_fd);
 	return r < 0 ? r : failed;
 }

@@ -262,9 +262,11 @@ def _check_meta(href, d, col, row):
 def failure_lines(stderr, account):
     """Lines of ksyncd's stderr that report a failure of `account`:
     'account/collection: what failed', or 'account: what failed' when the account
-    failed before any collection (credentials, discovery, network)."""
+    failed before any collection (credentials, discovery, network). Reports of a conflict
+    that was decided (and its losing side kept) are not failures."""
     return [line for line in stderr.splitlines()
-            if re.match(r"^%s(/[^:\s]*)?: \S" % re.escape(account), line)]
+            if re.match(r"^%s(/[^:\s]*)?: \S" % re.escape(account), line)
+            and not re.match(r"^%s/\S+: conflict in " % re.escape(account), line)]
 
 
 def snapshot(ks):

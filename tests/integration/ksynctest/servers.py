@@ -103,6 +103,7 @@ class DavServer:
             self.session.auth = (username, password)
         self._markers = 0
         self.prefix = ""
+        self.rights_path = None
 
     def __repr__(self):
         return "<DavServer %s %s>" % (self.kind, self.url)
@@ -643,8 +644,13 @@ def _start(kind, tmpdir, build_argv):
     raise ServerError("%s failed to start:\n%s" % (kind, last))
 
 
-def start_radicale(tmpdir):
-    """Radicale with htpasswd (plain) auth for USERNAME/PASSWORD, fresh storage."""
+def start_radicale(tmpdir, rights=None):
+    """Radicale with htpasswd (plain) auth for USERNAME/PASSWORD, fresh storage.
+
+    rights: text of a Radicale rights file; when given, `[rights] type = from_file` uses it
+    instead of owner_only. Its path is srv.rights_path; Radicale reads the file on every request,
+    so a test may rewrite it while the server runs."""
+    rights_file = []
 
     def build(root, port):
         storage = os.path.join(root, "storage")
@@ -657,16 +663,29 @@ def start_radicale(tmpdir):
             f.write("[server]\nhosts = 127.0.0.1:%d\nmax_connections = 20\n\n"
                     "[auth]\ntype = htpasswd\nhtpasswd_filename = %s\n"
                     "htpasswd_encryption = plain\ndelay = 0\n\n"
-                    "[rights]\ntype = owner_only\n\n"
+                    "%s"
                     "[storage]\nfilesystem_folder = %s\n\n"
                     "[web]\ntype = none\n\n"
-                    "[logging]\nlevel = info\nmask_passwords = True\n" % (port, htpasswd, storage))
+                    "[logging]\nlevel = info\nmask_passwords = True\n" % (
+                        port, htpasswd, _radicale_rights(root, rights, rights_file), storage))
         return [RADICALE, "--config", config], storage
 
     root, port, storage, log_path, proc = _start("radicale", tmpdir, build)
     srv = DavServer("radicale", port, root, storage, log_path, proc, USERNAME, PASSWORD,
                     principal=None, calendar_home=None, addressbook_home=None)
+    srv.rights_path = rights_file[-1] if rights_file else None
     return _check_layout(srv, "/%s/" % USERNAME, "/%s/" % USERNAME, "/%s/" % USERNAME)
+
+
+def _radicale_rights(root, rights, rights_file):
+    """The [rights] section of radicale.conf; writes the rights file when `rights` is given."""
+    if rights is None:
+        return "[rights]\ntype = owner_only\n\n"
+    path = os.path.join(root, "rights")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(rights)
+    rights_file.append(path)
+    return "[rights]\ntype = from_file\nfile = %s\n\n" % path
 
 
 def start_xandikos(tmpdir, create_principal=True, principal="/%s/" % USERNAME,
