@@ -397,6 +397,24 @@ static unsigned components_from_text(const char *s)
 	return c;
 }
 
+int ks_cache_forget_account(ks_cache *c, const char *name)
+{
+	static const char *const sql[] = { "DELETE FROM account WHERE name = ?1",
+					   "DELETE FROM conflict WHERE account = ?1" };
+	int r = 0;
+
+	for (size_t i = 0; r >= 0 && i < ELEMENTSOF(sql); i++) {
+		sqlite3_stmt *s;
+		r = prepare(c, sql[i], &s);
+		if (r < 0)
+			break;
+		(void) bind_text(s, 1, name);
+		r = step_done(s);
+		sqlite3_finalize(s);
+	}
+	return r;
+}
+
 const char *ks_collection_kind_to_string(ks_collection_kind k)
 {
 	return k == KS_COLLECTION_ADDRESSBOOK ? "addressbook" : "calendar";

@@ -75,6 +75,8 @@ void ks_cache_rollback(ks_cache *c);
 int ks_cache_get_account(ks_cache *c, const char *name, ks_cache_account *ret);
 int ks_cache_put_account(ks_cache *c, const char *name, const ks_cache_account *a);
 void ks_cache_account_done(ks_cache_account *a);
+/* Deletes the account's row and its conflict records (collections go separately). */
+int ks_cache_forget_account(ks_cache *c, const char *name);
 
 /* All collections of account, ordered by kind and name. *ret is an array freed with
  * ks_collection_free_array(). */

@@ -49,6 +49,7 @@ typedef struct ks_account_config {
 	unsigned interval;	/* seconds; 0 = use [general] interval */
 	int conflict;		/* KS_CONFLICT_MODE_*; [general]'s when not set */
 	unsigned line;		/* line of the [account] header, for messages */
+	int collections;	/* KS_NEW_COLLECTIONS_*; [general]'s when not set */
 } ks_account_config;
 
 typedef struct ks_config {
@@ -57,6 +58,7 @@ typedef struct ks_config {
 	int conflict;		/* KS_CONFLICT_MODE_*, default server-wins */
 	ks_account_config *accounts;
 	size_t n_accounts;
+	int collections;	/* KS_NEW_COLLECTIONS_*, default all */
 } ks_config;
 
 /* Path of the default config file, $XDG_CONFIG_HOME/ksync/ksync.conf (or ~/.config/...).
@@ -127,6 +129,14 @@ typedef struct ks_sync_opts {
 	bool force;		/* ignore stored sync tokens and ctags, compare everything */
 	bool allow_mass_delete;	/* let a run delete more than half of a collection */
 	bool wait_lock;		/* wait for another process syncing the account */
+	/* Only sync when a local file changed since the last run: a scan of the directories,
+	 * no request when nothing changed (the daemon after a file notification). */
+	bool only_if_local_changes;
+	/* List the home sets this run (a collection was just created or removed). */
+	bool list_collections;
+	/* Set (by another thread or a signal handler) to stop at the next safe point; the run
+	 * then returns -ECANCELED. Every point is safe: the next run completes the work. */
+	const volatile int *cancel;
 	ks_sync_event_fn on_event;
 	void *userdata;
 } ks_sync_opts;
@@ -144,3 +154,126 @@ typedef enum ks_error_scope {
 	KS_SCOPE_ACCOUNT,
 } ks_error_scope;
 ks_error_scope ks_error_scope_of(int r);
+
+/* ---- status ------------------------------------------------------------------------------- */
+
+/* What a caller (the daemon) knows of a collection's last run. */
+typedef struct ks_collection_state {
+	uint64_t last_sync;	/* unix seconds, 0 when unknown */
+	bool ok;
+	const char *error;	/* borrowed */
+} ks_collection_state;
+typedef void (*ks_collection_state_fn)(const char *path, ks_collection_state *ret, void *userdata);
+
+/* The account's collections as a JSON array (lib/ipc.h, Collections), owned by the caller:
+ * account, name, path, href, kind, displayname, color, components, readonly, enabled,
+ * items, pending (local changes not sent yet, counted without writing anything),
+ * last_sync, last_result, last_error (from state, which may be NULL), dir. With only_href,
+ * just that collection's object (-ENOENT when there is none). */
+int ks_engine_collections_json(ks_engine *e, const char *account, const char *only_href,
+			       ks_collection_state_fn state, void *userdata, char **ret);
+/* The account's conflicts, newest first, as a JSON array (lib/ipc.h, Status). */
+int ks_engine_conflicts_json(ks_engine *e, const char *account, char **ret);
+/* Enables or disables a collection, named by its directory name or "contacts/NAME" /
+ * "calendars/NAME". -ENOENT when the account has no such collection. */
+int ks_engine_set_enabled(ks_engine *e, const char *account, const char *collection,
+			  bool enabled);
+/* Forgets an account: its cache rows, and with delete_files its directories. */
+int ks_engine_forget_account(ks_engine *e, const char *account, bool delete_files);
+
+/* ---- management --------------------------------------------------------------------------- */
+
+/* collections = in ksync.conf: what happens to a collection found on the server for the first
+ * time (ks_config.collections, ks_account_config.collections). */
+enum {
+	KS_NEW_COLLECTIONS_UNSET,	/* account: [general]'s; [general]: all */
+	KS_NEW_COLLECTIONS_ALL,		/* synced from the start */
+	KS_NEW_COLLECTIONS_NONE,	/* left disabled until enabled by hand */
+};
+
+/* The component types of a calendar (equal to the library's KS_COMP_* values). */
+enum {
+	KS_CALENDAR_EVENTS = 1 << 0,	/* VEVENT */
+	KS_CALENDAR_TASKS = 1 << 1,	/* VTODO */
+	KS_CALENDAR_JOURNALS = 1 << 2,	/* VJOURNAL */
+};
+
+/* Turns names into KS_CALENDAR_* bits: names is NULL-terminated, each element one name or
+ * several separated by commas or spaces; VEVENT, VTODO, VJOURNAL (any case) or events, tasks,
+ * journals. An empty list gives 0. -EINVAL for an unknown name. */
+int ks_calendar_components_parse(const char *const *names, unsigned *ret);
+
+/* The URL a known provider ("infomaniak") stands for, or NULL. Static string. */
+const char *ks_config_provider_url(const char *provider);
+
+/* The functions below that talk to the server block until it has answered (a few requests,
+ * each bounded by the transport's timeouts): a daemon runs them off its event loop. Each
+ * checks the account's settings as ks_config_load() would (url filled from provider, plain
+ * http only to loopback, ...), gets the password (ks_account_get_password) and runs discovery.
+ * Failures: -EINVAL (settings, or a name or color that cannot be sent), -EACCES (credentials
+ * refused, or creation forbidden), -ENOENT (no principal or home set; the message hints at
+ * the username), -EEXIST, -EOPNOTSUPP (the server cannot do it), network errors as for a
+ * sync (-ETIMEDOUT, -ECONNREFUSED, ...). *reterr_msg (if not NULL) gets a sentence for the
+ * user on failure, owned by the caller. Messages from the library also go to the log sink. */
+
+/* Creates an address book called name (displayname; description may be NULL) on the server
+ * with an extended MKCOL (RFC 5689), at <addressbook home>/<slug>/, the slug made of name's
+ * letters and digits, lowercased, with a random suffix when taken. *ret_href (if not NULL)
+ * gets its canonical href, owned by the caller. The collection is not synced: sync the
+ * account to get its directory. */
+int ks_create_addressbook(const ks_account_config *a, const char *name, const char *description,
+			  char **ret_href, char **reterr_msg);
+
+/* Creates a calendar called name with MKCALENDAR (RFC 4791 5.3.1) holding the components
+ * (KS_CALENDAR_*; 0: the server's default), colored color ("#RRGGBB", or NULL). Properties
+ * a server accepts the collection without (some keep a fixed component set, or need the
+ * color set afterwards) are set with PROPPATCH where possible; what the server would not
+ * take is reported to the log sink at KS_LOG_NOTICE. Otherwise as ks_create_addressbook(). */
+int ks_create_calendar(const ks_account_config *a, const char *name, unsigned components,
+		       const char *color, char **ret_href, char **reterr_msg);
+
+/* Discovery and a listing of the home sets of an account that is not yet configured,
+ * touching no cache and no file. *ret_json gets the object AddAccount answers (lib/ipc.h):
+ * {"name", "url", "principal", "collections": [{"href", "kind", "displayname",
+ * "components", "readonly"}]}, owned by the caller. On -EACCES the message explains
+ * application passwords for accounts with two-factor authentication. */
+int ks_probe_account(const ks_account_config *a, char **ret_json, char **reterr_msg);
+
+/* Appends an [account a->name] section to the config file at path with a's settings (NULL
+ * or empty strings, 0 and *_UNSET values are left out; url is left out when it is the
+ * provider's). Creates the file (0600) and its directory (0700) when missing. Every other
+ * byte of the file is kept. The new file is parsed and validated before it replaces the old
+ * one atomically (temporary file, fsync, rename, fsync of the directory); on any failure the
+ * old file stays. A symbolic link at path is followed, so the file it points to is updated.
+ * -EEXIST: the account is already in the file; -EINVAL: invalid name or value, or the file
+ * (old or new) does not parse, with every problem as "path:line: message" lines. */
+int ks_config_add_account(const char *path, const ks_account_config *a, char **reterr_msg);
+
+/* Removes the [account name] section from the config file at path: its header and every
+ * line up to the next section header, except comment lines after its last setting, which
+ * are kept for the section that follows (a last section also takes the blank lines before
+ * its header). Atomic and validated as ks_config_add_account(). -ENOENT when the file or
+ * the account does not exist. */
+int ks_config_remove_account(const char *path, const char *name, char **reterr_msg);
+
+/* A synced collection, as ks_clients_config() describes it to khal, khard and todoman. */
+typedef struct ks_client_collection {
+	const char *account;
+	const char *dir;		/* directory name under contacts/<account>/ or
+					 * calendars/<account>/ */
+	bool calendar;			/* false: an address book */
+	const char *displayname;	/* NULL: none known */
+	const char *color;		/* "#RRGGBB" or NULL */
+	unsigned components;		/* KS_CALENDAR_*; 0: unknown (taken as all) */
+	bool readonly;
+} ks_client_collection;
+
+/* Configuration text for khal (0.10), khard (0.18) and todoman (4.1) that reads the
+ * collections under data_dir (an absolute path). cols lists them (for example the enabled
+ * collections of the cache); with cols NULL, the directories data_dir/contacts/ACCOUNT/NAME
+ * and data_dir/calendars/ACCOUNT/NAME are used, with their displayname and color files, for
+ * the accounts of c (every account found when c is NULL). *ret_json gets
+ * {"khal": s, "khard": s, "todoman": s}, owned by the caller. -EINVAL for a relative
+ * data_dir, errors of reading the directories. */
+int ks_clients_config(const ks_config *c, const char *data_dir, const ks_client_collection *cols,
+		      size_t n_cols, char **ret_json, char **reterr_msg);

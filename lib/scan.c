@@ -80,7 +80,8 @@ static int list_names(int dirfd, const char *ext, char ***ret, size_t *ret_n)
 		free(v);
 		return r;
 	}
-	qsort(v, n, sizeof(*v), cmp_name);
+	if (n > 1)
+		qsort(v, n, sizeof(*v), cmp_name);
 	*ret = v;
 	*ret_n = n;
 	return 0;
@@ -135,7 +136,7 @@ static char *dup_or_null(const char *s, int *r)
 	return d;
 }
 
-int ks_scan_collection(ks_cache *cache, int64_t coll, int dirfd, const char *ext,
+int ks_scan_collection(ks_cache *cache, int64_t coll, int dirfd, const char *ext, bool read_only,
 		       ks_scan_result *ret)
 {
 	ks_scan_result res = {};
@@ -213,6 +214,15 @@ int ks_scan_collection(ks_cache *cache, int64_t coll, int dirfd, const char *ext
 		} else if (c == 0 && rows[j].hash && strcmp(rows[j].hash, ch->hash) == 0) {
 			/* Touched, not changed: remember the new stat so that the next scan does
 			 * not read it again. */
+			if (read_only) {
+				free(ch->filename);
+				free(ch->data);
+				res.n_changes--;
+				res.touched++;
+				i++;
+				j++;
+				continue;
+			}
 			if (!in_tx) {
 				r = ks_cache_begin(cache);
 				if (r < 0)

@@ -44,10 +44,11 @@ typedef struct ks_scan_result {
 } ks_scan_result;
 
 /* Compares the directory dirfd with the cache rows of coll. Files whose stat changed but
- * whose content did not get their new stat recorded in the cache. ext is ".vcf" or ".ics".
+ * whose content did not get their new stat recorded in the cache, unless read_only (a
+ * status query that must not wait for the writer). ext is ".vcf" or ".ics".
  * Reading a file fails the scan only for -ENOMEM; other read errors make the file IGNORED.
  * *ret is freed with ks_scan_result_done(). */
-int ks_scan_collection(ks_cache *cache, int64_t coll, int dirfd, const char *ext,
+int ks_scan_collection(ks_cache *cache, int64_t coll, int dirfd, const char *ext, bool read_only,
 		       ks_scan_result *ret);
 void ks_scan_result_done(ks_scan_result *r);
 

@@ -18,6 +18,7 @@
 #include "cache_p.h"
 #include "dav_p.h"
 #include "discover_p.h"
+#include "engine_p.h"
 #include "fsutil_p.h"
 #include "hash_p.h"
 #include "item_p.h"
@@ -35,10 +36,13 @@
 /* The home sets are listed (new, removed and renamed collections) at most this often. */
 #define LIST_SECS 3600
 
-struct ks_engine {
-	char *data_dir;
-	ks_cache *cache;
-};
+int ks_engine_collection_dir(const ks_engine *e, const char *account, const ks_collection *col,
+			     char **ret)
+{
+	return asprintf(ret, "%s/%s/%s/%s", e->data_dir,
+			col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars", account,
+			col->name) < 0 ? -ENOMEM : 0;
+}
 
 int ks_data_dir_default(char **ret)
 {
@@ -537,7 +541,7 @@ static int untracked_differs(coll_run *c, const char *name, const char *data, si
 static int find_untracked(coll_run *c)
 {
 	ks_scan_result sr = {};
-	int r = ks_scan_collection(c->R->e->cache, c->col->id, c->dirfd, c->ext, &sr);
+	int r = ks_scan_collection(c->R->e->cache, c->col->id, c->dirfd, c->ext, false, &sr);
 
 	c->untracked_known = true;
 	if (r < 0)
@@ -863,6 +867,11 @@ static int fetch_missing(coll_run *c, batch *b)
 	return 0;
 }
 
+static bool cancelled(const run *R)
+{
+	return R->o->cancel && *R->o->cancel;
+}
+
 static int on_batch_done(ks_dav_request *req, void *userdata)
 {
 	batch *b = userdata;
@@ -870,6 +879,10 @@ static int on_batch_done(ks_dav_request *req, void *userdata)
 	int r;
 
 	ks_buf_done(&b->body);
+	if (cancelled(c->R)) {
+		batch_clear_items(b);
+		return -ECANCELED;
+	}
 	if (req->result < 0 && req->result != -EBADMSG) {
 		/* The whole batch failed: the collection fails this run, nothing is lost. */
 		c->cb_error = req->result;
@@ -1007,7 +1020,7 @@ static int collect_unseen(const char *href, const char *etag, const char *filena
 	unseen *u = userdata;
 	coll_run *c = u->c;
 
-	if (bsearch(&href, c->seen, c->n_seen, sizeof(char *), cmp_str))
+	if (c->n_seen && bsearch(&href, c->seen, c->n_seen, sizeof(char *), cmp_str))
 		return 0;
 	return strv_push(&u->hrefs, &u->n, &u->cap, href);
 }
@@ -1047,7 +1060,8 @@ static int delete_unseen(coll_run *c)
 	unseen u = { .c = c };
 	int r;
 
-	qsort(c->seen, c->n_seen, sizeof(char *), cmp_str);
+	if (c->n_seen > 1)
+		qsort(c->seen, c->n_seen, sizeof(char *), cmp_str);
 	r = ks_cache_foreach_item(c->R->e->cache, c->col->id, collect_unseen, &u);
 	if (r >= 0)
 		r = delete_remote_gone(c, u.hrefs, u.n);
@@ -1989,7 +2003,7 @@ static int push_collection(coll_run *c)
 	size_t n = 0, n_deleted = 0;
 	int r;
 
-	r = ks_scan_collection(c->R->e->cache, c->col->id, c->dirfd, c->ext, &sr);
+	r = ks_scan_collection(c->R->e->cache, c->col->id, c->dirfd, c->ext, false, &sr);
 	if (r < 0) {
 		emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r,
 			  "cannot read the local directory: %s", strerror(-r));
@@ -2080,6 +2094,10 @@ static int push_collection(coll_run *c)
 			reqs[i].method = "PROPFIND";
 			p->needs_merge = true;
 		}
+	}
+	if (cancelled(c->R)) {
+		r = -ECANCELED;
+		goto out;
 	}
 	/* Items needing a merge without a request are left out of the run. */
 	size_t m = 0;
@@ -2388,6 +2406,45 @@ static int list_and_reconcile(run *R, ks_cache_account *acc, bool fresh, ks_coll
 	return k < 0 ? k : r;
 }
 
+/* Whether any enabled collection of the account has a local change (1) or not (0): a scan of
+ * the directories against the cache, without a request. */
+static int local_changes_pending(run *R)
+{
+	ks_collection *known = NULL;
+	size_t n_known = 0;
+	int r = ks_cache_list_collections(R->e->cache, R->acc->name, &known, &n_known);
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; r == 0 && i < n_known; i++) {
+		_cleanup_free_ char *path = NULL;
+		ks_scan_result sr = {};
+		ks_collection *col = &known[i];
+		if (!col->enabled)
+			continue;
+		if (asprintf(&path, "%s/%s/%s/%s", R->e->data_dir,
+			     col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars",
+			     R->acc->name, col->name) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			r = 1;	/* a missing directory is a change the full run reports */
+			break;
+		}
+		r = ks_scan_collection(R->e->cache, col->id, fd,
+				       col->kind == KS_COLLECTION_ADDRESSBOOK ? ".vcf" : ".ics", false,
+				       &sr);
+		close(fd);
+		for (size_t k = 0; r == 0 && k < sr.n_changes; k++)
+			r = sr.changes[k].kind != KS_LOCAL_IGNORED;
+		ks_scan_result_done(&sr);
+	}
+	ks_collection_free_array(known, n_known);
+	return r;
+}
+
 /* One writer per account: a second process syncing it would race the first one's intents
  * and files. The lock lives in $XDG_RUNTIME_DIR/ksync (or the data directory) and names the
  * holder's pid. */
@@ -2447,6 +2504,11 @@ int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 	char *password = NULL, *why = NULL;
 	int r, failed = 0;
 
+	if (o->only_if_local_changes) {
+		r = local_changes_pending(&R);
+		if (r <= 0)
+			return r;
+	}
 	int lock_fd = -1;
 	r = lock_account(&R, &lock_fd);
 	if (r < 0) {
@@ -2500,8 +2562,8 @@ int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 	 * run, with --force, and at most every LIST_SECS; other runs ask each collection
 	 * directly, one request each when nothing changed. */
 	bool listed = false;
-	if (fresh || o->force || n_known == 0 || acc.listed_at + LIST_SECS < now ||
-	    acc.listed_at > now) {
+	if (fresh || o->force || o->list_collections || n_known == 0 ||
+	    acc.listed_at + LIST_SECS < now || acc.listed_at > now) {
 		r = list_and_reconcile(&R, &acc, fresh, &remote, &n_remote, &known, &n_known);
 		if (r < 0)
 			goto out;
@@ -2514,6 +2576,10 @@ int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 		ks_collection *col = &known[i];
 		if (!col->enabled)
 			continue;
+		if (cancelled(&R)) {
+			r = -ECANCELED;
+			goto out;
+		}
 		r = sync_collection(&R, col, listed ? find_remote(remote, n_remote, col->href) : NULL);
 		if (r == -ENOENT && !listed) {
 			gone = true;

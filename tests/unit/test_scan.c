@@ -129,7 +129,7 @@ static void test_changes(void **state)
 	put("notes.txt", "x");
 	assert_int_equal(symlinkat("/etc/passwd", dfd, "link.vcf"), 0);
 
-	assert_int_equal(ks_scan_collection(cache, coll, dfd, ".vcf", &r), 0);
+	assert_int_equal(ks_scan_collection(cache, coll, dfd, ".vcf", false, &r), 0);
 	assert_int_equal(r.n_rows, 5);
 	assert_int_equal(r.n_changes, 5);
 	assert_int_equal(r.touched, 1);
@@ -147,7 +147,7 @@ static void test_changes(void **state)
 	ks_scan_result_done(&r);
 
 	/* The touched file's new stat was recorded: it is not read again. */
-	assert_int_equal(ks_scan_collection(cache, coll, dfd, ".vcf", &r), 0);
+	assert_int_equal(ks_scan_collection(cache, coll, dfd, ".vcf", false, &r), 0);
 	assert_int_equal(r.touched, 0);
 	assert_null(find(&r, "touched.vcf"));
 	ks_scan_result_done(&r);
@@ -157,7 +157,7 @@ static void test_empty(void **state)
 {
 	ks_scan_result r = {};
 
-	assert_int_equal(ks_scan_collection(cache, coll, dfd, ".vcf", &r), 0);
+	assert_int_equal(ks_scan_collection(cache, coll, dfd, ".vcf", false, &r), 0);
 	assert_int_equal(r.n_changes, 0);
 	assert_int_equal(r.n_rows, 0);
 	ks_scan_result_done(&r);

@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include "cache_p.h"
+#include "ksync.h"
+
+/* What an engine holds: the data directory and its cache connection. */
+struct ks_engine {
+	char *data_dir;
+	ks_cache *cache;
+};
+
+/* The directory of a collection: <data_dir>/<contacts|calendars>/<account>/<name>.
+ * Owned by the caller. */
+int ks_engine_collection_dir(const ks_engine *e, const char *account, const ks_collection *col,
+			     char **ret);
