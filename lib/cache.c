@@ -125,6 +125,11 @@ static const char schema_v2[] =
 	"  created_at INTEGER NOT NULL"
 	");";
 
+/* Version 3: the local scan of every run reads filename and stat of every item; an index
+ * holding them answers it without reading the rows (a page read per item otherwise). */
+static const char schema_v3[] =
+	"CREATE INDEX item_scan ON item (collection, filename, mtime_ns, ino, size);";
+
 static int sqlite_to_errno(int rc)
 {
 	switch (rc & 0xff) {
@@ -191,8 +196,10 @@ static int migrate(ks_cache *c)
 		r = exec(c, schema_v1);
 	if (r >= 0 && v < 2)
 		r = exec(c, schema_v2);
+	if (r >= 0 && v < 3)
+		r = exec(c, schema_v3);
 	if (r >= 0)
-		r = exec(c, "PRAGMA user_version = 2");
+		r = exec(c, "PRAGMA user_version = 3");
 	if (r >= 0)
 		r = exec(c, "COMMIT");
 	if (r < 0)
@@ -737,7 +744,7 @@ int ks_cache_list_local(ks_cache *c, int64_t coll, ks_local_row **ret, size_t *r
 	sqlite3_stmt *s;
 	ks_local_row *a = NULL;
 	size_t n = 0, cap = 0;
-	int r = prepare(c, "SELECT id, href, etag, uid, filename, hash, mtime_ns, ino, size "
+	int r = prepare(c, "SELECT id, filename, mtime_ns, ino, size "
 			   "FROM item WHERE collection = ?1 ORDER BY filename", &s);
 
 	if (r < 0)
@@ -757,15 +764,11 @@ int ks_cache_list_local(ks_cache *c, int64_t coll, ks_local_row **ret, size_t *r
 			break;
 		}
 		e->id = sqlite3_column_int64(s, 0);
-		e->href = col_strdup(s, 1);
-		e->etag = col_strdup(s, 2);
-		e->uid = col_strdup(s, 3);
-		e->filename = col_strdup(s, 4);
-		e->hash = col_strdup(s, 5);
-		e->mtime_ns = sqlite3_column_int64(s, 6);
-		e->ino = sqlite3_column_int64(s, 7);
-		e->size = sqlite3_column_int64(s, 8);
-		if (!e->href || !e->filename) {
+		e->filename = col_strdup(s, 1);
+		e->mtime_ns = sqlite3_column_int64(s, 2);
+		e->ino = sqlite3_column_int64(s, 3);
+		e->size = sqlite3_column_int64(s, 4);
+		if (!e->filename) {
 			r = -ENOMEM;
 			break;
 		}
@@ -778,6 +781,30 @@ int ks_cache_list_local(ks_cache *c, int64_t coll, ks_local_row **ret, size_t *r
 	*ret = a;
 	*ret_n = n;
 	return 0;
+}
+
+int ks_cache_fill_local_row(ks_cache *c, ks_local_row *row)
+{
+	sqlite3_stmt *s;
+	int r;
+
+	if (row->href)
+		return 0;
+	r = prepare(c, "SELECT href, etag, uid, hash FROM item WHERE id = ?1", &s);
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, row->id);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		row->href = col_strdup(s, 0);
+		row->etag = col_strdup(s, 1);
+		row->uid = col_strdup(s, 2);
+		row->hash = col_strdup(s, 3);
+		r = row->href ? 0 : -ENOMEM;
+	} else
+		r = rc == SQLITE_DONE ? -ENOENT : sqlite_to_errno(rc);
+	sqlite3_finalize(s);
+	return r;
 }
 
 int ks_cache_get_item_data(ks_cache *c, int64_t coll, const char *href, char **ret, size_t *ret_len)

@@ -11,7 +11,7 @@
  * are translated here: SQLITE_BUSY/LOCKED → -EBUSY, SQLITE_CORRUPT/NOTADB → -EUCLEAN,
  * SQLITE_FULL → -ENOSPC, SQLITE_CANTOPEN → -EACCES, SQLITE_NOMEM → -ENOMEM, other → -EIO. */
 
-#define KS_CACHE_SCHEMA_VERSION 2
+#define KS_CACHE_SCHEMA_VERSION 3
 
 typedef struct ks_cache ks_cache;
 
@@ -121,7 +121,9 @@ int ks_cache_count_items(ks_cache *c, int64_t coll);
 /* Changes made through this connection since it was opened (sqlite3_total_changes). */
 int64_t ks_cache_total_changes(ks_cache *c);
 
-/* What the local scan compares a directory against: every item of coll, sorted by filename.
+/* What the local scan compares a directory against: every item of coll, sorted by filename,
+ * with id, filename and stat only (href, etag, uid and hash NULL until
+ * ks_cache_fill_local_row()): a quiet scan of a large collection allocates little.
  * Freed with ks_local_rows_free(). */
 typedef struct ks_local_row {
 	int64_t id;
@@ -136,6 +138,8 @@ typedef struct ks_local_row {
 } ks_local_row;
 
 int ks_cache_list_local(ks_cache *c, int64_t coll, ks_local_row **ret, size_t *ret_n);
+/* Loads href, etag, uid and hash of a row from ks_cache_list_local(). */
+int ks_cache_fill_local_row(ks_cache *c, ks_local_row *row);
 void ks_local_rows_free(ks_local_row *a, size_t n);
 
 /* The stored server bytes of the item at href (the merge base). -ENOENT when absent.

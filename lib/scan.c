@@ -158,6 +158,21 @@ int ks_scan_collection(ks_cache *cache, int64_t coll, int dirfd, const char *ext
 		int c = i >= n_names ? 1 : j >= n_rows ? -1 : strcmp(names[i], rows[j].filename);
 		ks_local_change *ch;
 
+		if (c >= 0) {
+			/* A row to report or compare by content: its details now. */
+			const ks_local_row *row = &rows[j];
+			struct stat st;
+			if (c == 0 && fstatat(dirfd, names[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISREG(st.st_mode) &&
+			    ks_scan_stat_matches(&st, row->mtime_ns, row->ino, row->size)) {
+				i++;
+				j++;
+				continue;
+			}
+			r = ks_cache_fill_local_row(cache, &rows[j]);
+			if (r < 0)
+				break;
+		}
 		if (c > 0) {
 			ch = add_change(&res, &cap);
 			if (!ch) {
@@ -172,17 +187,6 @@ int ks_scan_collection(ks_cache *cache, int64_t coll, int dirfd, const char *ext
 			ch->uid = dup_or_null(rows[j].uid, &r);
 			j++;
 			continue;
-		}
-		if (c == 0) {
-			struct stat st;
-			const ks_local_row *row = &rows[j];
-			if (fstatat(dirfd, names[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-			    S_ISREG(st.st_mode) &&
-			    ks_scan_stat_matches(&st, row->mtime_ns, row->ino, row->size)) {
-				i++;
-				j++;
-				continue;
-			}
 		}
 		ch = add_change(&res, &cap);
 		if (!ch) {

@@ -224,17 +224,17 @@ static void test_intents_conflicts_local(void **state)
 
 static void test_migrate_from_v1(void **state)
 {
-	char cmd[512];
+	char cmd[1024];
 	ks_cache *c = NULL;
 
-	/* A version 1 cache: today's schema without what version 2 added. */
+	/* A version 1 cache: today's schema without what versions 2 and 3 added. */
 	assert_int_equal(ks_cache_open(path, &c), 0);
 	ks_cache_account a0 = { .principal = "/p/", .discovered_at = 7, .listed_at = 9 };
 	assert_int_equal(ks_cache_put_account(c, "a", &a0), 0);
 	ks_cache_free(c);
 	snprintf(cmd, sizeof(cmd),
 		 "sqlite3 '%s' 'ALTER TABLE account DROP COLUMN listed_at; DROP TABLE intent; "
-		 "DROP TABLE conflict; PRAGMA user_version = 1;'", path);
+		 "DROP TABLE conflict; DROP INDEX item_scan; PRAGMA user_version = 1;'", path);
 	assert_int_equal(system(cmd), 0);
 	assert_int_equal(ks_cache_open(path, &c), 0);
 	ks_cache_account a = {};
@@ -243,6 +243,12 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(a.listed_at, 0);
 	ks_cache_account_done(&a);
 	ks_cache_free(c);
+	/* Every later version's additions are there. */
+	snprintf(cmd, sizeof(cmd),
+		 "test \"$(sqlite3 '%s' \"SELECT count(*) FROM sqlite_master WHERE name IN "
+		 "('intent', 'conflict', 'item_scan')\")\" = 3 && "
+		 "test \"$(sqlite3 '%s' 'PRAGMA user_version')\" = 3", path, path);
+	assert_int_equal(system(cmd), 0);
 }
 
 int main(void)
