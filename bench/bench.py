@@ -19,13 +19,27 @@ Clients, each with its own fresh state:
                 files. All requests for one step of one collection run in a single curl process,
                 one after the other over one reused connection (--raw-parallel N lets curl keep
                 N in flight instead). Only the curl processes are measured: the bench's own XML
-                parsing between the two steps is not counted.
+                parsing between the two steps is not counted. Its uploads are PUTs with
+                If-Match, see 'upload' below.
 
 Scenarios, each for every client, in this order (the same server state for all three):
   initial   first sync into empty directories;
   nochange  re-sync with nothing changed on the server;
   changed   re-sync after --changes items of every collection were modified by PUT.
             raw: sync-collection with the token from the previous run + one multiget.
+  upload    sync after local edits: --uploads (100) contacts of every address book and
+            --upload-events (50) events of every non-empty calendar, the same seeded items for
+            every client, spread over the collection and away from those 'changed' modified.
+            Each client in turn first re-syncs (not counted: it picks up the previous clients'
+            uploads), then its own copies get NOTE (vCard) / DESCRIPTION (the first VEVENT)
+            set to a marker naming the client, written to a temp file renamed over the
+            original, line endings kept; then its sync is measured. ksync: `ksyncd --once`;
+            vdirsyncer: `vdirsyncer sync`; raw: one PUT with If-Match per edit, all in one
+            curl process one after the other over one connection, with the etags and bodies
+            of raw's own last sync-collection/multiget (the re-sync before). Right after each
+            client's upload the edited hrefs are read back with one multiget per collection
+            and the items carrying that client's marker are counted. ksync then syncs once
+            more, outside the table, to show what its next run costs.
 
 Per run: wall time, client CPU time (user+sys of the client's process tree) and peak RSS, both
 from wait4 in bench/rusage.c (compiled on the fly; a child spawned straight from this Python
@@ -74,11 +88,12 @@ CALDAV = "urn:ietf:params:xml:ns:caldav"
 MULTIGET_BATCH = 100
 ACCOUNT = "bench"
 
-SCENARIOS = ("initial", "nochange", "changed")
+SCENARIOS = ("initial", "nochange", "changed", "upload")
 SCENARIO_TITLES = {
     "initial": "initial sync (empty directories)",
     "nochange": "no-change re-sync",
     "changed": "re-sync after {n} remote changes per collection",
+    "upload": "upload of {u} local edits ({detail})",
 }
 
 # Targets from the issue; they apply to ksync.
@@ -226,10 +241,16 @@ def logged_requests(server):
 
 
 def summarize_requests(reqs):
-    """'PROPFIND /user/ (depth 1), 2x REPORT /user/contacts/' for a list of requests."""
+    """'PROPFIND /user/ (depth 1), 2x REPORT /user/contacts/, 3x PUT /user/contacts/*.vcf' for a
+    list of requests."""
     counts = {}
     for method, path, depth in reqs:
-        key = f"{method} {urllib.parse.unquote(path)}" + (f" (depth {depth})" if depth else "")
+        path = urllib.parse.unquote(path)
+        if method in ("GET", "PUT", "DELETE") and not path.endswith("/"):
+            # One line per collection and method, not per item.
+            base, name = path.rsplit("/", 1)
+            path = f"{base}/*" + (os.path.splitext(name)[1] or "")
+        key = f"{method} {path}" + (f" (depth {depth})" if depth else "")
         counts[key] = counts.get(key, 0) + 1
     return ", ".join((f"{n}x " if n > 1 else "") + k for k, n in counts.items()) or "none"
 
@@ -293,6 +314,7 @@ class Collection:
     url: str
     count: int
     changed_hrefs: list = field(default_factory=list)
+    uids: dict = field(default_factory=dict)      # seeded item href -> UID
 
     @property
     def ext(self):
@@ -342,6 +364,146 @@ def modify_items(server, coll, n, rev):
     coll.changed_hrefs = chosen
 
 
+# --------------------------------------------------------------------------- local edits (upload)
+
+def upload_marker(client_name):
+    """The text each client's local edits put in NOTE/DESCRIPTION; distinct per client."""
+    return f"ksync-bench-upload-by-{client_name}-end"
+
+
+def choose_upload_hrefs(coll, n):
+    """n seeded items of coll spread over it, away from the ones the 'changed' scenario PUT."""
+    hrefs = sorted(coll.uids)
+    if n <= 0 or not hrefs:
+        return []
+    step = max(1, len(hrefs) // n)
+    avoid = set(coll.changed_hrefs)
+    chosen = [h for h in hrefs[step // 2::step] if h not in avoid][:n]
+    if len(chosen) < n:
+        taken = set(chosen)
+        chosen += [h for h in hrefs if h not in taken and h not in avoid][:n - len(chosen)]
+    return chosen[:n]
+
+
+def with_note(data, kind, marker):
+    """data with the NOTE (vCard) or DESCRIPTION (first VEVENT, not its VALARMs) property set to
+    marker: existing ones (folded lines included) are removed and one is added before the
+    component's first sub-component or its END. The file's line endings are kept."""
+    comp, prop = (b"VCARD", b"NOTE") if kind == "contacts" else (b"VEVENT", b"DESCRIPTION")
+    nl = b"\r\n" if b"\r\n" in data else b"\n"
+    out = []
+    state = "before"      # before the component, in it, after it
+    depth = 0             # sub-component nesting inside the component
+    inserted = skipping = False
+    for ln in data.split(nl):
+        cont = ln[:1] in (b" ", b"\t")
+        if skipping and cont:
+            continue
+        skipping = False
+        up = ln.upper().rstrip()
+        if state == "before":
+            if up == b"BEGIN:" + comp:
+                state = "in"
+        elif state == "in" and not cont:
+            if depth == 0 and (up.startswith(b"BEGIN:") or up == b"END:" + comp) \
+                    and not inserted:
+                out.append(prop + b":" + marker.encode())
+                inserted = True
+            if up.startswith(b"BEGIN:"):
+                depth += 1
+            elif up.startswith(b"END:"):
+                if depth == 0:
+                    state = "after"
+                depth -= 1
+            elif depth == 0 and re.split(rb"[;:]", up, maxsplit=1)[0].split(b".")[-1] == prop:
+                skipping = True
+                continue
+        out.append(ln)
+    if not inserted:
+        raise ValueError(f"no {comp.decode()} component found")
+    return nl.join(out)
+
+
+def uid_of(data):
+    m = re.search(rb"(?m)^UID:([^\r\n]*)", data)
+    return m.group(1).decode("utf-8", "replace").strip() if m else None
+
+
+def files_by_uid(root, ext):
+    """{UID: path} of the item files ending in ext under root."""
+    got = {}
+    root = Path(root)
+    if not root.exists():
+        return got
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(ext) and not f.startswith("."):
+                p = os.path.join(dirpath, f)
+                with open(p, "rb") as fh:
+                    u = uid_of(fh.read())
+                if u:
+                    got.setdefault(u, p)
+    return got
+
+
+def edit_file(path, kind, marker):
+    """Rewrite path with the marker, as editors do: a temp file in the same directory renamed
+    over the original."""
+    with open(path, "rb") as f:
+        data = f.read()
+    new = with_note(data, kind, marker)
+    d, name = os.path.split(path)
+    tmp = os.path.join(d, f".{name}.bench-edit")
+    with open(tmp, "wb") as f:
+        f.write(new)
+    os.replace(tmp, path)
+
+
+def edit_local_items(roots, plan, marker):
+    """Edit the local files of the items in plan ([(Collection, [hrefs])]) found by UID under
+    roots ({kind: directory}); returns the number edited. Missing files raise."""
+    n = 0
+    index = {}
+    for coll, hrefs in plan:
+        if not hrefs:
+            continue
+        if coll.kind not in index:
+            index[coll.kind] = files_by_uid(roots[coll.kind], coll.ext)
+        byuid = index[coll.kind]
+        missing = [coll.uids[h] for h in hrefs if coll.uids[h] not in byuid]
+        if missing:
+            raise RuntimeError(f"{len(missing)} of the items to edit in '{coll.name}' have no "
+                               f"local file, e.g. UID {missing[0]}")
+        for h in hrefs:
+            edit_file(byuid[coll.uids[h]], coll.kind, marker)
+            n += 1
+    return n
+
+
+def count_on_server(server, coll, hrefs, marker):
+    """(items among hrefs whose server copy holds marker, items missing) by one multiget."""
+    if not hrefs:
+        return 0, 0
+    report, ns, data = coll.multiget
+    body = ('<?xml version="1.0" encoding="utf-8"?>'
+            f'<X:{report} xmlns:D="DAV:" xmlns:X="{ns}"><D:prop><D:getetag/><X:{data}/></D:prop>'
+            + "".join(f"<D:href>{xml_escape(urllib.parse.quote(h))}</D:href>" for h in hrefs)
+            + f"</X:{report}>")
+    resp = server.request("REPORT", coll.href, body.encode(),
+                          {"Depth": "1", "Content-Type": "application/xml; charset=utf-8"},
+                          expect=(207,))
+    root = ET.fromstring(resp.content)
+    found, marked = set(), 0
+    for r in root.findall(f"{{{DAV}}}response"):
+        href = urllib.parse.unquote(r.findtext(f"{{{DAV}}}href") or "")
+        d = r.find(f".//{{{ns}}}{data}")
+        if d is not None and d.text:
+            found.add(urllib.parse.urlsplit(href).path)
+            marked += marker in d.text
+    missing = sum(1 for h in hrefs if urllib.parse.urlsplit(h).path not in found)
+    return marked, missing
+
+
 # --------------------------------------------------------------------------- clients
 
 class Client:
@@ -371,6 +533,16 @@ class Client:
     def marked(self, coll, rev):
         """Items of coll on disk that carry the marker of revision rev (None: not tracked)."""
         return None
+
+    def resync(self):
+        """One sync run with nothing to measure (the caller counts requests if it wants);
+        raises when it fails."""
+        raise NotImplementedError
+
+    def prepare_upload(self, plan, marker):
+        """Before the measured 'upload' run: catch up with the server (the other clients' edits),
+        then edit the items of plan ([(Collection, [hrefs])]) locally with marker."""
+        raise NotImplementedError
 
 
 def clean_env(home):
@@ -435,6 +607,27 @@ class KsyncClient(Client):
     def marked(self, coll, rev):
         sub = "contacts" if coll.kind == "contacts" else "calendars"
         return count_marked(self.data / sub, coll.ext, marker_for(rev))
+
+    def resync(self):
+        before = {}
+        tree = [self.data / "contacts", self.data / "calendars"]
+        for t in tree:
+            before.update(snapshot(t))
+        m = run_measured([self.home.ksyncd, "--once", "--config", self.home.config_path, ACCOUNT],
+                         env=self.home.env(), cwd=self.home.home, log_path=self.log_path,
+                         timeout=self.bench.timeout)
+        after = {}
+        for t in tree:
+            after.update(snapshot(t))
+        m.files_changed = snapshot_diff(before, after)
+        if not m.ok:
+            raise RuntimeError(m.error)
+        return m
+
+    def prepare_upload(self, plan, marker):
+        self.resync()
+        edit_local_items({"contacts": self.data / "contacts" / ACCOUNT,
+                          "events": self.data / "calendars" / ACCOUNT}, plan, marker)
 
 
 def file_state(p):
@@ -501,6 +694,17 @@ class VdirsyncerClient(Client):
     def marked(self, coll, rev):
         return count_marked(self.local / coll.kind, coll.ext, marker_for(rev))
 
+    def resync(self):
+        m = self.run("resync")
+        if not m.ok:
+            raise RuntimeError(m.error)
+        return m
+
+    def prepare_upload(self, plan, marker):
+        self.resync()
+        edit_local_items({"contacts": self.local / "contacts", "events": self.local / "events"},
+                         plan, marker)
+
 
 class RawClient(Client):
     name = "raw"
@@ -510,6 +714,9 @@ class RawClient(Client):
     def setup(self):
         self.tokens = {}
         self.items = {}      # collection href -> {item href: etag} seen with data
+        self.bodies = {}     # item href -> its data from the last multiget (CRLF restored)
+        self.puts = []       # the 'upload' requests: (url, body file, content type, etag, href)
+        self.resyncs = 0
         self.out = self.workdir / "out"
         self.out.mkdir(exist_ok=True)
         self.seq = 0
@@ -542,24 +749,54 @@ class RawClient(Client):
             f.write("\n".join(lines) + "\n")
         return path
 
-    def _curl(self, requests):
-        cfg = self._curl_config(requests)
+    def _put_config(self, puts):
+        """A curl -K config for sequential PUTs [(url, body, content type, etag, href)] over one
+        connection; each request writes its status and the reply's ETag."""
+        lines = ["silent", "show-error", "no-progress-meter"]
+        for i, (url, body, ctype, etag, _) in enumerate(puts):
+            if i:
+                lines.append("next")
+            lines += [
+                f"url = {cfg_quote(url)}",
+                'request = "PUT"',
+                f"header = {cfg_quote('Content-Type: ' + ctype)}",
+                f"header = {cfg_quote('If-Match: ' + etag)}",
+                'header = "Expect:"',
+                f'data-binary = "@{body}"',
+                'output = "/dev/null"',
+                'write-out = "%{http_code} %header{etag}\\n"',
+            ]
+            if self.server.username:
+                cred = f"{self.server.username}:{self.server.password or ''}"
+                lines.append(f"user = {cfg_quote(cred)}")
+        self.seq += 1
+        path = self.workdir / f"curl-{self.seq:04d}.cfg"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
+
+    def _curl(self, requests, cfg=None, ok_codes=("207",)):
+        """Run one curl process; returns (Measure, [status lines])."""
+        cfg = cfg or self._curl_config(requests)
         status_path = self.workdir / f"curl-{self.seq:04d}.status"
         with open(status_path, "wb"):
             pass
         m = run_measured([self.exe, "-K", cfg], log_path=status_path,
                          stderr_path=self.log_path, timeout=self.bench.timeout)
         codes = [ln for ln in status_path.read_text().split("\n") if ln.strip()]
-        bad = [c for c in codes if c.strip() != "207"]
+        bad = [c.split()[0] for c in codes if c.split()[0] not in ok_codes]
         if m.ok and (bad or len(codes) != len(requests)):
             m.ok = False
             m.error = f"curl: HTTP status {','.join(sorted(set(bad))) or '?'} (see {status_path})"
-        return m
+        return m, codes
 
     def _file(self, stem, suffix):
         return self.out / f"{stem}{suffix}"
 
     def run(self, scenario):
+        if scenario == "upload":
+            return self._upload()
         total = Measure()
         for ci, coll in enumerate(self.colls):
             stem = f"{scenario}-c{ci}"
@@ -567,7 +804,7 @@ class RawClient(Client):
             body = self._file(stem + "-sync", ".req.xml")
             body.write_text(sync_collection_body(token))
             out = self._file(stem + "-sync", ".xml")
-            m = self._curl([(coll.url, body, out, 0)])
+            m, _ = self._curl([(coll.url, body, out, 0)])
             total.add(m)
             if not m.ok:
                 continue
@@ -586,13 +823,56 @@ class RawClient(Client):
                 b.write_text(multiget_body(coll, batch))
                 reqs.append((coll.url, b, self._file(f"{stem}-mg{bi // MULTIGET_BATCH:04d}",
                                                      ".xml"), 1))
-            m = self._curl(reqs)
+            m, _ = self._curl(reqs)
             total.add(m)
             if m.ok:
                 for _, _, o, _ in reqs:
-                    seen.update(parse_multiget_response(o, coll))
+                    for href, (etag, data) in parse_multiget_response(o, coll).items():
+                        seen[href] = etag
+                        self.bodies[href] = data
         total.files_changed = None
         return total
+
+    def resync(self):
+        self.resyncs += 1
+        m = self.run(f"resync{self.resyncs}")
+        if not m.ok:
+            raise RuntimeError(m.error)
+        return m
+
+    def prepare_upload(self, plan, marker):
+        """Catch up (sync-collection + multiget, not measured), then write the edited bodies to
+        files; the etags are those of this client's last sync."""
+        self.resync()
+        self.puts = []
+        for coll, hrefs in plan:
+            known = {norm_href(h): h for h in self.items.get(coll.href, {})}
+            ctype = ("text/vcard" if coll.kind == "contacts" else "text/calendar") \
+                + "; charset=utf-8"
+            for i, h in enumerate(hrefs):
+                sent = known.get(norm_href(h))
+                if sent is None or sent not in self.bodies:
+                    raise RuntimeError(f"raw has no copy of {h}")
+                etag = self.items[coll.href][sent]
+                if not etag:
+                    raise RuntimeError(f"raw has no etag for {h}")
+                body = self._file(f"upload-{coll.name}-{i:05d}", coll.ext)
+                body.write_bytes(with_note(self.bodies[sent], coll.kind, marker))
+                self.puts.append((urllib.parse.urljoin(self.server.url, sent), body, ctype, etag,
+                                  (coll.href, sent)))
+
+    def _upload(self):
+        if not self.puts:
+            return Measure(ok=False, error="nothing prepared to upload")
+        m, codes = self._curl(self.puts, cfg=self._put_config(self.puts),
+                              ok_codes=("200", "201", "204"))
+        for (_, body, _, _, (ch, h)), line in zip(self.puts, codes):
+            parts = line.split(None, 1)
+            if parts[0] in ("200", "201", "204"):
+                self.bodies[h] = body.read_bytes()
+                self.items[ch][h] = parts[1].strip() if len(parts) > 1 else None
+        m.files_changed = None
+        return m
 
     def item_counts(self):
         out = {"contacts": 0, "events": 0}
@@ -648,6 +928,8 @@ def parse_sync_response(path):
 
 
 def parse_multiget_response(path, coll):
+    """{href: (etag, data bytes)} of a multiget multistatus. The XML parser turned the items'
+    CRLF into LF; CRLF is put back."""
     _, ns, data = coll.multiget
     got = {}
     root = ET.parse(path).getroot()
@@ -655,8 +937,19 @@ def parse_multiget_response(path, coll):
         href = resp.findtext(f"{{{DAV}}}href")
         d = resp.find(f".//{{{ns}}}{data}")
         if href and d is not None and d.text:
-            got[href] = resp.findtext(f".//{{{DAV}}}getetag")
+            text = d.text.replace("\r\n", "\n").replace("\n", "\r\n")
+            got[href] = (resp.findtext(f".//{{{DAV}}}getetag"), text.encode())
     return got
+
+
+def norm_href(href):
+    """The decoded path of an href (servers differ in what they percent-encode)."""
+    return urllib.parse.unquote(urllib.parse.urlsplit(href).path)
+
+
+def cfg_quote(s):
+    """s as a double-quoted curl config string."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 CLIENT_CLASSES = {"ksync": KsyncClient, "vdirsyncer": VdirsyncerClient, "raw": RawClient}
@@ -706,7 +999,7 @@ def check_line(what, value, target=None, ok=None):
     return line
 
 
-def scenario_checks(scenario, res, ncoll, nchanged_coll, contacts_n):
+def scenario_checks(scenario, res, ncoll, nchanged_coll, contacts_n, nedits=0):
     """Ratio and target lines for ksync in one scenario, and the same as a dict for JSON."""
     k, v, r = res.get("ksync"), res.get("vdirsyncer"), res.get("raw")
     lines, out = [], {}
@@ -729,6 +1022,13 @@ def scenario_checks(scenario, res, ncoll, nchanged_coll, contacts_n):
     if k is not None and v is not None and v.wall > 0:
         out["ksync_vdirsyncer_wall"] = k.wall / v.wall
         lines.append(check_line("ksync/vdirsyncer wall", f"{k.wall / v.wall:.3f}"))
+    if scenario == "upload":
+        for other, name in ((v, "vdirsyncer"), (r, "raw")):
+            if k is not None and other is not None and k.requests is not None \
+                    and other.requests:
+                ratio = out[f"ksync_{name}_requests"] = k.requests / other.requests
+                lines.append(check_line(f"ksync/{name} requests", f"{ratio:.3f}")
+                             + f"   ({k.requests} vs {other.requests})")
     if k is None:
         return lines, out
     rss = f"{k.maxrss_kb / 1024:.1f} MB"
@@ -754,10 +1054,15 @@ def scenario_checks(scenario, res, ncoll, nchanged_coll, contacts_n):
         ok = out["target_cpu_50ms"] = k.cpu < TARGET_NOCHANGE_CPU
         lines.append(check_line("ksync CPU", fmt_s(k.cpu), "< 50 ms", ok))
     if scenario == "changed":
-        want = 2 * nchanged_coll
+        want = ncoll + nchanged_coll
         ok = out["target_requests"] = k.requests is not None and k.requests <= want
         lines.append(check_line("ksync requests", str(k.requests),
-                                f"<= {want} (2 per changed collection)", ok))
+                                f"<= {want} (1 per collection + 1 multiget per changed "
+                                f"collection)", ok))
+    if scenario == "upload":
+        least = ncoll + nedits
+        lines.append(check_line("ksync requests", str(k.requests))
+                     + f"   (for reference: 1 per collection + 1 per edit = {least})")
     if k.extra.get("requests_made"):
         lines.append("ksync asked for:        " + k.extra["requests_made"])
     return lines, out
@@ -793,7 +1098,7 @@ class Bench:
         try:
             t0 = time.perf_counter()
             existing = server.collections()
-            seeded = {}
+            seeded, uids = {}, {}
             for k, n in plan:
                 if k == "contacts":
                     # Xandikos starts with a default address book: fill that one.
@@ -808,7 +1113,10 @@ class Bench:
                 # seed() checks by listing the collection that the server serves every item;
                 # that first listing is also where the server parses and caches each item, so
                 # the first client measured does not pay for it.
-                seeded[href] = len(server.seed(href, items))
+                got = server.seed(href, items)
+                seeded[href] = len(got)
+                # gen names its items by UID.
+                uids[href] = {kservers.href_path(h): name for name, h in got.items()}
             # Every collection on the server is benchmarked, empty ones included: ksync syncs
             # them all, so vdirsyncer and raw do too.
             colls = []
@@ -818,7 +1126,8 @@ class Bench:
                 count = seeded[href] if href in seeded else len(server.list(href))
                 colls.append(Collection(kind="contacts" if c["kind"] == "addressbook" else "events",
                                         name=href.rstrip("/").rsplit("/", 1)[-1], href=href,
-                                        url=urllib.parse.urljoin(server.url, href), count=count))
+                                        url=urllib.parse.urljoin(server.url, href), count=count,
+                                        uids=uids.get(href, {})))
             log(f"seeded in {time.perf_counter() - t0:.1f} s")
             self.bench_clients(server, kind, colls, result)
         finally:
@@ -839,13 +1148,29 @@ class Bench:
             clients.append(c)
         contacts_n = sum(c.count for c in colls if c.kind == "contacts")
         rev = 0
+        plan = []
         for scenario in SCENARIOS:
             if scenario == "changed":
                 rev += 1
                 for c in colls:
                     modify_items(server, c, a.changes, rev)
+            if scenario == "upload":
+                # The same items for every client; each client edits them with its own marker
+                # after catching up with the server.
+                plan = [(c, choose_upload_hrefs(c, a.uploads if c.kind == "contacts"
+                                                else a.upload_events)) for c in colls]
+                plan = [(c, h) for c, h in plan if h]
+                result["upload_plan"] = {c.name: len(h) for c, h in plan}
             res = {}
+            arrived = {}
             for c in clients:
+                if scenario == "upload":
+                    try:
+                        c.prepare_upload(plan, upload_marker(c.name))
+                    except Exception as e:
+                        res[c.name] = Measure(ok=False, error=f"before the upload: "
+                                                               f"{type(e).__name__}: {e}")
+                        continue
                 r0 = server.request_count()
                 log0 = len(logged_requests(server))
                 cpu0 = process_cpu(server.proc.pid)
@@ -860,18 +1185,26 @@ class Bench:
                 if cpu0 is not None and cpu1 is not None:
                     m.server_cpu = cpu1 - cpu0
                 res[c.name] = m
+                if scenario == "upload":
+                    arrived[c.name] = self.check_upload(server, plan, c, m)
             nchanged = sum(1 for c in colls if c.changed_hrefs) if scenario == "changed" else 0
+            nedits = sum(len(h) for _, h in plan) if scenario == "upload" else 0
+            detail = ", ".join(f"{len(h)} in '{c.name}'" for c, h in plan)
             title = (f"{kind.capitalize()} {result['version']}: "
                      + ", ".join(f"{c.count} {c.kind} in '{c.name}'" for c in colls)
-                     + " - " + SCENARIO_TITLES[scenario].format(n=a.changes))
+                     + " - " + SCENARIO_TITLES[scenario].format(n=a.changes, u=nedits,
+                                                                 detail=detail))
             rows = [(cl.label, res.get(cl.name)) for cl in clients]
-            checks, verdicts = scenario_checks(scenario, res, len(colls), nchanged, contacts_n)
+            checks, verdicts = scenario_checks(scenario, res, len(colls), nchanged, contacts_n,
+                                               nedits)
             print_table(title, rows, checks)
             result["scenarios"][scenario] = {
                 "clients": {n: asdict(m) for n, m in res.items()},
                 "checks": verdicts,
             }
-            if scenario in ("initial", "changed"):
+            if scenario == "upload":
+                self.report_upload(plan, clients, res, arrived, result)
+            if scenario in ("initial", "changed", "upload"):
                 self.sanity(server, kind, colls, clients, scenario, rev, result)
         for c in clients:
             if c.notes:
@@ -880,6 +1213,69 @@ class Bench:
             if d:
                 log(f"  (vdirsyncer discover, not counted above: {fmt_s(d['wall'])} wall, "
                     f"{fmt_s(d['cpu'])} CPU, {d['requests']} requests)")
+
+    def check_upload(self, server, plan, client, m):
+        """Right after a client's upload (before the next client edits the same items): how
+        many of the planned items carry its marker on the server; for ksync, also what the next
+        sync does (not counted in the table)."""
+        marker = upload_marker(client.name)
+        got = {}
+        for coll, hrefs in plan:
+            try:
+                marked, missing = count_on_server(server, coll, hrefs, marker)
+                got[coll.name] = {"want": len(hrefs), "marked": marked, "missing": missing}
+            except Exception as e:
+                got[coll.name] = {"want": len(hrefs), "error": f"{type(e).__name__}: {e}"}
+        m.extra["upload_on_server"] = got
+        if client.name == "ksync" and m.ok:
+            r0 = server.request_count()
+            log0 = len(logged_requests(server))
+            try:
+                f = client.resync()
+                m.extra["next_sync"] = {
+                    "wall": f.wall, "cpu": f.cpu, "files_changed": f.files_changed,
+                    "requests": server.request_count() - r0,
+                    "requests_made": summarize_requests(logged_requests(server)[log0:])}
+            except Exception as e:
+                m.extra["next_sync"] = {"error": f"{type(e).__name__}: {e}"}
+        return got
+
+    def report_upload(self, plan, clients, res, arrived, result):
+        want = "/".join(f"{len(h)} in '{c.name}'" for c, h in plan)
+        parts = []
+        for cl in clients:
+            got = arrived.get(cl.name)
+            if got is None:
+                parts.append(f"{cl.name} not run")
+                continue
+            cells, bad = [], False
+            for c, h in plan:
+                g = got[c.name]
+                if "error" in g:
+                    cells.append("?")
+                    bad = True
+                    continue
+                cells.append(str(g["marked"]) + (f" ({g['missing']} missing)"
+                                                  if g["missing"] else ""))
+                bad = bad or g["marked"] != len(h)
+            parts.append(f"{cl.name} {'/'.join(cells)}" + (" MISMATCH" if bad else ""))
+        log(f"  edits found on the server right after each upload (want {want}): "
+            + ", ".join(parts))
+        for cl in clients:
+            g = arrived.get(cl.name) or {}
+            for cname, x in g.items():
+                if "error" in x:
+                    log(f"  {cl.name}: checking '{cname}' failed: {x['error']}")
+        k = res.get("ksync")
+        nxt = k.extra.get("next_sync") if k is not None else None
+        if nxt:
+            if "error" in nxt:
+                log(f"  ksync's next sync (not counted above) failed: {nxt['error']}")
+            else:
+                log(f"  ksync's next sync (not counted above): {nxt['requests']} requests, "
+                    f"{nxt['files_changed']} files changed, {fmt_s(nxt['wall'])} wall: "
+                    + nxt["requests_made"])
+        result.setdefault("sanity", {})["upload_on_server"] = arrived
 
     def sanity(self, server, kind, colls, clients, scenario, rev, result):
         on_server = {"contacts": 0, "events": 0}
@@ -948,6 +1344,12 @@ def parse_args(argv):
                    help="1000 contacts, 500 events, 200 Xandikos items (explicit sizes win)")
     p.add_argument("--changes", type=int, default=10,
                    help="items modified per collection before the 'changed' re-sync (10)")
+    p.add_argument("--uploads", type=int, default=100,
+                   help="contacts edited locally per address book before the 'upload' run "
+                        "(100)")
+    p.add_argument("--upload-events", type=int, default=50,
+                   help="events edited locally per non-empty calendar before the 'upload' run "
+                        "(50)")
     p.add_argument("--clients", default="ksync,raw,vdirsyncer",
                    help="comma-separated, run in this order (ksync,raw,vdirsyncer)")
     p.add_argument("--servers", default="radicale,xandikos", help="radicale,xandikos")
@@ -995,7 +1397,9 @@ def main(argv=None):
         "raw_method": ("one sync-collection REPORT per collection, then multigets of "
                        f"{MULTIGET_BATCH} hrefs, all in one curl process per step "
                        + ("sequentially over one connection" if args.raw_parallel <= 1
-                          else f"with {args.raw_parallel} in flight")),
+                          else f"with {args.raw_parallel} in flight")
+                       + "; upload: one PUT with If-Match per edit, sequentially over one "
+                         "connection, etags from raw's own re-sync before it"),
         "vdirsyncer_method": "`vdirsyncer sync`; `discover` run once before, not counted",
     }
     log(f"ksync bench: {', '.join(args.servers)}; clients {', '.join(args.clients)}; "
@@ -1006,7 +1410,9 @@ def main(argv=None):
         "server CPU = the server's CPU time meanwhile.\n"
         f"  raw = curl: sync-collection, then multigets of {MULTIGET_BATCH} hrefs "
         + ("one after the other on one connection" if args.raw_parallel <= 1 else
-           f"{args.raw_parallel} in flight") + "; vdirsyncer `discover` is not counted.")
+           f"{args.raw_parallel} in flight") + ";\n  for the upload, one PUT with If-Match "
+        "per edit, one after the other on one connection;\n  vdirsyncer `discover` is not "
+        "counted.")
     rc = 0
     try:
         for s in args.servers:
