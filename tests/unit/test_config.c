@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <setjmp.h>
@@ -933,6 +934,350 @@ static void test_load_then_password(void **state)
 	ks_config_free(c);
 }
 
+/* ---- new collections ---------------------------------------------------------------------- */
+
+static void test_collections_policy(void **state)
+{
+	static const struct {
+		const char *text;
+		int general, want[2];	/* accounts a and b */
+	} cases[] = {
+		{ "[account a]\n" URL "[account b]\n" URL, KS_NEW_COLLECTIONS_ALL,
+		  { KS_NEW_COLLECTIONS_ALL, KS_NEW_COLLECTIONS_ALL } },
+		{ "[general]\ncollections = none\n[account a]\n" URL "[account b]\n" URL
+		  "collections = all\n", KS_NEW_COLLECTIONS_NONE,
+		  { KS_NEW_COLLECTIONS_NONE, KS_NEW_COLLECTIONS_ALL } },
+		{ "[account a]\n" URL "collections = \"none\"\n[account b]\n" URL,
+		  KS_NEW_COLLECTIONS_ALL, { KS_NEW_COLLECTIONS_NONE, KS_NEW_COLLECTIONS_ALL } },
+	};
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		_cleanup_free_ char *err = NULL;
+		ks_config *c = NULL;
+
+		write_conf(cases[i].text);
+		assert_int_equal(ks_config_load("ksync.conf", &c, &err), 0);
+		assert_int_equal(c->collections, cases[i].general);
+		assert_int_equal(c->accounts[0].collections, cases[i].want[0]);
+		assert_int_equal(c->accounts[1].collections, cases[i].want[1]);
+		ks_config_free(c);
+	}
+
+	_cleanup_free_ char *err = NULL;
+	ks_config *c = NULL;
+	write_conf("[general]\ncollections = some\n[account a]\n" URL "collections = All\n"
+		   "collections = none\n");
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err), -EINVAL);
+	assert_string_equal(err, "ksync.conf:2: invalid value 'some' for collections (all or none)\n"
+			    "ksync.conf:5: invalid value 'All' for collections (all or none)\n"
+			    "ksync.conf:6: duplicate key 'collections' in [account a] "
+			    "(first on line 5)");
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+static char *read_text(const char *path)
+{
+	ks_buf b = {};
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char chunk[4096];
+	ssize_t n;
+
+	assert_true(fd >= 0);
+	while ((n = read(fd, chunk, sizeof(chunk))) > 0)
+		assert_int_equal(ks_buf_append(&b, chunk, (size_t) n), 0);
+	assert_int_equal(n, 0);
+	close(fd);
+	return b.data ? ks_buf_steal(&b) : strdup("");
+}
+
+/* No temporary file of ks_config_add_account() or _remove_account() left behind. */
+static void check_no_temp_files(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	assert_non_null(d);
+	while ((de = readdir(d)))
+		if (strncmp(de->d_name, ".ksync.conf.", 12) == 0)
+			fail_msg("temporary file '%s' left in %s", de->d_name, dir);
+	closedir(d);
+}
+
+static void test_add_account_creates(void **state)
+{
+	ks_account_config a = {
+		.name = (char *) "ik",
+		.provider = (char *) "infomaniak",
+		.url = (char *) "https://sync.infomaniak.com/",
+		.username = (char *) "AB12345",
+		.password_command = (char *) "secret-tool lookup ksync infomaniak",
+	};
+	_cleanup_free_ char *text = NULL, *err = NULL;
+	struct stat st;
+
+	assert_int_equal(ks_config_add_account("new/sub/ksync.conf", &a, &err), 0);
+	assert_null(err);
+	text = read_text("new/sub/ksync.conf");
+	assert_string_equal(text, "[account ik]\n"
+			    "provider = infomaniak\n"
+			    "username = AB12345\n"
+			    "password_command = secret-tool lookup ksync infomaniak\n");
+	assert_int_equal(stat("new/sub/ksync.conf", &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_int_equal(stat("new/sub", &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_int_equal(stat("new", &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	check_no_temp_files("new/sub");
+}
+
+static const char commented[] =
+	"# ksync configuration\n"
+	"; written by hand\n"
+	"[general]\n"
+	"interval = 20min   \n"
+	"\n"
+	"# the work account\n"
+	"[account work]\n"
+	"url = https://dav.example.com/\n"
+	"username = jdoe\n";
+
+static void test_add_account_preserves(void **state)
+{
+	ks_account_config a = {
+		.name = (char *) "home",
+		.url = (char *) "http://127.0.0.1:5232/",
+		.password_file = (char *) "/run/pw",
+		.interval = 3600,
+		.conflict = KS_CONFLICT_MODE_LOCAL_WINS,
+		.collections = KS_NEW_COLLECTIONS_NONE,
+		.allow_insecure_http = true,
+		.ca_file = (char *) "",
+	};
+	_cleanup_free_ char *text = NULL, *err = NULL;
+	ks_config *c = NULL;
+	struct stat st;
+
+	write_file("ksync.conf", commented, strlen(commented), 0640);
+	assert_int_equal(ks_config_add_account("ksync.conf", &a, &err), 0);
+	text = read_text("ksync.conf");
+	assert_memory_equal(text, commented, strlen(commented));
+	assert_string_equal(text + strlen(commented),
+			    "\n"
+			    "[account home]\n"
+			    "url = http://127.0.0.1:5232/\n"
+			    "password_file = /run/pw\n"
+			    "allow_insecure_http = true\n"
+			    "interval = 1h\n"
+			    "conflict = local-wins\n"
+			    "collections = none\n");
+	assert_int_equal(stat("ksync.conf", &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err), 0);
+	const ks_account_config *b = ks_config_find_account(c, "home");
+	assert_non_null(b);
+	assert_int_equal(b->interval, 3600);
+	assert_int_equal(b->conflict, KS_CONFLICT_MODE_LOCAL_WINS);
+	assert_int_equal(b->collections, KS_NEW_COLLECTIONS_NONE);
+	assert_true(b->allow_insecure_http);
+	assert_null(b->ca_file);
+	ks_config_free(c);
+}
+
+static void test_add_account_separators(void **state)
+{
+	static const struct {
+		const char *old, *want;
+	} cases[] = {
+		{ "", "[account x]\nurl = https://h.example/\n" },
+		{ "[general]\ninterval = 60",
+		  "[general]\ninterval = 60\n\n[account x]\nurl = https://h.example/\n" },
+		{ "[general]\ninterval = 60\n\n",
+		  "[general]\ninterval = 60\n\n[account x]\nurl = https://h.example/\n" },
+		{ "[general]\ninterval = 60\n  \t\n",
+		  "[general]\ninterval = 60\n  \t\n[account x]\nurl = https://h.example/\n" },
+		{ "# only a comment\n",
+		  "# only a comment\n\n[account x]\nurl = https://h.example/\n" },
+		{ "[general]\r\ninterval = 60\r\n",
+		  "[general]\r\ninterval = 60\r\n\r\n[account x]\r\nurl = https://h.example/\r\n" },
+	};
+	ks_account_config a = { .name = (char *) "x", .url = (char *) "https://h.example/" };
+
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		_cleanup_free_ char *text = NULL, *err = NULL;
+
+		write_conf(cases[i].old);
+		if (ks_config_add_account("ksync.conf", &a, &err) < 0)
+			fail_msg("case %zu: %s", i, err);
+		text = read_text("ksync.conf");
+		if (strcmp(text, cases[i].want) != 0)
+			fail_msg("case %zu: got '%s'", i, text);
+	}
+}
+
+static void test_add_account_quoting(void **state)
+{
+	static char values[][32] = {
+		" leading space", "trailing tab\t", "\"starts with a quote", "back\\slash",
+		"ends with \"quote\"", "# not a comment", "a = b ; c", "  \"\\\"  ",
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(values); i++) {
+		ks_account_config a = { .name = (char *) "q", .url = (char *) "https://h.example/",
+					.password_command = values[i] };
+		_cleanup_free_ char *err = NULL;
+		ks_config *c = NULL;
+
+		write_conf("");
+		assert_int_equal(ks_config_add_account("ksync.conf", &a, &err), 0);
+		assert_int_equal(ks_config_load("ksync.conf", &c, &err), 0);
+		check_str(values[i], "password_command", c->accounts[0].password_command, values[i]);
+		ks_config_free(c);
+	}
+}
+
+static void test_add_account_refused(void **state)
+{
+	static const struct {
+		ks_account_config a;
+		int r;
+		const char *msg;
+	} cases[] = {
+		{ { .name = (char *) "work", .url = (char *) "https://h.example/" }, -EEXIST,
+		  "ksync.conf:7: account 'work' already exists" },
+		{ { .name = (char *) "new", .url = (char *) "ftp://h.example/" }, -EINVAL,
+		  "ksync.conf:12: invalid URL 'ftp://h.example/' for url; it must start with "
+		  "http:// or https://" },
+		{ { .name = (char *) "new" }, -EINVAL,
+		  "ksync.conf:11: account 'new' needs url or provider" },
+		{ { .name = (char *) "new", .provider = (char *) "fastmail" }, -EINVAL,
+		  "ksync.conf:12: unknown provider 'fastmail'; known providers: infomaniak" },
+		{ { .name = (char *) "new", .url = (char *) "https://h.example/",
+		    .username = (char *) "line\nbreak" }, -EINVAL,
+		  "the value of username contains a line break, which ksync.conf cannot hold" },
+		{ { .name = (char *) "../x", .url = (char *) "https://h.example/" }, -EINVAL,
+		  "invalid account name '../x'" },
+		{ { .name = (char *) "new", .url = (char *) "https://h.example/",
+		    .password_command = (char *) "x", .password_file = (char *) "/y" }, -EINVAL,
+		  "ksync.conf:11: account 'new': password_command and password_file are mutually "
+		  "exclusive" },
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		_cleanup_free_ char *text = NULL, *err = NULL;
+
+		write_file("ksync.conf", commented, strlen(commented), 0600);
+		if (ks_config_add_account("ksync.conf", &cases[i].a, &err) != cases[i].r)
+			fail_msg("case %zu: not %d: %s", i, cases[i].r, err ? err : "");
+		if (!err || !strstr(err, cases[i].msg))
+			fail_msg("case %zu: message '%s'", i, err ? err : "");
+		text = read_text("ksync.conf");
+		assert_string_equal(text, commented);
+	}
+
+	/* A broken file is left alone. */
+	static const char broken[] = "[account a]\n" URL "colour = red\n";
+	ks_account_config a = { .name = (char *) "b", .url = (char *) "https://h.example/" };
+	_cleanup_free_ char *err = NULL, *text = NULL;
+	write_conf(broken);
+	assert_int_equal(ks_config_add_account("ksync.conf", &a, &err), -EINVAL);
+	assert_string_equal(err, "ksync.conf:3: unknown key 'colour' in [account a]");
+	text = read_text("ksync.conf");
+	assert_string_equal(text, broken);
+	check_no_temp_files(".");
+}
+
+static void test_add_account_symlink(void **state)
+{
+	ks_account_config a = { .name = (char *) "x", .url = (char *) "https://h.example/" };
+	_cleanup_free_ char *text = NULL, *err = NULL;
+	struct stat st;
+
+	assert_int_equal(mkdir("dotfiles", 0700), 0);
+	write_file("dotfiles/ksync.conf", "[general]\n", 10, 0600);
+	assert_int_equal(symlink("dotfiles/ksync.conf", "link.conf"), 0);
+	assert_int_equal(ks_config_add_account("link.conf", &a, &err), 0);
+	assert_int_equal(lstat("link.conf", &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	text = read_text("dotfiles/ksync.conf");
+	assert_string_equal(text, "[general]\n\n[account x]\nurl = https://h.example/\n");
+}
+
+static void test_remove_account(void **state)
+{
+	static const struct {
+		const char *old, *name, *want;
+	} cases[] = {
+		{ "[general]\ninterval = 60\n\n[account a]\n" URL "\n[account b]\n" URL, "a",
+		  "[general]\ninterval = 60\n\n[account b]\n" URL },
+		{ "[general]\ninterval = 60\n\n[account a]\n" URL "\n\n[account b]\n" URL, "b",
+		  "[general]\ninterval = 60\n\n[account a]\n" URL },
+		/* Comments after the last setting belong to the next section. */
+		{ "[account a]\n" URL "# password_file = old\n\n# the b account\n[account b]\n" URL,
+		  "a", "# password_file = old\n\n# the b account\n[account b]\n" URL },
+		{ "# top\n[account a]\n" URL "; about b\n[account b]\n" URL, "a",
+		  "# top\n; about b\n[account b]\n" URL },
+		/* Headers as the parser reads them; a commented header is not one. */
+		{ "#[account a]\n  [ account \t a ]  \r\n" URL "[general]\n", "a",
+		  "#[account a]\n[general]\n" },
+		{ "[account a]\n" URL, "a", "" },
+		{ "[account a]\n" URL "[account ab]\n" URL, "a", "[account ab]\n" URL },
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		_cleanup_free_ char *text = NULL, *err = NULL;
+
+		write_conf(cases[i].old);
+		if (ks_config_remove_account("ksync.conf", cases[i].name, &err) < 0)
+			fail_msg("case %zu: %s", i, err);
+		text = read_text("ksync.conf");
+		if (strcmp(text, cases[i].want) != 0)
+			fail_msg("case %zu: got '%s'", i, text);
+	}
+	check_no_temp_files(".");
+}
+
+static void test_add_then_remove(void **state)
+{
+	ks_account_config a = { .name = (char *) "new", .url = (char *) "https://h.example/",
+				.username = (char *) "u" };
+	_cleanup_free_ char *text = NULL, *err = NULL;
+
+	write_file("ksync.conf", commented, strlen(commented), 0600);
+	assert_int_equal(ks_config_add_account("ksync.conf", &a, &err), 0);
+	assert_int_equal(ks_config_remove_account("ksync.conf", "new", &err), 0);
+	text = read_text("ksync.conf");
+	assert_string_equal(text, commented);
+}
+
+static void test_remove_account_refused(void **state)
+{
+	_cleanup_free_ char *e1 = NULL, *e2 = NULL, *e3 = NULL, *e4 = NULL, *text = NULL;
+	static const char broken[] = "[account a]\n" URL "[account b]\n" URL "colour = red\n";
+
+	assert_int_equal(ks_config_remove_account("missing.conf", "a", &e1), -ENOENT);
+	assert_string_equal(e1, "missing.conf: no such file, so no account 'a'");
+	write_conf("[account a]\n" URL);
+	assert_int_equal(ks_config_remove_account("ksync.conf", "b", &e2), -ENOENT);
+	assert_string_equal(e2, "ksync.conf: no account 'b'");
+	write_conf("");
+	assert_int_equal(ks_config_remove_account("ksync.conf", "b", &e3), -ENOENT);
+
+	write_conf(broken);
+	assert_int_equal(ks_config_remove_account("ksync.conf", "a", &e4), -EINVAL);
+	assert_string_equal(e4, "ksync.conf:3: unknown key 'colour' in [account b]");
+	text = read_text("ksync.conf");
+	assert_string_equal(text, broken);
+}
+
+static void test_provider_url(void **state)
+{
+	assert_string_equal(ks_config_provider_url("infomaniak"), "https://sync.infomaniak.com/");
+	assert_null(ks_config_provider_url("Infomaniak"));
+	assert_null(ks_config_provider_url(NULL));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -952,6 +1297,17 @@ int main(void)
 		cmocka_unit_test(test_password_command_signals),
 		cmocka_unit_test(test_password_file_other_owner),
 		cmocka_unit_test(test_load_then_password),
+		cmocka_unit_test(test_collections_policy),
+		cmocka_unit_test(test_add_account_creates),
+		cmocka_unit_test(test_add_account_preserves),
+		cmocka_unit_test(test_add_account_separators),
+		cmocka_unit_test(test_add_account_quoting),
+		cmocka_unit_test(test_add_account_refused),
+		cmocka_unit_test(test_add_account_symlink),
+		cmocka_unit_test(test_remove_account),
+		cmocka_unit_test(test_add_then_remove),
+		cmocka_unit_test(test_remove_account_refused),
+		cmocka_unit_test(test_provider_url),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
