@@ -134,6 +134,8 @@ typedef struct ks_sync_opts {
 	bool only_if_local_changes;
 	/* List the home sets this run (a collection was just created or removed). */
 	bool list_collections;
+	/* The href of a collection just created: enabled even with `collections = none`. */
+	const char *enable_href;
 	/* Set (by another thread or a signal handler) to stop at the next safe point; the run
 	 * then returns -ECANCELED. Every point is safe: the next run completes the work. */
 	const volatile int *cancel;

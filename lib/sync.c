@@ -580,6 +580,39 @@ static const ks_intent *find_intent(const coll_run *c, const char *href)
 	return NULL;
 }
 
+static int keep_copy(coll_run *c, const char *filename, const char *uid, const char *data,
+		     size_t len, const char *side, const char *winner, const char *summary,
+		     char **ret_path);
+
+/* An edited file that does not parse as an item: kept as a conflict copy, after which the
+ * server's version may replace it (1). 0 when the file is a valid item (an edit to send). */
+static int repair_damaged(coll_run *c, const ks_cache_item *it)
+{
+	_cleanup_free_ char *data = NULL, *kept = NULL;
+	size_t len = 0;
+	ks_item_info info = {};
+	int r = ks_fs_read_file(c->dirfd, it->filename, KS_CARD_MAX, &data, &len);
+
+	if (r == -ENOMEM)
+		return r;
+	if (r >= 0) {
+		r = ks_item_parse_info(data, len, &info, NULL);
+		ks_item_info_done(&info);
+		if (r == -ENOMEM)
+			return r;
+		if (r >= 0)
+			return 0;
+		r = keep_copy(c, it->filename, it->uid, data, len, "damaged", "server",
+			      "damaged local file", &kept);
+		if (r < 0)
+			return r;
+	}
+	emit_fail(c->R, KS_SYNC_NOTICE, c->label, 0,
+		  "'%s' was damaged and is restored from the server%s%s", it->filename,
+		  kept ? "; the damaged file is kept in " : "", kept ? kept : "");
+	return 1;
+}
+
 static int pick_filename(coll_run *c, const fetched_item *f, const ks_item_info *info,
 			 const staged *batch_items, size_t n_batch, char **ret)
 {
@@ -687,6 +720,15 @@ static int apply_batch(coll_run *c, batch *b)
 			/* A file keeps its name across updates; one edited locally since ksync
 			 * wrote it is left alone, and the upload that follows merges the two. */
 			r = local_edit_pending(c, &old);
+			if (r == FILE_EDITED && c->R->o->force) {
+				/* --force repairs a file that is no item any more (truncated,
+				 * overwritten); the broken one is kept aside. */
+				r = repair_damaged(c, &old);
+				if (r == 0)
+					r = FILE_EDITED;
+				else if (r > 0)
+					r = FILE_MISSING;
+			}
 			if (r < 0 || r == FILE_EDITED) {
 				ks_cache_item_done(&old);
 				ks_item_info_done(&s->info);
@@ -2336,11 +2378,14 @@ static int reconcile(run *R, ks_collection *remote, size_t n_remote, ks_collecti
 			if (r > 0)
 				r = ks_cache_save_collection(cache, col);
 		} else {
+			/* New collections follow `collections =`, except one just created here. */
+			bool enable = R->acc->collections != KS_NEW_COLLECTIONS_NONE ||
+				      (R->o->enable_href && strcmp(R->o->enable_href, remote[j].href) == 0);
 			ks_collection fresh = {
 				.account = strdup(R->acc->name),
 				.href = strdup(remote[j].href),
 				.kind = remote[j].kind,
-				.enabled = true,
+				.enabled = enable,
 				.supports_sync = remote[j].supports_sync,
 			};
 			r = fresh.account && fresh.href ? 0 : -ENOMEM;

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The D-Bus interface between ksyncctl (and any desktop front end) and ksyncd, on the user
+ * bus. KS_IPC_VERSION is bumped on any change of a signature below; every method takes the
+ * caller's version first and the daemon refuses a different one with the error
+ * KS_IPC_ERROR_VERSION. Structured answers are JSON strings (objects documented below), so
+ * that ksyncctl --json and scripts get them as they are.
+ *
+ * Methods (interface KS_IPC_INTERFACE, object KS_IPC_PATH):
+ *   Version(u version) -> (s daemon_version)
+ *   Sync(u version, s target, b force, b allow_mass_delete) -> (u run_id)
+ *       target: "" (every account), "ACCOUNT" or "ACCOUNT/COLLECTION" where COLLECTION is
+ *       the directory name or "contacts/NAME" / "calendars/NAME". Starts at once (or queues
+ *       behind a run of the same account) and returns; SyncFinished tells the end.
+ *   Status(u version) -> (s json)
+ *       {"version": s, "accounts": [{"name": s, "url": s, "state": "idle"|"syncing"|
+ *        "backoff", "last_sync": unix|null, "last_result": "ok"|"failed"|null,
+ *        "last_error": s|null, "next_sync": unix|null, "retry_in": seconds|null,
+ *        "collections": [{"name": s, "path": "contacts/NAME", "kind": "addressbook"|
+ *          "calendar", "displayname": s|null, "color": s|null, "components": [s],
+ *          "readonly": b, "enabled": b, "items": n, "pending": n, "last_sync": unix|null,
+ *          "last_result": "ok"|"failed"|null, "last_error": s|null, "dir": s}],
+ *        "conflicts": [{"collection": s, "file": s, "kept": s, "winner": s,
+ *          "what": s|null, "time": unix}]}]}
+ *   Collections(u version, s account) -> (s json)      account "" = all
+ *       {"collections": [same objects as in Status, plus "account": s, "href": s]}
+ *   SetEnabled(u version, s account_collection, b enabled) -> ()
+ *   CreateAddressBook(u version, s account, s name, s description) -> (s json)
+ *   CreateCalendar(u version, s account, s name, as components, s color) -> (s json)
+ *       Create the collection on the server (extended MKCOL / MKCALENDAR), sync it, and
+ *       return its object as in Collections once its directory exists.
+ *   AddAccount(u version, s name, s provider, s url, s username, s password_command,
+ *              s password_file) -> (s json)
+ *       Runs discovery with these settings; on success writes the [account NAME] section
+ *       into the config file (created 0600) and returns {"name": s, "url": s,
+ *       "principal": s, "collections": [{"href": s, "kind": s, "displayname": s|null,
+ *       "components": [s], "readonly": b}]}. provider or url may be "".
+ *   RemoveAccount(u version, s name, b delete_local_data) -> ()
+ *   Clients(u version) -> (s json)
+ *       {"khal": s, "khard": s, "todoman": s}: configuration text ready to paste.
+ *   Reload(u version) -> ()
+ *
+ * Signals:
+ *   SyncStarted(u run_id, s account)
+ *   SyncProgress(u run_id, s account, s collection, u done, u total)
+ *   SyncFinished(u run_id, s account, b ok, s json)
+ *       json: {"collections": [{"path": s, "ok": b, "error": s|null, "added": n,
+ *              "updated": n, "deleted": n, "uploaded": n, "removed": n,
+ *              "conflicts": n, "skipped": n}], "errors": [s], "notices": [s]}
+ *       A Sync call over several accounts ends with one SyncFinished per account, all
+ *       with its run_id, then one with account "" summing them up.
+ *
+ * Errors (D-Bus error names): KS_IPC_ERROR_VERSION, KS_IPC_ERROR_NO_ACCOUNT,
+ * KS_IPC_ERROR_NO_COLLECTION, KS_IPC_ERROR_FAILED (message says why), plus the standard
+ * org.freedesktop.DBus.Error.InvalidArgs. */
+
+#define KS_IPC_VERSION 1u
+#define KS_IPC_BUS_NAME "io.ksync.Sync1"
+#define KS_IPC_PATH "/io/ksync/Sync1"
+#define KS_IPC_INTERFACE "io.ksync.Sync1"
+
+#define KS_IPC_ERROR_VERSION "io.ksync.Sync1.Error.Version"
+#define KS_IPC_ERROR_NO_ACCOUNT "io.ksync.Sync1.Error.NoSuchAccount"
+#define KS_IPC_ERROR_NO_COLLECTION "io.ksync.Sync1.Error.NoSuchCollection"
+#define KS_IPC_ERROR_FAILED "io.ksync.Sync1.Error.Failed"

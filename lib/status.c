@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: MIT */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf_p.h"
+#include "engine_p.h"
+#include "json_p.h"
+#include "macro.h"
+#include "scan_p.h"
+#include "xml_p.h"
+
+static int pending_changes(ks_engine *e, const char *dir, const ks_collection *col)
+{
+	ks_scan_result sr = {};
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int r;
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	r = ks_scan_collection(e->cache, col->id, fd,
+			       col->kind == KS_COLLECTION_ADDRESSBOOK ? ".vcf" : ".ics", true, &sr);
+	close(fd);
+	if (r < 0)
+		return r;
+	int n = 0;
+	for (size_t i = 0; i < sr.n_changes; i++)
+		n += sr.changes[i].kind != KS_LOCAL_IGNORED;
+	ks_scan_result_done(&sr);
+	return n;
+}
+
+int ks_engine_collections_json(ks_engine *e, const char *account, const char *only_href,
+			       ks_collection_state_fn state, void *userdata, char **ret)
+{
+	ks_collection *cols = NULL;
+	size_t n = 0;
+	ks_buf b = {};
+	ks_json_writer w;
+	int r;
+
+	r = ks_cache_list_collections(e->cache, account, &cols, &n);
+	if (r < 0)
+		return r;
+	ks_json_writer_init(&w, &b, false);
+	if (!only_href)
+		r = ks_json_write_array_begin(&w);
+	bool found = false;
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		const ks_collection *c = &cols[i];
+		if (only_href && strcmp(c->href, only_href) != 0)
+			continue;
+		found = true;
+		_cleanup_free_ char *dir = NULL, *path = NULL;
+		const char *kind = c->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars";
+
+		r = ks_engine_collection_dir(e, account, c, &dir);
+		if (r < 0)
+			break;
+		if (asprintf(&path, "%s/%s", kind, c->name) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		int items = ks_cache_count_items(e->cache, c->id);
+		int pending = pending_changes(e, dir, c);
+		ks_collection_state st = {};
+		if (state)
+			state(path, &st, userdata);
+		ks_json_write_object_begin(&w);
+		ks_json_write_key(&w, "account");
+		ks_json_write_string(&w, account);
+		ks_json_write_key(&w, "name");
+		ks_json_write_string(&w, c->name);
+		ks_json_write_key(&w, "path");
+		ks_json_write_string(&w, path);
+		ks_json_write_key(&w, "href");
+		ks_json_write_string(&w, c->href);
+		ks_json_write_key(&w, "kind");
+		ks_json_write_string(&w, ks_collection_kind_to_string(c->kind));
+		ks_json_write_key(&w, "displayname");
+		ks_json_write_string(&w, c->displayname);
+		ks_json_write_key(&w, "color");
+		ks_json_write_string(&w, c->color);
+		ks_json_write_key(&w, "components");
+		ks_json_write_array_begin(&w);
+		static const struct {
+			unsigned bit;
+			const char *name;
+		} comps[] = { { KS_COMP_VEVENT, "VEVENT" }, { KS_COMP_VTODO, "VTODO" },
+			      { KS_COMP_VJOURNAL, "VJOURNAL" } };
+		for (size_t k = 0; k < ELEMENTSOF(comps); k++)
+			if (c->components & comps[k].bit)
+				ks_json_write_string(&w, comps[k].name);
+		ks_json_write_array_end(&w);
+		ks_json_write_key(&w, "readonly");
+		ks_json_write_bool(&w, c->readonly);
+		ks_json_write_key(&w, "enabled");
+		ks_json_write_bool(&w, c->enabled);
+		ks_json_write_key(&w, "items");
+		ks_json_write_int(&w, items < 0 ? 0 : items);
+		ks_json_write_key(&w, "pending");
+		ks_json_write_int(&w, pending < 0 ? 0 : pending);
+		ks_json_write_key(&w, "last_sync");
+		if (st.last_sync)
+			ks_json_write_uint(&w, st.last_sync);
+		else
+			ks_json_write_null(&w);
+		ks_json_write_key(&w, "last_result");
+		ks_json_write_string(&w, !st.last_sync ? NULL : st.ok ? "ok" : "failed");
+		ks_json_write_key(&w, "last_error");
+		ks_json_write_string(&w, st.error);
+		ks_json_write_key(&w, "dir");
+		ks_json_write_string(&w, dir);
+		r = ks_json_write_object_end(&w);
+	}
+	if (r >= 0 && !only_href)
+		r = ks_json_write_array_end(&w);
+	if (r >= 0)
+		r = ks_json_writer_finish(&w);
+	if (only_href && !found)
+		r = -ENOENT;
+	ks_collection_free_array(cols, n);
+	if (r < 0) {
+		ks_buf_done(&b);
+		return r;
+	}
+	*ret = ks_buf_steal(&b);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int ks_engine_conflicts_json(ks_engine *e, const char *account, char **ret)
+{
+	ks_conflict_row *rows = NULL;
+	size_t n = 0;
+	ks_buf b = {};
+	ks_json_writer w;
+	int r = ks_cache_list_conflicts(e->cache, account, &rows, &n);
+
+	if (r < 0)
+		return r;
+	ks_json_writer_init(&w, &b, false);
+	r = ks_json_write_array_begin(&w);
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		/* A copy the user has dealt with (deleted) is no longer a conflict to show. */
+		if (access(rows[i].kept_path, F_OK) < 0)
+			continue;
+		ks_json_write_object_begin(&w);
+		ks_json_write_key(&w, "collection");
+		ks_json_write_string(&w, rows[i].collection);
+		ks_json_write_key(&w, "file");
+		ks_json_write_string(&w, rows[i].filename);
+		ks_json_write_key(&w, "kept");
+		ks_json_write_string(&w, rows[i].kept_path);
+		ks_json_write_key(&w, "winner");
+		ks_json_write_string(&w, rows[i].winner);
+		ks_json_write_key(&w, "what");
+		ks_json_write_string(&w, rows[i].summary);
+		ks_json_write_key(&w, "time");
+		ks_json_write_int(&w, rows[i].created_at);
+		r = ks_json_write_object_end(&w);
+	}
+	if (r >= 0)
+		r = ks_json_write_array_end(&w);
+	if (r >= 0)
+		r = ks_json_writer_finish(&w);
+	ks_conflict_rows_free(rows, n);
+	if (r < 0) {
+		ks_buf_done(&b);
+		return r;
+	}
+	*ret = ks_buf_steal(&b);
+	return *ret ? 0 : -ENOMEM;
+}
+
+static bool collection_matches(const ks_collection *c, const char *name)
+{
+	const char *kind = c->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts/" : "calendars/";
+	size_t k = strlen(kind);
+
+	if (strncmp(name, kind, k) == 0)
+		return strcmp(name + k, c->name) == 0;
+	return strcmp(name, c->name) == 0;
+}
+
+int ks_engine_set_enabled(ks_engine *e, const char *account, const char *collection,
+			  bool enabled)
+{
+	ks_collection *cols = NULL;
+	size_t n = 0;
+	int r = ks_cache_list_collections(e->cache, account, &cols, &n), found = 0;
+
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		if (!collection_matches(&cols[i], collection))
+			continue;
+		found++;
+		if (cols[i].enabled != enabled) {
+			cols[i].enabled = enabled;
+			r = ks_cache_save_collection(e->cache, &cols[i]);
+		}
+	}
+	ks_collection_free_array(cols, n);
+	if (r < 0)
+		return r;
+	return found ? 0 : -ENOENT;
+}
+
+static int remove_tree(int parent, const char *name)
+{
+	int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d;
+	struct dirent *de;
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 : errno == ENOTDIR ? ks_neg_errno(unlinkat(parent, name, 0))
+							       : -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		int r = remove_tree(dirfd(d), de->d_name);
+		if (r < 0) {
+			closedir(d);
+			return r;
+		}
+	}
+	closedir(d);
+	return ks_neg_errno(unlinkat(parent, name, AT_REMOVEDIR));
+}
+
+int ks_engine_forget_account(ks_engine *e, const char *account, bool delete_files)
+{
+	ks_collection *cols = NULL;
+	size_t n = 0;
+	int r = ks_cache_list_collections(e->cache, account, &cols, &n);
+
+	if (r < 0)
+		return r;
+	r = ks_cache_begin(e->cache);
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = ks_cache_delete_collection(e->cache, cols[i].id);
+	if (r >= 0)
+		r = ks_cache_forget_account(e->cache, account);
+	if (r >= 0)
+		r = ks_cache_commit(e->cache);
+	else
+		ks_cache_rollback(e->cache);
+	ks_collection_free_array(cols, n);
+	if (r < 0 || !delete_files)
+		return r;
+	static const char *const trees[] = { "contacts", "calendars", "conflicts" };
+	for (size_t i = 0; r >= 0 && i < ELEMENTSOF(trees); i++) {
+		_cleanup_free_ char *dir = NULL;
+		if (asprintf(&dir, "%s/%s", e->data_dir, trees[i]) < 0)
+			return -ENOMEM;
+		int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		r = remove_tree(fd, account);
+		close(fd);
+	}
+	return r;
+}
