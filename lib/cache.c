@@ -191,6 +191,13 @@ static int migrate(ks_cache *c)
 	r = exec(c, "BEGIN IMMEDIATE");
 	if (r < 0)
 		return r;
+	/* Another connection (a second sync thread opening a new cache) may have migrated it
+	 * while this one waited for the lock: look again under the lock. */
+	r = user_version(c, &v);
+	if (r < 0 || v >= KS_CACHE_SCHEMA_VERSION) {
+		(void) exec(c, r < 0 ? "ROLLBACK" : "COMMIT");
+		return r < 0 ? r : v > KS_CACHE_SCHEMA_VERSION ? -EPROTO : 0;
+	}
 	/* Migrations only go forward, each in the same transaction as the version bump. */
 	if (v < 1)
 		r = exec(c, schema_v1);
@@ -1004,9 +1011,12 @@ int ks_cache_add_conflict(ks_cache *c, const char *account, const char *collecti
 			  const char *winner, const char *summary)
 {
 	sqlite3_stmt *s;
+	/* One row per kept copy: recording the same copy again (a run that was cut off between
+	 * the two) adds nothing. */
 	int r = prepare(c, "INSERT INTO conflict (account, collection, uid, filename, kept_path, "
-			   "winner, summary, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-			   "strftime('%s', 'now'))", &s);
+			   "winner, summary, created_at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+			   "strftime('%s', 'now') WHERE NOT EXISTS "
+			   "(SELECT 1 FROM conflict WHERE kept_path = ?5)", &s);
 
 	if (r < 0)
 		return r;
