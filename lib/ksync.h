@@ -136,6 +136,8 @@ typedef struct ks_sync_opts {
 	bool list_collections;
 	/* The href of a collection just created: enabled even with `collections = none`. */
 	const char *enable_href;
+	/* Sync only this collection (directory name, or "contacts/NAME" / "calendars/NAME"). */
+	const char *only_collection;
 	/* Set (by another thread or a signal handler) to stop at the next safe point; the run
 	 * then returns -ECANCELED. Every point is safe: the next run completes the work. */
 	const volatile int *cancel;

@@ -716,6 +716,7 @@ static int apply_batch(coll_run *c, batch *b)
 		if (r < 0 && r != -ENOENT)
 			goto out;
 		s->is_new = r == -ENOENT;
+		r = 0;
 		if (!s->is_new) {
 			/* A file keeps its name across updates; one edited locally since ksync
 			 * wrote it is left alone, and the upload that follows merges the two. */
@@ -817,6 +818,8 @@ static int apply_batch(coll_run *c, batch *b)
 			goto out;
 		if (st[i].is_new)
 			c->added++;
+		else if (st[i].skip_write)
+			;	/* same bytes under a new etag: nothing changed for the user */
 		else if (!c->read_back || !bsearch(&row.href, c->uploaded, c->n_uploaded,
 						  sizeof(char *), cmp_str))
 			c->updated++;	/* reading back this run's own uploads is no update */
@@ -1042,6 +1045,9 @@ static int delete_items(coll_run *c, char **hrefs, size_t n)
 		return r;
 	for (size_t i = 0; i < n; i++) {
 		r = ks_cache_delete_item(cache, c->col->id, hrefs[i]);
+		/* A deletion this account sent before a crash: its intent is fulfilled. */
+		if (r >= 0 && find_intent(c, hrefs[i]))
+			r = ks_cache_clear_intent(cache, c->col->id, hrefs[i]);
 		if (r < 0) {
 			ks_cache_rollback(cache);
 			return r;
@@ -1505,6 +1511,47 @@ static int replace_file(coll_run *c, const char *name, const struct stat *expect
 
 /* Keeps a version that lost a conflict under conflicts/<account>/<collection>/ and records
  * it. *ret_path (optional) gets where. */
+/* A copy of data kept earlier under dirfd as "<base>.<time>.<side><ext>": a run cut off after
+ * keeping it meets the same conflict again and must not keep a second copy. */
+static int find_kept(int dirfd, const char *base, size_t base_len, const char *side,
+		     const char *ext, const char *data, size_t len, char **ret)
+{
+	int fd = dup(dirfd);
+	DIR *d;
+	struct dirent *de;
+	char tail[64];
+
+	snprintf(tail, sizeof(tail), ".%s%s", side, ext);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	int r = 0;
+	while (r == 0 && (de = readdir(d))) {
+		size_t n = strlen(de->d_name), t = strlen(tail);
+		if (n <= base_len + t || strncmp(de->d_name, base, base_len) != 0 ||
+		    de->d_name[base_len] != '.' || strcmp(de->d_name + n - t, tail) != 0)
+			continue;
+		_cleanup_free_ char *cur = NULL;
+		size_t cl = 0;
+		if (ks_fs_read_file(dirfd, de->d_name, KS_CARD_MAX, &cur, &cl) < 0)
+			continue;
+		if (cl == len && memcmp(cur, data, len) == 0) {
+			*ret = strdup(de->d_name);
+			r = *ret ? 1 : -ENOMEM;
+		}
+	}
+	closedir(d);
+	return r;
+}
+
+/* Keeps a version that lost a conflict under conflicts/<account>/<collection>/ and records
+ * it: the copy first, then its row, both before the losing side is overwritten anywhere, so
+ * that a crash at any point leaves the version either where it was or kept (and a repeated
+ * conflict reuses the copy). *ret_path (optional) gets where. */
 static int keep_copy(coll_run *c, const char *filename, const char *uid, const char *data,
 		     size_t len, const char *side, const char *winner, const char *summary,
 		     char **ret_path)
@@ -1513,7 +1560,7 @@ static int keep_copy(coll_run *c, const char *filename, const char *uid, const c
 	char stamp[32];
 	time_t now = time(NULL);
 	struct tm tm;
-	int fd, r;
+	int fd, r = 0;
 
 	gmtime_r(&now, &tm);
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
@@ -1525,26 +1572,28 @@ static int keep_copy(coll_run *c, const char *filename, const char *uid, const c
 	size_t base = strlen(filename);
 	if (base > strlen(c->ext))
 		base -= strlen(c->ext);
-	for (unsigned i = 0; i < 100; i++) {
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	r = find_kept(fd, filename, base, side, c->ext, data, len, &name);
+	for (unsigned i = 0; r == 0 && i < 100; i++) {
 		free(name);
 		name = NULL;
 		if ((i == 0 ? asprintf(&name, "%.*s.%s.%s%s", (int) base, filename, stamp, side, c->ext)
 			    : asprintf(&name, "%.*s.%s.%s-%u%s", (int) base, filename, stamp, side,
-				       i, c->ext)) < 0)
-			return -ENOMEM;
-		fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd < 0)
-			return -errno;
-		bool exists = faccessat(fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
-		if (!exists) {
-			r = ks_fs_write_atomic(fd, name, data, len, true);
-			if (r >= 0)
-				r = ks_fs_fsync_dir(fd);
-		}
-		close(fd);
-		if (!exists)
+				       i, c->ext)) < 0) {
+			r = -ENOMEM;
 			break;
+		}
+		if (faccessat(fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+			continue;
+		r = ks_fs_write_atomic(fd, name, data, len, true);
+		if (r >= 0)
+			r = ks_fs_fsync_dir(fd);
+		if (r >= 0)
+			r = 1;
 	}
+	close(fd);
 	if (r < 0)
 		return r;
 	if (asprintf(&path, "%s/%s", dir, name) < 0)
@@ -1764,6 +1813,21 @@ static int resolve(coll_run *c, push_item *p)
 		memcpy(m.data, win, wlen);
 		m.data[wlen] = 0;
 	}
+	if (m.conflict) {
+		/* The losing version is kept before either side is overwritten. */
+		bool server_won = policy == KS_CONFLICT_SERVER_WINS;
+		_cleanup_free_ char *kept = NULL;
+		r = keep_copy(c, name, p->info.uid, server_won ? p->body : remote,
+			      server_won ? p->len : rlen, server_won ? "local" : "server",
+			      server_won ? "server" : "local",
+			      whole ? "the whole item" : m.summary, &kept);
+		if (r < 0)
+			goto out;
+		emit_fail(c->R, KS_SYNC_CONFLICT, c->label, 0,
+			  "conflict in '%s' (%s): the %s version won; the %s version is kept in %s",
+			  name, whole ? "not mergeable" : m.summary ? m.summary : "content",
+			  server_won ? "server" : "local", server_won ? "local" : "server", kept);
+	}
 	const char *result_etag = etag;
 	if (!m.same_as_remote) {
 		r = put_item(c, p->href, m.data, m.len, etag, &new_etag, errmsg, sizeof(errmsg));
@@ -1792,20 +1856,6 @@ static int resolve(coll_run *c, push_item *p)
 			r = 0;
 			goto out;
 		}
-	}
-	if (m.conflict) {
-		bool server_won = policy == KS_CONFLICT_SERVER_WINS;
-		_cleanup_free_ char *kept = NULL;
-		r = keep_copy(c, name, p->info.uid, server_won ? p->body : remote,
-			      server_won ? p->len : rlen, server_won ? "local" : "server",
-			      server_won ? "server" : "local",
-			      whole ? "the whole item" : m.summary, &kept);
-		if (r < 0)
-			goto out;
-		emit_fail(c->R, KS_SYNC_CONFLICT, c->label, 0,
-			  "conflict in '%s' (%s): the %s version won; the %s version is kept in %s",
-			  name, whole ? "not mergeable" : m.summary ? m.summary : "content",
-			  server_won ? "server" : "local", server_won ? "local" : "server", kept);
 	}
 	r = record_item(c, p->href, result_etag, name, m.data, m.len, &nst);
 	if (r >= 0 && !result_etag && !c->col->supports_sync)
@@ -2337,6 +2387,18 @@ static int list_homes(run *R, ks_cache_account *acc, bool with_tokens, ks_collec
 	return 0;
 }
 
+/* Whether col is the collection named by name: its directory name, or "contacts/NAME" /
+ * "calendars/NAME". */
+static bool collection_is(const ks_collection *col, const char *name)
+{
+	const char *kind = col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts/" : "calendars/";
+	size_t k = strlen(kind);
+
+	if (strncmp(name, kind, k) == 0)
+		name += k;
+	return strcmp(name, col->name) == 0;
+}
+
 /* Brings the cached collections in line with a home listing: new ones get a directory name
  * and a row, changed properties are saved, and those gone from the server are removed with
  * their files. Returns the number of collections that could not be recorded or removed. */
@@ -2620,6 +2682,8 @@ int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 	for (size_t i = 0; i < n_known; i++) {
 		ks_collection *col = &known[i];
 		if (!col->enabled)
+			continue;
+		if (o->only_collection && !collection_is(col, o->only_collection))
 			continue;
 		if (cancelled(&R)) {
 			r = -ECANCELED;
