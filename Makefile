@@ -4,6 +4,7 @@ PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
 USERUNITDIR ?= $(PREFIX)/lib/systemd/user
+DBUSSERVICEDIR ?= $(PREFIX)/share/dbus-1/services
 DESTDIR ?=
 
 CC ?= cc
@@ -17,7 +18,7 @@ PKGS := libcurl libxml-2.0 libical sqlite3 libsystemd
 DEB_PACKAGES := gcc make pkg-config libc6-dev \
 	libcurl4-openssl-dev libxml2-dev libical-dev libsqlite3-dev libsystemd-dev libcmocka-dev \
 	radicale xandikos python3-dulwich khard khal todoman vdirsyncer \
-	python3-pytest python3-requests curl dbus dbus-daemon mandoc sqlite3 procps time
+	python3-pytest python3-requests curl dbus dbus-daemon systemd mandoc sqlite3 procps time
 
 ifeq ($(SANITIZE),1)
 B := build/asan
@@ -149,18 +150,21 @@ bench: deps
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
-		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(USERUNITDIR)
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(USERUNITDIR) $(DESTDIR)$(DBUSSERVICEDIR)
 	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)/
 	for m in $(MANPAGES); do \
 		s=$${m##*.}; install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done
 	sed 's|@BINDIR@|$(BINDIR)|g' systemd/ksyncd.service.in > $(DESTDIR)$(USERUNITDIR)/ksyncd.service
-	install -m 0644 systemd/ksyncd.timer $(DESTDIR)$(USERUNITDIR)/ksyncd.timer
 	chmod 0644 $(DESTDIR)$(USERUNITDIR)/ksyncd.service
+	sed 's|@BINDIR@|$(BINDIR)|g' systemd/io.ksync.Sync1.service.in \
+		> $(DESTDIR)$(DBUSSERVICEDIR)/io.ksync.Sync1.service
+	chmod 0644 $(DESTDIR)$(DBUSSERVICEDIR)/io.ksync.Sync1.service
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/ksyncd $(DESTDIR)$(BINDIR)/ksyncctl
 	for m in $(MANPAGES); do s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; done
-	rm -f $(DESTDIR)$(USERUNITDIR)/ksyncd.service $(DESTDIR)$(USERUNITDIR)/ksyncd.timer
+	rm -f $(DESTDIR)$(USERUNITDIR)/ksyncd.service
+	rm -f $(DESTDIR)$(DBUSSERVICEDIR)/io.ksync.Sync1.service
 
 clean:
 	rm -rf build

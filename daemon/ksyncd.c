@@ -1,6 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -11,6 +16,7 @@
 
 #include "ksync.h"
 #include "macro.h"
+#include "manager.h"
 
 static int arg_log_level = KS_LOG_NOTICE;
 static bool arg_once;
@@ -32,8 +38,7 @@ static void logv(int level, const char *fmt, va_list ap)
 	fputc('\n', stderr);
 }
 
-static void log_at(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void log_at(int level, const char *fmt, ...)
+void log_at(int level, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -42,8 +47,7 @@ static void log_at(int level, const char *fmt, ...)
 	va_end(ap);
 }
 
-static int log_error_errno(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int log_error_errno(int r, const char *fmt, ...)
+int log_error_errno(int r, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -181,12 +185,77 @@ static int run_once(const ks_config *cfg)
 	return st.failed ? -EIO : 0;
 }
 
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	Manager *m = userdata;
+
+	if (si->ssi_signo == SIGHUP) {
+		(void) sd_notify(false, "RELOADING=1");
+		(void) manager_reload(m, NULL);
+		(void) sd_notify(false, "READY=1");
+		return 0;
+	}
+	/* Runs under way stop at their next safe point; whatever they did not finish, the
+	 * next run does. */
+	log_at(KS_LOG_INFO, "Stopping.");
+	(void) sd_notify(false, "STOPPING=1");
+	manager_stop(m);
+	return 0;
+}
+
+static int run_daemon(const char *config_path)
+{
+	Manager *m = NULL;
+	sd_event *e = NULL;
+	int r;
+
+	r = manager_new(config_path, &m);
+	if (r < 0)
+		return r;
+	r = sd_event_default(&e);
+	if (r < 0) {
+		log_error_errno(r, "Failed to create the event loop: %m");
+		goto out;
+	}
+	sigset_t ss;
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGTERM);
+	sigaddset(&ss, SIGINT);
+	sigaddset(&ss, SIGHUP);
+	/* Blocked before any thread starts, so that only the event loop sees them. */
+	pthread_sigmask(SIG_BLOCK, &ss, NULL);
+	(void) sd_event_add_signal(e, NULL, SIGTERM, on_signal, m);
+	(void) sd_event_add_signal(e, NULL, SIGINT, on_signal, m);
+	(void) sd_event_add_signal(e, NULL, SIGHUP, on_signal, m);
+	(void) sd_event_set_watchdog(e, true);
+	m->event = sd_event_ref(e);
+	r = bus_setup(m);
+	if (r < 0)
+		goto out;
+	r = manager_start(m, e);
+	if (r < 0) {
+		log_error_errno(r, "Failed to start: %m");
+		goto out;
+	}
+	(void) sd_notifyf(false, "READY=1\nSTATUS=%zu account(s)", m->n_accounts);
+	log_at(KS_LOG_INFO, "Started with %zu account(s) from %s.", m->n_accounts, config_path);
+	r = sd_event_loop(e);
+	if (r < 0)
+		log_error_errno(r, "Event loop failed: %m");
+out:
+	manager_free(m);
+	sd_event_unref(e);
+	return r;
+}
+
 static void help(void)
 {
-	printf("Usage: ksyncd [OPTIONS] --once [ACCOUNT]\n"
+	printf("Usage: ksyncd [OPTIONS]\n"
+	       "       ksyncd [OPTIONS] --once [ACCOUNT]\n"
 	       "\n"
 	       "Two-way sync of CalDAV/CardDAV accounts with the vdir tree under\n"
-	       "$XDG_DATA_HOME/ksync.\n"
+	       "$XDG_DATA_HOME/ksync. Without --once, runs as the service that\n"
+	       "ksyncctl talks to over D-Bus.\n"
 	       "\n"
 	       "  --once               sync every account (or ACCOUNT) once and exit\n"
 	       "  --force              ignore stored sync tokens and compare everything\n"
@@ -294,10 +363,6 @@ int main(int argc, char **argv)
 		if (crash_after > 0)
 			ks_set_step_hook(crash_hook, NULL);
 	}
-	if (!arg_once) {
-		log_at(KS_LOG_ERR, "Only one-shot runs are available: use ksyncd --once.");
-		return 2;
-	}
 	if (!arg_config) {
 		r = ks_config_default_path(&default_path);
 		if (r < 0) {
@@ -307,6 +372,8 @@ int main(int argc, char **argv)
 		}
 		arg_config = default_path;
 	}
+	if (!arg_once)
+		return run_daemon(arg_config) < 0 ? 1 : 0;
 	r = ks_config_load(arg_config, &cfg, &why);
 	if (r < 0) {
 		if (why && *why)

@@ -1,0 +1,271 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctl.h"
+#include "macro.h"
+#include "table.h"
+
+static void help(void)
+{
+	printf("Usage: ksyncctl status [--json]\n"
+	       "\n"
+	       "Show every account: its state, last and next sync and errors; its collections\n"
+	       "with item counts and local changes not yet sent; and the conflicts that left a\n"
+	       "copy to look at.\n"
+	       "\n"
+	       "  --json       print ksyncd's answer as JSON\n"
+	       "  -h, --help   show this help\n");
+}
+
+static int parse_argv(int argc, char **argv)
+{
+	enum { ARG_JSON = 0x100 };
+	static const struct option options[] = {
+		{ "json", no_argument, NULL, ARG_JSON },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	int c;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+		switch (c) {
+		case ARG_JSON:
+			arg_json = true;
+			break;
+		case 'h':
+			help();
+			return 0;
+		default:
+			return -EINVAL;
+		}
+	}
+	if (optind < argc)
+		return ctl_error(-EINVAL, "status takes no arguments.");
+	return 1;
+}
+
+/* "last sync 2026-11-26 09:14 (5 min ago): ok" and the like. */
+static void print_when(const char *label, int64_t t, const char *result)
+{
+	char abs[CTL_TIME_MAX], rel[CTL_TIME_MAX];
+
+	printf("  %-11s", label);
+	if (t <= 0)
+		fputs("never", stdout);
+	else
+		printf("%s (%s)", ctl_format_time(t, abs), ctl_format_ago(t, rel));
+	if (result) {
+		fputs(", ", stdout);
+		ctl_fputs(result, stdout);
+	}
+	fputc('\n', stdout);
+}
+
+static int print_collections(const ks_json *cols)
+{
+	_cleanup_(table_freep) table *t = NULL;
+	int r;
+
+	r = table_new(7, &t, "COLLECTION", "KIND", "SYNC", "ITEMS", "PENDING", "LAST SYNC",
+		      "NAME");
+	if (r < 0)
+		return ctl_error(r, "Failed to build the table: %m");
+	table_align_right(t, 3);
+	table_align_right(t, 4);
+	for (size_t i = 0; r >= 0 && i < ks_json_count(cols); i++) {
+		const ks_json *c = ks_json_at(cols, i);
+		const char *res = ks_json_get_string(c, "last_result");
+		bool enabled = ks_json_get_bool(c, "enabled", true);
+		char kind[64], ago[CTL_TIME_MAX];
+
+		r = table_add(t, ks_json_get_string(c, "path"));
+		if (r >= 0)
+			r = table_add(t, ctl_kind(c, kind, sizeof(kind)));
+		if (r >= 0)
+			r = table_add(t, enabled ? "on" : "off");
+		if (r >= 0)
+			r = table_addf(t, "%lld", (long long) ks_json_get_int(c, "items", 0));
+		if (r >= 0)
+			r = table_addf(t, "%lld", (long long) ks_json_get_int(c, "pending", 0));
+		if (r >= 0) {
+			int64_t last = ks_json_get_int(c, "last_sync", 0);
+			const char *when = ctl_format_ago(last, ago);
+			if (res && strcmp(res, "ok") != 0)
+				r = table_addf(t, "%s, %s", when, res);
+			else
+				r = table_add(t, when);
+		}
+		if (r >= 0) {
+			const char *dn = ks_json_get_string(c, "displayname");
+			bool ro = ks_json_get_bool(c, "readonly", false);
+			r = table_addf(t, "%s%s", dn ? dn : "-", ro ? " (read-only)" : "");
+		}
+	}
+	if (r < 0)
+		return ctl_error(r, "Failed to build the table: %m");
+	if (table_rows(t) > 0) {
+		fputc('\n', stdout);
+		table_print(t, stdout, "  ");
+	} else
+		fputs("  no collections found yet\n", stdout);
+
+	for (size_t i = 0; i < ks_json_count(cols); i++) {
+		const ks_json *c = ks_json_at(cols, i);
+		const char *err = ks_json_get_string(c, "last_error");
+		if (!err)
+			continue;
+		fputs("  ", stdout);
+		ctl_fputs(ks_json_get_string(c, "path"), stdout);
+		fputs(": ", stdout);
+		ctl_fputs(err, stdout);
+		fputc('\n', stdout);
+	}
+	return 0;
+}
+
+/* The conflict's file as a path the user can open: a bare name is in its collection's
+ * directory. */
+static char *conflict_file(const ks_json *conflict, const ks_json *cols)
+{
+	const char *file = ks_json_get_string(conflict, "file");
+	const char *coll = ks_json_get_string(conflict, "collection");
+	char *p = NULL;
+
+	if (!file || file[0] == '/' || !coll)
+		return file ? strdup(file) : NULL;
+	for (size_t i = 0; i < ks_json_count(cols); i++) {
+		const ks_json *c = ks_json_at(cols, i);
+		const char *path = ks_json_get_string(c, "path");
+		const char *dir = ks_json_get_string(c, "dir");
+
+		if (path && dir && strcmp(path, coll) == 0) {
+			if (asprintf(&p, "%s/%s", dir, file) < 0)
+				return NULL;
+			return p;
+		}
+	}
+	return strdup(file);
+}
+
+static void print_conflicts(const ks_json *conflicts, const ks_json *cols)
+{
+	size_t n = ks_json_count(conflicts);
+	char when[CTL_TIME_MAX];
+
+	if (n == 0)
+		return;
+	printf("\n  Conflicts (%zu):\n", n);
+	for (size_t i = 0; i < n; i++) {
+		const ks_json *c = ks_json_at(conflicts, i);
+		const char *what = ks_json_get_string(c, "what");
+		const char *winner = ks_json_get_string(c, "winner");
+
+		fputs("    ", stdout);
+		ctl_fputs(ks_json_get_string(c, "collection"), stdout);
+		printf(" (%s)", ctl_format_time(ks_json_get_int(c, "time", 0), when));
+		if (what) {
+			fputs(": ", stdout);
+			ctl_fputs(what, stdout);
+		}
+		_cleanup_free_ char *file = conflict_file(c, cols);
+		fputs("\n      file: ", stdout);
+		ctl_fputs(file, stdout);
+		if (winner) {
+			fputs(" (holds the ", stdout);
+			ctl_fputs(winner, stdout);
+			fputs(" version)", stdout);
+		}
+		fputs("\n      copy: ", stdout);
+		ctl_fputs(ks_json_get_string(c, "kept"), stdout);
+		fputs(" (the other version)\n", stdout);
+	}
+	fputs("    Compare each copy with its file, merge by hand what you want to keep into the\n"
+	      "    file, then delete the copy.\n", stdout);
+}
+
+static int print_account(const ks_json *a)
+{
+	const char *state = ks_json_get_string(a, "state");
+	const char *err = ks_json_get_string(a, "last_error");
+	const ks_json *cols = ks_json_get(a, "collections");
+	int64_t pending = 0;
+	char when[CTL_TIME_MAX];
+
+	fputs("Account ", stdout);
+	ctl_fputs(ks_json_get_string(a, "name"), stdout);
+	fputs("  ", stdout);
+	ctl_fputs(ks_json_get_string(a, "url"), stdout);
+	fputc('\n', stdout);
+
+	printf("  %-11s", "state");
+	ctl_fputs(state, stdout);
+	if (state && strcmp(state, "backoff") == 0) {
+		int64_t retry = ks_json_get_int(a, "retry_in", -1);
+		if (retry >= 0)
+			printf(", retrying %s", ctl_format_ago(time(NULL) + retry, when));
+	}
+	fputc('\n', stdout);
+	print_when("last sync", ks_json_get_int(a, "last_sync", 0),
+		   ks_json_get_string(a, "last_result"));
+	if (err) {
+		printf("  %-11s", "error");
+		ctl_fputs(err, stdout);
+		fputc('\n', stdout);
+	}
+	int64_t next = ks_json_get_int(a, "next_sync", 0);
+	if (next > 0)
+		print_when("next sync", next, NULL);
+	for (size_t i = 0; i < ks_json_count(cols); i++)
+		pending += ks_json_get_int(ks_json_at(cols, i), "pending", 0);
+	if (pending > 0)
+		printf("  %-11s%lld local change%s not sent yet\n", "pending", (long long) pending,
+		       pending == 1 ? "" : "s");
+
+	int r = print_collections(cols);
+	print_conflicts(ks_json_get(a, "conflicts"), cols);
+	return r;
+}
+
+int cmd_status(int argc, char **argv)
+{
+	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	_cleanup_(ks_json_freep) ks_json *j = NULL;
+	const char *text;
+	int r;
+
+	r = parse_argv(argc, argv);
+	if (r <= 0)
+		return r;
+	r = ctl_bus_open(&bus);
+	if (r < 0)
+		return r;
+	r = ctl_call(bus, "Status", CTL_TIMEOUT_USEC, NULL, &reply, NULL);
+	if (r < 0)
+		return r;
+	r = ctl_reply_json(reply, &j, &text);
+	if (r < 0)
+		return r;
+	if (arg_json)
+		return ctl_print_json(text);
+
+	const ks_json *accounts = ks_json_get(j, "accounts");
+	fputs("ksyncd ", stdout);
+	ctl_fputs(ks_json_get_string(j, "version"), stdout);
+	fputc('\n', stdout);
+	if (ks_json_count(accounts) == 0)
+		fputs("\nNo accounts. Add one with 'ksyncctl account add NAME --provider "
+		      "infomaniak\n--username USER --password-command CMD' (see ksyncctl(1)).\n",
+		      stdout);
+	for (size_t i = 0; r >= 0 && i < ks_json_count(accounts); i++) {
+		fputc('\n', stdout);
+		r = print_account(ks_json_at(accounts, i));
+	}
+	return r;
+}

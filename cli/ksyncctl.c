@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <getopt.h>
+#include <locale.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "ipc.h"
+#include "macro.h"
+
+static const struct verb {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *args;
+	const char *summary;
+} verbs[] = {
+	{ "status", cmd_status, "", "accounts, collections, last and next sync, conflicts" },
+	{ "sync", cmd_sync, "[--force] [ACCOUNT[/COLLECTION]]", "sync now and wait for the end" },
+	{ "account", cmd_account, "add|list|remove ...", "add, list or remove accounts" },
+	{ "collections", cmd_collections, "[ACCOUNT]", "list the collections" },
+	{ "enable", cmd_enable, "ACCOUNT/COLLECTION", "sync this collection" },
+	{ "disable", cmd_disable, "ACCOUNT/COLLECTION", "stop syncing this collection" },
+	{ "add-addressbook", cmd_add_addressbook, "ACCOUNT NAME", "create an address book" },
+	{ "add-calendar", cmd_add_calendar, "ACCOUNT NAME", "create a calendar or task list" },
+	{ "clients", cmd_clients, "", "print khal, khard and todoman configuration" },
+	{ "reload", cmd_reload, "", "make ksyncd read its configuration again" },
+};
+
+static void help(void)
+{
+	printf("Usage: ksyncctl [--json] VERB [ARGUMENTS]\n"
+	       "\n"
+	       "Control ksyncd, the CalDAV/CardDAV sync daemon, over D-Bus.\n"
+	       "\n"
+	       "Verbs:\n");
+	for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
+		int n = printf("  %s %s", verbs[i].name, verbs[i].args);
+		printf("%*s%s\n", n < 45 ? 45 - n : 1, "", verbs[i].summary);
+	}
+	printf("\n"
+	       "Options:\n"
+	       "  --json         print the answers of status and collections as JSON\n"
+	       "  -h, --help     show this help\n"
+	       "  --version      show the version\n"
+	       "\n"
+	       "'ksyncctl VERB --help' shows the options of a verb. Without a verb, ksyncctl\n"
+	       "shows the status. See ksyncctl(1).\n");
+}
+
+static int parse_argv(int argc, char **argv)
+{
+	enum { ARG_JSON = 0x100, ARG_VERSION };
+	static const struct option options[] = {
+		{ "json", no_argument, NULL, ARG_JSON },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, ARG_VERSION },
+		{}
+	};
+	int c;
+
+	/* '+': options after the verb belong to the verb. */
+	while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
+		switch (c) {
+		case ARG_JSON:
+			arg_json = true;
+			break;
+		case 'h':
+			help();
+			return 0;
+		case ARG_VERSION:
+			printf("ksyncctl %s (D-Bus interface %s version %u)\n", CTL_VERSION,
+			       KS_IPC_INTERFACE, KS_IPC_VERSION);
+			return 0;
+		default:
+			return -EINVAL;
+		}
+	}
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	int r;
+
+	/* Only for the width of characters in aligned columns: numbers stay in the C locale. */
+	(void) setlocale(LC_CTYPE, "");
+	r = parse_argv(argc, argv);
+	if (r <= 0)
+		return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+
+	if (optind >= argc) {
+		char *args[] = { (char *) "status", NULL };
+		return cmd_status(1, args) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+	}
+	const char *name = argv[optind];
+	if (strcmp(name, "help") == 0) {
+		help();
+		return EXIT_SUCCESS;
+	}
+	for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+		if (strcmp(name, verbs[i].name) == 0) {
+			/* The verb sees itself as argv[0], which getopt's messages start with. */
+			_cleanup_free_ char *label = NULL;
+			if (asprintf(&label, "ksyncctl %s", name) >= 0)
+				argv[optind] = label;
+			r = verbs[i].run(argc - optind, argv + optind);
+			return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+		}
+	ctl_error(-EINVAL, "Unknown verb '%s'; 'ksyncctl --help' lists them.", name);
+	return EXIT_FAILURE;
+}

@@ -1,0 +1,564 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-bus.h>
+
+#include "ipc.h"
+#include "macro.h"
+#include "manager.h"
+
+/* A method call answered when a sync run it started has ended. */
+typedef struct PendingReply {
+	struct PendingReply *next;
+	uint32_t run_id;
+	sd_bus_message *call;
+	char *account;
+	char *collection_href;	/* created collections: answer with their object */
+} PendingReply;
+
+static PendingReply *pending_replies;
+
+static int check_version(sd_bus_message *m, sd_bus_error *error)
+{
+	uint32_t v = 0;
+	int r = sd_bus_message_read(m, "u", &v);
+
+	if (r < 0)
+		return r;
+	if (v != KS_IPC_VERSION)
+		return sd_bus_error_setf(error, KS_IPC_ERROR_VERSION,
+					 "ksyncd speaks version %u of the interface, the caller %u: "
+					 "restart ksyncd after an upgrade", KS_IPC_VERSION, v);
+	return 0;
+}
+
+static int method_version(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	uint32_t v;
+	/* Any caller may ask, so that a mismatch can be told apart from other failures. */
+	int r = sd_bus_message_read(m, "u", &v);
+	if (r < 0)
+		return r;
+	return sd_bus_reply_method_return(m, "s", "0.1");
+}
+
+static int method_sync(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	Manager *man = userdata;
+	const char *target;
+	int force, mass;
+	uint32_t id = 0;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read(m, "sbb", &target, &force, &mass);
+	if (r < 0)
+		return r;
+	r = manager_sync(man, target, force, mass, false, force, &id);
+	if (r == -ENOENT)
+		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "No account '%.*s' in %s.",
+					 (int) strcspn(target, "/"), target, man->config_path);
+	if (r == -ENXIO)
+		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_COLLECTION, "No collection '%s'.",
+					 target);
+	if (r < 0)
+		return r;
+	return sd_bus_reply_method_return(m, "u", id);
+}
+
+static int method_status(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	_cleanup_free_ char *json = NULL;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	r = manager_status_json(userdata, &json);
+	if (r < 0)
+		return sd_bus_error_set_errnof(error, -r, "Failed to read the status: %m");
+	return sd_bus_reply_method_return(m, "s", json);
+}
+
+static int method_collections(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	Manager *man = userdata;
+	_cleanup_free_ char *json = NULL;
+	const char *account;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read(m, "s", &account);
+	if (r < 0)
+		return r;
+	if (*account && !manager_find_account(man, account))
+		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "No account '%s'.", account);
+	r = manager_collections_json(man, account, &json);
+	if (r < 0)
+		return sd_bus_error_set_errnof(error, -r, "Failed to list the collections: %m");
+	return sd_bus_reply_method_return(m, "s", json);
+}
+
+static int method_set_enabled(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	Manager *man = userdata;
+	const char *target;
+	int enabled;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read(m, "sb", &target, &enabled);
+	if (r < 0)
+		return r;
+	const char *slash = strchr(target, '/');
+	if (!slash)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "Give the collection as ACCOUNT/COLLECTION.");
+	_cleanup_free_ char *account = strndup(target, (size_t) (slash - target));
+	if (!account)
+		return -ENOMEM;
+	if (!manager_find_account(man, account))
+		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "No account '%s'.", account);
+	ks_engine *e = NULL;
+	r = ks_engine_new(man->data_dir, &e);
+	if (r >= 0)
+		r = ks_engine_set_enabled(e, account, slash + 1, enabled);
+	ks_engine_free(e);
+	if (r == -ENOENT)
+		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_COLLECTION,
+					 "Account '%s' has no collection '%s'.", account, slash + 1);
+	if (r < 0)
+		return sd_bus_error_set_errnof(error, -r, "Failed to change the collection: %m");
+	if (enabled)
+		(void) manager_sync(man, account, false, false, false, false, NULL);
+	return sd_bus_reply_method_return(m, "");
+}
+
+/* ---- creating collections and accounts: network work off the main loop -------------------- */
+
+typedef struct CreateJob {
+	sd_bus_message *call;
+	ks_account_config *account;	/* borrowed from the config; the job copies what it needs */
+	char *account_name;
+	char *name;
+	char *description;
+	char *color;
+	unsigned components;
+	bool calendar;
+	char *href;
+	char *error;
+} CreateJob;
+
+static void create_job_free(CreateJob *j)
+{
+	sd_bus_message_unref(j->call);
+	free(j->account_name);
+	free(j->name);
+	free(j->description);
+	free(j->color);
+	free(j->href);
+	free(j->error);
+	free(j);
+}
+
+static int create_run(Manager *m, void *data)
+{
+	CreateJob *j = data;
+	const ks_account_config *a = ks_config_find_account(m->config, j->account_name);
+
+	if (!a)
+		return -ENOENT;
+	if (j->calendar)
+		return ks_create_calendar(a, j->name, j->components, j->color, &j->href, &j->error);
+	return ks_create_addressbook(a, j->name, j->description, &j->href, &j->error);
+}
+
+static void create_done(Manager *m, void *data, int r)
+{
+	CreateJob *j = data;
+	uint32_t id = 0;
+
+	if (r < 0) {
+		(void) sd_bus_reply_method_errorf(j->call, KS_IPC_ERROR_FAILED,
+						  "Failed to create '%s' in account '%s': %s",
+						  j->name, j->account_name,
+						  j->error ? j->error : strerror(-r));
+		create_job_free(j);
+		return;
+	}
+	/* The new collection is listed, synced, and its directory made before the answer. */
+	r = manager_sync_created(m, j->account_name, j->href, &id);
+	PendingReply *p = calloc(1, sizeof(*p));
+	if (r < 0 || !p) {
+		free(p);
+		(void) sd_bus_reply_method_errorf(j->call, KS_IPC_ERROR_FAILED,
+						  "Created '%s', but failed to sync it: %s", j->name,
+						  strerror(r < 0 ? -r : ENOMEM));
+		create_job_free(j);
+		return;
+	}
+	*p = (PendingReply) { .run_id = id, .call = sd_bus_message_ref(j->call),
+			      .account = strdup(j->account_name), .collection_href = TAKE_PTR(j->href) };
+	p->next = pending_replies;
+	pending_replies = p;
+	create_job_free(j);
+}
+
+static int parse_components(sd_bus_message *m, unsigned *ret, sd_bus_error *error)
+{
+	static const struct {
+		const char *name;
+		unsigned bit;
+	} names[] = { { "VEVENT", KS_CALENDAR_EVENTS }, { "VTODO", KS_CALENDAR_TASKS },
+		      { "VJOURNAL", KS_CALENDAR_JOURNALS } };
+	const char *c;
+	unsigned bits = 0;
+	int r = sd_bus_message_enter_container(m, 'a', "s");
+
+	if (r < 0)
+		return r;
+	while ((r = sd_bus_message_read(m, "s", &c)) > 0) {
+		bool ok = false;
+		for (size_t i = 0; i < ELEMENTSOF(names); i++)
+			if (strcasecmp(c, names[i].name) == 0) {
+				bits |= names[i].bit;
+				ok = true;
+			}
+		if (!ok)
+			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+						 "Unknown component '%s' (VEVENT, VTODO, VJOURNAL).", c);
+	}
+	if (r < 0)
+		return r;
+	r = sd_bus_message_exit_container(m);
+	if (r < 0)
+		return r;
+	*ret = bits ? bits : KS_CALENDAR_EVENTS | KS_CALENDAR_TASKS;
+	return 0;
+}
+
+static int method_create(sd_bus_message *m, void *userdata, sd_bus_error *error, bool calendar)
+{
+	Manager *man = userdata;
+	const char *account, *name, *text = "";
+	unsigned comps = 0;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read(m, "ss", &account, &name);
+	if (r < 0)
+		return r;
+	if (calendar) {
+		r = parse_components(m, &comps, error);
+		if (r < 0)
+			return r;
+	}
+	r = sd_bus_message_read(m, "s", &text);
+	if (r < 0)
+		return r;
+	if (!manager_find_account(man, account))
+		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "No account '%s'.", account);
+	if (!*name)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "The name is empty.");
+	CreateJob *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->call = sd_bus_message_ref(m);
+	j->account_name = strdup(account);
+	j->name = strdup(name);
+	j->calendar = calendar;
+	j->components = comps;
+	if (calendar && *text)
+		j->color = strdup(text);
+	else if (!calendar && *text)
+		j->description = strdup(text);
+	if (!j->account_name || !j->name) {
+		create_job_free(j);
+		return -ENOMEM;
+	}
+	r = manager_run_job(man, create_run, create_done, j);
+	if (r < 0) {
+		create_job_free(j);
+		return r;
+	}
+	return 1;	/* answered later */
+}
+
+static int method_create_addressbook(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	return method_create(m, userdata, error, false);
+}
+
+static int method_create_calendar(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	return method_create(m, userdata, error, true);
+}
+
+typedef struct AddJob {
+	sd_bus_message *call;
+	ks_account_config cfg;
+	char *json;
+	char *error;
+} AddJob;
+
+static void add_job_free(AddJob *j)
+{
+	sd_bus_message_unref(j->call);
+	free(j->cfg.name);
+	free(j->cfg.provider);
+	free(j->cfg.url);
+	free(j->cfg.username);
+	free(j->cfg.password_command);
+	free(j->cfg.password_file);
+	free(j->json);
+	free(j->error);
+	free(j);
+}
+
+static int add_run(Manager *m, void *data)
+{
+	AddJob *j = data;
+	int r = ks_probe_account(&j->cfg, &j->json, &j->error);
+
+	if (r < 0)
+		return r;
+	return ks_config_add_account(m->config_path, &j->cfg, &j->error);
+}
+
+static void add_done(Manager *m, void *data, int r)
+{
+	AddJob *j = data;
+
+	if (r < 0)
+		(void) sd_bus_reply_method_errorf(j->call, KS_IPC_ERROR_FAILED,
+						  "Failed to add account '%s': %s", j->cfg.name,
+						  j->error ? j->error : strerror(-r));
+	else {
+		(void) sd_bus_reply_method_return(j->call, "s", j->json ? j->json : "{}");
+		(void) manager_reload(m, NULL);
+	}
+	add_job_free(j);
+}
+
+static char *empty_to_null(const char *s)
+{
+	return s && *s ? strdup(s) : NULL;
+}
+
+static int method_add_account(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	Manager *man = userdata;
+	const char *name, *provider, *url, *username, *pwcmd, *pwfile;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read(m, "ssssss", &name, &provider, &url, &username, &pwcmd, &pwfile);
+	if (r < 0)
+		return r;
+	if (manager_find_account(man, name))
+		return sd_bus_error_setf(error, KS_IPC_ERROR_FAILED,
+					 "An account '%s' exists already.", name);
+	if (!*provider && !*url)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "Give a provider or a URL.");
+	AddJob *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->call = sd_bus_message_ref(m);
+	j->cfg.name = strdup(name);
+	j->cfg.provider = empty_to_null(provider);
+	j->cfg.url = *url ? strdup(url)
+		     : strcmp(provider, "infomaniak") == 0 ? strdup("https://sync.infomaniak.com/")
+							  : NULL;
+	j->cfg.username = empty_to_null(username);
+	j->cfg.password_command = empty_to_null(pwcmd);
+	j->cfg.password_file = empty_to_null(pwfile);
+	if (!j->cfg.name || !j->cfg.url) {
+		add_job_free(j);
+		if (*provider && !*url)
+			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+						 "Unknown provider '%s' (infomaniak).", provider);
+		return -ENOMEM;
+	}
+	r = manager_run_job(man, add_run, add_done, j);
+	if (r < 0) {
+		add_job_free(j);
+		return r;
+	}
+	return 1;
+}
+
+static int method_remove_account(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	Manager *man = userdata;
+	_cleanup_free_ char *why = NULL;
+	const char *name;
+	int delete_data;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read(m, "sb", &name, &delete_data);
+	if (r < 0)
+		return r;
+	if (!manager_find_account(man, name))
+		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "No account '%s'.", name);
+	r = ks_config_remove_account(man->config_path, name, &why);
+	if (r < 0)
+		return sd_bus_error_setf(error, KS_IPC_ERROR_FAILED, "Failed to remove '%s': %s", name,
+					 why ? why : strerror(-r));
+	(void) manager_reload(man, NULL);
+	ks_engine *e = NULL;
+	r = ks_engine_new(man->data_dir, &e);
+	if (r >= 0)
+		r = ks_engine_forget_account(e, name, delete_data);
+	ks_engine_free(e);
+	if (r < 0)
+		return sd_bus_error_set_errnof(error, -r, "Removed '%s' from the configuration, but "
+					       "failed to forget its data: %m", name);
+	return sd_bus_reply_method_return(m, "");
+}
+
+static int method_clients(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	Manager *man = userdata;
+	_cleanup_free_ char *json = NULL;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	_cleanup_free_ char *why = NULL;
+	r = ks_clients_config(man->config, man->data_dir, NULL, 0, &json, &why);
+	if (r < 0)
+		return sd_bus_error_setf(error, KS_IPC_ERROR_FAILED,
+					 "Failed to write the readers' configuration: %s",
+					 why ? why : strerror(-r));
+	return sd_bus_reply_method_return(m, "s", json);
+}
+
+static int method_reload(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	_cleanup_free_ char *why = NULL;
+	r = manager_reload(userdata, &why);
+	if (r < 0)
+		return sd_bus_error_setf(error, KS_IPC_ERROR_FAILED,
+					 "%s\nThe configuration has errors; the previous one stays in "
+					 "use.", why ? why : strerror(-r));
+	return sd_bus_reply_method_return(m, "");
+}
+
+static const sd_bus_vtable vtable[] = {
+	SD_BUS_VTABLE_START(0),
+	SD_BUS_METHOD("Version", "u", "s", method_version, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("Sync", "usbb", "u", method_sync, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("Status", "u", "s", method_status, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("Collections", "us", "s", method_collections, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("SetEnabled", "usb", "", method_set_enabled, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("CreateAddressBook", "usss", "s", method_create_addressbook,
+		      SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("CreateCalendar", "ussass", "s", method_create_calendar,
+		      SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("AddAccount", "ussssss", "s", method_add_account, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("RemoveAccount", "usb", "", method_remove_account, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("Clients", "u", "s", method_clients, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("Reload", "u", "", method_reload, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_SIGNAL("SyncStarted", "us", 0),
+	SD_BUS_SIGNAL("SyncProgress", "ussuu", 0),
+	SD_BUS_SIGNAL("SyncFinished", "usbs", 0),
+	SD_BUS_VTABLE_END
+};
+
+void bus_emit_started(Manager *m, uint32_t run_id, const char *account)
+{
+	if (m->bus)
+		(void) sd_bus_emit_signal(m->bus, KS_IPC_PATH, KS_IPC_INTERFACE, "SyncStarted", "us",
+					  run_id, account);
+}
+
+void bus_emit_progress(Manager *m, uint32_t run_id, const char *account, const char *collection,
+		       unsigned done, unsigned total)
+{
+	if (m->bus)
+		(void) sd_bus_emit_signal(m->bus, KS_IPC_PATH, KS_IPC_INTERFACE, "SyncProgress",
+					  "ussuu", run_id, account, collection ? collection : "",
+					  done, total);
+}
+
+void bus_emit_finished(Manager *m, uint32_t run_id, const char *account, bool ok,
+		       const char *json)
+{
+	if (m->bus)
+		(void) sd_bus_emit_signal(m->bus, KS_IPC_PATH, KS_IPC_INTERFACE, "SyncFinished", "usbs",
+					  run_id, account, ok, json);
+}
+
+void bus_run_complete(Manager *m, uint32_t run_id, bool ok)
+{
+	bus_emit_finished(m, run_id, "", ok, "{}");
+	for (PendingReply **pp = &pending_replies; *pp;) {
+		PendingReply *p = *pp;
+		if (p->run_id != run_id) {
+			pp = &p->next;
+			continue;
+		}
+		*pp = p->next;
+		_cleanup_free_ char *json = NULL;
+		/* Answer with the new collection's own object. */
+		int r = manager_collection_json(m, p->account, p->collection_href, &json);
+		if (r < 0)
+			(void) sd_bus_reply_method_errorf(p->call, KS_IPC_ERROR_FAILED,
+							  "Created, but failed to read it back: %s",
+							  strerror(-r));
+		else
+			(void) sd_bus_reply_method_return(p->call, "s", json);
+		sd_bus_message_unref(p->call);
+		free(p->account);
+		free(p->collection_href);
+		free(p);
+	}
+}
+
+static int on_name_lost(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	log_at(KS_LOG_ERR, "Lost the bus name %s; another ksyncd runs.", KS_IPC_BUS_NAME);
+	manager_stop(userdata);
+	return 0;
+}
+
+int bus_setup(Manager *m)
+{
+	int r;
+
+	r = sd_bus_open_user(&m->bus);
+	if (r < 0)
+		return log_error_errno(r, "Failed to connect to the user bus: %m");
+	r = sd_bus_add_object_vtable(m->bus, NULL, KS_IPC_PATH, KS_IPC_INTERFACE, vtable, m);
+	if (r < 0)
+		return log_error_errno(r, "Failed to publish the bus object: %m");
+	r = sd_bus_match_signal(m->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+				"org.freedesktop.DBus", "NameLost", on_name_lost, m);
+	if (r < 0)
+		return log_error_errno(r, "Failed to watch the bus name: %m");
+	r = sd_bus_request_name(m->bus, KS_IPC_BUS_NAME, 0);
+	if (r == -EEXIST)
+		return log_error_errno(r, "Another ksyncd already owns %s on this bus.",
+				       KS_IPC_BUS_NAME);
+	if (r < 0)
+		return log_error_errno(r, "Failed to acquire the bus name %s: %m", KS_IPC_BUS_NAME);
+	/* Without its bus the service has no one to answer: it ends with it. */
+	(void) sd_bus_set_exit_on_disconnect(m->bus, true);
+	r = sd_bus_attach_event(m->bus, m->event, 0);
+	if (r < 0)
+		return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
+	return 0;
+}

@@ -1,0 +1,1156 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <time.h>
+#include <dirent.h>
+#include <unistd.h>
+#include <systemd/sd-daemon.h>
+
+#include "macro.h"
+#include "manager.h"
+
+/* A local edit is sent this long after the last file notification, so that an editor's
+ * save (temp file, rename, chmod) is one run, not several. */
+#define DEBOUNCE_USEC (2 * 1000000ULL)
+/* Backoff after failed runs: 30 s, doubling, at most the account's interval. */
+#define BACKOFF_FIRST_SEC 30
+/* Runs going on at once (each account has its own connections, at most 4). */
+#define MAX_PARALLEL_RUNS 2
+
+typedef enum MsgType {
+	MSG_EVENT,	/* a ks_sync_event from a run */
+	MSG_RUN_DONE,	/* a run ended */
+	MSG_JOB_DONE,	/* another job ended */
+} MsgType;
+
+typedef struct Msg {
+	struct Msg *next;
+	MsgType type;
+	Job *job;
+	ks_sync_event_type ev;
+	char *collection;
+	char *message;
+	int error;
+	unsigned done, total, added, updated, deleted, skipped, uploaded, removed, conflicts;
+	int result;
+} Msg;
+
+struct Job {
+	char *enable_href;
+	char *only_collection;
+	Manager *m;
+	Account *account;	/* NULL for a job that is not a sync run */
+	ks_account_config cfg;	/* sync runs: a copy, so that a reload cannot pull it away */
+	ks_sync_opts opts;
+	int (*fn)(Manager *m, void *data);
+	void (*done)(Manager *m, void *data, int r);
+	void *data;
+	pthread_t thread;
+};
+
+typedef struct Watch {
+	int wd;
+	char *account;
+} Watch;
+
+typedef struct Run {
+	uint32_t id;
+	unsigned remaining;
+	bool ok;
+} Run;
+
+void json_fputs(FILE *f, const char *s)
+{
+	if (!s) {
+		fputs("null", f);
+		return;
+	}
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(f, "\\%c", *p);
+		else if (*p < 0x20)
+			fprintf(f, "\\u%04x", *p);
+		else
+			fputc(*p, f);
+	}
+	fputc('"', f);
+}
+
+static uint64_t now_sec(void)
+{
+	return (uint64_t) time(NULL);
+}
+
+static void strv_free(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int strv_add(char ***v, size_t *n, const char *s)
+{
+	char **nv = realloc(*v, (*n + 1) * sizeof(char *));
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	nv[*n] = strdup(s ? s : "");
+	if (!nv[*n])
+		return -ENOMEM;
+	(*n)++;
+	return 0;
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+static void account_config_done(ks_account_config *a)
+{
+	free(a->name);
+	free(a->provider);
+	free(a->url);
+	free(a->username);
+	free(a->password_command);
+	free(a->password_file);
+	free(a->ca_file);
+	*a = (ks_account_config) {};
+}
+
+static int account_config_copy(const ks_account_config *a, ks_account_config *ret)
+{
+	*ret = *a;
+	ret->name = dup_or_null(a->name);
+	ret->provider = dup_or_null(a->provider);
+	ret->url = dup_or_null(a->url);
+	ret->username = dup_or_null(a->username);
+	ret->password_command = dup_or_null(a->password_command);
+	ret->password_file = dup_or_null(a->password_file);
+	ret->ca_file = dup_or_null(a->ca_file);
+	if (!ret->name || !ret->url || (a->provider && !ret->provider) ||
+	    (a->username && !ret->username) || (a->password_command && !ret->password_command) ||
+	    (a->password_file && !ret->password_file) || (a->ca_file && !ret->ca_file)) {
+		account_config_done(ret);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void results_free(Account *a)
+{
+	for (size_t i = 0; i < a->n_results; i++) {
+		free(a->results[i].path);
+		free(a->results[i].error);
+	}
+	free(a->results);
+	a->results = NULL;
+	a->n_results = 0;
+}
+
+static Account *account_free(Account *a)
+{
+	if (!a)
+		return NULL;
+	sd_event_source_disable_unref(a->timer);
+	sd_event_source_disable_unref(a->debounce);
+	account_config_done(&a->cfg);
+	results_free(a);
+	strv_free(a->errors, a->n_errors);
+	strv_free(a->notices, a->n_notices);
+	free(a->waiting_runs);
+	free(a->running_runs);
+	free(a->last_error);
+	free(a->pending_enable);
+	free(a->pending_collection);
+	free(a);
+	return NULL;
+}
+
+static unsigned interval_of(const Manager *m, const Account *a)
+{
+	return a->cfg.interval ? a->cfg.interval : m->config->interval;
+}
+
+/* ---- the queue from the workers ----------------------------------------------------------- */
+
+static void post(Manager *m, Msg *msg)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&m->lock);
+	if (m->queue_tail)
+		m->queue_tail->next = msg;
+	else
+		m->queue_head = msg;
+	m->queue_tail = msg;
+	pthread_mutex_unlock(&m->lock);
+	(void) !write(m->efd, &one, sizeof(one));
+}
+
+static void on_sync_event(const ks_sync_event *ev, void *userdata)
+{
+	Job *j = userdata;
+	Msg *msg = calloc(1, sizeof(*msg));
+
+	if (!msg)
+		return;
+	*msg = (Msg) {
+		.type = MSG_EVENT, .job = j, .ev = ev->type,
+		.collection = dup_or_null(ev->collection), .message = dup_or_null(ev->message),
+		.error = ev->error, .done = ev->done, .total = ev->total, .added = ev->added,
+		.updated = ev->updated, .deleted = ev->deleted, .skipped = ev->skipped,
+		.uploaded = ev->uploaded, .removed = ev->removed, .conflicts = ev->conflicts,
+	};
+	post(j->m, msg);
+}
+
+static void *job_main(void *p)
+{
+	Job *j = p;
+	Msg *msg = calloc(1, sizeof(*msg));
+	int r;
+
+	if (j->account) {
+		ks_engine *e = NULL;
+		r = ks_engine_new(j->m->data_dir, &e);
+		if (r >= 0) {
+			r = ks_sync_account(e, &j->cfg, &j->opts);
+			ks_engine_free(e);
+		} else {
+			ks_sync_event ev = { .type = KS_SYNC_ACCOUNT_FAILED, .account = j->cfg.name,
+					     .error = r, .message = "cannot open the cache" };
+			on_sync_event(&ev, j);
+		}
+	} else
+		r = j->fn(j->m, j->data);
+	if (msg) {
+		msg->type = j->account ? MSG_RUN_DONE : MSG_JOB_DONE;
+		msg->job = j;
+		msg->result = r;
+		post(j->m, msg);
+	}
+	return NULL;
+}
+
+static int start_thread(Job *j)
+{
+	pthread_attr_t attr;
+	int r;
+
+	pthread_attr_init(&attr);
+	/* A sync run needs little stack; libical's parser a bit more than the minimum. */
+	pthread_attr_setstacksize(&attr, 1024 * 1024);
+	r = -pthread_create(&j->thread, &attr, job_main, j);
+	pthread_attr_destroy(&attr);
+	if (r >= 0)
+		j->m->running_jobs++;
+	return r;
+}
+
+int manager_run_job(Manager *m, int (*fn)(Manager *m, void *data),
+		    void (*done)(Manager *m, void *data, int r), void *data)
+{
+	Job *j = calloc(1, sizeof(*j));
+	int r;
+
+	if (!j)
+		return -ENOMEM;
+	*j = (Job) { .m = m, .fn = fn, .done = done, .data = data };
+	r = start_thread(j);
+	if (r < 0)
+		free(j);
+	return r;
+}
+
+/* ---- runs --------------------------------------------------------------------------------- */
+
+static Run *find_run(Manager *m, uint32_t id)
+{
+	for (size_t i = 0; i < m->n_runs; i++)
+		if (m->runs[i].id == id)
+			return &m->runs[i];
+	return NULL;
+}
+
+static void run_account_finished(Manager *m, uint32_t id, bool ok)
+{
+	Run *run = find_run(m, id);
+
+	if (!run)
+		return;
+	run->ok = run->ok && ok;
+	if (--run->remaining > 0)
+		return;
+	bool all_ok = run->ok;
+	*run = m->runs[--m->n_runs];
+	bus_run_complete(m, id, all_ok);
+}
+
+static int schedule(Account *a, uint64_t delay_sec);
+static int account_start(Account *a);
+static void watch_account(Manager *m, Account *a);
+static void start_queued(Manager *m);
+
+static void account_arm_after_run(Account *a)
+{
+	Manager *m = a->m;
+	uint64_t delay = interval_of(m, a);
+
+	if (a->last_result < 0 && a->last_result != -ECANCELED && a->last_result != -EDQUOT &&
+	    ks_error_scope_of(a->last_result) == KS_SCOPE_ACCOUNT) {
+		/* Network, server or credentials trouble: back off exponentially. */
+		uint64_t b = BACKOFF_FIRST_SEC;
+		for (unsigned i = 1; i < a->backoff && b < delay; i++)
+			b *= 2;
+		if (b < delay)
+			delay = b;
+		a->retry_in = delay;
+	} else
+		a->retry_in = 0;
+	(void) schedule(a, delay);
+}
+
+static void run_done(Manager *m, Job *j, int r)
+{
+	Account *a = j->account;
+
+	(void) pthread_join(j->thread, NULL);
+	m->running_jobs--;
+	a->job = NULL;
+	a->last_sync = now_sec();
+	a->last_result = r < 0 ? r : r > 0 ? -EIO : 0;
+	free(a->last_error);
+	a->last_error = NULL;
+	const char *first_failed = NULL;
+	for (size_t i = 0; i < a->n_results && !first_failed; i++)
+		if (!a->results[i].ok && a->results[i].time >= a->last_sync - 1)
+			first_failed = a->results[i].error;
+	if (r < 0 && a->n_errors)
+		a->last_error = strdup(a->errors[a->n_errors - 1]);
+	else if (r != 0 && first_failed)
+		(void) asprintf(&a->last_error, "%s", first_failed);
+	else if (r > 0)
+		(void) asprintf(&a->last_error, "%d collection(s) failed", r);
+	else if (r < 0)
+		(void) asprintf(&a->last_error, "%s", strerror(-r));
+	a->backoff = a->last_result < 0 ? a->backoff + 1 : 0;
+
+	/* The JSON of SyncFinished for every run this one reports to. */
+	_cleanup_free_ char *json = NULL;
+	FILE *f;
+	size_t len = 0;
+	f = open_memstream(&json, &len);
+	if (f) {
+		fputs("{\"collections\":[", f);
+		for (size_t i = 0; i < a->n_results; i++) {
+			CollectionResult *c = &a->results[i];
+			fprintf(f, "%s{\"path\":", i ? "," : "");
+			json_fputs(f, c->path);
+			fprintf(f, ",\"ok\":%s,\"error\":", c->ok ? "true" : "false");
+			json_fputs(f, c->error);
+			fprintf(f, ",\"added\":%u,\"updated\":%u,\"deleted\":%u,\"uploaded\":%u,"
+				   "\"removed\":%u,\"conflicts\":%u,\"skipped\":%u}",
+				c->added, c->updated, c->deleted, c->uploaded, c->removed,
+				c->conflicts, c->skipped);
+		}
+		fputs("],\"errors\":[", f);
+		for (size_t i = 0; i < a->n_errors; i++) {
+			fputs(i ? "," : "", f);
+			json_fputs(f, a->errors[i]);
+		}
+		fputs("],\"notices\":[", f);
+		for (size_t i = 0; i < a->n_notices; i++) {
+			fputs(i ? "," : "", f);
+			json_fputs(f, a->notices[i]);
+		}
+		fputs("]}", f);
+		fclose(f);
+	}
+	bool ok = a->last_result == 0;
+	for (size_t i = 0; i < a->n_running; i++) {
+		bus_emit_finished(m, a->running_runs[i], a->cfg.name, ok, json ? json : "{}");
+		run_account_finished(m, a->running_runs[i], ok);
+	}
+	free(a->running_runs);
+	a->running_runs = NULL;
+	a->n_running = 0;
+	account_config_done(&j->cfg);
+	free(j->enable_href);
+	free(j->only_collection);
+	free(j);
+	(void) sd_notifyf(false, "STATUS=%s: %s", a->cfg.name,
+			  ok ? "synced" : a->last_error ? a->last_error : "failed");
+
+	if (a->removed) {
+		account_free(a);
+		return;
+	}
+	if (m->stopping)
+		return;
+	/* Collections the run made (a first sync, a new collection) get watched too. */
+	watch_account(m, a);
+	account_arm_after_run(a);
+	/* This account's queued run, and any other account's that waited for a free slot. */
+	start_queued(m);
+}
+
+static CollectionResult *result_for(Account *a, const char *path)
+{
+	for (size_t i = 0; i < a->n_results; i++)
+		if (strcmp(a->results[i].path, path) == 0)
+			return &a->results[i];
+	CollectionResult *n = realloc(a->results, (a->n_results + 1) * sizeof(*n));
+	if (!n)
+		return NULL;
+	a->results = n;
+	CollectionResult *c = &a->results[a->n_results];
+	*c = (CollectionResult) { .path = strdup(path) };
+	if (!c->path)
+		return NULL;
+	a->n_results++;
+	return c;
+}
+
+static void handle_event(Manager *m, Msg *msg)
+{
+	Account *a = msg->job->account;
+	CollectionResult *c;
+
+	switch (msg->ev) {
+	case KS_SYNC_PROGRESS:
+		for (size_t i = 0; i < a->n_running; i++)
+			bus_emit_progress(m, a->running_runs[i], a->cfg.name, msg->collection,
+					  msg->done, msg->total);
+		break;
+	case KS_SYNC_COLLECTION_DONE:
+		c = msg->collection ? result_for(a, msg->collection) : NULL;
+		if (c) {
+			c->ok = true;
+			free(c->error);
+			c->error = NULL;
+			c->added = msg->added;
+			c->updated = msg->updated;
+			c->deleted = msg->deleted;
+			c->uploaded = msg->uploaded;
+			c->removed = msg->removed;
+			c->conflicts = msg->conflicts;
+			c->skipped = msg->skipped;
+			c->time = now_sec();
+		}
+		if (msg->added || msg->updated || msg->deleted || msg->uploaded || msg->removed)
+			log_at(KS_LOG_INFO, "%s/%s: %u added, %u updated, %u deleted; sent %u, "
+			       "deleted %u on the server", a->cfg.name, msg->collection, msg->added,
+			       msg->updated, msg->deleted, msg->uploaded, msg->removed);
+		break;
+	case KS_SYNC_COLLECTION_FAILED:
+		c = msg->collection ? result_for(a, msg->collection) : NULL;
+		if (c) {
+			c->ok = false;
+			free(c->error);
+			c->error = dup_or_null(msg->message);
+			c->time = now_sec();
+		}
+		log_at(KS_LOG_ERR, "%s/%s: %s", a->cfg.name, msg->collection, msg->message);
+		break;
+	case KS_SYNC_ACCOUNT_FAILED:
+		(void) strv_add(&a->errors, &a->n_errors, msg->message);
+		log_at(KS_LOG_ERR, "%s: %s", a->cfg.name, msg->message);
+		break;
+	case KS_SYNC_ITEM_SKIPPED:
+		(void) strv_add(&a->notices, &a->n_notices, msg->message);
+		log_at(KS_LOG_WARNING, "%s/%s: %s", a->cfg.name, msg->collection, msg->message);
+		break;
+	case KS_SYNC_CONFLICT:
+	case KS_SYNC_NOTICE:
+		(void) strv_add(&a->notices, &a->n_notices, msg->message);
+		log_at(KS_LOG_NOTICE, "%s/%s: %s", a->cfg.name, msg->collection, msg->message);
+		break;
+	}
+}
+
+static int on_queue(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+	Manager *m = userdata;
+	uint64_t v;
+
+	(void) !read(m->efd, &v, sizeof(v));
+	for (;;) {
+		pthread_mutex_lock(&m->lock);
+		Msg *msg = m->queue_head;
+		if (msg) {
+			m->queue_head = msg->next;
+			if (!m->queue_head)
+				m->queue_tail = NULL;
+		}
+		pthread_mutex_unlock(&m->lock);
+		if (!msg)
+			break;
+		switch (msg->type) {
+		case MSG_EVENT:
+			handle_event(m, msg);
+			break;
+		case MSG_RUN_DONE:
+			run_done(m, msg->job, msg->result);
+			break;
+		case MSG_JOB_DONE: {
+			Job *j = msg->job;
+			(void) pthread_join(j->thread, NULL);
+			m->running_jobs--;
+			j->done(m, j->data, msg->result);
+			free(j);
+			break;
+		}
+		}
+		free(msg->collection);
+		free(msg->message);
+		free(msg);
+	}
+	if (m->stopping && m->running_jobs == 0)
+		(void) sd_event_exit(m->event, 0);
+	return 0;
+}
+
+static unsigned runs_in_flight(Manager *m)
+{
+	unsigned n = 0;
+	for (size_t i = 0; i < m->n_accounts; i++)
+		n += m->accounts[i]->job != NULL;
+	return n;
+}
+
+/* Starts the account's pending run now if it may. */
+static int account_start(Account *a)
+{
+	Manager *m = a->m;
+	Job *j;
+	int r;
+
+	if (a->job || !a->pending || m->stopping)
+		return 0;
+	if (runs_in_flight(m) >= MAX_PARALLEL_RUNS)
+		return 0;	/* start_queued() picks it up when a run ends */
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	r = account_config_copy(&a->cfg, &j->cfg);
+	if (r < 0) {
+		free(j);
+		return r;
+	}
+	j->m = m;
+	j->account = a;
+	j->opts = (ks_sync_opts) {
+		.force = a->pending_force,
+		.allow_mass_delete = a->pending_mass,
+		.only_if_local_changes = a->pending_local_only,
+		.list_collections = a->pending_list,
+		.wait_lock = true,
+		.on_event = on_sync_event,
+		.userdata = j,
+		.cancel = &m->cancel,
+	};
+	j->enable_href = TAKE_PTR(a->pending_enable);
+	j->opts.enable_href = j->enable_href;
+	j->only_collection = TAKE_PTR(a->pending_collection);
+	j->opts.only_collection = j->only_collection;
+	a->pending = a->pending_force = a->pending_mass = a->pending_local_only = false;
+	a->pending_list = false;
+	free(a->running_runs);
+	a->running_runs = a->waiting_runs;
+	a->n_running = a->n_waiting;
+	a->waiting_runs = NULL;
+	a->n_waiting = 0;
+	strv_free(a->errors, a->n_errors);
+	a->errors = NULL;
+	a->n_errors = 0;
+	strv_free(a->notices, a->n_notices);
+	a->notices = NULL;
+	a->n_notices = 0;
+	a->job = j;
+	r = start_thread(j);
+	if (r < 0) {
+		a->job = NULL;
+		account_config_done(&j->cfg);
+		free(j);
+		return r;
+	}
+	for (size_t i = 0; i < a->n_running; i++)
+		bus_emit_started(m, a->running_runs[i], a->cfg.name);
+	(void) sd_notifyf(false, "STATUS=syncing %s", a->cfg.name);
+	return 0;
+}
+
+static void start_queued(Manager *m)
+{
+	for (size_t i = 0; i < m->n_accounts; i++)
+		(void) account_start(m->accounts[i]);
+}
+
+static int request_run(Account *a, bool force, bool mass, bool local_only, bool list,
+		       const char *collection, uint32_t run_id)
+{
+	/* One collection stays one only while every asker wants that same one. */
+	if (!a->pending && collection)
+		a->pending_collection = strdup(collection);
+	else if (a->pending_collection &&
+		 (!collection || strcmp(collection, a->pending_collection) != 0)) {
+		free(a->pending_collection);
+		a->pending_collection = NULL;
+	}
+	/* A run asked for while nothing is pending is local-only only if every asker was. */
+	if (!a->pending)
+		a->pending_local_only = local_only;
+	else
+		a->pending_local_only = a->pending_local_only && local_only;
+	a->pending = true;
+	a->pending_force |= force;
+	a->pending_mass |= mass;
+	a->pending_list |= list;
+	if (run_id) {
+		uint32_t *n = realloc(a->waiting_runs, (a->n_waiting + 1) * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		a->waiting_runs = n;
+		n[a->n_waiting++] = run_id;
+	}
+	return account_start(a);
+}
+
+static int on_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	Account *a = userdata;
+	return request_run(a, false, false, false, false, NULL, 0);
+}
+
+static int schedule(Account *a, uint64_t delay_sec)
+{
+	Manager *m = a->m;
+	uint64_t now;
+	int r;
+
+	a->next_sync = now_sec() + delay_sec;
+	r = sd_event_now(m->event, CLOCK_BOOTTIME, &now);
+	if (r < 0)
+		return r;
+	uint64_t when = now + delay_sec * 1000000ULL;
+	if (a->timer) {
+		r = sd_event_source_set_time(a->timer, when);
+		if (r >= 0)
+			r = sd_event_source_set_enabled(a->timer, SD_EVENT_ONESHOT);
+		return r;
+	}
+	/* A second of accuracy lets the kernel batch wakeups. */
+	return sd_event_add_time(m->event, &a->timer, CLOCK_BOOTTIME, when, 1000000ULL, on_timer,
+				 a);
+}
+
+static bool collection_known(Manager *m, const char *account, const char *collection)
+{
+	ks_engine *e = NULL;
+	_cleanup_free_ char *json = NULL;
+	bool known = false;
+
+	if (ks_engine_new(m->data_dir, &e) < 0)
+		return true;	/* let the run say what is wrong */
+	/* Setting it enabled to what it is would change nothing; ask by listing instead. */
+	if (ks_engine_collections_json(e, account, NULL, NULL, NULL, &json) >= 0) {
+		_cleanup_free_ char *a = NULL, *b = NULL;
+		const char *name = strncmp(collection, "contacts/", 9) == 0 ? collection + 9
+				   : strncmp(collection, "calendars/", 10) == 0 ? collection + 10
+				   : collection;
+		if (asprintf(&a, "\"name\":\"%s\"", name) >= 0 && strstr(json, a))
+			known = true;
+	}
+	ks_engine_free(e);
+	return known;
+}
+
+int manager_sync(Manager *m, const char *target, bool force, bool mass, bool local_only,
+		 bool list, uint32_t *ret_run_id)
+{
+	_cleanup_free_ char *name = NULL;
+	size_t n = 0;
+	int r;
+
+	const char *collection = NULL;
+	if (target && *target) {
+		name = strndup(target, strcspn(target, "/"));
+		if (!name)
+			return -ENOMEM;
+		if (!manager_find_account(m, name))
+			return -ENOENT;
+		if (target[strlen(name)] == '/' && target[strlen(name) + 1]) {
+			collection = target + strlen(name) + 1;
+			if (!collection_known(m, name, collection))
+				return -ENXIO;
+		}
+	}
+	uint32_t id = ++m->next_run_id;
+	if (id == 0)
+		id = ++m->next_run_id;
+	for (size_t i = 0; i < m->n_accounts; i++)
+		n += !name || strcmp(m->accounts[i]->cfg.name, name) == 0;
+	Run *nr = realloc(m->runs, (m->n_runs + 1) * sizeof(*nr));
+	if (!nr)
+		return -ENOMEM;
+	m->runs = nr;
+	m->runs[m->n_runs++] = (Run) { .id = id, .remaining = (unsigned) n + 1, .ok = true };
+	for (size_t i = 0; i < m->n_accounts; i++) {
+		Account *a = m->accounts[i];
+		if (name && strcmp(a->cfg.name, name) != 0)
+			continue;
+		r = request_run(a, force, mass, local_only, list, collection, id);
+		if (r < 0)
+			log_error_errno(r, "%s: Failed to start a sync run: %m", a->cfg.name);
+	}
+	if (ret_run_id)
+		*ret_run_id = id;
+	/* The extra count is released now that every account has been asked, so a run over
+	 * no account still completes. */
+	run_account_finished(m, id, true);
+	return (int) (id & INT_MAX);
+}
+
+int manager_sync_created(Manager *m, const char *account, const char *href, uint32_t *ret_run_id)
+{
+	Account *a = manager_find_account(m, account);
+
+	if (!a)
+		return -ENOENT;
+	char *h = strdup(href);
+	if (!h)
+		return -ENOMEM;
+	free(a->pending_enable);
+	a->pending_enable = h;
+	return manager_sync(m, account, false, false, false, true, ret_run_id);
+}
+
+Account *manager_find_account(Manager *m, const char *name)
+{
+	for (size_t i = 0; i < m->n_accounts; i++)
+		if (strcmp(m->accounts[i]->cfg.name, name) == 0)
+			return m->accounts[i];
+	return NULL;
+}
+
+/* ---- file notifications ------------------------------------------------------------------- */
+
+static int on_debounce(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	Account *a = userdata;
+	return request_run(a, false, false, true, false, NULL, 0);
+}
+
+static void watch_account(Manager *m, Account *a)
+{
+	static const char *const trees[] = { "contacts", "calendars" };
+
+	for (size_t t = 0; t < ELEMENTSOF(trees); t++) {
+		_cleanup_free_ char *base = NULL;
+		if (asprintf(&base, "%s/%s/%s", m->data_dir, trees[t], a->cfg.name) < 0)
+			return;
+		DIR *d = opendir(base);
+		if (!d)
+			continue;
+		struct dirent *de;
+		while ((de = readdir(d))) {
+			if (de->d_name[0] == '.')
+				continue;
+			_cleanup_free_ char *dir = NULL;
+			if (asprintf(&dir, "%s/%s", base, de->d_name) < 0)
+				break;
+			int wd = inotify_add_watch(m->inotify_fd, dir,
+						   IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
+							   IN_DELETE | IN_CREATE | IN_ONLYDIR);
+			if (wd < 0)
+				continue;
+			bool known = false;
+			for (size_t i = 0; i < m->n_watches && !known; i++)
+				known = m->watches[i].wd == wd;
+			if (known)
+				continue;
+			Watch *nw = realloc(m->watches, (m->n_watches + 1) * sizeof(*nw));
+			if (!nw)
+				break;
+			m->watches = nw;
+			nw[m->n_watches++] = (Watch) { .wd = wd, .account = strdup(a->cfg.name) };
+		}
+		closedir(d);
+	}
+}
+
+static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+	Manager *m = userdata;
+	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n;
+
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *) (void *) p;
+			p += sizeof(*ev) + ev->len;
+			/* Only item files matter; temp files and editors' droppings do not. */
+			if (ev->len == 0 || ev->name[0] == '.')
+				continue;
+			size_t l = strlen(ev->name);
+			if (l < 5 || (strcmp(ev->name + l - 4, ".vcf") && strcmp(ev->name + l - 4, ".ics")))
+				continue;
+			for (size_t i = 0; i < m->n_watches; i++) {
+				if (m->watches[i].wd != ev->wd)
+					continue;
+				Account *a = manager_find_account(m, m->watches[i].account);
+				if (!a)
+					break;
+				uint64_t now;
+				(void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+				if (a->debounce) {
+					(void) sd_event_source_set_time(a->debounce, now + DEBOUNCE_USEC);
+					(void) sd_event_source_set_enabled(a->debounce, SD_EVENT_ONESHOT);
+				} else
+					(void) sd_event_add_time(m->event, &a->debounce, CLOCK_MONOTONIC,
+								 now + DEBOUNCE_USEC, 0, on_debounce, a);
+				break;
+			}
+		}
+	}
+	return 0;
+}
+
+/* ---- accounts from the config ------------------------------------------------------------- */
+
+static int apply_config(Manager *m, ks_config *c)
+{
+	/* Accounts gone from the config stop (after their run); new ones start. */
+	for (size_t i = 0; i < m->n_accounts;) {
+		Account *a = m->accounts[i];
+		if (ks_config_find_account(c, a->cfg.name)) {
+			i++;
+			continue;
+		}
+		m->accounts[i] = m->accounts[--m->n_accounts];
+		if (a->job)
+			a->removed = true;
+		else
+			account_free(a);
+	}
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		const ks_account_config *ac = &c->accounts[i];
+		Account *a = manager_find_account(m, ac->name);
+		ks_account_config copy;
+		int r = account_config_copy(ac, &copy);
+		if (r < 0)
+			return r;
+		if (a) {
+			account_config_done(&a->cfg);
+			a->cfg = copy;
+			continue;
+		}
+		a = calloc(1, sizeof(*a));
+		Account **na = realloc(m->accounts, (m->n_accounts + 1) * sizeof(*na));
+		if (!a || !na) {
+			free(a);
+			account_config_done(&copy);
+			return -ENOMEM;
+		}
+		m->accounts = na;
+		a->m = m;
+		a->cfg = copy;
+		m->accounts[m->n_accounts++] = a;
+		if (m->event) {
+			watch_account(m, a);
+			(void) request_run(a, false, false, false, false, NULL, 0);
+		}
+	}
+	ks_config_free(m->config);
+	m->config = c;
+	return 0;
+}
+
+int manager_reload(Manager *m, char **reterr_msg)
+{
+	_cleanup_free_ char *why = NULL;
+	ks_config *c = NULL;
+	int r = ks_config_load(m->config_path, &c, &why);
+
+	if (r < 0) {
+		if (why)
+			log_at(KS_LOG_ERR, "%s", why);
+		if (reterr_msg)
+			*reterr_msg = TAKE_PTR(why);
+		return log_error_errno(r, "Failed to reload '%s', keeping the configuration in use: "
+				       "%m", m->config_path);
+	}
+	r = apply_config(m, c);
+	if (r < 0) {
+		ks_config_free(c);
+		return log_error_errno(r, "Failed to apply the new configuration: %m");
+	}
+	log_at(KS_LOG_INFO, "Reloaded '%s': %zu account(s).", m->config_path, m->n_accounts);
+	return 0;
+}
+
+int manager_new(const char *config_path, Manager **ret)
+{
+	_cleanup_free_ char *why = NULL;
+	Manager *m = calloc(1, sizeof(*m));
+	int r;
+
+	if (!m)
+		return -ENOMEM;
+	pthread_mutex_init(&m->lock, NULL);
+	m->efd = m->inotify_fd = -1;
+	m->config_path = strdup(config_path);
+	if (!m->config_path) {
+		manager_free(m);
+		return -ENOMEM;
+	}
+	r = ks_data_dir_default(&m->data_dir);
+	if (r < 0) {
+		manager_free(m);
+		return log_error_errno(r, "Failed to find the data directory (set HOME or "
+				       "XDG_DATA_HOME): %m");
+	}
+	ks_config *c = NULL;
+	r = ks_config_load(config_path, &c, &why);
+	if (r == -ENOENT && access(config_path, F_OK) < 0) {
+		/* No configuration yet: the service runs without accounts until `ksyncctl
+		 * account add` writes the first one. */
+		c = calloc(1, sizeof(*c));
+		if (!c || !(c->path = strdup(config_path))) {
+			free(c);
+			manager_free(m);
+			return -ENOMEM;
+		}
+		c->interval = 900;
+		c->conflict = KS_CONFLICT_MODE_SERVER_WINS;
+		c->collections = KS_NEW_COLLECTIONS_ALL;
+		log_at(KS_LOG_INFO, "No configuration file '%s' yet; no accounts to sync.",
+		       config_path);
+		r = 0;
+	}
+	if (r < 0) {
+		if (why)
+			log_at(KS_LOG_ERR, "%s", why);
+		else
+			log_error_errno(r, "Failed to load configuration '%s': %m", config_path);
+		manager_free(m);
+		return r;
+	}
+	r = apply_config(m, c);
+	if (r < 0) {
+		ks_config_free(c);
+		manager_free(m);
+		return r;
+	}
+	*ret = m;
+	return 0;
+}
+
+int manager_start(Manager *m, sd_event *e)
+{
+	int r;
+
+	if (!m->event)
+		m->event = sd_event_ref(e);
+	m->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (m->efd < 0)
+		return -errno;
+	r = sd_event_add_io(e, &m->efd_source, m->efd, EPOLLIN, on_queue, m);
+	if (r < 0)
+		return r;
+	m->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (m->inotify_fd >= 0)
+		(void) sd_event_add_io(e, &m->inotify_source, m->inotify_fd, EPOLLIN, on_inotify, m);
+	/* The first run of every account starts now. */
+	for (size_t i = 0; i < m->n_accounts; i++) {
+		watch_account(m, m->accounts[i]);
+		(void) request_run(m->accounts[i], false, false, false, false, NULL, 0);
+	}
+	return 0;
+}
+
+bool manager_busy(Manager *m)
+{
+	return m->running_jobs > 0;
+}
+
+void manager_stop(Manager *m)
+{
+	m->stopping = true;
+	m->cancel = 1;
+	if (m->running_jobs == 0)
+		(void) sd_event_exit(m->event, 0);
+}
+
+Manager *manager_free(Manager *m)
+{
+	if (!m)
+		return NULL;
+	for (size_t i = 0; i < m->n_accounts; i++)
+		account_free(m->accounts[i]);
+	free(m->accounts);
+	for (size_t i = 0; i < m->n_watches; i++)
+		free(m->watches[i].account);
+	free(m->watches);
+	free(m->runs);
+	sd_event_source_disable_unref(m->efd_source);
+	sd_event_source_disable_unref(m->inotify_source);
+	if (m->efd >= 0)
+		close(m->efd);
+	if (m->inotify_fd >= 0)
+		close(m->inotify_fd);
+	for (Msg *msg = m->queue_head; msg;) {
+		Msg *next = msg->next;
+		free(msg->collection);
+		free(msg->message);
+		free(msg);
+		msg = next;
+	}
+	ks_config_free(m->config);
+	sd_bus_flush_close_unref(m->bus);
+	sd_event_unref(m->event);
+	free(m->config_path);
+	free(m->data_dir);
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+	return NULL;
+}
+
+/* ---- status ------------------------------------------------------------------------------- */
+
+static void collection_state(const char *path, ks_collection_state *ret, void *userdata)
+{
+	Account *a = userdata;
+
+	for (size_t i = 0; i < a->n_results; i++) {
+		CollectionResult *c = &a->results[i];
+		if (strcmp(c->path, path) != 0)
+			continue;
+		*ret = (ks_collection_state) { .last_sync = c->time, .ok = c->ok, .error = c->error };
+		return;
+	}
+}
+
+int manager_collection_json(Manager *m, const char *account, const char *href, char **ret)
+{
+	Account *a = manager_find_account(m, account);
+	ks_engine *e = NULL;
+	int r;
+
+	if (!a)
+		return -ENOENT;
+	r = ks_engine_new(m->data_dir, &e);
+	if (r < 0)
+		return r;
+	r = ks_engine_collections_json(e, account, href, collection_state, a, ret);
+	ks_engine_free(e);
+	return r;
+}
+
+int manager_collections_json(Manager *m, const char *account, char **ret)
+{
+	_cleanup_free_ char *out = NULL;
+	ks_engine *e = NULL;
+	size_t len = 0;
+	FILE *f;
+	int r;
+
+	r = ks_engine_new(m->data_dir, &e);
+	if (r < 0)
+		return r;
+	f = open_memstream(&out, &len);
+	if (!f) {
+		ks_engine_free(e);
+		return -ENOMEM;
+	}
+	/* One array over the accounts asked for: each account's array without its brackets. */
+	fputs("{\"collections\":[", f);
+	bool first = true;
+	for (size_t i = 0; r >= 0 && i < m->n_accounts; i++) {
+		Account *a = m->accounts[i];
+		_cleanup_free_ char *arr = NULL;
+		if (account && *account && strcmp(account, a->cfg.name) != 0)
+			continue;
+		r = ks_engine_collections_json(e, a->cfg.name, NULL, collection_state, a, &arr);
+		if (r < 0)
+			break;
+		size_t l = strlen(arr);
+		if (l > 2) {
+			fprintf(f, "%s%.*s", first ? "" : ",", (int) (l - 2), arr + 1);
+			first = false;
+		}
+	}
+	fputs("]}", f);
+	fclose(f);
+	ks_engine_free(e);
+	if (r < 0)
+		return r;
+	*ret = TAKE_PTR(out);
+	return 0;
+}
+
+int manager_status_json(Manager *m, char **ret)
+{
+	_cleanup_free_ char *out = NULL;
+	ks_engine *e = NULL;
+	size_t len = 0;
+	FILE *f;
+	int r;
+
+	r = ks_engine_new(m->data_dir, &e);
+	if (r < 0)
+		return r;
+	f = open_memstream(&out, &len);
+	if (!f) {
+		ks_engine_free(e);
+		return -ENOMEM;
+	}
+	fputs("{\"version\":\"0.1\",\"accounts\":[", f);
+	for (size_t i = 0; r >= 0 && i < m->n_accounts; i++) {
+		Account *a = m->accounts[i];
+		_cleanup_free_ char *cols = NULL, *conflicts = NULL;
+		r = ks_engine_collections_json(e, a->cfg.name, NULL, collection_state, a, &cols);
+		if (r >= 0)
+			r = ks_engine_conflicts_json(e, a->cfg.name, &conflicts);
+		if (r < 0)
+			break;
+		fprintf(f, "%s{\"name\":", i ? "," : "");
+		json_fputs(f, a->cfg.name);
+		fputs(",\"url\":", f);
+		json_fputs(f, a->cfg.url);
+		fprintf(f, ",\"state\":\"%s\"",
+			a->job ? "syncing" : a->retry_in ? "backoff" : "idle");
+		if (a->last_sync)
+			fprintf(f, ",\"last_sync\":%llu,\"last_result\":\"%s\"",
+				(unsigned long long) a->last_sync, a->last_result ? "failed" : "ok");
+		else
+			fputs(",\"last_sync\":null,\"last_result\":null", f);
+		fputs(",\"last_error\":", f);
+		json_fputs(f, a->last_error);
+		if (a->next_sync && !a->job)
+			fprintf(f, ",\"next_sync\":%llu", (unsigned long long) a->next_sync);
+		else
+			fputs(",\"next_sync\":null", f);
+		if (a->retry_in)
+			fprintf(f, ",\"retry_in\":%llu", (unsigned long long) a->retry_in);
+		else
+			fputs(",\"retry_in\":null", f);
+		fprintf(f, ",\"collections\":%s,\"conflicts\":%s}", cols, conflicts);
+	}
+	fputs("]}", f);
+	fclose(f);
+	ks_engine_free(e);
+	if (r < 0)
+		return r;
+	*ret = TAKE_PTR(out);
+	return 0;
+}

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "ksync.h"
+
+typedef struct Manager Manager;
+typedef struct Account Account;
+typedef struct Job Job;
+
+/* What one collection did in the last run of its account. */
+typedef struct CollectionResult {
+	char *path;		/* contacts/NAME */
+	bool ok;
+	char *error;
+	unsigned added, updated, deleted, uploaded, removed, conflicts, skipped;
+	uint64_t time;
+} CollectionResult;
+
+struct Account {
+	Manager *m;
+	ks_account_config cfg;	/* a copy of the config's, owned */
+	sd_event_source *timer;
+	sd_event_source *debounce;
+	/* The run under way (a worker thread) and what was asked while it ran. */
+	Job *job;
+	bool pending;
+	bool pending_force, pending_mass, pending_local_only, pending_list;
+	char *pending_enable;	/* href of a collection just created, to enable */
+	char *pending_collection;	/* the one collection asked for, NULL: all */
+	uint32_t *waiting_runs;	/* run ids to report in SyncFinished when the next run ends */
+	size_t n_waiting;
+	uint32_t *running_runs;	/* run ids the current run reports to */
+	size_t n_running;
+	/* Outcome of the last run. */
+	uint64_t last_sync;	/* unix seconds, 0 = never */
+	int last_result;	/* 0 ok, negative errno */
+	char *last_error;
+	CollectionResult *results;
+	size_t n_results;
+	char **errors;		/* account-level messages of the run under way */
+	size_t n_errors;
+	char **notices;
+	size_t n_notices;
+	unsigned backoff;	/* consecutive failed runs */
+	uint64_t next_sync;	/* unix seconds */
+	uint64_t retry_in;	/* seconds of backoff now, 0 = none */
+	bool removed;		/* gone from the config: freed once its run ends */
+};
+
+struct Manager {
+	sd_event *event;
+	sd_bus *bus;
+	char *config_path;
+	char *data_dir;
+	ks_config *config;
+	Account **accounts;
+	size_t n_accounts;
+	/* Worker threads post their events here; the main loop reads them. */
+	pthread_mutex_t lock;
+	struct Msg *queue_head, *queue_tail;
+	int efd;
+	sd_event_source *efd_source;
+	int inotify_fd;
+	sd_event_source *inotify_source;
+	struct Watch *watches;
+	size_t n_watches;
+	volatile int cancel;
+	uint32_t next_run_id;
+	struct Run *runs;
+	size_t n_runs;
+	unsigned running_jobs;
+	bool stopping;
+};
+
+int manager_new(const char *config_path, Manager **ret);
+Manager *manager_free(Manager *m);
+/* Attaches to the event loop: signals, timers, file notifications. */
+int manager_start(Manager *m, sd_event *e);
+/* Parses the config file again; on any error the old one stays. Returns 0 or -errno, with
+ * the parse errors logged. */
+int manager_reload(Manager *m, char **reterr_msg);
+/* Starts (or queues) a sync run. target: NULL/"" for every account, "ACCOUNT" or
+ * "ACCOUNT/COLLECTION". Returns the run id (> 0) or a negative errno (-ENOENT: no account). */
+int manager_sync(Manager *m, const char *target, bool force, bool mass, bool local_only,
+		 bool list, uint32_t *ret_run_id);
+/* A run of account that lists its collections and enables the new one at href (created a
+ * moment ago), whatever `collections =` says. */
+int manager_sync_created(Manager *m, const char *account, const char *href, uint32_t *ret_run_id);
+Account *manager_find_account(Manager *m, const char *name);
+/* The JSON of Status() (lib/ipc.h). Owned by the caller. */
+int manager_status_json(Manager *m, char **ret);
+int manager_collections_json(Manager *m, const char *account, char **ret);
+/* The object of one collection, by href. -ENOENT when unknown. */
+int manager_collection_json(Manager *m, const char *account, const char *href, char **ret);
+/* Runs fn(data) in a worker thread; done(m, data, r) is called on the main loop after. */
+int manager_run_job(Manager *m, int (*fn)(Manager *m, void *data),
+		    void (*done)(Manager *m, void *data, int r), void *data);
+/* Stops: cancels the runs under way at their next safe point and waits for them. */
+void manager_stop(Manager *m);
+/* Files the job threads are waiting on, for SIGTERM. */
+bool manager_busy(Manager *m);
+
+/* bus.c */
+int bus_setup(Manager *m);
+void bus_emit_started(Manager *m, uint32_t run_id, const char *account);
+void bus_emit_progress(Manager *m, uint32_t run_id, const char *account, const char *collection,
+		       unsigned done, unsigned total);
+void bus_emit_finished(Manager *m, uint32_t run_id, const char *account, bool ok,
+		       const char *json);
+/* Called when a run id has ended for every account it covered. */
+void bus_run_complete(Manager *m, uint32_t run_id, bool ok);
+
+#include <stdio.h>
+/* Writes s as a JSON string (null for NULL). */
+void json_fputs(FILE *f, const char *s);
+
+void log_at(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int log_error_errno(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

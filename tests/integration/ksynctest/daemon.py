@@ -1,0 +1,116 @@
+"""A private D-Bus session bus and a running ksyncd for the daemon tests.
+
+`Daemon(ks)` starts `dbus-daemon --session` on a socket in the test's runtime dir and
+`ksyncd` (without --once) on it, with NOTIFY_SOCKET pointing at a datagram socket the test
+reads, so that READY=1, STATUS= and STOPPING=1 are seen as systemd would see them. Every
+wait is bounded; stop() ends both, also after a failure."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+from .ksync import Result
+
+READY_TIMEOUT = 20
+RUN_TIMEOUT = 120
+
+
+class Daemon:
+    def __init__(self, ks, log_level="info"):
+        self.ks = ks
+        self.notify_path = str(ks.runtime_dir / "notify.sock")
+        self.notifications = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.notify_path)
+        self.sock.setblocking(False)
+        bus_sock = ks.runtime_dir / "bus"
+        self.bus = subprocess.Popen(
+            ["dbus-daemon", "--session", "--nofork", "--nopidfile",
+             "--address=unix:path=%s" % bus_sock, "--print-address"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ks.env())
+        self.address = self.bus.stdout.readline().decode().strip()
+        if not self.address:
+            raise RuntimeError("dbus-daemon did not start")
+        self.log_path = ks.home / "ksyncd.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = None
+        self.log_level = log_level
+
+    def env(self, **extra):
+        return self.ks.env(DBUS_SESSION_BUS_ADDRESS=self.address, **extra)
+
+    def start(self, wait_ready=True):
+        self.proc = subprocess.Popen(
+            [str(self.ks.ksyncd), "--log-level", self.log_level], stdin=subprocess.DEVNULL,
+            stdout=self.log, stderr=subprocess.STDOUT,
+            env=self.env(NOTIFY_SOCKET=self.notify_path), cwd=self.ks.home)
+        if wait_ready:
+            self.wait_notify("READY=1", READY_TIMEOUT)
+        return self
+
+    def read_notifications(self):
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return self.notifications
+            self.notifications.extend(data.decode().split("\n"))
+
+    def wait_notify(self, what, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(n.startswith(what) for n in self.read_notifications()):
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError("ksyncd exited %d before %s:\n%s" % (
+                    self.proc.returncode, what, self.log_text()))
+            time.sleep(0.05)
+        raise AssertionError("no %s from ksyncd within %ds:\n%s" % (what, timeout,
+                                                                   self.log_text()))
+
+    def log_text(self):
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def ctl(self, *args, timeout=RUN_TIMEOUT, env=None):
+        """Runs ksyncctl ARGS on the private bus; Result(rc, stdout, stderr)."""
+        ctl = self.ks.ksyncd.parent / "ksyncctl"
+        p = subprocess.run([str(ctl)] + [str(a) for a in args], env=env or self.env(),
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                           cwd=self.ks.home)
+        return Result(p.returncode, p.stdout.decode("utf-8", "replace"),
+                      p.stderr.decode("utf-8", "replace"))
+
+    def busctl(self, method, signature, *args, timeout=30):
+        argv = ["busctl", "--user", "--timeout=%d" % timeout, "--json=short", "call",
+                "io.ksync.Sync1", "/io/ksync/Sync1", "io.ksync.Sync1", method, signature]
+        p = subprocess.run(argv + [str(a) for a in args], env=self.env(), capture_output=True,
+                           timeout=timeout + 5)
+        return Result(p.returncode, p.stdout.decode("utf-8", "replace"),
+                      p.stderr.decode("utf-8", "replace"))
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout=60):
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.bus.poll() is None:
+            self.bus.terminate()
+            try:
+                self.bus.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.bus.kill()
+                self.bus.wait()
+        self.log.close()
+        self.sock.close()

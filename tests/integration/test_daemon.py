@@ -1,0 +1,236 @@
+"""ksyncd as a service on a private session bus, driven by ksyncctl (issue 4)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from ksynctest import checks, gen, servers
+from ksynctest.daemon import Daemon
+
+ACCOUNT = "acct"
+
+
+@pytest.fixture
+def daemon(ks):
+    d = Daemon(ks)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def wait_until(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+
+
+def status(d):
+    r = d.ctl("status", "--json")
+    assert r.rc == 0, "ksyncctl status --json: rc %d\n%s%s" % (r.rc, r.stdout, r.stderr)
+    return json.loads(r.stdout)
+
+
+def account_status(d):
+    accts = [a for a in status(d)["accounts"] if a["name"] == ACCOUNT]
+    assert len(accts) == 1
+    return accts[0]
+
+
+def synced_ok(d):
+    a = account_status(d)
+    return a["state"] == "idle" and a["last_result"] == "ok" and a
+
+
+def seed(server, n=8):
+    book = server.make_addressbook("people", "People")
+    server.seed(book, gen.contacts(n))
+    return book
+
+
+def test_ready_status_and_first_sync(server, ks, daemon):
+    book = seed(server)
+    ks.add_account(ACCOUNT, server)
+    daemon.start()
+    a = wait_until(lambda: synced_ok(daemon), 60, "the first sync")
+    books = [c for c in a["collections"] if c["href"] == servers.href_path(book)]
+    assert books and books[0]["items"] == 8 and books[0]["pending"] == 0, a
+    assert a["next_sync"] and a["next_sync"] > time.time() + 800, a
+    assert len(ks.item_files(ACCOUNT, "addressbook", "people")) == 8
+    notes = daemon.read_notifications()
+    assert any(n.startswith("STATUS=") for n in notes), notes
+
+
+def test_local_edit_reaches_server_within_seconds(server, ks, daemon):
+    book = seed(server, 3)
+    ks.add_account(ACCOUNT, server)
+    daemon.start()
+    wait_until(lambda: synced_ok(daemon), 60, "the first sync")
+    d = ks.collection_dir(ACCOUNT, "addressbook", "people")
+    uid = "notified@ksync.example"
+    t0 = time.monotonic()
+    (d / (uid + ".vcf")).write_bytes(
+        b"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:" + uid.encode() +
+        b"\r\nFN:Noti Fied\r\nN:Fied;Noti;;;\r\nEND:VCARD\r\n")
+    href = servers.href_path(book) + uid + ".vcf"
+    wait_until(lambda: href in server.list(book), 30, "the new contact on the server")
+    elapsed = time.monotonic() - t0
+    print("local edit on the server after %.2f s" % elapsed)
+    assert elapsed < 15, elapsed
+
+
+def test_status_answers_during_large_sync(radicale, ks, daemon):
+    book = radicale.make_addressbook("big", "Big")
+    radicale.seed(book, gen.contacts(1500))
+    ks.add_account(ACCOUNT, radicale)
+    daemon.start()
+    saw_syncing = False
+    worst = 0.0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        t = time.monotonic()
+        r = daemon.busctl("Status", "u", 1, timeout=5)
+        worst = max(worst, time.monotonic() - t)
+        assert r.rc == 0, r.stderr
+        st = json.loads(json.loads(r.stdout)["data"][0])
+        state = st["accounts"][0]["state"]
+        saw_syncing |= state == "syncing"
+        if state == "idle" and st["accounts"][0]["last_result"]:
+            break
+    print("slowest Status answer during the sync: %.3f s" % worst)
+    assert saw_syncing
+    assert worst < 2.0, worst
+
+
+def test_force_sync_repairs_deleted_and_damaged_files(server, ks, daemon):
+    seed(server, 5)
+    ks.add_account(ACCOUNT, server)
+    daemon.start()
+    wait_until(lambda: synced_ok(daemon), 60, "the first sync")
+    d = ks.collection_dir(ACCOUNT, "addressbook", "people")
+    files = sorted(ks.item_files(ACCOUNT, "addressbook", "people"))
+    gone, broken = d / files[0], d / files[1]
+    good = broken.read_bytes()
+    gone_bytes = gone.read_bytes()
+    gone.unlink()
+    broken.write_bytes(b"this is no vCard\n")
+    r = daemon.ctl("sync", "--force", ACCOUNT)
+    assert r.rc == 0, r.stdout + r.stderr
+    assert gone.read_bytes() == gone_bytes
+    assert broken.read_bytes() == good
+    assert len(server.list(servers.href_path(
+        [c for c in server.collections() if "people" in c][0]))) == 5
+
+
+def test_add_addressbook_and_task_list(server, ks, daemon):
+    seed(server, 2)
+    ks.add_account(ACCOUNT, server)
+    daemon.start()
+    wait_until(lambda: synced_ok(daemon), 60, "the first sync")
+    before = set(server.collections())
+    r = daemon.ctl("add-addressbook", ACCOUNT, "Family", "--description", "Close ones")
+    assert r.rc == 0, r.stdout + r.stderr
+    r2 = daemon.ctl("add-calendar", ACCOUNT, "Chores", "--tasks", "--color", "#336699")
+    assert r2.rc == 0, r2.stdout + r2.stderr
+    new = {h: c for h, c in server.collections().items() if h not in before}
+    kinds = sorted(c["kind"] for c in new.values())
+    assert kinds == ["addressbook", "calendar"], new
+    names = {c["displayname"] for c in new.values()}
+    assert names == {"Family", "Chores"}, new
+    cal = [c for c in new.values() if c["kind"] == "calendar"][0]
+    if server.kind == "radicale":
+        assert "VTODO" in cal["components"] and "VEVENT" not in cal["components"], cal
+    # The directories exist when the commands return.
+    cols = {c["displayname"]: c for c in account_status(daemon)["collections"]}
+    for name in ("Family", "Chores"):
+        assert name in cols, cols
+        assert os.path.isdir(cols[name]["dir"]), cols[name]
+
+
+def test_sighup_with_broken_config_keeps_the_old_one(server, ks, daemon):
+    book = seed(server, 2)
+    ks.add_account(ACCOUNT, server)
+    daemon.start()
+    wait_until(lambda: synced_ok(daemon), 60, "the first sync")
+    good = ks.config_path.read_text()
+    ks.config_path.write_text(good + "\n[account broken]\nurl = ftp://nope\nbogus = 1\n")
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: "keeping the configuration in use" in daemon.log_text(), 15,
+               "the reload error in the log")
+    assert [a["name"] for a in status(daemon)["accounts"]] == [ACCOUNT]
+    # Still syncing with the old configuration.
+    d = ks.collection_dir(ACCOUNT, "addressbook", "people")
+    uid = "after-hup@ksync.example"
+    (d / (uid + ".vcf")).write_bytes(b"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:" + uid.encode() +
+                                     b"\r\nFN:After Hup\r\nN:Hup;After;;;\r\nEND:VCARD\r\n")
+    href = servers.href_path(book) + uid + ".vcf"
+    wait_until(lambda: href in server.list(book), 30, "the edit on the server")
+
+
+def test_sigterm_mid_sync_loses_nothing(radicale, ks, daemon):
+    book = radicale.make_addressbook("big", "Big")
+    radicale.seed(book, gen.contacts(1500))
+    ks.add_account(ACCOUNT, radicale)
+    daemon.start()
+    wait_until(lambda: account_status(daemon)["state"] == "syncing", 30, "the sync to start")
+    time.sleep(0.5)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(60) == 0, daemon.log_text()
+    assert any(n.startswith("STOPPING=1") for n in daemon.read_notifications())
+    # Whatever the interrupted run did not finish, the next one does.
+    ks.sync()
+    checks.check_mirror(ks, radicale, ACCOUNT)
+    checks.check_tree_hygiene(ks)
+
+
+def test_account_add_reports_wrong_password_and_username(radicale, start_server, ks, daemon):
+    daemon.start()
+    pw = ks.secrets / "wrong.pw"
+    pw.write_text("not-the-password\n")
+    os.chmod(pw, 0o600)
+    r = daemon.ctl("account", "add", "work", "--url", radicale.url, "--username", "user",
+                   "--password-file", pw)
+    assert r.rc != 0
+    assert re.search(r"authentication|401", r.stderr, re.I), r.stderr
+    assert re.search(r"application password", r.stderr + r.stdout, re.I), r.stderr
+    assert not ks.config_path.exists() or "[account work]" not in ks.config_path.read_text()
+
+    srv = start_server("xandikos", create_principal=False, principal="/nobody/")
+    r = daemon.ctl("account", "add", "other", "--url", srv.url, "--username", "AB12345@mail",
+                   "--password-file", pw)
+    assert r.rc != 0
+    assert re.search(r"principal", r.stderr, re.I), r.stderr
+
+    good = ks.secrets / "good.pw"
+    good.write_text(radicale.password + "\n")
+    os.chmod(good, 0o600)
+    radicale.make_addressbook("people", "People")
+    r = daemon.ctl("account", "add", "work", "--url", radicale.url, "--username", "user",
+                   "--password-file", good)
+    assert r.rc == 0, r.stdout + r.stderr
+    assert "People" in r.stdout, r.stdout
+    assert "[account work]" in ks.config_path.read_text()
+    assert ks.config_path.stat().st_mode & 0o077 == 0
+
+
+def test_unit_file_verifies(tmp_path):
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "systemd", "ksyncd.service.in")
+    unit = tmp_path / "ksyncd.service"
+    build = os.environ.get("KSYNC_BUILD", "/work/main/build/plain")
+    unit.write_text(open(src).read().replace("@BINDIR@", os.path.abspath(build)))
+    p = subprocess.run(["systemd-analyze", "--user", "--man=no", "verify", str(unit)],
+                       capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                            "XDG_RUNTIME_DIR": str(tmp_path)})
+    problems = [ln for ln in (p.stdout + p.stderr).splitlines()
+                if "ksyncd.service" in ln and "Unknown key" in ln or "Failed" in ln]
+    assert p.returncode == 0 and not problems, p.stdout + p.stderr
