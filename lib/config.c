@@ -402,10 +402,14 @@ static int conf_parse_url(conf_ctx *ctx, const char *key, const char *value, voi
 	bool plain;
 
 	url_problem p = url_split(value, &plain, &host, &host_len);
-	/* The URL is not echoed: what precedes '@' may be a password. */
+	/* The URL is not echoed when it holds an '@' anywhere: what precedes it may be a
+	 * password, whatever else is wrong with the URL. */
 	if (p == URL_USERINFO)
 		return conf_error(ctx, "%s must not contain a user name or password; "
 				  "use username and password_command", key);
+	if (p != URL_OK && strchr(value, '@'))
+		return conf_error(ctx, "invalid URL for %s (not shown: it contains '@'); %s", key,
+				  url_problem_text[p]);
 	if (p != URL_OK)
 		return conf_error(ctx, "invalid URL '%s' for %s; %s", value, key,
 				  url_problem_text[p]);

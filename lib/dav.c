@@ -87,8 +87,9 @@ static int curlcode_to_errno(CURLcode c)
 		return -EHOSTUNREACH;
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CACERT_BADFILE:
-	case CURLE_SSL_CONNECT_ERROR:
 	case CURLE_SSL_CERTPROBLEM:
+		return -EKEYREJECTED;
+	case CURLE_SSL_CONNECT_ERROR:
 		return -EPROTO;
 	case CURLE_UNSUPPORTED_PROTOCOL:
 		return -EPROTONOSUPPORT;
@@ -200,7 +201,9 @@ void ks_dav_request_done(ks_dav_request *req)
 	free(req->effective_url);
 	free(req->sync_token);
 	free(req->body_text);
+	free(req->redirect_url);
 	req->etag = req->effective_url = req->sync_token = req->body_text = NULL;
+	req->redirect_url = NULL;
 }
 
 static void set_errmsg(ks_dav_request *req, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -243,6 +246,12 @@ static size_t on_header(char *buf, size_t size, size_t n, void *userdata)
 		if (v) {
 			free(s->req->etag);
 			s->req->etag = v;
+		}
+	} else if (klen == 8 && strncasecmp(buf, "Location", 8) == 0 && vlen > 0 && vlen < 8192) {
+		v = strndup(val, vlen);
+		if (v) {
+			free(s->req->redirect_url);
+			s->req->redirect_url = v;
 		}
 	} else if (klen == 11 && strncasecmp(buf, "Retry-After", 11) == 0 && vlen > 0) {
 		unsigned long secs = 0;
@@ -313,7 +322,8 @@ static void req_state_free(req_state *s)
 	free(s);
 }
 
-static int resolve_url(ks_dav *d, const char *href, char **ret)
+/* href resolved against base; user and password parts are dropped. */
+static int resolve_against(const char *base, const char *href, char **ret)
 {
 	CURLU *u = curl_url();
 	char *out = NULL;
@@ -321,8 +331,10 @@ static int resolve_url(ks_dav *d, const char *href, char **ret)
 
 	if (!u)
 		return -ENOMEM;
-	if (curl_url_set(u, CURLUPART_URL, d->base_url, 0) != CURLUE_OK ||
+	if (curl_url_set(u, CURLUPART_URL, base, 0) != CURLUE_OK ||
 	    curl_url_set(u, CURLUPART_URL, href, 0) != CURLUE_OK ||
+	    curl_url_set(u, CURLUPART_USER, NULL, 0) != CURLUE_OK ||
+	    curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_URL, &out, 0) != CURLUE_OK)
 		r = -EINVAL;
 	curl_url_cleanup(u);
@@ -331,6 +343,11 @@ static int resolve_url(ks_dav *d, const char *href, char **ret)
 	*ret = strdup(out);
 	curl_free(out);
 	return *ret ? 0 : -ENOMEM;
+}
+
+static int resolve_url(ks_dav *d, const char *href, char **ret)
+{
+	return resolve_against(d->base_url, href, ret);
 }
 
 static int add_header(req_state *s, const char *name, const char *value)
@@ -393,14 +410,8 @@ static int req_setup(ks_dav *d, ks_dav_request *req, req_state **ret)
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (d->ca_file)
 		curl_easy_setopt(e, CURLOPT_CAINFO, d->ca_file);
-	if (req->follow_redirects) {
-		curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-		curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
-		/* Keep the method and body across 301/302/303: PROPFIND must stay PROPFIND. */
-		curl_easy_setopt(e, CURLOPT_POSTREDIR, (long) CURL_REDIR_POST_ALL);
-		/* Credentials go to the account's host only (libcurl's default, stated here). */
-		curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 0L);
-	}
+	/* Redirects are never followed by libcurl: ks_dav_run_one() checks each target first. */
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	if (d->username) {
 		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
 		curl_easy_setopt(e, CURLOPT_USERNAME, d->username);
@@ -464,7 +475,12 @@ static void req_finish(req_state *s, CURLcode code)
 				   req->method, s->url);
 	} else if (code != CURLE_OK) {
 		r = curlcode_to_errno(code);
-		set_errmsg(req, "%s", s->curl_err[0] ? s->curl_err : curl_easy_strerror(code));
+		if (r == -EKEYREJECTED)
+			set_errmsg(req, "the TLS certificate of %s could not be verified (%s); for a "
+				   "server with a private CA, set ca_file in the account", s->url,
+				   s->curl_err[0] ? s->curl_err : curl_easy_strerror(code));
+		else
+			set_errmsg(req, "%s", s->curl_err[0] ? s->curl_err : curl_easy_strerror(code));
 	} else {
 		if (!s->status_checked)
 			(void) start_body(s);
@@ -491,6 +507,18 @@ static void req_finish(req_state *s, CURLcode code)
 	}
 	if (s->body.len)
 		req->body_text = ks_buf_steal(&s->body);
+	/* The Location header as sent (libcurl's own absolute form would carry the
+	 * credentials), resolved against this request's URL. */
+	if (status >= 300 && status < 400 && req->redirect_url) {
+		char *abs = NULL;
+		if (resolve_against(s->url, req->redirect_url, &abs) >= 0) {
+			free(req->redirect_url);
+			req->redirect_url = abs;
+		}
+	} else {
+		free(req->redirect_url);
+		req->redirect_url = NULL;
+	}
 	req->result = r;
 	/* A reply to a request that changes the server is a step a crash can follow. */
 	if (code == CURLE_OK && strcmp(req->method, "REPORT") != 0 &&
@@ -577,9 +605,53 @@ int ks_dav_run(ks_dav *d, ks_dav_request *reqs, size_t n)
 	return r;
 }
 
+/* Whether url has the scheme, host and port of the account's URL. */
+static bool same_origin(const ks_dav *d, const char *url)
+{
+	_cleanup_free_ char *sh = NULL;
+
+	if (split_scheme_host(url, &sh) < 0)
+		return false;
+	return strcmp(sh, d->scheme_host) == 0;
+}
+
 int ks_dav_run_one(ks_dav *d, ks_dav_request *req)
 {
-	int r = ks_dav_run(d, req, 1);
+	const char *asked = req->url;
+	_cleanup_free_ char *target = NULL;
+	int r;
+
+	/* Redirects are followed here, one at a time, and only within the account's own
+	 * origin: credentials never go to another host, https never turns into http, and a
+	 * plain-http account on loopback is never led off the machine. */
+	for (unsigned hop = 0;; hop++) {
+		r = ks_dav_run(d, req, 1);
+		if (r < 0 || !req->follow_redirects || !req->redirect_url)
+			break;
+		if (hop >= 5) {
+			req->result = -ELOOP;
+			set_errmsg(req, "too many redirects from %s", asked);
+			break;
+		}
+		_cleanup_free_ char *abs = strdup(req->redirect_url);
+		if (!abs)
+			return -ENOMEM;
+		if (!same_origin(d, abs)) {
+			bool downgrade = strncasecmp(d->base_url, "https:", 6) == 0 &&
+					 strncasecmp(req->redirect_url, "http:", 5) == 0;
+			req->result = -EPERM;
+			set_errmsg(req, downgrade ? "refusing to follow a redirect from https to plain "
+						    "http (%.200s)"
+						  : "the server redirects to another host (%.200s); "
+						    "if you trust it, set url to it", req->redirect_url);
+			break;
+		}
+		free(target);
+		target = TAKE_PTR(abs);
+		ks_dav_request_done(req);
+		req->url = target;
+	}
+	req->url = asked;
 	return r < 0 ? r : req->result;
 }
 

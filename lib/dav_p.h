@@ -51,6 +51,7 @@ struct ks_dav_request {
 	char *effective_url;	/* after redirects */
 	char *sync_token;	/* top-level sync-token of a multistatus */
 	char *body_text;	/* non-multistatus body, up to KS_DAV_MAX_BODY bytes */
+	char *redirect_url;	/* Location of a 3xx answer */
 	size_t n_responses;	/* <response> elements parsed */
 	unsigned retry_after;	/* seconds from Retry-After, 0 if none */
 	char errmsg[256];	/* human-readable cause of a failure */
@@ -65,7 +66,9 @@ ks_dav *ks_dav_free(ks_dav *d);
  * every request ran (each has its own ->result), or the first negative value an on_done or
  * on_response callback returned (remaining requests are then abandoned), or -ENOMEM. */
 int ks_dav_run(ks_dav *d, ks_dav_request *reqs, size_t n);
-/* Runs one request; returns its ->result. */
+/* Runs one request; returns its ->result. With follow_redirects, 3xx answers whose target
+ * has the account URL's scheme, host and port are followed (at most 5); any other target
+ * fails with -EPERM and a message (another host, or https to http). */
 int ks_dav_run_one(ks_dav *d, ks_dav_request *req);
 void ks_dav_request_done(ks_dav_request *req);
 

@@ -113,7 +113,7 @@ int ks_discover(ks_dav *d, const char *base_url, ks_cache_account *ret, char **r
 		}
 	}
 	if (!f.principal) {
-		if (r >= 0 || r == -ENOENT || r == -EOPNOTSUPP || r == -EPROTO) {
+		if (r >= 0 || r == -ENOENT || r == -EOPNOTSUPP) {
 			r = -ENOENT;
 			free(*reterr_msg);
 			*reterr_msg = strdup("the server accepted the credentials but reported no "
