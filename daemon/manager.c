@@ -39,6 +39,7 @@ typedef struct Msg {
 	char *message;
 	int error;
 	unsigned done, total, added, updated, deleted, skipped, uploaded, removed, conflicts;
+	unsigned retry_after;
 	int result;
 } Msg;
 
@@ -209,6 +210,7 @@ static void on_sync_event(const ks_sync_event *ev, void *userdata)
 		.error = ev->error, .done = ev->done, .total = ev->total, .added = ev->added,
 		.updated = ev->updated, .deleted = ev->deleted, .skipped = ev->skipped,
 		.uploaded = ev->uploaded, .removed = ev->removed, .conflicts = ev->conflicts,
+		.retry_after = ev->retry_after,
 	};
 	post(j->m, msg);
 }
@@ -316,6 +318,14 @@ static void account_arm_after_run(Account *a)
 		a->retry_in = delay;
 	} else
 		a->retry_in = 0;
+	/* Retry-After (429, 503) wins over a shorter backoff: no run before the server said
+	 * it is ready. */
+	if (a->server_wait > delay) {
+		delay = a->server_wait;
+		if (a->retry_in)
+			a->retry_in = delay;
+	}
+	a->server_wait = 0;
 	(void) schedule(a, delay);
 }
 
@@ -471,6 +481,8 @@ static void handle_event(Manager *m, Msg *msg)
 		break;
 	case KS_SYNC_CONFLICT:
 	case KS_SYNC_NOTICE:
+		if (msg->retry_after > a->server_wait)
+			a->server_wait = msg->retry_after;
 		(void) strv_add(&a->notices, &a->n_notices, msg->message);
 		log_at(KS_LOG_NOTICE, "%s/%s: %s", a->cfg.name, msg->collection, msg->message);
 		break;
@@ -569,6 +581,7 @@ static int account_start(Account *a)
 	a->n_running = a->n_waiting;
 	a->waiting_runs = NULL;
 	a->n_waiting = 0;
+	a->server_wait = 0;
 	strv_free(a->errors, a->n_errors);
 	a->errors = NULL;
 	a->n_errors = 0;

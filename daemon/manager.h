@@ -50,6 +50,7 @@ struct Account {
 	unsigned backoff;	/* consecutive failed runs */
 	uint64_t next_sync;	/* unix seconds */
 	uint64_t retry_in;	/* seconds of backoff now, 0 = none */
+	uint64_t server_wait;	/* Retry-After the server asked for in the last run */
 	bool removed;		/* gone from the config: freed once its run ends */
 };
 

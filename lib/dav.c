@@ -26,6 +26,7 @@ struct ks_dav {
 	long low_speed_time;
 	unsigned max_parallel;
 	unsigned n_requests;
+	unsigned retry_after;	/* longest Retry-After of a 429 or 503 seen */
 };
 
 typedef struct req_state {
@@ -188,6 +189,11 @@ ks_dav *ks_dav_free(ks_dav *d)
 const char *ks_dav_base_url(const ks_dav *d)
 {
 	return d->base_url;
+}
+
+unsigned ks_dav_retry_after(const ks_dav *d)
+{
+	return d->retry_after;
 }
 
 unsigned ks_dav_request_count(const ks_dav *d)
@@ -520,6 +526,8 @@ static void req_finish(req_state *s, CURLcode code)
 		req->redirect_url = NULL;
 	}
 	req->result = r;
+	if ((status == 429 || status == 503) && req->retry_after > s->dav->retry_after)
+		s->dav->retry_after = req->retry_after;
 	/* A reply to a request that changes the server is a step a crash can follow. */
 	if (code == CURLE_OK && strcmp(req->method, "REPORT") != 0 &&
 	    strcmp(req->method, "PROPFIND") != 0 && strcmp(req->method, "GET") != 0)

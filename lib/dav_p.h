@@ -75,6 +75,9 @@ void ks_dav_request_done(ks_dav_request *req);
 /* The account URL d was made with. Borrowed. */
 const char *ks_dav_base_url(const ks_dav *d);
 
+/* The longest Retry-After (seconds) a 429 or 503 answer through d asked for, 0 if none. */
+unsigned ks_dav_retry_after(const ks_dav *d);
+
 /* Number of HTTP requests sent through d so far (redirects included). */
 unsigned ks_dav_request_count(const ks_dav *d);
 

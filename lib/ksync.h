@@ -121,6 +121,8 @@ typedef struct ks_sync_event {
 	unsigned added, updated, deleted, skipped;	/* local changes from the server */
 	unsigned uploaded, removed, conflicts;		/* server changes from local ones */
 	unsigned requests;	/* HTTP requests the collection cost this run */
+	unsigned retry_after;	/* KS_SYNC_NOTICE: the server asked to wait this many seconds
+				 * (Retry-After of a 429 or 503) before the next run */
 } ks_sync_event;
 
 typedef void (*ks_sync_event_fn)(const ks_sync_event *ev, void *userdata);

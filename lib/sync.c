@@ -2709,6 +2709,15 @@ int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 	}
 	r = failed;
 out:
+	if (ks_dav_retry_after(R.dav)) {
+		/* The server is overloaded or rate-limits: the caller waits as long as it asked. */
+		char msg[128];
+		snprintf(msg, sizeof(msg), "the server asked to wait %u s before trying again",
+			 ks_dav_retry_after(R.dav));
+		ks_sync_event ev = { .type = KS_SYNC_NOTICE, .account = a->name, .message = msg,
+				     .retry_after = ks_dav_retry_after(R.dav) };
+		emit(&R, &ev);
+	}
 	ks_cache_account_done(&acc);
 	ks_collection_free_array(known, n_known);
 	ks_collection_free_array(remote, n_remote);

@@ -234,3 +234,38 @@ def test_unit_file_verifies(tmp_path):
     problems = [ln for ln in (p.stdout + p.stderr).splitlines()
                 if "ksyncd.service" in ln and "Unknown key" in ln or "Failed" in ln]
     assert p.returncode == 0 and not problems, p.stdout + p.stderr
+
+
+def test_retry_after_is_honoured(ks, daemon):
+    """A server answering 503 with Retry-After: the next run waits that long, not the
+    30 s of the first backoff step."""
+    import http.server
+    import threading
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def handle_one(self):
+            self.send_response(503)
+            self.send_header("Retry-After", "300")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_PROPFIND = do_GET = do_REPORT = handle_one
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", servers.free_port()), Busy)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        ks.accounts[ACCOUNT] = {"url": "http://127.0.0.1:%d/" % httpd.server_address[1],
+                                "username": "user"}
+        ks.write_config()
+        daemon.start()
+        a = wait_until(lambda: (lambda s: s["last_result"] == "failed" and s)(
+            account_status(daemon)), 60, "the failed first run")
+        assert a["state"] == "backoff", a
+        assert 290 <= a["retry_in"] <= 300, a
+        assert a["next_sync"] >= time.time() + 280, a
+    finally:
+        httpd.shutdown()
