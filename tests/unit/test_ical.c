@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "fixture.h"
 #include <libical/ical.h>
 
 #include "ical_p.h"
@@ -18,32 +20,7 @@
 #include "limits.h"
 #include "macro.h"
 
-static char *read_fixture(const char *name, size_t *ret_len)
-{
-	const char *dir = getenv("KSYNC_FIXTURES");
-	char path[4096];
-	FILE *f;
-	char *data;
-	long n;
-
-	if (!dir)
-		fail_msg("KSYNC_FIXTURES is not set");
-	snprintf(path, sizeof(path), "%s/ical/%s", dir, name);
-	f = fopen(path, "rb");
-	if (!f)
-		fail_msg("cannot open %s", path);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	n = ftell(f);
-	assert_true(n >= 0);
-	rewind(f);
-	data = malloc((size_t) n + 1);
-	assert_non_null(data);
-	assert_int_equal(fread(data, 1, (size_t) n, f), (size_t) n);
-	data[n] = 0;
-	fclose(f);
-	*ret_len = (size_t) n;
-	return data;
-}
+#define read_fixture(name, ret_len) ks_test_read_fixture("ical", name, ret_len)
 
 /* libical may write to stderr; the library must not. Sends fd 2 to a temporary file while
  * parsing and reports whether anything was written there. */
