@@ -114,6 +114,7 @@ check: deps
 
 _check: all build-tests
 	@$(MAKE) --no-print-directory check-unit
+	@$(MAKE) --no-print-directory check-fuzz
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory check-integration
 
@@ -172,3 +173,96 @@ clean:
 
 -include $(LIB_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d) $(CLI_OBJS:.o=.d) \
 	$(TEST_SRCS:tests/unit/%.c=$(B)/tests/unit/%.d)
+
+# ---- fuzzing (tests/fuzz/) ------------------------------------------------------------------
+# check-fuzz replays the corpora through standalone.c, built with $(CC) and the project's flags
+# (SANITIZE=1: under ASan and UBSan). fuzz builds the targets and the library with clang and
+# libFuzzer into build/fuzz and runs each for FUZZ_SECONDS; only fuzz needs clang, and it
+# installs FUZZ_PACKAGES itself. New inputs go to build/fuzz/corpus/<name>, crashes to
+# build/fuzz/artifacts/. FUZZ_TARGETS picks targets; FUZZ_ARGS passes libFuzzer flags, e.g.
+# "-fork=1 -ignore_crashes=1" to go on after a crash in a long run.
+
+FUZZ_ALL := vcard ical multistatus config merge href
+FUZZ_TARGETS ?= $(FUZZ_ALL)
+FUZZ_SECONDS ?= 60
+FUZZ_ARGS ?=
+FUZZ_CC ?= clang
+# clang only recommends libclang-rt-14-dev, which holds libFuzzer and the sanitizer runtimes.
+FUZZ_PACKAGES := clang libclang-rt-14-dev
+
+FUZZ_B := build/fuzz
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS := -std=gnu17 $(WARN) -MMD -MP -iquote lib -D_GNU_SOURCE -O1 -g $(FUZZ_SAN) \
+	$(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_B)/%.o)
+FUZZ_LIB := $(FUZZ_B)/lib/libksync.a
+FUZZ_OBJS := $(FUZZ_ALL:%=$(FUZZ_B)/tests/fuzz/fuzz_%.o)
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_B)/fuzz_%)
+
+REPLAY_OBJS := $(FUZZ_ALL:%=$(B)/tests/fuzz/fuzz_%.o) $(B)/tests/fuzz/standalone.o
+REPLAY_BINS := $(FUZZ_ALL:%=$(B)/fuzz/replay_%)
+
+.PHONY: check-fuzz fuzz fuzz-deps fuzz-build
+.SECONDARY: $(REPLAY_OBJS) $(FUZZ_OBJS)
+
+$(B)/fuzz/replay_%: $(B)/tests/fuzz/fuzz_%.o $(B)/tests/fuzz/standalone.o $(LIBKSYNC)
+	@mkdir -p $(@D)
+	$(CC) $(KS_LDFLAGS) $(LDFLAGS) -o $@ $< $(B)/tests/fuzz/standalone.o $(LIBKSYNC) $(KS_LIBS)
+
+check-fuzz: $(REPLAY_BINS)
+	@fail=0; for n in $(FUZZ_ALL); do \
+		$(B)/fuzz/replay_$$n tests/fuzz/corpus/$$n || fail=1; \
+	done; \
+	if [ $$fail = 0 ]; then echo "fuzz: every corpus replayed cleanly"; \
+	else echo "fuzz: replay FAILED"; fi; \
+	exit $$fail
+
+$(FUZZ_B)/%.o: %.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_LIB): $(FUZZ_LIB_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(FUZZ_B)/fuzz_%: $(FUZZ_B)/tests/fuzz/fuzz_%.o $(FUZZ_LIB)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(KS_LIBS)
+
+fuzz-deps:
+	@missing=""; for p in $(FUZZ_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' \
+			|| missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "Missing packages for fuzzing; run as root:"; \
+		echo "  apt-get update && apt-get install -y --no-install-recommends$$missing"; \
+		exit 1; \
+	fi; \
+	echo "Installing:$$missing"; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing \
+	|| { apt-get update && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y --no-install-recommends $$missing; }
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@failed=""; for n in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_B)/corpus/$$n $(FUZZ_B)/artifacts; \
+		stamp=$$(mktemp); \
+		echo "== fuzz_$$n for $(FUZZ_SECONDS)s"; \
+		$(FUZZ_B)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+			-print_final_stats=1 -artifact_prefix=$(FUZZ_B)/artifacts/$$n- $(FUZZ_ARGS) \
+			$(FUZZ_B)/corpus/$$n tests/fuzz/corpus/$$n || failed="$$failed $$n"; \
+		if [ -n "$$(find $(FUZZ_B)/artifacts -name "$$n-*" -newer $$stamp)" ]; then \
+			case "$$failed" in *" $$n") ;; *) failed="$$failed $$n";; esac; fi; \
+		rm -f $$stamp; \
+	done; \
+	if [ -n "$$failed" ]; then \
+		echo "fuzz: crashes in:$$failed (inputs in $(FUZZ_B)/artifacts/)"; exit 1; fi; \
+	echo "fuzz: no crash"
+
+-include $(REPLAY_OBJS:.o=.d) $(FUZZ_LIB_OBJS:.o=.d) $(FUZZ_OBJS:.o=.d)
+# ---- end of fuzzing -------------------------------------------------------------------------
