@@ -305,6 +305,16 @@ static icaltimezone *zone_for(icalcomponent *c, const char *tzid)
 	return icaltimezone_get_builtin_timezone_from_tzid(tzid);
 }
 
+/* libical takes "T089999" or month 00 as they are; such a time is no time. */
+static bool fields_in_range(const struct icaltimetype *t)
+{
+	if (t->year < 1 || t->year > 9999 || t->month < 1 || t->month > 12 || t->day < 1 ||
+	    t->day > icaltime_days_in_month(t->month, t->year))
+		return false;
+	return t->is_date || (t->hour >= 0 && t->hour <= 23 && t->minute >= 0 &&
+			      t->minute <= 59 && t->second >= 0 && t->second <= 60);
+}
+
 /* Reads the DATE or DATE-TIME of p. *ret_zone is the zone it is in: UTC, a resolved TZID, or
  * NULL for floating time and dates. Returns false when p holds no usable time. */
 static bool prop_time(icalcomponent *c, icalproperty *p, struct icaltimetype *ret,
@@ -329,7 +339,7 @@ static bool prop_time(icalcomponent *c, icalproperty *p, struct icaltimetype *re
 	default:
 		return false;
 	}
-	if (icaltime_is_null_time(t) || !icaltime_is_valid_time(t))
+	if (icaltime_is_null_time(t) || !icaltime_is_valid_time(t) || !fields_in_range(&t))
 		return false;
 
 	if (t.is_date)
@@ -367,7 +377,7 @@ static int time_string(struct icaltimetype t, char **ret)
 {
 	int r;
 
-	if (t.year < 0 || t.year > 9999) {
+	if (!fields_in_range(&t)) {
 		*ret = NULL;
 		return 0;
 	}
