@@ -1,9 +1,10 @@
-"""HTTP and HTTPS fronts for the TLS, redirect and credential tests.
+"""HTTP and HTTPS fronts for the TLS, redirect, credential and fault-injection tests.
 
 make_cert() makes a self-signed certificate with the openssl CLI. Front is a threaded HTTP/1.1
 server on a loopback address, plain or TLS, that records every connection, failed TLS handshake
-and request (method, path, headers, body), answers a request itself when its `route` function
-returns a reply, and otherwise forwards it to a backend DavServer.
+and request (method, path, headers, body). Its `route` function decides, per request: answer it
+itself (a Reply), forward it to the backend DavServer (None), forward it and rewrite the answer
+(Transform), cut the connection part-way through the answer (Drop) or go silent (Stall).
 """
 
 import http.client
@@ -61,6 +62,25 @@ class Reply(NamedTuple):
     status: int
     headers: list = []
     body: bytes = b""
+
+
+class Transform(NamedTuple):
+    """Forward, then answer fn(seen, reply) -> Reply instead of the backend's reply."""
+    fn: object
+
+
+class Drop(NamedTuple):
+    """Send the status line, the headers (with the full Content-Length) and the first `after`
+    bytes of the body, then close the connection. reply None: the backend's reply."""
+    after: int = 0
+    reply: object = None
+
+
+class Stall(NamedTuple):
+    """Read the request, then send nothing for `seconds` (or until the client goes away) and
+    close the connection. forward: the backend still receives the request."""
+    seconds: float
+    forward: bool = False
 
 
 def require_openssl():
@@ -157,8 +177,8 @@ class Front:
     """A recording HTTP(S) front on HOST:PORT (port 0: a free one).
 
     backend: a DavServer (or anything with .port on 127.0.0.1) requests are forwarded to;
-    route(front, seen) -> Reply or None: a reply given by the front itself (None: forward; without
-    a backend, 404). cert: a Cert to serve TLS with."""
+    route(front, seen) -> Reply, None, Transform, Drop or Stall (see those; without a backend,
+    a forwarded request is answered 404). cert: a Cert to serve TLS with."""
 
     def __init__(self, backend=None, host="127.0.0.1", port=0, cert=None, route=None):
         self.backend = backend
@@ -193,15 +213,57 @@ class Front:
                 if self.command != "HEAD":
                     self.wfile.write(reply.body)
 
+            def _drop(self, reply, after):
+                self.send_response(reply.status)
+                for k, v in reply.headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body[:after])
+                self.wfile.flush()
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            def _stall(self, seconds):
+                self.close_connection = True
+                self.connection.settimeout(seconds)
+                deadline = time.monotonic() + seconds
+                try:
+                    while time.monotonic() < deadline:
+                        if not self.connection.recv(4096):
+                            return
+                except OSError:
+                    return
+
             def _any(self):
                 body = _read_body(self)
                 seen = Seen(self.command, self.path, list(self.headers.items()), body,
                             self.server.server_address[:2])
                 with front.lock:
                     front.requests.append(seen)
-                reply = front.route(front, seen) if front.route else None
-                if reply is None:
-                    reply = front._forward(seen) if front.backend is not None else Reply(404)
+                action = front.route(front, seen) if front.route else None
+                if isinstance(action, Reply):
+                    self._reply(action)
+                    return
+                if isinstance(action, Stall):
+                    if action.forward and front.backend is not None:
+                        front._forward(seen)
+                    self._stall(action.seconds)
+                    return
+                if front.backend is None:
+                    reply = Reply(404)
+                elif isinstance(action, Drop) and action.reply is not None:
+                    reply = action.reply
+                else:
+                    reply = front._forward(seen)
+                if isinstance(action, Transform):
+                    reply = action.fn(seen, reply)
+                if isinstance(action, Drop):
+                    self._drop(reply, action.after)
+                    return
                 self._reply(reply)
 
         for m in METHODS:
