@@ -236,6 +236,26 @@ def test_unit_file_verifies(tmp_path):
     assert p.returncode == 0 and not problems, p.stdout + p.stderr
 
 
+def test_unit_exposure(tmp_path):
+    """The unit's sandboxing as systemd-analyze rates it: 6.0 (MEDIUM) before PrivateUsers=
+    and the settings it enables were added."""
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "systemd", "ksyncd.service.in")
+    unit = tmp_path / "ksyncd.service"
+    unit.write_text(open(src).read().replace("@BINDIR@", "/usr/bin"))
+    p = subprocess.run(["systemd-analyze", "security", "--offline=true", "--user",
+                        "--no-pager", str(unit)],
+                       capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                            "XDG_RUNTIME_DIR": str(tmp_path), "LANG": "C.UTF-8"})
+    m = re.search(r"Overall exposure level for ksyncd.service: ([0-9.]+)", p.stdout)
+    assert m, p.stdout + p.stderr
+    assert float(m.group(1)) <= 2.0, p.stdout
+    for setting in ("PrivateUsers=", "ProtectSystem=", "CapabilityBoundingSet=",
+                    "SystemCallFilter=", "PrivateDevices=", "ProtectKernelModules="):
+        line = [ln for ln in p.stdout.splitlines() if setting in ln]
+        assert line and all(ln.lstrip().startswith("\u2713") for ln in line), line
+
+
 def test_retry_after_is_honoured(ks, daemon):
     """A server answering 503 with Retry-After: the next run waits that long, not the
     30 s of the first backoff step."""
