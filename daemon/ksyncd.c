@@ -28,7 +28,7 @@ static const char *arg_account;
 static bool log_prefix;		/* stderr goes to the journal: use <N> priority prefixes */
 static bool stderr_tty;
 
-static void logv(int level, const char *fmt, va_list ap)
+static void __attribute__((format(printf, 2, 0))) logv(int level, const char *fmt, va_list ap)
 {
 	if (level > arg_log_level)
 		return;

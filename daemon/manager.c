@@ -676,7 +676,7 @@ static bool collection_known(Manager *m, const char *account, const char *collec
 		return true;	/* let the run say what is wrong */
 	/* Setting it enabled to what it is would change nothing; ask by listing instead. */
 	if (ks_engine_collections_json(e, account, NULL, NULL, NULL, &json) >= 0) {
-		_cleanup_free_ char *a = NULL, *b = NULL;
+		_cleanup_free_ char *a = NULL;
 		const char *name = strncmp(collection, "contacts/", 9) == 0 ? collection + 9
 				   : strncmp(collection, "calendars/", 10) == 0 ? collection + 10
 				   : collection;

@@ -227,7 +227,6 @@ int ks_list_home(ks_dav *d, const char *home, bool with_tokens, ks_collection **
 		 size_t *ret_n, char **reterr_msg)
 {
 	listing l = { .home = home, .with_tokens = with_tokens };
-	_cleanup_free_ char *base = NULL;
 	ks_dav_request req = {
 		.method = "PROPFIND",
 		.url = home,
