@@ -429,6 +429,59 @@ int ks_cache_forget_account(ks_cache *c, const char *name)
 	return r;
 }
 
+/* Grows *a (of element size sz) to hold one more element; returns the new element zeroed. */
+static void *grow(void **a, size_t *n, size_t *cap, size_t sz)
+{
+	if (*n == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 64;
+		void *na = realloc(*a, ncap * sz);
+		if (!na)
+			return NULL;
+		*a = na;
+		*cap = ncap;
+	}
+	void *e = (char *) *a + (*n)++ * sz;
+	memset(e, 0, sz);
+	return e;
+}
+
+/* Steps a prepared, bound statement to the end and turns each row into an element of size sz
+ * with fill(), which returns -ENOMEM when a copy failed. The statement is finalized; on
+ * failure the elements made so far are released with free_array() and *ret is untouched. */
+static int collect(sqlite3_stmt *s, size_t sz, int (*fill)(sqlite3_stmt *s, void *e),
+		   void (*free_array)(void *a, size_t n), void **ret, size_t *ret_n)
+{
+	void *a = NULL;
+	size_t n = 0, cap = 0;
+	int r = 0;
+
+	for (;;) {
+		int rc = sqlite3_step(s);
+		if (rc == SQLITE_DONE)
+			break;
+		if (rc != SQLITE_ROW) {
+			r = sqlite_to_errno(rc);
+			break;
+		}
+		void *e = grow(&a, &n, &cap, sz);
+		if (!e) {
+			r = -ENOMEM;
+			break;
+		}
+		r = fill(s, e);
+		if (r < 0)
+			break;
+	}
+	sqlite3_finalize(s);
+	if (r < 0) {
+		free_array(a, n);
+		return r;
+	}
+	*ret = a;
+	*ret_n = n;
+	return 0;
+}
+
 const char *ks_collection_kind_to_string(ks_collection_kind k)
 {
 	return k == KS_COLLECTION_ADDRESSBOOK ? "addressbook" : "calendar";
@@ -454,11 +507,39 @@ void ks_collection_free_array(ks_collection *a, size_t n)
 	free(a);
 }
 
+static int fill_collection(sqlite3_stmt *s, void *e)
+{
+	ks_collection *col = e;
+
+	*col = (ks_collection) {
+		.id = sqlite3_column_int64(s, 0),
+		.account = col_strdup(s, 1),
+		.href = col_strdup(s, 2),
+		.kind = strcmp((const char *) sqlite3_column_text(s, 3), "addressbook") == 0
+				? KS_COLLECTION_ADDRESSBOOK
+				: KS_COLLECTION_CALENDAR,
+		.name = col_strdup(s, 4),
+		.displayname = col_strdup(s, 5),
+		.color = col_strdup(s, 6),
+		.description = col_strdup(s, 7),
+		.components = components_from_text((const char *) sqlite3_column_text(s, 8)),
+		.readonly = sqlite3_column_int(s, 9),
+		.supports_sync = sqlite3_column_int(s, 10),
+		.enabled = sqlite3_column_int(s, 11),
+		.sync_token = col_strdup(s, 12),
+		.ctag = col_strdup(s, 13),
+	};
+	return col->account && col->href && col->name ? 0 : -ENOMEM;
+}
+
+static void free_collections(void *a, size_t n)
+{
+	ks_collection_free_array(a, n);
+}
+
 int ks_cache_list_collections(ks_cache *c, const char *account, ks_collection **ret, size_t *ret_n)
 {
 	sqlite3_stmt *s;
-	ks_collection *a = NULL;
-	size_t n = 0, cap = 0;
 	int r = prepare(c, "SELECT id, account, href, kind, name, displayname, color, description, "
 			   "components, readonly, supports_sync, enabled, sync_token, ctag "
 			   "FROM collection WHERE account = ?1 ORDER BY kind, name", &s);
@@ -466,56 +547,7 @@ int ks_cache_list_collections(ks_cache *c, const char *account, ks_collection **
 	if (r < 0)
 		return r;
 	(void) bind_text(s, 1, account);
-	for (;;) {
-		int rc = sqlite3_step(s);
-		if (rc == SQLITE_DONE)
-			break;
-		if (rc != SQLITE_ROW) {
-			r = sqlite_to_errno(rc);
-			break;
-		}
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 8;
-			ks_collection *na = realloc(a, ncap * sizeof(*na));
-			if (!na) {
-				r = -ENOMEM;
-				break;
-			}
-			a = na;
-			cap = ncap;
-		}
-		ks_collection *col = &a[n++];
-		*col = (ks_collection) {
-			.id = sqlite3_column_int64(s, 0),
-			.account = col_strdup(s, 1),
-			.href = col_strdup(s, 2),
-			.kind = strcmp((const char *) sqlite3_column_text(s, 3), "addressbook") == 0
-					? KS_COLLECTION_ADDRESSBOOK
-					: KS_COLLECTION_CALENDAR,
-			.name = col_strdup(s, 4),
-			.displayname = col_strdup(s, 5),
-			.color = col_strdup(s, 6),
-			.description = col_strdup(s, 7),
-			.components = components_from_text((const char *) sqlite3_column_text(s, 8)),
-			.readonly = sqlite3_column_int(s, 9),
-			.supports_sync = sqlite3_column_int(s, 10),
-			.enabled = sqlite3_column_int(s, 11),
-			.sync_token = col_strdup(s, 12),
-			.ctag = col_strdup(s, 13),
-		};
-		if (!col->account || !col->href || !col->name) {
-			r = -ENOMEM;
-			break;
-		}
-	}
-	sqlite3_finalize(s);
-	if (r < 0) {
-		ks_collection_free_array(a, n);
-		return r;
-	}
-	*ret = a;
-	*ret_n = n;
-	return 0;
+	return collect(s, sizeof(**ret), fill_collection, free_collections, (void **) ret, ret_n);
 }
 
 int ks_cache_save_collection(ks_cache *c, ks_collection *col)
@@ -718,22 +750,6 @@ int ks_cache_count_items(ks_cache *c, int64_t coll)
 	return r;
 }
 
-/* Grows *a (of element size sz) to hold one more element; returns the new element zeroed. */
-static void *grow(void **a, size_t *n, size_t *cap, size_t sz)
-{
-	if (*n == *cap) {
-		size_t ncap = *cap ? *cap * 2 : 64;
-		void *na = realloc(*a, ncap * sz);
-		if (!na)
-			return NULL;
-		*a = na;
-		*cap = ncap;
-	}
-	void *e = (char *) *a + (*n)++ * sz;
-	memset(e, 0, sz);
-	return e;
-}
-
 void ks_local_rows_free(ks_local_row *a, size_t n)
 {
 	for (size_t i = 0; a && i < n; i++) {
@@ -746,48 +762,33 @@ void ks_local_rows_free(ks_local_row *a, size_t n)
 	free(a);
 }
 
+static int fill_local(sqlite3_stmt *s, void *p)
+{
+	ks_local_row *e = p;
+
+	e->id = sqlite3_column_int64(s, 0);
+	e->filename = col_strdup(s, 1);
+	e->mtime_ns = sqlite3_column_int64(s, 2);
+	e->ino = sqlite3_column_int64(s, 3);
+	e->size = sqlite3_column_int64(s, 4);
+	return e->filename ? 0 : -ENOMEM;
+}
+
+static void free_local(void *a, size_t n)
+{
+	ks_local_rows_free(a, n);
+}
+
 int ks_cache_list_local(ks_cache *c, int64_t coll, ks_local_row **ret, size_t *ret_n)
 {
 	sqlite3_stmt *s;
-	ks_local_row *a = NULL;
-	size_t n = 0, cap = 0;
 	int r = prepare(c, "SELECT id, filename, mtime_ns, ino, size "
 			   "FROM item WHERE collection = ?1 ORDER BY filename", &s);
 
 	if (r < 0)
 		return r;
 	(void) sqlite3_bind_int64(s, 1, coll);
-	for (;;) {
-		int rc = sqlite3_step(s);
-		if (rc == SQLITE_DONE)
-			break;
-		if (rc != SQLITE_ROW) {
-			r = sqlite_to_errno(rc);
-			break;
-		}
-		ks_local_row *e = grow((void **) &a, &n, &cap, sizeof(*a));
-		if (!e) {
-			r = -ENOMEM;
-			break;
-		}
-		e->id = sqlite3_column_int64(s, 0);
-		e->filename = col_strdup(s, 1);
-		e->mtime_ns = sqlite3_column_int64(s, 2);
-		e->ino = sqlite3_column_int64(s, 3);
-		e->size = sqlite3_column_int64(s, 4);
-		if (!e->filename) {
-			r = -ENOMEM;
-			break;
-		}
-	}
-	sqlite3_finalize(s);
-	if (r < 0) {
-		ks_local_rows_free(a, n);
-		return r;
-	}
-	*ret = a;
-	*ret_n = n;
-	return 0;
+	return collect(s, sizeof(**ret), fill_local, free_local, (void **) ret, ret_n);
 }
 
 int ks_cache_fill_local_row(ks_cache *c, ks_local_row *row)
@@ -958,52 +959,37 @@ void ks_intents_free(ks_intent *a, size_t n)
 	free(a);
 }
 
+static int fill_intent(sqlite3_stmt *s, void *p)
+{
+	ks_intent *e = p;
+
+	e->href = col_strdup(s, 0);
+	const char *op = (const char *) sqlite3_column_text(s, 1);
+	e->op = _KS_INTENT_INVALID;
+	for (int i = 0; op && i < _KS_INTENT_MAX; i++)
+		if (strcmp(op, intent_ops[i]) == 0)
+			e->op = (ks_intent_op) i;
+	e->filename = col_strdup(s, 2);
+	e->hash = col_strdup(s, 3);
+	e->created_at = sqlite3_column_int64(s, 4);
+	return e->href ? 0 : -ENOMEM;
+}
+
+static void free_intents(void *a, size_t n)
+{
+	ks_intents_free(a, n);
+}
+
 int ks_cache_list_intents(ks_cache *c, int64_t coll, ks_intent **ret, size_t *ret_n)
 {
 	sqlite3_stmt *s;
-	ks_intent *a = NULL;
-	size_t n = 0, cap = 0;
 	int r = prepare(c, "SELECT href, op, filename, hash, created_at FROM intent "
 			   "WHERE collection = ?1 ORDER BY id", &s);
 
 	if (r < 0)
 		return r;
 	(void) sqlite3_bind_int64(s, 1, coll);
-	for (;;) {
-		int rc = sqlite3_step(s);
-		if (rc == SQLITE_DONE)
-			break;
-		if (rc != SQLITE_ROW) {
-			r = sqlite_to_errno(rc);
-			break;
-		}
-		ks_intent *e = grow((void **) &a, &n, &cap, sizeof(*a));
-		if (!e) {
-			r = -ENOMEM;
-			break;
-		}
-		e->href = col_strdup(s, 0);
-		const char *op = (const char *) sqlite3_column_text(s, 1);
-		e->op = _KS_INTENT_INVALID;
-		for (int i = 0; op && i < _KS_INTENT_MAX; i++)
-			if (strcmp(op, intent_ops[i]) == 0)
-				e->op = (ks_intent_op) i;
-		e->filename = col_strdup(s, 2);
-		e->hash = col_strdup(s, 3);
-		e->created_at = sqlite3_column_int64(s, 4);
-		if (!e->href) {
-			r = -ENOMEM;
-			break;
-		}
-	}
-	sqlite3_finalize(s);
-	if (r < 0) {
-		ks_intents_free(a, n);
-		return r;
-	}
-	*ret = a;
-	*ret_n = n;
-	return 0;
+	return collect(s, sizeof(**ret), fill_intent, free_intents, (void **) ret, ret_n);
 }
 
 int ks_cache_add_conflict(ks_cache *c, const char *account, const char *collection,
@@ -1046,11 +1032,30 @@ void ks_conflict_rows_free(ks_conflict_row *a, size_t n)
 	free(a);
 }
 
+static int fill_conflict(sqlite3_stmt *s, void *p)
+{
+	ks_conflict_row *e = p;
+
+	e->id = sqlite3_column_int64(s, 0);
+	e->account = col_strdup(s, 1);
+	e->collection = col_strdup(s, 2);
+	e->uid = col_strdup(s, 3);
+	e->filename = col_strdup(s, 4);
+	e->kept_path = col_strdup(s, 5);
+	e->winner = col_strdup(s, 6);
+	e->summary = col_strdup(s, 7);
+	e->created_at = sqlite3_column_int64(s, 8);
+	return 0;
+}
+
+static void free_conflicts(void *a, size_t n)
+{
+	ks_conflict_rows_free(a, n);
+}
+
 int ks_cache_list_conflicts(ks_cache *c, const char *account, ks_conflict_row **ret, size_t *ret_n)
 {
 	sqlite3_stmt *s;
-	ks_conflict_row *a = NULL;
-	size_t n = 0, cap = 0;
 	int r = prepare(c, "SELECT id, account, collection, uid, filename, kept_path, winner, "
 			   "summary, created_at FROM conflict WHERE ?1 IS NULL OR account = ?1 "
 			   "ORDER BY created_at DESC, id DESC", &s);
@@ -1058,35 +1063,5 @@ int ks_cache_list_conflicts(ks_cache *c, const char *account, ks_conflict_row **
 	if (r < 0)
 		return r;
 	(void) bind_text(s, 1, account);
-	for (;;) {
-		int rc = sqlite3_step(s);
-		if (rc == SQLITE_DONE)
-			break;
-		if (rc != SQLITE_ROW) {
-			r = sqlite_to_errno(rc);
-			break;
-		}
-		ks_conflict_row *e = grow((void **) &a, &n, &cap, sizeof(*a));
-		if (!e) {
-			r = -ENOMEM;
-			break;
-		}
-		e->id = sqlite3_column_int64(s, 0);
-		e->account = col_strdup(s, 1);
-		e->collection = col_strdup(s, 2);
-		e->uid = col_strdup(s, 3);
-		e->filename = col_strdup(s, 4);
-		e->kept_path = col_strdup(s, 5);
-		e->winner = col_strdup(s, 6);
-		e->summary = col_strdup(s, 7);
-		e->created_at = sqlite3_column_int64(s, 8);
-	}
-	sqlite3_finalize(s);
-	if (r < 0) {
-		ks_conflict_rows_free(a, n);
-		return r;
-	}
-	*ret = a;
-	*ret_n = n;
-	return 0;
+	return collect(s, sizeof(**ret), fill_conflict, free_conflicts, (void **) ret, ret_n);
 }
