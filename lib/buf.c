@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "buf_p.h"
+#include "text_p.h"
 
 static int buf_reserve(ks_buf *b, size_t extra)
 {
@@ -85,4 +86,18 @@ char *ks_buf_steal(ks_buf *b)
 	b->data = NULL;
 	b->len = b->cap = 0;
 	return s;
+}
+
+int ks_set_error(char **reterr_msg, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!reterr_msg)
+		return r;
+	free(*reterr_msg);
+	va_start(ap, fmt);
+	if (vasprintf(reterr_msg, fmt, ap) < 0)
+		*reterr_msg = NULL;
+	va_end(ap);
+	return r;
 }

@@ -21,6 +21,7 @@
 #include "ksync.h"
 #include "macro.h"
 #include "manage_p.h"
+#include "text_p.h"
 
 /* A config file is a few hundred bytes; anything near this is not one. */
 #define CONFIG_MAX_SIZE (1024 * 1024)
@@ -859,20 +860,6 @@ char *ks_secret_free(char *s)
 	return NULL;
 }
 
-_printf_(3, 4)
-static int secret_error(char **reterr_msg, int r, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!reterr_msg)
-		return r;
-	va_start(ap, fmt);
-	if (vasprintf(reterr_msg, fmt, ap) < 0)
-		*reterr_msg = NULL;
-	va_end(ap);
-	return r;
-}
-
 /* Reads fd to its end into buf (SECRET_MAX + 1 bytes). -EFBIG when there is more. */
 static int secret_read(int fd, char *buf, size_t *ret_len)
 {
@@ -943,7 +930,7 @@ static int password_from_command(const char *cmd, char **ret, char **reterr_msg)
 	if (pipe2(pipefd, O_CLOEXEC) < 0) {
 		r = -errno;
 		secret_buf_free(buf);
-		return secret_error(reterr_msg, r, "cannot create a pipe: %s", strerror(-r));
+		return ks_set_error(reterr_msg, r, "cannot create a pipe: %s", strerror(-r));
 	}
 
 	/* The child must not inherit the caller's blocked signals or handlers: a daemon blocks
@@ -981,7 +968,7 @@ static int password_from_command(const char *cmd, char **ret, char **reterr_msg)
 	if (r != 0) {
 		(void) close(pipefd[0]);
 		secret_buf_free(buf);
-		return secret_error(reterr_msg, -r, "cannot run password_command: %s",
+		return ks_set_error(reterr_msg, -r, "cannot run password_command: %s",
 				    strerror(r));
 	}
 
@@ -994,27 +981,27 @@ static int password_from_command(const char *cmd, char **ret, char **reterr_msg)
 		if (errno != EINTR) {
 			int e = errno;
 			secret_buf_free(buf);
-			return secret_error(reterr_msg, -e, "cannot wait for password_command: %s",
+			return ks_set_error(reterr_msg, -e, "cannot wait for password_command: %s",
 					    strerror(e));
 		}
 	}
 
 	if (r == -EFBIG)
-		r = secret_error(reterr_msg, -EIO, "password_command printed more than %d bytes",
+		r = ks_set_error(reterr_msg, -EIO, "password_command printed more than %d bytes",
 				 SECRET_MAX);
 	else if (r < 0)
-		r = secret_error(reterr_msg, r, "cannot read the output of password_command: %s",
+		r = ks_set_error(reterr_msg, r, "cannot read the output of password_command: %s",
 				 strerror(-r));
 	else if (WIFSIGNALED(status))
-		r = secret_error(reterr_msg, -EIO, "password_command was killed by signal %d",
+		r = ks_set_error(reterr_msg, -EIO, "password_command was killed by signal %d",
 				 WTERMSIG(status));
 	else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		r = secret_error(reterr_msg, -EIO, "password_command exited with status %d",
+		r = ks_set_error(reterr_msg, -EIO, "password_command exited with status %d",
 				 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 	else {
 		r = secret_first_line(buf, len, ret);
 		if (r == -ENODATA || r == -EBADMSG)
-			r = secret_error(reterr_msg, -EIO, "password_command printed %s on its "
+			r = ks_set_error(reterr_msg, -EIO, "password_command printed %s on its "
 					 "first line (exit status 0)",
 					 r == -ENODATA ? "nothing" : "a NUL byte");
 	}
@@ -1034,25 +1021,25 @@ static int password_from_file(const char *path, char **ret, char **reterr_msg)
 	if (fd < 0) {
 		r = -errno;
 		if (r == -ELOOP)
-			return secret_error(reterr_msg, -EPERM, "password file '%s' is a symbolic "
+			return ks_set_error(reterr_msg, -EPERM, "password file '%s' is a symbolic "
 					    "link; point password_file at the file itself", path);
-		return secret_error(reterr_msg, r, "cannot open password file '%s': %s", path,
+		return ks_set_error(reterr_msg, r, "cannot open password file '%s': %s", path,
 				    strerror(-r));
 	}
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
 		(void) close(fd);
-		return secret_error(reterr_msg, r, "cannot stat password file '%s': %s", path,
+		return ks_set_error(reterr_msg, r, "cannot stat password file '%s': %s", path,
 				    strerror(-r));
 	}
 	if (!S_ISREG(st.st_mode))
-		r = secret_error(reterr_msg, -EPERM, "password file '%s' is not a regular file",
+		r = ks_set_error(reterr_msg, -EPERM, "password file '%s' is not a regular file",
 				 path);
 	else if (st.st_uid != geteuid())
-		r = secret_error(reterr_msg, -EPERM, "password file '%s' is owned by uid %u, not "
+		r = ks_set_error(reterr_msg, -EPERM, "password file '%s' is owned by uid %u, not "
 				 "by uid %u", path, (unsigned) st.st_uid, (unsigned) geteuid());
 	else if (st.st_mode & 077)
-		r = secret_error(reterr_msg, -EPERM, "password file '%s' has mode %04o; it must "
+		r = ks_set_error(reterr_msg, -EPERM, "password file '%s' has mode %04o; it must "
 				 "not be readable by others (chmod 600)", path,
 				 (unsigned) (st.st_mode & 07777));
 	else
@@ -1073,15 +1060,15 @@ static int password_from_file(const char *path, char **ret, char **reterr_msg)
 	if (r == -EFBIG) {
 		len = SECRET_MAX + 1;
 		r = memchr(buf, '\n', len) ? 0 :
-		    secret_error(reterr_msg, -EIO, "password file '%s' has a first line longer "
+		    ks_set_error(reterr_msg, -EIO, "password file '%s' has a first line longer "
 				 "than %d bytes", path, SECRET_MAX);
 	} else if (r < 0)
-		r = secret_error(reterr_msg, r, "cannot read password file '%s': %s", path,
+		r = ks_set_error(reterr_msg, r, "cannot read password file '%s': %s", path,
 				 strerror(-r));
 	if (r == 0) {
 		r = secret_first_line(buf, len, ret);
 		if (r == -ENODATA || r == -EBADMSG)
-			r = secret_error(reterr_msg, -EIO, "password file '%s' has %s on its first "
+			r = ks_set_error(reterr_msg, -EIO, "password file '%s' has %s on its first "
 					 "line", path, r == -ENODATA ? "nothing" : "a NUL byte");
 	}
 	secret_buf_free(buf);
@@ -1095,7 +1082,7 @@ int ks_account_get_password(const ks_account_config *a, char **ret, char **reter
 		return password_from_command(a->password_command, ret, reterr_msg);
 	if (a->password_file)
 		return password_from_file(a->password_file, ret, reterr_msg);
-	return secret_error(reterr_msg, -ENOKEY, "neither password_command nor password_file "
+	return ks_set_error(reterr_msg, -ENOKEY, "neither password_command nor password_file "
 			    "is set");
 }
 
@@ -1109,21 +1096,6 @@ const char *ks_config_provider_url(const char *provider)
 		if (strcmp(provider, providers[i].name) == 0)
 			return providers[i].url;
 	return NULL;
-}
-
-_printf_(3, 4)
-static int write_error(char **reterr_msg, int r, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!reterr_msg || r == -ENOMEM)
-		return r;
-	free(*reterr_msg);
-	va_start(ap, fmt);
-	if (vasprintf(reterr_msg, fmt, ap) < 0)
-		*reterr_msg = NULL;
-	va_end(ap);
-	return r;
 }
 
 static bool is_blank(char ch)
@@ -1175,7 +1147,7 @@ static int conf_put_account(ks_buf *b, const ks_account_config *a, const char *e
 	int r;
 
 	if (!a->name || !account_name_is_valid(a->name))
-		return write_error(reterr_msg, -EINVAL, "invalid account name '%s'; use 1 to %u "
+		return ks_set_error(reterr_msg, -EINVAL, "invalid account name '%s'; use 1 to %u "
 				   "of A-Z a-z 0-9 . _ -, not starting with '.'",
 				   a->name ? a->name : "", ACCOUNT_NAME_MAX);
 	if (a->interval)
@@ -1204,12 +1176,12 @@ static int conf_put_account(ks_buf *b, const ks_account_config *a, const char *e
 			continue;
 		/* A line break would end the value early and start a line of its own. */
 		if (strpbrk(kv[i].value, "\r\n"))
-			return write_error(reterr_msg, -EINVAL, "the value of %s contains a line "
+			return ks_set_error(reterr_msg, -EINVAL, "the value of %s contains a line "
 					   "break, which ksync.conf cannot hold", kv[i].key);
 		r = conf_put_value(b, kv[i].key, kv[i].value, eol);
 	}
 	if (r == -EFBIG)
-		return write_error(reterr_msg, -EINVAL, "the settings of account '%s' are too "
+		return ks_set_error(reterr_msg, -EINVAL, "the settings of account '%s' are too "
 				   "long", a->name);
 	return r;
 }
@@ -1295,7 +1267,7 @@ static int conf_file_open(const char *path, bool create, conf_file *f, char **re
 		f->target = realpath(path, NULL);
 		if (!f->target) {
 			r = -errno;
-			return write_error(reterr_msg, r, "cannot follow the symbolic link '%s': %s",
+			return ks_set_error(reterr_msg, r, "cannot follow the symbolic link '%s': %s",
 					   path, strerror(-r));
 		}
 	} else
@@ -1310,44 +1282,44 @@ static int conf_file_open(const char *path, bool create, conf_file *f, char **re
 	if (!f->dir || !f->base)
 		return -ENOMEM;
 	if (!*f->base)
-		return write_error(reterr_msg, -EISDIR, "'%s' names a directory", path);
+		return ks_set_error(reterr_msg, -EISDIR, "'%s' names a directory", path);
 	if (create) {
 		r = ks_fs_mkdir_p(f->dir);
 		if (r < 0)
-			return write_error(reterr_msg, r, "cannot create the directory '%s': %s",
+			return ks_set_error(reterr_msg, r, "cannot create the directory '%s': %s",
 					   f->dir, strerror(-r));
 	}
 	f->dirfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (f->dirfd < 0) {
 		r = -errno;
-		return write_error(reterr_msg, r, "cannot open the directory '%s': %s", f->dir,
+		return ks_set_error(reterr_msg, r, "cannot open the directory '%s': %s", f->dir,
 				   strerror(-r));
 	}
 	/* Two writers reading the same old file would each drop the other's change. */
 	if (flock(f->dirfd, LOCK_EX) < 0) {
 		r = -errno;
-		return write_error(reterr_msg, r, "cannot lock the directory '%s': %s", f->dir,
+		return ks_set_error(reterr_msg, r, "cannot lock the directory '%s': %s", f->dir,
 				   strerror(-r));
 	}
 
 	if (fstatat(f->dirfd, f->base, &st, 0) < 0) {
 		r = -errno;
 		if (r != -ENOENT || !create)
-			return write_error(reterr_msg, r, "%s: %s", path, strerror(-r));
+			return ks_set_error(reterr_msg, r, "%s: %s", path, strerror(-r));
 		f->mode = 0600;
 		f->eol = "\n";
 		return 0;
 	}
 	if (!S_ISREG(st.st_mode))
-		return write_error(reterr_msg, -EINVAL, "%s: not a regular file", path);
+		return ks_set_error(reterr_msg, -EINVAL, "%s: not a regular file", path);
 	f->existed = true;
 	f->mode = st.st_mode & 07777;
 	r = config_read(f->target, &f->old);
 	if (r == -EFBIG)
-		return write_error(reterr_msg, -EINVAL, "%s: file is larger than %d bytes", path,
+		return ks_set_error(reterr_msg, -EINVAL, "%s: file is larger than %d bytes", path,
 				   CONFIG_MAX_SIZE);
 	if (r < 0)
-		return write_error(reterr_msg, r, "%s: %s", path, strerror(-r));
+		return ks_set_error(reterr_msg, r, "%s: %s", path, strerror(-r));
 	const char *nl = f->old.len ? memchr(f->old.data, '\n', f->old.len) : NULL;
 	f->eol = nl && nl > f->old.data && nl[-1] == '\r' ? "\r\n" : "\n";
 	return 0;
@@ -1389,7 +1361,7 @@ static int conf_file_replace(conf_file *f, const char *data, size_t len, char **
 	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
-		return write_error(reterr_msg, r, "cannot create a temporary file in '%s': %s",
+		return ks_set_error(reterr_msg, r, "cannot create a temporary file in '%s': %s",
 				   f->dir, strerror(-r));
 	}
 	if (fchmod(fd, f->mode) < 0)
@@ -1413,11 +1385,11 @@ static int conf_file_replace(conf_file *f, const char *data, size_t len, char **
 		r = -errno;
 	if (r < 0) {
 		(void) unlink(tmp);
-		return write_error(reterr_msg, r, "cannot write '%s': %s", f->path, strerror(-r));
+		return ks_set_error(reterr_msg, r, "cannot write '%s': %s", f->path, strerror(-r));
 	}
 	r = ks_fs_fsync_dir(f->dirfd);
 	if (r < 0)
-		return write_error(reterr_msg, r, "cannot flush the directory '%s': %s", f->dir,
+		return ks_set_error(reterr_msg, r, "cannot flush the directory '%s': %s", f->dir,
 				   strerror(-r));
 	return 0;
 }
@@ -1494,7 +1466,7 @@ int ks_config_add_account(const char *path, const ks_account_config *a, char **r
 		unsigned line = old ? old->line : 0;
 		ks_config_free(c);
 		if (line)
-			return write_error(reterr_msg, -EEXIST, "%s:%u: account '%s' already exists",
+			return ks_set_error(reterr_msg, -EEXIST, "%s:%u: account '%s' already exists",
 					   path, line, a->name);
 	}
 
@@ -1514,13 +1486,13 @@ int ks_config_add_account(const char *path, const ks_account_config *a, char **r
 			r = ks_buf_puts(&text, f.eol);
 	}
 	if (r == -EFBIG)
-		return write_error(reterr_msg, -EINVAL, "%s: file would be larger than %d bytes",
+		return ks_set_error(reterr_msg, -EINVAL, "%s: file would be larger than %d bytes",
 				   path, CONFIG_MAX_SIZE);
 	if (r < 0)
 		return r;
 	r = conf_put_account(&text, a, f.eol, reterr_msg);
 	if (r == -EFBIG)
-		return write_error(reterr_msg, -EINVAL, "%s: file would be larger than %d bytes",
+		return ks_set_error(reterr_msg, -EINVAL, "%s: file would be larger than %d bytes",
 				   path, CONFIG_MAX_SIZE);
 	if (r < 0)
 		return r;
@@ -1540,12 +1512,12 @@ int ks_config_remove_account(const char *path, const char *name, char **reterr_m
 	assert(path && name);
 	r = conf_file_open(path, false, &f, reterr_msg);
 	if (r == -ENOENT)
-		return write_error(reterr_msg, r, "%s: no such file, so no account '%s'", path,
+		return ks_set_error(reterr_msg, r, "%s: no such file, so no account '%s'", path,
 				   name);
 	if (r < 0)
 		return r;
 	if (f.old.len == 0)
-		return write_error(reterr_msg, -ENOENT, "%s: no account '%s'", path, name);
+		return ks_set_error(reterr_msg, -ENOENT, "%s: no account '%s'", path, name);
 
 	p = f.old.data;
 	end = f.old.data + f.old.len;
@@ -1553,7 +1525,7 @@ int ks_config_remove_account(const char *path, const char *name, char **reterr_m
 		if (line_is_account_header(p, line_end(p, end), name))
 			start = p;
 	if (!start)
-		return write_error(reterr_msg, -ENOENT, "%s: no account '%s'", path, name);
+		return ks_set_error(reterr_msg, -ENOENT, "%s: no account '%s'", path, name);
 
 	/* The section ends at the next header (any line starting with '['). */
 	for (stop = p; stop < end; stop = line_end(stop, end))

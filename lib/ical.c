@@ -12,6 +12,7 @@
 #include "ical_p.h"
 #include "limits.h"
 #include "macro.h"
+#include "text_p.h"
 
 /* libical frees components recursively and runs out of stack a few hundred thousand levels
  * down; real objects nest three deep (VCALENDAR, VEVENT, VALARM). */
@@ -31,44 +32,17 @@
 
 KS_DEFINE_CLEANUP(icalcomponent, icalcomponent_free);
 
-static bool is_blank(char c)
-{
-	return c == ' ' || c == '\t';
-}
-
-static bool is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-static char ascii_upper(char c)
-{
-	return c >= 'a' && c <= 'z' ? (char) (c - 'a' + 'A') : c;
-}
-
-static bool has_prefix_nocase(const char *s, size_t n, const char *w)
-{
-	size_t wl = strlen(w);
-
-	if (n < wl)
-		return false;
-	for (size_t i = 0; i < wl; i++)
-		if (ascii_upper(s[i]) != w[i])
-			return false;
-	return true;
-}
-
 /* Copies s[0..n) without the blanks around it, or NULL when nothing is left (*ret_oom tells
  * that apart from an allocation failure). */
 static char *strndup_trim(const char *s, size_t n, bool *ret_oom)
 {
 	char *t;
 
-	while (n > 0 && is_space(*s)) {
+	while (n > 0 && ks_is_space(*s)) {
 		s++;
 		n--;
 	}
-	while (n > 0 && is_space(s[n - 1]))
+	while (n > 0 && ks_is_space(s[n - 1]))
 		n--;
 	*ret_oom = false;
 	if (n == 0)
@@ -92,10 +66,10 @@ static bool libical_warns_about(const char *l, size_t ll)
 		k++;
 	if (k == ll)
 		return false;
-	while (k > 0 && (is_space(l[k - 1]) || l[k - 1] == '\v' || l[k - 1] == '\f'))
+	while (k > 0 && (ks_is_space(l[k - 1]) || l[k - 1] == '\v' || l[k - 1] == '\f'))
 		k--;
 	for (size_t i = 0; i < ELEMENTSOF(names); i++)
-		if (k == strlen(names[i]) && has_prefix_nocase(l, k, names[i]))
+		if (k == strlen(names[i]) && ks_has_prefix_nocase(l, k, names[i]))
 			return true;
 	return false;
 }
@@ -115,7 +89,7 @@ static int ical_prepare(const char *data, size_t len, char **ret, size_t *ret_le
 
 	if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0)
 		i = 3;
-	while (i < len && is_space(data[i]))
+	while (i < len && ks_is_space(data[i]))
 		i++;
 
 	t = malloc(len - i + 2);
@@ -123,11 +97,11 @@ static int ical_prepare(const char *data, size_t len, char **ret, size_t *ret_le
 		return -ENOMEM;
 	for (; i < len; i++) {
 		if (data[i] == '\r' && i + 2 < len && data[i + 1] == '\n' &&
-		    is_blank(data[i + 2])) {
+		    ks_is_blank(data[i + 2])) {
 			i += 2;
 			continue;
 		}
-		if (data[i] == '\n' && i + 1 < len && is_blank(data[i + 1])) {
+		if (data[i] == '\n' && i + 1 < len && ks_is_blank(data[i + 1])) {
 			i += 1;
 			continue;
 		}
@@ -149,20 +123,20 @@ static int ical_prepare(const char *data, size_t len, char **ret, size_t *ret_le
 				semis++;
 		work += (uint64_t) semis * ll;
 		if (work > ICAL_MAX_PARAM_WORK)
-			return ks_item_error(reterr_msg, -EBADMSG,
+			return ks_set_error(reterr_msg, -EBADMSG,
 					     "too many parameters in long iCalendar lines");
 
-		if (has_prefix_nocase(l, ll, "BEGIN") && ++upper > ICAL_MAX_DEPTH)
-			return ks_item_error(reterr_msg, -EBADMSG,
+		if (ks_has_prefix_nocase(l, ll, "BEGIN") && ++upper > ICAL_MAX_DEPTH)
+			return ks_set_error(reterr_msg, -EBADMSG,
 					     "iCalendar components nested more than %d deep",
 					     ICAL_MAX_DEPTH);
-		if (has_prefix_nocase(l, ll, "BEGIN:") || has_prefix_nocase(l, ll, "BEGIN;"))
+		if (ks_has_prefix_nocase(l, ll, "BEGIN:") || ks_has_prefix_nocase(l, ll, "BEGIN;"))
 			lower++;
-		if (has_prefix_nocase(l, ll, "END:") || has_prefix_nocase(l, ll, "END;"))
+		if (ks_has_prefix_nocase(l, ll, "END:") || ks_has_prefix_nocase(l, ll, "END;"))
 			upper--;
 		/* libical prints a warning on stderr for an END without its BEGIN. */
-		if (has_prefix_nocase(l, ll, "END") && --lower < 0)
-			return ks_item_error(reterr_msg, -EBADMSG,
+		if (ks_has_prefix_nocase(l, ll, "END") && --lower < 0)
+			return ks_set_error(reterr_msg, -EBADMSG,
 					     "END without BEGIN in iCalendar data");
 
 		at += ll + 1;
@@ -515,12 +489,12 @@ int ks_ical_parse_info(const char *data, size_t len, ks_item_info *ret, char **r
 	assert(ret);
 
 	if (len > KS_CARD_MAX)
-		return ks_item_error(reterr_msg, -EFBIG,
+		return ks_set_error(reterr_msg, -EFBIG,
 				     "iCalendar object is %zu bytes, more than the limit of %d",
 				     len, KS_CARD_MAX);
 	/* libical copies bytes through as they are; the cache and D-Bus need valid UTF-8. */
 	if (!ks_item_utf8_valid(data, len, true, &bad))
-		return ks_item_error(reterr_msg, -EBADMSG, "invalid UTF-8 at byte %zu", bad);
+		return ks_set_error(reterr_msg, -EBADMSG, "invalid UTF-8 at byte %zu", bad);
 
 	r = ical_prepare(data, len, &text, &text_len, reterr_msg);
 	if (r < 0)
@@ -531,7 +505,7 @@ int ks_ical_parse_info(const char *data, size_t len, ks_item_info *ret, char **r
 	root = ical_parse(text, text_len);
 	icalerror_clear_errno();
 	if (!root)
-		return ks_item_error(reterr_msg, -EBADMSG, "cannot parse iCalendar data");
+		return ks_set_error(reterr_msg, -EBADMSG, "cannot parse iCalendar data");
 
 	if (icalcomponent_isa(root) == ICAL_VCALENDAR_COMPONENT)
 		r = scan_calendar(root, &s);
@@ -544,21 +518,21 @@ int ks_ical_parse_info(const char *data, size_t len, ks_item_info *ret, char **r
 		     v = icalcompiter_next(&it))
 			r = scan_calendar(v, &s);
 	} else {
-		return ks_item_error(reterr_msg, -EBADMSG, "no VCALENDAR in iCalendar data");
+		return ks_set_error(reterr_msg, -EBADMSG, "no VCALENDAR in iCalendar data");
 	}
 	info.uid = s.uid;
 	if (r < 0)
 		return r;
 
 	if (!s.first)
-		return ks_item_error(reterr_msg, -EBADMSG,
+		return ks_set_error(reterr_msg, -EBADMSG,
 				     "no VEVENT, VTODO or VJOURNAL in VCALENDAR");
 	if (s.uid_conflict)
-		return ks_item_error(reterr_msg, -ENOTUNIQ, "components with different UIDs");
+		return ks_set_error(reterr_msg, -ENOTUNIQ, "components with different UIDs");
 	if (!info.uid)
-		return ks_item_error(reterr_msg, -ENODATA, "iCalendar object has no UID");
+		return ks_set_error(reterr_msg, -ENODATA, "iCalendar object has no UID");
 	if (s.no_uid > 0)
-		return ks_item_error(reterr_msg, -ENOTUNIQ, "%zu of %zu components have no UID",
+		return ks_set_error(reterr_msg, -ENOTUNIQ, "%zu of %zu components have no UID",
 				     s.no_uid, s.n);
 
 	switch (icalcomponent_isa(s.first)) {

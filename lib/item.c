@@ -10,6 +10,7 @@
 #include "ical_p.h"
 #include "item_p.h"
 #include "vcard_p.h"
+#include "text_p.h"
 
 void ks_item_info_done(ks_item_info *i)
 {
@@ -39,48 +40,16 @@ const char *ks_item_kind_to_string(ks_item_kind k)
 	return item_kind_table[k];
 }
 
-static char ascii_upper(char c)
-{
-	return c >= 'a' && c <= 'z' ? (char) (c - 'a' + 'A') : c;
-}
-
-/* Compares the first n bytes of s with the upper-case ASCII word w, ignoring ASCII case; not
- * strncasecmp(), whose result depends on the locale. */
-static bool has_prefix_nocase(const char *s, size_t n, const char *w)
-{
-	size_t wl = strlen(w);
-
-	if (n < wl)
-		return false;
-	for (size_t i = 0; i < wl; i++)
-		if (ascii_upper(s[i]) != w[i])
-			return false;
-	return true;
-}
-
 ks_item_kind ks_item_kind_from_string(const char *s)
 {
 	if (!s)
 		return _KS_ITEM_INVALID;
 	for (size_t k = 0; k < _KS_ITEM_MAX; k++) {
 		const char *w = item_kind_table[k];
-		if (strlen(s) == strlen(w) && has_prefix_nocase(s, strlen(s), w))
+		if (strlen(s) == strlen(w) && ks_has_prefix_nocase(s, strlen(s), w))
 			return (ks_item_kind) k;
 	}
 	return _KS_ITEM_INVALID;
-}
-
-int ks_item_error(char **reterr_msg, int r, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!reterr_msg)
-		return r;
-	va_start(ap, fmt);
-	if (vasprintf(reterr_msg, fmt, ap) < 0)
-		*reterr_msg = NULL;
-	va_end(ap);
-	return r;
 }
 
 /* Skips the line folds at s[i], if any; a continuation line may hold nothing but its blank. */
@@ -147,11 +116,6 @@ bad:
 	return true;
 }
 
-static bool is_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
 int ks_item_parse_info(const char *data, size_t len, ks_item_info *ret, char **reterr_msg)
 {
 	size_t i = 0;
@@ -161,10 +125,10 @@ int ks_item_parse_info(const char *data, size_t len, ks_item_info *ret, char **r
 
 	if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0)
 		i = 3;
-	while (i < len && is_space(data[i]))
+	while (i < len && ks_is_space(data[i]))
 		i++;
 	if (i == len)
-		return ks_item_error(reterr_msg, -EBADMSG, "empty item");
+		return ks_set_error(reterr_msg, -EBADMSG, "empty item");
 
 	/* The word must end there, so that "BEGIN:VCARDX" is not taken for a vCard. */
 	const char *p = data + i;
@@ -179,11 +143,11 @@ int ks_item_parse_info(const char *data, size_t len, ks_item_info *ret, char **r
 	for (size_t k = 0; k < ELEMENTSOF(kinds); k++) {
 		size_t bl = strlen(kinds[k].begin);
 
-		if (!has_prefix_nocase(p, n, kinds[k].begin))
+		if (!ks_has_prefix_nocase(p, n, kinds[k].begin))
 			continue;
-		if (n > bl && !is_space(p[bl]))
+		if (n > bl && !ks_is_space(p[bl]))
 			continue;
 		return kinds[k].parse(data, len, ret, reterr_msg);
 	}
-	return ks_item_error(reterr_msg, -EBADMSG, "not a vCard or iCalendar object");
+	return ks_set_error(reterr_msg, -EBADMSG, "not a vCard or iCalendar object");
 }

@@ -42,11 +42,6 @@ ks_item_kind ks_item_kind_from_string(const char *s);
  * On failure, *reterr_msg (if not NULL) gets a malloc'd human-readable reason. */
 int ks_item_parse_info(const char *data, size_t len, ks_item_info *ret, char **reterr_msg);
 
-/* Helpers shared by the vCard and iCalendar parsers. */
-
-/* Sets *reterr_msg (when reterr_msg is not NULL) to a malloc'd message built from fmt, or to NULL
- * when that allocation fails, and returns r, so that a failure path is one statement. */
-int ks_item_error(char **reterr_msg, int r, const char *fmt, ...) _printf_(3, 4);
 
 /* Checks that s[0..len) is UTF-8 text: no NUL byte, no overlong form, no surrogate, nothing past
  * U+10FFFF. With folded, line folds (CRLF or LF, then one space or tab) inside a multi-byte

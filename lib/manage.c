@@ -22,6 +22,7 @@
 #include "manage_p.h"
 #include "vdir_p.h"
 #include "xml_p.h"
+#include "text_p.h"
 
 _Static_assert((int) KS_CALENDAR_EVENTS == (int) KS_COMP_VEVENT &&
 	       (int) KS_CALENDAR_TASKS == (int) KS_COMP_VTODO &&
@@ -333,21 +334,6 @@ const char *ks_manage_auth_message(void)
 	       "in the Manager, under the account's security settings) and give that instead";
 }
 
-_printf_(3, 4)
-static int set_msg(char **reterr_msg, int r, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!reterr_msg || r == -ENOMEM)
-		return r;
-	free(*reterr_msg);
-	va_start(ap, fmt);
-	if (vasprintf(reterr_msg, fmt, ap) < 0)
-		*reterr_msg = NULL;
-	va_end(ap);
-	return r;
-}
-
 int ks_manage_create_result(bool calendar, long status, const char *body, const char *href,
 			    char **ret_msg)
 {
@@ -502,12 +488,12 @@ static int session_open(const ks_account_config *a, session *s, char **reterr_ms
 
 	r = ks_config_check_account(a, &s->checked, &why);
 	if (r < 0)
-		return set_msg(reterr_msg, r, "%s", why ? why : strerror(-r));
+		return ks_set_error(reterr_msg, r, "%s", why ? why : strerror(-r));
 	s->acc = &s->checked->accounts[0];
 
 	r = ks_account_get_password(s->acc, &password, &why);
 	if (r < 0 && r != -ENOKEY)
-		return set_msg(reterr_msg, r, "cannot get the password of account '%s': %s",
+		return ks_set_error(reterr_msg, r, "cannot get the password of account '%s': %s",
 			       s->acc->name, why ? why : strerror(-r));
 	ks_dav_opts o = {
 		.base_url = s->acc->url,
@@ -519,16 +505,16 @@ static int session_open(const ks_account_config *a, session *s, char **reterr_ms
 	r = ks_dav_new(&o, &s->dav);
 	password = ks_secret_free(password);
 	if (r < 0)
-		return set_msg(reterr_msg, r, "cannot set up HTTP for %s: %s", s->acc->url,
+		return ks_set_error(reterr_msg, r, "cannot set up HTTP for %s: %s", s->acc->url,
 			       strerror(-r));
 
 	free(why);
 	why = NULL;
 	r = ks_discover(s->dav, s->acc->url, &s->homes, &why);
 	if (r == -EACCES)
-		return set_msg(reterr_msg, r, "%s", ks_manage_auth_message());
+		return ks_set_error(reterr_msg, r, "%s", ks_manage_auth_message());
 	if (r < 0)
-		return set_msg(reterr_msg, r, "discovery at %s failed: %s", s->acc->url,
+		return ks_set_error(reterr_msg, r, "discovery at %s failed: %s", s->acc->url,
 			       why ? why : strerror(-r));
 	return 0;
 }
@@ -600,9 +586,9 @@ static int stat_href(session *s, const char *href, readback *rb, char **reterr_m
 	else if (r >= 0)
 		r = rb->found;
 	else if (req.status == 401)
-		set_msg(reterr_msg, r, "%s", ks_manage_auth_message());
+		ks_set_error(reterr_msg, r, "%s", ks_manage_auth_message());
 	else
-		set_msg(reterr_msg, r, "cannot look at %s: %s", href,
+		ks_set_error(reterr_msg, r, "cannot look at %s: %s", href,
 			req.errmsg[0] ? req.errmsg : strerror(-r));
 	ks_dav_request_done(&req);
 	return r;
@@ -631,7 +617,7 @@ static int send_create(session *s, const create_spec *c, const char *href, char 
 
 	r = ks_dav_run_one(s->dav, &req);
 	if (req.status == 0 && r < 0) {
-		set_msg(reterr_msg, r, "%s %s failed: %s", req.method, href,
+		ks_set_error(reterr_msg, r, "%s %s failed: %s", req.method, href,
 			req.errmsg[0] ? req.errmsg : strerror(-r));
 		ks_dav_request_done(&req);
 		return r;
@@ -714,7 +700,7 @@ static int create_collection(const ks_account_config *a, const create_spec *c,
 		return r;
 	const char *home = c->calendar ? s.homes.calendar_home : s.homes.addressbook_home;
 	if (!home)
-		return set_msg(reterr_msg, -EOPNOTSUPP, "the server reports no %s for %s, so it "
+		return ks_set_error(reterr_msg, -EOPNOTSUPP, "the server reports no %s for %s, so it "
 			       "offers no %ss to this account",
 			       c->calendar ? "calendar-home-set" : "addressbook-home-set",
 			       s.homes.principal, what);
@@ -726,7 +712,7 @@ static int create_collection(const ks_account_config *a, const create_spec *c,
 
 		r = ks_manage_uuid(uuid);
 		if (r < 0)
-			return set_msg(reterr_msg, r, "cannot get random bytes: %s", strerror(-r));
+			return ks_set_error(reterr_msg, r, "cannot get random bytes: %s", strerror(-r));
 		/* A second try gets a suffix; a name without letters or digits a whole UUID. */
 		uuid[8] = 0;
 		r = ks_manage_slug(c->name, attempt ? uuid : NULL, &slug);
@@ -756,12 +742,12 @@ static int create_collection(const ks_account_config *a, const create_spec *c,
 		/* Free a moment ago and taken now: a race, once; twice, the server answers
 		 * "exists" for another reason. */
 		if (++surprises >= 2)
-			return set_msg(reterr_msg, -EOPNOTSUPP, "the server answers that %s exists, "
+			return ks_set_error(reterr_msg, -EOPNOTSUPP, "the server answers that %s exists, "
 				       "but it does not: it does not let this account create %ss "
 				       "there", href, what);
 	}
 	if (r == -EEXIST || r > 0)
-		return set_msg(reterr_msg, -EEXIST, "a collection already exists at %s (and at "
+		return ks_set_error(reterr_msg, -EEXIST, "a collection already exists at %s (and at "
 			       "%u other names tried)", href, CREATE_ATTEMPTS - 1);
 	if (r < 0)
 		return r;
@@ -775,7 +761,7 @@ static int create_collection(const ks_account_config *a, const create_spec *c,
 
 		(void) ks_dav_run_one(s.dav, &del);
 		ks_dav_request_done(&del);
-		return set_msg(reterr_msg, -EOPNOTSUPP, "the server made %s a plain collection, "
+		return ks_set_error(reterr_msg, -EOPNOTSUPP, "the server made %s a plain collection, "
 			       "not a%s %s: it does not support creating %ss (%s)", href,
 			       c->calendar ? "" : "n", what, what,
 			       c->calendar ? "MKCALENDAR, RFC 4791" : "extended MKCOL, RFC 5689");
@@ -795,10 +781,10 @@ int ks_create_addressbook(const ks_account_config *a, const char *name, const ch
 
 	assert(a && name);
 	if (!*name)
-		return set_msg(reterr_msg, -EINVAL, "the name of the address book is empty");
+		return ks_set_error(reterr_msg, -EINVAL, "the name of the address book is empty");
 	r = ks_manage_mkcol_body(name, description, &body);
 	if (r == -EINVAL)
-		return set_msg(reterr_msg, r, "the name or description holds characters that "
+		return ks_set_error(reterr_msg, r, "the name or description holds characters that "
 			       "cannot be sent (invalid UTF-8 or control characters)");
 	if (r < 0)
 		return r;
@@ -814,20 +800,20 @@ int ks_create_calendar(const ks_account_config *a, const char *name, unsigned co
 
 	assert(a && name);
 	if (!*name)
-		return set_msg(reterr_msg, -EINVAL, "the name of the calendar is empty");
+		return ks_set_error(reterr_msg, -EINVAL, "the name of the calendar is empty");
 	if (components & ~(unsigned) (KS_COMP_VEVENT | KS_COMP_VTODO | KS_COMP_VJOURNAL))
-		return set_msg(reterr_msg, -EINVAL, "unknown calendar components 0x%x",
+		return ks_set_error(reterr_msg, -EINVAL, "unknown calendar components 0x%x",
 			       components);
 	if (color && *color) {
 		r = color_normalize(color, &col);
 		if (r == -EINVAL)
-			return set_msg(reterr_msg, r, "invalid color '%s'; use #RRGGBB", color);
+			return ks_set_error(reterr_msg, r, "invalid color '%s'; use #RRGGBB", color);
 		if (r < 0)
 			return r;
 	}
 	r = ks_manage_mkcalendar_body(name, components, col, &body);
 	if (r == -EINVAL)
-		return set_msg(reterr_msg, r, "the name holds characters that cannot be sent "
+		return ks_set_error(reterr_msg, r, "the name holds characters that cannot be sent "
 			       "(invalid UTF-8 or control characters)");
 	if (r < 0)
 		return r;
@@ -858,11 +844,11 @@ int ks_probe_account(const ks_account_config *a, char **ret_json, char **reterr_
 			continue;
 		r = ks_list_home(s.dav, homes[h], false, &part, &n_part, &why);
 		if (r == -EACCES) {
-			set_msg(reterr_msg, r, "%s", ks_manage_auth_message());
+			ks_set_error(reterr_msg, r, "%s", ks_manage_auth_message());
 			break;
 		}
 		if (r < 0) {
-			set_msg(reterr_msg, r, "cannot list %s: %s", homes[h],
+			ks_set_error(reterr_msg, r, "cannot list %s: %s", homes[h],
 				why ? why : strerror(-r));
 			break;
 		}
@@ -1355,7 +1341,7 @@ static int scan_kind(int top, const ks_config *c, bool calendar, found_dirs *f,
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0)
-		return set_msg(reterr_msg, r, "cannot read %s/%s: %s", data_dir, kind,
+		return ks_set_error(reterr_msg, r, "cannot read %s/%s: %s", data_dir, kind,
 			       strerror(-r));
 	for (size_t i = 0; r >= 0 && i < n_accounts; i++) {
 		const char *acc = accounts[i];
@@ -1367,7 +1353,7 @@ static int scan_kind(int top, const ks_config *c, bool calendar, found_dirs *f,
 			continue;
 		r = list_dirs(kind_fd, acc, &acc_fd, &dirs, &n_dirs);
 		if (r < 0) {
-			set_msg(reterr_msg, r, "cannot read %s/%s/%s: %s", data_dir, kind, acc,
+			ks_set_error(reterr_msg, r, "cannot read %s/%s/%s: %s", data_dir, kind, acc,
 				strerror(-r));
 			break;
 		}
@@ -1429,16 +1415,16 @@ int ks_clients_config(const ks_config *c, const char *data_dir, const ks_client_
 
 	assert(data_dir && ret_json);
 	if (data_dir[0] != '/')
-		return set_msg(reterr_msg, -EINVAL, "the data directory '%s' is not an absolute "
+		return ks_set_error(reterr_msg, -EINVAL, "the data directory '%s' is not an absolute "
 			       "path", data_dir);
 	for (const char *p = data_dir; *p; p++)
 		if ((unsigned char) *p < 0x20)
-			return set_msg(reterr_msg, -EINVAL, "the data directory's path holds a "
+			return ks_set_error(reterr_msg, -EINVAL, "the data directory's path holds a "
 				       "control character");
 	top = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (top < 0 && errno != ENOENT) {
 		r = -errno;
-		return set_msg(reterr_msg, r, "cannot open %s: %s", data_dir, strerror(-r));
+		return ks_set_error(reterr_msg, r, "cannot open %s: %s", data_dir, strerror(-r));
 	}
 	r = 0;
 	if (top >= 0) {

@@ -14,6 +14,7 @@
 #include "limits.h"
 #include "macro.h"
 #include "merge_p.h"
+#include "text_p.h"
 
 /* Real objects nest three deep (VCALENDAR, VEVENT, VALARM); the node tree is freed
  * recursively. */
@@ -91,30 +92,6 @@ KS_DEFINE_CLEANUP(node, node_free);
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-static bool is_blank(char c)
-{
-	return c == ' ' || c == '\t';
-}
-
-static bool is_trim(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-/* ASCII only: names are ASCII, and toupper() follows the locale. */
-static char ascii_upper(char c)
-{
-	return c >= 'a' && c <= 'z' ? (char) (c - 'a' + 'A') : c;
-}
-
-static bool streq_nocase(const char *a, const char *b)
-{
-	for (; *a && *b; a++, b++)
-		if (ascii_upper(*a) != ascii_upper(*b))
-			return false;
-	return *a == *b;
-}
-
 static bool streq_null(const char *a, const char *b)
 {
 	if (!a || !b)
@@ -146,16 +123,16 @@ static bool in_list(const char *s, const char *const *list, size_t n)
 /* Copies s[0..n) without the blanks around it (possibly ""), or NULL on OOM. */
 static char *strndup_trim(const char *s, size_t n, bool upper)
 {
-	while (n > 0 && is_trim(*s)) {
+	while (n > 0 && ks_is_space(*s)) {
 		s++;
 		n--;
 	}
-	while (n > 0 && is_trim(s[n - 1]))
+	while (n > 0 && ks_is_space(s[n - 1]))
 		n--;
 	char *t = strndup(s, n);
 	if (t && upper)
 		for (char *p = t; *p; p++)
-			*p = ascii_upper(*p);
+			*p = ks_ascii_upper(*p);
 	return t;
 }
 
@@ -242,7 +219,7 @@ static int read_logical(line_reader *rd, ks_buf *b)
 			return r;
 		rd->pos += n + (nl ? 1 : 0);
 		first = false;
-		if (nl && rd->pos < rd->len && is_blank(rd->data[rd->pos]))
+		if (nl && rd->pos < rd->len && ks_is_blank(rd->data[rd->pos]))
 			continue;
 		return 1;
 	}
@@ -253,7 +230,7 @@ static bool is_encoding_value(const char *v)
 	static const char *const encodings[] = { "QUOTED-PRINTABLE", "BASE64", "8BIT", "7BIT" };
 
 	for (size_t i = 0; i < ELEMENTSOF(encodings); i++)
-		if (streq_nocase(v, encodings[i]))
+		if (ks_streq_nocase(v, encodings[i]))
 			return true;
 	return false;
 }
@@ -375,7 +352,7 @@ static int parse_param(const char **pq, line_head *h, strv *types)
 			return -ENOMEM;
 	}
 
-	if (strcmp(name, "ENCODING") == 0 && streq_nocase(value, "QUOTED-PRINTABLE"))
+	if (strcmp(name, "ENCODING") == 0 && ks_streq_nocase(value, "QUOTED-PRINTABLE"))
 		h->qp = true;
 
 	if (strcmp(name, "TYPE") == 0) {
@@ -748,7 +725,7 @@ static int tree_parse(const char *data, size_t len, merge_side sd, tree *ret)
 			return r;
 		if (r == 0)
 			break;
-		while (off < line.len && is_trim(line.data[off]))
+		while (off < line.len && ks_is_space(line.data[off]))
 			off++;
 		if (off == line.len)
 			continue;
@@ -1573,7 +1550,7 @@ static int emit_span(ks_buf *b, const char *raw, size_t len, bool qp)
 
 		while (n > 0 && p[n - 1] == '\r')
 			n--;
-		if (n > FOLD_OCTETS || (p == raw && (n == 0 || is_blank(*p))))
+		if (n > FOLD_OCTETS || (p == raw && (n == 0 || ks_is_blank(*p))))
 			verbatim = false;
 		p = nl ? nl + 1 : end;
 	}
@@ -1610,7 +1587,7 @@ static int emit_span(ks_buf *b, const char *raw, size_t len, bool qp)
 		p = nl ? nl + 1 : end;
 	}
 	size_t off = 0;
-	while (off < u.len && is_trim(u.data[off]))
+	while (off < u.len && ks_is_space(u.data[off]))
 		off++;
 	return fold_line(b, u.data ? u.data + off : "", u.len - off);
 }
@@ -1888,7 +1865,7 @@ ks_conflict_policy ks_conflict_policy_from_string(const char *s)
 	if (!s)
 		return _KS_CONFLICT_INVALID;
 	for (size_t i = 0; i < _KS_CONFLICT_MAX; i++)
-		if (streq_nocase(s, policy_table[i]))
+		if (ks_streq_nocase(s, policy_table[i]))
 			return (ks_conflict_policy) i;
 	return _KS_CONFLICT_INVALID;
 }

@@ -11,47 +11,22 @@
 #include "limits.h"
 #include "macro.h"
 #include "vcard_p.h"
-
-static bool is_blank(char c)
-{
-	return c == ' ' || c == '\t';
-}
-
-/* What surrounds a value that is not part of it; a lone CR is left over from "\r\r\n" endings. */
-static bool is_trim(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-/* ASCII only: property and parameter names are ASCII, and the C library's toupper() and
- * strcasecmp() follow the locale (Turkish dotless i). */
-static char ascii_upper(char c)
-{
-	return c >= 'a' && c <= 'z' ? (char) (c - 'a' + 'A') : c;
-}
-
-static bool streq_nocase(const char *a, const char *b)
-{
-	for (; *a && *b; a++, b++)
-		if (ascii_upper(*a) != ascii_upper(*b))
-			return false;
-	return *a == *b;
-}
+#include "text_p.h"
 
 /* Whether s, blanks around it ignored, is the word w (any case). */
 static bool word_eq(const char *s, const char *w)
 {
 	size_t n;
 
-	while (is_trim(*s))
+	while (ks_is_space(*s))
 		s++;
 	n = strlen(s);
-	while (n > 0 && is_trim(s[n - 1]))
+	while (n > 0 && ks_is_space(s[n - 1]))
 		n--;
 	if (n != strlen(w))
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if (ascii_upper(s[i]) != ascii_upper(w[i]))
+		if (ks_ascii_upper(s[i]) != ks_ascii_upper(w[i]))
 			return false;
 	return true;
 }
@@ -59,11 +34,11 @@ static bool word_eq(const char *s, const char *w)
 /* Copies s[0..n) without the blanks around it (possibly ""), or NULL on OOM. */
 static char *strndup_trim(const char *s, size_t n)
 {
-	while (n > 0 && is_trim(*s)) {
+	while (n > 0 && ks_is_space(*s)) {
 		s++;
 		n--;
 	}
-	while (n > 0 && is_trim(s[n - 1]))
+	while (n > 0 && ks_is_space(s[n - 1]))
 		n--;
 	return strndup(s, n);
 }
@@ -80,7 +55,7 @@ static char *strndup_upper_trim(const char *s, size_t n)
 
 	if (u)
 		for (char *p = u; *p; p++)
-			*p = ascii_upper(*p);
+			*p = ks_ascii_upper(*p);
 	return u;
 }
 
@@ -141,7 +116,7 @@ const ks_vcard_prop *ks_vcard_get(const ks_vcard *card, const char *name)
 {
 	assert(card && name);
 	for (size_t i = 0; i < card->n_props; i++)
-		if (streq_nocase(card->props[i].name, name))
+		if (ks_streq_nocase(card->props[i].name, name))
 			return &card->props[i];
 	return NULL;
 }
@@ -150,7 +125,7 @@ const char *ks_vcard_param_get(const ks_vcard_prop *prop, const char *name)
 {
 	assert(prop && name);
 	for (size_t i = 0; i < prop->n_params; i++)
-		if (streq_nocase(prop->params[i].name, name))
+		if (ks_streq_nocase(prop->params[i].name, name))
 			return prop->params[i].value;
 	return NULL;
 }
@@ -221,7 +196,7 @@ static int reader_next(vcard_reader *rd, ks_buf *b)
 		rd->pos++;
 		rd->line++;
 		/* A fold: the break and one blank go, any further blanks are content. */
-		if (rd->pos < rd->len && is_blank(rd->data[rd->pos])) {
+		if (rd->pos < rd->len && ks_is_blank(rd->data[rd->pos])) {
 			rd->pos++;
 			continue;
 		}
@@ -237,7 +212,7 @@ static bool is_encoding_value(const char *v)
 	static const char *const encodings[] = { "QUOTED-PRINTABLE", "BASE64", "8BIT", "7BIT" };
 
 	for (size_t i = 0; i < ELEMENTSOF(encodings); i++)
-		if (streq_nocase(v, encodings[i]))
+		if (ks_streq_nocase(v, encodings[i]))
 			return true;
 	return false;
 }
@@ -268,7 +243,7 @@ static int parse_param(const char **pq, ks_vcard_prop *p, size_t *cap, unsigned 
 			vlen++;
 		}
 		if (quoted)
-			return ks_item_error(reterr_msg, -EBADMSG,
+			return ks_set_error(reterr_msg, -EBADMSG,
 					     "line %u: unterminated quoted parameter value",
 					     lineno);
 		*pq = e;
@@ -326,13 +301,13 @@ static int parse_line(const char *s, unsigned lineno, ks_vcard_prop *ret, size_t
 		n = strcspn(q, ";:");
 	}
 	if (!q[n])
-		return ks_item_error(reterr_msg, -EBADMSG, "line %u: no ':' in content line",
+		return ks_set_error(reterr_msg, -EBADMSG, "line %u: no ':' in content line",
 				     lineno);
 	p.name = strndup_upper_trim(q, n);
 	if (!p.name)
 		return -ENOMEM;
 	if (!*p.name)
-		return ks_item_error(reterr_msg, -EBADMSG, "line %u: empty property name", lineno);
+		return ks_set_error(reterr_msg, -EBADMSG, "line %u: empty property name", lineno);
 	q += n;
 
 	while (*q == ';') {
@@ -342,7 +317,7 @@ static int parse_line(const char *s, unsigned lineno, ks_vcard_prop *ret, size_t
 			return r;
 	}
 	if (*q != ':')
-		return ks_item_error(reterr_msg, -EBADMSG, "line %u: no ':' in content line",
+		return ks_set_error(reterr_msg, -EBADMSG, "line %u: no ':' in content line",
 				     lineno);
 
 	*ret_value = (size_t) (q + 1 - s);
@@ -354,8 +329,8 @@ static int parse_line(const char *s, unsigned lineno, ks_vcard_prop *ret, size_t
 static bool prop_is_qp(const ks_vcard_prop *p)
 {
 	for (size_t i = 0; i < p->n_params; i++)
-		if (streq_nocase(p->params[i].name, "ENCODING") &&
-		    streq_nocase(p->params[i].value, "QUOTED-PRINTABLE"))
+		if (ks_streq_nocase(p->params[i].name, "ENCODING") &&
+		    ks_streq_nocase(p->params[i].value, "QUOTED-PRINTABLE"))
 			return true;
 	return false;
 }
@@ -383,12 +358,12 @@ int ks_vcard_parse(const char *data, size_t len, ks_vcard **ret, size_t *ret_n, 
 	assert(ret && ret_n);
 
 	if (len > KS_CARD_MAX)
-		return ks_item_error(reterr_msg, -EFBIG,
+		return ks_set_error(reterr_msg, -EFBIG,
 				     "vCard is %zu bytes, more than the limit of %d", len,
 				     KS_CARD_MAX);
 	/* Checked on the raw bytes, before unfolding, so that the offset points into the file. */
 	if (!ks_item_utf8_valid(data, len, true, &bad))
-		return ks_item_error(reterr_msg, -EBADMSG, "invalid UTF-8 at byte %zu (line %u)",
+		return ks_set_error(reterr_msg, -EBADMSG, "invalid UTF-8 at byte %zu (line %u)",
 				     bad, line_of(data, bad));
 	if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0)
 		rd.pos = 3;
@@ -405,7 +380,7 @@ int ks_vcard_parse(const char *data, size_t len, ks_vcard **ret, size_t *ret_n, 
 			break;
 		if (line.len == 0)
 			continue;
-		while (is_trim(line.data[start]))
+		while (ks_is_space(line.data[start]))
 			start++;
 		if (!line.data[start])
 			continue;
@@ -429,12 +404,12 @@ int ks_vcard_parse(const char *data, size_t len, ks_vcard **ret, size_t *ret_n, 
 			}
 
 		const char *value = line.data + voff;
-		bool begin = streq_nocase(p.name, "BEGIN") && word_eq(value, "VCARD");
-		bool end = streq_nocase(p.name, "END") && word_eq(value, "VCARD");
+		bool begin = ks_streq_nocase(p.name, "BEGIN") && word_eq(value, "VCARD");
+		bool end = ks_streq_nocase(p.name, "END") && word_eq(value, "VCARD");
 
 		if (!card) {
 			if (!begin)
-				return ks_item_error(reterr_msg, -EBADMSG, "line %u: content "
+				return ks_set_error(reterr_msg, -EBADMSG, "line %u: content "
 						     "outside BEGIN:VCARD and END:VCARD", lineno);
 			ks_vcard *nc = array_grow(cards.v, &cards_cap, cards.n, sizeof(*nc));
 			if (!nc)
@@ -462,7 +437,7 @@ int ks_vcard_parse(const char *data, size_t len, ks_vcard **ret, size_t *ret_n, 
 			card = NULL;
 			continue;
 		}
-		if (streq_nocase(p.name, "VERSION") && !card->version) {
+		if (ks_streq_nocase(p.name, "VERSION") && !card->version) {
 			card->version = strndup_trim(value, strlen(value));
 			if (!card->version)
 				return -ENOMEM;
@@ -481,10 +456,10 @@ int ks_vcard_parse(const char *data, size_t len, ks_vcard **ret, size_t *ret_n, 
 	}
 
 	if (card)
-		return ks_item_error(reterr_msg, -EBADMSG, "vCard %zu is not closed by END:VCARD",
+		return ks_set_error(reterr_msg, -EBADMSG, "vCard %zu is not closed by END:VCARD",
 				     cards.n);
 	if (cards.n == 0)
-		return ks_item_error(reterr_msg, -EBADMSG, "no vCard found");
+		return ks_set_error(reterr_msg, -EBADMSG, "no vCard found");
 
 	*ret_n = cards.n;
 	*ret = TAKE_PTR(cards.v);
@@ -568,11 +543,11 @@ static int text_of(const char *s, size_t n, char **ret)
 		return -ENOMEM;
 	size_t un = strlen(u);
 	const char *t = u;
-	while (is_trim(*t)) {
+	while (ks_is_space(*t)) {
 		t++;
 		un--;
 	}
-	while (un > 0 && is_trim(t[un - 1]))
+	while (un > 0 && ks_is_space(t[un - 1]))
 		un--;
 	if (un == 0) {
 		*ret = NULL;
@@ -666,12 +641,12 @@ int ks_vcard_parse_info(const char *data, size_t len, ks_item_info *ret, char **
 			info.uid = TAKE_PTR(uid);
 			first = &cards.v[i];
 		} else if (strcmp(info.uid, uid) != 0)
-			return ks_item_error(reterr_msg, -ENOTUNIQ, "vCards with different UIDs");
+			return ks_set_error(reterr_msg, -ENOTUNIQ, "vCards with different UIDs");
 	}
 	if (!info.uid)
-		return ks_item_error(reterr_msg, -ENODATA, "vCard has no UID");
+		return ks_set_error(reterr_msg, -ENODATA, "vCard has no UID");
 	if (no_uid > 0)
-		return ks_item_error(reterr_msg, -ENOTUNIQ, "%zu of %zu vCards have no UID", no_uid,
+		return ks_set_error(reterr_msg, -ENOTUNIQ, "%zu of %zu vCards have no UID", no_uid,
 				     cards.n);
 
 	r = prop_text(ks_vcard_get(first, "FN"), &info.summary);
