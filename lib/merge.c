@@ -136,20 +136,6 @@ static char *strndup_trim(const char *s, size_t n, bool upper)
 	return t;
 }
 
-static void *array_grow(void *a, size_t *cap, size_t n, size_t size)
-{
-	if (n < *cap)
-		return a;
-	size_t ncap = *cap ? *cap * 2 : 4;
-	if (ncap > SIZE_MAX / size)
-		return NULL;
-	void *na = realloc(a, ncap * size);
-	if (!na)
-		return NULL;
-	*cap = ncap;
-	return na;
-}
-
 static int digest_cmp(const void *a, const void *b)
 {
 	return memcmp(a, b, 32);
@@ -258,7 +244,7 @@ static int strv_push(strv *s, char *str)
 {
 	if (!str)
 		return -ENOMEM;
-	char **nv = array_grow(s->v, &s->cap, s->n, sizeof(*nv));
+	char **nv = ks_array_grow(s->v, &s->cap, s->n, sizeof(*nv));
 	if (!nv) {
 		free(str);
 		return -ENOMEM;
@@ -476,6 +462,11 @@ static const char *const kept_values[] = {
 	"UID", "RECURRENCE-ID", "TZID", "VERSION", "REV", "DTSTAMP", "LAST-MODIFIED", "SEQUENCE",
 };
 
+bool ks_merge_vcard_multi(const char *name)
+{
+	return in_list(name, vcard_multi, ELEMENTSOF(vcard_multi));
+}
+
 static prop_rule rule_of(bool vcard, const char *comp, const char *name)
 {
 	/* A set merge could put another UID first, and the result would be another object. */
@@ -521,7 +512,7 @@ static void tree_done(tree *t)
 
 static int node_add_child(node *parent, node *child)
 {
-	node **nc = array_grow(parent->children, &parent->cap_children, parent->n_children,
+	node **nc = ks_array_grow(parent->children, &parent->cap_children, parent->n_children,
 			       sizeof(*nc));
 	if (!nc)
 		return -ENOMEM;
@@ -1508,8 +1499,7 @@ static int merge_comp(merge_ctx *ctx, const node *b, const node *l, const node *
 
 /* ---- output ------------------------------------------------------------------------------- */
 
-/* Appends one logical line s[0..n) folded at FOLD_OCTETS, never inside a UTF-8 sequence. */
-static int fold_line(ks_buf *b, const char *s, size_t n)
+int ks_merge_fold_line(ks_buf *b, const char *s, size_t n)
 {
 	size_t room = FOLD_OCTETS;
 	int r;
@@ -1589,7 +1579,7 @@ static int emit_span(ks_buf *b, const char *raw, size_t len, bool qp)
 	size_t off = 0;
 	while (off < u.len && ks_is_space(u.data[off]))
 		off++;
-	return fold_line(b, u.data ? u.data + off : "", u.len - off);
+	return ks_merge_fold_line(b, u.data ? u.data + off : "", u.len - off);
 }
 
 static int emit_node(ks_buf *b, const node *n)

@@ -4,6 +4,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "buf_p.h"
+
 /* Three-way merge of one vCard or one iCalendar object (RFC 6350 / RFC 5545), done in memory
  * without any I/O: base is what both sides had at the last sync, local and remote are the two
  * edited versions. The merge works on content lines, so that every line of the result is a line
@@ -81,3 +83,12 @@ void ks_merge_result_done(ks_merge_result *r);
 const char *ks_conflict_policy_to_string(ks_conflict_policy p);
 /* The policy named s (ASCII case ignored), or _KS_CONFLICT_INVALID for NULL or another word. */
 ks_conflict_policy ks_conflict_policy_from_string(const char *s);
+
+/* Helpers shared with the other content-line writers (lib/dup.c). */
+
+/* Appends one logical line s[0..n) and CRLF to b, folded at 75 octets and never inside a
+ * UTF-8 sequence. Errors of ks_buf. */
+int ks_merge_fold_line(ks_buf *b, const char *s, size_t n);
+/* Whether the vCard property name (upper-case) may hold several values that the merge treats
+ * as a set (EMAIL, TEL, ADR, URL, CATEGORIES, IMPP, MEMBER, ...). */
+bool ks_merge_vcard_multi(const char *name);

@@ -10,8 +10,8 @@
 #include "buf_p.h"
 #include "limits.h"
 #include "macro.h"
-#include "vcard_p.h"
 #include "text_p.h"
+#include "vcard_p.h"
 
 /* Whether s, blanks around it ignored, is the word w (any case). */
 static bool word_eq(const char *s, const char *w)
@@ -57,22 +57,6 @@ static char *strndup_upper_trim(const char *s, size_t n)
 		for (char *p = u; *p; p++)
 			*p = ks_ascii_upper(*p);
 	return u;
-}
-
-/* Makes room for element n of an array with *cap slots of size bytes. Returns the array, which
- * may have moved, or NULL on OOM with the old array left as it was. */
-static void *array_grow(void *a, size_t *cap, size_t n, size_t size)
-{
-	if (n < *cap)
-		return a;
-	size_t ncap = *cap ? *cap * 2 : 4;
-	if (ncap > SIZE_MAX / size)
-		return NULL;
-	void *na = realloc(a, ncap * size);
-	if (!na)
-		return NULL;
-	*cap = ncap;
-	return na;
 }
 
 static void prop_done(ks_vcard_prop *p)
@@ -270,7 +254,7 @@ static int parse_param(const char **pq, ks_vcard_prop *p, size_t *cap, unsigned 
 	if (!*name || (q[n] != '=' && !*value))
 		return 0;
 
-	ks_vcard_param *np = array_grow(p->params, cap, p->n_params, sizeof(*np));
+	ks_vcard_param *np = ks_array_grow(p->params, cap, p->n_params, sizeof(*np));
 	if (!np)
 		return -ENOMEM;
 	p->params = np;
@@ -411,7 +395,7 @@ int ks_vcard_parse(const char *data, size_t len, ks_vcard **ret, size_t *ret_n, 
 			if (!begin)
 				return ks_set_error(reterr_msg, -EBADMSG, "line %u: content "
 						     "outside BEGIN:VCARD and END:VCARD", lineno);
-			ks_vcard *nc = array_grow(cards.v, &cards_cap, cards.n, sizeof(*nc));
+			ks_vcard *nc = ks_array_grow(cards.v, &cards_cap, cards.n, sizeof(*nc));
 			if (!nc)
 				return -ENOMEM;
 			cards.v = nc;
@@ -447,7 +431,7 @@ int ks_vcard_parse(const char *data, size_t len, ks_vcard **ret, size_t *ret_n, 
 		p.value = strdup(value);
 		if (!p.value)
 			return -ENOMEM;
-		ks_vcard_prop *np = array_grow(card->props, &props_cap, card->n_props, sizeof(*np));
+		ks_vcard_prop *np = ks_array_grow(card->props, &props_cap, card->n_props, sizeof(*np));
 		if (!np)
 			return -ENOMEM;
 		card->props = np;
