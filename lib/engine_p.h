@@ -14,3 +14,8 @@ struct ks_engine {
  * Owned by the caller. */
 int ks_engine_collection_dir(const ks_engine *e, const char *account, const ks_collection *col,
 			     char **ret);
+/* Takes the account's lock (one writer per account: syncs, merges of duplicates), waiting
+ * for it with wait. *ret_fd holds it until closed. -EBUSY when another process holds it and
+ * wait is false, with *reterr_msg (if not NULL) naming the holder's pid. */
+int ks_engine_lock_account(const ks_engine *e, const char *account, bool wait, int *ret_fd,
+			   char **reterr_msg);

@@ -2555,7 +2555,8 @@ static int local_changes_pending(run *R)
 /* One writer per account: a second process syncing it would race the first one's intents
  * and files. The lock lives in $XDG_RUNTIME_DIR/ksync (or the data directory) and names the
  * holder's pid. */
-static int lock_account(run *R, int *ret_fd)
+int ks_engine_lock_account(const ks_engine *e, const char *account, bool wait, int *ret_fd,
+			   char **reterr_msg)
 {
 	const char *rt = getenv("XDG_RUNTIME_DIR");
 	_cleanup_free_ char *dir = NULL, *path = NULL;
@@ -2564,18 +2565,18 @@ static int lock_account(run *R, int *ret_fd)
 	if (rt && rt[0] == '/')
 		r = asprintf(&dir, "%s/ksync", rt);
 	else
-		r = asprintf(&dir, "%s/locks", R->e->data_dir);
+		r = asprintf(&dir, "%s/locks", e->data_dir);
 	if (r < 0)
 		return -ENOMEM;
 	r = ks_fs_mkdir_p(dir);
 	if (r < 0)
 		return r;
-	if (asprintf(&path, "%s/%s.lock", dir, R->acc->name) < 0)
+	if (asprintf(&path, "%s/%s.lock", dir, account) < 0)
 		return -ENOMEM;
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -errno;
-	if (flock(fd, LOCK_EX | (R->o->wait_lock ? 0 : LOCK_NB)) < 0) {
+	if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
 		r = -errno;
 		char buf[32] = "";
 		ssize_t k = pread(fd, buf, sizeof(buf) - 1, 0);
@@ -2583,10 +2584,11 @@ static int lock_account(run *R, int *ret_fd)
 		buf[strcspn(buf, "\n")] = 0;
 		close(fd);
 		if (r == -EWOULDBLOCK) {
-			emit_fail(R, KS_SYNC_ACCOUNT_FAILED, NULL, -EBUSY,
-				  "another ksync process%s%s is syncing this account (lock %s); "
-				  "try again later, or wait for it with --wait",
-				  buf[0] ? " with pid " : "", buf, path);
+			if (reterr_msg &&
+			    asprintf(reterr_msg, "another ksync process%s%s is syncing this account "
+				     "(lock %s); try again later, or wait for it with --wait",
+				     buf[0] ? " with pid " : "", buf, path) < 0)
+				*reterr_msg = NULL;
 			return -EBUSY;
 		}
 		return r;
@@ -2600,6 +2602,17 @@ static int lock_account(run *R, int *ret_fd)
 	}
 	*ret_fd = fd;
 	return 0;
+}
+
+static int lock_account(run *R, int *ret_fd)
+{
+	_cleanup_free_ char *why = NULL;
+	int r = ks_engine_lock_account(R->e, R->acc->name, R->o->wait_lock, ret_fd, &why);
+
+	if (r == -EBUSY)
+		emit_fail(R, KS_SYNC_ACCOUNT_FAILED, NULL, -EBUSY, "%s",
+			  why ? why : "another ksync process is syncing this account");
+	return r;
 }
 
 int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts *o)
