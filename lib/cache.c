@@ -736,6 +736,37 @@ int ks_cache_foreach_item(ks_cache *c, int64_t coll, ks_cache_item_fn fn, void *
 	return r < 0 ? r : 0;
 }
 
+int ks_cache_foreach_item_data(ks_cache *c, int64_t coll, ks_cache_data_fn fn, void *userdata)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "SELECT href, etag, uid, filename, data FROM item "
+			   "WHERE collection = ?1 ORDER BY id", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	for (;;) {
+		int rc = sqlite3_step(s);
+		if (rc == SQLITE_DONE)
+			break;
+		if (rc != SQLITE_ROW) {
+			r = sqlite_to_errno(rc);
+			break;
+		}
+		/* The blob pointer is valid until the next step: fn copies what it keeps. */
+		const char *data = sqlite3_column_blob(s, 4);
+		size_t len = (size_t) sqlite3_column_bytes(s, 4);
+		r = fn((const char *) sqlite3_column_text(s, 0),
+		       (const char *) sqlite3_column_text(s, 1),
+		       (const char *) sqlite3_column_text(s, 2),
+		       (const char *) sqlite3_column_text(s, 3), data ? data : "", len, userdata);
+		if (r < 0)
+			break;
+	}
+	sqlite3_finalize(s);
+	return r < 0 ? r : 0;
+}
+
 int ks_cache_count_items(ks_cache *c, int64_t coll)
 {
 	sqlite3_stmt *s;

@@ -118,6 +118,12 @@ typedef int (*ks_cache_item_fn)(const char *href, const char *etag, const char *
 				void *userdata);
 int ks_cache_foreach_item(ks_cache *c, int64_t coll, ks_cache_item_fn fn, void *userdata);
 int ks_cache_count_items(ks_cache *c, int64_t coll);
+/* Calls fn for every item of coll, in the order they were stored, with its server bytes
+ * (data[0..len), not NUL-terminated, borrowed for the call only); a negative return stops
+ * the walk and is returned. */
+typedef int (*ks_cache_data_fn)(const char *href, const char *etag, const char *uid,
+				const char *filename, const char *data, size_t len, void *userdata);
+int ks_cache_foreach_item_data(ks_cache *c, int64_t coll, ks_cache_data_fn fn, void *userdata);
 /* Changes made through this connection since it was opened (sqlite3_total_changes). */
 int64_t ks_cache_total_changes(ks_cache *c);
 

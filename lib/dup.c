@@ -1,16 +1,30 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "buf_p.h"
+#include "cache_p.h"
+#include "dav_p.h"
 #include "dup_p.h"
+#include "engine_p.h"
+#include "fsutil_p.h"
+#include "hash_p.h"
+#include "json_p.h"
+#include "ksync.h"
 #include "limits.h"
 #include "macro.h"
 #include "merge_p.h"
+#include "scan_p.h"
 #include "text_p.h"
 #include "vcard_p.h"
 
@@ -891,12 +905,12 @@ void ks_dup_merged_done(ks_dup_merged *m)
 	*m = (ks_dup_merged) {};
 }
 
-typedef struct parsed {
+typedef struct parsed_card {
 	ks_vcard *v;
 	size_t n;
-} parsed;
+} parsed_card;
 
-static void parsed_free_all(parsed *p, size_t n)
+static void parsed_free_all(parsed_card *p, size_t n)
 {
 	if (!p)
 		return;
@@ -946,7 +960,7 @@ int ks_dup_merge_cards(const char *const *data, const size_t *len, size_t n, siz
 {
 	_cleanup_(merge_state_done) merge_state m = { .note_at = SIZE_MAX, .cats_at = SIZE_MAX,
 						      .nick_at = SIZE_MAX };
-	parsed *cards = NULL;
+	parsed_card *cards = NULL;
 	int r = 0;
 
 	assert(data && len && ret);
@@ -1120,4 +1134,1731 @@ int ks_dup_rewrite_members(const char *data, size_t len, const char *const *old,
 		r = 0;
 	ks_vcard_free_array(cards, n_cards);
 	return r;
+}
+
+/* ---- address books in the cache ----------------------------------------------------------- */
+
+typedef struct book_item {
+	char *href, *etag, *uid, *filename;
+	char *data;
+	size_t len;
+	ks_dup_card card;
+} book_item;
+
+typedef struct book {
+	const char *account;	/* borrowed from the config */
+	ks_collection col;
+	book_item *items;
+	size_t n, cap;
+	ks_dup_groups g;
+} book;
+
+static void book_done(book *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		book_item *it = &b->items[i];
+		free(it->href);
+		free(it->etag);
+		free(it->uid);
+		free(it->filename);
+		free(it->data);
+		ks_dup_card_done(&it->card);
+	}
+	free(b->items);
+	ks_dup_groups_done(&b->g);
+	ks_collection_done(&b->col);
+	*b = (book) {};
+}
+
+static int set_msg(char **reterr_msg, int r, const char *fmt, ...) _printf_(3, 4);
+static int set_msg(char **reterr_msg, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!reterr_msg)
+		return r;
+	free(*reterr_msg);
+	va_start(ap, fmt);
+	if (vasprintf(reterr_msg, fmt, ap) < 0)
+		*reterr_msg = NULL;
+	va_end(ap);
+	return r;
+}
+
+static int on_item(const char *href, const char *etag, const char *uid, const char *filename,
+		   const char *data, size_t len, void *userdata)
+{
+	book *b = userdata;
+	book_item *ni = ks_array_grow(b->items, &b->cap, b->n, sizeof(*ni));
+
+	if (!ni)
+		return -ENOMEM;
+	b->items = ni;
+	book_item *it = &b->items[b->n];
+	*it = (book_item) {
+		.href = strdup(href ? href : ""), .etag = etag ? strdup(etag) : NULL,
+		.uid = strdup(uid ? uid : href ? href : ""), .filename = strdup(filename ? filename : ""),
+		.data = malloc(len + 1), .len = len,
+	};
+	b->n++;
+	if (!it->href || (etag && !it->etag) || !it->uid || !it->filename || !it->data)
+		return -ENOMEM;
+	memcpy(it->data, data, len);
+	it->data[len] = 0;
+	int r = ks_dup_card_parse(it->data, len, &it->card);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		/* What cannot be read is never offered for a merge. */
+		it->card = (ks_dup_card) { .is_group = true };
+	return 0;
+}
+
+static int book_load(ks_engine *e, const char *account, const ks_collection *col, book *ret)
+{
+	book b = { .account = account };
+	int r;
+
+	b.col = *col;
+	b.col.account = col->account ? strdup(col->account) : NULL;
+	b.col.href = strdup(col->href);
+	b.col.name = strdup(col->name);
+	b.col.displayname = col->displayname ? strdup(col->displayname) : NULL;
+	b.col.color = b.col.description = b.col.sync_token = b.col.ctag = NULL;
+	if (!b.col.href || !b.col.name) {
+		book_done(&b);
+		return -ENOMEM;
+	}
+	r = ks_cache_begin_read(e->cache);
+	if (r >= 0) {
+		r = ks_cache_foreach_item_data(e->cache, col->id, on_item, &b);
+		ks_cache_end_read(e->cache);
+	}
+	if (r >= 0) {
+		/* The cards sit inside the items: gather them for the grouping. */
+		_cleanup_free_ ks_dup_card *cards = calloc(b.n + 1, sizeof(*cards));
+		if (!cards)
+			r = -ENOMEM;
+		for (size_t i = 0; r >= 0 && i < b.n; i++)
+			cards[i] = b.items[i].card;
+		if (r >= 0)
+			r = ks_dup_find_groups(cards, b.n, &b.g);
+	}
+	if (r < 0) {
+		book_done(&b);
+		return r;
+	}
+	*ret = b;
+	return 0;
+}
+
+static int uid_cmp(const void *a, const void *b)
+{
+	return strcmp(**(const char *const *const *) a, **(const char *const *const *) b);
+}
+
+/* "<book>:<8 hex>" of group g. */
+static int group_id(const book *b, size_t g, char **ret)
+{
+	size_t n = b->g.start[g + 1] - b->g.start[g];
+	_cleanup_free_ const char **uids = calloc(n, sizeof(char *));
+	_cleanup_free_ const char ***refs = calloc(n, sizeof(char **));
+	ks_sha256 c;
+	uint8_t d[32];
+
+	if (!uids || !refs)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		uids[i] = b->items[b->g.members[b->g.start[g] + i]].uid;
+		refs[i] = &uids[i];
+	}
+	qsort(refs, n, sizeof(*refs), uid_cmp);
+	ks_sha256_init(&c);
+	ks_sha256_update(&c, b->account, strlen(b->account) + 1);
+	ks_sha256_update(&c, b->col.href, strlen(b->col.href) + 1);
+	for (size_t i = 0; i < n; i++)
+		ks_sha256_update(&c, *refs[i], strlen(*refs[i]) + 1);
+	ks_sha256_final(&c, d);
+	return asprintf(ret, "%s:%02x%02x%02x%02x", b->col.name, d[0], d[1], d[2], d[3]) < 0
+		       ? -ENOMEM : 0;
+}
+
+/* The most complete card of group g: the most properties, then the most bytes, then the
+ * smallest UID, so that the choice is the same on every run. */
+static size_t default_reference(const book *b, size_t g)
+{
+	size_t best = b->g.members[b->g.start[g]];
+
+	for (size_t k = b->g.start[g] + 1; k < b->g.start[g + 1]; k++) {
+		const book_item *x = &b->items[b->g.members[k]], *y = &b->items[best];
+		if (x->card.n_props != y->card.n_props) {
+			if (x->card.n_props > y->card.n_props)
+				best = b->g.members[k];
+		} else if (x->len != y->len) {
+			if (x->len > y->len)
+				best = b->g.members[k];
+		} else if (strcmp(x->uid, y->uid) < 0)
+			best = b->g.members[k];
+	}
+	return best;
+}
+
+static bool collection_named(const ks_collection *col, const char *name)
+{
+	if (!name || !*name)
+		return true;
+	if (strncmp(name, "contacts/", 9) == 0)
+		name += 9;
+	return strcmp(col->name, name) == 0;
+}
+
+typedef int (*book_fn)(book *b, void *userdata);
+
+/* Calls fn for every enabled address book of account (all of c's for NULL or "") named
+ * collection (all for NULL or ""). Returns how many were visited, or fn's negative value. */
+static int foreach_book(ks_engine *e, const ks_config *c, const char *account,
+			const char *collection, book_fn fn, void *userdata, char **reterr_msg)
+{
+	int visited = 0, r = 0;
+
+	if (account && *account && !ks_config_find_account(c, account))
+		return set_msg(reterr_msg, -ENOENT, "no account '%s' in %s", account, c->path);
+	for (size_t a = 0; r >= 0 && a < c->n_accounts; a++) {
+		const char *name = c->accounts[a].name;
+		ks_collection *cols = NULL;
+		size_t n_cols = 0;
+
+		if (account && *account && strcmp(account, name) != 0)
+			continue;
+		r = ks_cache_list_collections(e->cache, name, &cols, &n_cols);
+		for (size_t i = 0; r >= 0 && i < n_cols; i++) {
+			book b = {};
+			if (cols[i].kind != KS_COLLECTION_ADDRESSBOOK || !cols[i].enabled ||
+			    !collection_named(&cols[i], collection))
+				continue;
+			r = book_load(e, name, &cols[i], &b);
+			if (r >= 0) {
+				visited++;
+				r = fn(&b, userdata);
+			}
+			book_done(&b);
+		}
+		ks_collection_free_array(cols, n_cols);
+	}
+	if (r < 0)
+		return r;
+	if (visited == 0 && collection && *collection)
+		return set_msg(reterr_msg, -ENOENT, "no address book '%s'%s%s", collection,
+			       account && *account ? " in account " : "",
+			       account && *account ? account : "");
+	return visited;
+}
+
+/* ---- listing ------------------------------------------------------------------------------ */
+
+/* The display text of a value: unescaped, one line, at most 80 bytes on a UTF-8 boundary. */
+static char *display_value(const ks_vcard_prop *p)
+{
+	static const char *const binary[] = { "PHOTO", "LOGO", "SOUND", "KEY" };
+	char *t = NULL;
+
+	for (size_t i = 0; i < ELEMENTSOF(binary); i++)
+		if (strcmp(p->name, binary[i]) == 0)
+			return strdup("(image or data)");
+	if (text_value(p->value, &t) < 0)
+		return NULL;
+	if (!t)
+		return strdup("");
+	for (char *q = t; *q; q++)
+		if (*q == '\n' || *q == '\r' || *q == '\t')
+			*q = ' ';
+	size_t n = strlen(t);
+	if (n > 80) {
+		n = 80;
+		while (n > 0 && ((uint8_t) t[n] & 0xc0) == 0x80)
+			n--;
+		t[n] = 0;
+	}
+	return t;
+}
+
+typedef struct name_key {
+	char *key;		/* "NAME\x1fvalue key" */
+	size_t card;
+} name_key;
+
+static int name_key_cmp(const void *a, const void *b)
+{
+	const name_key *x = a, *y = b;
+	int c = strcmp(x->key, y->key);
+
+	return c ? c : (x->card < y->card ? -1 : x->card > y->card);
+}
+
+static bool listed_prop(const ks_vcard_prop *p)
+{
+	return !is_meta(p->name) && strncmp(p->name, "X-", 2) != 0;
+}
+
+/* Writes the names of the properties whose values differ between the cards of group g as
+ * "differs", and keeps them in *ret (sorted, unique) for the cards' "fields". */
+static int write_differs(ks_json_writer *w, ks_vcard **parsed, size_t n, char ***ret,
+			 size_t *ret_n)
+{
+	name_key *keys = NULL;
+	size_t n_keys = 0, cap = 0;
+	char **names = NULL;
+	size_t n_names = 0;
+	int r = 0;
+
+	for (size_t c = 0; r >= 0 && c < n; c++) {
+		if (!parsed[c])
+			continue;
+		for (size_t i = 0; r >= 0 && i < parsed[c]->n_props; i++) {
+			const ks_vcard_prop *p = &parsed[c]->props[i];
+			char *k = NULL;
+			if (!listed_prop(p))
+				continue;
+			r = multi_key(p, &k);
+			if (r < 0)
+				break;
+			name_key *nk = ks_array_grow(keys, &cap, n_keys, sizeof(*nk));
+			if (!nk) {
+				free(k);
+				r = -ENOMEM;
+				break;
+			}
+			keys = nk;
+			keys[n_keys++] = (name_key) { k, c };
+		}
+	}
+	if (r >= 0 && n_keys > 1)
+		qsort(keys, n_keys, sizeof(*keys), name_key_cmp);
+	/* A name differs when one of its values is not on every card. */
+	for (size_t i = 0; r >= 0 && i < n_keys;) {
+		size_t j = i, cards = 0;
+		while (j < n_keys && strcmp(keys[j].key, keys[i].key) == 0) {
+			if (j == i || keys[j].card != keys[j - 1].card)
+				cards++;
+			j++;
+		}
+		if (cards < n) {
+			size_t nl = strcspn(keys[i].key, "\x1f");
+			if (!n_names || strlen(names[n_names - 1]) != nl ||
+			    strncmp(names[n_names - 1], keys[i].key, nl) != 0) {
+				char **nn = realloc(names, (n_names + 1) * sizeof(char *));
+				if (!nn || !(nn[n_names] = strndup(keys[i].key, nl))) {
+					names = nn ? nn : names;
+					r = -ENOMEM;
+					break;
+				}
+				names = nn;
+				n_names++;
+			}
+		}
+		i = j;
+	}
+	for (size_t i = 0; i < n_keys; i++)
+		free(keys[i].key);
+	free(keys);
+	if (r >= 0) {
+		ks_json_write_key(w, "differs");
+		ks_json_write_array_begin(w);
+		for (size_t i = 0; i < n_names; i++)
+			ks_json_write_string(w, names[i]);
+		r = ks_json_write_array_end(w);
+	}
+	*ret = names;
+	*ret_n = n_names;
+	return r;
+}
+
+static void write_strings(ks_json_writer *w, const char *key, char *const *v, size_t n)
+{
+	ks_json_write_key(w, key);
+	ks_json_write_array_begin(w);
+	for (size_t i = 0; i < n; i++)
+		ks_json_write_string(w, v[i]);
+	ks_json_write_array_end(w);
+}
+
+static void write_why(ks_json_writer *w, unsigned why)
+{
+	ks_json_write_key(w, "why");
+	ks_json_write_array_begin(w);
+	if (why & KS_DUP_BY_NAME)
+		ks_json_write_string(w, "name");
+	if (why & KS_DUP_BY_EMAIL)
+		ks_json_write_string(w, "email");
+	if (why & KS_DUP_BY_PHONE)
+		ks_json_write_string(w, "phone");
+	ks_json_write_array_end(w);
+}
+
+static void write_book_fields(ks_json_writer *w, const book *b, const char *id)
+{
+	ks_json_write_key(w, "id");
+	ks_json_write_string(w, id);
+	ks_json_write_key(w, "account");
+	ks_json_write_string(w, b->account);
+	ks_json_write_key(w, "collection");
+	ks_json_write_string(w, b->col.name);
+	ks_json_write_key(w, "displayname");
+	ks_json_write_string(w, b->col.displayname);
+	ks_json_write_key(w, "readonly");
+	ks_json_write_bool(w, b->col.readonly);
+}
+
+static int write_group(ks_json_writer *w, const book *b, size_t g)
+{
+	_cleanup_free_ char *id = NULL;
+	size_t n = b->g.start[g + 1] - b->g.start[g], ref = default_reference(b, g);
+	_cleanup_free_ ks_vcard **parsed = calloc(n + 1, sizeof(ks_vcard *));
+	_cleanup_free_ size_t *n_parsed = calloc(n + 1, sizeof(size_t));
+	char **differs = NULL;
+	size_t n_differs = 0;
+	int r;
+
+	if (!parsed || !n_parsed)
+		return -ENOMEM;
+	r = group_id(b, g, &id);
+	if (r < 0)
+		return r;
+	for (size_t k = 0; r >= 0 && k < n; k++) {
+		const book_item *it = &b->items[b->g.members[b->g.start[g] + k]];
+		r = ks_vcard_parse(it->data, it->len, &parsed[k], &n_parsed[k], NULL);
+		if (r == -ENOMEM)
+			break;
+		r = 0;
+	}
+	if (r < 0)
+		goto out;
+	ks_json_write_object_begin(w);
+	write_book_fields(w, b, id);
+	write_why(w, b->g.why[g]);
+	ks_json_write_key(w, "reference");
+	ks_json_write_string(w, b->items[ref].uid);
+	r = write_differs(w, parsed, n, &differs, &n_differs);
+	if (r < 0)
+		goto out;
+	ks_json_write_key(w, "cards");
+	ks_json_write_array_begin(w);
+	for (size_t k = 0; r >= 0 && k < n; k++) {
+		size_t idx = b->g.members[b->g.start[g] + k];
+		const book_item *it = &b->items[idx];
+
+		ks_json_write_object_begin(w);
+		ks_json_write_key(w, "uid");
+		ks_json_write_string(w, it->uid);
+		ks_json_write_key(w, "href");
+		ks_json_write_string(w, it->href);
+		ks_json_write_key(w, "file");
+		ks_json_write_string(w, it->filename);
+		ks_json_write_key(w, "name");
+		ks_json_write_string(w, it->card.name);
+		ks_json_write_key(w, "org");
+		ks_json_write_string(w, it->card.org);
+		write_strings(w, "emails", it->card.emails, it->card.n_emails);
+		write_strings(w, "phones", it->card.phones, it->card.n_phones);
+		ks_json_write_key(w, "properties");
+		ks_json_write_uint(w, it->card.n_props);
+		ks_json_write_key(w, "reference");
+		ks_json_write_bool(w, idx == ref);
+		ks_json_write_key(w, "fields");
+		ks_json_write_object_begin(w);
+		for (size_t d = 0; parsed[k] && d < n_differs; d++) {
+			ks_json_write_key(w, differs[d]);
+			ks_json_write_array_begin(w);
+			for (size_t i = 0; i < parsed[k]->n_props; i++) {
+				const ks_vcard_prop *p = &parsed[k]->props[i];
+				if (strcmp(p->name, differs[d]) != 0)
+					continue;
+				_cleanup_free_ char *t = display_value(p);
+				if (!t) {
+					r = -ENOMEM;
+					break;
+				}
+				ks_json_write_string(w, t);
+			}
+			ks_json_write_array_end(w);
+		}
+		ks_json_write_object_end(w);
+		r = r < 0 ? r : ks_json_write_object_end(w);
+	}
+	ks_json_write_array_end(w);
+	r = r < 0 ? r : ks_json_write_object_end(w);
+out:
+	for (size_t k = 0; k < n; k++)
+		ks_vcard_free_array(parsed[k], n_parsed[k]);
+	for (size_t d = 0; d < n_differs; d++)
+		free(differs[d]);
+	free(differs);
+	return r;
+}
+
+typedef struct list_ctx {
+	ks_json_writer *w;
+	size_t cards;
+} list_ctx;
+
+static int list_book(book *b, void *userdata)
+{
+	list_ctx *L = userdata;
+	int r = 0;
+
+	L->cards += b->n;
+	for (size_t g = 0; r >= 0 && g < b->g.n_groups; g++)
+		r = write_group(L->w, b, g);
+	return r;
+}
+
+int ks_dup_list_json(ks_engine *e, const ks_config *c, const char *account,
+		     const char *collection, char **ret_json, char **reterr_msg)
+{
+	_cleanup_(ks_buf_done) ks_buf buf = {};
+	ks_json_writer w;
+	list_ctx L = { .w = &w };
+	int r;
+
+	assert(e && c && ret_json);
+	ks_json_writer_init(&w, &buf, false);
+	ks_json_write_object_begin(&w);
+	ks_json_write_key(&w, "groups");
+	ks_json_write_array_begin(&w);
+	r = foreach_book(e, c, account, collection, list_book, &L, reterr_msg);
+	if (r < 0)
+		return r;
+	ks_json_write_array_end(&w);
+	ks_json_write_key(&w, "addressbooks");
+	ks_json_write_int(&w, r);
+	ks_json_write_key(&w, "cards");
+	ks_json_write_uint(&w, L.cards);
+	ks_json_write_object_end(&w);
+	r = ks_json_writer_finish(&w);
+	if (r < 0)
+		return r;
+	*ret_json = ks_buf_steal(&buf);
+	return *ret_json ? 0 : -ENOMEM;
+}
+
+/* ---- one group ---------------------------------------------------------------------------- */
+
+typedef struct plan {
+	book b;
+	size_t g;
+	char *id;
+	size_t ref;		/* item index of the reference */
+	size_t *members;	/* item indexes, the reference first */
+	size_t n_members;
+	ks_dup_merged merged;
+	/* Group cards whose members name a removed card, and their new text. */
+	size_t *groups;
+	char **group_data;
+	size_t *group_len;
+	size_t n_groups;
+} plan;
+
+static void plan_done(plan *p)
+{
+	for (size_t i = 0; i < p->n_groups; i++)
+		free(p->group_data[i]);
+	free(p->groups);
+	free(p->group_data);
+	free(p->group_len);
+	free(p->members);
+	free(p->id);
+	ks_dup_merged_done(&p->merged);
+	book_done(&p->b);
+	*p = (plan) {};
+}
+
+typedef struct find_ctx {
+	const char *id;
+	const char *hex;
+	plan *p;
+	bool found;
+} find_ctx;
+
+static int find_book(book *b, void *userdata)
+{
+	find_ctx *F = userdata;
+
+	if (F->found)
+		return 0;
+	for (size_t g = 0; g < b->g.n_groups; g++) {
+		_cleanup_free_ char *id = NULL;
+		int r = group_id(b, g, &id);
+		if (r < 0)
+			return r;
+		if (strcmp(id, F->id) != 0)
+			continue;
+		F->found = true;
+		F->p->b = *b;
+		*b = (book) {};
+		F->p->g = g;
+		F->p->id = TAKE_PTR(id);
+		return 0;
+	}
+	return 0;
+}
+
+/* Finds group id and works out its merge. */
+static int plan_make(ks_engine *e, const ks_config *c, const char *id, const char *keep_uid,
+		     plan *ret, char **reterr_msg)
+{
+	_cleanup_(plan_done) plan p = {};
+	_cleanup_free_ char *coll = NULL;
+	const char *colon = id ? strrchr(id, ':') : NULL;
+	find_ctx F = { .id = id, .p = &p };
+	int r;
+
+	if (!colon || colon == id || strlen(colon + 1) != 8)
+		return set_msg(reterr_msg, -EINVAL, "'%s' is not a group id (ADDRESSBOOK:XXXXXXXX, "
+			       "as 'ksyncctl duplicates' lists them)", id ? id : "");
+	coll = strndup(id, (size_t) (colon - id));
+	if (!coll)
+		return -ENOMEM;
+	r = foreach_book(e, c, NULL, coll, find_book, &F, reterr_msg);
+	if (r == -ENOENT)
+		return set_msg(reterr_msg, r, "no group '%s': no address book '%s' is synced", id,
+			       coll);
+	if (r < 0)
+		return r;
+	if (!F.found)
+		return set_msg(reterr_msg, -ENOENT, "no group '%s': its cards changed since it was "
+			       "listed, or it was merged; list the duplicates again", id);
+
+	book *b = &p.b;
+	size_t n = b->g.start[p.g + 1] - b->g.start[p.g];
+	p.ref = default_reference(b, p.g);
+	if (keep_uid && *keep_uid) {
+		bool in = false;
+		for (size_t k = b->g.start[p.g]; k < b->g.start[p.g + 1]; k++)
+			if (strcmp(b->items[b->g.members[k]].uid, keep_uid) == 0) {
+				p.ref = b->g.members[k];
+				in = true;
+			}
+		if (!in)
+			return set_msg(reterr_msg, -EINVAL, "no card with UID '%s' in group %s",
+				       keep_uid, id);
+	}
+	p.members = calloc(n, sizeof(size_t));
+	_cleanup_free_ const char **data = calloc(n, sizeof(char *));
+	_cleanup_free_ size_t *len = calloc(n, sizeof(size_t));
+	_cleanup_free_ const char **old = calloc(n, sizeof(char *));
+	if (!p.members || !data || !len || !old)
+		return -ENOMEM;
+	p.members[p.n_members++] = p.ref;
+	for (size_t k = b->g.start[p.g]; k < b->g.start[p.g + 1]; k++)
+		if (b->g.members[k] != p.ref)
+			p.members[p.n_members++] = b->g.members[k];
+	for (size_t i = 0; i < n; i++) {
+		data[i] = b->items[p.members[i]].data;
+		len[i] = b->items[p.members[i]].len;
+		if (i > 0)
+			old[i - 1] = b->items[p.members[i]].uid;
+	}
+	r = ks_dup_merge_cards(data, len, n, 0, &p.merged);
+	if (r < 0)
+		return set_msg(reterr_msg, r, "cannot merge the cards of %s: %s", id, strerror(-r));
+
+	/* Group cards that name a card going away name the kept one instead. */
+	for (size_t i = 0; i < b->n; i++) {
+		char *nd = NULL;
+		size_t nl = 0;
+		if (!b->items[i].card.is_group)
+			continue;
+		r = ks_dup_rewrite_members(b->items[i].data, b->items[i].len, old, n - 1,
+					   b->items[p.ref].uid, &nd, &nl);
+		if (r == -ENOMEM)
+			return r;
+		if (r <= 0)
+			continue;
+		size_t k = p.n_groups;
+		size_t *ng = realloc(p.groups, (k + 1) * sizeof(size_t));
+		if (ng)
+			p.groups = ng;
+		char **nda = realloc(p.group_data, (k + 1) * sizeof(char *));
+		if (nda)
+			p.group_data = nda;
+		size_t *nla = realloc(p.group_len, (k + 1) * sizeof(size_t));
+		if (nla)
+			p.group_len = nla;
+		if (!ng || !nda || !nla) {
+			free(nd);
+			return -ENOMEM;
+		}
+		p.groups[k] = i;
+		p.group_data[k] = nd;
+		p.group_len[k] = nl;
+		p.n_groups++;
+	}
+	*ret = p;
+	p = (plan) {};
+	return 0;
+}
+
+static void write_plan(ks_json_writer *w, const plan *p)
+{
+	const book *b = &p->b;
+
+	write_book_fields(w, b, p->id);
+	write_why(w, b->g.why[p->g]);
+	ks_json_write_key(w, "reference");
+	ks_json_write_string(w, b->items[p->ref].uid);
+	ks_json_write_key(w, "cards");
+	ks_json_write_array_begin(w);
+	for (size_t i = 0; i < p->n_members; i++) {
+		const book_item *it = &b->items[p->members[i]];
+		unsigned adds = 0;
+		for (size_t l = 0; l < p->merged.n_lines; l++)
+			if (p->merged.lines[l].added && p->merged.lines[l].from == i)
+				adds++;
+		ks_json_write_object_begin(w);
+		ks_json_write_key(w, "uid");
+		ks_json_write_string(w, it->uid);
+		ks_json_write_key(w, "name");
+		ks_json_write_string(w, it->card.name);
+		ks_json_write_key(w, "file");
+		ks_json_write_string(w, it->filename);
+		ks_json_write_key(w, "reference");
+		ks_json_write_bool(w, i == 0);
+		ks_json_write_key(w, "adds");
+		ks_json_write_uint(w, adds);
+		ks_json_write_object_end(w);
+	}
+	ks_json_write_array_end(w);
+	ks_json_write_key(w, "lines");
+	ks_json_write_array_begin(w);
+	for (size_t l = 0; l < p->merged.n_lines; l++) {
+		const ks_dup_line *ln = &p->merged.lines[l];
+		ks_json_write_object_begin(w);
+		ks_json_write_key(w, "text");
+		ks_json_write_string(w, ln->text);
+		ks_json_write_key(w, "from");
+		if (ln->from == SIZE_MAX)
+			ks_json_write_null(w);
+		else
+			ks_json_write_string(w, b->items[p->members[ln->from]].uid);
+		ks_json_write_key(w, "added");
+		ks_json_write_bool(w, ln->added);
+		ks_json_write_object_end(w);
+	}
+	ks_json_write_array_end(w);
+	ks_json_write_key(w, "merged");
+	ks_json_write_string_len(w, p->merged.data, p->merged.len);
+	ks_json_write_key(w, "group_cards");
+	ks_json_write_array_begin(w);
+	for (size_t i = 0; i < p->n_groups; i++)
+		ks_json_write_string(w, b->items[p->groups[i]].uid);
+	ks_json_write_array_end(w);
+}
+
+static int finish_json(ks_json_writer *w, ks_buf *buf, char **ret)
+{
+	int r = ks_json_writer_finish(w);
+
+	if (r < 0)
+		return r;
+	*ret = ks_buf_steal(buf);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int ks_dup_show_json(ks_engine *e, const ks_config *c, const char *id, const char *keep_uid,
+		     char **ret_json, char **reterr_msg)
+{
+	_cleanup_(plan_done) plan p = {};
+	_cleanup_(ks_buf_done) ks_buf buf = {};
+	ks_json_writer w;
+	int r;
+
+	assert(e && c && ret_json);
+	r = plan_make(e, c, id, keep_uid, &p, reterr_msg);
+	if (r < 0)
+		return r;
+	ks_json_writer_init(&w, &buf, false);
+	ks_json_write_object_begin(&w);
+	write_plan(&w, &p);
+	ks_json_write_object_end(&w);
+	return finish_json(&w, &buf, ret_json);
+}
+
+/* ---- merging on the server ---------------------------------------------------------------- */
+
+typedef struct job {
+	ks_engine *e;
+	const ks_account_config *acc;
+	const ks_collection *col;
+	ks_dav *dav;
+	int dirfd;
+	int lock_fd;
+	char **reterr_msg;
+} job;
+
+static void job_done(job *j)
+{
+	ks_dav_free(j->dav);
+	if (j->dirfd >= 0)
+		close(j->dirfd);
+	if (j->lock_fd >= 0)
+		close(j->lock_fd);
+	*j = (job) { .dirfd = -1, .lock_fd = -1 };
+}
+
+/* A sync of the account waits for a merge, and a merge for a sync under way. What the merge
+ * reads from the cache is read under the lock, after any sync that was running. */
+static int lock(ks_engine *e, const char *account, int *ret_fd, char **reterr_msg)
+{
+	_cleanup_free_ char *why = NULL;
+	int r = ks_engine_lock_account(e, account, true, ret_fd, &why);
+
+	if (r < 0)
+		return set_msg(reterr_msg, r, "cannot lock account %s: %s", account,
+			       why ? why : strerror(-r));
+	return 0;
+}
+
+static int job_start(job *j, ks_engine *e, const ks_config *c, const char *account,
+		     const ks_collection *col, char **reterr_msg)
+{
+	_cleanup_free_ char *dir = NULL, *why = NULL;
+	char *password = NULL;
+	int r;
+
+	*j = (job) { .e = e, .col = col, .dirfd = -1, .lock_fd = -1, .reterr_msg = reterr_msg };
+	j->acc = ks_config_find_account(c, account);
+	if (!j->acc)
+		return set_msg(reterr_msg, -ENOENT, "no account '%s' in %s", account, c->path);
+	r = ks_engine_collection_dir(e, account, col, &dir);
+	if (r < 0)
+		return r;
+	j->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (j->dirfd < 0)
+		return set_msg(reterr_msg, -errno, "cannot open %s: %s", dir, strerror(errno));
+	r = ks_account_get_password(j->acc, &password, &why);
+	if (r < 0 && r != -ENOKEY)
+		return set_msg(reterr_msg, r, "cannot get the password of account %s: %s",
+			       account, why ? why : strerror(-r));
+	ks_dav_opts o = {
+		.base_url = j->acc->url, .username = j->acc->username, .password = password,
+		.ca_file = j->acc->ca_file, .allow_insecure_http = j->acc->allow_insecure_http,
+	};
+	r = ks_dav_new(&o, &j->dav);
+	password = ks_secret_free(password);
+	return r;
+}
+
+static int64_t stat_ns(const struct stat *st)
+{
+	return (int64_t) st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/* Whether the file of the item at href is as ksync last wrote or saw it (no local edit that
+ * a sync has yet to send), and no upload of it is under way. */
+static int check_local(job *j, const char *href, const char *label)
+{
+	ks_cache_item it = {};
+	struct stat st;
+	int r = ks_cache_get_item(j->e->cache, j->col->id, href, &it);
+
+	if (r < 0)
+		return r;
+	if (fstatat(j->dirfd, it.filename, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		r = set_msg(j->reterr_msg, -EBUSY, "the file of %s (%s) was removed here and the "
+			    "removal is not synced yet: run 'ksyncctl sync' first", label,
+			    it.filename);
+	else if (!ks_scan_stat_matches(&st, it.mtime_ns, it.ino, it.size)) {
+		_cleanup_free_ char *data = NULL;
+		size_t len = 0;
+		char hex[65];
+		r = ks_fs_read_file(j->dirfd, it.filename, KS_CARD_MAX, &data, &len);
+		if (r >= 0) {
+			ks_sha256_hex(data, len, hex);
+			if (!it.hash || strcmp(hex, it.hash) != 0)
+				r = set_msg(j->reterr_msg, -EBUSY, "%s (%s) was edited here and the "
+					    "edit is not synced yet: run 'ksyncctl sync' first",
+					    label, it.filename);
+		}
+	}
+	ks_cache_item_done(&it);
+	return r;
+}
+
+static int check_intents(job *j, const char *const *hrefs, size_t n)
+{
+	ks_intent *in = NULL;
+	size_t n_in = 0;
+	int r = ks_cache_list_intents(j->e->cache, j->col->id, &in, &n_in);
+
+	for (size_t i = 0; r >= 0 && i < n_in; i++)
+		for (size_t k = 0; k < n; k++)
+			if (strcmp(in[i].href, hrefs[k]) == 0)
+				r = set_msg(j->reterr_msg, -EBUSY, "an upload of %s is under way: "
+					    "run 'ksyncctl sync' first", hrefs[k]);
+	ks_intents_free(in, n_in);
+	return r;
+}
+
+static const char *vcard_type = "text/vcard; charset=utf-8";
+
+/* Asks the server for the items at hrefs (GET, in parallel) and checks that each still has
+ * the etag the cache holds: before anything is written, so that a card changed elsewhere
+ * since the last sync stops the merge with nothing changed. */
+static int check_server(job *j, const char *const *hrefs, const char *const *etags,
+			const char *const *labels, size_t n)
+{
+	_cleanup_free_ ks_dav_request *reqs = calloc(n + 1, sizeof(*reqs));
+	int r;
+
+	if (!reqs)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		reqs[i] = (ks_dav_request) { .method = "GET", .url = hrefs[i], .accept = vcard_type };
+	r = ks_dav_run(j->dav, reqs, n);
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		if (reqs[i].result == -ENOENT)
+			r = set_msg(j->reterr_msg, -ESTALE, "%s was deleted on the server since the "
+				    "last sync; nothing was merged. Run 'ksyncctl sync' and list "
+				    "the duplicates again.", labels[i]);
+		else if (reqs[i].result < 0)
+			r = set_msg(j->reterr_msg, reqs[i].result, "cannot read %s from the server: "
+				    "%s", labels[i], reqs[i].errmsg[0] ? reqs[i].errmsg
+								       : strerror(-reqs[i].result));
+		else if (etags[i] && reqs[i].etag && strcmp(etags[i], reqs[i].etag) != 0)
+			r = set_msg(j->reterr_msg, -ESTALE, "%s changed on the server since the last "
+				    "sync; nothing was merged. Run 'ksyncctl sync' and look at the "
+				    "group again.", labels[i]);
+	}
+	for (size_t i = 0; i < n; i++)
+		ks_dav_request_done(&reqs[i]);
+	return r;
+}
+
+/* A conditional PUT or DELETE; *ret_etag (PUT) gets the reply's ETag or NULL. */
+static int send_one(job *j, const char *method, const char *href, const char *data, size_t len,
+		    const char *if_match, char **ret_etag, char *errmsg, size_t errlen)
+{
+	ks_dav_request req = {
+		.method = method, .url = href, .body = data, .body_len = len,
+		.content_type = data ? vcard_type : NULL, .if_match = if_match,
+		.if_none_match = if_match ? NULL : "*",
+	};
+	int r = ks_dav_run_one(j->dav, &req);
+
+	if (r >= 0 && ret_etag)
+		*ret_etag = TAKE_PTR(req.etag);
+	if (r < 0 && errmsg)
+		snprintf(errmsg, errlen, "%s", req.errmsg);
+	ks_dav_request_done(&req);
+	return r;
+}
+
+/* Writes the item's file and its row as the server now holds it: read back, since servers
+ * may store a card otherwise than it was sent (Radicale writes it anew), and the file and
+ * the cache should hold the server's bytes. When the read fails, what was sent (with the
+ * reply's etag) is recorded; the next sync corrects it. */
+static int store_item(job *j, const char *href, const char *etag, const char *filename,
+		      const char *data, size_t len)
+{
+	_cleanup_free_ char *got = NULL, *got_etag = NULL;
+	ks_item_info info = {};
+	struct stat st;
+	char hex[65];
+	int r;
+
+	ks_dav_request req = { .method = "GET", .url = href, .accept = vcard_type };
+	r = ks_dav_run_one(j->dav, &req);
+	if (r >= 0 && req.body_text && req.etag) {
+		got = TAKE_PTR(req.body_text);
+		got_etag = TAKE_PTR(req.etag);
+		data = got;
+		len = strlen(got);
+		etag = got_etag;
+	}
+	ks_dav_request_done(&req);
+	r = ks_fs_write_atomic(j->dirfd, filename, data, len, true);
+	if (r >= 0)
+		r = ks_fs_fsync_dir(j->dirfd);
+	if (r >= 0 && fstatat(j->dirfd, filename, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		r = -errno;
+	if (r < 0)
+		return r;
+	r = ks_item_parse_info(data, len, &info, NULL);
+	if (r == -ENOMEM)
+		return r;
+	ks_sha256_hex(data, len, hex);
+	ks_item_row row = {
+		.href = href, .etag = etag, .filename = filename, .data = data, .len = len,
+		.info = r >= 0 ? &info : NULL, .hash = hex, .mtime_ns = stat_ns(&st),
+		.ino = (int64_t) st.st_ino, .size = (int64_t) st.st_size,
+	};
+	r = ks_cache_begin(j->e->cache);
+	if (r >= 0) {
+		r = ks_cache_put_item(j->e->cache, j->col->id, &row);
+		if (r >= 0)
+			r = ks_cache_commit(j->e->cache);
+		if (r < 0)
+			ks_cache_rollback(j->e->cache);
+	}
+	ks_item_info_done(&info);
+	return r;
+}
+
+/* The server no longer has href: its file goes, then its row (a crash between the two
+ * leaves a row for a missing file, which the next sync's listing clears). */
+static int drop_item(job *j, const char *href, const char *filename)
+{
+	int r = 0;
+
+	if (unlinkat(j->dirfd, filename, 0) < 0 && errno != ENOENT)
+		return -errno;
+	r = ks_fs_fsync_dir(j->dirfd);
+	if (r >= 0)
+		r = ks_cache_begin(j->e->cache);
+	if (r >= 0) {
+		r = ks_cache_delete_item(j->e->cache, j->col->id, href);
+		if (r >= 0)
+			r = ks_cache_commit(j->e->cache);
+		if (r < 0)
+			ks_cache_rollback(j->e->cache);
+	}
+	return r;
+}
+
+/* ---- the journal of a merge --------------------------------------------------------------- */
+
+#define JOURNAL "journal.json"
+
+typedef struct jentry {
+	char *uid, *href, *filename, *etag, *etag_after, *file;
+	bool done;		/* removed: deleted on the server; group: rewritten */
+} jentry;
+
+typedef struct journal {
+	char *dir;		/* the backup directory, holding the copies and JOURNAL */
+	char *id, *account, *collection, *state;
+	int64_t time_ns;
+	jentry kept;
+	jentry *removed;
+	size_t n_removed;
+	jentry *groups;
+	size_t n_groups;
+} journal;
+
+static void jentry_done(jentry *e)
+{
+	free(e->uid);
+	free(e->href);
+	free(e->filename);
+	free(e->etag);
+	free(e->etag_after);
+	free(e->file);
+	*e = (jentry) {};
+}
+
+static void journal_done(journal *J)
+{
+	free(J->dir);
+	free(J->id);
+	free(J->account);
+	free(J->collection);
+	free(J->state);
+	jentry_done(&J->kept);
+	for (size_t i = 0; i < J->n_removed; i++)
+		jentry_done(&J->removed[i]);
+	free(J->removed);
+	for (size_t i = 0; i < J->n_groups; i++)
+		jentry_done(&J->groups[i]);
+	free(J->groups);
+	*J = (journal) {};
+}
+
+static void write_jentry(ks_json_writer *w, const jentry *e)
+{
+	ks_json_write_object_begin(w);
+	ks_json_write_key(w, "uid");
+	ks_json_write_string(w, e->uid);
+	ks_json_write_key(w, "href");
+	ks_json_write_string(w, e->href);
+	ks_json_write_key(w, "filename");
+	ks_json_write_string(w, e->filename);
+	ks_json_write_key(w, "etag");
+	ks_json_write_string(w, e->etag);
+	ks_json_write_key(w, "etag_after");
+	ks_json_write_string(w, e->etag_after);
+	ks_json_write_key(w, "file");
+	ks_json_write_string(w, e->file);
+	ks_json_write_key(w, "done");
+	ks_json_write_bool(w, e->done);
+	ks_json_write_object_end(w);
+}
+
+/* Writes the journal (atomically, flushed): the undo of a merge must survive a crash. */
+static int journal_save(const journal *J)
+{
+	_cleanup_(ks_buf_done) ks_buf b = {};
+	ks_json_writer w;
+	int fd, r;
+
+	ks_json_writer_init(&w, &b, true);
+	ks_json_write_object_begin(&w);
+	ks_json_write_key(&w, "version");
+	ks_json_write_int(&w, 1);
+	ks_json_write_key(&w, "state");
+	ks_json_write_string(&w, J->state);
+	ks_json_write_key(&w, "id");
+	ks_json_write_string(&w, J->id);
+	ks_json_write_key(&w, "account");
+	ks_json_write_string(&w, J->account);
+	ks_json_write_key(&w, "collection");
+	ks_json_write_string(&w, J->collection);
+	ks_json_write_key(&w, "time_ns");
+	ks_json_write_int(&w, J->time_ns);
+	ks_json_write_key(&w, "kept");
+	write_jentry(&w, &J->kept);
+	ks_json_write_key(&w, "removed");
+	ks_json_write_array_begin(&w);
+	for (size_t i = 0; i < J->n_removed; i++)
+		write_jentry(&w, &J->removed[i]);
+	ks_json_write_array_end(&w);
+	ks_json_write_key(&w, "groups");
+	ks_json_write_array_begin(&w);
+	for (size_t i = 0; i < J->n_groups; i++)
+		write_jentry(&w, &J->groups[i]);
+	ks_json_write_array_end(&w);
+	ks_json_write_object_end(&w);
+	r = ks_json_writer_finish(&w);
+	if (r < 0)
+		return r;
+	fd = open(J->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	r = ks_fs_write_atomic(fd, JOURNAL, b.data, b.len, true);
+	if (r >= 0)
+		r = ks_fs_fsync_dir(fd);
+	close(fd);
+	return r;
+}
+
+static char *json_dup(const ks_json *j, const char *key)
+{
+	const char *s = ks_json_get_string(j, key);
+
+	return s ? strdup(s) : NULL;
+}
+
+static int read_jentry(const ks_json *j, jentry *e)
+{
+	*e = (jentry) {
+		.uid = json_dup(j, "uid"), .href = json_dup(j, "href"),
+		.filename = json_dup(j, "filename"), .etag = json_dup(j, "etag"),
+		.etag_after = json_dup(j, "etag_after"), .file = json_dup(j, "file"),
+		.done = ks_json_get_bool(j, "done", false),
+	};
+	return e->uid && e->href && e->filename && e->file ? 0 : -EBADMSG;
+}
+
+static int read_jentries(const ks_json *arr, jentry **ret, size_t *ret_n)
+{
+	size_t n = ks_json_count(arr);
+	jentry *v = calloc(n + 1, sizeof(*v));
+	int r = 0;
+
+	if (!v)
+		return -ENOMEM;
+	*ret = v;
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		r = read_jentry(ks_json_at(arr, i), &v[i]);
+		*ret_n = i + 1;
+	}
+	return r;
+}
+
+static int journal_load(const char *dir, journal *ret)
+{
+	_cleanup_free_ char *text = NULL;
+	_cleanup_(ks_json_freep) ks_json *j = NULL;
+	journal J = {};
+	size_t len = 0;
+	int fd, r;
+
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	r = ks_fs_read_file(fd, JOURNAL, KS_JSON_MAX_TEXT, &text, &len);
+	close(fd);
+	if (r < 0)
+		return r;
+	r = ks_json_parse(text, len, &j, NULL);
+	if (r < 0)
+		return r;
+	J.dir = strdup(dir);
+	J.id = json_dup(j, "id");
+	J.account = json_dup(j, "account");
+	J.collection = json_dup(j, "collection");
+	J.state = json_dup(j, "state");
+	J.time_ns = ks_json_get_int(j, "time_ns", 0);
+	r = J.dir && J.id && J.account && J.collection && J.state ? 0 : -EBADMSG;
+	if (r >= 0)
+		r = read_jentry(ks_json_get(j, "kept"), &J.kept);
+	if (r >= 0)
+		r = read_jentries(ks_json_get(j, "removed"), &J.removed, &J.n_removed);
+	if (r >= 0)
+		r = read_jentries(ks_json_get(j, "groups"), &J.groups, &J.n_groups);
+	if (r < 0) {
+		journal_done(&J);
+		return r;
+	}
+	*ret = J;
+	return 0;
+}
+
+static int jentry_of(const book_item *it, jentry *ret)
+{
+	*ret = (jentry) {
+		.uid = strdup(it->uid), .href = strdup(it->href), .filename = strdup(it->filename),
+		.etag = it->etag ? strdup(it->etag) : NULL, .file = strdup(it->filename),
+	};
+	return ret->uid && ret->href && ret->filename && ret->file &&
+	       (!it->etag || ret->etag) ? 0 : -ENOMEM;
+}
+
+/* Keeps a copy of every card the merge overwrites or removes, and the journal, before any
+ * request: a crash or a failure at any later point leaves them to restore from. */
+static int backup(ks_engine *e, const plan *p, journal *J)
+{
+	const book *b = &p->b;
+	struct timespec ts;
+	char stamp[32];
+	struct tm tm;
+	int fd, r;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	J->time_ns = (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+	if (asprintf(&J->dir, "%s/conflicts/%s/contacts/%s/merge-%s-%s", e->data_dir, b->account,
+		     b->col.name, stamp, strchr(p->id, ':') + 1) < 0) {
+		J->dir = NULL;
+		return -ENOMEM;
+	}
+	J->id = strdup(p->id);
+	J->account = strdup(b->account);
+	J->collection = strdup(b->col.name);
+	J->state = strdup("started");
+	J->removed = calloc(p->n_members, sizeof(jentry));
+	J->groups = calloc(p->n_groups + 1, sizeof(jentry));
+	if (!J->id || !J->account || !J->collection || !J->state || !J->removed || !J->groups)
+		return -ENOMEM;
+	r = ks_fs_mkdir_p(J->dir);
+	if (r < 0)
+		return r;
+	r = jentry_of(&b->items[p->ref], &J->kept);
+	for (size_t i = 1; r >= 0 && i < p->n_members; i++) {
+		r = jentry_of(&b->items[p->members[i]], &J->removed[J->n_removed]);
+		J->n_removed++;
+	}
+	for (size_t i = 0; r >= 0 && i < p->n_groups; i++) {
+		r = jentry_of(&b->items[p->groups[i]], &J->groups[J->n_groups]);
+		J->n_groups++;
+	}
+	if (r < 0)
+		return r;
+	fd = open(J->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	for (size_t i = 0; r >= 0 && i < p->n_members; i++) {
+		const book_item *it = &b->items[p->members[i]];
+		r = ks_fs_write_atomic(fd, it->filename, it->data, it->len, true);
+	}
+	for (size_t i = 0; r >= 0 && i < p->n_groups; i++) {
+		const book_item *it = &b->items[p->groups[i]];
+		r = ks_fs_write_atomic(fd, it->filename, it->data, it->len, true);
+	}
+	if (r >= 0)
+		r = ks_fs_fsync_dir(fd);
+	close(fd);
+	if (r >= 0)
+		r = journal_save(J);
+	return r;
+}
+
+static int set_state(journal *J, const char *state)
+{
+	free(J->state);
+	J->state = strdup(state);
+	return J->state ? journal_save(J) : -ENOMEM;
+}
+
+static char *label_of(const book_item *it)
+{
+	char *s;
+
+	if (asprintf(&s, "the card '%s' (UID %s)", it->card.name ? it->card.name : "", it->uid) < 0)
+		return NULL;
+	return s;
+}
+
+static int write_result(const plan *p, const journal *J, bool dry_run, char **ret)
+{
+	_cleanup_(ks_buf_done) ks_buf buf = {};
+	ks_json_writer w;
+
+	ks_json_writer_init(&w, &buf, false);
+	ks_json_write_object_begin(&w);
+	write_plan(&w, p);
+	ks_json_write_key(&w, "dry_run");
+	ks_json_write_bool(&w, dry_run);
+	ks_json_write_key(&w, "kept");
+	ks_json_write_string(&w, p->b.items[p->ref].uid);
+	ks_json_write_key(&w, "removed");
+	ks_json_write_array_begin(&w);
+	for (size_t i = 1; i < p->n_members; i++)
+		if (dry_run || (J && J->removed[i - 1].done))
+			ks_json_write_string(&w, p->b.items[p->members[i]].uid);
+	ks_json_write_array_end(&w);
+	ks_json_write_key(&w, "backup");
+	ks_json_write_string(&w, J ? J->dir : NULL);
+	ks_json_write_object_end(&w);
+	return finish_json(&w, &buf, ret);
+}
+
+static int merge_run(ks_engine *e, const ks_config *c, plan *p, journal *J, char **reterr_msg)
+{
+	_cleanup_(job_done) job j = { .dirfd = -1, .lock_fd = -1 };
+	book *b = &p->b;
+	size_t n_inv = p->n_members + p->n_groups;
+	_cleanup_free_ const char **hrefs = calloc(n_inv, sizeof(char *));
+	_cleanup_free_ const char **etags = calloc(n_inv, sizeof(char *));
+	_cleanup_free_ char **labels = calloc(n_inv, sizeof(char *));
+	_cleanup_free_ char *new_etag = NULL;
+	char errmsg[256] = "";
+	int r;
+
+	if (!hrefs || !etags || !labels)
+		return -ENOMEM;
+	r = job_start(&j, e, c, b->account, &b->col, reterr_msg);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n_inv; i++) {
+		const book_item *it = &b->items[i < p->n_members ? p->members[i]
+								 : p->groups[i - p->n_members]];
+		hrefs[i] = it->href;
+		etags[i] = it->etag;
+		labels[i] = label_of(it);
+		if (!labels[i]) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	for (size_t i = 0; r >= 0 && i < n_inv; i++)
+		r = check_local(&j, hrefs[i], labels[i]);
+	if (r >= 0)
+		r = check_intents(&j, hrefs, n_inv);
+	if (r >= 0)
+		r = check_server(&j, hrefs, etags, (const char *const *) labels, n_inv);
+	if (r >= 0)
+		r = backup(e, p, J);
+	if (r < 0)
+		goto out;
+
+	/* The merged card first: a failure here leaves every card as it was. */
+	const book_item *ref = &b->items[p->ref];
+	r = send_one(&j, "PUT", ref->href, p->merged.data, p->merged.len,
+		     ref->etag ? ref->etag : "*", &new_etag,
+		     errmsg, sizeof(errmsg));
+	if (r < 0) {
+		(void) set_state(J, "failed");
+		if (r == -ESTALE)
+			r = set_msg(reterr_msg, r, "%s changed on the server meanwhile; nothing was "
+				    "merged. Run 'ksyncctl sync' and look at the group again.",
+				    labels[0]);
+		else
+			r = set_msg(reterr_msg, r, "cannot write the merged card: %s",
+				    errmsg[0] ? errmsg : strerror(-r));
+		goto out;
+	}
+	J->kept.done = true;
+	J->kept.etag_after = new_etag ? strdup(new_etag) : NULL;
+	r = store_item(&j, ref->href, new_etag, ref->filename, p->merged.data, p->merged.len);
+	if (r >= 0) {
+		/* The etag the undo expects is the one the cache now holds. */
+		ks_cache_item it = {};
+		if (ks_cache_get_item(e->cache, b->col.id, ref->href, &it) >= 0 && it.etag) {
+			free(J->kept.etag_after);
+			J->kept.etag_after = strdup(it.etag);
+		}
+		ks_cache_item_done(&it);
+		r = set_state(J, "partial");
+	}
+	if (r < 0)
+		goto out;
+
+	for (size_t i = 0; r >= 0 && i < p->n_groups; i++) {
+		const book_item *it = &b->items[p->groups[i]];
+		_cleanup_free_ char *et = NULL;
+		r = send_one(&j, "PUT", it->href, p->group_data[i], p->group_len[i],
+			     it->etag ? it->etag : "*", &et,
+			     errmsg, sizeof(errmsg));
+		if (r < 0)
+			break;
+		r = store_item(&j, it->href, et, it->filename, p->group_data[i], p->group_len[i]);
+		if (r >= 0) {
+			ks_cache_item ci = {};
+			if (ks_cache_get_item(e->cache, b->col.id, it->href, &ci) >= 0 && ci.etag)
+				J->groups[i].etag_after = strdup(ci.etag);
+			ks_cache_item_done(&ci);
+			J->groups[i].done = true;
+			r = journal_save(J);
+		}
+	}
+	if (r < 0) {
+		r = set_msg(reterr_msg, r, "the merged card was written, but a group card could not "
+			    "be updated (%s); the other cards were kept. 'ksyncctl duplicates undo' "
+			    "puts the reference card back.", r == -ESTALE
+				    ? "it changed on the server meanwhile"
+				    : errmsg[0] ? errmsg : strerror(-r));
+		goto out;
+	}
+
+	for (size_t i = 1; r >= 0 && i < p->n_members; i++) {
+		const book_item *it = &b->items[p->members[i]];
+		r = send_one(&j, "DELETE", it->href, NULL, 0, it->etag ? it->etag : "*", NULL,
+			     errmsg, sizeof(errmsg));
+		if (r == -ENOENT)
+			r = 0;	/* gone already: what the merge wanted */
+		if (r < 0) {
+			r = set_msg(reterr_msg, r, "%s %s, so it was not removed; the merged card was "
+				    "written and the cards before it removed. Sync, then merge the "
+				    "group again, or undo with 'ksyncctl duplicates undo'.",
+				    labels[i], r == -ESTALE ? "changed on the server during the merge"
+							    : errmsg[0] ? errmsg : strerror(-r));
+			break;
+		}
+		r = drop_item(&j, it->href, it->filename);
+		if (r >= 0) {
+			J->removed[i - 1].done = true;
+			r = journal_save(J);
+		}
+	}
+	if (r >= 0)
+		r = set_state(J, "done");
+out:
+	for (size_t i = 0; i < n_inv; i++)
+		free(labels[i]);
+	return r;
+}
+
+int ks_dup_merge(ks_engine *e, const ks_config *c, const char *id, const char *keep_uid,
+		 bool dry_run, char **ret_json, char **reterr_msg)
+{
+	_cleanup_(plan_done) plan p = {};
+	journal J = {};
+	int r;
+
+	assert(e && c && ret_json);
+	r = plan_make(e, c, id, keep_uid, &p, reterr_msg);
+	if (r < 0)
+		return r;
+	if (p.b.col.readonly)
+		return set_msg(reterr_msg, -EROFS, "the address book '%s' of account %s is read-only "
+			       "on the server: its cards cannot be merged", p.b.col.displayname
+			       ? p.b.col.displayname : p.b.col.name, p.b.account);
+	if (dry_run)
+		return write_result(&p, NULL, true, ret_json);
+
+	/* The plan is made again under the lock: a sync that ran meanwhile may have brought
+	 * new versions of the cards (or sent local edits of them), which the merge must use. */
+	_cleanup_free_ char *account = strdup(p.b.account);
+	int lock_fd = -1;
+	if (!account)
+		return -ENOMEM;
+	plan_done(&p);
+	r = lock(e, account, &lock_fd, reterr_msg);
+	if (r < 0)
+		return r;
+	r = plan_make(e, c, id, keep_uid, &p, reterr_msg);
+	if (r >= 0 && strcmp(p.b.account, account) != 0)
+		r = set_msg(reterr_msg, -ENOENT, "group %s moved to another account meanwhile; list "
+			    "the duplicates again", id);
+	if (r >= 0)
+		r = merge_run(e, c, &p, &J, reterr_msg);
+	if (r >= 0)
+		r = write_result(&p, &J, false, ret_json);
+	close(lock_fd);
+	journal_done(&J);
+	return r;
+}
+
+/* ---- undo --------------------------------------------------------------------------------- */
+
+/* The newest merge of account (any for NULL) that can be undone, by its journal. */
+static int find_last(ks_engine *e, const ks_config *c, const char *account, journal *ret)
+{
+	journal best = {};
+	int r = 0;
+
+	for (size_t a = 0; r >= 0 && a < c->n_accounts; a++) {
+		const char *name = c->accounts[a].name;
+		_cleanup_free_ char *root = NULL;
+		DIR *books;
+		struct dirent *be;
+
+		if (account && *account && strcmp(account, name) != 0)
+			continue;
+		if (asprintf(&root, "%s/conflicts/%s/contacts", e->data_dir, name) < 0)
+			return -ENOMEM;
+		books = opendir(root);
+		if (!books)
+			continue;
+		while (r >= 0 && (be = readdir(books))) {
+			_cleanup_free_ char *bdir = NULL;
+			DIR *merges;
+			struct dirent *me;
+
+			if (be->d_name[0] == '.')
+				continue;
+			if (asprintf(&bdir, "%s/%s", root, be->d_name) < 0) {
+				r = -ENOMEM;
+				break;
+			}
+			merges = opendir(bdir);
+			if (!merges)
+				continue;
+			while (r >= 0 && (me = readdir(merges))) {
+				_cleanup_free_ char *mdir = NULL;
+				journal J = {};
+
+				if (strncmp(me->d_name, "merge-", 6) != 0)
+					continue;
+				if (asprintf(&mdir, "%s/%s", bdir, me->d_name) < 0) {
+					r = -ENOMEM;
+					break;
+				}
+				/* A journal that cannot be read is not a merge to undo. */
+				if (journal_load(mdir, &J) < 0)
+					continue;
+				if ((strcmp(J.state, "done") == 0 || strcmp(J.state, "partial") == 0) &&
+				    strcmp(J.account, name) == 0 &&
+				    (!best.dir || J.time_ns > best.time_ns)) {
+					journal_done(&best);
+					best = J;
+				} else
+					journal_done(&J);
+			}
+			closedir(merges);
+		}
+		closedir(books);
+	}
+	if (r < 0) {
+		journal_done(&best);
+		return r;
+	}
+	if (!best.dir)
+		return -ENOENT;
+	*ret = best;
+	return 0;
+}
+
+static int read_backup(const journal *J, const jentry *en, char **ret, size_t *ret_len)
+{
+	int fd = open(J->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r;
+
+	if (fd < 0)
+		return -errno;
+	r = ks_fs_read_file(fd, en->file, KS_CARD_MAX, ret, ret_len);
+	close(fd);
+	return r;
+}
+
+/* A name for a restored card's file: its old one, unless another item took it since. */
+static int restore_name(job *j, const jentry *en, char **ret)
+{
+	int r = ks_cache_filename_taken(j->e->cache, j->col->id, en->filename, en->href);
+
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return (*ret = strdup(en->filename)) ? 0 : -ENOMEM;
+	const char *dot = strrchr(en->filename, '.');
+	size_t base = dot ? (size_t) (dot - en->filename) : strlen(en->filename);
+	return asprintf(ret, "%.*s-restored%s", (int) base, en->filename, dot ? dot : "") < 0
+		       ? -ENOMEM : 0;
+}
+
+static int undo_run(ks_engine *e, const ks_config *c, journal *J, ks_json_writer *w,
+		    char **reterr_msg)
+{
+	_cleanup_(job_done) job j = { .dirfd = -1, .lock_fd = -1 };
+	ks_collection *cols = NULL, *col = NULL;
+	size_t n_cols = 0;
+	ks_cache_item kept = {};
+	_cleanup_free_ char *old = NULL, *et = NULL;
+	_cleanup_(ks_buf_done) ks_buf notices = {};
+	size_t len = 0;
+	char errmsg[256] = "";
+	int r;
+
+	r = ks_cache_list_collections(e->cache, J->account, &cols, &n_cols);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n_cols; i++)
+		if (cols[i].kind == KS_COLLECTION_ADDRESSBOOK && strcmp(cols[i].name, J->collection) == 0)
+			col = &cols[i];
+	if (!col) {
+		r = set_msg(reterr_msg, -ENOENT, "the address book %s of account %s is gone; the "
+			    "cards are kept in %s", J->collection, J->account, J->dir);
+		goto out;
+	}
+	if (col->readonly) {
+		r = set_msg(reterr_msg, -EROFS, "the address book %s is read-only now; the cards are "
+			    "kept in %s", J->collection, J->dir);
+		goto out;
+	}
+	r = job_start(&j, e, c, J->account, col, reterr_msg);
+	if (r < 0)
+		goto out;
+
+	/* The kept card must be as the merge left it: an edit since would be lost. */
+	r = ks_cache_get_item(e->cache, col->id, J->kept.href, &kept);
+	if (r == -ENOENT || (r >= 0 && J->kept.etag_after &&
+			     (!kept.etag || strcmp(kept.etag, J->kept.etag_after) != 0))) {
+		r = set_msg(reterr_msg, -ESTALE, "the kept card (UID %s) changed since the merge; "
+			    "undo refused so that the change is not lost. The cards removed by the "
+			    "merge are kept in %s", J->kept.uid, J->dir);
+		goto out;
+	}
+	if (r < 0)
+		goto out;
+	r = check_local(&j, J->kept.href, "the kept card");
+	if (r < 0)
+		goto out;
+
+	r = read_backup(J, &J->kept, &old, &len);
+	if (r < 0) {
+		r = set_msg(reterr_msg, r, "cannot read the copy of the kept card in %s: %s", J->dir,
+			    strerror(-r));
+		goto out;
+	}
+	r = send_one(&j, "PUT", J->kept.href, old, len,
+		     J->kept.etag_after ? J->kept.etag_after : kept.etag, &et, errmsg,
+		     sizeof(errmsg));
+	if (r == -ESTALE) {
+		r = set_msg(reterr_msg, r, "the kept card (UID %s) changed on the server since the "
+			    "merge; undo refused. The cards removed by the merge are kept in %s",
+			    J->kept.uid, J->dir);
+		goto out;
+	}
+	if (r < 0) {
+		r = set_msg(reterr_msg, r, "cannot put the kept card back: %s",
+			    errmsg[0] ? errmsg : strerror(-r));
+		goto out;
+	}
+	r = store_item(&j, J->kept.href, et, kept.filename, old, len);
+	if (r < 0)
+		goto out;
+
+	ks_json_write_object_begin(w);
+	ks_json_write_key(w, "id");
+	ks_json_write_string(w, J->id);
+	ks_json_write_key(w, "account");
+	ks_json_write_string(w, J->account);
+	ks_json_write_key(w, "collection");
+	ks_json_write_string(w, J->collection);
+	ks_json_write_key(w, "kept");
+	ks_json_write_string(w, J->kept.uid);
+	ks_json_write_key(w, "backup");
+	ks_json_write_string(w, J->dir);
+	ks_json_write_key(w, "restored");
+	ks_json_write_array_begin(w);
+	for (size_t i = 0; r >= 0 && i < J->n_removed; i++) {
+		jentry *en = &J->removed[i];
+		_cleanup_free_ char *data = NULL, *etag = NULL, *name = NULL;
+		size_t dlen = 0;
+		if (!en->done)
+			continue;	/* never removed */
+		r = read_backup(J, en, &data, &dlen);
+		if (r < 0)
+			break;
+		r = send_one(&j, "PUT", en->href, data, dlen, NULL, &etag, errmsg, sizeof(errmsg));
+		if (r == -ESTALE) {
+			/* Something is at that href again: it is not overwritten. */
+			r = ks_buf_printf(&notices, "%s%s exists again on the server and was left "
+					  "as it is (the old card is in %s/%s)", notices.len ? "; " : "",
+					  en->href, J->dir, en->file);
+			continue;
+		}
+		if (r < 0) {
+			r = set_msg(reterr_msg, r, "cannot create the card %s again: %s", en->uid,
+				    errmsg[0] ? errmsg : strerror(-r));
+			break;
+		}
+		r = restore_name(&j, en, &name);
+		if (r >= 0)
+			r = store_item(&j, en->href, etag, name, data, dlen);
+		if (r >= 0)
+			ks_json_write_string(w, en->uid);
+	}
+	ks_json_write_array_end(w);
+	for (size_t i = 0; r >= 0 && i < J->n_groups; i++) {
+		jentry *en = &J->groups[i];
+		_cleanup_free_ char *data = NULL, *etag = NULL;
+		size_t dlen = 0;
+		if (!en->done || !en->etag_after)
+			continue;
+		r = read_backup(J, en, &data, &dlen);
+		if (r >= 0)
+			r = send_one(&j, "PUT", en->href, data, dlen, en->etag_after, &etag, errmsg,
+				     sizeof(errmsg));
+		if (r == -ESTALE || r == -ENOENT) {
+			r = ks_buf_printf(&notices, "%sthe group card %s changed since the merge; "
+					  "its members were left as they are", notices.len ? "; " : "",
+					  en->uid);
+			continue;
+		}
+		if (r >= 0)
+			r = store_item(&j, en->href, etag, en->filename, data, dlen);
+	}
+	if (r < 0)
+		goto out;
+	ks_json_write_key(w, "notice");
+	ks_json_write_string(w, notices.len ? notices.data : NULL);
+	ks_json_write_object_end(w);
+	r = set_state(J, "undone");
+out:
+	ks_cache_item_done(&kept);
+	ks_collection_free_array(cols, n_cols);
+	return r;
+}
+
+int ks_dup_undo(ks_engine *e, const ks_config *c, const char *account, char **ret_json,
+		char **reterr_msg)
+{
+	_cleanup_(ks_buf_done) ks_buf buf = {};
+	journal J = {};
+	ks_json_writer w;
+	int r;
+
+	assert(e && c && ret_json);
+	if (account && *account && !ks_config_find_account(c, account))
+		return set_msg(reterr_msg, -ENOENT, "no account '%s' in %s", account, c->path);
+	r = find_last(e, c, account, &J);
+	if (r == -ENOENT)
+		return set_msg(reterr_msg, r, "no merge of duplicates to undo");
+	if (r < 0)
+		return r;
+	int lock_fd = -1;
+	r = lock(e, J.account, &lock_fd, reterr_msg);
+	if (r < 0) {
+		journal_done(&J);
+		return r;
+	}
+	ks_json_writer_init(&w, &buf, false);
+	r = undo_run(e, c, &J, &w, reterr_msg);
+	close(lock_fd);
+	journal_done(&J);
+	if (r < 0)
+		return r;
+	return finish_json(&w, &buf, ret_json);
 }

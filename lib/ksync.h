@@ -283,3 +283,45 @@ typedef struct ks_client_collection {
  * data_dir, errors of reading the directories. */
 int ks_clients_config(const ks_config *c, const char *data_dir, const ks_client_collection *cols,
 		      size_t n_cols, char **ret_json, char **reterr_msg);
+
+/* ---- duplicate contacts ------------------------------------------------------------------- */
+
+/* Groups of likely duplicate contacts in the cache (lib/dup.c): cards sharing a normalized
+ * name, an e-mail address or a phone number, grouped transitively. A group is named by a
+ * stable id, "<address book directory>:<8 hex digits>" (a hash of the account, the address
+ * book and the sorted UIDs of its cards), which stays the same until its cards change.
+ * JSON shapes are documented in lib/ipc.h. *reterr_msg (if not NULL) gets a sentence for the
+ * user on failure, owned by the caller. */
+
+/* The groups of the address books of account (every account of c for NULL or ""), or of
+ * its one collection (directory name or "contacts/NAME"). *ret_json: {"groups": [...],
+ * "cards": n, "addressbooks": n}. -ENOENT: no such account or address book. */
+int ks_dup_list_json(ks_engine *e, const ks_config *c, const char *account,
+		     const char *collection, char **ret_json, char **reterr_msg);
+
+/* The merge of group id as it would be done, with keep_uid (NULL or "": the most complete
+ * card) as the reference: the merged card's lines and where each comes from.
+ * -ENOENT: no such group (the cards changed since it was listed); -EINVAL: keep_uid is not
+ * in the group. */
+int ks_dup_show_json(ks_engine *e, const ks_config *c, const char *id, const char *keep_uid,
+		     char **ret_json, char **reterr_msg);
+
+/* Merges group id into its reference card on the server and here, under the account's lock:
+ * the cards (and group cards naming them) are kept under
+ * <data>/conflicts/<account>/contacts/<book>/merge-<time>-<hash>/ with a journal, then the
+ * merged card is PUT with If-Match on the reference's cached etag, group cards likewise, and
+ * the other cards are DELETEd with If-Match; then files and cache rows follow. A server
+ * version that differs from the cache (checked before anything is written, and by every
+ * If-Match) stops the merge: -ESTALE, naming the card. -EROFS: read-only address book;
+ * -EBUSY: a card was edited locally and is not synced yet; -ENOENT, -EINVAL as for
+ * ks_dup_show_json(); network errors as for a sync. With dry_run nothing is written and the
+ * answer is the show object with "dry_run": true. */
+int ks_dup_merge(ks_engine *e, const ks_config *c, const char *id, const char *keep_uid,
+		 bool dry_run, char **ret_json, char **reterr_msg);
+
+/* Undoes the last merge (of account, or of any account for NULL or "") that was not undone:
+ * the removed cards are created again (PUT If-None-Match: *), the kept card gets its old
+ * content back (If-Match on the etag the merge produced: -ESTALE when it changed since), and
+ * group cards their old members. -ENOENT: no merge to undo. */
+int ks_dup_undo(ks_engine *e, const ks_config *c, const char *account, char **ret_json,
+		char **reterr_msg);
