@@ -33,6 +33,7 @@ int cmd_add_addressbook(int argc, char **argv);
 int cmd_add_calendar(int argc, char **argv);
 int cmd_clients(int argc, char **argv);
 int cmd_reload(int argc, char **argv);
+int cmd_duplicates(int argc, char **argv);
 
 /* Prints "ksyncctl: " and the message to stderr (%m is the error r) and returns r. */
 int ctl_error(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

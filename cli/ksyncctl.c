@@ -26,6 +26,8 @@ static const struct verb {
 	{ "add-calendar", cmd_add_calendar, "ACCOUNT NAME", "create a calendar or task list" },
 	{ "clients", cmd_clients, "", "print khal, khard and todoman configuration" },
 	{ "reload", cmd_reload, "", "make ksyncd read its configuration again" },
+	{ "duplicates", cmd_duplicates, "[list|show|merge|undo] ...",
+	  "find and merge duplicate contacts" },
 };
 
 static void help(void)
@@ -41,7 +43,7 @@ static void help(void)
 	}
 	printf("\n"
 	       "Options:\n"
-	       "  --json         print the answers of status and collections as JSON\n"
+	       "  --json         print the answers of status, collections and duplicates as JSON\n"
 	       "  -h, --help     show this help\n"
 	       "  --version      show the version\n"
 	       "\n"

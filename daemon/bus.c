@@ -425,6 +425,189 @@ static int method_remove_account(sd_bus_message *m, void *userdata, sd_bus_error
 	return sd_bus_reply_method_return(m, "");
 }
 
+/* ---- duplicate contacts: read the cache (and write to the server) off the main loop ------ */
+
+typedef enum DupKind {
+	DUP_LIST,
+	DUP_SHOW,
+	DUP_MERGE,
+	DUP_UNDO,
+} DupKind;
+
+typedef struct DupJob {
+	sd_bus_message *call;
+	DupKind kind;
+	char *account;		/* list, undo */
+	char *collection;	/* list */
+	char *group;		/* show, merge */
+	char *keep;
+	bool dry_run;
+	char *json;
+	char *error;
+} DupJob;
+
+static void dup_job_free(DupJob *j)
+{
+	sd_bus_message_unref(j->call);
+	free(j->account);
+	free(j->collection);
+	free(j->group);
+	free(j->keep);
+	free(j->json);
+	free(j->error);
+	free(j);
+}
+
+static int dup_run(Manager *m, void *data)
+{
+	DupJob *j = data;
+	ks_engine *e = NULL;
+	int r = ks_engine_new(m->data_dir, &e);
+
+	if (r < 0)
+		return r;
+	switch (j->kind) {
+	case DUP_LIST:
+		r = ks_dup_list_json(e, m->config, j->account, j->collection, &j->json, &j->error);
+		break;
+	case DUP_SHOW:
+		r = ks_dup_show_json(e, m->config, j->group, j->keep, &j->json, &j->error);
+		break;
+	case DUP_MERGE:
+		r = ks_dup_merge(e, m->config, j->group, j->keep, j->dry_run, &j->json, &j->error);
+		break;
+	case DUP_UNDO:
+		r = ks_dup_undo(e, m->config, j->account, &j->json, &j->error);
+		break;
+	}
+	ks_engine_free(e);
+	return r;
+}
+
+static void dup_done(Manager *m, void *data, int r)
+{
+	DupJob *j = data;
+
+	if (r < 0) {
+		const char *name = r == -ENOENT && j->kind == DUP_LIST ? KS_IPC_ERROR_NO_COLLECTION
+								      : KS_IPC_ERROR_FAILED;
+		(void) sd_bus_reply_method_errorf(j->call, name, "%s",
+						  j->error ? j->error : strerror(-r));
+	} else
+		(void) sd_bus_reply_method_return(j->call, "s", j->json ? j->json : "{}");
+	if (r >= 0 && (j->kind == DUP_MERGE || j->kind == DUP_UNDO))
+		log_at(KS_LOG_INFO, "%s duplicates %s.", j->kind == DUP_MERGE ? "Merged" : "Undid the "
+		       "merge of", j->group ? j->group : j->account && *j->account ? j->account : "");
+	dup_job_free(j);
+}
+
+static int dup_start(Manager *man, sd_bus_message *m, DupJob *j)
+{
+	int r;
+
+	j->call = sd_bus_message_ref(m);
+	r = manager_run_job(man, dup_run, dup_done, j);
+	if (r < 0) {
+		dup_job_free(j);
+		return r;
+	}
+	return 1;	/* answered later */
+}
+
+static int method_duplicates(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	Manager *man = userdata;
+	const char *target;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read(m, "s", &target);
+	if (r < 0)
+		return r;
+	size_t n = strcspn(target, "/");
+	DupJob *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->kind = DUP_LIST;
+	j->account = strndup(target, n);
+	j->collection = strdup(target[n] ? target + n + 1 : "");
+	if (!j->account || !j->collection) {
+		dup_job_free(j);
+		return -ENOMEM;
+	}
+	if (*j->account && !manager_find_account(man, j->account)) {
+		r = sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "No account '%s'.", j->account);
+		dup_job_free(j);
+		return r;
+	}
+	return dup_start(man, m, j);
+}
+
+static int method_dup_group(sd_bus_message *m, void *userdata, sd_bus_error *error, bool merge)
+{
+	const char *group, *keep;
+	int dry = false;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read(m, "ss", &group, &keep);
+	if (r >= 0 && merge)
+		r = sd_bus_message_read(m, "b", &dry);
+	if (r < 0)
+		return r;
+	if (!*group)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "No group given.");
+	DupJob *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->kind = merge ? DUP_MERGE : DUP_SHOW;
+	j->group = strdup(group);
+	j->keep = strdup(keep);
+	j->dry_run = dry;
+	if (!j->group || !j->keep) {
+		dup_job_free(j);
+		return -ENOMEM;
+	}
+	return dup_start(userdata, m, j);
+}
+
+static int method_duplicate_group(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	return method_dup_group(m, userdata, error, false);
+}
+
+static int method_merge_duplicates(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	return method_dup_group(m, userdata, error, true);
+}
+
+static int method_undo_merge(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	Manager *man = userdata;
+	const char *account;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read(m, "s", &account);
+	if (r < 0)
+		return r;
+	if (*account && !manager_find_account(man, account))
+		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "No account '%s'.", account);
+	DupJob *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->kind = DUP_UNDO;
+	j->account = strdup(account);
+	if (!j->account) {
+		dup_job_free(j);
+		return -ENOMEM;
+	}
+	return dup_start(man, m, j);
+}
+
 static int method_clients(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	Manager *man = userdata;
@@ -472,6 +655,12 @@ static const sd_bus_vtable vtable[] = {
 	SD_BUS_METHOD("RemoveAccount", "usb", "", method_remove_account, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD("Clients", "u", "s", method_clients, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD("Reload", "u", "", method_reload, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("Duplicates", "us", "s", method_duplicates, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("DuplicateGroup", "uss", "s", method_duplicate_group,
+		      SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("MergeDuplicates", "ussb", "s", method_merge_duplicates,
+		      SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("UndoMerge", "us", "s", method_undo_merge, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_SIGNAL("SyncStarted", "us", 0),
 	SD_BUS_SIGNAL("SyncProgress", "ussuu", 0),
 	SD_BUS_SIGNAL("SyncFinished", "usbs", 0),

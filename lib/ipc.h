@@ -40,6 +40,31 @@
  *   Clients(u version) -> (s json)
  *       {"khal": s, "khard": s, "todoman": s}: configuration text ready to paste.
  *   Reload(u version) -> ()
+ *   Duplicates(u version, s target) -> (s json)
+ *       Groups of likely duplicate contacts in the cache; target "" (every account),
+ *       "ACCOUNT" or "ACCOUNT/ADDRESSBOOK". {"groups": [{"id": s, "account": s,
+ *       "collection": s, "displayname": s|null, "readonly": b, "why": ["name"|"email"|
+ *       "phone"], "reference": uid, "differs": [property names whose values differ],
+ *       "cards": [{"uid": s, "href": s, "file": s, "name": s|null, "org": s|null,
+ *         "emails": [s], "phones": [s], "properties": n, "reference": b,
+ *         "fields": {NAME: [values]} for the names in differs}]}],
+ *        "addressbooks": n, "cards": n}
+ *   DuplicateGroup(u version, s group, s keep_uid) -> (s json)
+ *       What merging group would give (keep_uid "" = the most complete card):
+ *       {"id", "account", "collection", "displayname", "readonly", "why", "reference": uid,
+ *        "cards": [{"uid", "name", "file", "reference": b, "adds": n}],
+ *        "lines": [{"text": s, "from": uid|null, "added": b}], "merged": s,
+ *        "group_cards": [uid of group cards whose members are rewritten]}
+ *   MergeDuplicates(u version, s group, s keep_uid, b dry_run) -> (s json)
+ *       Merges the group on the server and here (see ks_dup_merge in lib/ksync.h);
+ *       answers the DuplicateGroup object plus "dry_run": b, "kept": uid,
+ *       "removed": [uid], "backup": s|null (the directory holding the old cards).
+ *   UndoMerge(u version, s account) -> (s json)
+ *       Undoes the last merge of account ("" = any): {"id", "account", "collection",
+ *       "kept": uid, "restored": [uid], "backup": s, "notice": s|null}
+ *   The four answer when the work (run in a worker thread) is done; failures are
+ *   KS_IPC_ERROR_FAILED with a message for the user (KS_IPC_ERROR_NO_COLLECTION for an
+ *   unknown address book in Duplicates).
  *
  * Signals:
  *   SyncStarted(u run_id, s account)
