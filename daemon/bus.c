@@ -495,9 +495,11 @@ static void dup_done(Manager *m, void *data, int r)
 						  j->error ? j->error : strerror(-r));
 	} else
 		(void) sd_bus_reply_method_return(j->call, "s", j->json ? j->json : "{}");
-	if (r >= 0 && (j->kind == DUP_MERGE || j->kind == DUP_UNDO))
-		log_at(KS_LOG_INFO, "%s duplicates %s.", j->kind == DUP_MERGE ? "Merged" : "Undid the "
-		       "merge of", j->group ? j->group : j->account && *j->account ? j->account : "");
+	if (r >= 0 && j->kind == DUP_MERGE && !j->dry_run)
+		log_at(KS_LOG_INFO, "Merged the duplicates of group %s.", j->group);
+	else if (r >= 0 && j->kind == DUP_UNDO)
+		log_at(KS_LOG_INFO, "Undid the last merge of duplicates%s%s.",
+		       *j->account ? " of account " : "", j->account);
 	dup_job_free(j);
 }
 

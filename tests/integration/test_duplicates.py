@@ -174,6 +174,28 @@ def test_find_show_merge_undo(server, ks, daemon):
     assert r.rc != 0 and "no merge of duplicates to undo" in r.stderr, r.stderr
 
 
+def test_undo_refused_after_kept_card_changed(server, ks, daemon):
+    items = {k: JANE[k] for k in ("jane-1", "jane-2")}
+    book = start(server, ks, daemon, items)
+    g = groups(daemon)[0]
+    ok(daemon.ctl("duplicates", "merge", "--keep", "jane-1", g["id"]), "merge")
+    merged = by_uid(server.contents(book))
+    href = merged["jane-1"][0]
+    # Changed on the server and not synced yet: the If-Match of the undo refuses it.
+    server.put(href, card("jane-1", "Jane Doe", "EMAIL:jane@later.example",
+                          "NOTE:edited after merge"), if_match=merged["jane-1"][1])
+    before = by_uid(server.contents(book))
+    r = daemon.ctl("duplicates", "undo")
+    assert r.rc != 0 and "changed on the server since the merge" in r.stderr, r.stderr
+    assert by_uid(server.contents(book)) == before
+    # Synced: the cache knows, and the undo is refused before any request.
+    ok(daemon.ctl("sync"), "sync")
+    r = daemon.ctl("duplicates", "undo")
+    assert r.rc != 0 and "changed since the merge" in r.stderr, r.stderr
+    assert by_uid(server.contents(book)) == before
+    assert "NOTE:edited after merge" in unfold(before["jane-1"][2])
+
+
 def test_default_reference_is_the_most_complete(server, ks, daemon):
     items = {k: JANE[k] for k in ("jane-1", "jane-2", "jane-3")}
     book = start(server, ks, daemon, items)
@@ -239,6 +261,26 @@ def test_edit_during_merge_is_not_lost(server, ks, daemon, tmp_path):
     assert sorted(after) == ["jane-1", "jane-2"], sorted(after)
     assert "EMAIL:jane@racing.example" in unfold(after["jane-2"][2])
     assert "EMAIL;TYPE=home:jane@home.example" in unfold(after["jane-1"][2])
+
+    # The half-done merge can be undone: jane-1 gets its old content back, and the edited
+    # jane-2, never removed, stays as the other client wrote it.
+    daemon.stop()
+    for left in ("notify.sock", "bus"):
+        (ks.runtime_dir / left).unlink(missing_ok=True)
+    ks.add_account(ACCOUNT, server)
+    d2 = Daemon(ks)
+    try:
+        d2.start()
+        wait_until(lambda: synced(d2), 60, "the sync after the merge")
+        r = ok(d2.ctl("duplicates", "undo"), "undo")
+    finally:
+        d2.stop()
+    assert "restored 0 cards" in r.stdout, r.stdout
+    undone = by_uid(server.contents(book))
+    kept = unfold(undone["jane-1"][2])
+    assert "NOTE:Met at the fair" in kept and not any("jane@home.example" in ln
+                                                      for ln in kept), kept
+    assert "EMAIL:jane@racing.example" in unfold(undone["jane-2"][2])
 
 
 def test_local_edit_not_lost(server, ks, daemon):
