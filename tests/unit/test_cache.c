@@ -107,6 +107,48 @@ static void test_roundtrip(void **state)
 	ks_cache_free(c);
 }
 
+typedef struct seen_items {
+	char text[256];
+	int calls;
+} seen_items;
+
+static int on_item_data(const char *href, const char *etag, const char *uid, const char *filename,
+			const char *data, size_t len, void *userdata)
+{
+	seen_items *s = userdata;
+	size_t at = strlen(s->text);
+
+	snprintf(s->text + at, sizeof(s->text) - at, "%s|%s|%s|%s|%.*s;", href, etag ? etag : "-",
+		 uid ? uid : "-", filename, (int) len, data);
+	return ++s->calls == 2 ? -ECANCELED : 0;
+}
+
+static void test_foreach_item_data(void **state)
+{
+	ks_cache *c = NULL;
+	seen_items s = {};
+
+	assert_int_equal(ks_cache_open(path, &c), 0);
+	ks_collection col = make_col("/c/work/", "work");
+	assert_int_equal(ks_cache_save_collection(c, &col), 0);
+	ks_item_info info = { .kind = KS_ITEM_VCARD, .uid = "u1" };
+	/* The bytes are not NUL-terminated in the walk: len says where they end. */
+	ks_item_row a = { .href = "/c/work/a.vcf", .etag = "\"1\"", .filename = "a.vcf",
+			  .data = "AAAA", .len = 2, .info = &info, .hash = "00" };
+	ks_item_row b = { .href = "/c/work/b.vcf", .filename = "b.vcf", .data = "BB", .len = 2,
+			  .hash = "00" };
+	ks_item_row z = { .href = "/c/work/z.vcf", .filename = "z.vcf", .data = "ZZ", .len = 2,
+			  .hash = "00" };
+	assert_int_equal(ks_cache_put_item(c, col.id, &a), 0);
+	assert_int_equal(ks_cache_put_item(c, col.id, &b), 0);
+	assert_int_equal(ks_cache_put_item(c, col.id, &z), 0);
+	/* In the order they were stored; a negative return stops the walk and is returned. */
+	assert_int_equal(ks_cache_foreach_item_data(c, col.id, on_item_data, &s), -ECANCELED);
+	assert_string_equal(s.text, "/c/work/a.vcf|\"1\"|u1|a.vcf|AA;/c/work/b.vcf|-|-|b.vcf|BB;");
+	ks_collection_done(&col);
+	ks_cache_free(c);
+}
+
 static void test_rollback(void **state)
 {
 	ks_cache *c = NULL;
@@ -256,6 +298,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_foreach_item_data, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_and_newer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_intents_conflicts_local, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_from_v1, setup, teardown),
