@@ -878,8 +878,16 @@ static int write_line(ks_buf *b, const out_line *l, ks_buf *text)
 	for (size_t i = 0; r >= 0 && i < p->n_params; i++) {
 		const char *v = p->params[i].value;
 		bool quote = v[strcspn(v, ":;")] != 0;
-		r = ks_buf_printf(text, ";%s=%s%s%s", p->params[i].name, quote ? "\"" : "", v,
-				  quote ? "\"" : "");
+		r = ks_buf_printf(text, ";%s=%s", p->params[i].name, quote ? "\"" : "");
+		/* A DQUOTE cannot be written inside a parameter value (vCard 2.1 bare values
+		 * may hold one): it would open a quoted string when the card is read again. */
+		for (const char *c = v; r >= 0 && *c; c += strcspn(c, "\"")) {
+			while (*c == '"')
+				c++;
+			r = ks_buf_append(text, c, strcspn(c, "\""));
+		}
+		if (r >= 0 && quote)
+			r = ks_buf_puts(text, "\"");
 	}
 	if (r >= 0)
 		r = ks_buf_printf(text, ":%s", l->value ? l->value : p->value);
