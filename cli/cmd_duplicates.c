@@ -63,8 +63,16 @@ static int print_group(const ks_json *g)
 {
 	_cleanup_(table_freep) table *t = NULL;
 	const ks_json *cards = ks_json_get(g, "cards"), *differs = ks_json_get(g, "differs");
-	size_t n_fields = KS_MIN(ks_json_count(differs), (size_t) FIELD_COLS);
+	const char *fields[FIELD_COLS];
+	size_t n_fields = 0;
 	int r;
+
+	/* FN is the NAME column already. */
+	for (size_t d = 0; d < ks_json_count(differs) && n_fields < FIELD_COLS; d++) {
+		const char *name = ks_json_string(ks_json_at(differs, d));
+		if (name && strcmp(name, "FN") != 0)
+			fields[n_fields++] = name;
+	}
 
 	printf("%s  (%s/%s, %zu cards; ", ks_json_get_string(g, "id") ?: "?",
 	       ks_json_get_string(g, "account") ?: "?", ks_json_get_string(g, "collection") ?: "?",
@@ -75,13 +83,13 @@ static int print_group(const ks_json *g)
 	r = table_new(3 + n_fields, &t, NULL);
 	if (r < 0)
 		return r;
-	r = table_add(t, "");
+	r = table_add(t, " ");
 	if (r >= 0)
 		r = table_add(t, "UID");
 	if (r >= 0)
 		r = table_add(t, "NAME");
 	for (size_t d = 0; r >= 0 && d < n_fields; d++)
-		r = table_add(t, ks_json_string(ks_json_at(differs, d)));
+		r = table_add(t, fields[d]);
 	for (size_t i = 0; r >= 0 && i < ks_json_count(cards); i++) {
 		const ks_json *c = ks_json_at(cards, i);
 		r = table_add(t, ks_json_get_bool(c, "reference", false) ? "*" : " ");
@@ -90,9 +98,8 @@ static int print_group(const ks_json *g)
 		if (r >= 0)
 			r = table_add(t, ks_json_get_string(c, "name"));
 		for (size_t d = 0; r >= 0 && d < n_fields; d++) {
-			const char *name = ks_json_string(ks_json_at(differs, d));
 			_cleanup_free_ char *v = join_values(ks_json_get(ks_json_get(c, "fields"),
-									 name ?: ""));
+									 fields[d]));
 			r = v ? table_add(t, v) : -ENOMEM;
 		}
 	}
