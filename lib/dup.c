@@ -2391,6 +2391,22 @@ static int backup(ks_engine *e, const plan *p, journal *J)
 	return r;
 }
 
+static void remove_backup(const journal *J)
+{
+	int fd = open(J->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	(void) unlinkat(fd, JOURNAL, 0);
+	(void) unlinkat(fd, J->kept.file, 0);
+	for (size_t i = 0; i < J->n_removed; i++)
+		(void) unlinkat(fd, J->removed[i].file, 0);
+	for (size_t i = 0; i < J->n_groups; i++)
+		(void) unlinkat(fd, J->groups[i].file, 0);
+	close(fd);
+	(void) rmdir(J->dir);
+}
+
 static int set_state(journal *J, const char *state)
 {
 	free(J->state);
@@ -2476,7 +2492,8 @@ static int merge_run(ks_engine *e, const ks_config *c, plan *p, journal *J, char
 		     ref->etag ? ref->etag : "*", &new_etag,
 		     errmsg, sizeof(errmsg));
 	if (r < 0) {
-		(void) set_state(J, "failed");
+		/* Nothing changed anywhere: the copies are not needed. */
+		remove_backup(J);
 		if (r == -ESTALE)
 			r = set_msg(reterr_msg, r, "%s changed on the server meanwhile; nothing was "
 				    "merged. Run 'ksyncctl sync' and look at the group again.",
