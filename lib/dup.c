@@ -1178,21 +1178,6 @@ static void book_done(book *b)
 	*b = (book) {};
 }
 
-static int set_msg(char **reterr_msg, int r, const char *fmt, ...) _printf_(3, 4);
-static int set_msg(char **reterr_msg, int r, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!reterr_msg)
-		return r;
-	free(*reterr_msg);
-	va_start(ap, fmt);
-	if (vasprintf(reterr_msg, fmt, ap) < 0)
-		*reterr_msg = NULL;
-	va_end(ap);
-	return r;
-}
-
 static int on_item(const char *href, const char *etag, const char *uid, const char *filename,
 		   const char *data, size_t len, void *userdata)
 {
@@ -1330,7 +1315,7 @@ static int foreach_book(ks_engine *e, const ks_config *c, const char *account,
 	int visited = 0, r = 0;
 
 	if (account && *account && !ks_config_find_account(c, account))
-		return set_msg(reterr_msg, -ENOENT, "no account '%s' in %s", account, c->path);
+		return ks_set_error(reterr_msg, -ENOENT, "no account '%s' in %s", account, c->path);
 	for (size_t a = 0; r >= 0 && a < c->n_accounts; a++) {
 		const char *name = c->accounts[a].name;
 		ks_collection *cols = NULL;
@@ -1356,7 +1341,7 @@ static int foreach_book(ks_engine *e, const ks_config *c, const char *account,
 	if (r < 0)
 		return r;
 	if (visited == 0 && collection && *collection)
-		return set_msg(reterr_msg, -ENOENT, "no address book '%s'%s%s", collection,
+		return ks_set_error(reterr_msg, -ENOENT, "no address book '%s'%s%s", collection,
 			       account && *account ? " in account " : "",
 			       account && *account ? account : "");
 	return visited;
@@ -1721,19 +1706,19 @@ static int plan_make(ks_engine *e, const ks_config *c, const char *id, const cha
 	int r;
 
 	if (!colon || colon == id || strlen(colon + 1) != 8)
-		return set_msg(reterr_msg, -EINVAL, "'%s' is not a group id (ADDRESSBOOK:XXXXXXXX, "
+		return ks_set_error(reterr_msg, -EINVAL, "'%s' is not a group id (ADDRESSBOOK:XXXXXXXX, "
 			       "as 'ksyncctl duplicates' lists them)", id ? id : "");
 	coll = strndup(id, (size_t) (colon - id));
 	if (!coll)
 		return -ENOMEM;
 	r = foreach_book(e, c, NULL, coll, find_book, &F, reterr_msg);
 	if (r == -ENOENT)
-		return set_msg(reterr_msg, r, "no group '%s': no address book '%s' is synced", id,
+		return ks_set_error(reterr_msg, r, "no group '%s': no address book '%s' is synced", id,
 			       coll);
 	if (r < 0)
 		return r;
 	if (!F.found)
-		return set_msg(reterr_msg, -ENOENT, "no group '%s': its cards changed since it was "
+		return ks_set_error(reterr_msg, -ENOENT, "no group '%s': its cards changed since it was "
 			       "listed, or it was merged; list the duplicates again", id);
 
 	book *b = &p.b;
@@ -1747,7 +1732,7 @@ static int plan_make(ks_engine *e, const ks_config *c, const char *id, const cha
 				in = true;
 			}
 		if (!in)
-			return set_msg(reterr_msg, -EINVAL, "no card with UID '%s' in group %s",
+			return ks_set_error(reterr_msg, -EINVAL, "no card with UID '%s' in group %s",
 				       keep_uid, id);
 	}
 	p.members = calloc(n, sizeof(size_t));
@@ -1768,7 +1753,7 @@ static int plan_make(ks_engine *e, const ks_config *c, const char *id, const cha
 	}
 	r = ks_dup_merge_cards(data, len, n, 0, &p.merged);
 	if (r < 0)
-		return set_msg(reterr_msg, r, "cannot merge the cards of %s: %s", id, strerror(-r));
+		return ks_set_error(reterr_msg, r, "cannot merge the cards of %s: %s", id, strerror(-r));
 
 	/* Group cards that name a card going away name the kept one instead. */
 	for (size_t i = 0; i < b->n; i++) {
@@ -1921,7 +1906,7 @@ static int lock(ks_engine *e, const char *account, int *ret_fd, char **reterr_ms
 	int r = ks_engine_lock_account(e, account, true, ret_fd, &why);
 
 	if (r < 0)
-		return set_msg(reterr_msg, r, "cannot lock account %s: %s", account,
+		return ks_set_error(reterr_msg, r, "cannot lock account %s: %s", account,
 			       why ? why : strerror(-r));
 	return 0;
 }
@@ -1936,16 +1921,16 @@ static int job_start(job *j, ks_engine *e, const ks_config *c, const char *accou
 	*j = (job) { .e = e, .col = col, .dirfd = -1, .lock_fd = -1, .reterr_msg = reterr_msg };
 	j->acc = ks_config_find_account(c, account);
 	if (!j->acc)
-		return set_msg(reterr_msg, -ENOENT, "no account '%s' in %s", account, c->path);
+		return ks_set_error(reterr_msg, -ENOENT, "no account '%s' in %s", account, c->path);
 	r = ks_engine_collection_dir(e, account, col, &dir);
 	if (r < 0)
 		return r;
 	j->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (j->dirfd < 0)
-		return set_msg(reterr_msg, -errno, "cannot open %s: %s", dir, strerror(errno));
+		return ks_set_error(reterr_msg, -errno, "cannot open %s: %s", dir, strerror(errno));
 	r = ks_account_get_password(j->acc, &password, &why);
 	if (r < 0 && r != -ENOKEY)
-		return set_msg(reterr_msg, r, "cannot get the password of account %s: %s",
+		return ks_set_error(reterr_msg, r, "cannot get the password of account %s: %s",
 			       account, why ? why : strerror(-r));
 	ks_dav_opts o = {
 		.base_url = j->acc->url, .username = j->acc->username, .password = password,
@@ -1972,7 +1957,7 @@ static int check_local(job *j, const char *href, const char *label)
 	if (r < 0)
 		return r;
 	if (fstatat(j->dirfd, it.filename, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		r = set_msg(j->reterr_msg, -EBUSY, "the file of %s (%s) was removed here and the "
+		r = ks_set_error(j->reterr_msg, -EBUSY, "the file of %s (%s) was removed here and the "
 			    "removal is not synced yet: run 'ksyncctl sync' first", label,
 			    it.filename);
 	else if (!ks_scan_stat_matches(&st, it.mtime_ns, it.ino, it.size)) {
@@ -1983,7 +1968,7 @@ static int check_local(job *j, const char *href, const char *label)
 		if (r >= 0) {
 			ks_sha256_hex(data, len, hex);
 			if (!it.hash || strcmp(hex, it.hash) != 0)
-				r = set_msg(j->reterr_msg, -EBUSY, "%s (%s) was edited here and the "
+				r = ks_set_error(j->reterr_msg, -EBUSY, "%s (%s) was edited here and the "
 					    "edit is not synced yet: run 'ksyncctl sync' first",
 					    label, it.filename);
 		}
@@ -2001,7 +1986,7 @@ static int check_intents(job *j, const char *const *hrefs, size_t n)
 	for (size_t i = 0; r >= 0 && i < n_in; i++)
 		for (size_t k = 0; k < n; k++)
 			if (strcmp(in[i].href, hrefs[k]) == 0)
-				r = set_msg(j->reterr_msg, -EBUSY, "an upload of %s is under way: "
+				r = ks_set_error(j->reterr_msg, -EBUSY, "an upload of %s is under way: "
 					    "run 'ksyncctl sync' first", hrefs[k]);
 	ks_intents_free(in, n_in);
 	return r;
@@ -2025,15 +2010,15 @@ static int check_server(job *j, const char *const *hrefs, const char *const *eta
 	r = ks_dav_run(j->dav, reqs, n);
 	for (size_t i = 0; r >= 0 && i < n; i++) {
 		if (reqs[i].result == -ENOENT)
-			r = set_msg(j->reterr_msg, -ESTALE, "%s was deleted on the server since the "
+			r = ks_set_error(j->reterr_msg, -ESTALE, "%s was deleted on the server since the "
 				    "last sync; nothing was merged. Run 'ksyncctl sync' and list "
 				    "the duplicates again.", labels[i]);
 		else if (reqs[i].result < 0)
-			r = set_msg(j->reterr_msg, reqs[i].result, "cannot read %s from the server: "
+			r = ks_set_error(j->reterr_msg, reqs[i].result, "cannot read %s from the server: "
 				    "%s", labels[i], reqs[i].errmsg[0] ? reqs[i].errmsg
 								       : strerror(-reqs[i].result));
 		else if (etags[i] && reqs[i].etag && strcmp(etags[i], reqs[i].etag) != 0)
-			r = set_msg(j->reterr_msg, -ESTALE, "%s changed on the server since the last "
+			r = ks_set_error(j->reterr_msg, -ESTALE, "%s changed on the server since the last "
 				    "sync; nothing was merged. Run 'ksyncctl sync' and look at the "
 				    "group again.", labels[i]);
 	}
@@ -2495,11 +2480,11 @@ static int merge_run(ks_engine *e, const ks_config *c, plan *p, journal *J, char
 		/* Nothing changed anywhere: the copies are not needed. */
 		remove_backup(J);
 		if (r == -ESTALE)
-			r = set_msg(reterr_msg, r, "%s changed on the server meanwhile; nothing was "
+			r = ks_set_error(reterr_msg, r, "%s changed on the server meanwhile; nothing was "
 				    "merged. Run 'ksyncctl sync' and look at the group again.",
 				    labels[0]);
 		else
-			r = set_msg(reterr_msg, r, "cannot write the merged card: %s",
+			r = ks_set_error(reterr_msg, r, "cannot write the merged card: %s",
 				    errmsg[0] ? errmsg : strerror(-r));
 		goto out;
 	}
@@ -2538,7 +2523,7 @@ static int merge_run(ks_engine *e, const ks_config *c, plan *p, journal *J, char
 		}
 	}
 	if (r < 0) {
-		r = set_msg(reterr_msg, r, "the merged card was written, but a group card could not "
+		r = ks_set_error(reterr_msg, r, "the merged card was written, but a group card could not "
 			    "be updated (%s); the other cards were kept. 'ksyncctl duplicates undo' "
 			    "puts the reference card back.", r == -ESTALE
 				    ? "it changed on the server meanwhile"
@@ -2553,7 +2538,7 @@ static int merge_run(ks_engine *e, const ks_config *c, plan *p, journal *J, char
 		if (r == -ENOENT)
 			r = 0;	/* gone already: what the merge wanted */
 		if (r < 0) {
-			r = set_msg(reterr_msg, r, "%s %s, so it was not removed; the merged card was "
+			r = ks_set_error(reterr_msg, r, "%s %s, so it was not removed; the merged card was "
 				    "written and the cards before it removed. Sync, then merge the "
 				    "group again, or undo with 'ksyncctl duplicates undo'.",
 				    labels[i], r == -ESTALE ? "changed on the server during the merge"
@@ -2586,7 +2571,7 @@ int ks_dup_merge(ks_engine *e, const ks_config *c, const char *id, const char *k
 	if (r < 0)
 		return r;
 	if (p.b.col.readonly)
-		return set_msg(reterr_msg, -EROFS, "the address book '%s' of account %s is read-only "
+		return ks_set_error(reterr_msg, -EROFS, "the address book '%s' of account %s is read-only "
 			       "on the server: its cards cannot be merged", p.b.col.displayname
 			       ? p.b.col.displayname : p.b.col.name, p.b.account);
 	if (dry_run)
@@ -2604,7 +2589,7 @@ int ks_dup_merge(ks_engine *e, const ks_config *c, const char *id, const char *k
 		return r;
 	r = plan_make(e, c, id, keep_uid, &p, reterr_msg);
 	if (r >= 0 && strcmp(p.b.account, account) != 0)
-		r = set_msg(reterr_msg, -ENOENT, "group %s moved to another account meanwhile; list "
+		r = ks_set_error(reterr_msg, -ENOENT, "group %s moved to another account meanwhile; list "
 			    "the duplicates again", id);
 	if (r >= 0)
 		r = merge_run(e, c, &p, &J, reterr_msg);
@@ -2732,12 +2717,12 @@ static int undo_run(ks_engine *e, const ks_config *c, journal *J, ks_json_writer
 		if (cols[i].kind == KS_COLLECTION_ADDRESSBOOK && strcmp(cols[i].name, J->collection) == 0)
 			col = &cols[i];
 	if (!col) {
-		r = set_msg(reterr_msg, -ENOENT, "the address book %s of account %s is gone; the "
+		r = ks_set_error(reterr_msg, -ENOENT, "the address book %s of account %s is gone; the "
 			    "cards are kept in %s", J->collection, J->account, J->dir);
 		goto out;
 	}
 	if (col->readonly) {
-		r = set_msg(reterr_msg, -EROFS, "the address book %s is read-only now; the cards are "
+		r = ks_set_error(reterr_msg, -EROFS, "the address book %s is read-only now; the cards are "
 			    "kept in %s", J->collection, J->dir);
 		goto out;
 	}
@@ -2749,7 +2734,7 @@ static int undo_run(ks_engine *e, const ks_config *c, journal *J, ks_json_writer
 	r = ks_cache_get_item(e->cache, col->id, J->kept.href, &kept);
 	if (r == -ENOENT || (r >= 0 && J->kept.etag_after &&
 			     (!kept.etag || strcmp(kept.etag, J->kept.etag_after) != 0))) {
-		r = set_msg(reterr_msg, -ESTALE, "the kept card (UID %s) changed since the merge; "
+		r = ks_set_error(reterr_msg, -ESTALE, "the kept card (UID %s) changed since the merge; "
 			    "undo refused so that the change is not lost. The cards removed by the "
 			    "merge are kept in %s", J->kept.uid, J->dir);
 		goto out;
@@ -2762,7 +2747,7 @@ static int undo_run(ks_engine *e, const ks_config *c, journal *J, ks_json_writer
 
 	r = read_backup(J, &J->kept, &old, &len);
 	if (r < 0) {
-		r = set_msg(reterr_msg, r, "cannot read the copy of the kept card in %s: %s", J->dir,
+		r = ks_set_error(reterr_msg, r, "cannot read the copy of the kept card in %s: %s", J->dir,
 			    strerror(-r));
 		goto out;
 	}
@@ -2770,13 +2755,13 @@ static int undo_run(ks_engine *e, const ks_config *c, journal *J, ks_json_writer
 		     J->kept.etag_after ? J->kept.etag_after : kept.etag, &et, errmsg,
 		     sizeof(errmsg));
 	if (r == -ESTALE) {
-		r = set_msg(reterr_msg, r, "the kept card (UID %s) changed on the server since the "
+		r = ks_set_error(reterr_msg, r, "the kept card (UID %s) changed on the server since the "
 			    "merge; undo refused. The cards removed by the merge are kept in %s",
 			    J->kept.uid, J->dir);
 		goto out;
 	}
 	if (r < 0) {
-		r = set_msg(reterr_msg, r, "cannot put the kept card back: %s",
+		r = ks_set_error(reterr_msg, r, "cannot put the kept card back: %s",
 			    errmsg[0] ? errmsg : strerror(-r));
 		goto out;
 	}
@@ -2815,7 +2800,7 @@ static int undo_run(ks_engine *e, const ks_config *c, journal *J, ks_json_writer
 			continue;
 		}
 		if (r < 0) {
-			r = set_msg(reterr_msg, r, "cannot create the card %s again: %s", en->uid,
+			r = ks_set_error(reterr_msg, r, "cannot create the card %s again: %s", en->uid,
 				    errmsg[0] ? errmsg : strerror(-r));
 			break;
 		}
@@ -2867,10 +2852,10 @@ int ks_dup_undo(ks_engine *e, const ks_config *c, const char *account, char **re
 
 	assert(e && c && ret_json);
 	if (account && *account && !ks_config_find_account(c, account))
-		return set_msg(reterr_msg, -ENOENT, "no account '%s' in %s", account, c->path);
+		return ks_set_error(reterr_msg, -ENOENT, "no account '%s' in %s", account, c->path);
 	r = find_last(e, c, account, &J);
 	if (r == -ENOENT)
-		return set_msg(reterr_msg, r, "no merge of duplicates to undo");
+		return ks_set_error(reterr_msg, r, "no merge of duplicates to undo");
 	if (r < 0)
 		return r;
 	int lock_fd = -1;
