@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ksynctest import ksync, servers  # noqa: E402
+from ksynctest.daemon import Daemon  # noqa: E402
 
 SERVER_KINDS = ["radicale", "xandikos"]
 
@@ -77,3 +78,13 @@ def start_server(request, tmp_path):
 @pytest.fixture
 def ks(tmp_path):
     return ksync.KsyncHome(tmp_path / "user")
+
+
+@pytest.fixture
+def daemon(ks):
+    """ksyncd as a service on a private session bus for `ks`, stopped at teardown."""
+    d = Daemon(ks)
+    try:
+        yield d
+    finally:
+        d.stop()

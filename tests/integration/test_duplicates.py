@@ -8,31 +8,12 @@ import time
 
 import pytest
 
-from ksynctest import checks, gen, servers
-from ksynctest.daemon import Daemon
+from ksynctest import checks, gen
+from ksynctest.daemon import Daemon, wait_until
 from ksynctest.tlsfront import Front
 
 ACCOUNT = "acct"
 BOOK = "people"
-
-
-@pytest.fixture
-def daemon(ks):
-    d = Daemon(ks)
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-def wait_until(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
 
 
 def synced(d):
