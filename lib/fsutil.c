@@ -41,6 +41,58 @@ int ks_fs_mkdir_p(const char *path)
 	return 0;
 }
 
+/* Opens name below parentfd without following a symlink, so that nothing is ever written
+ * through a link the user (or anyone) put where a directory of ksync's was. */
+static int open_subdir(int parentfd, const char *name, bool create)
+{
+	struct stat st;
+	int fd;
+
+	if (create && mkdirat(parentfd, name, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	fd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0)
+		return fd;
+	if (errno != ENOTDIR && errno != ELOOP)
+		return -errno;
+	/* O_DIRECTORY|O_NOFOLLOW says ENOTDIR for a symlink: tell the two apart. */
+	if (fstatat(parentfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return S_ISLNK(st.st_mode) ? -ELOOP : -ENOTDIR;
+}
+
+int ks_fs_open_beneath(const char *base, const char *rel, bool create, int *ret_fd,
+		       size_t *reterr_at)
+{
+	_cleanup_free_ char *p = strdup(rel);
+	int fd, r;
+
+	if (!p)
+		return -ENOMEM;
+	if (reterr_at)
+		*reterr_at = 0;
+	if (create) {
+		r = ks_fs_mkdir_p(base);
+		if (r < 0)
+			return r;
+	}
+	fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	for (char *s = p, *save = NULL, *tok; (tok = strtok_r(s, "/", &save)); s = NULL) {
+		r = open_subdir(fd, tok, create);
+		close(fd);
+		if (r < 0) {
+			if (reterr_at)
+				*reterr_at = (size_t) (tok - p) + strlen(tok);
+			return r;
+		}
+		fd = r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
 static int temp_name(const char *name, char *out, size_t n)
 {
 	int k = snprintf(out, n, ".%s.tmp", name);

@@ -9,6 +9,15 @@
  * -ENOTDIR when a component is not a directory. */
 int ks_fs_mkdir_p(const char *path);
 
+/* Opens base/rel as a directory (O_RDONLY|O_DIRECTORY|O_CLOEXEC). base is followed as it is
+ * (the user may have linked it elsewhere); every component of rel is opened with O_NOFOLLOW
+ * below the one before, and created with mode 0700 when create is set. A component that is a
+ * symlink gives -ELOOP (also a dangling one), one that is not a directory -ENOTDIR. On
+ * failure, *reterr_at (if not NULL) is the length of the part of rel that names the component
+ * that failed. */
+int ks_fs_open_beneath(const char *base, const char *rel, bool create, int *ret_fd,
+		       size_t *reterr_at);
+
 /* Writes data to dirfd/name atomically: ".name.tmp" opened O_EXCL|O_NOFOLLOW with mode 0600,
  * written, optionally fdatasync'ed (sync), renamed over name. The directory is not fsync'ed:
  * the caller does that once per batch (ks_fs_fsync_dir). The temp file is unlinked on failure.

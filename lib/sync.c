@@ -44,6 +44,26 @@ int ks_engine_collection_dir(const ks_engine *e, const char *account, const ks_c
 			col->name) < 0 ? -ENOMEM : 0;
 }
 
+/* Opens the directory of a collection without following a symlink anywhere below the data
+ * directory. On failure, *reterr_path (if not NULL) names the directory that failed. */
+static int open_col_dir(const ks_engine *e, const char *account, const ks_collection *col,
+			bool create, int *ret_fd, char **reterr_path)
+{
+	_cleanup_free_ char *rel = NULL;
+	size_t at = 0;
+	int r;
+
+	if (asprintf(&rel, "%s/%s/%s",
+		     col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars", account,
+		     col->name) < 0)
+		return -ENOMEM;
+	r = ks_fs_open_beneath(e->data_dir, rel, create, ret_fd, &at);
+	if (r < 0 && reterr_path &&
+	    asprintf(reterr_path, "%s%s%.*s", e->data_dir, at ? "/" : "", (int) at, rel) < 0)
+		*reterr_path = NULL;
+	return r;
+}
+
 int ks_data_dir_default(char **ret)
 {
 	const char *x = getenv("XDG_DATA_HOME");
@@ -160,6 +180,7 @@ typedef struct coll_run {
 	ks_collection *col;
 	char label[KS_NAME_MAX + 16];	/* contacts/<name> */
 	int dirfd;
+	char *dir;		/* the directory's path, for messages */
 	const char *ext;
 	bool full;		/* listing everything: items not seen are gone */
 	/* hrefs to fetch (with the etag the listing gave) and to delete */
@@ -225,6 +246,7 @@ static void coll_run_done(coll_run *c)
 	strv_free(c->seen, c->n_seen);
 	if (c->dirfd >= 0)
 		close(c->dirfd);
+	free(c->dir);
 }
 
 static bool is_collection_href(const coll_run *c, const char *href)
@@ -1136,19 +1158,24 @@ static void coll_reset_lists(coll_run *c, bool keep_seen)
 
 static int open_collection_dir(run *R, coll_run *c)
 {
-	_cleanup_free_ char *path = NULL;
+	_cleanup_free_ char *where = NULL;
 	int r;
 
-	if (asprintf(&path, "%s/%s/%s/%s", R->e->data_dir,
-		     c->col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars",
-		     R->acc->name, c->col->name) < 0)
-		return -ENOMEM;
-	r = ks_fs_mkdir_p(path);
+	r = ks_engine_collection_dir(R->e, R->acc->name, c->col, &c->dir);
 	if (r < 0)
 		return r;
-	c->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (c->dirfd < 0)
-		return -errno;
+	r = open_col_dir(R->e, R->acc->name, c->col, true, &c->dirfd, &where);
+	if (r == -ELOOP)
+		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r,
+			  "'%s' is a symbolic link: ksync does not follow links below its data "
+			  "directory, so nothing was read, written or deleted through it; put the "
+			  "directory back in its place", where ? where : c->dir);
+	else if (r < 0)
+		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r,
+			  "cannot open the local directory '%s': %s", where ? where : c->dir,
+			  strerror(-r));
+	if (r < 0)
+		return r;
 	(void) ks_fs_clean_temp(c->dirfd);
 	return 0;
 }
@@ -1331,11 +1358,8 @@ static int sync_collection(run *R, ks_collection *col, const ks_collection *remo
 		 col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars", col->name);
 	c.ext = col->kind == KS_COLLECTION_ADDRESSBOOK ? ".vcf" : ".ics";
 	r = open_collection_dir(R, &c);
-	if (r < 0) {
-		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r,
-			  "cannot open the local directory: %s", strerror(-r));
+	if (r < 0)
 		goto out;
-	}
 	r = write_metadata(&c);
 	if (r < 0) {
 		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r,
@@ -2300,28 +2324,39 @@ static int refresh_collection(ks_collection *col, const ks_collection *remote)
 
 static int remove_collection_files(run *R, const ks_collection *col)
 {
-	_cleanup_free_ char *path = NULL;
+	_cleanup_free_ char *parent = NULL;
 	DIR *d;
 	struct dirent *de;
-	int fd;
+	int pfd, fd, r;
 
-	if (asprintf(&path, "%s/%s/%s/%s", R->e->data_dir,
-		     col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars",
-		     R->acc->name, col->name) < 0)
+	if (asprintf(&parent, "%s/%s", col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts"
+									    : "calendars",
+		     R->acc->name) < 0)
 		return -ENOMEM;
-	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
+	/* Never through a symlink: the files deleted are ksync's own, nobody else's. */
+	r = ks_fs_open_beneath(R->e->data_dir, parent, false, &pfd, NULL);
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	fd = openat(pfd, col->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		r = errno == ENOENT ? 0 : -errno;
+		close(pfd);
+		return r;
+	}
 	d = fdopendir(fd);
 	if (!d) {
+		r = -errno;
 		close(fd);
-		return -errno;
+		close(pfd);
+		return r;
 	}
 	while ((de = readdir(d)))
 		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
 			(void) unlinkat(dirfd(d), de->d_name, 0);
 	closedir(d);
-	return ks_neg_errno(rmdir(path));
+	r = ks_neg_errno(unlinkat(pfd, col->name, AT_REMOVEDIR));
+	close(pfd);
+	return r;
 }
 
 static int discover_account(run *R, ks_cache_account *acc)
@@ -2524,19 +2559,15 @@ static int local_changes_pending(run *R)
 	if (r < 0)
 		return r;
 	for (size_t i = 0; r == 0 && i < n_known; i++) {
-		_cleanup_free_ char *path = NULL;
 		ks_scan_result sr = {};
 		ks_collection *col = &known[i];
+		int fd;
 		if (!col->enabled)
 			continue;
-		if (asprintf(&path, "%s/%s/%s/%s", R->e->data_dir,
-			     col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars",
-			     R->acc->name, col->name) < 0) {
-			r = -ENOMEM;
+		r = open_col_dir(R->e, R->acc->name, col, false, &fd, NULL);
+		if (r == -ENOMEM)
 			break;
-		}
-		int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0) {
+		if (r < 0) {
 			r = 1;	/* a missing directory is a change the full run reports */
 			break;
 		}

@@ -122,6 +122,51 @@ static void test_mkdir_p(void **state)
 	assert_int_equal(ks_fs_mkdir_p(p), -ENOTDIR);
 }
 
+static void test_open_beneath(void **state)
+{
+	static const struct {
+		const char *rel;
+		bool create;
+		int want;
+		size_t at;	/* where the failing component ends */
+	} cases[] = {
+		{ "contacts/acct/book", true, 0, 0 },
+		{ "contacts/acct/book", false, 0, 0 },
+		{ "contacts/acct/new", false, -ENOENT, 17 },
+		{ "contacts/link/book", true, -ELOOP, 13 },
+		{ "contacts/acct/dangling", true, -ELOOP, 22 },
+		{ "contacts/acct/file", true, -ENOTDIR, 18 },
+		{ "contacts/acct/file/x", true, -ENOTDIR, 18 },
+	};
+	char p[160];
+	int fd;
+
+	snprintf(p, sizeof(p), "%s/outside", dir);
+	assert_int_equal(mkdir(p, 0700), 0);
+	assert_int_equal(ks_fs_open_beneath(dir, "contacts/acct", true, &fd, NULL), 0);
+	close(fd);
+	snprintf(p, sizeof(p), "%s/contacts/link", dir);
+	assert_int_equal(symlink("../outside", p), 0);
+	snprintf(p, sizeof(p), "%s/contacts/acct/dangling", dir);
+	assert_int_equal(symlink("/nonexistent/ksync", p), 0);
+	snprintf(p, sizeof(p), "%s/contacts/acct/file", dir);
+	assert_int_equal(close(open(p, O_WRONLY | O_CREAT, 0600)), 0);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t at = 99;
+		fd = -1;
+		int r = ks_fs_open_beneath(dir, cases[i].rel, cases[i].create, &fd, &at);
+		assert_int_equal(r, cases[i].want);
+		if (r == 0) {
+			assert_true(fd >= 0);
+			close(fd);
+		} else
+			assert_int_equal(at, cases[i].at);
+	}
+	/* Nothing was created through the link. */
+	snprintf(p, sizeof(p), "%s/outside/book", dir);
+	assert_int_equal(access(p, F_OK), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -129,6 +174,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_if_changed_and_clean, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mkdir_p, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_beneath, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,235 @@
+"""Hostile local state: what the user's own machine does to ksync's files.
+
+A collection directory or an item file replaced by a symlink or a FIFO, read-only directories, a
+full file system, a damaged or locked cache, file names with control characters. For each: ksyncd
+names the path and the cause, the other collections sync in the same run, nothing is written
+outside ksync's directories (a sentinel directory stays byte for byte the same), nothing is lost
+on the server or here, and once the condition is fixed the next run converges and a further run
+changes nothing.
+
+Tests run as root, where permissions are not enforced: read-only directories are tested with
+ksyncd stripped of CAP_DAC_OVERRIDE (setpriv); the full disk is a small tmpfs mounted in a private
+mount namespace (unshare -m, else unshare -rm) over one collection directory.
+"""
+
+import copy
+import os
+import re
+import shutil
+import sqlite3
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ksynctest import checks, gen, ksync
+
+ACCOUNT = "acct"
+BOOK = "people"
+OTHER = "friends"
+CAL = "work"
+UNSHARE = "/usr/bin/unshare"
+NSENTER = "/usr/bin/nsenter"
+SETPRIV = "/usr/bin/setpriv"
+
+
+# -- test data -----------------------------------------------------------------------------------
+
+def card(uid, fn, note="plain"):
+    first, _, last = fn.partition(" ")
+    return gen.serialize(["BEGIN:VCARD", "VERSION:3.0", "UID:" + uid, "FN:" + fn,
+                          "N:%s;%s;;;" % (last, first), "NOTE:" + note, "END:VCARD"])
+
+
+def event(uid, summary):
+    return gen.serialize(["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//ksync//local tests//EN",
+                          "BEGIN:VEVENT", "UID:" + uid, "DTSTAMP:20240101T000000Z",
+                          "DTSTART:20240610T090000Z", "DTEND:20240610T100000Z",
+                          "SUMMARY:" + summary, "END:VEVENT", "END:VCALENDAR"])
+
+
+def uid_of(name):
+    return "%s@ksync.example" % name
+
+
+class Env:
+    """Address books 'people' and 'friends' and a calendar 'work', seeded and synced once."""
+
+    def __init__(self, server, ks, tmp_path):
+        self.server = server
+        self.ks = ks
+        self.tmp = tmp_path
+        self.book = server.make_addressbook(BOOK, "People")
+        self.other = server.make_addressbook(OTHER, "Friends")
+        self.cal = server.make_calendar(CAL, "Work", components=("VEVENT", "VTODO"))
+        server.seed(self.book, {uid_of(n): card(uid_of(n), "%s Example" % n.capitalize())
+                                for n in ("alice", "bob", "carol")})
+        server.seed(self.other, {uid_of(n): card(uid_of(n), "%s Friend" % n.capitalize())
+                                 for n in ("dora", "emil")})
+        server.seed(self.cal, {uid_of("ev1"): event(uid_of("ev1"), "Planning")})
+        ks.add_account(ACCOUNT, server)
+        r = ks.sync()
+        assert not checks.failure_lines(r.stderr, ACCOUNT), r.stderr
+        self.book_dir = ks.collection_dir(ACCOUNT, "addressbook", BOOK)
+        self.other_dir = ks.collection_dir(ACCOUNT, "addressbook", OTHER)
+        self.cal_dir = ks.collection_dir(ACCOUNT, "calendar", CAL)
+        assert sorted(p.name for p in self.book_dir.glob("*.vcf")) == sorted(
+            uid_of(n) + ".vcf" for n in ("alice", "bob", "carol"))
+        self.sentinel = tmp_path / "sentinel"
+        self.sentinel.mkdir()
+        (self.sentinel / "thesis.txt").write_bytes(b"years of work\n")
+        (self.sentinel / "stranger.vcf").write_bytes(card(uid_of("stranger"), "Not Synced"))
+        (self.sentinel / "sub").mkdir()
+        (self.sentinel / "sub" / "notes.ics").write_bytes(event(uid_of("private"), "Private"))
+        (self.sentinel / "sub" / "someone.vcf").write_bytes(card(uid_of("someone"), "Some One"))
+        self.sentinel_before = tree(self.sentinel)
+
+    def remote_add(self, tag):
+        """One new item on the server in each collection; {collection href: item href}."""
+        out = {}
+        for coll, data in ((self.book, card(uid_of("new-" + tag), "New %s" % tag)),
+                           (self.other, card(uid_of("friend-" + tag), "Friend %s" % tag)),
+                           (self.cal, event(uid_of("ev-" + tag), "Event %s" % tag))):
+            ext = ".vcf" if coll != self.cal else ".ics"
+            href = coll + uid_of(tag + "-" + coll.strip("/").rsplit("/", 1)[-1]) + ext
+            self.server.put(href, data, if_none_match="*")
+            out[coll] = href
+        return out
+
+    def server_state(self):
+        return {c: self.server.contents(c) for c in (self.book, self.other, self.cal)}
+
+    def check_sentinel(self):
+        assert tree(self.sentinel) == self.sentinel_before, "the sentinel directory changed"
+
+    def check_others_synced(self, added, colls=None):
+        """The items added by remote_add() reached the files of the unaffected collections."""
+        for coll, d in ((self.other, self.other_dir), (self.cal, self.cal_dir)):
+            if colls is not None and coll not in colls:
+                continue
+            name = added[coll].rsplit("/", 1)[-1]
+            want = self.server.get(added[coll])
+            got = [p.read_bytes() for p in d.iterdir() if p.is_file()]
+            assert want in got, "%s was not fetched into %s in the same run" % (name, d)
+
+
+def tree(base):
+    """{relative path: (type, mode, bytes or link target)} of everything under base."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(base):
+        for n in dirnames + filenames:
+            p = Path(dirpath) / n
+            st = p.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                val = ("l", 0, os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                val = ("d", stat.S_IMODE(st.st_mode), None)
+            else:
+                val = ("f", stat.S_IMODE(st.st_mode), p.read_bytes())
+            out[str(p.relative_to(base))] = val
+    return out
+
+
+def no_server_loss(env, before):
+    """Every item the server had before is still there with the same bytes."""
+    now = env.server_state()
+    for coll, items in before.items():
+        for href, (etag, data) in items.items():
+            assert href in now[coll], "%s was deleted on the server" % href
+            assert now[coll][href][1] == data, "%s changed on the server" % href
+
+
+def fail_lines(r, label):
+    prefix = "%s/%s: " % (ACCOUNT, label)
+    return [ln for ln in r.stderr.splitlines() if ln.startswith(prefix)]
+
+
+def converge(env, view=None):
+    """A run that succeeds and leaves files, cache and server equal, then a run that changes
+    nothing."""
+    ks = env.ks
+    r = ks.sync() if view is None else view.sync()
+    assert not checks.failure_lines(r.stderr, ACCOUNT), r.stderr
+    look = view.home if view is not None else ks
+    checks.check_mirror(look, env.server, ACCOUNT)
+    before = checks.snapshot(look)
+    r2 = ks.sync() if view is None else view.sync()
+    assert r2.stdout == "", r2.stdout
+    assert not checks.failure_lines(r2.stderr, ACCOUNT), r2.stderr
+    checks.check_unchanged(before, checks.snapshot(look))
+    return r
+
+
+def run_argv(ks, prefix, timeout=ksync.RUN_TIMEOUT):
+    p = subprocess.run(list(prefix) + [str(ks.ksyncd), "--once"], env=ks.env(), cwd=ks.home,
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    return ksync.Result(p.returncode, p.stdout.decode("utf-8", "replace"),
+                        p.stderr.decode("utf-8", "replace"))
+
+
+@pytest.fixture
+def env(server, ks, tmp_path):
+    return Env(server, ks, tmp_path)
+
+
+@pytest.fixture
+def renv(radicale, ks, tmp_path):
+    return Env(radicale, ks, tmp_path)
+
+
+# -- 1. a collection directory replaced by a symlink ---------------------------------------------
+
+@pytest.mark.parametrize("target", ["stranger", "cared", "dangling", "account"])
+def test_collection_dir_symlink(env, target):
+    ks = env.ks
+    moved = env.tmp / "people.moved"
+    if target == "account":
+        # The account directory above the collections: the whole subtree is elsewhere.
+        acc_dir = ks.contacts_dir(ACCOUNT)
+        moved = env.tmp / "acct.moved"
+        shutil.move(str(acc_dir), str(moved))
+        shutil.copytree(str(moved), str(env.sentinel / "copy"), symlinks=True)
+        env.sentinel_before = tree(env.sentinel)
+        acc_dir.symlink_to(env.sentinel / "copy")
+    else:
+        shutil.move(str(env.book_dir), str(moved))
+        if target == "stranger":
+            link = env.sentinel / "sub"
+        elif target == "cared":
+            link = env.sentinel
+        else:
+            link = env.tmp / "does-not-exist"
+        env.book_dir.symlink_to(link)
+    before = env.server_state()
+    added = env.remote_add("a")
+
+    for attempt in range(2):
+        r = ks.run()
+        lines = fail_lines(r, "contacts/" + BOOK)
+        assert r.rc == 1, "attempt %d: rc %d\n%s" % (attempt, r.rc, r.stderr)
+        path = str(ks.contacts_dir(ACCOUNT) if target == "account" else env.book_dir)
+        assert any(path in ln and "symbolic link" in ln for ln in lines), r.stderr
+        env.check_sentinel()
+        no_server_loss(env, before)
+        assert not (env.tmp / "does-not-exist").exists()
+        if target == "account":
+            # Both address books live below the link: only the calendar syncs.
+            assert any(str(ks.contacts_dir(ACCOUNT)) in ln
+                       for ln in fail_lines(r, "contacts/" + OTHER)), r.stderr
+            env.check_others_synced(added, colls=[env.cal])
+        else:
+            env.check_others_synced(added)
+
+    # Fixed: the link goes, the directory comes back.
+    if target == "account":
+        ks.contacts_dir(ACCOUNT).unlink()
+        shutil.move(str(moved), str(ks.contacts_dir(ACCOUNT)))
+    else:
+        env.book_dir.unlink()
+        shutil.move(str(moved), str(env.book_dir))
+    converge(env)
+    env.check_sentinel()
+    assert env.server.get(added[env.book]) in [p.read_bytes() for p in env.book_dir.iterdir()]
+
