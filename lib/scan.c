@@ -106,17 +106,12 @@ static ks_local_change *add_change(ks_scan_result *res, size_t *cap)
  * for a file that cannot be read as an item. */
 static int read_item(int dirfd, const char *name, ks_local_change *c)
 {
-	int fd, r;
+	int r;
 
-	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
+	/* Symlinks, FIFOs and devices are never opened: no content from elsewhere is sent,
+	 * and no open blocks. ks_fs_read_file() checks again on the file it opens. */
+	if (fstatat(dirfd, name, &c->st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	if (fstat(fd, &c->st) < 0) {
-		r = -errno;
-		close(fd);
-		return r;
-	}
-	close(fd);
 	if (!S_ISREG(c->st.st_mode))
 		return -EBADF;
 	r = ks_fs_read_file(dirfd, name, KS_CARD_MAX, &c->data, &c->len);
@@ -213,6 +208,7 @@ int ks_scan_collection(ks_cache *cache, int64_t coll, int dirfd, const char *ext
 			}
 		} else if (k < 0) {
 			ch->kind = KS_LOCAL_IGNORED;
+			ch->error = k;
 			free(ch->data);
 			ch->data = NULL;
 		} else if (c == 0 && rows[j].hash && strcmp(rows[j].hash, ch->hash) == 0) {

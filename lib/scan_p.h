@@ -33,7 +33,8 @@ typedef struct ks_local_change {
 	char *data;		/* content now on disk (NEW, MODIFIED), NUL-terminated */
 	size_t len;
 	char hash[65];		/* sha256 of data */
-	struct stat st;		/* stat of the file as read */
+	struct stat st;		/* stat of the file as read (IGNORED: lstat, if it worked) */
+	int error;		/* IGNORED: why it could not be read, as a negative errno */
 } ks_local_change;
 
 typedef struct ks_scan_result {

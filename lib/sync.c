@@ -195,6 +195,7 @@ typedef struct coll_run {
 	unsigned added, updated, deleted, skipped, failed_fetch;
 	unsigned fetched;
 	unsigned pushed, pushed_deletes, conflicts, deferred;
+	unsigned held;		/* server changes not applied that no upload takes care of */
 	ks_intent *intents;	/* uploads a crash interrupted */
 	size_t n_intents;
 	char **uploaded;	/* hrefs this run sent, sorted before the read-back listing */
@@ -514,10 +515,11 @@ typedef struct staged {
 	bool adopt;		/* an untracked local file with this UID becomes the item */
 } staged;
 
-enum { FILE_AS_RECORDED, FILE_EDITED, FILE_MISSING };
+enum { FILE_AS_RECORDED, FILE_EDITED, FILE_MISSING, FILE_OTHER };
 
 /* Whether the file of a cached item was changed locally since ksync wrote or last saw it:
- * FILE_EDITED when it differs (or is not a regular file), FILE_AS_RECORDED, FILE_MISSING. */
+ * FILE_EDITED when it differs, FILE_OTHER when it is no regular file (a symlink, a FIFO),
+ * FILE_AS_RECORDED, FILE_MISSING. */
 static int local_edit_pending(coll_run *c, const ks_cache_item *it)
 {
 	struct stat st;
@@ -528,7 +530,7 @@ static int local_edit_pending(coll_run *c, const ks_cache_item *it)
 	if (fstatat(c->dirfd, it->filename, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? FILE_MISSING : -errno;
 	if (!S_ISREG(st.st_mode))
-		return 1;
+		return FILE_OTHER;
 	if (ks_scan_stat_matches(&st, it->mtime_ns, it->ino, it->size))
 		return FILE_AS_RECORDED;
 	int r = ks_fs_read_file(c->dirfd, it->filename, KS_CARD_MAX, &data, &len);
@@ -752,11 +754,16 @@ static int apply_batch(coll_run *c, batch *b)
 				else if (r > 0)
 					r = FILE_MISSING;
 			}
-			if (r < 0 || r == FILE_EDITED) {
+			if (r < 0 || r == FILE_EDITED || r == FILE_OTHER) {
 				ks_cache_item_done(&old);
 				ks_item_info_done(&s->info);
 				if (r < 0)
 					goto out;
+				/* The upload merges an edited file; nothing is sent for a symlink
+				 * or a FIFO, so the listing must name this change again until the
+				 * file is back. */
+				if (r == FILE_OTHER)
+					c->held++;
 				c->deferred++;
 				continue;
 			}
@@ -1040,7 +1047,7 @@ static int delete_items(coll_run *c, char **hrefs, size_t n)
 		/* Deleted on the server, edited here: the edit wins. Only the row goes; the
 		 * file, untracked now, is uploaded again as a new item. */
 		r = local_edit_pending(c, &it);
-		if (r < 0 || r == FILE_EDITED) {
+		if (r < 0 || r == FILE_EDITED || r == FILE_OTHER) {
 			ks_cache_item_done(&it);
 			if (r < 0)
 				return r;
@@ -1281,7 +1288,7 @@ static int pull_collection(coll_run *c, const ks_collection *remote, bool force)
 			new_token = req.sync_token ? strdup(req.sync_token) : NULL;
 			bool truncated = (c->truncated || req.status == 507) && new_token;
 			ks_dav_request_done(&req);
-			if (c->failed_fetch)
+			if (c->failed_fetch || c->held)
 				break;
 			if (!truncated && c->full) {
 				r = delete_unseen(c);
@@ -1324,7 +1331,7 @@ static int pull_collection(coll_run *c, const ks_collection *remote, bool force)
 			goto out;
 		if (r < 0)
 			goto failed;
-		if (!c->failed_fetch) {
+		if (!c->failed_fetch && !c->held) {
 			r = ks_cache_set_collection_state(R->e->cache, col->id, NULL, ctag);
 			if (r < 0)
 				goto failed;
@@ -2110,6 +2117,27 @@ static int match_renames(coll_run *c, ks_scan_result *sr)
 	return 0;
 }
 
+/* A file with an item's name that is no regular file, or cannot be read: it is neither sent
+ * nor taken for a deletion, and the server's item stays. */
+static void report_ignored(coll_run *c, const ks_local_change *ch)
+{
+	mode_t m = ch->st.st_mode;
+	const char *what = ch->error != -EBADF ? NULL
+			   : S_ISLNK(m)		 ? "a symbolic link"
+			   : S_ISFIFO(m)	 ? "a FIFO"
+			   : S_ISDIR(m)		 ? "a directory"
+						 : "a special file";
+
+	if (what)
+		emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, ch->error,
+			  "ignoring '%s/%s': it is %s, not a regular file; it is not read, sent "
+			  "or deleted on the server", c->dir, ch->filename, what);
+	else
+		emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, ch->error,
+			  "ignoring '%s/%s': %s; it is not sent or deleted on the server", c->dir,
+			  ch->filename, strerror(-ch->error));
+}
+
 /* Scans the directory and sends every local change to the server. */
 static int push_collection(coll_run *c)
 {
@@ -2132,9 +2160,7 @@ static int push_collection(coll_run *c)
 		if (sr.changes[i].kind == KS_LOCAL_DELETED)
 			n_deleted++;
 		if (sr.changes[i].kind == KS_LOCAL_IGNORED)
-			emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, -EBADF,
-				  "ignoring '%s': not a regular file that can be read",
-				  sr.changes[i].filename);
+			report_ignored(c, &sr.changes[i]);
 	}
 	if (sr.n_changes == 0)
 		goto out;

@@ -233,3 +233,61 @@ def test_collection_dir_symlink(env, target):
     env.check_sentinel()
     assert env.server.get(added[env.book]) in [p.read_bytes() for p in env.book_dir.iterdir()]
 
+
+# -- 2. an item file replaced by a symlink or a FIFO ---------------------------------------------
+
+@pytest.mark.parametrize("kind", ["outside", "inside", "fifo"])
+def test_item_file_symlink_or_fifo(env, kind):
+    ks = env.ks
+    alice = env.book_dir / (uid_of("alice") + ".vcf")
+    original = alice.read_bytes()
+    secret = card(uid_of("alice"), "Alice Secret", "NOTE:target content that must stay here")
+    outside = env.sentinel / "alice-elsewhere.vcf"
+    outside.write_bytes(secret)
+    env.sentinel_before = tree(env.sentinel)
+    alice.unlink()
+    if kind == "outside":
+        alice.symlink_to(outside)
+    elif kind == "inside":
+        alice.symlink_to(uid_of("bob") + ".vcf")
+    else:
+        os.mkfifo(alice, 0o600)
+    # A new file that is a link to an item outside must not be uploaded either.
+    (env.book_dir / "linked-new.vcf").symlink_to(outside)
+    bob_before = (env.book_dir / (uid_of("bob") + ".vcf")).read_bytes()
+    before = env.server_state()
+    added = env.remote_add("b")
+    # The server changes the linked item too: its new version must not go through the link.
+    alice_href = env.book + uid_of("alice") + ".vcf"
+    changed = card(uid_of("alice"), "Alice Example", "NOTE:changed on the server")
+    env.server.put(alice_href, changed, if_match=before[env.book][alice_href][0])
+    before[env.book][alice_href] = (None, changed)
+
+    for attempt in range(2):
+        t0 = time.monotonic()
+        r = ks.run(timeout=60)
+        assert time.monotonic() - t0 < 50
+        assert r.rc == 0, "rc %d\n%s" % (r.rc, r.stderr)
+        lines = fail_lines(r, "contacts/" + BOOK)
+        what = "FIFO" if kind == "fifo" else "symbolic link"
+        assert any("'%s'" % alice in ln and what in ln for ln in lines), r.stderr
+        assert any("'%s'" % (env.book_dir / "linked-new.vcf") in ln and "symbolic link" in ln
+                   for ln in lines), r.stderr
+        env.check_sentinel()
+        no_server_loss(env, before)
+        assert set(env.server.list(env.book)) == set(before[env.book]) | {added[env.book]}
+        assert secret not in [d for _, d in env.server.contents(env.book).values()]
+        assert (env.book_dir / (uid_of("bob") + ".vcf")).read_bytes() == bob_before
+        assert alice.is_symlink() or stat.S_ISFIFO(alice.lstat().st_mode)
+        env.check_others_synced(added)
+        assert env.server.get(added[env.book]) in [
+            p.read_bytes() for p in env.book_dir.iterdir() if p.is_file() and not p.is_symlink()]
+
+    # Fixed: the user puts the file back as it was; the server's change then arrives.
+    alice.unlink()
+    alice.write_bytes(original)
+    (env.book_dir / "linked-new.vcf").unlink()
+    converge(env)
+    env.check_sentinel()
+    assert alice.read_bytes() == changed
+

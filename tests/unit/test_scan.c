@@ -128,10 +128,11 @@ static void test_changes(void **state)
 	put(".#lock.vcf", "x");
 	put("notes.txt", "x");
 	assert_int_equal(symlinkat("/etc/passwd", dfd, "link.vcf"), 0);
+	assert_int_equal(mkfifoat(dfd, "fifo.vcf", 0600), 0);
 
 	assert_int_equal(ks_scan_collection(cache, coll, dfd, ".vcf", false, &r), 0);
 	assert_int_equal(r.n_rows, 5);
-	assert_int_equal(r.n_changes, 5);
+	assert_int_equal(r.n_changes, 6);
 	assert_int_equal(r.touched, 1);
 	assert_int_equal(find(&r, "edited.vcf")->kind, KS_LOCAL_MODIFIED);
 	assert_string_equal(find(&r, "edited.vcf")->href, "/c/edited.vcf");
@@ -142,6 +143,11 @@ static void test_changes(void **state)
 	assert_int_equal(find(&r, "new.vcf")->kind, KS_LOCAL_NEW);
 	assert_null(find(&r, "new.vcf")->href);
 	assert_int_equal(find(&r, "link.vcf")->kind, KS_LOCAL_IGNORED);
+	assert_int_equal(find(&r, "link.vcf")->error, -EBADF);
+	assert_true(S_ISLNK(find(&r, "link.vcf")->st.st_mode));
+	/* Never opened: an open for reading would block until a writer came. */
+	assert_int_equal(find(&r, "fifo.vcf")->kind, KS_LOCAL_IGNORED);
+	assert_true(S_ISFIFO(find(&r, "fifo.vcf")->st.st_mode));
 	assert_null(find(&r, "touched.vcf"));
 	assert_null(find(&r, "same.vcf"));
 	ks_scan_result_done(&r);
