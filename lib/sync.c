@@ -688,6 +688,27 @@ static int pick_filename(coll_run *c, const fetched_item *f, const ks_item_info 
 	return -EEXIST;
 }
 
+/* A file of the collection could not be written or deleted (a read-only directory, a full
+ * disk): the collection fails with the path and the cause, reported once. No row was
+ * written for it, so the next run fetches it again. */
+static int file_failed(coll_run *c, const char *what, const char *name, int r)
+{
+	if (r == -ENOMEM)
+		return r;
+	if (c->cb_error)
+		return c->cb_error;
+	if (name)
+		emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r, "cannot %s '%s/%s': %s",
+			  what, c->dir, name, strerror(-r));
+	else
+		emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r, "cannot %s files in '%s': %s",
+			  what, c->dir, strerror(-r));
+	/* A directory that cannot be written stops this collection only, where -EACCES would
+	 * stop the account as a refused login does. */
+	c->cb_error = r == -EACCES || r == -EPERM ? -EROFS : r;
+	return c->cb_error;
+}
+
 /* Writes a batch of fetched items: files first (one flush for the batch), then their rows in
  * one transaction. */
 static int apply_batch(coll_run *c, batch *b)
@@ -810,8 +831,10 @@ static int apply_batch(coll_run *c, batch *b)
 		}
 		if (!s->skip_write) {
 			r = ks_fs_batch_add(fb, s->filename, f->data, f->len, &s->st);
-			if (r < 0)
+			if (r < 0) {
+				r = file_failed(c, "write", s->filename, r);
 				goto out;
+			}
 		}
 		ks_sha256_hex(f->data, f->len, s->hash);
 		n++;
@@ -822,8 +845,10 @@ static int apply_batch(coll_run *c, batch *b)
 	}
 	if (ks_fs_batch_count(fb) > 0)
 		r = ks_fs_batch_commit(fb);
-	if (r < 0)
+	if (r < 0) {
+		r = file_failed(c, "write", NULL, r);
 		goto out;
+	}
 	/* The files are durable before their rows: a crash in between leaves files the next
 	 * run rewrites with the same bytes, never a row pointing at a missing file. */
 	for (size_t i = 0; i < n; i++) {
@@ -1055,7 +1080,7 @@ static int delete_items(coll_run *c, char **hrefs, size_t n)
 			continue;
 		}
 		if (unlinkat(c->dirfd, it.filename, 0) < 0 && errno != ENOENT) {
-			r = -errno;
+			r = file_failed(c, "delete", it.filename, -errno);
 			ks_cache_item_done(&it);
 			return r;
 		}

@@ -291,3 +291,59 @@ def test_item_file_symlink_or_fifo(env, kind):
     env.check_sentinel()
     assert alice.read_bytes() == changed
 
+
+# -- 3. read-only directories --------------------------------------------------------------------
+
+def no_dac_prefix():
+    """Run ksyncd so that permissions apply: as root, without the capabilities that bypass
+    them."""
+    if os.geteuid() != 0:
+        return []
+    return [SETPRIV, "--bounding-set=-dac_override,-dac_read_search,-fowner",
+            "--inh-caps=-all"]
+
+
+def test_readonly_collection_dir(env):
+    ks = env.ks
+    before = env.server_state()
+    added = env.remote_add("c")
+    names_before = sorted(p.name for p in env.book_dir.iterdir())
+    env.book_dir.chmod(0o555)
+    try:
+        r = run_argv(ks, no_dac_prefix())
+        assert r.rc == 1, "rc %d\n%s" % (r.rc, r.stderr)
+        lines = fail_lines(r, "contacts/" + BOOK)
+        assert any(str(env.book_dir) in ln and "Permission denied" in ln for ln in lines), \
+            r.stderr
+        assert sorted(p.name for p in env.book_dir.iterdir()) == names_before
+        env.check_others_synced(added)
+        no_server_loss(env, before)
+        rows = [it["href"] for it in ks.items(ACCOUNT) if it["coll_name"] == BOOK]
+        assert added[env.book] not in rows, "the cache claims an item it could not write"
+    finally:
+        env.book_dir.chmod(0o700)
+    converge(env)
+    env.check_sentinel()
+
+
+def test_readonly_data_dir(env):
+    ks = env.ks
+    before = env.server_state()
+    added = env.remote_add("d")
+    files_before = ks.files()
+    ks.data_dir.chmod(0o555)
+    try:
+        r = run_argv(ks, no_dac_prefix())
+        assert r.rc == 1, "rc %d\n%s" % (r.rc, r.stderr)
+        assert str(ks.data_dir) in r.stderr and "Permission denied" in r.stderr, r.stderr
+        assert "\n" not in r.stderr.strip() or len(r.stderr.splitlines()) < 5, r.stderr
+        no_server_loss(env, before)
+        after = ks.files()
+        assert {k: v for k, v in after.items() if not k.startswith("ksync.db")} == \
+            {k: v for k, v in files_before.items() if not k.startswith("ksync.db")}
+    finally:
+        ks.data_dir.chmod(0o700)
+    converge(env)
+    assert env.server.get(added[env.book]) in [p.read_bytes() for p in env.book_dir.iterdir()]
+    env.check_others_synced(added)
+
