@@ -347,3 +347,121 @@ def test_readonly_data_dir(env):
     assert env.server.get(added[env.book]) in [p.read_bytes() for p in env.book_dir.iterdir()]
     env.check_others_synced(added)
 
+
+# -- 4. a full file system -----------------------------------------------------------------------
+
+class MountNs:
+    """A small tmpfs mounted over `target` in a private mount namespace, held by a sleeping
+    process. ksyncd runs inside it (nsenter); the test sees it through /proc/PID/root.
+
+    As root, `unshare -m` is tried first, then a user namespace (`unshare -rm`), which also
+    works for an unprivileged user; a container without either fails the test, saying so.
+    KSYNC_TEST_MOUNTNS=mount or =user picks one."""
+
+    def __init__(self, target, size):
+        self.proc = None
+        self.user = False
+        errors = []
+        ways = {"mount": ["-m"], "user": ["-r", "-m"]}
+        only = os.environ.get("KSYNC_TEST_MOUNTNS")
+        for flags in ([ways[only]] if only else ways.values()):
+            script = ("mount -t tmpfs -o size=%s,mode=0700 ksync-test '%s' && echo mounted && "
+                      "exec sleep 600" % (size, target))
+            p = subprocess.Popen([UNSHARE] + flags + ["--propagation", "private", "sh", "-c",
+                                                      script],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 stdin=subprocess.DEVNULL)
+            line = p.stdout.readline()
+            if line.strip() == b"mounted":
+                self.proc = p
+                self.user = "-r" in flags
+                break
+            p.kill()
+            _, err = p.communicate(timeout=10)
+            errors.append("unshare %s: %s" % (" ".join(flags), err.decode(errors="replace")
+                                               .strip()))
+        if self.proc is None:
+            pytest.fail("cannot mount a small tmpfs for the full-disk test: neither a private "
+                        "mount namespace (unshare -m) nor a user namespace (unshare -rm) is "
+                        "allowed here: " + "; ".join(errors))
+
+    def path(self, p):
+        return Path("/proc/%d/root%s" % (self.proc.pid, os.path.abspath(p)))
+
+    def prefix(self):
+        argv = [NSENTER, "-t", str(self.proc.pid), "-m"]
+        if self.user:
+            argv += ["-U", "--preserve-credentials"]
+        return argv + ["--wd=%s" % os.getcwd()]
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+class InNs:
+    """ksyncd runs and file views through a MountNs."""
+
+    def __init__(self, ks, ns):
+        self.ks = ks
+        self.ns = ns
+        self.home = copy.copy(ks)
+        self.home.data_home = ns.path(ks.data_home)
+
+    def run(self):
+        return run_argv(self.ks, self.ns.prefix())
+
+    def sync(self):
+        r = self.run()
+        assert r.rc == 0, "rc %d\nstdout:\n%s\nstderr:\n%s" % (r.rc, r.stdout, r.stderr)
+        return r
+
+
+def test_full_disk(env):
+    ks = env.ks
+    saved = env.tmp / "people.saved"
+    shutil.copytree(str(env.book_dir), str(saved))
+    ns = MountNs(env.book_dir, "256k")
+    try:
+        inside = ns.path(env.book_dir)
+        for p in saved.iterdir():
+            shutil.copy2(str(p), str(inside / p.name))
+        view = InNs(ks, ns)
+        r = view.sync()     # the copies have new inodes: only their stat is recorded again
+        assert r.stdout == "", r.stdout
+        filler = inside / ".filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError as e:
+            assert e.errno == 28, e
+        finally:
+            os.close(fd)
+        before = env.server_state()
+        added = env.remote_add("e")
+        rows_before = sorted(it["href"] for it in view.home.items(ACCOUNT)
+                             if it["coll_name"] == BOOK)
+        names_before = sorted(p.name for p in inside.iterdir())
+
+        r = view.run()
+        assert r.rc == 1, "rc %d\n%s" % (r.rc, r.stderr)
+        lines = fail_lines(r, "contacts/" + BOOK)
+        assert any(str(env.book_dir) in ln and "No space left on device" in ln
+                   for ln in lines), r.stderr
+        assert sorted(p.name for p in inside.iterdir()) == names_before, \
+            "files were left behind in the full directory"
+        rows = sorted(it["href"] for it in view.home.items(ACCOUNT) if it["coll_name"] == BOOK)
+        assert rows == rows_before, "the cache claims items it did not write"
+        no_server_loss(env, before)
+        for coll, d in ((env.other, env.other_dir), (env.cal, env.cal_dir)):
+            assert env.server.get(added[coll]) in [p.read_bytes() for p in d.iterdir()]
+
+        filler.unlink()
+        converge(env, view)
+        assert env.server.get(added[env.book]) in [p.read_bytes() for p in inside.iterdir()]
+        env.check_sentinel()
+    finally:
+        ns.stop()
+
