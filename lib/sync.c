@@ -77,8 +77,39 @@ int ks_data_dir_default(char **ret)
 	return asprintf(&p, "%s/.local/share/ksync", home) < 0 ? -ENOMEM : (*ret = p, 0);
 }
 
+/* A damaged cache is moved aside (with its WAL, which belongs to it) rather than deleted, and
+ * a new one is built: the run that follows lists every collection in full and matches the
+ * files to the server's items by UID, so nothing is taken as deleted on either side. The
+ * inode check keeps a second process that found the same damage from moving the new one. */
+static int set_aside(const char *db, const struct stat *seen)
+{
+	_cleanup_free_ char *kept = NULL, *wal = NULL, *kept_wal = NULL, *shm = NULL;
+	char when[32];
+	struct stat st;
+	time_t now = time(NULL);
+
+	if (stat(db, &st) < 0 || st.st_ino != seen->st_ino || st.st_dev != seen->st_dev)
+		return 0;
+	strftime(when, sizeof(when), "%Y%m%dT%H%M%S", gmtime(&now));
+	if (asprintf(&kept, "%s.corrupt-%s", db, when) < 0 ||
+	    asprintf(&wal, "%s-wal", db) < 0 || asprintf(&kept_wal, "%s-wal", kept) < 0 ||
+	    asprintf(&shm, "%s-shm", db) < 0)
+		return -ENOMEM;
+	if (rename(wal, kept_wal) < 0 && errno != ENOENT)
+		return -errno;
+	(void) unlink(shm);
+	if (rename(db, kept) < 0)
+		return -errno;
+	ks_log(KS_LOG_WARNING,
+	       "The cache '%s' is damaged: it was moved to '%s' and a new one is built from the "
+	       "server and the files; nothing is deleted on either side, and files that differ "
+	       "from the server's items are merged with them", db, kept);
+	return 1;
+}
+
 int ks_engine_new(const char *data_dir, ks_engine **ret)
 {
+	struct stat seen = {};
 	_cleanup_free_ char *db = NULL;
 	ks_engine *e;
 	int r;
@@ -96,7 +127,17 @@ int ks_engine_new(const char *data_dir, ks_engine **ret)
 		free(e);
 		return -ENOMEM;
 	}
+	if (stat(db, &seen) == 0 && seen.st_size == 0)
+		/* SQLite takes an empty file for an empty database: say why everything is
+		 * listed and matched again. */
+		ks_log(KS_LOG_WARNING, "The cache '%s' is empty: a new one is built from the server "
+		       "and the files; nothing is deleted on either side", db);
 	r = ks_cache_open(db, &e->cache);
+	if (r == -EUCLEAN) {
+		r = set_aside(db, &seen);
+		if (r >= 0)
+			r = ks_cache_open(db, &e->cache);
+	}
 	if (r < 0) {
 		ks_engine_free(e);
 		return r;
@@ -559,6 +600,28 @@ static int untracked_differs(coll_run *c, const char *name, const char *data, si
 	return n == len && memcmp(cur, data, len) == 0 ? 0 : 1;
 }
 
+/* 1 when the untracked file name holds exactly data, with its stat in *ret_st, taken before
+ * and checked after the read so that an edit in between is not missed; 0 otherwise. */
+static int untracked_same(coll_run *c, const char *name, const char *data, size_t len,
+			  struct stat *ret_st)
+{
+	struct stat st;
+	int r;
+
+	if (fstatat(c->dirfd, name, ret_st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(ret_st->st_mode))
+		return 0;
+	r = untracked_differs(c, name, data, len);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	if (fstatat(c->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !ks_scan_stat_matches(&st,
+				  (int64_t) ret_st->st_mtim.tv_sec * 1000000000 +
+					  ret_st->st_mtim.tv_nsec,
+				  (int64_t) ret_st->st_ino, (int64_t) ret_st->st_size))
+		return 0;
+	return 1;
+}
+
 /* Local item files without a row, by UID: created here while the server got an item with
  * the same UID (or uploaded before a crash kept their row from being written). Read once per
  * run, and only when the server has new items. */
@@ -810,12 +873,18 @@ static int apply_batch(coll_run *c, batch *b)
 				mine = untracked_with_uid(c, s->info.uid);
 			}
 			if (mine) {
-				s->adopt = true;
 				s->filename = strdup(mine);
 				if (!s->filename) {
 					r = -ENOMEM;
 					goto out;
 				}
+				/* A file holding the server's very bytes (a crash or a rebuilt
+				 * cache left it) is the item as it is; another one is merged. */
+				r = untracked_same(c, mine, f->data, f->len, &s->st);
+				if (r < 0)
+					goto out;
+				s->skip_write = r > 0;
+				s->adopt = r == 0;
 			} else {
 				r = pick_filename(c, f, &s->info, st, n, &s->filename);
 				if (r < 0)

@@ -465,3 +465,75 @@ def test_full_disk(env):
     finally:
         ns.stop()
 
+
+# -- 5. a damaged cache --------------------------------------------------------------------------
+
+def damage(path, how):
+    if how == "garbage":
+        with open(path, "r+b") as f:
+            f.write(os.urandom(8192))
+    elif how == "pages":
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            f.seek(size // 2 // 4096 * 4096)
+            f.write(b"\xa5" * 8192)
+    elif how == "truncated":
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            f.truncate(max(4096, size // 3))
+    elif how == "empty":
+        with open(path, "wb"):
+            pass
+    else:
+        raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["garbage", "pages", "truncated", "empty"])
+def test_damaged_cache(env, how):
+    ks = env.ks
+    # Pending local work the cache knew about: an edit and a new file.
+    carol = env.book_dir / (uid_of("carol") + ".vcf")
+    carol_edit = card(uid_of("carol"), "Carol Example", "NOTE:edited here")
+    carol.write_bytes(carol_edit)
+    fresh = env.book_dir / (uid_of("fresh") + ".vcf")
+    fresh.write_bytes(card(uid_of("fresh"), "Fresh Local"))
+    before = env.server_state()
+    added = env.remote_add("f")
+    files_before = {p: p.read_bytes() for d in (env.book_dir, env.other_dir, env.cal_dir)
+                    for p in d.iterdir() if p.is_file()}
+    damage(ks.db_path, how)
+
+    r = ks.run()
+    out = r.stdout + r.stderr
+    assert r.rc == 0, "rc %d\n%s" % (r.rc, out)
+    if how != "empty":
+        assert str(ks.db_path) in out and "damaged" in out, out
+        kept = list(ks.data_dir.glob("ksync.db.corrupt-*"))
+        assert len(kept) == 1, sorted(os.listdir(ks.data_dir))
+        assert str(kept[0]) in out, out
+    else:
+        assert str(ks.db_path) in out and "is empty" in out, out
+    for p, data in files_before.items():
+        if p != carol:
+            assert p.exists(), "%s was deleted" % p
+    no_server_loss_except(env, before, {env.book + uid_of("carol") + ".vcf"})
+    # Nothing lost: the local edit is on the server, or kept as a conflict copy.
+    kept_edit = [p for p in (ks.data_dir / "conflicts").rglob("*") if p.is_file()] \
+        if (ks.data_dir / "conflicts").exists() else []
+    srv_carol = env.server.get(env.book + uid_of("carol") + ".vcf")
+    assert b"edited here" in srv_carol or any(b"edited here" in p.read_bytes()
+                                              for p in kept_edit), r.stderr
+    assert uid_of("fresh").encode() in b"".join(
+        d for _, d in env.server.contents(env.book).values())
+    converge(env)
+    env.check_others_synced(added)
+
+
+def no_server_loss_except(env, before, changed):
+    now = env.server_state()
+    for coll, items in before.items():
+        for href, (etag, data) in items.items():
+            assert href in now[coll], "%s was deleted on the server" % href
+            if href not in changed:
+                assert now[coll][href][1] == data, "%s changed on the server" % href
+

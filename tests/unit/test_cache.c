@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -184,6 +185,40 @@ static void test_corrupt_and_newer(void **state)
 	assert_int_equal(ks_cache_open(path, &c), -EPROTO);
 }
 
+/* A file overwritten in the middle still opens (the schema is on its first pages); the damage
+ * must show when it is opened, not when a run reads an item. */
+static void test_damaged_pages(void **state)
+{
+	ks_cache *c = NULL;
+	char data[2048], href[64], name[64];
+	struct stat st;
+
+	assert_int_equal(ks_cache_open(path, &c), 0);
+	ks_collection col = make_col("/c/work/", "work");
+	assert_int_equal(ks_cache_save_collection(c, &col), 0);
+	memset(data, 'v', sizeof(data));
+	ks_item_info info = { .kind = KS_ITEM_VEVENT, .uid = "u" };
+	assert_int_equal(ks_cache_begin(c), 0);
+	for (int i = 0; i < 200; i++) {
+		snprintf(href, sizeof(href), "/c/work/%d.ics", i);
+		snprintf(name, sizeof(name), "%d.ics", i);
+		ks_item_row row = { .href = href, .etag = "\"e\"", .filename = name,
+				    .data = data, .len = sizeof(data), .info = &info, .hash = "00" };
+		assert_int_equal(ks_cache_put_item(c, col.id, &row), 0);
+	}
+	assert_int_equal(ks_cache_commit(c), 0);
+	ks_collection_done(&col);
+	ks_cache_free(c);
+	assert_int_equal(stat(path, &st), 0);
+	int fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	memset(data, 0xa5, sizeof(data));
+	for (off_t at = st.st_size / 2; at < st.st_size / 2 + 16384; at += sizeof(data))
+		assert_int_equal(pwrite(fd, data, sizeof(data), at), (ssize_t) sizeof(data));
+	close(fd);
+	assert_int_equal(ks_cache_open(path, &c), -EUCLEAN);
+}
+
 static void test_intents_conflicts_local(void **state)
 {
 	ks_cache *c = NULL;
@@ -300,6 +335,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_foreach_item_data, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_and_newer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_pages, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_intents_conflicts_local, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_from_v1, setup, teardown),
 	};
