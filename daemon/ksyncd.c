@@ -152,6 +152,10 @@ static int run_once(const ks_config *cfg)
 	if (r == -EUCLEAN)
 		return log_error_errno(r, "Failed to open the cache '%s/ksync.db': the file is "
 				       "damaged; move it away and run again to rebuild it", data_dir);
+	if (r == -EBUSY)
+		return log_error_errno(r, "Failed to open the cache '%s/ksync.db': it is locked by "
+				       "another program (waited 5 s); end its transaction or close "
+				       "it and run again", data_dir);
 	if (r == -EPROTO)
 		return log_error_errno(r, "Failed to open the cache '%s/ksync.db': it was written "
 				       "by a newer ksync", data_dir);

@@ -2788,6 +2788,23 @@ int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 				  strerror(-r));
 		return r;
 	}
+	/* Another program in a write transaction on the cache (a sqlite3 shell) would fail
+	 * every collection, each after the busy timeout: find out once, before any request. */
+	r = ks_cache_begin(e->cache);
+	if (r >= 0)
+		ks_cache_rollback(e->cache);
+	if (r < 0) {
+		close(lock_fd);
+		if (r == -EBUSY)
+			emit_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r,
+				  "the cache '%s/ksync.db' is locked by another program (waited 5 s); "
+				  "end its transaction or close it and run again", e->data_dir);
+		else
+			emit_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r,
+				  "cannot write the cache '%s/ksync.db': %s", e->data_dir,
+				  strerror(-r));
+		return r;
+	}
 	r = ks_account_get_password(a, &password, &why);
 	if (r < 0 && r != -ENOKEY) {
 		close(lock_fd);

@@ -537,3 +537,38 @@ def no_server_loss_except(env, before, changed):
             if href not in changed:
                 assert now[coll][href][1] == data, "%s changed on the server" % href
 
+
+# -- 6. a locked cache ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["transaction", "exclusive"])
+def test_locked_cache(env, mode):
+    ks = env.ks
+    before = env.server_state()
+    added = env.remote_add("g")
+    conn = sqlite3.connect(str(ks.db_path), isolation_level=None, timeout=1)
+    if mode == "exclusive":
+        # No other connection may even read.
+        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+    conn.execute("BEGIN EXCLUSIVE")
+    if mode == "exclusive":
+        conn.execute("UPDATE account SET discovered_at = discovered_at")
+    try:
+        t0 = time.monotonic()
+        r = ks.run(timeout=120)
+        took = time.monotonic() - t0
+        assert r.rc == 1, "rc %d\n%s" % (r.rc, r.stderr)
+        assert str(ks.db_path) in r.stderr and "locked" in r.stderr, r.stderr
+        assert took < 40, "waited %.1f s for the lock" % took
+        no_server_loss(env, before)
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+    check = sqlite3.connect(str(ks.db_path))
+    try:
+        integrity = check.execute("PRAGMA integrity_check").fetchall()
+    finally:
+        check.close()
+    assert integrity == [("ok",)], integrity
+    converge(env)
+    env.check_others_synced(added)
+
