@@ -201,14 +201,35 @@ static void emit(run *R, const ks_sync_event *ev)
 
 static void emit_fail(run *R, ks_sync_event_type t, const char *coll, int err, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
+/* Messages quote file names and servers' words: a newline or an escape sequence in either
+ * must not forge a line of the log or drive the terminal, so control characters are written
+ * as C escapes. */
+static void escape_controls(const char *in, char *out, size_t n)
+{
+	size_t k = 0;
+
+	for (; *in && k + 5 < n; in++) {
+		unsigned char ch = (unsigned char) *in;
+		if (ch == '\n' || ch == '\t' || ch == '\r') {
+			out[k++] = '\\';
+			out[k++] = ch == '\n' ? 'n' : ch == '\t' ? 't' : 'r';
+		} else if (ch < 0x20 || ch == 0x7f)
+			k += (size_t) snprintf(out + k, n - k, "\\x%02x", ch);
+		else
+			out[k++] = (char) ch;
+	}
+	out[k] = 0;
+}
+
 static void emit_fail(run *R, ks_sync_event_type t, const char *coll, int err, const char *fmt, ...)
 {
-	char msg[1024];
+	char raw[1024], msg[4096];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
+	escape_controls(raw, msg, sizeof(msg));
 	ks_sync_event ev = {
 		.type = t, .account = R->acc->name, .collection = coll, .error = err, .message = msg,
 	};

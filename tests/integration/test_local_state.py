@@ -572,3 +572,49 @@ def test_locked_cache(env, mode):
     converge(env)
     env.check_others_synced(added)
 
+
+# -- file names with control characters ----------------------------------------------------------
+
+def test_control_characters_in_file_names(env):
+    ks = env.ks
+    names = ["line\nbreak.vcf", "tab\there.vcf", "esc\x1b[31mred.vcf",
+             "fake\nacct: forged error.vcf"]
+    for i, n in enumerate(names):
+        (env.book_dir / n).write_bytes(card(uid_of("ctl%d" % i), "Control %d" % i))
+    # Reported ones: not an item, and a link.
+    bad = env.book_dir / "bad\nacct: forged error\x1b[2J.vcf"
+    bad.write_bytes(b"not a vCard\r\n")
+    (env.book_dir / "link\nacct: forged link.vcf").symlink_to(env.sentinel / "stranger.vcf")
+    added = env.remote_add("h")
+    r = ks.run()
+    assert r.rc == 0, "rc %d\n%s" % (r.rc, r.stderr)
+    assert not re.search(r"^acct: forged", r.stderr, re.M), r.stderr
+    assert "\x1b" not in r.stderr and "\x1b" not in r.stdout
+    for line in r.stderr.splitlines():
+        assert line.startswith(ACCOUNT), "a line that is not a report: %r" % line
+    lines = fail_lines(r, "contacts/" + BOOK)
+    assert any("not uploading" in ln and "bad\\nacct: forged error\\x1b[2J.vcf" in ln
+               for ln in lines), r.stderr
+    assert any("symbolic link" in ln and "link\\nacct: forged link.vcf" in ln
+               for ln in lines), r.stderr
+    env.check_sentinel()
+    env.check_others_synced(added)
+    srv = b"".join(d for _, d in env.server.contents(env.book).values())
+    for i in range(len(names)):
+        assert uid_of("ctl%d" % i).encode() in srv, r.stderr
+    for n in names:
+        assert (env.book_dir / n).exists()
+    assert bad.read_bytes() == b"not a vCard\r\n"
+    bad.unlink()
+    (env.book_dir / "link\nacct: forged link.vcf").unlink()
+    converge_names(env)
+
+
+def converge_names(env):
+    ks = env.ks
+    r = ks.sync()
+    assert not checks.failure_lines(r.stderr, ACCOUNT), r.stderr
+    before = checks.snapshot(ks)
+    r = ks.sync()
+    assert r.stdout == "", r.stdout
+    checks.check_unchanged(before, checks.snapshot(ks))
