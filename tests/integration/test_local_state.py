@@ -234,6 +234,33 @@ def test_collection_dir_symlink(env, target):
     assert env.server.get(added[env.book]) in [p.read_bytes() for p in env.book_dir.iterdir()]
 
 
+def test_collection_removed_on_server_through_symlink(env):
+    """A collection deleted on the server has its directory removed, but never through a
+    link: with the account directory linked elsewhere, the files there stay."""
+    ks = env.ks
+    acc_dir = ks.contacts_dir(ACCOUNT)
+    moved = env.tmp / "acct.moved"
+    shutil.move(str(acc_dir), str(moved))
+    shutil.copytree(str(moved), str(env.sentinel / "copy"), symlinks=True)
+    env.sentinel_before = tree(env.sentinel)
+    acc_dir.symlink_to(env.sentinel / "copy")
+    env.server.delete(env.other)
+
+    r = ks.run("--force")
+    assert r.rc == 1, "rc %d\n%s" % (r.rc, r.stderr)
+    env.check_sentinel()
+    assert any(str(acc_dir) in ln and "symbolic link" in ln for ln in r.stderr.splitlines()), \
+        r.stderr
+
+    acc_dir.unlink()
+    shutil.move(str(moved), str(acc_dir))
+    r = ks.run("--force")
+    assert not checks.failure_lines(r.stderr, ACCOUNT), r.stderr
+    assert not env.other_dir.exists()
+    assert (env.sentinel / "copy" / OTHER).is_dir()
+    converge(env)
+
+
 # -- 2. an item file replaced by a symlink or a FIFO ---------------------------------------------
 
 @pytest.mark.parametrize("kind", ["outside", "inside", "fifo"])
