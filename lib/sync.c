@@ -649,7 +649,9 @@ static int untracked_same(coll_run *c, const char *name, const char *data, size_
 static int find_untracked(coll_run *c)
 {
 	ks_scan_result sr = {};
-	int r = ks_scan_collection(c->R->e->cache, c->col->id, c->dirfd, c->ext, false, &sr);
+	/* Read-only: this runs inside apply_batch()'s transaction, where the scan could not
+	 * open its own to record touched files (the push's scan records them). */
+	int r = ks_scan_collection(c->R->e->cache, c->col->id, c->dirfd, c->ext, true, &sr);
 
 	c->untracked_known = true;
 	if (r < 0)

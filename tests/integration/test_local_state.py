@@ -261,6 +261,26 @@ def test_collection_removed_on_server_through_symlink(env):
     converge(env)
 
 
+def test_directory_restored_from_a_copy(env):
+    """The usual way back from a link or a lost directory: a copy (a backup, cp -a) with
+    the same files under new inodes. New server items must then arrive, and the files be
+    recognised as unchanged, not sent again."""
+    ks = env.ks
+    acc_dir = ks.contacts_dir(ACCOUNT)
+    shutil.move(str(acc_dir), str(env.tmp / "acct.backup"))
+    shutil.copytree(str(env.tmp / "acct.backup"), str(acc_dir))
+    before = env.server_state()
+    added = env.remote_add("r")
+    r = ks.run()
+    assert r.rc == 0, "rc %d\n%s" % (r.rc, r.stderr)
+    assert not checks.failure_lines(r.stderr, ACCOUNT), r.stderr
+    assert "sent" not in r.stdout, r.stdout
+    no_server_loss(env, before)
+    assert env.server.get(added[env.book]) in [p.read_bytes() for p in env.book_dir.iterdir()]
+    env.check_others_synced(added)
+    converge(env)
+
+
 # -- 2. an item file replaced by a symlink or a FIFO ---------------------------------------------
 
 @pytest.mark.parametrize("kind", ["outside", "inside", "fifo"])
