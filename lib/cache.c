@@ -160,7 +160,13 @@ static int sqlite_to_errno(int rc)
 
 static int exec(ks_cache *c, const char *sql)
 {
-	return sqlite_to_errno(sqlite3_exec(c->db, sql, NULL, NULL, NULL));
+	int r = sqlite_to_errno(sqlite3_exec(c->db, sql, NULL, NULL, NULL));
+
+	/* SQLite's I/O error says little; the system's errno (a full disk, a read-only
+	 * directory) says what to do. */
+	if (r == -EIO && sqlite3_system_errno(c->db) > 0)
+		r = -sqlite3_system_errno(c->db);
+	return r;
 }
 
 static int user_version(ks_cache *c, int *ret)

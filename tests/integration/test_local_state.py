@@ -448,7 +448,8 @@ class MountNs:
 
 
 class InNs:
-    """ksyncd runs and file views through a MountNs."""
+    """ksyncd runs and file views through a MountNs. SQLite resolves the /proc/PID/root link
+    to /, so `home` reads the cache as the test's own namespace sees it."""
 
     def __init__(self, ks, ns):
         self.ks = ks
@@ -511,6 +512,53 @@ def test_full_disk(env):
         env.check_sentinel()
     finally:
         ns.stop()
+
+
+def test_full_disk_under_the_cache(env):
+    """The whole data directory, cache included, on a full file system: the run cannot even
+    open the cache; it says so, names the directory and touches nothing."""
+    ks = env.ks
+    saved = env.tmp / "data.saved"
+    shutil.copytree(str(ks.data_dir), str(saved))
+    ns = MountNs(ks.data_dir, "1m")
+    try:
+        inside = ns.path(ks.data_dir)
+        shutil.copytree(str(saved), str(inside), dirs_exist_ok=True)
+        view = InNs(ks, ns)
+        view.sync()
+        filler = inside / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError as e:
+            assert e.errno == 28, e
+        finally:
+            os.close(fd)
+        before = env.server_state()
+        added = env.remote_add("s")
+        items_before = {p: p.read_bytes() for p in inside.rglob("*.vcf")}
+
+        r = view.run()
+        assert r.rc == 1, "rc %d\n%s" % (r.rc, r.stderr)
+        assert str(ks.data_dir) in r.stderr and "No space left on device" in r.stderr, r.stderr
+        assert {p: p.read_bytes() for p in inside.rglob("*.vcf")} == items_before
+        assert not [p for p in inside.rglob("*") if p.name.startswith(".")], "temp files left"
+        no_server_loss(env, before)
+
+        filler.unlink()
+        r = view.sync()
+        assert not checks.failure_lines(r.stderr, ACCOUNT), r.stderr
+        # The cache is read on the test's side: bring the tree back out, then check there.
+        shutil.rmtree(str(saved))
+        shutil.copytree(str(inside), str(saved))
+    finally:
+        ns.stop()
+    shutil.rmtree(str(ks.data_dir))
+    shutil.copytree(str(saved), str(ks.data_dir))
+    converge(env)
+    assert env.server.get(added[env.book]) in [p.read_bytes() for p in env.book_dir.iterdir()]
+    env.check_others_synced(added)
 
 
 # -- 5. a damaged cache --------------------------------------------------------------------------
