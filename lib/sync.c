@@ -1714,15 +1714,22 @@ static int keep_copy(coll_run *c, const char *filename, const char *uid, const c
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
 	if (asprintf(&dir, "%s/conflicts/%s/%s", c->R->e->data_dir, c->R->acc->name, c->label) < 0)
 		return -ENOMEM;
-	r = ks_fs_mkdir_p(dir);
-	if (r < 0)
-		return r;
 	size_t base = strlen(filename);
 	if (base > strlen(c->ext))
 		base -= strlen(c->ext);
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	/* The user's data goes nowhere a symlink in ksync's tree points to. */
+	r = ks_fs_open_beneath(c->R->e->data_dir, dir + strlen(c->R->e->data_dir) + 1, true, &fd,
+			       NULL);
+	if (r < 0) {
+		emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r,
+			  "cannot keep the losing side of a conflict in '%s': %s; nothing was "
+			  "merged", dir,
+			  r == -ELOOP ? "a symbolic link is on the way, which ksync does not follow"
+				      : strerror(-r));
+		if (r != -ENOMEM && !c->cb_error)
+			c->cb_error = r;
+		return r;
+	}
 	r = find_kept(fd, filename, base, side, c->ext, data, len, &name);
 	for (unsigned i = 0; r == 0 && i < 100; i++) {
 		free(name);
@@ -2383,8 +2390,8 @@ static int push_collection(coll_run *c)
 	}
 	r = 0;
 out:
-	/* Every failure is reported once; the guard reported its own. */
-	if (r < 0 && r != -EDQUOT)
+	/* Every failure is reported once; the guard and file_failed() reported their own. */
+	if (r < 0 && r != -EDQUOT && r != c->cb_error)
 		emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r,
 			  "cannot send local changes: %s", strerror(-r));
 	for (size_t i = 0; items && i < n; i++)

@@ -281,6 +281,38 @@ def test_directory_restored_from_a_copy(env):
     converge(env)
 
 
+def test_conflicts_dir_symlink(env):
+    """The losing side of a conflict is kept under conflicts/, never through a link: with
+    conflicts/ linked elsewhere the merge waits, and both versions stay where they are."""
+    ks = env.ks
+    conflicts = ks.data_dir / "conflicts"
+    conflicts.symlink_to(env.sentinel)
+    bob = env.book_dir / (uid_of("bob") + ".vcf")
+    mine = card(uid_of("bob"), "Bob Example", "NOTE:edited here")
+    bob.write_bytes(mine)
+    href = env.book + uid_of("bob") + ".vcf"
+    theirs = card(uid_of("bob"), "Bob Example", "NOTE:edited on the server")
+    env.server.put(href, theirs)
+    added = env.remote_add("k")
+
+    r = ks.run()
+    assert r.rc == 1, "rc %d\n%s" % (r.rc, r.stderr)
+    assert any(str(conflicts) in ln and "symbolic link" in ln
+               for ln in fail_lines(r, "contacts/" + BOOK)), r.stderr
+    env.check_sentinel()
+    assert bob.read_bytes() == mine
+    assert env.server.get(href) == theirs
+    env.check_others_synced(added)
+
+    conflicts.unlink()
+    r = ks.run()
+    assert r.rc == 0, r.stderr
+    kept = [p for p in conflicts.rglob("*.vcf")]
+    assert [p.read_bytes() for p in kept] == [mine], kept
+    converge(env)
+    env.check_sentinel()
+
+
 # -- 2. an item file replaced by a symlink or a FIFO ---------------------------------------------
 
 @pytest.mark.parametrize("kind", ["outside", "inside", "fifo"])
