@@ -28,6 +28,7 @@
 #include "macro.h"
 #include "merge_p.h"
 #include "scan_p.h"
+#include "text_p.h"
 #include "vdir_p.h"
 
 /* Discovery of principal and home sets is repeated at most this often; collections are
@@ -2740,23 +2741,22 @@ int ks_engine_lock_account(const ks_engine *e, const char *account, bool wait, i
 			   char **reterr_msg)
 {
 	const char *rt = getenv("XDG_RUNTIME_DIR");
-	_cleanup_free_ char *dir = NULL, *path = NULL;
-	int fd, r;
+	bool in_rt = rt && rt[0] == '/';
+	const char *base = in_rt ? rt : e->data_dir, *sub = in_rt ? "ksync" : "locks";
+	_cleanup_free_ char *path = NULL;
+	int dfd, fd, r;
 
-	if (rt && rt[0] == '/')
-		r = asprintf(&dir, "%s/ksync", rt);
-	else
-		r = asprintf(&dir, "%s/locks", e->data_dir);
-	if (r < 0)
+	if (asprintf(&path, "%s/%s/%s.lock", base, sub, account) < 0)
 		return -ENOMEM;
-	r = ks_fs_mkdir_p(dir);
+	/* Not through a symlink either: the lock file is written. */
+	r = ks_fs_open_beneath(base, sub, true, &dfd, NULL);
 	if (r < 0)
-		return r;
-	if (asprintf(&path, "%s/%s.lock", dir, account) < 0)
-		return -ENOMEM;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		goto failed;
+	fd = openat(dfd, strrchr(path, '/') + 1, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	r = -errno;
+	close(dfd);
 	if (fd < 0)
-		return -errno;
+		goto failed;
 	if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
 		r = -errno;
 		char buf[32] = "";
@@ -2764,25 +2764,25 @@ int ks_engine_lock_account(const ks_engine *e, const char *account, bool wait, i
 		buf[k > 0 ? k : 0] = 0;
 		buf[strcspn(buf, "\n")] = 0;
 		close(fd);
-		if (r == -EWOULDBLOCK) {
-			if (reterr_msg &&
-			    asprintf(reterr_msg, "another ksync process%s%s is syncing this account "
-				     "(lock %s); try again later, or wait for it with --wait",
-				     buf[0] ? " with pid " : "", buf, path) < 0)
-				*reterr_msg = NULL;
-			return -EBUSY;
-		}
-		return r;
+		if (r == -EWOULDBLOCK)
+			return ks_set_error(reterr_msg, -EBUSY, "another ksync process%s%s is syncing "
+					    "this account (lock %s); try again later, or wait for it "
+					    "with --wait", buf[0] ? " with pid " : "", buf, path);
+		goto failed;
 	}
 	char pid[32];
 	int n = snprintf(pid, sizeof(pid), "%d\n", (int) getpid());
 	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t) n, 0) != n) {
 		r = -errno;
 		close(fd);
-		return r;
+		goto failed;
 	}
 	*ret_fd = fd;
 	return 0;
+failed:
+	return ks_set_error(reterr_msg, r, "cannot lock the account with '%s': %s", path,
+			    r == -ELOOP ? "a symbolic link is on the way, which ksync does not follow"
+					: strerror(-r));
 }
 
 static int lock_account(run *R, int *ret_fd)
@@ -2790,9 +2790,9 @@ static int lock_account(run *R, int *ret_fd)
 	_cleanup_free_ char *why = NULL;
 	int r = ks_engine_lock_account(R->e, R->acc->name, R->o->wait_lock, ret_fd, &why);
 
-	if (r == -EBUSY)
-		emit_fail(R, KS_SYNC_ACCOUNT_FAILED, NULL, -EBUSY, "%s",
-			  why ? why : "another ksync process is syncing this account");
+	if (r < 0 && r != -ENOMEM)
+		emit_fail(R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "%s",
+			  why ? why : "cannot lock the account");
 	return r;
 }
 
@@ -2812,12 +2812,8 @@ int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 	}
 	int lock_fd = -1;
 	r = lock_account(&R, &lock_fd);
-	if (r < 0) {
-		if (r != -EBUSY)
-			emit_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "cannot lock the account: %s",
-				  strerror(-r));
+	if (r < 0)
 		return r;
-	}
 	/* Another program in a write transaction on the cache (a sqlite3 shell) would fail
 	 * every collection, each after the busy timeout: find out once, before any request. */
 	r = ks_cache_begin(e->cache);

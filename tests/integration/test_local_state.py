@@ -313,6 +313,37 @@ def test_conflicts_dir_symlink(env):
     env.check_sentinel()
 
 
+@pytest.mark.parametrize("where", ["runtime", "data"])
+def test_lock_dir_symlink(env, where):
+    """The account's lock file is written too: never through a link."""
+    ks = env.ks
+    if where == "runtime":
+        lock_dir = ks.runtime_dir / "ksync"
+        shutil.rmtree(str(lock_dir), ignore_errors=True)
+        lock_dir.symlink_to(env.sentinel)
+        run = ks.run
+    else:
+        lock_dir = ks.data_dir / "locks"
+        lock_dir.symlink_to(env.sentinel)
+
+        def run():
+            env_vars = ks.env()
+            del env_vars["XDG_RUNTIME_DIR"]
+            p = subprocess.run([str(ks.ksyncd), "--once"], env=env_vars, cwd=ks.home,
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+            return ksync.Result(p.returncode, p.stdout.decode(), p.stderr.decode())
+    added = env.remote_add("l")
+    r = run()
+    assert r.rc == 1, "rc %d\n%s" % (r.rc, r.stderr)
+    assert str(lock_dir) in r.stderr and "symbolic link" in r.stderr, r.stderr
+    env.check_sentinel()
+    lock_dir.unlink()
+    r = run()
+    assert r.rc == 0, r.stderr
+    env.check_others_synced(added)
+    env.check_sentinel()
+
+
 # -- 2. an item file replaced by a symlink or a FIFO ---------------------------------------------
 
 @pytest.mark.parametrize("kind", ["outside", "inside", "fifo"])
