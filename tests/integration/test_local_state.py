@@ -9,7 +9,8 @@ changes nothing.
 
 Tests run as root, where permissions are not enforced: read-only directories are tested with
 ksyncd stripped of CAP_DAC_OVERRIDE (setpriv); the full disk is a small tmpfs mounted in a private
-mount namespace (unshare -m, else unshare -rm) over one collection directory.
+mount namespace (unshare -m, else unshare -rm) over one collection directory or the whole data
+directory. Every test runs against Radicale and Xandikos.
 """
 
 import copy
@@ -172,11 +173,6 @@ def run_argv(ks, prefix, timeout=ksync.RUN_TIMEOUT):
 @pytest.fixture
 def env(server, ks, tmp_path):
     return Env(server, ks, tmp_path)
-
-
-@pytest.fixture
-def renv(radicale, ks, tmp_path):
-    return Env(radicale, ks, tmp_path)
 
 
 # -- 1. a collection directory replaced by a symlink ---------------------------------------------
