@@ -183,10 +183,7 @@ static int user_version(ks_cache *c, int *ret)
 	return rc == SQLITE_ROW ? 0 : sqlite_to_errno(rc);
 }
 
-/* A damaged file (overwritten, truncated) may open fine and fail only when a damaged page is
- * read, halfway through a run. quick_check reads every page once (some 3 ms per thousand
- * items) so that the damage is found before anything is done. */
-static int quick_check(ks_cache *c)
+int ks_cache_check(ks_cache *c)
 {
 	sqlite3_stmt *s;
 	int rc = sqlite3_prepare_v2(c->db, "PRAGMA quick_check(1)", -1, &s, NULL);
@@ -268,8 +265,6 @@ int ks_cache_open(const char *path, ks_cache **ret)
 		r = exec(c, "PRAGMA synchronous = FULL");
 	if (r >= 0)
 		r = exec(c, "PRAGMA foreign_keys = ON");
-	if (r >= 0)
-		r = quick_check(c);
 	if (r >= 0)
 		r = migrate(c);
 	for (int i = 0; r >= 0 && i < _ST_MAX; i++) {

@@ -63,6 +63,10 @@ typedef struct ks_cache_item {
  * -EUCLEAN for a corrupt file, -EPROTO for a schema newer than this build knows. */
 int ks_cache_open(const char *path, ks_cache **ret);
 ks_cache *ks_cache_free(ks_cache *c);
+/* Reads every page once (PRAGMA quick_check; some 3 ms per thousand items). A file damaged in
+ * the middle opens fine and fails only when a damaged page is read, so this is asked when a
+ * run met -EUCLEAN. 0 when sound, -EUCLEAN when damaged. */
+int ks_cache_check(ks_cache *c);
 
 int ks_cache_begin(ks_cache *c);
 /* A read transaction: many lookups under one lock. Ended with ks_cache_end_read(). */

@@ -192,6 +192,8 @@ typedef struct run {
 	const ks_account_config *acc;
 	const ks_sync_opts *o;
 	ks_dav *dav;
+	bool damaged;		/* the cache answered -EUCLEAN */
+	bool first_pass;	/* a damaged cache gets a second pass: keep its -EUCLEAN quiet */
 } run;
 
 static void emit(run *R, const ks_sync_event *ev)
@@ -231,6 +233,11 @@ static void emit_fail(run *R, ks_sync_event_type t, const char *coll, int err, c
 	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
 	escape_controls(raw, msg, sizeof(msg));
+	if (err == -EUCLEAN) {
+		R->damaged = true;
+		if (R->first_pass)
+			return;
+	}
 	ks_sync_event ev = {
 		.type = t, .account = R->acc->name, .collection = coll, .error = err, .message = msg,
 	};
@@ -2796,9 +2803,12 @@ static int lock_account(run *R, int *ret_fd)
 	return r;
 }
 
-int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts *o)
+static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_sync_opts *o,
+			     bool first_pass, bool *ret_damaged)
 {
-	run R = { .e = e, .acc = a, .o = o };
+	run R = { .e = e, .acc = a, .o = o, .first_pass = first_pass };
+
+	*ret_damaged = false;
 	ks_cache_account acc = {};
 	ks_collection *known = NULL, *remote = NULL;
 	size_t n_known = 0, n_remote = 0;
@@ -2930,5 +2940,54 @@ out:
 	ks_collection_free_array(remote, n_remote);
 	ks_dav_free(R.dav);
 	close(lock_fd);
+	*ret_damaged = R.damaged;
 	return r < 0 ? r : failed;
+}
+
+/* A cache damaged in the middle opens fine and fails where a damaged page is read. Checking
+ * every page at each open would cost a no-change run more than the run itself, so the check
+ * is made when the cache answered -EUCLEAN: a damaged file is then set aside and the account
+ * synced again from a new cache, which matches files and server items by UID and so
+ * deletes nothing on either side. */
+static int recover_cache(ks_engine *e)
+{
+	_cleanup_free_ char *db = NULL;
+	struct stat seen;
+	int r = ks_cache_check(e->cache);
+
+	if (r != -EUCLEAN)
+		return r;
+	if (asprintf(&db, "%s/ksync.db", e->data_dir) < 0)
+		return -ENOMEM;
+	if (stat(db, &seen) < 0)
+		return -errno;
+	e->cache = ks_cache_free(e->cache);
+	r = set_aside(db, &seen);
+	if (r >= 0)
+		r = ks_cache_open(db, &e->cache);
+	return r < 0 ? r : 1;
+}
+
+int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts *o)
+{
+	run R = { .e = e, .acc = a, .o = o };
+	bool damaged = false;
+	int r = -EUCLEAN;
+
+	if (e->cache)
+		r = sync_account_once(e, a, o, true, &damaged);
+	if (damaged) {
+		int k = recover_cache(e);
+		if (k > 0)
+			r = sync_account_once(e, a, o, false, &damaged);
+		else if (e->cache)
+			emit_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, -EUCLEAN,
+				  "the cache '%s/ksync.db' reported damage: %s", e->data_dir,
+				  k < 0 ? strerror(-k) : "its check found none; run again");
+	}
+	if (!e->cache)
+		emit_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r,
+			  "the cache '%s/ksync.db' was set aside as damaged and a new one could not "
+			  "be made", e->data_dir);
+	return r;
 }
