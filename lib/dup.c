@@ -874,7 +874,10 @@ static int write_line(ks_buf *b, const out_line *l, ks_buf *text)
 	int r;
 
 	ks_buf_reset(text);
-	r = ks_buf_printf(text, "%s%s%s", group ? group : "", group ? "." : "", p->name);
+	/* A name holding a dot (the reader splits the group off at the first one) keeps an
+	 * empty group in front, or it would be read back as a group and another name. */
+	r = ks_buf_printf(text, "%s%s%s", group ? group : "",
+			  group || strchr(p->name, '.') ? "." : "", p->name);
 	for (size_t i = 0; r >= 0 && i < p->n_params; i++) {
 		const char *v = p->params[i].value;
 		bool quote = v[strcspn(v, ":;")] != 0;

@@ -13,6 +13,7 @@
 #include "dup_p.h"
 #include "fsutil_p.h"
 #include "macro.h"
+#include "vcard_p.h"
 
 static void assert_key(int (*fn)(const char *, char **), const char *in, const char *want)
 {
@@ -254,6 +255,26 @@ static void test_merge_long_lines_fold(void **state)
 	assert_int_equal(ks_dup_merge_cards(data, len, 1, 1, &m), -EINVAL);
 }
 
+/* ".X.Y:v" is a property named "X.Y" with an empty group: written back without its leading
+ * dot it would read as group X with an empty name, and the merged card would not parse. */
+static void test_merge_dotted_name(void **state)
+{
+	const char *a = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:a\r\nFN:Jane Doe\r\n"
+			".X-NOTE.:one\r\nEND:VCARD\r\n";
+	const char *b = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:b\r\nFN:Jane Doe\r\n"
+			"EMAIL:jane@example.org\r\nEND:VCARD\r\n";
+	ks_dup_merged m = merge3(a, b, NULL, 0);
+	ks_vcard *v = NULL;
+	size_t n = 0;
+
+	assert_int_equal(ks_vcard_parse(m.data, m.len, &v, &n, NULL), 0);
+	assert_int_equal(n, 1);
+	assert_non_null(ks_vcard_get(&v[0], "X-NOTE."));
+	assert_non_null(strstr(m.data, "\r\n.X-NOTE.:one\r\n"));
+	ks_vcard_free_array(v, n);
+	ks_dup_merged_done(&m);
+}
+
 static void test_rewrite_members(void **state)
 {
 	const char *g4 = "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:grp\r\nKIND:group\r\nFN:Team\r\n"
@@ -294,6 +315,7 @@ int main(void)
 		cmocka_unit_test(test_groups_large),
 		cmocka_unit_test(test_merge_rules),
 		cmocka_unit_test(test_merge_long_lines_fold),
+		cmocka_unit_test(test_merge_dotted_name),
 		cmocka_unit_test(test_rewrite_members),
 	};
 
