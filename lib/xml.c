@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -42,6 +43,9 @@
 #define DATA_KEEP_MAX (256 * 1024)
 
 #define XML_WS " \t\r\n"
+
+/* An XML declaration longer than this is refused: it has no reason to be. */
+#define PROLOG_MAX 256
 
 enum {
 	EL_OTHER,
@@ -213,6 +217,13 @@ struct ks_ms_parser {
 
 	ks_buf sync_token;
 	bool has_sync_token;
+
+	/* The start of the body, held back until the XML declaration is complete. */
+	char prolog[PROLOG_MAX];
+	size_t prolog_len;
+	bool prolog_done;
+
+	char why[200];		/* what made the first error, for messages */
 };
 
 KS_DEFINE_CLEANUP(ks_ms_parser, ks_ms_parser_free);
@@ -275,6 +286,9 @@ static void errors_release(ks_ms_parser *p)
 	xmlSetGenericErrorFunc(p->saved.gerror_ctx, p->saved.gerror);
 }
 
+static void parser_fail_why(ks_ms_parser *p, int r, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 static void parser_fail(ks_ms_parser *p, int r)
 {
 	assert(r < 0);
@@ -290,13 +304,27 @@ static void parser_fail(ks_ms_parser *p, int r)
 	}
 }
 
+static void parser_fail_why(ks_ms_parser *p, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (p->r >= 0 && !p->why[0]) {
+		va_start(ap, fmt);
+		vsnprintf(p->why, sizeof(p->why), fmt, ap);
+		va_end(ap);
+	}
+	parser_fail(p, r);
+}
+
 static void sax_error(void *userdata, xmlErrorPtr e)
 {
 	ks_ms_parser *p = userdata;
 
 	if (!p || !e || e->level < XML_ERR_ERROR)
 		return;
-	parser_fail(p, e->code == XML_ERR_NO_MEMORY ? -ENOMEM : -EBADMSG);
+	size_t n = e->message ? strcspn(e->message, "\n") : 0;
+	parser_fail_why(p, e->code == XML_ERR_NO_MEMORY ? -ENOMEM : -EBADMSG, "%.*s (line %d)",
+			(int) KS_MIN(n, (size_t) 120), e->message ? e->message : "", e->line);
 }
 
 static void sax_internal_subset(void *userdata, const xmlChar *name, const xmlChar *external_id,
@@ -304,7 +332,7 @@ static void sax_internal_subset(void *userdata, const xmlChar *name, const xmlCh
 {
 	/* A multistatus never needs a DTD; refusing any DOCTYPE is what keeps entity
 	 * declarations, expansion bombs and external entities out entirely. */
-	parser_fail(userdata, -EBADMSG);
+	parser_fail_why(userdata, -EBADMSG, "a DOCTYPE declaration");
 }
 
 /* "HTTP/1.1 200 OK", "HTTP/2 200", "HTTP/1.1 404": the status code, or -EBADMSG. */
@@ -629,7 +657,7 @@ static void sax_start_element(void *userdata, const xmlChar *localname, const xm
 	if (p->r < 0)
 		return;
 	if (p->depth >= KS_XML_MAX_DEPTH) {
-		parser_fail(p, -EBADMSG);
+		parser_fail_why(p, -EBADMSG, "elements nested too deeply");
 		return;
 	}
 
@@ -641,7 +669,7 @@ static void sax_start_element(void *userdata, const xmlChar *localname, const xm
 	switch (d) {
 	case 1:
 		if (id != EL_MULTISTATUS)
-			parser_fail(p, -EBADMSG);
+			parser_fail_why(p, -EBADMSG, "the root element is not DAV:multistatus");
 		break;
 	case 2:
 		if (id == EL_RESPONSE)
@@ -702,7 +730,9 @@ static void sax_end_element(void *userdata, const xmlChar *localname, const xmlC
 	else if (d == 1)
 		p->root_done = true;
 	p->depth--;
-	if (r < 0)
+	if (r == -EBADMSG)
+		parser_fail_why(p, r, "a response without href or with a bad status line");
+	else if (r < 0)
 		parser_fail(p, r);
 }
 
@@ -834,6 +864,116 @@ int ks_ms_parser_new(ks_ms_response_fn fn, void *userdata, ks_ms_parser **ret)
 	return 0;
 }
 
+/* The encoding the XML declaration at the start of data names, as [*ret, *ret + *ret_len):
+ * 1 when found, 0 when there is none, -EAGAIN when the declaration is not complete yet
+ * (more bytes needed), -EBADMSG for one that never ends. */
+static int declared_encoding(const char *data, size_t len, bool final, const char **ret,
+			     size_t *ret_len)
+{
+	static const char bom[] = "\xef\xbb\xbf";
+	static const char decl[] = "<?xml";
+	size_t i = 0;
+
+	if (len > 0 && (unsigned char) data[0] == 0xef) {
+		if (len < 3)
+			return final ? 0 : -EAGAIN;
+		if (memcmp(data, bom, 3) == 0)
+			i = 3;
+	}
+	size_t n = KS_MIN(len - i, sizeof(decl) - 1);
+	if (memcmp(data + i, decl, n) != 0)
+		return 0;
+	if (n < sizeof(decl) - 1 || len - i == sizeof(decl) - 1)
+		return final ? 0 : -EAGAIN;
+	i += sizeof(decl) - 1;
+	if (!strchr(XML_WS, data[i]))
+		return 0;	/* "<?xml-stylesheet" and the like: not a declaration */
+	const char *end = memmem(data + i, len - i, "?>", 2);
+	if (!end)
+		return final || len >= PROLOG_MAX ? -EBADMSG : -EAGAIN;
+	const char *e = memmem(data + i, (size_t) (end - (data + i)), "encoding", 8);
+	if (!e)
+		return 0;
+	e += 8;
+	e += strspn(e, XML_WS);
+	if (*e != '=')
+		return 0;	/* malformed: libxml2 says so */
+	e++;
+	e += strspn(e, XML_WS);
+	if (*e != '"' && *e != '\'')
+		return 0;
+	const char *v = e + 1, *q = memchr(v, *e, (size_t) (end - v));
+	if (!q)
+		return 0;
+	*ret = v;
+	*ret_len = (size_t) (q - v);
+	return 1;
+}
+
+static void feed_chunks(ks_ms_parser *p, const char *data, size_t len)
+{
+	while (len > 0 && p->r >= 0) {
+		size_t n = KS_MIN(len, (size_t) FEED_STEP);
+		if (xmlParseChunk(p->ctxt, data, (int) n, 0) != 0 && p->r >= 0)
+			parser_fail_why(p, -EBADMSG, "not well-formed");
+		data += n;
+		len -= n;
+	}
+}
+
+/* Only UTF-8 (and its subset US-ASCII) is read. libxml2 converts other encodings as it goes,
+ * and for stateful ones (UTF-7, HZ, ISO-2022) the result of a conversion depends on where the
+ * network cut the body; no DAV server sends anything but UTF-8 anyway. A byte-order mark of
+ * UTF-16 or UTF-32, or no '<' at the start, means another encoding too. */
+static int check_prolog(ks_ms_parser *p, bool final)
+{
+	const char *enc = NULL;
+	size_t n = 0;
+	const unsigned char *d = (const unsigned char *) p->prolog;
+	int r;
+
+	if (p->prolog_len == 0 && !final)
+		return -EAGAIN;
+	if (p->prolog_len > 0 && (d[0] == 0xfe || d[0] == 0xff || d[0] == 0x00 ||
+				  (d[0] != 0xef && d[0] != '<' && !strchr(XML_WS, d[0])))) {
+		parser_fail_why(p, -EBADMSG, "not UTF-8 (the body starts with byte 0x%02x)", d[0]);
+		return p->r;
+	}
+	r = declared_encoding(p->prolog, p->prolog_len, final, &enc, &n);
+	if (r == -EAGAIN)
+		return r;
+	if (r == -EBADMSG) {
+		parser_fail_why(p, r, "an XML declaration that does not end");
+		return r;
+	}
+	if (r > 0 && !((n == 5 && strncasecmp(enc, "UTF-8", 5) == 0) ||
+		       (n == 8 && strncasecmp(enc, "US-ASCII", 8) == 0) ||
+		       (n == 5 && strncasecmp(enc, "ASCII", 5) == 0))) {
+		parser_fail_why(p, -EBADMSG, "the document declares the encoding '%.*s'; only "
+				"UTF-8 is accepted", (int) KS_MIN(n, (size_t) 40), enc);
+		return p->r;
+	}
+	return 0;
+}
+
+/* Holds back the first bytes until check_prolog() can decide, then feeds them; *data and
+ * *len are advanced past what was taken. */
+static void feed_prolog(ks_ms_parser *p, const char **data, size_t *len, bool final)
+{
+	size_t take = KS_MIN(*len, sizeof(p->prolog) - p->prolog_len);
+
+	memcpy(p->prolog + p->prolog_len, *data, take);
+	p->prolog_len += take;
+	*data += take;
+	*len -= take;
+	int r = check_prolog(p, final || p->prolog_len == sizeof(p->prolog));
+	if (r == -EAGAIN)
+		return;
+	p->prolog_done = true;
+	if (r >= 0)
+		feed_chunks(p, p->prolog, p->prolog_len);
+}
+
 int ks_ms_parser_feed(ks_ms_parser *p, const char *data, size_t len)
 {
 	assert(p);
@@ -846,13 +986,10 @@ int ks_ms_parser_feed(ks_ms_parser *p, const char *data, size_t len)
 	assert(data);
 
 	errors_capture(p);
-	while (len > 0 && p->r >= 0) {
-		size_t n = KS_MIN(len, (size_t) FEED_STEP);
-		if (xmlParseChunk(p->ctxt, data, (int) n, 0) != 0 && p->r >= 0)
-			parser_fail(p, -EBADMSG);
-		data += n;
-		len -= n;
-	}
+	if (!p->prolog_done)
+		feed_prolog(p, &data, &len, false);
+	if (p->prolog_done)
+		feed_chunks(p, data, len);
 	errors_release(p);
 	return p->r < 0 ? p->r : 0;
 }
@@ -867,13 +1004,23 @@ int ks_ms_parser_finish(ks_ms_parser *p)
 	p->finished = true;
 
 	errors_capture(p);
-	if (xmlParseChunk(p->ctxt, NULL, 0, 1) != 0 && p->r >= 0)
-		parser_fail(p, -EBADMSG);
+	if (!p->prolog_done) {
+		size_t none = 0;
+		const char *nothing = "";
+		feed_prolog(p, &nothing, &none, true);
+	}
+	if (p->r >= 0 && xmlParseChunk(p->ctxt, NULL, 0, 1) != 0 && p->r >= 0)
+		parser_fail_why(p, -EBADMSG, "not well-formed");
 	errors_release(p);
 	/* libxml2 complains about a truncated document itself; this also covers an empty one. */
 	if (p->r >= 0 && !p->root_done)
-		parser_fail(p, -EBADMSG);
+		parser_fail_why(p, -EBADMSG, "the document ends before its root element does");
 	return p->r < 0 ? p->r : 0;
+}
+
+const char *ks_ms_parser_why(const ks_ms_parser *p)
+{
+	return p && p->why[0] ? p->why : "not well-formed";
 }
 
 const char *ks_ms_parser_sync_token(const ks_ms_parser *p)

@@ -68,7 +68,8 @@ typedef struct ks_ms_parser ks_ms_parser;
 /* A parser that calls fn(response, userdata) once per <response>, from inside feed/finish.
  * *ret is owned by the caller (ks_ms_parser_free()). -ENOMEM. */
 int ks_ms_parser_new(ks_ms_response_fn fn, void *userdata, ks_ms_parser **ret);
-/* Feeds the next chunk. -EBADMSG on malformed XML, a root other than DAV:multistatus,
+/* Feeds the next chunk. -EBADMSG on malformed XML, a body not in UTF-8 (a declared encoding
+ * other than UTF-8 or US-ASCII, a UTF-16 or UTF-32 byte-order mark), a root other than DAV:multistatus,
  * nesting past KS_XML_MAX_DEPTH, a DOCTYPE, a response without href, an unparsable status
  * line, or property text past KS_XML_MAX_TEXT; -EFBIG when a calendar-data or address-data
  * exceeds KS_CARD_MAX (the whole body is abandoned: fetch that item on its own to skip it);
@@ -77,6 +78,10 @@ int ks_ms_parser_new(ks_ms_response_fn fn, void *userdata, ks_ms_parser **ret);
 int ks_ms_parser_feed(ks_ms_parser *p, const char *data, size_t len);
 /* Ends the document. -EBADMSG when it is incomplete (truncated or empty body). */
 int ks_ms_parser_finish(ks_ms_parser *p);
+/* After a failure with -EBADMSG: what was wrong, for messages ("the document declares the
+ * encoding 'utf-7'; only UTF-8 is accepted", libxml2's message with its line). Borrowed from p;
+ * never NULL (p may be NULL). */
+const char *ks_ms_parser_why(const ks_ms_parser *p);
 /* The top-level <sync-token> of a sync-collection report, or NULL. Borrowed. */
 const char *ks_ms_parser_sync_token(const ks_ms_parser *p);
 /* Number of complete <response> elements seen, which is the number of callbacks made. */

@@ -847,6 +847,23 @@ static const struct {
 	  "<?xml version='1.0' encoding='EUC-JP'?><multistatus xmlns='DAV:'>\x8e\xff\xff\xff"
 	  "</multistatus>",
 	  0, -EBADMSG },
+	/* Stateful encodings convert differently depending on where the body is cut: only
+	 * UTF-8 is read. */
+	{ "utf-7 declared",
+	  "<?xml version='1.0' encoding='utf-7'?><multistatus xmlns='DAV:'><response>"
+	  "<href>/a+AGI-</href></response></multistatus>",
+	  0, -EBADMSG },
+	{ "hz declared",
+	  "<?xml version='1.0' encoding='HZ-GB-2312'?><d:multistatus xmlns:d='DAV:'><d:response>"
+	  "<d:href>/+2D3eAA-AGI-</d:href></d:response></d:multistatus>",
+	  0, -EBADMSG },
+	{ "latin-1 declared",
+	  "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><multistatus xmlns='DAV:'/>", 0,
+	  -EBADMSG },
+	{ "utf-16 declared",
+	  "<?xml version='1.0' encoding='UTF-16'?><multistatus xmlns='DAV:'/>", 0, -EBADMSG },
+	{ "utf-16 byte-order mark", "\xff\xfe<\0m\0/\0>\0", 8, -EBADMSG },
+	{ "declaration that does not end", "<?xml version='1.0' encoding='utf-8'", 0, -EBADMSG },
 	{ "external dtd", "<!DOCTYPE multistatus SYSTEM 'http://127.0.0.1:1/x.dtd'>"
 	  "<multistatus xmlns='DAV:'/>", 0, -EBADMSG },
 	{ "parameter entity",
@@ -918,6 +935,46 @@ static char *nested_doc(unsigned depth)
 		assert_int_equal(ks_buf_puts(&b, "</x:n>"), 0);
 	assert_int_equal(ks_buf_puts(&b, "</prop></propstat></response></multistatus>"), 0);
 	return ks_buf_steal(&b);
+}
+
+/* UTF-8 and US-ASCII, declared in any case and with or without a byte-order mark, are read
+ * alike in every chunking; anything else is refused with a reason naming the encoding. */
+static void test_declared_encoding(void **state)
+{
+	static const char *const ok[] = {
+		"<?xml version='1.0' encoding='utf-8'?><multistatus xmlns='DAV:'/>",
+		"<?xml version=\"1.0\" encoding = \"UTF-8\" ?>\n<multistatus xmlns='DAV:'/>",
+		"\xef\xbb\xbf<?xml version='1.0' encoding='US-ASCII'?><multistatus xmlns='DAV:'/>",
+		"\xef\xbb\xbf<multistatus xmlns='DAV:'/>",
+		"<?xml version='1.0'?><multistatus xmlns='DAV:'/>",
+		"<multistatus xmlns='DAV:'/>",
+	};
+	static const size_t sizes[] = { 0, 1, 2, 3, 4, 5, 6, 13 };
+
+	for (size_t i = 0; i < ELEMENTSOF(ok); i++)
+		for (size_t j = 0; j < ELEMENTSOF(sizes); j++)
+			if (parse_simple(ok[i], strlen(ok[i]), sizes[j]) != 0)
+				fail_msg("case %zu, chunks of %zu refused", i, sizes[j]);
+
+	static const char utf7[] = "<?xml version='1.0' encoding='utf-7'?><multistatus "
+				   "xmlns='DAV:'/>";
+	for (size_t j = 0; j < ELEMENTSOF(sizes); j++) {
+		ks_ms_parser *p = NULL;
+		collect c = {};
+		size_t chunk = sizes[j] ? sizes[j] : sizeof(utf7) - 1;
+		int r = 0;
+
+		assert_int_equal(ks_ms_parser_new(collect_cb, &c, &p), 0);
+		for (size_t off = 0; off < sizeof(utf7) - 1 && r >= 0; off += chunk)
+			r = ks_ms_parser_feed(p, utf7 + off, KS_MIN(chunk, sizeof(utf7) - 1 - off));
+		if (r >= 0)
+			r = ks_ms_parser_finish(p);
+		assert_int_equal(r, -EBADMSG);
+		assert_non_null(strstr(ks_ms_parser_why(p), "'utf-7'"));
+		assert_non_null(strstr(ks_ms_parser_why(p), "UTF-8"));
+		ks_ms_parser_free(p);
+		collect_done(&c);
+	}
 }
 
 static void test_depth_cap(void **state)
@@ -1563,6 +1620,7 @@ int main(void)
 		cmocka_unit_test(test_line_ends),
 		cmocka_unit_test(test_bad_fixtures),
 		cmocka_unit_test(test_bad_docs),
+		cmocka_unit_test(test_declared_encoding),
 		cmocka_unit_test(test_depth_cap),
 		cmocka_unit_test(test_text_caps),
 		cmocka_unit_test(test_no_external_access),
