@@ -29,6 +29,8 @@
 #define CONFIG_MAX_ERRORS 100
 #define CONFIG_DEFAULT_INTERVAL 900
 #define CONFIG_MIN_INTERVAL 60
+#define CONFIG_DEFAULT_TIMEOUT 60
+#define CONFIG_MAX_TIMEOUT 3600
 /* Account names become directory names. */
 #define ACCOUNT_NAME_MAX 64
 /* Most bytes read from password_command or password_file. */
@@ -57,6 +59,7 @@ typedef struct conf_key {
 static int conf_parse_interval(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_interval_or_zero(conf_ctx *ctx, const char *key, const char *value,
 				       void *field);
+static int conf_parse_timeout(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_provider(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_url(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_username(conf_ctx *ctx, const char *key, const char *value, void *field);
@@ -70,6 +73,7 @@ static const conf_key conf_keys[] = {
 	{ CONF_GENERAL, "interval", conf_parse_interval, offsetof(ks_config, interval) },
 	{ CONF_GENERAL, "conflict", conf_parse_conflict, offsetof(ks_config, conflict) },
 	{ CONF_GENERAL, "collections", conf_parse_collections, offsetof(ks_config, collections) },
+	{ CONF_GENERAL, "timeout", conf_parse_timeout, offsetof(ks_config, timeout) },
 	{ CONF_ACCOUNT, "provider", conf_parse_provider, offsetof(ks_account_config, provider) },
 	{ CONF_ACCOUNT, "url", conf_parse_url, offsetof(ks_account_config, url) },
 	{ CONF_ACCOUNT, "username", conf_parse_username, offsetof(ks_account_config, username) },
@@ -85,6 +89,7 @@ static const conf_key conf_keys[] = {
 	{ CONF_ACCOUNT, "conflict", conf_parse_conflict, offsetof(ks_account_config, conflict) },
 	{ CONF_ACCOUNT, "collections", conf_parse_collections,
 	  offsetof(ks_account_config, collections) },
+	{ CONF_ACCOUNT, "timeout", conf_parse_timeout, offsetof(ks_account_config, timeout) },
 };
 
 static const struct {
@@ -225,6 +230,21 @@ static int conf_parse_interval_or_zero(conf_ctx *ctx, const char *key, const cha
 				       void *field)
 {
 	return conf_parse_interval_full(ctx, key, value, field, true);
+}
+
+/* How long a request may go without receiving data; at least a second, at most an hour. */
+static int conf_parse_timeout(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	unsigned v;
+
+	if (parse_duration(value, &v) < 0)
+		return conf_error(ctx, "invalid duration '%s' for %s; use seconds, or a number "
+				  "followed by s, min or h (e.g. 30s)", value, key);
+	if (v < 1 || v > CONFIG_MAX_TIMEOUT)
+		return conf_error(ctx, "%s '%s' is out of range; use 1s to %us", key, value,
+				  CONFIG_MAX_TIMEOUT);
+	*(unsigned *) field = v;
+	return 0;
 }
 
 static int conf_parse_conflict(conf_ctx *ctx, const char *key, const char *value, void *field)
@@ -670,6 +690,8 @@ static int config_validate(ks_config *c, conf_ctx *ctx)
 			a->conflict = c->conflict;
 		if (!a->collections)
 			a->collections = c->collections;
+		if (!a->timeout)
+			a->timeout = c->timeout;
 		if (!a->url && a->provider)
 			for (size_t j = 0; j < ELEMENTSOF(providers); j++)
 				if (strcmp(a->provider, providers[j].name) == 0) {
@@ -742,6 +764,7 @@ static int config_parse(const char *path, ks_buf *text, ks_config **ret, char **
 	if (!c)
 		return config_fail(&ctx, -ENOMEM, reterr_msg);
 	c->interval = CONFIG_DEFAULT_INTERVAL;
+	c->timeout = CONFIG_DEFAULT_TIMEOUT;
 	c->path = strdup(path);
 	if (!c->path)
 		return config_fail(&ctx, -ENOMEM, reterr_msg);

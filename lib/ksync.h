@@ -50,6 +50,8 @@ typedef struct ks_account_config {
 	int conflict;		/* KS_CONFLICT_MODE_*; [general]'s when not set */
 	unsigned line;		/* line of the [account] header, for messages */
 	int collections;	/* KS_NEW_COLLECTIONS_*; [general]'s when not set */
+	unsigned timeout;	/* seconds without data before a request is given up; [general]'s
+				 * when 0 */
 } ks_account_config;
 
 typedef struct ks_config {
@@ -59,6 +61,7 @@ typedef struct ks_config {
 	ks_account_config *accounts;
 	size_t n_accounts;
 	int collections;	/* KS_NEW_COLLECTIONS_*, default all */
+	unsigned timeout;	/* seconds, [general] timeout, default 60 */
 } ks_config;
 
 /* Path of the default config file, $XDG_CONFIG_HOME/ksync/ksync.conf (or ~/.config/...).

@@ -501,6 +501,9 @@ static int session_open(const ks_account_config *a, session *s, char **reterr_ms
 		.password = password,
 		.ca_file = s->acc->ca_file,
 		.allow_insecure_http = s->acc->allow_insecure_http,
+		.connect_timeout_s = s->acc->timeout && s->acc->timeout < 30 ? (long) s->acc->timeout
+									      : 0,
+		.low_speed_time_s = (long) s->acc->timeout,
 	};
 	r = ks_dav_new(&o, &s->dav);
 	password = ks_secret_free(password);

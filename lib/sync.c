@@ -1916,7 +1916,7 @@ static int resolve(coll_run *c, push_item *p)
 	size_t rlen = 0, blen = 0;
 	struct stat nst = p->st;
 	const char *name = p->ch->filename;
-	char errmsg[256] = "";
+	char errmsg[512] = "";
 	int r;
 
 	r = fetch_one(c, p->href, &remote, &rlen, &etag);
@@ -2857,6 +2857,8 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 		.password = password,
 		.ca_file = a->ca_file,
 		.allow_insecure_http = a->allow_insecure_http,
+		.connect_timeout_s = a->timeout && a->timeout < 30 ? (long) a->timeout : 0,
+		.low_speed_time_s = (long) a->timeout,
 	};
 	r = ks_dav_new(&dopts, &R.dav);
 	password = ks_secret_free(password);

@@ -709,6 +709,37 @@ static void test_conflict_policy(void **state)
 				 "(server-wins or local-wins)");
 }
 
+static void test_timeout(void **state)
+{
+	static const struct {
+		const char *text;
+		unsigned want[2];	/* accounts a and b */
+	} cases[] = {
+		{ "[account a]\n" URL "[account b]\n" URL, { 60, 60 } },
+		{ "[general]\ntimeout = 2min\n[account a]\n" URL "[account b]\n" URL
+		  "timeout = 2\n",
+		  { 120, 2 } },
+		{ "[account a]\n" URL "timeout = 1h\n[account b]\n" URL, { 3600, 60 } },
+	};
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		_cleanup_free_ char *err = NULL;
+		ks_config *c = NULL;
+
+		write_conf(cases[i].text);
+		assert_int_equal(ks_config_load("ksync.conf", &c, &err), 0);
+		assert_int_equal(c->accounts[0].timeout, cases[i].want[0]);
+		assert_int_equal(c->accounts[1].timeout, cases[i].want[1]);
+		ks_config_free(c);
+	}
+
+	_cleanup_free_ char *err = NULL;
+	ks_config *c = NULL;
+	write_conf("[general]\ntimeout = 0\n[account a]\n" URL "timeout = 2h\n");
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err), -EINVAL);
+	assert_string_equal(err, "ksync.conf:2: timeout '0' is out of range; use 1s to 3600s\n"
+				 "ksync.conf:5: timeout '2h' is out of range; use 1s to 3600s");
+}
+
 static void test_default_path(void **state)
 {
 	static const struct {
@@ -1284,6 +1315,7 @@ int main(void)
 		cmocka_unit_test(test_valid),
 		cmocka_unit_test(test_durations),
 		cmocka_unit_test(test_booleans),
+		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_nul_byte),
 		cmocka_unit_test(test_too_many_errors),
