@@ -72,6 +72,27 @@ int ks_dav_status_to_errno(long status)
 	return -EPROTO;
 }
 
+static const char *reason_phrase(long status)
+{
+	static const struct {
+		long status;
+		const char *text;
+	} phrases[] = {
+		{ 400, " Bad Request" }, { 401, " Unauthorized" }, { 403, " Forbidden" },
+		{ 404, " Not Found" }, { 405, " Method Not Allowed" }, { 409, " Conflict" },
+		{ 410, " Gone" }, { 412, " Precondition Failed" }, { 413, " Content Too Large" },
+		{ 415, " Unsupported Media Type" }, { 429, " Too Many Requests" },
+		{ 500, " Internal Server Error" }, { 501, " Not Implemented" },
+		{ 502, " Bad Gateway" }, { 503, " Service Unavailable" },
+		{ 504, " Gateway Timeout" }, { 507, " Insufficient Storage" },
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(phrases); i++)
+		if (phrases[i].status == status)
+			return phrases[i].text;
+	return "";
+}
+
 static int curlcode_to_errno(CURLcode c)
 {
 	switch (c) {
@@ -475,18 +496,33 @@ static void req_finish(req_state *s, CURLcode code)
 	if (s->cb_error) {
 		r = s->cb_error;
 		if (r == -EBADMSG)
-			set_errmsg(req, "malformed XML in the %s response from %s", req->method, s->url);
+			set_errmsg(req, "malformed XML in the %s response from %s: %s", req->method,
+				   s->url, ks_ms_parser_why(s->parser));
 		else if (r == -EFBIG)
 			set_errmsg(req, "a value in the %s response from %s is too large",
 				   req->method, s->url);
 	} else if (code != CURLE_OK) {
 		r = curlcode_to_errno(code);
+		curl_off_t got = 0, want = -1;
+		(void) curl_easy_getinfo(s->easy, CURLINFO_SIZE_DOWNLOAD_T, &got);
+		(void) curl_easy_getinfo(s->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &want);
+		const char *why = s->curl_err[0] ? s->curl_err : curl_easy_strerror(code);
 		if (r == -EKEYREJECTED)
 			set_errmsg(req, "the TLS certificate of %s could not be verified (%s); for a "
-				   "server with a private CA, set ca_file in the account", s->url,
-				   s->curl_err[0] ? s->curl_err : curl_easy_strerror(code));
+				   "server with a private CA, set ca_file in the account", s->url, why);
+		else if (code == CURLE_OPERATION_TIMEDOUT)
+			set_errmsg(req, "%s %s: timed out after %ld s without data from the server "
+				   "(%s)", req->method, s->url, status ? s->dav->low_speed_time
+				   : s->dav->connect_timeout, why);
+		else if (code == CURLE_PARTIAL_FILE && want >= 0)
+			set_errmsg(req, "%s %s: connection closed after %" CURL_FORMAT_CURL_OFF_T
+				   " of %" CURL_FORMAT_CURL_OFF_T " bytes of the answer",
+				   req->method, s->url, got, want);
+		else if (code == CURLE_GOT_NOTHING)
+			set_errmsg(req, "%s %s: connection closed by the server before any answer",
+				   req->method, s->url);
 		else
-			set_errmsg(req, "%s", s->curl_err[0] ? s->curl_err : curl_easy_strerror(code));
+			set_errmsg(req, "%s %s: %s", req->method, s->url, why);
 	} else {
 		if (!s->status_checked)
 			(void) start_body(s);
@@ -494,15 +530,20 @@ static void req_finish(req_state *s, CURLcode code)
 		if (r == 0 && s->is_multistatus) {
 			r = ks_ms_parser_finish(s->parser);
 			if (r < 0)
-				set_errmsg(req, "truncated or malformed multistatus from %s", s->url);
+				set_errmsg(req, "malformed XML in the %s response from %s: %s",
+					   req->method, s->url, ks_ms_parser_why(s->parser));
 		} else if (r == 0 && req->on_response && status != 207 && status != 204 &&
 			   req->body) {
 			/* A DAV request with a body answered by 200 without a multistatus. */
 			r = -EPROTO;
 			set_errmsg(req, "%s %s answered %ld, not a multistatus",
 				   req->method, s->url, status);
+		} else if (r < 0 && req->retry_after && (status == 429 || status == 503)) {
+			set_errmsg(req, "%s %s: HTTP %ld%s, retry after %u s", req->method, s->url,
+				   status, reason_phrase(status), req->retry_after);
 		} else if (r < 0) {
-			set_errmsg(req, "%s %s: HTTP %ld", req->method, s->url, status);
+			set_errmsg(req, "%s %s: HTTP %ld%s", req->method, s->url, status,
+				   reason_phrase(status));
 		}
 	}
 	if (s->parser) {

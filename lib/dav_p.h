@@ -23,6 +23,9 @@ typedef struct ks_dav_opts {
 	unsigned max_parallel;	/* 0: KS_DAV_MAX_PARALLEL */
 } ks_dav_opts;
 
+/* Room for a request's failure message: the method, the URL and the cause. */
+#define KS_DAV_ERRMSG_MAX 512
+
 typedef struct ks_dav_request ks_dav_request;
 
 /* Called as soon as one request of a ks_dav_run() batch has completed, in order of completion. */
@@ -54,7 +57,7 @@ struct ks_dav_request {
 	char *redirect_url;	/* Location of a 3xx answer */
 	size_t n_responses;	/* <response> elements parsed */
 	unsigned retry_after;	/* seconds from Retry-After, 0 if none */
-	char errmsg[256];	/* human-readable cause of a failure */
+	char errmsg[KS_DAV_ERRMSG_MAX];	/* human-readable cause: method, URL, cause */
 
 	void *priv;
 };

@@ -2444,7 +2444,7 @@ static int merge_run(ks_engine *e, const ks_config *c, plan *p, journal *J, char
 	_cleanup_free_ const char **etags = calloc(n_inv, sizeof(char *));
 	_cleanup_free_ char **labels = calloc(n_inv, sizeof(char *));
 	_cleanup_free_ char *new_etag = NULL;
-	char errmsg[256] = "";
+	char errmsg[KS_DAV_ERRMSG_MAX] = "";
 	int r;
 
 	if (!hrefs || !etags || !labels)
@@ -2710,7 +2710,7 @@ static int undo_run(ks_engine *e, const ks_config *c, journal *J, ks_json_writer
 	_cleanup_free_ char *old = NULL, *et = NULL;
 	_cleanup_(ks_buf_done) ks_buf notices = {};
 	size_t len = 0;
-	char errmsg[256] = "";
+	char errmsg[KS_DAV_ERRMSG_MAX] = "";
 	int r;
 
 	r = ks_cache_list_collections(e->cache, J->account, &cols, &n_cols);
