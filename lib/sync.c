@@ -336,6 +336,14 @@ static int on_listing(const ks_ms_response *r, void *userdata)
 	ks_cache_item it = {};
 	int k;
 
+	/* An empty href is a relative reference to the request-URI itself (RFC 3986 5.2), which
+	 * is how a 507 for the collection may come (RFC 6578 3.6): it must not be skipped, or a
+	 * truncated listing would be taken as complete. */
+	if (!r->href[0]) {
+		if (r->status == 507)
+			c->truncated = true;
+		return 0;
+	}
 	k = ks_href_normalize(ks_dav_base_url(c->R->dav), r->href, &href);
 	if (k == -ENOMEM)
 		return k;
@@ -1410,9 +1418,21 @@ static int pull_collection(coll_run *c, const ks_collection *remote, bool force)
 			if (r < 0)
 				goto failed;
 			free(new_token);
-			new_token = req.sync_token ? strdup(req.sync_token) : NULL;
-			bool truncated = (c->truncated || req.status == 507) && new_token;
+			new_token = req.sync_token && *req.sync_token ? strdup(req.sync_token) : NULL;
+			bool truncated = c->truncated || req.status == 507;
 			ks_dav_request_done(&req);
+			if (truncated && (!new_token || (token && strcmp(new_token, token) == 0 &&
+							 c->n_fetch == 0 && c->n_gone == 0))) {
+				/* A partial listing that gives no token to go on from (or the
+				 * same one, having listed nothing) cannot be completed, and taken
+				 * as complete it would delete what it left out. */
+				r = -EBADMSG;
+				emit_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r,
+					  "the server truncated the listing of %s (507) without a "
+					  "sync-token to continue from; nothing was deleted",
+					  col->href);
+				goto out;
+			}
 			if (c->failed_fetch || c->held)
 				break;
 			if (!truncated && c->full) {
