@@ -1098,6 +1098,11 @@ static int on_batch_done(ks_dav_request *req, void *userdata)
 		batch_clear_items(b);
 		return 0;
 	}
+	if (req->result == -EBADMSG)
+		/* What came before the damage is used; the rest is fetched item by item. */
+		emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, req->result,
+			  "%s; fetching the %zu item(s) it did not deliver one by one", req->errmsg,
+			  b->n_hrefs - b->n_items);
 	r = fetch_missing(c, b);
 	if (r >= 0)
 		r = apply_batch(c, b);
@@ -1388,6 +1393,9 @@ static int pull_collection(coll_run *c, const ks_collection *remote, bool force)
 			r = sync_report(c, token, &req);
 			if (r < 0 && token && round == 0 && token_rejected(&req)) {
 				/* The token expired: list everything once. */
+				emit_fail(R, KS_SYNC_NOTICE, c->label, r, "the stored sync-token was "
+					  "refused (%s); listing the whole collection",
+					  req.errmsg[0] ? req.errmsg : strerror(-r));
 				ks_dav_request_done(&req);
 				coll_reset_lists(c, false);
 				token = NULL;
