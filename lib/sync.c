@@ -1547,7 +1547,7 @@ static int sync_collection(run *R, ks_collection *col, const ks_collection *remo
 	r = push_collection(&c);
 	if (r < 0)
 		goto out;
-	if (c.n_uploaded && col->supports_sync) {
+	if ((c.n_uploaded || c.pushed_deletes) && col->supports_sync) {
 		/* One more listing moves the stored token past this run's own uploads (so that
 		 * the next run finds nothing to do) and reads back what the server made of
 		 * them: the cache and the files then hold what it stores. */
