@@ -2926,6 +2926,7 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 	}
 
 	bool gone = false;
+	int transport_error = 0;
 	for (size_t i = 0; i < n_known; i++) {
 		ks_collection *col = &known[i];
 		if (!col->enabled)
@@ -2943,8 +2944,18 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 		}
 		if (r < 0) {
 			failed++;
-			if (ks_error_scope_of(r) == KS_SCOPE_ACCOUNT)
+			/* A connection cut or stalled on one collection, or an answer that makes
+			 * no sense there (a redirect), may be that collection's trouble (a huge
+			 * answer, a proxy's limit, a moved collection): the others are tried, each
+			 * within its timeout, until a second one fails the same way. Other
+			 * account-wide failures (credentials, refused connections, a server
+			 * asking to wait) stop the account at once. */
+			bool transport = r == -ECONNRESET || r == -ETIMEDOUT || r == -EPROTO;
+			if (ks_error_scope_of(r) == KS_SCOPE_ACCOUNT &&
+			    (!transport || transport_error))
 				goto out;
+			if (transport)
+				transport_error = r;
 		}
 	}
 	if (gone) {
@@ -2954,7 +2965,9 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 		if (r < 0)
 			goto out;
 	}
-	r = failed;
+	/* The caller backs off after a failure of the connection, as it would had the run
+	 * stopped there. */
+	r = transport_error ? transport_error : failed;
 out:
 	if (ks_dav_retry_after(R.dav)) {
 		/* The server is overloaded or rate-limits: the caller waits as long as it asked. */
