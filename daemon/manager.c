@@ -318,13 +318,22 @@ static void account_arm_after_run(Account *a)
 		a->retry_in = delay;
 	} else
 		a->retry_in = 0;
-	/* Retry-After (429, 503) wins over a shorter backoff: no run before the server said
-	 * it is ready. */
-	if (a->server_wait > delay) {
+	/* Retry-After (429, 503, at most KS_RETRY_AFTER_MAX): the server said when it is
+	 * ready, which replaces the first backoff step. Failures in a row still make the wait
+	 * grow, so that a server answering "retry after 1 s" forever is not asked every
+	 * second. */
+	if (a->server_wait && a->last_result < 0) {
+		uint64_t floor = 0;
+		if (a->backoff > 1) {
+			floor = BACKOFF_FIRST_SEC;
+			for (unsigned i = 2; i < a->backoff && floor < interval_of(m, a); i++)
+				floor *= 2;
+			floor = KS_MIN(floor, (uint64_t) interval_of(m, a));
+		}
+		delay = KS_MAX((uint64_t) a->server_wait, floor);
+		a->retry_in = delay;
+	} else if (a->server_wait > delay)
 		delay = a->server_wait;
-		if (a->retry_in)
-			a->retry_in = delay;
-	}
 	a->server_wait = 0;
 	(void) schedule(a, delay);
 }

@@ -283,10 +283,12 @@ static size_t on_header(char *buf, size_t size, size_t n, void *userdata)
 	} else if (klen == 11 && strncasecmp(buf, "Retry-After", 11) == 0 && vlen > 0) {
 		unsigned long secs = 0;
 		size_t i = 0;
-		for (; i < vlen && isdigit((unsigned char) val[i]) && secs < 86400; i++)
-			secs = secs * 10 + (unsigned long) (val[i] - '0');
+		for (; i < vlen && isdigit((unsigned char) val[i]); i++)
+			if (secs < KS_RETRY_AFTER_MAX)
+				secs = secs * 10 + (unsigned long) (val[i] - '0');
 		/* An HTTP-date instead of seconds: wait a minute rather than parse a date. */
-		s->req->retry_after = i == vlen ? (unsigned) KS_MIN(secs, 86400ul) : 60;
+		s->req->retry_after = i == vlen ? (unsigned) KS_MIN(secs, (unsigned long)
+								    KS_RETRY_AFTER_MAX) : 60;
 	}
 	return len;
 }

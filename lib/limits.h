@@ -17,6 +17,9 @@
 #define KS_MULTIGET_BATCH 100
 /* Most requests in flight to one server. */
 #define KS_DAV_MAX_PARALLEL 4
+/* A Retry-After longer than this is taken as this: a server's mistake must not stop an
+ * account for days. */
+#define KS_RETRY_AFTER_MAX 3600
 /* Longest vdir file or directory name we create (without extension). */
 #define KS_NAME_MAX 128
 /* Collections larger than this are protected by the mass-deletion guard. */
