@@ -1353,7 +1353,7 @@ static int pull_collection(coll_run *c, const ks_collection *remote, bool force)
 	run *R = c->R;
 	ks_collection *col = c->col;
 	ks_dav_request req = {};
-	_cleanup_free_ char *new_token = NULL, *ctag = NULL;
+	_cleanup_free_ char *new_token = NULL, *ctag = NULL, *round_token = NULL;
 	int r;
 
 	coll_reset_lists(c, false);
@@ -1450,11 +1450,16 @@ static int pull_collection(coll_run *c, const ks_collection *remote, bool force)
 				if (r < 0)
 					goto failed;
 			}
-			/* Each round's token is stored once its changes are applied, so a crash
-			 * in a long truncated listing does not start it over. An unchanged token
-			 * is not written again: a quiet run writes nothing. */
-			if (new_token && (!col->sync_token || strcmp(new_token, col->sync_token) ||
-					  !str_eq(ctag, col->ctag))) {
+			/* Each round's token of an incremental listing is stored once its changes
+			 * are applied, so a crash in a long truncated listing does not start it
+			 * over. A full listing's only at its end: only then are the items it did
+			 * not list known to be gone, and a run going on from a partial one's
+			 * token would keep them forever (an interrupted full listing starts over,
+			 * fetching nothing that is current). An unchanged token is not written
+			 * again: a quiet run writes nothing. */
+			if (new_token && !(truncated && c->full) &&
+			    (!col->sync_token || strcmp(new_token, col->sync_token) ||
+			     !str_eq(ctag, col->ctag))) {
 				r = ks_cache_set_collection_state(R->e->cache, col->id, new_token,
 								  ctag);
 				if (r < 0)
@@ -1465,7 +1470,9 @@ static int pull_collection(coll_run *c, const ks_collection *remote, bool force)
 			if (!truncated)
 				break;
 			coll_reset_lists(c, true);
-			token = col->sync_token;
+			free(round_token);
+			round_token = TAKE_PTR(new_token);
+			token = round_token;
 		}
 	}
 	if (!col->supports_sync) {

@@ -567,6 +567,57 @@ def test_sync_collection_truncated_507(server, ks, href_form):
         front.stop()
 
 
+def test_truncated_full_listing_cut_between_rounds(server, ks):
+    """The stored token is refused, the full listing that follows is truncated (507 and a
+    token), and the next round is cut off. An item the server deleted while the old token was
+    stale is only known to be gone once the full listing is complete: the next run must not
+    go on from the partial listing's token as if it were, or that item stays here forever."""
+    faults = Faults()
+    front = Front(backend=server, route=faults)
+    try:
+        ks.add_account(ACCOUNT, server, url=front.url_for(urllib.parse.urlsplit(server.url).path))
+        sc = Scene(server, ks, front, faults)
+        sc.setup()
+        h = sc.href(sc.book, "c0", ".vcf")
+        server.delete(h, if_match=server.etag(h))
+        server.put(sc.href(sc.book, "a1", ".vcf"), card("a1", "Part A1"))
+        token_a = _sync_token(server, sc.book)
+        server.put(sc.href(sc.book, "b1", ".vcf"), card("b1", "Part B1"))
+        first = {sc.href(sc.book, u, ".vcf") for u in ("c1", "c2", "a1")}
+
+        def truncate(seen, reply):
+            headers, body = decoded(reply)
+            out = [m.group(0) for m in re.finditer(
+                rb"<(\w+:)?response[ >].*?</(\w+:)?response>", body, re.S)
+                if urllib.parse.unquote(urllib.parse.urlsplit(re.search(
+                    rb"<(?:\w+:)?href>([^<]*)</", m.group(0)).group(1).decode()).path) in first]
+            ns = re.search(rb"<(\w+:)?multistatus", body).group(1) or b""
+            head = body[:body.index(b">", body.index(b"multistatus")) + 1]
+            tail = (b"<%sresponse><%shref>%s</%shref><%sstatus>HTTP/1.1 507 Insufficient "
+                    b"Storage</%sstatus></%sresponse><%ssync-token>%s</%ssync-token>"
+                    b"</%smultistatus>") % (ns, ns, sc.book.encode(), ns, ns, ns, ns, ns,
+                                             token_a.encode(), ns, ns)
+            return Reply(207, headers, head + b"".join(out) + tail)
+
+        book_listing = on("listing", sc.book)
+        faults.add(lambda s: book_listing(s) and b"<d:sync-token></d:sync-token>" not in s.body
+                   and token_a.encode() not in s.body, _valid_sync_token_error(403))
+        faults.add(lambda s: book_listing(s) and b"<d:sync-token></d:sync-token>" in s.body,
+                   Transform(truncate))
+        faults.add(lambda s: book_listing(s) and token_a.encode() in s.body, Drop(after=50))
+        r = ks.run(timeout=RUN_TIMEOUT)
+        assert r.rc != 0, describe(r)
+        assert re.search(r"contacts/%s: REPORT \S+: connection closed after 50 of" % BOOK,
+                         failure_text(r)), describe(r)
+        assert len(faults.hits) == 3, faults.hits
+        sc.want_book = {"c1", "c2", "c3", "c4", "c5", "a1", "b1"}
+        sc.want_cal = {"e0", "e1", "e2", "e3"}
+        sc.notes = {}
+        sc.converge()
+    finally:
+        front.stop()
+
+
 def test_sync_collection_507_without_token_fails_safely(scene):
     """A truncated initial-style answer with no token to continue from is reported, and
     nothing the answer left out is deleted."""
