@@ -512,11 +512,17 @@ static void req_finish(req_state *s, CURLcode code)
 		if (r == -EKEYREJECTED)
 			set_errmsg(req, "the TLS certificate of %s could not be verified (%s); for a "
 				   "server with a private CA, set ca_file in the account", s->url, why);
-		else if (code == CURLE_OPERATION_TIMEDOUT)
-			set_errmsg(req, "%s %s: timed out after %ld s without data from the server "
-				   "(%s)", req->method, s->url, status ? s->dav->low_speed_time
-				   : s->dav->connect_timeout, why);
-		else if (code == CURLE_PARTIAL_FILE && want >= 0)
+		else if (code == CURLE_OPERATION_TIMEDOUT) {
+			/* Connected (maybe over a reused connection) once the request went out. */
+			long sent = 0;
+			(void) curl_easy_getinfo(s->easy, CURLINFO_REQUEST_SIZE, &sent);
+			if (sent > 0)
+				set_errmsg(req, "%s %s: timed out: the server sent no data for %ld s "
+					   "(%s)", req->method, s->url, s->dav->low_speed_time, why);
+			else
+				set_errmsg(req, "%s %s: timed out: no connection within %ld s (%s)",
+					   req->method, s->url, s->dav->connect_timeout, why);
+		} else if (code == CURLE_PARTIAL_FILE && want >= 0)
 			set_errmsg(req, "%s %s: connection closed after %" CURL_FORMAT_CURL_OFF_T
 				   " of %" CURL_FORMAT_CURL_OFF_T " bytes of the answer",
 				   req->method, s->url, got, want);
