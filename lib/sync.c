@@ -263,6 +263,7 @@ typedef struct coll_run {
 	bool truncated;
 	int cb_error;
 	unsigned added, updated, deleted, skipped, failed_fetch;
+	unsigned failed_push;	/* of failed_fetch, the local changes that could not be sent */
 	unsigned fetched;
 	unsigned pushed, pushed_deletes, conflicts, deferred;
 	unsigned held;		/* server changes not applied that no upload takes care of */
@@ -1101,8 +1102,8 @@ static int on_batch_done(ks_dav_request *req, void *userdata)
 	if (req->result == -EBADMSG)
 		/* What came before the damage is used; the rest is fetched item by item. */
 		emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, req->result,
-			  "%s; fetching the %zu item(s) it did not deliver one by one", req->errmsg,
-			  b->n_hrefs - b->n_items);
+			  "%s; %zu of the %zu item(s) asked for had arrived, the rest are fetched "
+			  "one by one", req->errmsg, b->n_items, b->n_hrefs);
 	r = fetch_missing(c, b);
 	if (r >= 0)
 		r = apply_batch(c, b);
@@ -1346,6 +1347,24 @@ static int write_metadata(coll_run *c)
 
 static int push_collection(coll_run *c);
 
+/* The collection's failure line for items that could not be fetched or sent (each was
+ * reported on its own before). */
+static void report_failed(coll_run *c)
+{
+	unsigned fetch = c->failed_fetch - c->failed_push, push = c->failed_push;
+
+	if (fetch && push)
+		emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, -EIO, "%u item(s) could not "
+			  "be fetched and %u local change(s) not sent; they will be retried", fetch,
+			  push);
+	else if (push)
+		emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, -EIO, "%u local change(s) "
+			  "could not be sent; they will be retried", push);
+	else
+		emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, -EIO, "%u item(s) could not "
+			  "be fetched; they will be retried", fetch);
+}
+
 /* Brings the server's changes into the files and the cache. remote is what a home listing
  * said about the collection right now, or NULL. Failures are reported here. */
 static int pull_collection(coll_run *c, const ks_collection *remote, bool force)
@@ -1499,8 +1518,7 @@ static int pull_collection(coll_run *c, const ks_collection *remote, bool force)
 	}
 	if (c->failed_fetch) {
 		r = -EIO;
-		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r,
-			  "%u item(s) could not be fetched; they will be retried", c->failed_fetch);
+		report_failed(c);
 		goto out;
 	}
 	r = 0;
@@ -1566,9 +1584,7 @@ static int sync_collection(run *R, ks_collection *col, const ks_collection *remo
 	}
 	if (c.failed_fetch) {
 		r = -EIO;
-		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r,
-			  "%u item(s) could not be fetched or sent; they will be retried",
-			  c.failed_fetch);
+		report_failed(&c);
 		goto out;
 	}
 	{
@@ -2063,6 +2079,7 @@ fail:
 	emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r, "could not merge '%s': %s", name,
 		  errmsg[0] ? errmsg : strerror(-r));
 	c->failed_fetch++;
+	c->failed_push++;
 	if (ks_error_scope_of(r) != KS_SCOPE_ACCOUNT)
 		r = 0;
 out:
@@ -2094,6 +2111,7 @@ static int on_push_done(ks_dav_request *req, void *userdata)
 		return 0;
 	}
 	c->failed_fetch++;
+	c->failed_push++;
 	emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r, "could not upload '%s': %s",
 		  p->ch->filename, req->errmsg[0] ? req->errmsg : strerror(-r));
 	/* A network or credentials failure stops the collection; a refused item does not. */

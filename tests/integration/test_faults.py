@@ -54,9 +54,19 @@ def uid_of(data):
 
 
 def server_uids(server, coll):
-    """{UID: bytes} of a server collection; a UID twice is a duplicate."""
+    """{UID: bytes} of a server collection; a UID twice is a duplicate. A request ksyncd
+    abandoned when it stopped (an upload in flight when the server said 503) may still be
+    under way in the server: a listing and a multiget that disagree are read again."""
+    for attempt in range(20):
+        try:
+            contents = server.contents(coll)
+            break
+        except servers.ServerError:
+            if attempt == 19:
+                raise
+            time.sleep(0.25)
     out = {}
-    for href, (_, data) in server.contents(coll).items():
+    for href, (_, data) in contents.items():
         uid = uid_of(data)
         assert uid not in out, "UID %s twice on the server (%s)" % (uid, href)
         out[uid] = data
@@ -305,7 +315,7 @@ PLAIN_FAULTS = {
     "drop-mid-body": (lambda: Drop(after=120), r"connection closed after 120 of \d+ bytes"),
     "drop-before-answer": (lambda: Stall(0), r"connection closed by the server before any "
                                              r"answer"),
-    "stall": (lambda: Stall(STALL), r"timed out after %d s" % TIMEOUT),
+    "stall": (lambda: Stall(STALL), r"timed out: the server sent no data for %d s" % TIMEOUT),
     "500": (lambda: status_reply(500), r"HTTP 500 Internal Server Error"),
     "502": (lambda: status_reply(502), r"HTTP 502 Bad Gateway"),
     "503": (lambda: status_reply(503), r"HTTP 503 Service Unavailable"),
@@ -364,7 +374,8 @@ def test_multiget_fault(scene, fault):
     if fault.startswith("xml"):
         assert r.rc == 0, describe(r)
         assert re.search(r"^%s/contacts/%s: malformed XML in the REPORT response from \S+: "
-                         r".*fetching the \d+ item\(s\) it did not deliver one by one"
+                         r".*\d+ of the \d+ item\(s\) asked for had arrived, the rest are "
+                         r"fetched one by one"
                          % (ACCOUNT, BOOK), r.stderr, re.M), describe(r)
         if fault == "xml-truncated":
             assert any(s.method == "GET" for s in scene.front.seen())
@@ -402,8 +413,8 @@ PUT_FAULTS = {
                                                             r"before any answer"),
     "stored-then-500": (lambda: Transform(lambda seen, reply: status_reply(500)),
                         r"HTTP 500 Internal Server Error"),
-    "stored-then-stall": (lambda: Stall(STALL, forward=True), r"timed out after %d s"
-                          % TIMEOUT),
+    "stored-then-stall": (lambda: Stall(STALL, forward=True), r"timed out: the server sent "
+                          r"no data for %d s" % TIMEOUT),
 }
 
 
@@ -436,6 +447,7 @@ def test_upload_fault(scene, method, fault):
         msg = failure_text(r) + "\n" + r.stderr
         assert re.search(pattern, msg), describe(r)
         assert re.search(r"could not upload '(l1|c3|c4)\.vcf'", r.stderr), describe(r)
+        assert "could not be fetched" not in r.stderr, describe(r)
     scene.check_nothing_lost()
     if fault != "503-retry-after":
         scene.check_other_synced()
@@ -468,7 +480,8 @@ def test_multiget_omits_an_href(scene, get_fault):
     if get_fault:
         assert r.rc != 0, describe(r)
         msg = failure_text(r)
-        assert re.search(r"could not be fetched.*retried", msg), describe(r)
+        assert re.search(r"1 item\(s\) could not be fetched; they will be retried", msg), (
+            describe(r))
         assert re.search(r"could not fetch '\S+': GET \S+: %s" % GET_FAULTS[get_fault][1],
                          r.stderr), describe(r)
     else:
