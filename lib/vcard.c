@@ -600,6 +600,30 @@ static int name_from_n(const ks_vcard_prop *p, char **ret)
 	return 0;
 }
 
+/* 1 when every UID line of card has the same value (or there is at most one), else 0. */
+static int uid_lines_agree(const ks_vcard *card)
+{
+	_cleanup_free_ char *first = NULL;
+	int r;
+
+	for (size_t i = 0; i < card->n_props; i++) {
+		_cleanup_free_ char *uid = NULL;
+
+		if (!ks_streq_nocase(card->props[i].name, "UID"))
+			continue;
+		r = prop_text(&card->props[i], &uid);
+		if (r < 0)
+			return r;
+		if (!uid)
+			continue;
+		if (!first)
+			first = TAKE_PTR(uid);
+		else if (strcmp(first, uid) != 0)
+			return 0;
+	}
+	return 1;
+}
+
 int ks_vcard_parse_info(const char *data, size_t len, ks_item_info *ret, char **reterr_msg)
 {
 	_cleanup_(card_list_done) card_list cards = {};
@@ -626,6 +650,13 @@ int ks_vcard_parse_info(const char *data, size_t len, ks_item_info *ret, char **
 			first = &cards.v[i];
 		} else if (strcmp(info.uid, uid) != 0)
 			return ks_set_error(reterr_msg, -ENOTUNIQ, "vCards with different UIDs");
+		/* UID may appear once per card (RFC 6350 6.7.6): a card with two different
+		 * ones has no identity a file name or a merge could rely on. */
+		r = uid_lines_agree(&cards.v[i]);
+		if (r < 0)
+			return r;
+		if (r == 0)
+			return ks_set_error(reterr_msg, -ENOTUNIQ, "a vCard with several UIDs");
 	}
 	if (!info.uid)
 		return ks_set_error(reterr_msg, -ENODATA, "vCard has no UID");
