@@ -4,7 +4,8 @@ make_cert() makes a self-signed certificate with the openssl CLI. Front is a thr
 server on a loopback address, plain or TLS, that records every connection, failed TLS handshake
 and request (method, path, headers, body). Its `route` function decides, per request: answer it
 itself (a Reply), forward it to the backend DavServer (None), forward it and rewrite the answer
-(Transform), cut the connection part-way through the answer (Drop) or go silent (Stall).
+(Transform), cut the connection part-way through the answer (Drop), go silent (Stall) or send
+a large answer made piece by piece (Stream).
 """
 
 import http.client
@@ -81,6 +82,15 @@ class Stall(NamedTuple):
     close the connection. forward: the backend still receives the request."""
     seconds: float
     forward: bool = False
+
+
+class Stream(NamedTuple):
+    """Answer with `chunks` (an iterable of bytes) sent one by one with chunked transfer
+    encoding, so that an answer of any size never has to be held in memory. The front stops
+    quietly when the client goes away."""
+    status: int
+    headers: list
+    chunks: object
 
 
 def require_openssl():
@@ -227,6 +237,21 @@ class Front:
                 except OSError:
                     pass
 
+            def _stream(self, action):
+                self.send_response(action.status)
+                for k, v in action.headers:
+                    self.send_header(k, v)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    for chunk in action.chunks:
+                        if chunk:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except OSError:
+                    self.close_connection = True
+
             def _stall(self, seconds):
                 self.close_connection = True
                 self.connection.settimeout(seconds)
@@ -247,6 +272,9 @@ class Front:
                 action = front.route(front, seen) if front.route else None
                 if isinstance(action, Reply):
                     self._reply(action)
+                    return
+                if isinstance(action, Stream):
+                    self._stream(action)
                     return
                 if isinstance(action, Stall):
                     if action.forward and front.backend is not None:
@@ -315,6 +343,11 @@ class Front:
                     "handshake_errors": list(self.handshake_errors)}
 
     # -- forwarding ----------------------------------------------------------------------------
+
+    def forward(self, seen):
+        """Sends `seen` (possibly a Seen._replace()d copy with another body or path) to the
+        backend and returns its Reply; for routes that rewrite a request before forwarding."""
+        return self._forward(seen)
 
     def _forward(self, seen):
         headers = {k: v for k, v in seen.headers if k.lower() not in HOP_BY_HOP}
