@@ -231,6 +231,7 @@ void ks_dav_request_done(ks_dav_request *req)
 	free(req->redirect_url);
 	req->etag = req->effective_url = req->sync_token = req->body_text = NULL;
 	req->redirect_url = NULL;
+	req->body_text_len = 0;
 }
 
 static void set_errmsg(ks_dav_request *req, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -329,6 +330,19 @@ static size_t on_write(char *buf, size_t size, size_t n, void *userdata)
 		}
 		return len;
 	}
+	if (s->req->max_body) {
+		/* A payload (an item's GET): past the cap it is refused, not cut. */
+		if (len > s->body.max - s->body.len) {
+			s->cb_error = -EFBIG;
+			return 0;
+		}
+		r = ks_buf_append(&s->body, buf, len);
+		if (r < 0) {
+			s->cb_error = r;
+			return 0;
+		}
+		return len;
+	}
 	/* Other bodies are kept for error messages only, up to the cap; the rest is dropped. */
 	if (s->body.len < KS_DAV_MAX_BODY)
 		(void) ks_buf_append(&s->body, buf, KS_MIN(len, KS_DAV_MAX_BODY - s->body.len));
@@ -403,7 +417,7 @@ static int req_setup(ks_dav *d, ks_dav_request *req, req_state **ret)
 		return -ENOMEM;
 	s->dav = d;
 	s->req = req;
-	s->body.max = KS_DAV_MAX_BODY;
+	s->body.max = req->max_body ? req->max_body : KS_DAV_MAX_BODY;
 	r = resolve_url(d, req->url, &s->url);
 	if (r < 0)
 		goto fail;
@@ -500,6 +514,9 @@ static void req_finish(req_state *s, CURLcode code)
 		if (r == -EBADMSG)
 			set_errmsg(req, "malformed XML in the %s response from %s: %s", req->method,
 				   s->url, ks_ms_parser_why(s->parser));
+		else if (r == -EFBIG && !s->is_multistatus)
+			set_errmsg(req, "the answer to %s %s is over the %zu MB limit", req->method,
+				   s->url, s->body.max >> 20);
 		else if (r == -EFBIG)
 			set_errmsg(req, "a value in the %s response from %s is too large",
 				   req->method, s->url);
@@ -560,8 +577,10 @@ static void req_finish(req_state *s, CURLcode code)
 			req->sync_token = strdup(t);
 		req->n_responses = ks_ms_parser_count(s->parser);
 	}
-	if (s->body.len)
+	if (s->body.len) {
+		req->body_text_len = s->body.len;
 		req->body_text = ks_buf_steal(&s->body);
+	}
 	/* The Location header as sent (libcurl's own absolute form would carry the
 	 * credentials), resolved against this request's URL. */
 	if (status >= 300 && status < 400 && req->redirect_url) {

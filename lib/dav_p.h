@@ -43,6 +43,10 @@ struct ks_dav_request {
 	const char *if_none_match;
 	const char *accept;
 	bool follow_redirects;
+	/* 0: a non-multistatus body is kept up to KS_DAV_MAX_BODY and cut there (error pages).
+	 * Otherwise the body is the answer's payload: one longer than this stops the transfer
+	 * and fails the request with -EFBIG, never a silently shortened body. */
+	size_t max_body;
 	ks_ms_response_fn on_response;	/* multistatus bodies go here as they arrive */
 	void *userdata;
 	ks_dav_done_fn on_done;
@@ -53,7 +57,8 @@ struct ks_dav_request {
 	char *etag;		/* ETag response header, quotes kept */
 	char *effective_url;	/* after redirects */
 	char *sync_token;	/* top-level sync-token of a multistatus */
-	char *body_text;	/* non-multistatus body, up to KS_DAV_MAX_BODY bytes */
+	char *body_text;	/* non-multistatus body, up to KS_DAV_MAX_BODY or max_body bytes */
+	size_t body_text_len;	/* its length (it may hold NUL bytes) */
 	char *redirect_url;	/* Location of a 3xx answer */
 	size_t n_responses;	/* <response> elements parsed */
 	unsigned retry_after;	/* seconds from Retry-After, 0 if none */

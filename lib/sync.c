@@ -1038,11 +1038,20 @@ static int fetch_missing(coll_run *c, batch *b)
 			got = strcmp(b->items[j].href, b->hrefs[i]) == 0;
 		if (got)
 			continue;
-		ks_dav_request req = { .method = "GET", .url = b->hrefs[i] };
-		ks_buf data = { .max = KS_CARD_MAX };
+		ks_dav_request req = { .method = "GET", .url = b->hrefs[i], .max_body = KS_CARD_MAX };
 		int r = ks_dav_run_one(c->R->dav, &req);
 		if (r == -ENOENT) {
 			/* Gone between listing and fetch: the next listing reports it. */
+			ks_dav_request_done(&req);
+			continue;
+		}
+		if (r == -EFBIG) {
+			/* Like an item that does not parse: reported and skipped, so that it is
+			 * not downloaded again on every run until it changes. */
+			c->skipped++;
+			emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r,
+				  "skipping '%.200s': it is over the %d MB limit for one item",
+				  b->hrefs[i], KS_CARD_MAX >> 20);
 			ks_dav_request_done(&req);
 			continue;
 		}
@@ -1063,12 +1072,10 @@ static int fetch_missing(coll_run *c, batch *b)
 		b->items[b->n_items++] = (fetched_item) {
 			.href = strdup(b->hrefs[i]),
 			.etag = req.etag ? strdup(req.etag) : NULL,
+			.len = req.body_text_len,
 			.data = TAKE_PTR(req.body_text),
-			.len = 0,
 		};
-		b->items[b->n_items - 1].len = strlen(b->items[b->n_items - 1].data);
 		ks_dav_request_done(&req);
-		ks_buf_done(&data);
 		if (!b->items[b->n_items - 1].href)
 			return -ENOMEM;
 	}
@@ -1091,7 +1098,10 @@ static int on_batch_done(ks_dav_request *req, void *userdata)
 		batch_clear_items(b);
 		return -ECANCELED;
 	}
-	if (req->result < 0 && req->result != -EBADMSG) {
+	/* Malformed XML, or an item over the size cap, ends the parse at that point: what came
+	 * before is applied and the rest fetched one by one, so one bad item costs its batch
+	 * nothing. */
+	if (req->result < 0 && req->result != -EBADMSG && req->result != -EFBIG) {
 		/* The whole batch failed: the collection fails this run, nothing is lost. */
 		c->cb_error = req->result;
 		emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, req->result, "%s",
@@ -1889,7 +1899,7 @@ static int fetch_one(coll_run *c, const char *href, char **ret, size_t *ret_len,
 	ks_buf_done(&b.body);
 	if (r >= 0 && b.n_items == 0) {
 		/* Not in the multiget: ask for it alone before believing it is gone. */
-		ks_dav_request req = { .method = "GET", .url = href };
+		ks_dav_request req = { .method = "GET", .url = href, .max_body = KS_CARD_MAX };
 		r = ks_dav_run_one(c->R->dav, &req);
 		if (r >= 0 && req.body_text) {
 			b.items = calloc(1, sizeof(*b.items));
@@ -1897,8 +1907,8 @@ static int fetch_one(coll_run *c, const char *href, char **ret, size_t *ret_len,
 				r = -ENOMEM;
 			else {
 				b.n_items = 1;
+				b.items[0].len = req.body_text_len;
 				b.items[0].data = TAKE_PTR(req.body_text);
-				b.items[0].len = strlen(b.items[0].data);
 				b.items[0].etag = req.etag ? strdup(req.etag) : NULL;
 			}
 		} else if (r >= 0)
