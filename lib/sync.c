@@ -264,6 +264,7 @@ typedef struct coll_run {
 	int cb_error;
 	unsigned added, updated, deleted, skipped, failed_fetch;
 	unsigned failed_push;	/* of failed_fetch, the local changes that could not be sent */
+	unsigned skipped_outside;	/* listed hrefs outside the collection */
 	unsigned fetched;
 	unsigned pushed, pushed_deletes, conflicts, deferred;
 	unsigned held;		/* server changes not applied that no upload takes care of */
@@ -359,9 +360,20 @@ static int on_listing(const ks_ms_response *r, void *userdata)
 			c->truncated = true;
 		return 0;
 	}
-	/* Only direct members of the collection become items. */
+	/* Only direct members of the collection become items. What lies outside it is no
+	 * business of this collection, neither to write nor to delete: it is reported (a few
+	 * times per run, a server may list any number) and left alone. A member collection
+	 * (a trailing slash) is not an item either, and nothing to report. */
 	size_t n = strlen(c->col->href);
-	if (strncmp(href, c->col->href, n) != 0 || strchr(href + n, '/'))
+	if (strncmp(href, c->col->href, n) != 0) {
+		c->skipped++;
+		if (c->skipped_outside++ < 3)
+			emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, -EINVAL,
+				  "ignoring '%.200s' from the server: it is not in the collection",
+				  r->href);
+		return 0;
+	}
+	if (strchr(href + n, '/'))
 		return 0;
 	if (r->status == 404 || r->status == 410)
 		return strv_push(&c->gone, &c->n_gone, &c->cap_gone, href);
