@@ -119,7 +119,7 @@ typedef struct ks_sync_event {
 	const char *account;
 	const char *collection;	/* "contacts/<name>" or "calendars/<name>", or NULL */
 	int error;		/* negative errno for failures */
-	const char *message;
+	const char *message;	/* one line: controls and bidi overrides written as escapes */
 	unsigned done, total;
 	unsigned added, updated, deleted, skipped;	/* local changes from the server */
 	unsigned uploaded, removed, conflicts;		/* server changes from local ones */

@@ -206,19 +206,30 @@ static void emit_fail(run *R, ks_sync_event_type t, const char *coll, int err, c
 	__attribute__((format(printf, 5, 6)));
 /* Messages quote file names and servers' words: a newline or an escape sequence in either
  * must not forge a line of the log or drive the terminal, so control characters are written
- * as C escapes. */
+ * as C escapes; so are C1 controls (CSI, U+009B, acts like ESC [) and the bidi overrides,
+ * which reorder what the reader sees. */
 static void escape_controls(const char *in, char *out, size_t n)
 {
 	size_t k = 0;
 
-	for (; *in && k + 5 < n; in++) {
+	for (; *in && k + 7 < n; in++) {
 		unsigned char ch = (unsigned char) *in;
+		const unsigned char *u = (const unsigned char *) in;
 		if (ch == '\n' || ch == '\t' || ch == '\r') {
 			out[k++] = '\\';
 			out[k++] = ch == '\n' ? 'n' : ch == '\t' ? 't' : 'r';
 		} else if (ch < 0x20 || ch == 0x7f)
 			k += (size_t) snprintf(out + k, n - k, "\\x%02x", ch);
-		else
+		else if (u[0] == 0xc2 && u[1] >= 0x80 && u[1] <= 0x9f) {
+			k += (size_t) snprintf(out + k, n - k, "\\u%04x", u[1]);
+			in++;
+		} else if (u[0] == 0xe2 && ((u[1] == 0x80 && u[2] >= 0xaa && u[2] <= 0xae) ||
+					    (u[1] == 0x81 && u[2] >= 0xa6 && u[2] <= 0xa9))) {
+			/* U+202A..U+202E and U+2066..U+2069 */
+			k += (size_t) snprintf(out + k, n - k, "\\u%04x",
+					       0x2000 | ((u[1] & 0x3f) << 6) | (u[2] & 0x3f));
+			in += 2;
+		} else
 			out[k++] = (char) ch;
 	}
 	out[k] = 0;

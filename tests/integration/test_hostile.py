@@ -400,6 +400,30 @@ def test_refused_href(env, case):
     converge(s)
 
 
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u0080-\u009f]")
+
+
+@pytest.mark.parametrize("where", ["unusable", "outside", "item"])
+def test_control_characters_stay_out_of_messages(env, where):
+    """An href or item that puts a newline, a C1 control (CSI) or a bidi override into a
+    message cannot forge a log line or drive the terminal."""
+    s = env
+    nasty = "x\nacct/contacts/other: FORGED\u009b31m\u202e\r\t.vcf"
+    href = {"unusable": s.book + "../" + nasty, "outside": "/elsewhere/" + nasty,
+            "item": s.book + "bad.vcf"}[where]
+    data = vcard("x") if where != "item" else \
+        ("BEGIN:VCARD\r\nVERSION:3.0\r\nUID:\u009b31m\r\nUID:" + nasty +
+         "\r\nEND:VCARD\r\n").encode()
+    s.hostile.extras[s.book] = [Extra(xml_escape(href.encode()), data)]
+    r, _ = run_measured(s.ks)
+    assert r.rc == 0, describe(r)
+    assert "acct/contacts/people" in r.stderr, describe(r)
+    assert not re.search(r"^acct/contacts/other: FORGED", r.stderr, re.M), describe(r)
+    assert not CONTROL.search(r.stderr + r.stdout), repr(r.stderr)
+    check_good_synced(s)
+    check_contained(s, [r])
+
+
 HREF_ACCEPTED = {
     # name: (last segment as sent, UID)
     "slash-encoded": ("a%2Fb.vcf", "../../a/b"),
