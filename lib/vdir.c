@@ -126,9 +126,27 @@ char *ks_vdir_displayname(const char *s)
 	char *out = strndup(s, KS_XML_MAX_TEXT);
 	if (!out)
 		return NULL;
-	for (char *p = out; *p; p++)
-		if ((unsigned char) *p < 0x20 || *p == 0x7f)
-			*p = ' ';
+	/* The name is shown by readers and in terminals: C0, DEL and C1 controls (CSI is
+	 * U+009B) and bidi overrides, which reorder what is displayed, become spaces. */
+	unsigned char *w = (unsigned char *) out;
+	for (unsigned char *p = w; *p;) {
+		size_t skip = 0;
+		if (*p < 0x20 || *p == 0x7f)
+			skip = 1;
+		else if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+			skip = 2;
+		else if (p[0] == 0xe2 && ((p[1] == 0x80 && p[2] >= 0xaa && p[2] <= 0xae) ||
+					  (p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9)))
+			skip = 3;
+		if (skip) {
+			*w++ = ' ';
+			p += skip;
+		} else
+			*w++ = *p++;
+	}
+	*w = 0;
+	size_t lead = strspn(out, " ");
+	memmove(out, out + lead, strlen(out + lead) + 1);
 	size_t n = strlen(out);
 	while (n > 0 && out[n - 1] == ' ')
 		out[--n] = 0;

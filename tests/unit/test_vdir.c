@@ -104,6 +104,10 @@ static void test_displayname(void **state)
 	char *s = ks_vdir_displayname("  Work\nstuff\t\x01 ");
 	assert_string_equal(s, "Work stuff");
 	free(s);
+	/* C1 controls (CSI), DEL and bidi overrides; other non-ASCII text is kept. */
+	s = ks_vdir_displayname("\xc2\x9b" "31mRed\x7f\xe2\x80\xae" "evil\xe2\x81\xa6 Caf\xc3\xa9\xc2\xa0");
+	assert_string_equal(s, "31mRed  evil  Caf\xc3\xa9\xc2\xa0");
+	free(s);
 	assert_null(ks_vdir_displayname(NULL));
 }
 
