@@ -38,6 +38,7 @@ typedef struct req_state {
 	ks_ms_parser *parser;
 	ks_buf body;
 	int cb_error;		/* error returned by a callback, stops the whole run */
+	size_t streamed;	/* multistatus bytes fed to the parser */
 	bool is_multistatus;
 	bool status_checked;
 	char curl_err[CURL_ERROR_SIZE];
@@ -323,6 +324,12 @@ static size_t on_write(char *buf, size_t size, size_t n, void *userdata)
 		}
 	}
 	if (s->is_multistatus) {
+		if (len > KS_DAV_MAX_STREAM - s->streamed) {
+			s->streamed = KS_DAV_MAX_STREAM;	/* tells the cause apart */
+			s->cb_error = -EFBIG;
+			return 0;
+		}
+		s->streamed += len;
 		r = ks_ms_parser_feed(s->parser, buf, len);
 		if (r < 0) {
 			s->cb_error = r;
@@ -517,6 +524,9 @@ static void req_finish(req_state *s, CURLcode code)
 		else if (r == -EFBIG && !s->is_multistatus)
 			set_errmsg(req, "the answer to %s %s is over the %zu MB limit", req->method,
 				   s->url, s->body.max >> 20);
+		else if (r == -EFBIG && s->streamed >= KS_DAV_MAX_STREAM)
+			set_errmsg(req, "the %s response from %s is over the %zu MB limit",
+				   req->method, s->url, KS_DAV_MAX_STREAM >> 20);
 		else if (r == -EFBIG)
 			set_errmsg(req, "a value in the %s response from %s is too large",
 				   req->method, s->url);

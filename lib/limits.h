@@ -5,6 +5,9 @@
 
 /* Largest non-streamed response body kept in memory (error bodies, small replies). */
 #define KS_DAV_MAX_BODY (1024 * 1024)
+/* Largest multistatus body read: it is parsed as it streams in, so this bounds time, not
+ * memory (a server sending without end would hold its account's run forever). */
+#define KS_DAV_MAX_STREAM ((size_t) 1 << 30)
 /* Largest single vCard or iCalendar object accepted from the server or the disk. */
 #define KS_CARD_MAX (8 * 1024 * 1024)
 /* Largest text of any other XML property (href, displayname, token...). */

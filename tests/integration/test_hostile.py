@@ -738,22 +738,31 @@ def huge_error(s, body, total):
     return Stream(500, [("Content-Type", "text/html")], chunks())
 
 
-HUGE = {"listing-200MB": huge_listing, "text-200MB": huge_text, "error-200MB": huge_error}
+HUGE = {"listing-200MB": huge_listing, "text-200MB": huge_text, "error-200MB": huge_error,
+        "endless": huge_listing}
 
 
 @pytest.mark.parametrize("case", sorted(HUGE))
 def test_huge_response(env, case):
     """A listing of 200 MB (members elsewhere, one enormous text, an error page): streamed
-    through in bounded memory; the collection syncs or fails with a message."""
+    through in bounded memory; the collection syncs or fails with a message. One that would
+    not end is given up at the cap on streamed answers."""
     s = env
     SENT[0] = 0
-    s.hostile.listing[s.book] = lambda body: HUGE[case](s, body, 200 << 20)
+    total = (8 << 30) if case == "endless" else (200 << 20)
+    s.hostile.listing[s.book] = lambda body: HUGE[case](s, body, total)
     r, rss = run_measured(s.ks, timeout=600)
     print("%s: rc %d, peak RSS %d KiB" % (case, r.rc, rss))
     check_good_synced(s, skip=("people",))
     if case == "error-200MB":
         assert r.rc != 0, describe(r)
         assert "acct/contacts/people: " in r.stderr, describe(r)
+    elif case == "endless":
+        # Given up at the 1 GB cap on a streamed answer, long before 8 GB.
+        assert r.rc != 0, describe(r)
+        assert re.search(r"acct/contacts/people: .*over the 1024 MB limit", r.stderr), \
+            describe(r)
+        assert SENT[0] < 2 << 30, SENT[0]
     else:
         # The real members come after the 200 MB: they are there only if all was read.
         assert r.rc == 0, describe(r)
