@@ -596,6 +596,15 @@ static int on_multiget(const ks_ms_response *r, void *userdata)
 		asked = strcmp(b->hrefs[i], href) == 0;
 	if (!asked)
 		return 0;
+	/* One answer per href: a second one would become a second file for one row, which the
+	 * next scan would take for a new local item and upload. */
+	for (size_t i = 0; i < b->n_items; i++)
+		if (strcmp(b->items[i].href, href) == 0) {
+			b->c->skipped++;
+			emit_fail(b->c->R, KS_SYNC_ITEM_SKIPPED, b->c->label, -ENOTUNIQ,
+				  "ignoring a second answer for '%.200s' in one multiget", href);
+			return 0;
+		}
 	fetched_item *ni = realloc(b->items, (b->n_items + 1) * sizeof(*ni));
 	if (!ni)
 		return -ENOMEM;

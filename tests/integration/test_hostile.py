@@ -870,6 +870,30 @@ def test_same_uid_under_two_hrefs(env):
     check_contained(s, [r, r2])
 
 
+@pytest.mark.parametrize("second", ["same-uid", "other-uid"])
+def test_href_answered_twice_in_a_multiget(env, second):
+    """A multiget answer holding the same href twice, with different data: one item, one
+    file, and nothing is uploaded afterwards as if it were a new local file."""
+    s = env
+    href = s.book + "twice.vcf"
+    s.hostile.extras[s.book] = [Extra(href, vcard("twice@ksync.example", fn="Twice One"))]
+    uid2 = "twice@ksync.example" if second == "same-uid" else "twice-2@ksync.example"
+    dup = ms_response(href.encode(), '"hostile-2"', vcard(uid2, fn="Twice Two"),
+                      b"address-data")
+    s.hostile.multiget[s.book] = lambda body: insert_responses(body, dup)
+    r, _ = run_measured(s.ks)
+    assert r.rc == 0, describe(r)
+    got = files_of(s, "addressbook", "people")
+    twice = [n for n, d in got.items() if b"FN:Twice" in d]
+    assert len(twice) == 1, sorted(got)
+    n0 = len(s.front.seen())
+    r2, _ = run_measured(s.ks)
+    assert r2.rc == 0, describe(r2)
+    sent = [(x.method, x.path) for x in s.front.seen()[n0:] if x.method in ("PUT", "DELETE")]
+    assert not sent, (sent, describe(r2))
+    check_contained(s, [r, r2])
+
+
 def test_uid_changes_between_versions(env):
     """The server changes an item's UID in place: the file is updated (one file, the new
     UID), nothing is duplicated, uploaded or lost."""
