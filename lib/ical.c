@@ -30,6 +30,14 @@
  * A VTIMEZONE is used only when it has at most this many rules, each yearly in one month. */
 #define ICAL_TZ_MAX_RULES 8
 
+/* libical drops a property whose value it cannot parse (empty, a date that is none...), and
+ * that removal walks the component's whole property list: 25,000 such lines in one component
+ * took five seconds, 100,000 two minutes. Past this many property lines in one component, only
+ * the properties the reader fields come from reach libical, at most ICAL_MAX_EXTRA_LINES of
+ * them; the file keeps every line. */
+#define ICAL_MAX_COMPONENT_LINES 1000
+#define ICAL_MAX_EXTRA_LINES 100
+
 KS_DEFINE_CLEANUP(icalcomponent, icalcomponent_free);
 
 /* Copies s[0..n) without the blanks around it, or NULL when nothing is left (*ret_oom tells
@@ -74,6 +82,23 @@ static bool libical_warns_about(const char *l, size_t ll)
 	return false;
 }
 
+/* The properties the reader fields and time zones are computed from. */
+static bool info_property(const char *l, size_t ll)
+{
+	static const char *const names[] = {
+		"UID", "SUMMARY", "DTSTART", "DTEND", "DUE", "DURATION", "RRULE", "RDATE", "STATUS",
+		"PRIORITY", "RECURRENCE-ID", "TZID", "TZOFFSETFROM", "TZOFFSETTO", "TZNAME",
+	};
+	size_t k = strcspn(l, ";:\n");
+
+	if (k > ll)
+		k = ll;
+	for (size_t i = 0; i < ELEMENTSOF(names); i++)
+		if (k == strlen(names[i]) && ks_has_prefix_nocase(l, k, names[i]))
+			return true;
+	return false;
+}
+
 /* Makes the text that libical parses: unfolded, so that every content line is one line and
  * libical never sees a continuation, and ending in a line break. While at it, rejects what would
  * make libical crash or take quadratic time, and leaves out the lines it would print about. */
@@ -86,6 +111,9 @@ static int ical_prepare(const char *data, size_t len, char **ret, size_t *ret_le
 	 * be a BEGIN and only certain ENDs, lower the other way round. */
 	long upper = 0, lower = 0;
 	uint64_t work = 0;
+	size_t lines = 0;
+	/* property lines of the open components, by depth */
+	unsigned depth = 0, props[ICAL_MAX_DEPTH + 2] = { 0 }, extra[ICAL_MAX_DEPTH + 2] = { 0 };
 
 	if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0)
 		i = 3;
@@ -126,6 +154,10 @@ static int ical_prepare(const char *data, size_t len, char **ret, size_t *ret_le
 			return ks_set_error(reterr_msg, -EBADMSG,
 					     "too many parameters in long iCalendar lines");
 
+		if (++lines > KS_CARD_MAX_LINES)
+			return ks_set_error(reterr_msg, -EFBIG,
+					     "iCalendar object has more than %d lines",
+					     KS_CARD_MAX_LINES);
 		if (ks_has_prefix_nocase(l, ll, "BEGIN") && ++upper > ICAL_MAX_DEPTH)
 			return ks_set_error(reterr_msg, -EBADMSG,
 					     "iCalendar components nested more than %d deep",
@@ -142,6 +174,22 @@ static int ical_prepare(const char *data, size_t len, char **ret, size_t *ret_le
 		at += ll + 1;
 		if (libical_warns_about(l, ll))
 			continue;
+		if (ks_has_prefix_nocase(l, ll, "BEGIN:")) {
+			if (depth <= ICAL_MAX_DEPTH) {
+				depth++;
+				props[depth] = extra[depth] = 0;
+			}
+		} else if (ks_has_prefix_nocase(l, ll, "END:")) {
+			if (depth > 0)
+				depth--;
+		} else if (++props[depth] > ICAL_MAX_COMPONENT_LINES) {
+			if (!info_property(l, ll))
+				continue;
+			if (++extra[depth] > ICAL_MAX_EXTRA_LINES)
+				return ks_set_error(reterr_msg, -EBADMSG,
+						     "more than %d properties in one iCalendar "
+						     "component", ICAL_MAX_COMPONENT_LINES);
+		}
 		memmove(t + w, l, ll + 1);
 		w += ll + 1;
 	}

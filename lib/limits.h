@@ -10,6 +10,10 @@
 #define KS_DAV_MAX_STREAM ((size_t) 1 << 30)
 /* Largest single vCard or iCalendar object accepted from the server or the disk. */
 #define KS_CARD_MAX (8 * 1024 * 1024)
+/* Most content lines (after unfolding; for vCards, lines plus parameters) in one vCard or
+ * iCalendar object: the parsers' memory and time follow their number, and 8 MB of four-byte
+ * lines would be two million. An 8 MB object of ordinary lines has fewer. */
+#define KS_CARD_MAX_LINES 300000
 /* Largest text of any other XML property (href, displayname, token...). */
 #define KS_XML_MAX_TEXT (64 * 1024)
 /* Deepest XML nesting accepted in a multistatus. */

@@ -334,7 +334,7 @@ int ks_vcard_parse(const char *data, size_t len, ks_vcard **ret, size_t *ret_n, 
 	_cleanup_(ks_buf_done) ks_buf line = { .max = KS_CARD_MAX };
 	_cleanup_(card_list_done) card_list cards = {};
 	vcard_reader rd = { .data = data, .len = len, .line = 1 };
-	size_t cards_cap = 0, props_cap = 0, nested = 0, bad;
+	size_t cards_cap = 0, props_cap = 0, nested = 0, bad, n_lines = 0;
 	ks_vcard *card = NULL;
 	int r;
 
@@ -374,6 +374,13 @@ int ks_vcard_parse(const char *data, size_t len, ks_vcard **ret, size_t *ret_n, 
 		if (r < 0)
 			return r;
 		voff += start;
+		/* Each line and each parameter is an allocation of its own, tens of bytes for as
+		 * few as four of input: their number is capped, not only the size. */
+		n_lines += 1 + p.n_params;
+		if (n_lines > KS_CARD_MAX_LINES)
+			return ks_set_error(reterr_msg, -EFBIG,
+					     "vCard has more than %d lines and parameters",
+					     KS_CARD_MAX_LINES);
 
 		/* vCard 2.1 quoted-printable: a value ending in '=' (a soft line break) continues
 		 * on the next line, which is not folded. */

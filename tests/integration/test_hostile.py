@@ -802,6 +802,52 @@ def test_huge_item(env, via):
     converge(s)
 
 
+def many_lines(kind, size):
+    """An item just under `size` bytes made of the shortest property lines (or, for iCalendar,
+    of empty components): the most parser objects per byte."""
+    if kind == "addressbook":
+        head = b"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:many@ksync.example\r\nFN:Many Lines\r\n"
+        tail, unit = b"END:VCARD\r\n", b"X:\r\n"
+    else:
+        head = (b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nBEGIN:VEVENT\r\n"
+                b"UID:many@ksync.example\r\nDTSTAMP:20240101T000000Z\r\n"
+                b"DTSTART:20240301T100000Z\r\nSUMMARY:Many Lines\r\n")
+        tail, unit = b"END:VEVENT\r\nEND:VCALENDAR\r\n", b"X:\r\n"
+    n = (size - len(head) - len(tail)) // len(unit)
+    return head + unit * n + tail
+
+
+@pytest.mark.parametrize("kind", ["addressbook", "calendar", "calendar-250k"])
+def test_item_of_many_tiny_lines(env, kind):
+    """An item just under the size cap made of 2 million tiny lines: refused, naming it, in
+    bounded memory and time; 250,000 empty properties (which libical drops one by one) are
+    parsed in a moment. The rest syncs."""
+    s = env
+    coll, name, ext = ((s.book, "people", ".vcf") if kind == "addressbook"
+                       else (s.cal, "cal", ".ics"))
+    size = 250000 * 4 + 200 if kind == "calendar-250k" else (8 << 20) - 4096
+    s.hostile.extras[coll] = [Extra(coll + "many" + ext,
+                                    many_lines(kind.split("-")[0], size))]
+    t0 = time.monotonic()
+    r, rss = run_measured(s.ks)
+    elapsed = time.monotonic() - t0
+    print("many lines (%s): rc %d, %.1f s, peak RSS %d KiB\n%s" % (kind, r.rc, elapsed, rss,
+                                                                   r.stderr))
+    assert r.rc == 0, describe(r)
+    check_good_synced(s)
+    many = [d for d in files_of(s, "calendar" if "calendar" in kind else kind, name).values()
+            if b"many@ksync.example" in d]
+    if kind == "calendar-250k":
+        assert len(many) == 1, describe(r)
+    else:
+        assert not many
+        assert re.search(r"acct/\w+/%s: skipping '[^']*many%s': .*more than" % (name, ext),
+                         r.stderr), describe(r)
+    assert rss < RSS_CAP_KB, rss
+    assert elapsed < 60, elapsed
+    check_contained(s, [r])
+
+
 # -- 3. items ------------------------------------------------------------------------------------
 
 BAD_ITEMS = {

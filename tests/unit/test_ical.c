@@ -529,6 +529,58 @@ static void test_hostile(void **state)
 	free(s);
 }
 
+/* Properties libical drops (an empty value, a date that is none) cost it a walk of the whole
+ * component each: past a thousand lines in one component only the reader fields' properties
+ * reach it, and a flood of those is refused. */
+static void test_many_properties(void **state)
+{
+	static const char *const units[] = { "X-A:\r\n", "DESCRIPTION:\r\n", "X-A: \r\n",
+					     "X-A;B=1:\r\n", "ATTENDEE:mailto:a@b\r\n" };
+	size_t cap = 8 * 1024 * 1024, n;
+	char *s = malloc(cap);
+	ks_item_info info = {};
+	char *msg = NULL;
+	double t0;
+
+	assert_non_null(s);
+	for (size_t u = 0; u < ELEMENTSOF(units); u++) {
+		n = (size_t) snprintf(s, cap, "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:m\r\n");
+		for (unsigned i = 0; i < 100000; i++)
+			n += (size_t) snprintf(s + n, cap - n, "%s", units[u]);
+		n += (size_t) snprintf(s + n, cap - n, "SUMMARY:Last\r\nDTSTART:20240301T100000Z\r\n"
+				       "END:VEVENT\r\nEND:VCALENDAR\r\n");
+		t0 = now();
+		assert_int_equal(parse_quiet(s, n, &info, &msg), 0);
+		if (now() - t0 > 2)
+			fail_msg("100,000 lines of '%s' took %.1f s", units[u], now() - t0);
+		assert_string_equal(info.uid, "m");
+		assert_string_equal(info.summary, "Last");
+		assert_string_equal(info.dtstart, "2024-03-01T10:00:00Z");
+		ks_item_info_done(&info);
+	}
+
+	n = (size_t) snprintf(s, cap, "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:m\r\n");
+	for (unsigned i = 0; i < 25000; i++)
+		n += (size_t) snprintf(s + n, cap - n, "DTSTART:garbage\r\n");
+	n += (size_t) snprintf(s + n, cap - n, "END:VEVENT\r\nEND:VCALENDAR\r\n");
+	t0 = now();
+	assert_int_equal(parse_quiet(s, n, &info, &msg), -EBADMSG);
+	assert_true(now() - t0 < 2);
+	assert_non_null(strstr(msg, "properties in one iCalendar component"));
+	free(msg);
+	msg = NULL;
+
+	/* More lines than any object needs. */
+	n = (size_t) snprintf(s, cap, "BEGIN:VCALENDAR\r\n");
+	for (unsigned i = 0; i < KS_CARD_MAX_LINES; i++)
+		n += (size_t) snprintf(s + n, cap - n, "BEGIN:VEVENT\r\nEND:VEVENT\r\n");
+	n += (size_t) snprintf(s + n, cap - n, "END:VCALENDAR\r\n");
+	assert_int_equal(parse_quiet(s, n, &info, &msg), -EFBIG);
+	assert_non_null(strstr(msg, "lines"));
+	free(msg);
+	free(s);
+}
+
 /* ---- ks_item_* --------------------------------------------------------------------------- */
 
 static void test_kind_strings(void **state)
@@ -694,6 +746,7 @@ int main(void)
 		cmocka_unit_test(test_nul_byte),
 		cmocka_unit_test(test_huge),
 		cmocka_unit_test(test_hostile),
+		cmocka_unit_test(test_many_properties),
 		cmocka_unit_test(test_kind_strings),
 		cmocka_unit_test(test_dispatch),
 		cmocka_unit_test(test_libical_state),

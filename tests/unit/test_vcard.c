@@ -625,6 +625,32 @@ static void test_huge(void **state)
 	assert_string_equal(info.uid, "many");
 	ks_item_info_done(&info);
 	free(s);
+
+	/* Past KS_CARD_MAX_LINES lines and parameters, refused: each costs tens of bytes. */
+	n_props = KS_CARD_MAX_LINES;
+	len = 21 + 4 * n_props + 10;
+	s = malloc(len);
+	assert_non_null(s);
+	memcpy(s, "BEGIN:VCARD\nUID:many\n", 21);
+	for (size_t i = 0; i < n_props; i++)
+		memcpy(s + 21 + 4 * i, "X:y\n", 4);
+	memcpy(s + len - 10, "END:VCARD\n", 10);
+	assert_int_equal(ks_vcard_parse_info(s, len, &info, &msg), -EFBIG);
+	assert_non_null(strstr(msg, "lines"));
+	free(msg);
+	msg = NULL;
+	/* The same number on one line, as parameters. */
+	len = 21 + 1 + 4 * n_props + 3 + 10;
+	s = realloc(s, len);
+	assert_non_null(s);
+	memcpy(s + 21, "X", 1);
+	for (size_t i = 0; i < n_props; i++)
+		memcpy(s + 22 + 4 * i, ";A=b", 4);
+	memcpy(s + 22 + 4 * n_props, ":v\n", 3);
+	memcpy(s + len - 10, "END:VCARD\n", 10);
+	assert_int_equal(ks_vcard_parse_info(s, len, &info, &msg), -EFBIG);
+	free(msg);
+	free(s);
 }
 
 /* ---- robustness ------------------------------------------------------------------------------ */
