@@ -405,6 +405,12 @@ static int add_header(req_state *s, const char *name, const char *value)
 	char line[1200];
 	struct curl_slist *l;
 
+	/* libcurl sends custom headers as they are: a CR or LF in a value that came from a
+	 * server (an ETag) would add header lines of its choosing. */
+	for (const unsigned char *c = (const unsigned char *) value; *c; c++)
+		if ((*c < 0x20 && *c != '\t') || *c == 0x7f)
+			return -EINVAL;
+
 	if (snprintf(line, sizeof(line), "%s: %s", name, value) >= (int) sizeof(line))
 		return -EINVAL;
 	l = curl_slist_append(s->headers, line);

@@ -454,6 +454,18 @@ static const char *val_str(const ks_ms_parser *p, unsigned f)
 	return p->val_set[f] ? buf_str(&p->val[f]) : NULL;
 }
 
+/* An ETag goes back to the server in an If-Match header: one with a control character other
+ * than a tab (a CR LF would start a header line of the server's choosing) is no usable ETag. */
+static const char *etag_str(const ks_ms_parser *p)
+{
+	const char *e = val_str(p, F_ETAG);
+
+	for (const unsigned char *c = (const unsigned char *) e; c && *c; c++)
+		if ((*c < 0x20 && *c != '\t') || *c == 0x7f)
+			return NULL;
+	return e;
+}
+
 static int response_end(ks_ms_parser *p)
 {
 	int r;
@@ -472,7 +484,7 @@ static int response_end(ks_ms_parser *p)
 	ks_ms_response resp = {
 		.href = buf_str(&p->href),
 		.status = status,
-		.etag = val_str(p, F_ETAG),
+		.etag = etag_str(p),
 		.displayname = val_str(p, F_DISPLAYNAME),
 		.color = val_str(p, F_COLOR),
 		.sync_token = val_str(p, F_SYNC_TOKEN),

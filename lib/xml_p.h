@@ -40,7 +40,7 @@ typedef struct ks_ms_response {
 	const char *href;	/* as sent (still percent-encoded), whitespace trimmed */
 	int status;		/* <response><status>: 404 for a member deleted in sync-collection,
 				 * 507 for truncation; 0 when the response has propstats */
-	const char *etag;	/* getetag, quotes kept */
+	const char *etag;	/* getetag, quotes kept; NULL with a control character but tab */
 	const char *displayname;
 	const char *color;	/* calendar-color (Apple namespace) */
 	const char *sync_token;	/* DAV:sync-token as a property */

@@ -943,6 +943,34 @@ def test_href_answered_twice_in_a_multiget(env, second):
     check_contained(s, [r, r2])
 
 
+def test_etag_with_line_breaks_injects_no_header(env):
+    """An ETag in a listing that holds CR LF (as &#13;&#10;) is never sent as a header line of
+    its own in the If-Match of a later upload."""
+    s = env
+    r, _ = run_measured(s.ks)
+    assert r.rc == 0, describe(r)
+    d = s.ks.collection_dir(ACCOUNT, "addressbook", "people")
+    # The server's next listing reports every item with a new, hostile ETag.
+    s.server.put(s.book + "new.vcf", vcard("new@ksync.example", fn="New One"))
+    s.hostile.listing[s.book] = lambda body: re.sub(
+        rb"(<(?:[\w-]+:)?getetag>)[^<]*(</)", rb"\1&quot;x&quot;&#13;&#10;X-Injected: 1\2", body)
+    s.hostile.multiget[s.book] = s.hostile.listing[s.book]
+    r, _ = run_measured(s.ks, "--force")
+    # A local edit: its upload carries If-Match with the stored ETag.
+    p = d / sorted(p.name for p in d.iterdir() if p.name.endswith(".vcf"))[0]
+    p.write_bytes(p.read_bytes().replace(b"END:VCARD", b"NOTE:edited\r\nEND:VCARD"))
+    n0 = len(s.front.seen())
+    r2, _ = run_measured(s.ks)
+    sent = s.front.seen()[n0:]
+    assert any(x.method == "PUT" for x in sent), describe(r2)
+    injected = [(x.method, x.path) for x in sent if x.header("X-Injected") is not None]
+    assert not injected, (injected, describe(r2))
+    for x in sent:
+        for k, v in x.headers:
+            assert "\r" not in v and "\n" not in v, (k, v)
+    check_contained(s, [r, r2])
+
+
 def test_uid_changes_between_versions(env):
     """The server changes an item's UID in place: the file is updated (one file, the new
     UID), nothing is duplicated, uploaded or lost."""

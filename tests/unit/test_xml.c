@@ -597,6 +597,39 @@ static int parse_status_doc(const char *line, bool in_propstat, collect *c)
 	return parse_doc(doc, strlen(doc), 0, c, NULL);
 }
 
+/* An ETag goes back in If-Match: one with a control character (CR LF would add a header
+ * line) is reported as none; tabs and other text are kept as they are. */
+static void test_etag_controls(void **state)
+{
+	static const struct {
+		const char *xml;
+		const char *dump;
+	} cases[] = {
+		{ "\"a&#13;&#10;X-Injected: 1\"", NULL },
+		{ "\"a\nb\"", NULL },
+		{ "\"a&#127;\"", NULL },
+		{ "\"a\tb\"", "etag=\"a\tb\"\n" },
+		{ "W/\"caf\xc3\xa9\"", "etag=W/\"caf\xc3\xa9\"\n" },
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		char doc[512];
+		collect c = {};
+
+		snprintf(doc, sizeof(doc),
+			 "<multistatus xmlns='DAV:'><response><href>/x</href><propstat><prop>"
+			 "<getetag>%s</getetag></prop><status>HTTP/1.1 200 OK</status></propstat>"
+			 "</response></multistatus>", cases[i].xml);
+		assert_int_equal(parse_doc(doc, strlen(doc), 0, &c, NULL), 0);
+		assert_int_equal(c.calls, 1);
+		if (cases[i].dump)
+			assert_non_null(strstr(c.dump.data, cases[i].dump));
+		else
+			assert_null(strstr(c.dump.data, "etag="));
+		collect_done(&c);
+	}
+}
+
 static void test_status_lines(void **state)
 {
 	static const struct {
@@ -1615,6 +1648,7 @@ int main(void)
 		cmocka_unit_test(test_fixtures),
 		cmocka_unit_test(test_fixture_prefixes_fail),
 		cmocka_unit_test(test_data_exact),
+		cmocka_unit_test(test_etag_controls),
 		cmocka_unit_test(test_status_lines),
 		cmocka_unit_test(test_propstat_order_and_merge),
 		cmocka_unit_test(test_line_ends),
