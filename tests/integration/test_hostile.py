@@ -59,6 +59,10 @@ def run_measured(ks, *args, timeout=RUN_TIMEOUT):
     text = rss_file.read_text()
     os.unlink(rss_file)
     rss = int(text.strip().splitlines()[-1])
+    # Shown by pytest with a failure (or with -s).
+    print("ksyncd --once %s: rc %d, peak RSS %d KiB\n%s%s" % (
+        " ".join(map(str, args)), p.returncode, rss, p.stdout.decode("utf-8", "replace"),
+        p.stderr.decode("utf-8", "replace")))
     return Result(p.returncode, p.stdout.decode("utf-8", "replace"),
                   p.stderr.decode("utf-8", "replace")), rss
 
