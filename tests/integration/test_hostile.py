@@ -11,6 +11,7 @@ anywhere, ksyncd's memory stays bounded, and a later clean run converges.
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 import urllib.parse
@@ -54,17 +55,25 @@ def run_measured(ks, *args, timeout=RUN_TIMEOUT):
     its exec, with the test's own memory."""
     rss_file = ks.root / "ksyncd.rss"
     argv = [TIME, "-o", str(rss_file), "-f", "%M", str(ks.ksyncd), "--once"]
-    p = subprocess.run(argv + [str(a) for a in args], env=ks.env(), cwd=ks.home,
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    # In a session of its own: a timeout ends ksyncd too, not only /usr/bin/time.
+    p = subprocess.Popen(argv + [str(a) for a in args], env=ks.env(), cwd=ks.home,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise
     text = rss_file.read_text()
     os.unlink(rss_file)
     rss = int(text.strip().splitlines()[-1])
     # Shown by pytest with a failure (or with -s).
     print("ksyncd --once %s: rc %d, peak RSS %d KiB\n%s%s" % (
-        " ".join(map(str, args)), p.returncode, rss, p.stdout.decode("utf-8", "replace"),
-        p.stderr.decode("utf-8", "replace")))
-    return Result(p.returncode, p.stdout.decode("utf-8", "replace"),
-                  p.stderr.decode("utf-8", "replace")), rss
+        " ".join(map(str, args)), p.returncode, rss, out.decode("utf-8", "replace"),
+        err.decode("utf-8", "replace")))
+    return Result(p.returncode, out.decode("utf-8", "replace"),
+                  err.decode("utf-8", "replace")), rss
 
 
 CURRENT = []
