@@ -21,7 +21,7 @@ import zlib
 import pytest
 
 from ksynctest import checks, gen, servers
-from ksynctest.daemon import Daemon
+from ksynctest.daemon import Daemon, wait_until
 from ksynctest.tlsfront import Drop, Front, Reply, Stall, Transform
 
 ACCOUNT = "acct"
@@ -734,16 +734,6 @@ def _account_status(d):
     return json.loads(r.stdout)["accounts"][0]
 
 
-def _wait(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for %s" % what)
-
-
 @pytest.mark.parametrize("retry_after", [1, 999999])
 def test_daemon_retry_after(radicale, ks, retry_after):
     """ksyncd honours a 503's Retry-After: 1 s means the next run about 1 s later (not the
@@ -764,14 +754,14 @@ def test_daemon_retry_after(radicale, ks, retry_after):
             def second_run():
                 gaps = [b - a for a, b in zip(times, times[1:])]
                 return [g for g in gaps if g > 0.5]
-            gaps = _wait(second_run, 30, "a second run")
+            gaps = wait_until(second_run, 30, "a second run")
             assert 0.9 <= gaps[0] <= 5, gaps
-            a = _wait(lambda: (lambda s: s["last_result"] == "failed" and s["retry_in"]
+            a = wait_until(lambda: (lambda s: s["last_result"] == "failed" and s["retry_in"]
                                and s["retry_in"] > 1 and s)(_account_status(d)), 30,
                       "the backoff after the second failure")
             assert 25 <= a["retry_in"] <= 30, a
         else:
-            a = _wait(lambda: (lambda s: s["last_result"] == "failed" and s)(
+            a = wait_until(lambda: (lambda s: s["last_result"] == "failed" and s)(
                 _account_status(d)), 60, "the failed first run")
             assert a["state"] == "backoff", a
             assert 3590 <= a["retry_in"] <= 3600, a
