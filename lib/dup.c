@@ -1901,19 +1901,6 @@ static void job_done(job *j)
 	*j = (job) { .dirfd = -1, .lock_fd = -1 };
 }
 
-/* A sync of the account waits for a merge, and a merge for a sync under way. What the merge
- * reads from the cache is read under the lock, after any sync that was running. */
-static int lock(ks_engine *e, const char *account, int *ret_fd, char **reterr_msg)
-{
-	_cleanup_free_ char *why = NULL;
-	int r = ks_engine_lock_account(e, account, true, ret_fd, &why);
-
-	if (r < 0)
-		return ks_set_error(reterr_msg, r, "cannot lock account %s: %s", account,
-			       why ? why : strerror(-r));
-	return 0;
-}
-
 static int job_start(job *j, ks_engine *e, const ks_config *c, const char *account,
 		     const ks_collection *col, char **reterr_msg)
 {
@@ -2587,7 +2574,9 @@ int ks_dup_merge(ks_engine *e, const ks_config *c, const char *id, const char *k
 	if (!account)
 		return -ENOMEM;
 	plan_done(&p);
-	r = lock(e, account, &lock_fd, reterr_msg);
+	/* A sync of the account waits for the merge, and the merge for a sync under way:
+	 * what it reads from the cache is read under the lock. */
+	r = ks_engine_lock_account(e, account, true, &lock_fd, reterr_msg);
 	if (r < 0)
 		return r;
 	r = plan_make(e, c, id, keep_uid, &p, reterr_msg);
@@ -2862,7 +2851,7 @@ int ks_dup_undo(ks_engine *e, const ks_config *c, const char *account, char **re
 	if (r < 0)
 		return r;
 	int lock_fd = -1;
-	r = lock(e, J.account, &lock_fd, reterr_msg);
+	r = ks_engine_lock_account(e, J.account, true, &lock_fd, reterr_msg);
 	if (r < 0) {
 		journal_done(&J);
 		return r;

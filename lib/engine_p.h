@@ -16,6 +16,8 @@ int ks_engine_collection_dir(const ks_engine *e, const char *account, const ks_c
 			     char **ret);
 /* Takes the account's lock (one writer per account: syncs, merges of duplicates), waiting
  * for it with wait. *ret_fd holds it until closed. -EBUSY when another process holds it and
- * wait is false, with *reterr_msg (if not NULL) naming the holder's pid. */
+ * wait is false (*reterr_msg names the holder's pid); -ELOOP when a symbolic link is on the
+ * way. Every failure but -ENOMEM leaves a message naming the lock file in *reterr_msg (if not
+ * NULL). */
 int ks_engine_lock_account(const ks_engine *e, const char *account, bool wait, int *ret_fd,
 			   char **reterr_msg);
