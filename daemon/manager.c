@@ -268,9 +268,21 @@ int manager_run_job(Manager *m, int (*fn)(Manager *m, void *data),
 		return -ENOMEM;
 	*j = (Job) { .m = m, .fn = fn, .done = done, .data = data };
 	r = start_thread(j);
-	if (r < 0)
+	if (r < 0) {
 		free(j);
+		return r;
+	}
+	m->config_jobs++;
 	return r;
+}
+
+static void free_retired(Manager *m)
+{
+	for (size_t i = 0; i < m->n_retired; i++)
+		ks_config_free(m->retired[i]);
+	free(m->retired);
+	m->retired = NULL;
+	m->n_retired = 0;
 }
 
 /* ---- runs --------------------------------------------------------------------------------- */
@@ -528,6 +540,8 @@ static int on_queue(sd_event_source *s, int fd, uint32_t revents, void *userdata
 			m->running_jobs--;
 			j->done(m, j->data, msg->result);
 			free(j);
+			if (--m->config_jobs == 0)
+				free_retired(m);
 			break;
 		}
 		}
@@ -892,7 +906,15 @@ static int apply_config(Manager *m, ks_config *c)
 			(void) request_run(a, false, false, false, false, NULL, 0);
 		}
 	}
-	ks_config_free(m->config);
+	if (m->config_jobs > 0) {
+		/* A job's thread may be reading the old one. */
+		ks_config **na = realloc(m->retired, (m->n_retired + 1) * sizeof(*na));
+		if (!na)
+			return -ENOMEM;
+		m->retired = na;
+		m->retired[m->n_retired++] = m->config;
+	} else
+		ks_config_free(m->config);
 	m->config = c;
 	return 0;
 }
@@ -1038,6 +1060,7 @@ Manager *manager_free(Manager *m)
 		msg = next;
 	}
 	ks_config_free(m->config);
+	free_retired(m);
 	sd_bus_flush_close_unref(m->bus);
 	sd_event_unref(m->event);
 	free(m->config_path);

@@ -60,6 +60,11 @@ struct Manager {
 	char *config_path;
 	char *data_dir;
 	ks_config *config;
+	/* Configs replaced by a reload while jobs (collection creation, duplicates) read
+	 * m->config from their threads: freed when the last such job has ended. */
+	ks_config **retired;
+	size_t n_retired;
+	unsigned config_jobs;
 	Account **accounts;
 	size_t n_accounts;
 	/* Worker threads post their events here; the main loop reads them. */
