@@ -10,18 +10,17 @@ item deleted on the server that should stay, no local file lost, no duplicate, n
 A clean run then converges (server == files == cache) and a further run changes nothing.
 """
 
-import gzip
-import os
 import re
-import threading
 import time
 import urllib.parse
-import zlib
 
 import pytest
 
-from ksynctest import checks, gen, servers
+from ksynctest import checks, servers
 from ksynctest.daemon import Daemon, wait_until
+from ksynctest.faults import (Faults, card, decoded, describe, event, kind_of, local_uids, on,
+                              omit_first_response, rewrite, server_uids, status_reply, uid_of,
+                              write_file)
 from ksynctest.tlsfront import Drop, Front, Reply, Stall, Transform
 
 ACCOUNT = "acct"
@@ -32,110 +31,7 @@ STALL = 12		# a stalled answer lasts this long unless ksyncd gives up first
 RUN_TIMEOUT = 120
 
 
-# -- the items -----------------------------------------------------------------------------------
-
-def card(uid, fn, note=None):
-    lines = ["BEGIN:VCARD", "VERSION:3.0", "UID:" + uid, "FN:" + fn, "N:%s;;;;" % fn]
-    if note:
-        lines.append("NOTE:" + note)
-    return gen.serialize(lines + ["END:VCARD"])
-
-
-def event(uid, summary):
-    return gen.serialize(["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//ksync//faults//EN",
-                          "BEGIN:VEVENT", "UID:" + uid, "DTSTAMP:20240101T000000Z",
-                          "DTSTART:20240610T090000Z", "DTEND:20240610T100000Z",
-                          "SUMMARY:" + summary, "END:VEVENT", "END:VCALENDAR"])
-
-
-def uid_of(data):
-    m = re.search(rb"^UID:(.*?)\r?$", data, re.M)
-    return m.group(1).decode() if m else None
-
-
-def server_uids(server, coll):
-    """{UID: bytes} of a server collection; a UID twice is a duplicate. A request ksyncd
-    abandoned when it stopped (an upload in flight when the server said 503) may still be
-    under way in the server: a listing and a multiget that disagree are read again."""
-    for attempt in range(20):
-        try:
-            contents = server.contents(coll)
-            break
-        except servers.ServerError:
-            if attempt == 19:
-                raise
-            time.sleep(0.25)
-    out = {}
-    for href, (_, data) in contents.items():
-        uid = uid_of(data)
-        assert uid not in out, "UID %s twice on the server (%s)" % (uid, href)
-        out[uid] = data
-    return out
-
-
-def local_uids(d, ext):
-    """{UID: bytes} of a collection directory; a UID in two files is a duplicate."""
-    out = {}
-    for p in sorted(d.iterdir()):
-        if not p.name.endswith(ext) or p.name.startswith("."):
-            continue
-        data = p.read_bytes()
-        uid = uid_of(data)
-        assert uid not in out, "UID %s in two files of %s" % (uid, d)
-        out[uid] = data
-    return out
-
-
 # -- the scenario --------------------------------------------------------------------------------
-
-class Faults:
-    """The front's route: rules (predicate, action, which) applied to matching requests.
-    which: "first" (only the first match), "every", or an int N (only the Nth match)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.rules = []
-        self.hits = []
-
-    def add(self, pred, action, which="first"):
-        with self.lock:
-            self.rules.append([pred, action, which, 0])
-
-    def clear(self):
-        with self.lock:
-            self.rules = []
-
-    def __call__(self, front, seen):
-        with self.lock:
-            for rule in self.rules:
-                pred, action, which, n = rule
-                if not pred(seen):
-                    continue
-                rule[3] = n = n + 1
-                if which == "every" or (which == "first" and n == 1) or which == n:
-                    self.hits.append((seen.method, seen.path))
-                    return action(seen) if callable(action) else action
-        return None
-
-
-def kind_of(seen):
-    if seen.method == "REPORT":
-        if b"sync-collection" in seen.body:
-            return "listing"
-        if b"multiget" in seen.body:
-            return "multiget"
-        return "report"
-    return seen.method.lower()
-
-
-def on(kind, coll=None):
-    """Predicate: requests of a kind (listing, multiget, propfind, put, delete, get), in the
-    collection whose href starts with coll when given."""
-    def pred(seen):
-        return kind_of(seen) == kind and (coll is None or urllib.parse.unquote(
-            urllib.parse.urlsplit(seen.path).path).startswith(coll))
-    return pred
-
 
 class Scene:
     def __init__(self, server, ks, front, faults):
@@ -237,6 +133,10 @@ def scene(server, ks):
         front.stop()
 
 
+def failure_text(r):
+    return "\n".join(checks.failure_lines(r.stderr, ACCOUNT))
+
+
 def check_mirror_by_href(ks, server, coll, d, ext):
     """Server items == cache rows == files, by href, whatever the files are called (a file
     keeps its name when its item's UID changes; two items with one UID need two names)."""
@@ -251,50 +151,6 @@ def check_mirror_by_href(ks, server, coll, d, ext):
         assert (d / row["filename"]).read_bytes() == data, (href, row["filename"])
         used.add(row["filename"])
     assert {p.name for p in d.iterdir() if p.name.endswith(ext)} == used
-
-
-def describe(r):
-    return "rc %d\nstdout:\n%s\nstderr:\n%s" % (r.rc, r.stdout[-3000:], r.stderr[-3000:])
-
-
-def failure_text(r):
-    return "\n".join(checks.failure_lines(r.stderr, ACCOUNT))
-
-
-# -- answers made by the front -------------------------------------------------------------------
-
-def status_reply(status, retry_after=None):
-    headers = [("Content-Type", "text/plain")]
-    if retry_after is not None:
-        headers.append(("Retry-After", str(retry_after)))
-    return Reply(status, headers, b"fault injected\n")
-
-
-def decoded(reply):
-    """(headers, body) of a backend reply with its Content-Encoding undone."""
-    enc = next((v for k, v in reply.headers if k.lower() == "content-encoding"), None)
-    headers = [(k, v) for k, v in reply.headers if k.lower() != "content-encoding"]
-    body = reply.body
-    if enc == "gzip":
-        body = gzip.decompress(body)
-    elif enc == "deflate":
-        body = zlib.decompress(body)
-    return headers, body
-
-
-def rewrite(fn):
-    """Transform the backend's (decoded) body with fn(bytes) -> bytes."""
-    def t(seen, reply):
-        headers, body = decoded(reply)
-        return Reply(reply.status, headers, fn(body))
-    return Transform(t)
-
-
-def write_file(path, data):
-    """A file as the user's programs write it (umask 077)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 def truncate_half(body):
@@ -456,11 +312,6 @@ def test_upload_fault(scene, method, fault):
 
 # -- faults ksync works around -------------------------------------------------------------------
 
-def _omit_first_response(body):
-    m = re.search(rb"<(\w+:)?response[ >].*?</(\w+:)?response>", body, re.S)
-    return body[:m.start()] + body[m.end():] if m else body
-
-
 GET_FAULTS = {
     "500": (lambda: status_reply(500), r"HTTP 500 Internal Server Error"),
     "drop-mid-body": (lambda: Drop(after=10), r"connection closed after 10 of \d+ bytes"),
@@ -471,7 +322,7 @@ GET_FAULTS = {
 def test_multiget_omits_an_href(scene, get_fault):
     """A multiget answer leaves an asked-for item out: it is fetched with GET, never taken as
     deleted; when that GET fails too, the collection reports it and the token stays."""
-    scene.faults.add(on("multiget", scene.book), rewrite(_omit_first_response))
+    scene.faults.add(on("multiget", scene.book), rewrite(omit_first_response))
     if get_fault:
         scene.faults.add(on("get"), GET_FAULTS[get_fault][0](), which="every")
     r = scene.ks.run(timeout=RUN_TIMEOUT)
@@ -637,7 +488,7 @@ def test_sync_collection_507_without_token_fails_safely(scene):
     def truncate(seen, reply):
         headers, body = decoded(reply)
         body = re.sub(rb"<(\w+:)?sync-token>[^<]*</(\w+:)?sync-token>", b"", body)
-        body = _omit_first_response(body)
+        body = omit_first_response(body)
         i = body.rfind(b"</")
         ns = re.search(rb"<(\w+:)?multistatus", body).group(1) or b""
         return Reply(207, headers, body[:i] + (
