@@ -27,6 +27,7 @@ struct ks_dav {
 	unsigned max_parallel;
 	unsigned n_requests;
 	unsigned retry_after;	/* longest Retry-After of a 429 or 503 seen */
+	bool running;		/* inside ks_dav_run(): its callbacks must not start another */
 };
 
 typedef struct req_state {
@@ -618,7 +619,22 @@ static void req_finish(req_state *s, CURLcode code)
 		ks_step("server change");
 }
 
+static int dav_run(ks_dav *d, ks_dav_request *reqs, size_t n);
+
 int ks_dav_run(ks_dav *d, ks_dav_request *reqs, size_t n)
+{
+	/* A run started from a callback of a running one would drive the outer transfers
+	 * from its own loop and return while they still write into requests the outer
+	 * caller owns: work for later is queued by the caller instead. */
+	if (d->running)
+		return -EDEADLK;
+	d->running = true;
+	int r = dav_run(d, reqs, n);
+	d->running = false;
+	return r;
+}
+
+static int dav_run(ks_dav *d, ks_dav_request *reqs, size_t n)
 {
 	size_t next = 0, running = 0;
 	int r = 0;

@@ -72,7 +72,9 @@ ks_dav *ks_dav_free(ks_dav *d);
 
 /* Runs n requests with up to max_parallel in flight over shared connections. Returns 0 when
  * every request ran (each has its own ->result), or the first negative value an on_done or
- * on_response callback returned (remaining requests are then abandoned), or -ENOMEM. */
+ * on_response callback returned (remaining requests are then abandoned), or -ENOMEM.
+ * Not re-entrant: called from a callback of a running ks_dav_run() (ks_dav_run_one()
+ * included) it returns -EDEADLK and sends nothing; such work is queued for after the run. */
 int ks_dav_run(ks_dav *d, ks_dav_request *reqs, size_t n);
 /* Runs one request; returns its ->result. With follow_redirects, 3xx answers whose target
  * has the account URL's scheme, host and port are followed (at most 5); any other target

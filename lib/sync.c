@@ -271,6 +271,8 @@ typedef struct coll_run {
 	size_t n_gone, cap_gone;
 	char **seen;		/* full listings: every href the server has, sorted later */
 	size_t n_seen, cap_seen;
+	char **missing;		/* hrefs the multigets left out, fetched one by one after them */
+	size_t n_missing, cap_missing;
 	bool truncated;
 	int cb_error;
 	unsigned added, updated, deleted, skipped, failed_fetch;
@@ -328,6 +330,7 @@ static void coll_run_done(coll_run *c)
 	strv_free(c->fetch, c->n_fetch);
 	strv_free(c->gone, c->n_gone);
 	strv_free(c->seen, c->n_seen);
+	strv_free(c->missing, c->n_missing);
 	if (c->dirfd >= 0)
 		close(c->dirfd);
 	free(c->dir);
@@ -1061,8 +1064,15 @@ static int multiget_body(coll_run *c, batch *b)
 	return r;
 }
 
-/* Hrefs a multiget did not answer are fetched one by one; they are never taken as deleted. */
-static int fetch_missing(coll_run *c, batch *b)
+static bool cancelled(const run *R)
+{
+	return R->o->cancel && *R->o->cancel;
+}
+
+/* Hrefs a multiget did not answer are noted here and fetched one by one once every multiget
+ * has ended: never from inside the request loop, whose callback this runs in. They are never
+ * taken as deleted. */
+static int note_missing(coll_run *c, const batch *b)
 {
 	for (size_t i = 0; i < b->n_hrefs; i++) {
 		bool got = false;
@@ -1070,53 +1080,92 @@ static int fetch_missing(coll_run *c, batch *b)
 			got = strcmp(b->items[j].href, b->hrefs[i]) == 0;
 		if (got)
 			continue;
-		ks_dav_request req = { .method = "GET", .url = b->hrefs[i], .max_body = KS_CARD_MAX };
-		int r = ks_dav_run_one(c->R->dav, &req);
-		if (r == -ENOENT) {
-			/* Gone between listing and fetch: the next listing reports it. */
-			ks_dav_request_done(&req);
-			continue;
-		}
-		if (r == -EFBIG) {
-			/* Like an item that does not parse: reported and skipped, so that it is
-			 * not downloaded again on every run until it changes. */
-			c->skipped++;
-			emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r,
-				  "skipping '%.200s': it is over the %d MB limit for one item",
-				  b->hrefs[i], KS_CARD_MAX >> 20);
-			ks_dav_request_done(&req);
-			continue;
-		}
-		if (r < 0 || !req.body_text) {
-			c->failed_fetch++;
-			emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r < 0 ? r : -EIO,
-				  "could not fetch '%.200s': %s", b->hrefs[i],
-				  req.errmsg[0] ? req.errmsg : "empty response");
-			ks_dav_request_done(&req);
-			continue;
-		}
-		fetched_item *ni = realloc(b->items, (b->n_items + 1) * sizeof(*ni));
-		if (!ni) {
-			ks_dav_request_done(&req);
-			return -ENOMEM;
-		}
-		b->items = ni;
-		b->items[b->n_items++] = (fetched_item) {
-			.href = strdup(b->hrefs[i]),
-			.etag = req.etag ? strdup(req.etag) : NULL,
-			.len = req.body_text_len,
-			.data = TAKE_PTR(req.body_text),
-		};
-		ks_dav_request_done(&req);
-		if (!b->items[b->n_items - 1].href)
-			return -ENOMEM;
+		int r = strv_push(&c->missing, &c->n_missing, &c->cap_missing, b->hrefs[i]);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }
 
-static bool cancelled(const run *R)
+typedef struct get_slot {
+	batch *b;
+	const char *href;
+} get_slot;
+
+static int on_get_done(ks_dav_request *req, void *userdata)
 {
-	return R->o->cancel && *R->o->cancel;
+	get_slot *g = userdata;
+	coll_run *c = g->b->c;
+	int r = req->result;
+
+	if (r == -ENOENT)
+		return 0;	/* gone between listing and fetch: the next listing reports it */
+	if (r == -EFBIG) {
+		/* Like an item that does not parse: reported and skipped, so that it is not
+		 * downloaded again on every run until it changes. */
+		c->skipped++;
+		emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r,
+			  "skipping '%.200s': it is over the %d MB limit for one item", g->href,
+			  KS_CARD_MAX >> 20);
+		return 0;
+	}
+	if (r < 0 || !req->body_text) {
+		c->failed_fetch++;
+		emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r < 0 ? r : -EIO,
+			  "could not fetch '%.200s': %s", g->href,
+			  req->errmsg[0] ? req->errmsg : "empty response");
+		return 0;
+	}
+	fetched_item *ni = realloc(g->b->items, (g->b->n_items + 1) * sizeof(*ni));
+	if (!ni)
+		return -ENOMEM;
+	g->b->items = ni;
+	fetched_item *it = &ni[g->b->n_items];
+	*it = (fetched_item) {
+		.href = strdup(g->href),
+		.etag = req->etag ? strdup(req->etag) : NULL,
+		.len = req->body_text_len,
+		.data = TAKE_PTR(req->body_text),
+	};
+	g->b->n_items++;
+	return it->href ? 0 : -ENOMEM;
+}
+
+/* GETs the hrefs the multigets left out, a batch at a time, and applies what arrived. */
+static int fetch_missing(coll_run *c)
+{
+	int r = 0;
+
+	for (size_t off = 0; r >= 0 && off < c->n_missing; off += KS_MULTIGET_BATCH) {
+		size_t n = KS_MIN((size_t) KS_MULTIGET_BATCH, c->n_missing - off);
+		batch b = { .c = c, .hrefs = c->missing + off, .n_hrefs = n };
+		get_slot *slots = calloc(n, sizeof(*slots));
+		ks_dav_request *reqs = calloc(n, sizeof(*reqs));
+		if (!slots || !reqs)
+			r = -ENOMEM;
+		for (size_t i = 0; r >= 0 && i < n; i++) {
+			slots[i] = (get_slot) { .b = &b, .href = b.hrefs[i] };
+			reqs[i] = (ks_dav_request) {
+				.method = "GET", .url = b.hrefs[i], .max_body = KS_CARD_MAX,
+				.userdata = &slots[i], .on_done = on_get_done,
+			};
+		}
+		if (r >= 0)
+			r = ks_dav_run(c->R->dav, reqs, n);
+		if (r >= 0 && cancelled(c->R))
+			r = -ECANCELED;
+		if (r >= 0 && b.n_items)
+			r = apply_batch(c, &b);
+		for (size_t i = 0; reqs && i < n; i++)
+			ks_dav_request_done(&reqs[i]);
+		batch_clear_items(&b);
+		free(slots);
+		free(reqs);
+	}
+	strv_free(c->missing, c->n_missing);
+	c->missing = NULL;
+	c->n_missing = c->cap_missing = 0;
+	return r;
 }
 
 static int on_batch_done(ks_dav_request *req, void *userdata)
@@ -1146,7 +1195,7 @@ static int on_batch_done(ks_dav_request *req, void *userdata)
 		emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, req->result,
 			  "%s; %zu of the %zu item(s) asked for had arrived, the rest are fetched "
 			  "one by one", req->errmsg, b->n_items, b->n_hrefs);
-	r = fetch_missing(c, b);
+	r = note_missing(c, b);
 	if (r >= 0)
 		r = apply_batch(c, b);
 	c->fetched += (unsigned) b->n_hrefs;
@@ -1199,6 +1248,8 @@ static int fetch_all(coll_run *c)
 	r = ks_dav_run(c->R->dav, reqs, nb);
 	if (r >= 0 && c->cb_error)
 		r = c->cb_error;
+	if (r >= 0)
+		r = fetch_missing(c);
 out:
 	for (size_t i = 0; i < nb; i++) {
 		batch_clear_items(&bs[i]);
@@ -1333,8 +1384,10 @@ static void coll_reset_lists(coll_run *c, bool keep_seen)
 {
 	strv_free(c->fetch, c->n_fetch);
 	strv_free(c->gone, c->n_gone);
-	c->fetch = c->gone = NULL;
+	strv_free(c->missing, c->n_missing);
+	c->fetch = c->gone = c->missing = NULL;
 	c->n_fetch = c->cap_fetch = c->n_gone = c->cap_gone = 0;
+	c->n_missing = c->cap_missing = 0;
 	if (!keep_seen) {
 		strv_free(c->seen, c->n_seen);
 		c->seen = NULL;
