@@ -6,10 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "buf_p.h"
 #include "ical_p.h"
 #include "item_p.h"
 #include "vcard_p.h"
+#include "limits.h"
 #include "text_p.h"
 
 void ks_item_info_done(ks_item_info *i)
@@ -150,4 +153,108 @@ int ks_item_parse_info(const char *data, size_t len, ks_item_info *ret, char **r
 		return kinds[k].parse(data, len, ret, reterr_msg);
 	}
 	return ks_set_error(reterr_msg, -EBADMSG, "not a vCard or iCalendar object");
+}
+
+/* Inserts "UID:uid" after the line that opens the card or each event, task or journal entry,
+ * with the line ending the object already uses; the rest stays byte for byte. */
+static int add_uid(const char *data, size_t len, const char *uid, ks_buf *b)
+{
+	static const char *const openers[] = { "BEGIN:VCARD", "BEGIN:VEVENT", "BEGIN:VTODO",
+					       "BEGIN:VJOURNAL" };
+	const char *nl = memchr(data, '\n', len);
+	const char *eol = nl && nl > data && nl[-1] == '\r' ? "\r\n" : "\n";
+	size_t pos = 0;
+	int r = 0;
+
+	while (r >= 0 && pos < len) {
+		const char *e = memchr(data + pos, '\n', len - pos);
+		size_t end = e ? (size_t) (e - data) + 1 : len;
+		size_t l = end - pos;
+		while (l > 0 && (data[pos + l - 1] == '\n' || data[pos + l - 1] == '\r'))
+			l--;
+		r = ks_buf_append(b, data + pos, end - pos);
+		for (size_t i = 0; r >= 0 && i < ELEMENTSOF(openers); i++)
+			if (l == strlen(openers[i]) && strncasecmp(data + pos, openers[i], l) == 0) {
+				if (!e)
+					r = ks_buf_puts(b, eol);
+				if (r >= 0)
+					r = ks_buf_printf(b, "UID:%s%s", uid, eol);
+			}
+		pos = end;
+	}
+	return r;
+}
+
+/* End of the logical line starting at pos: past its line end and every folded continuation. */
+static size_t logical_end(const char *s, size_t len, size_t pos)
+{
+	for (;;) {
+		const char *e = memchr(s + pos, '\n', len - pos);
+		if (!e)
+			return len;
+		pos = (size_t) (e - s) + 1;
+		if (pos >= len || (s[pos] != ' ' && s[pos] != '\t'))
+			return pos;
+	}
+}
+
+/* Whether the logical line s[0..n) is a UID property (no group, parameters allowed) whose
+ * value, unfolded, is uid. */
+static bool is_uid_line(const char *s, size_t n, const char *uid)
+{
+	if (!ks_has_prefix_nocase(s, n, "UID") || n < 4 || (s[3] != ':' && s[3] != ';'))
+		return false;
+	const char *colon = memchr(s, ':', n);
+	if (!colon)
+		return false;
+	size_t i = (size_t) (colon - s) + 1, k = 0, ul = strlen(uid);
+	while (i < n) {
+		if (s[i] == '\r' || s[i] == '\n') {
+			size_t j = i + (s[i] == '\r' && i + 1 < n && s[i + 1] == '\n' ? 2 : 1);
+			if (j < n && (s[j] == ' ' || s[j] == '\t')) {
+				i = j + 1;	/* a fold */
+				continue;
+			}
+			break;	/* the line's end */
+		}
+		if (k >= ul || s[i] != uid[k])
+			return false;
+		i++;
+		k++;
+	}
+	return k == ul;
+}
+
+int ks_item_set_uid(const char *data, size_t len, const char *old_uid, const char *uid,
+		    char **ret, size_t *ret_len)
+{
+	ks_buf b = { .max = KS_CARD_MAX };
+	size_t pos = 0;
+	int r = 0;
+
+	assert(data && uid && ret && ret_len);
+	if (!old_uid)
+		r = add_uid(data, len, uid, &b);
+	else
+		while (r >= 0 && pos < len) {
+			size_t end = logical_end(data, len, pos);
+			if (!is_uid_line(data + pos, end - pos, old_uid)) {
+				r = ks_buf_append(&b, data + pos, end - pos);
+				pos = end;
+				continue;
+			}
+			const char *eol = end > pos && data[end - 1] == '\n'
+						  ? (end - pos >= 2 && data[end - 2] == '\r' ? "\r\n"
+											: "\n")
+						  : "";
+			r = ks_buf_printf(&b, "UID:%s%s", uid, eol);
+			pos = end;
+		}
+	if (r < 0) {
+		ks_buf_done(&b);
+		return r;
+	}
+	*ret_len = b.len;
+	*ret = ks_buf_steal(&b);
+	return *ret ? 0 : -ENOMEM;
 }

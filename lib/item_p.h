@@ -42,6 +42,13 @@ ks_item_kind ks_item_kind_from_string(const char *s);
  * On failure, *reterr_msg (if not NULL) gets a malloc'd human-readable reason. */
 int ks_item_parse_info(const char *data, size_t len, ks_item_info *ret, char **reterr_msg);
 
+/* The object data[0..len) with another UID: every UID line whose value is old_uid (the object's
+ * own UID; a VALARM's UID is another value) says uid instead, or, with old_uid NULL, a UID line
+ * is inserted after the line opening the card or each event, task or journal entry. Every
+ * other byte stays as it was. *ret (NUL-terminated) is owned by the caller. -EFBIG past
+ * KS_CARD_MAX, -ENOMEM. */
+int ks_item_set_uid(const char *data, size_t len, const char *old_uid, const char *uid,
+		    char **ret, size_t *ret_len);
 
 /* Checks that s[0..len) is UTF-8 text: no NUL byte, no overlong form, no surrogate, nothing past
  * U+10FFFF. With folded, line folds (CRLF or LF, then one space or tab) inside a multi-byte

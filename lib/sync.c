@@ -1749,43 +1749,6 @@ static int random_uid(char out[37])
 	return 0;
 }
 
-/* Inserts "UID:uid" after the line that opens the card or each event, task or journal entry,
- * with the line ending the object already uses; the rest stays byte for byte. */
-static int add_uid(const char *data, size_t len, const char *uid, char **ret, size_t *ret_len)
-{
-	static const char *const openers[] = { "BEGIN:VCARD", "BEGIN:VEVENT", "BEGIN:VTODO",
-					       "BEGIN:VJOURNAL" };
-	ks_buf b = { .max = KS_CARD_MAX };
-	const char *nl = memchr(data, '\n', len);
-	const char *eol = nl && nl > data && nl[-1] == '\r' ? "\r\n" : "\n";
-	size_t pos = 0;
-	int r = 0;
-
-	while (r >= 0 && pos < len) {
-		const char *e = memchr(data + pos, '\n', len - pos);
-		size_t end = e ? (size_t) (e - data) + 1 : len;
-		size_t l = end - pos;
-		while (l > 0 && (data[pos + l - 1] == '\n' || data[pos + l - 1] == '\r'))
-			l--;
-		r = ks_buf_append(&b, data + pos, end - pos);
-		for (size_t i = 0; r >= 0 && i < ELEMENTSOF(openers); i++)
-			if (l == strlen(openers[i]) && strncasecmp(data + pos, openers[i], l) == 0) {
-				if (!e)
-					r = ks_buf_puts(&b, eol);
-				if (r >= 0)
-					r = ks_buf_printf(&b, "UID:%s%s", uid, eol);
-			}
-		pos = end;
-	}
-	if (r < 0) {
-		ks_buf_done(&b);
-		return r;
-	}
-	*ret_len = b.len;
-	*ret = ks_buf_steal(&b);
-	return *ret ? 0 : -ENOMEM;
-}
-
 /* Writes data over the item file name, unless the file changed since expected was taken (the
  * user is editing it: the next run sees that). Returns 1 when written, 0 when left alone. */
 static int replace_file(coll_run *c, const char *name, const struct stat *expected,
@@ -2053,6 +2016,70 @@ static int read_back(coll_run *c, const char *href, const char *filename, const 
 	return record_item(c, href, etag, filename, data, len, &nst);
 }
 
+/* 1 when the object data holds one item with that UID, 0 otherwise (another UID, or no item
+ * at all). */
+static int same_uid(const char *data, size_t len, const char *uid)
+{
+	ks_item_info info = {};
+	int r = ks_item_parse_info(data, len, &info, NULL);
+	bool same = r >= 0 && info.uid && uid && strcmp(info.uid, uid) == 0;
+
+	ks_item_info_done(&info);
+	return r == -ENOMEM ? r : same;
+}
+
+/* Uploads p's new item under another name, its UID's resource being held by another item.
+ * An item failure is reported and returns 0. */
+static int create_elsewhere(coll_run *c, push_item *p)
+{
+	char errmsg[KS_DAV_ERRMSG_MAX] = "";
+	int r = -ESTALE;
+
+	for (unsigned attempt = 0; attempt < 3 && r == -ESTALE; attempt++) {
+		_cleanup_free_ char *base = NULL, *href = NULL, *etag = NULL;
+		uint8_t rnd[4];
+		if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+			return -EIO;
+		r = ks_vdir_item_name(p->info.uid, NULL, &base);
+		if (r < 0)
+			return r;
+		if (asprintf(&href, "%s%s-%02x%02x%02x%02x%s", c->col->href, base, rnd[0], rnd[1],
+			     rnd[2], rnd[3], c->ext) < 0)
+			return -ENOMEM;
+		/* The intent moves with the upload, so that a crash leaves it where the item
+		 * may now be. */
+		r = ks_cache_begin(c->R->e->cache);
+		if (r >= 0)
+			r = ks_cache_add_intent(c->R->e->cache, c->col->id, href, KS_INTENT_CREATE,
+						p->ch->filename, p->hash);
+		if (r >= 0)
+			r = ks_cache_clear_intent(c->R->e->cache, c->col->id, p->href);
+		if (r >= 0)
+			r = ks_cache_commit(c->R->e->cache);
+		if (r < 0) {
+			ks_cache_rollback(c->R->e->cache);
+			return r;
+		}
+		free(p->href);
+		p->href = TAKE_PTR(href);
+		r = put_item(c, p->href, p->body, p->len, NULL, &etag, errmsg, sizeof(errmsg));
+		if (r < 0)
+			continue;
+		c->pushed++;
+		r = strv_push(&c->uploaded, &c->n_uploaded, &c->cap_uploaded, p->href);
+		if (r >= 0)
+			r = record_item(c, p->href, etag, p->ch->filename, p->body, p->len, &p->st);
+		if (r >= 0 && !etag && !c->col->supports_sync)
+			r = read_back(c, p->href, p->ch->filename, p->body, p->len, &p->st);
+		return r;
+	}
+	emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r, "could not upload '%s': %s",
+		  p->ch->filename, errmsg[0] ? errmsg : strerror(-r));
+	c->failed_fetch++;
+	c->failed_push++;
+	return ks_error_scope_of(r) == KS_SCOPE_ACCOUNT ? r : 0;
+}
+
 /* Both sides changed p's item (or the server lost it): merge and bring both sides to the
  * result, keeping the losing version of any conflict. */
 static int resolve(coll_run *c, push_item *p)
@@ -2096,12 +2123,23 @@ static int resolve(coll_run *c, push_item *p)
 		}
 		return r;
 	}
-	if (p->op == KS_INTENT_UPDATE || p->op == KS_INTENT_CREATE) {
+	if (p->op == KS_INTENT_CREATE) {
+		/* The resource a new item was to go to is taken. Only the same item (a copy
+		 * an interrupted run uploaded, or another client's with this UID) is merged
+		 * with it; an item with another UID is nobody's earlier version of this one. */
+		r = same_uid(remote, rlen, p->info.uid);
+		if (r < 0)
+			return r;
+		if (r == 0)
+			return create_elsewhere(c, p);
+	}
+	if (p->op == KS_INTENT_UPDATE) {
 		r = ks_cache_get_item_data(c->R->e->cache, c->col->id, p->href, &base, &blen);
-		/* No row, a new item, or a row adopted without a base: a two-way merge. */
-		if (r == -ENOENT || p->op == KS_INTENT_CREATE || (r >= 0 && blen == 0)) {
+		/* No row, or a row adopted without a base: a two-way merge. */
+		if (r == -ENOENT || (r >= 0 && blen == 0)) {
 			free(base);
 			base = NULL;
+			blen = 0;
 		} else if (r < 0)
 			return r;
 	}
@@ -2253,7 +2291,37 @@ static int refuse_readonly(coll_run *c, ks_local_change *ch)
 
 /* Works out what one local change sends. Returns 1 when there is a request to send, 0 when
  * the change is left alone (reported), or a negative errno. */
-static int prepare_push(coll_run *c, ks_local_change *ch, push_item *p)
+/* Rewrites the new file of p with a new UID: 1 when done, 0 when the file changed meanwhile
+ * (left for the next run). */
+static int give_new_uid(coll_run *c, push_item *p)
+{
+	_cleanup_free_ char *why = NULL;
+	char uid[37];
+	char *nb = NULL;
+	size_t nlen = 0;
+	int r = random_uid(uid);
+
+	if (r >= 0)
+		r = ks_item_set_uid(p->body, p->len, p->info.uid, uid, &nb, &nlen);
+	if (r < 0)
+		return r;
+	free(p->body);
+	p->body = nb;
+	p->len = nlen;
+	ks_item_info_done(&p->info);
+	r = ks_item_parse_info(p->body, p->len, &p->info, &why);
+	if (r < 0 || !p->info.uid || strcmp(p->info.uid, uid) != 0)
+		return r == -ENOMEM ? r : -EBADMSG;
+	r = replace_file(c, p->ch->filename, &p->ch->st, p->body, p->len, &p->st);
+	if (r == 0)
+		c->deferred++;
+	if (r > 0)
+		ks_sha256_hex(p->body, p->len, p->hash);
+	return r;
+}
+
+static int prepare_push(coll_run *c, ks_local_change *ch, const push_item *prepared,
+			size_t n_prepared, push_item *p)
 {
 	_cleanup_free_ char *why = NULL;
 	int r;
@@ -2280,7 +2348,7 @@ static int prepare_push(coll_run *c, ks_local_change *ch, push_item *p)
 		size_t nlen = 0;
 		r = random_uid(uid);
 		if (r >= 0)
-			r = add_uid(p->body, p->len, uid, &nb, &nlen);
+			r = ks_item_set_uid(p->body, p->len, NULL, uid, &nb, &nlen);
 		if (r < 0)
 			return r;
 		free(p->body);
@@ -2318,20 +2386,28 @@ static int prepare_push(coll_run *c, ks_local_change *ch, push_item *p)
 		p->href = strdup(ch->href);
 		return p->href ? 1 : -ENOMEM;
 	}
-	/* A new item: its resource is named after its UID, and a UID this collection already
-	 * has is a copy of another file, not a new item. */
+	/* A new item: its resource is named after its UID. A UID another item of the collection
+	 * has already (the file is a copy of that item's, or of another new file's) makes it an
+	 * item of its own all the same: it gets a new UID, written into the file before it is
+	 * sent, so that neither version is merged into the other or left behind. */
+	_cleanup_free_ char *twin = NULL;
 	ks_cache_item other = {};
 	r = ks_cache_get_item_by_uid(c->R->e->cache, c->col->id, p->info.uid, &other);
-	if (r >= 0) {
-		c->skipped++;
-		emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, -EEXIST,
-			  "not uploading '%s': it has the same UID as '%s'; give it a new UID or "
-			  "remove it", ch->filename, other.filename);
-		ks_cache_item_done(&other);
-		return 0;
-	}
-	if (r != -ENOENT)
+	if (r >= 0)
+		twin = TAKE_PTR(other.filename);
+	ks_cache_item_done(&other);
+	if (r < 0 && r != -ENOENT)
 		return r;
+	for (size_t i = 0; !twin && i < n_prepared; i++)
+		if (prepared[i].op == KS_INTENT_CREATE && strcmp(prepared[i].info.uid, p->info.uid) == 0)
+			twin = strdup(prepared[i].ch->filename);
+	if (twin) {
+		r = give_new_uid(c, p);
+		if (r <= 0)
+			return r;
+		emit_fail(c->R, KS_SYNC_NOTICE, c->label, 0, "'%s' had the UID of '%s'; it got a new "
+			  "UID and is uploaded as an item of its own", ch->filename, twin);
+	}
 	_cleanup_free_ char *base = NULL;
 	r = ks_vdir_item_name(p->info.uid, NULL, &base);
 	if (r < 0)
@@ -2465,7 +2541,7 @@ static int push_collection(coll_run *c)
 				goto out;
 			continue;
 		}
-		r = prepare_push(c, ch, &items[n]);
+		r = prepare_push(c, ch, items, n, &items[n]);
 		if (r < 0) {
 			push_item_done(&items[n]);
 			goto out;

@@ -37,10 +37,11 @@ def fronted(server, ks, faults):
 
 
 def converges(ks, server):
-    """A clean run changes nothing more than it must; a second one changes nothing."""
+    """A clean run leaves server = files = cache (files the user made keep their names); a
+    second one changes nothing."""
     r = ks.run(timeout=RUN_TIMEOUT)
     assert r.rc == 0, describe(r)
-    checks.check_mirror(ks, server, ACCOUNT)
+    checks.check_mirror(ks, server, ACCOUNT, user_names=True)
     before = checks.snapshot(ks)
     r = ks.run(timeout=RUN_TIMEOUT)
     assert r.rc == 0, describe(r)
@@ -85,3 +86,73 @@ def test_multiget_omission_with_others_in_flight(server, ks, gone):
         converges(ks, server)
     finally:
         front.stop()
+
+
+# -- new items whose UID or resource name is taken --------------------------------------------------
+
+def synced_book(server, ks, cards=None):
+    book = server.make_addressbook(BOOK, "People")
+    for uid, data in (cards or {}).items():
+        server.put(book + uid + ".vcf", data)
+    ks.add_account(ACCOUNT, server)
+    ks.sync(timeout=RUN_TIMEOUT)
+    return book, ks.collection_dir(ACCOUNT, "addressbook", BOOK)
+
+
+def everything_of(ks, server, coll):
+    """Every byte the server, the files and conflicts/ hold, to look for a version in."""
+    data = b"".join(data for _, data in server.contents(coll).values())
+    for p in ks.data_dir.rglob("*"):
+        if p.is_file() and p.suffix in (".vcf", ".ics"):
+            data += p.read_bytes()
+    return data
+
+
+def test_two_new_files_with_one_uid(server, ks):
+    """A file copied with its UID and then edited, both new: each becomes an item of its own
+    (the second gets a new UID), nothing is merged across them and ksyncd does not abort."""
+    book, d = synced_book(server, ks, {"c0": card("c0", "Person 0")})
+    write_file(d / "a.vcf", card("twin", "Twin Alpha", note="alpha text"))
+    write_file(d / "b.vcf", card("twin", "Twin Beta", note="beta text"))
+    r = ks.run(timeout=RUN_TIMEOUT)
+    assert r.rc == 0, describe(r)
+    assert re.search(r"'b\.vcf' had the UID of 'a\.vcf'; it got a new UID", r.stderr), describe(r)
+    srv = server_uids(server, book)
+    assert len(srv) == 3, sorted(srv)
+    assert b"alpha text" in srv["twin"] and b"Twin Alpha" in srv["twin"], srv["twin"]
+    beta = [v for k, v in srv.items() if k not in ("twin", "c0")][0]
+    assert b"beta text" in beta and b"Twin Beta" in beta, beta
+    assert (d / "b.vcf").read_bytes() == beta
+    converges(ks, server)
+
+
+def test_copy_of_a_synced_file(server, ks):
+    """A copy of a synced file, edited, is a new item with a new UID; the original stays."""
+    book, d = synced_book(server, ks, {"c0": card("c0", "Person 0")})
+    data = (d / "c0.vcf").read_bytes()
+    write_file(d / "copy.vcf", data.replace(b"FN:Person 0", b"FN:Person Zero"))
+    r = ks.run(timeout=RUN_TIMEOUT)
+    assert r.rc == 0, describe(r)
+    srv = server_uids(server, book)
+    assert len(srv) == 2 and b"FN:Person 0\r\n" in srv["c0"], srv
+    assert any(b"FN:Person Zero" in v for k, v in srv.items() if k != "c0"), srv
+    converges(ks, server)
+
+
+def test_new_item_href_held_by_another_uid(server, ks):
+    """The resource a new file's UID names is held on the server by an item with another UID:
+    the file goes to another resource; neither item overwrites the other, and every run
+    ends normally (no abort, no restart loop)."""
+    book, d = synced_book(server, ks)
+    server.put(book + "mine.vcf", card("theirs", "Their Card", note="their text"))
+    write_file(d / "new.vcf", card("mine", "My Card", note="my text"))
+    for _ in range(2):
+        r = ks.run(timeout=RUN_TIMEOUT)
+        assert r.rc == 0, describe(r)
+    srv = server_uids(server, book)
+    assert set(srv) == {"mine", "theirs"}, sorted(srv)
+    assert b"my text" in srv["mine"] and b"their text" in srv["theirs"], srv
+    loc = local_uids(d, ".vcf")
+    assert b"my text" in loc["mine"] and b"their text" in loc["theirs"], loc
+    assert b"their text" not in loc["mine"]
+    converges(ks, server)

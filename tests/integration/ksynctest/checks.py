@@ -103,12 +103,14 @@ def check_tree_hygiene(ks):
     assert not problems, "\n".join(problems[:40])
 
 
-def check_mirror(ks, server, account, contents=None):
+def check_mirror(ks, server, account, contents=None, user_names=False):
     """The cache rows and vdir files of `account` hold exactly what `server` serves: every
     collection, every item with its bytes, etag, UID, file name and reader fields; displayname and
     color files. Returns {collection href: row} for further checks.
 
-    `contents` may hold {collection href: server.contents(href)} already fetched."""
+    `contents` may hold {collection href: server.contents(href)} already fetched. With
+    user_names, files the user created keep the names the user gave them: any safe name is
+    right, not only the one ksync derives from the UID."""
     problems = []
     server_cols = server.collections()
     rows = {href_path(r["href"]): r for r in ks.collections(account)}
@@ -163,7 +165,10 @@ def check_mirror(ks, server, account, contents=None):
             fname = it["filename"]
             fname = fname.rsplit("/", 1)[-1] if fname else fname
             plain = expected_file_name(uid, ext)
-            if plain is not None and fname != plain:
+            if user_names:
+                if not fname or not SAFE_FILE.match(fname):
+                    problems.append("%s: unsafe file name %r" % (where, fname))
+            elif plain is not None and fname != plain:
                 problems.append("%s: file name %r, want %r" % (where, fname, plain))
             elif plain is None and (not fname or not SAFE_FILE.match(fname)
                                     or fname == uid + ext):
