@@ -2966,14 +2966,13 @@ static int local_changes_pending(run *R)
 }
 
 /* One writer per account: a second process syncing it would race the first one's intents
- * and files. The lock lives in $XDG_RUNTIME_DIR/ksync (or the data directory) and names the
- * holder's pid. */
+ * and files. The lock lives in the data directory it protects (locks/<account>.lock), so
+ * that every process writing there, the service and a cron job without XDG_RUNTIME_DIR
+ * alike, takes the same one; it names the holder's pid. */
 int ks_engine_lock_account(const ks_engine *e, const char *account, bool wait, int *ret_fd,
 			   char **reterr_msg)
 {
-	const char *rt = getenv("XDG_RUNTIME_DIR");
-	bool in_rt = rt && rt[0] == '/';
-	const char *base = in_rt ? rt : e->data_dir, *sub = in_rt ? "ksync" : "locks";
+	const char *base = e->data_dir, *sub = "locks";
 	_cleanup_free_ char *path = NULL;
 	int dfd, fd, r;
 

@@ -1143,7 +1143,7 @@ def test_small_deletions_pass_the_guard(server, ks):
 # -- one writer per account ----------------------------------------------------------------------
 
 def hold_lock(ks):
-    d = ks.runtime_dir / "ksync"
+    d = ks.data_dir / "locks"
     d.mkdir(mode=0o700, exist_ok=True)
     f = open(d / ("%s.lock" % ACCOUNT), "a+")
     fcntl.flock(f.fileno(), fcntl.LOCK_EX)
@@ -1169,6 +1169,13 @@ def test_lock(server, ks):
         assert checks.failure_lines(r.stderr, ACCOUNT), r.stderr
         assert c1 == c0, "requests while locked: %s" % requests_between(server, c0, c1)
         assert uid_of("bob") not in server_items(server, env.book)
+
+        # A cron job has no XDG_RUNTIME_DIR: it takes the same lock all the same.
+        cron_env = ks.env()
+        del cron_env["XDG_RUNTIME_DIR"]
+        p = subprocess.run([str(ks.ksyncd), "--once"], env=cron_env, cwd=ks.home,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        assert p.returncode != 0 and b"is syncing this account" in p.stderr, p.stderr
 
         release = threading.Timer(1.0, lambda: fcntl.flock(f.fileno(), fcntl.LOCK_UN))
         release.start()
