@@ -130,6 +130,30 @@ static const char schema_v2[] =
 static const char schema_v3[] =
 	"CREATE INDEX item_scan ON item (collection, filename, mtime_ns, ino, size);";
 
+/* Version 4: the mass-deletion guard's window (when it started, the items then and the
+ * deletions since; NULL before the first deletion), when each collection last completed a
+ * sync, whether an address book offers vCard 4.0 (supported-address-data), and the local
+ * changes a server refused (so that a file that stays refused is sent again only when it
+ * changes, and status can say why it is pending). */
+static const char schema_v4[] =
+	"ALTER TABLE collection ADD COLUMN guard_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE collection ADD COLUMN guard_base INTEGER;"
+	"ALTER TABLE collection ADD COLUMN guard_deleted INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE collection ADD COLUMN synced_at INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE collection ADD COLUMN vcard4 INTEGER NOT NULL DEFAULT 0;"
+	"CREATE TABLE refusal ("
+	"  id INTEGER PRIMARY KEY,"
+	"  collection INTEGER NOT NULL REFERENCES collection(id) ON DELETE CASCADE,"
+	"  filename TEXT NOT NULL,"
+	"  href TEXT,"
+	"  op TEXT NOT NULL CHECK (op IN ('create', 'update', 'delete')),"
+	"  hash TEXT,"
+	"  status INTEGER NOT NULL,"
+	"  reason TEXT NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  UNIQUE (collection, filename)"
+	");";
+
 static int sqlite_to_errno(int rc)
 {
 	switch (rc & 0xff) {
@@ -227,8 +251,10 @@ static int migrate(ks_cache *c)
 		r = exec(c, schema_v2);
 	if (r >= 0 && v < 3)
 		r = exec(c, schema_v3);
+	if (r >= 0 && v < 4)
+		r = exec(c, schema_v4);
 	if (r >= 0)
-		r = exec(c, "PRAGMA user_version = 3");
+		r = exec(c, "PRAGMA user_version = " STRINGIFY(KS_CACHE_SCHEMA_VERSION));
 	if (r >= 0)
 		r = exec(c, "COMMIT");
 	if (r < 0)
@@ -550,6 +576,10 @@ static int fill_collection(sqlite3_stmt *s, void *e)
 		.enabled = sqlite3_column_int(s, 11),
 		.sync_token = col_strdup(s, 12),
 		.ctag = col_strdup(s, 13),
+		.guard_at = sqlite3_column_int64(s, 14),
+		.guard_base = sqlite3_column_type(s, 15) == SQLITE_NULL ? -1
+								      : sqlite3_column_int64(s, 15),
+		.guard_deleted = sqlite3_column_int64(s, 16),
 	};
 	return col->account && col->href && col->name ? 0 : -ENOMEM;
 }
@@ -563,7 +593,8 @@ int ks_cache_list_collections(ks_cache *c, const char *account, ks_collection **
 {
 	sqlite3_stmt *s;
 	int r = prepare(c, "SELECT id, account, href, kind, name, displayname, color, description, "
-			   "components, readonly, supports_sync, enabled, sync_token, ctag "
+			   "components, readonly, supports_sync, enabled, sync_token, ctag, "
+			   "guard_at, guard_base, guard_deleted "
 			   "FROM collection WHERE account = ?1 ORDER BY kind, name", &s);
 
 	if (r < 0)
@@ -620,6 +651,27 @@ int ks_cache_set_collection_state(ks_cache *c, int64_t id, const char *sync_toke
 	(void) bind_text(s, 1, sync_token);
 	(void) bind_text(s, 2, ctag);
 	(void) sqlite3_bind_int64(s, 3, id);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_set_collection_guard(ks_cache *c, int64_t id, int64_t at, int64_t base,
+				  int64_t deleted)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "UPDATE collection SET guard_at = ?1, guard_base = ?2, "
+			   "guard_deleted = ?3 WHERE id = ?4", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, at);
+	if (base >= 0)
+		(void) sqlite3_bind_int64(s, 2, base);
+	else
+		(void) sqlite3_bind_null(s, 2);
+	(void) sqlite3_bind_int64(s, 3, deleted);
+	(void) sqlite3_bind_int64(s, 4, id);
 	r = step_done(s);
 	sqlite3_finalize(s);
 	return r;

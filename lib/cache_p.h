@@ -11,7 +11,7 @@
  * are translated here: SQLITE_BUSY/LOCKED → -EBUSY, SQLITE_CORRUPT/NOTADB → -EUCLEAN,
  * SQLITE_FULL → -ENOSPC, SQLITE_CANTOPEN → -EACCES, SQLITE_NOMEM → -ENOMEM, other → -EIO. */
 
-#define KS_CACHE_SCHEMA_VERSION 3
+#define KS_CACHE_SCHEMA_VERSION 4
 
 typedef struct ks_cache ks_cache;
 
@@ -45,6 +45,11 @@ typedef struct ks_collection {
 	bool enabled;
 	char *sync_token;	/* token of the last state applied locally */
 	char *ctag;
+	/* The mass-deletion guard's window: when it started (unix seconds), the items then (-1:
+	 * none started yet) and the items deleted on either side since. */
+	int64_t guard_at;
+	int64_t guard_base;
+	int64_t guard_deleted;
 } ks_collection;
 
 typedef struct ks_cache_item {
@@ -89,6 +94,9 @@ int ks_cache_list_collections(ks_cache *c, const char *account, ks_collection **
  * update (ks_cache_set_collection_state does that). -EEXIST when the name is taken. */
 int ks_cache_save_collection(ks_cache *c, ks_collection *col);
 int ks_cache_set_collection_state(ks_cache *c, int64_t id, const char *sync_token, const char *ctag);
+/* Stores the mass-deletion guard's window of collection id (base -1: none). */
+int ks_cache_set_collection_guard(ks_cache *c, int64_t id, int64_t at, int64_t base,
+				  int64_t deleted);
 int ks_cache_delete_collection(ks_cache *c, int64_t id);
 void ks_collection_done(ks_collection *col);
 void ks_collection_free_array(ks_collection *a, size_t n);

@@ -34,6 +34,10 @@ static inline void ks_freep(void *p)
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 
+/* The text of a macro's value: STRINGIFY(4) is "4". */
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+
 /* Turns a libc "-1 and errno" result into a negative errno, leaving other values alone. */
 static inline int ks_neg_errno(int r)
 {

@@ -307,14 +307,19 @@ static void test_migrate_from_v1(void **state)
 	char cmd[1024];
 	ks_cache *c = NULL;
 
-	/* A version 1 cache: today's schema without what versions 2 and 3 added. */
+	/* A version 1 cache: today's schema without what versions 2 to 4 added. */
 	assert_int_equal(ks_cache_open(path, &c), 0);
 	ks_cache_account a0 = { .principal = "/p/", .discovered_at = 7, .listed_at = 9 };
 	assert_int_equal(ks_cache_put_account(c, "a", &a0), 0);
 	ks_cache_free(c);
 	snprintf(cmd, sizeof(cmd),
 		 "sqlite3 '%s' 'ALTER TABLE account DROP COLUMN listed_at; DROP TABLE intent; "
-		 "DROP TABLE conflict; DROP INDEX item_scan; PRAGMA user_version = 1;'", path);
+		 "DROP TABLE conflict; DROP INDEX item_scan; DROP TABLE refusal; "
+		 "ALTER TABLE collection DROP COLUMN guard_at; "
+		 "ALTER TABLE collection DROP COLUMN guard_base; "
+		 "ALTER TABLE collection DROP COLUMN guard_deleted; "
+		 "ALTER TABLE collection DROP COLUMN synced_at; "
+		 "ALTER TABLE collection DROP COLUMN vcard4; PRAGMA user_version = 1;'", path);
 	assert_int_equal(system(cmd), 0);
 	assert_int_equal(ks_cache_open(path, &c), 0);
 	ks_cache_account a = {};
@@ -326,8 +331,11 @@ static void test_migrate_from_v1(void **state)
 	/* Every later version's additions are there. */
 	snprintf(cmd, sizeof(cmd),
 		 "test \"$(sqlite3 '%s' \"SELECT count(*) FROM sqlite_master WHERE name IN "
-		 "('intent', 'conflict', 'item_scan')\")\" = 3 && "
-		 "test \"$(sqlite3 '%s' 'PRAGMA user_version')\" = 3", path, path);
+		 "('intent', 'conflict', 'item_scan', 'refusal')\")\" = 4 && "
+		 "test \"$(sqlite3 '%s' \"SELECT count(*) FROM pragma_table_info('collection') "
+		 "WHERE name IN ('guard_at', 'guard_base', 'guard_deleted', 'synced_at', "
+		 "'vcard4')\")\" = 5 && "
+		 "test \"$(sqlite3 '%s' 'PRAGMA user_version')\" = 4", path, path, path);
 	assert_int_equal(system(cmd), 0);
 }
 
