@@ -93,10 +93,23 @@ int ks_fs_open_beneath(const char *base, const char *rel, bool create, int *ret_
 	return 0;
 }
 
+/* Temp files carry a prefix of ksync's own, so that cleaning up after a crash never takes
+ * another program's temp file (an editor's ".name.tmp") in the same directory. */
+#define TEMP_PREFIX ".ksync-"
+#define TEMP_SUFFIX ".tmp"
+
 static int temp_name(const char *name, char *out, size_t n)
 {
-	int k = snprintf(out, n, ".%s.tmp", name);
+	int k = snprintf(out, n, TEMP_PREFIX "%s" TEMP_SUFFIX, name);
 	return k < 0 || (size_t) k >= n ? -ENAMETOOLONG : 0;
+}
+
+bool ks_fs_is_temp_name(const char *name)
+{
+	size_t l = strlen(name), p = strlen(TEMP_PREFIX), x = strlen(TEMP_SUFFIX);
+
+	return l > p + x && strncmp(name, TEMP_PREFIX, p) == 0 &&
+	       strcmp(name + l - x, TEMP_SUFFIX) == 0;
 }
 
 static int write_all(int fd, const void *data, size_t len)
@@ -368,8 +381,7 @@ int ks_fs_clean_temp(int dirfd)
 	}
 	rewinddir(d);
 	while ((de = readdir(d))) {
-		size_t l = strlen(de->d_name);
-		if (de->d_name[0] != '.' || l < 6 || strcmp(de->d_name + l - 4, ".tmp") != 0)
+		if (!ks_fs_is_temp_name(de->d_name))
 			continue;
 		if (unlinkat(dirfd, de->d_name, 0) == 0)
 			n++;

@@ -51,7 +51,10 @@ int ks_fs_read_file(int dirfd, const char *name, size_t max, char **ret, size_t 
  * so that readers keyed on its mtime see no change. Returns 1 when written, 0 when equal. */
 int ks_fs_write_if_changed(int dirfd, const char *name, const char *content);
 
-/* Removes temp files (".*.tmp") a crash may have left in dirfd. Returns how many. */
+/* Whether name is one of ksync's temp files (".ksync-NAME.tmp"). */
+bool ks_fs_is_temp_name(const char *name);
+/* Removes ksync's temp files a crash may have left in dirfd, and no other program's.
+ * Returns how many. */
 int ks_fs_clean_temp(int dirfd);
 
 /* Nanoseconds from CLOCK_MONOTONIC. */

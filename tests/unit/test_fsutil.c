@@ -48,11 +48,11 @@ static void test_write_atomic(void **state)
 	assert_int_equal(fstatat(dfd, "a.vcf", &st, 0), 0);
 	assert_int_equal(st.st_mode & 07777, 0600);
 	/* A temp file left by a crash does not block the next write. */
-	int fd = openat(dfd, ".a.vcf.tmp", O_WRONLY | O_CREAT, 0600);
+	int fd = openat(dfd, ".ksync-a.vcf.tmp", O_WRONLY | O_CREAT, 0600);
 	assert_true(fd >= 0);
 	close(fd);
 	assert_int_equal(ks_fs_write_atomic(dfd, "a.vcf", "bye", 3, false), 0);
-	assert_int_equal(faccessat(dfd, ".a.vcf.tmp", F_OK, 0), -1);
+	assert_int_equal(faccessat(dfd, ".ksync-a.vcf.tmp", F_OK, 0), -1);
 	assert_int_equal(ks_fs_read_file(dfd, "a.vcf", 2, &s, &n), -EFBIG);
 	assert_int_equal(symlinkat("/etc/passwd", dfd, "link.vcf"), 0);
 	assert_int_equal(ks_fs_read_file(dfd, "link.vcf", 100000, &s, &n), -ELOOP);
@@ -83,7 +83,7 @@ static void test_batch(void **state)
 	assert_int_equal(ks_fs_batch_new(dfd, &b), 0);
 	assert_int_equal(ks_fs_batch_add(b, "z.ics", "Z", 1, NULL), 0);
 	ks_fs_batch_free(b);
-	assert_int_equal(faccessat(dfd, ".z.ics.tmp", F_OK, 0), -1);
+	assert_int_equal(faccessat(dfd, ".ksync-z.ics.tmp", F_OK, 0), -1);
 	assert_int_equal(faccessat(dfd, "z.ics", F_OK, 0), -1);
 }
 
@@ -98,12 +98,19 @@ static void test_write_if_changed_and_clean(void **state)
 	assert_int_equal(a.st_ino, b.st_ino);
 	assert_int_equal(ks_fs_write_if_changed(dfd, "color", "#00FF00\n"), 1);
 
-	int fd = openat(dfd, ".left.ics.tmp", O_WRONLY | O_CREAT, 0600);
+	int fd = openat(dfd, ".ksync-left.ics.tmp", O_WRONLY | O_CREAT, 0600);
 	close(fd);
 	fd = openat(dfd, "keep.tmp", O_WRONLY | O_CREAT, 0600);
 	close(fd);
+	/* Another program's temp file (an editor saving) is not ksync's to remove. */
+	fd = openat(dfd, ".notes.ics.tmp", O_WRONLY | O_CREAT, 0600);
+	close(fd);
 	assert_int_equal(ks_fs_clean_temp(dfd), 1);
 	assert_int_equal(faccessat(dfd, "keep.tmp", F_OK, 0), 0);
+	assert_int_equal(faccessat(dfd, ".notes.ics.tmp", F_OK, 0), 0);
+	assert_true(ks_fs_is_temp_name(".ksync-a.vcf.tmp"));
+	assert_false(ks_fs_is_temp_name(".ksync-.tmp"));
+	assert_false(ks_fs_is_temp_name(".a.vcf.tmp"));
 }
 
 static void test_mkdir_p(void **state)
