@@ -629,3 +629,69 @@ int ks_ical_parse_info(const char *data, size_t len, ks_item_info *ret, char **r
 	info = (ks_item_info) {};
 	return 0;
 }
+
+/* The times of one event or task: DTEND (DUE) with DURATION, or an end before the start, or
+ * a start and an end of different value types, make a component no server should take
+ * (RFC 5545 3.6.1, 3.6.2). */
+static const char *times_problem(icalcomponent *c)
+{
+	bool todo = icalcomponent_isa(c) == ICAL_VTODO_COMPONENT;
+	icalproperty_kind end_kind = todo ? ICAL_DUE_PROPERTY : ICAL_DTEND_PROPERTY;
+	icalproperty *end = icalcomponent_get_first_property(c, end_kind);
+	icalproperty *start = icalcomponent_get_first_property(c, ICAL_DTSTART_PROPERTY);
+	struct icaltimetype ts, te;
+	icaltimezone *zs, *ze;
+
+	if (end && icalcomponent_get_first_property(c, ICAL_DURATION_PROPERTY))
+		return todo ? "DUE and DURATION together" : "DTEND and DURATION together";
+	if (!end || !start || !prop_time(c, start, &ts, &zs) || !prop_time(c, end, &te, &ze))
+		return NULL;
+	if (ts.is_date != te.is_date)
+		return todo ? "DTSTART and DUE of different value types"
+			    : "DTSTART and DTEND of different value types";
+	/* Floating times and dates compare as they are written. */
+	if (icaltime_compare(to_utc(te, ze), to_utc(ts, zs)) < 0)
+		return todo ? "it is due before it starts" : "it ends before it starts";
+	return NULL;
+}
+
+int ks_ical_check_times(const char *data, size_t len, char **reterr_msg)
+{
+	_cleanup_(icalcomponent_freep) icalcomponent *root = NULL;
+	_cleanup_free_ char *text = NULL;
+	size_t text_len = 0;
+	int r;
+
+	assert(data || len == 0);
+	if (len > KS_CARD_MAX)
+		return -EFBIG;
+	r = ical_prepare(data, len, &text, &text_len, reterr_msg);
+	if (r < 0)
+		return r;
+	icalerror_clear_errno();
+	root = ical_parse(text, text_len);
+	icalerror_clear_errno();
+	if (!root)
+		return ks_set_error(reterr_msg, -EBADMSG, "cannot parse iCalendar data");
+
+	icalcomponent *cals[1] = { root };
+	icalcompiter ci = icalcomponent_begin_component(root, ICAL_VCALENDAR_COMPONENT);
+	bool xroot = icalcomponent_isa(root) == ICAL_XROOT_COMPONENT;
+	for (icalcomponent *vcal = xroot ? icalcompiter_deref(&ci) : cals[0]; vcal;
+	     vcal = xroot ? icalcompiter_next(&ci) : NULL) {
+		for (icalcomponent *c = icalcomponent_get_first_component(vcal, ICAL_ANY_COMPONENT);
+		     c; c = icalcomponent_get_next_component(vcal, ICAL_ANY_COMPONENT)) {
+			const char *why;
+			if (icalcomponent_isa(c) != ICAL_VEVENT_COMPONENT &&
+			    icalcomponent_isa(c) != ICAL_VTODO_COMPONENT)
+				continue;
+			why = times_problem(c);
+			if (why) {
+				icalerror_clear_errno();
+				return ks_set_error(reterr_msg, -EDOM, "%s", why);
+			}
+		}
+	}
+	icalerror_clear_errno();
+	return 0;
+}

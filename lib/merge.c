@@ -10,6 +10,7 @@
 
 #include "buf_p.h"
 #include "hash_p.h"
+#include "ical_p.h"
 #include "item_p.h"
 #include "limits.h"
 #include "macro.h"
@@ -453,9 +454,37 @@ static const char *const ical_multi[] = {
 	"FREEBUSY", "IMAGE", "RDATE", "RELATED-TO", "REQUEST-STATUS", "RESOURCES",
 };
 
-/* RFC 5545 3.8.1.11-12, 3.8.2.4: a task's state is these three together; taking STATUS from
- * one side and COMPLETED from the other would describe a task neither side has. */
+/* Properties that change together and are merged as one value, each unit under the key of
+ * its first name. RFC 5545 3.8.1.11-12, 3.8.2.4: a task's state is STATUS, COMPLETED and
+ * PERCENT-COMPLETE together; taking STATUS from one side and COMPLETED from the other would
+ * describe a task neither side has. 3.6.1, 3.6.2: an event's time is DTSTART with DTEND or
+ * DURATION, a task's DTSTART with DUE or DURATION; a start from one side and an end from the
+ * other may end before they start, and DTEND from one side with DURATION from the other is
+ * no event at all. */
 static const char *const vtodo_unit[] = { "STATUS", "COMPLETED", "PERCENT-COMPLETE" };
+static const char *const vevent_time_unit[] = { "DTSTART", "DTEND", "DURATION" };
+static const char *const vtodo_time_unit[] = { "DTSTART", "DUE", "DURATION" };
+
+/* The unit name belongs to in component comp, NULL when none. */
+static const char *const *unit_of(const char *comp, const char *name, size_t *ret_n)
+{
+	static const struct {
+		const char *comp;
+		const char *const *names;
+		size_t n;
+	} units[] = {
+		{ "VTODO", vtodo_unit, ELEMENTSOF(vtodo_unit) },
+		{ "VTODO", vtodo_time_unit, ELEMENTSOF(vtodo_time_unit) },
+		{ "VEVENT", vevent_time_unit, ELEMENTSOF(vevent_time_unit) },
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(units); i++)
+		if (strcmp(comp, units[i].comp) == 0 && in_list(name, units[i].names, units[i].n)) {
+			*ret_n = units[i].n;
+			return units[i].names;
+		}
+	return NULL;
+}
 
 /* The properties whose value the merge reads. */
 static const char *const kept_values[] = {
@@ -486,7 +515,8 @@ static prop_rule rule_of(bool vcard, const char *comp, const char *name)
 		return RULE_LATEST;
 	if (strcmp(name, "SEQUENCE") == 0)
 		return RULE_MAX_NUMBER;
-	if (strcmp(comp, "VTODO") == 0 && in_list(name, vtodo_unit, ELEMENTSOF(vtodo_unit)))
+	size_t n_unit;
+	if (unit_of(comp, name, &n_unit))
 		return RULE_UNIT;
 	if (in_list(name, ical_multi, ELEMENTSOF(ical_multi)))
 		return RULE_MULTI;
@@ -540,9 +570,10 @@ static int prop_new(const tree *t, const node *parent, merge_side sd, const char
 	if (!n->name)
 		return -ENOMEM;
 	n->rule = rule_of(t->vcard, parent->name, n->name);
+	size_t n_unit;
 	if (n->rule == RULE_UNIT)
 		/* One key for the unit, so that its names are merged together. */
-		n->key = strdup(vtodo_unit[0]);
+		n->key = strdup(unit_of(parent->name, n->name, &n_unit)[0]);
 	else if (h->group)
 		n->key = strdup_printf("%s.%s", h->group, h->name);
 	else
@@ -1816,6 +1847,25 @@ int ks_merge(const char *base, size_t base_len, const char *local, size_t local_
 	r = emit_out(&out, o, ctx.conflict ? ctx.win : SIDE_REMOTE);
 	if (r < 0)
 		return r;
+	if (!il->tree.vcard) {
+		/* Each side's times may be right and their mix wrong (the end from one side, a
+		 * new start from the other): what no server takes is not a merge. The policy
+		 * side is taken whole then, as a conflict, unless a side was wrong already. */
+		_cleanup_free_ char *why = NULL;
+		r = ks_ical_check_times(out.data, out.len, &why);
+		if (r == -ENOMEM)
+			return r;
+		if (r == -EDOM && ks_ical_check_times(il->data, il->len, NULL) >= 0 &&
+		    ks_ical_check_times(ir->data, ir->len, NULL) >= 0) {
+			const input *w = &in[ctx.win];
+			free(summary);
+			summary = strdup_printf("the times merged would not fit together: %s", why);
+			if (!summary)
+				return -ENOMEM;
+			return result_set(ret, w->data, w->len, true, w == il, w == ir,
+					  TAKE_PTR(summary));
+		}
+	}
 	size_t len = out.len;
 	char *data = ks_buf_steal(&out);
 	if (!data)

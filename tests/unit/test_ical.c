@@ -738,6 +738,56 @@ static void test_robustness(void **state)
 	}
 }
 
+#define CHECK_EVENT(props) "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:t\r\n" props \
+	"END:VEVENT\r\nEND:VCALENDAR\r\n"
+#define CHECK_TODO(props) "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VTODO\r\nUID:t\r\n" props \
+	"END:VTODO\r\nEND:VCALENDAR\r\n"
+
+static void test_check_times(void **state)
+{
+	static const struct {
+		const char *data;
+		const char *why;	/* NULL: fine */
+	} cases[] = {
+		{ CHECK_EVENT("DTSTART:20240108T100000Z\r\nDTEND:20240108T110000Z\r\n"), NULL },
+		{ CHECK_EVENT("DTSTART:20240108T100000Z\r\nDTEND:20240108T100000Z\r\n"), NULL },
+		{ CHECK_EVENT("DTSTART:20240108T100000Z\r\nDURATION:PT1H\r\n"), NULL },
+		{ CHECK_EVENT("DTSTART;VALUE=DATE:20240108\r\n"), NULL },
+		{ CHECK_EVENT("DTSTART:20240108T100000Z\r\nDTEND:20240108T090000Z\r\n"),
+		  "it ends before it starts" },
+		{ CHECK_EVENT("DTSTART;TZID=Europe/Zurich:20240108T100000\r\n"
+			      "DTEND:20240108T083000Z\r\n"), "it ends before it starts" },
+		/* 10:00 in Zurich is 09:00 UTC: 09:30 UTC is later. */
+		{ CHECK_EVENT("DTSTART;TZID=Europe/Zurich:20240108T100000\r\n"
+			      "DTEND:20240108T093000Z\r\n"), NULL },
+		{ CHECK_EVENT("DTSTART:20240108T100000Z\r\nDTEND:20240108T110000Z\r\n"
+			      "DURATION:PT1H\r\n"), "DTEND and DURATION together" },
+		{ CHECK_EVENT("DTSTART;VALUE=DATE:20240108\r\nDTEND:20240109T000000Z\r\n"),
+		  "DTSTART and DTEND of different value types" },
+		{ CHECK_TODO("DTSTART:20240108T100000Z\r\nDUE:20240107T100000Z\r\n"),
+		  "it is due before it starts" },
+		{ CHECK_TODO("DUE:20240107T100000Z\r\nDURATION:PT1H\r\n"),
+		  "DUE and DURATION together" },
+		{ CHECK_TODO("DUE:20240107T100000Z\r\n"), NULL },
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		char *why = NULL;
+		int r = ks_ical_check_times(cases[i].data, strlen(cases[i].data), &why);
+
+		if (!cases[i].why) {
+			assert_int_equal(r, 0);
+			assert_null(why);
+		} else {
+			assert_int_equal(r, -EDOM);
+			assert_non_null(why);
+			assert_string_equal(why, cases[i].why);
+		}
+		free(why);
+	}
+	assert_int_equal(ks_ical_check_times("garbage", 7, NULL), -EBADMSG);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -751,6 +801,7 @@ int main(void)
 		cmocka_unit_test(test_dispatch),
 		cmocka_unit_test(test_libical_state),
 		cmocka_unit_test(test_robustness),
+		cmocka_unit_test(test_check_times),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
