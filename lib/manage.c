@@ -862,7 +862,8 @@ int ks_probe_account(const ks_account_config *a, char **ret_json, char **reterr_
 			break;
 		}
 		all = na;
-		memcpy(all + n_all, part, n_part * sizeof(*part));
+		if (n_part)
+			memcpy(all + n_all, part, n_part * sizeof(*part));
 		n_all += n_part;
 		free(part);
 	}

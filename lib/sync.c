@@ -344,6 +344,13 @@ static bool is_collection_href(const coll_run *c, const char *href)
 	       (strlen(href) == n - 1 && strncmp(href, c->col->href, n - 1) == 0);
 }
 
+/* Whether this run uploaded href (c->uploaded is sorted before the read-back listing). */
+static bool uploaded_here(const coll_run *c, const char *href)
+{
+	return c->n_uploaded &&
+	       bsearch(&href, c->uploaded, c->n_uploaded, sizeof(char *), cmp_str) != NULL;
+}
+
 /* A listing entry (sync-collection or PROPFIND Depth 1): decide fetch or delete. */
 static int on_listing(const ks_ms_response *r, void *userdata)
 {
@@ -403,8 +410,7 @@ static int on_listing(const ks_ms_response *r, void *userdata)
 		return k;
 	bool same = k >= 0 && r->etag && it.etag && strcmp(it.etag, r->etag) == 0;
 	ks_cache_item_done(&it);
-	if (same && c->read_back &&
-	    bsearch(&href, c->uploaded, c->n_uploaded, sizeof(char *), cmp_str))
+	if (same && c->read_back && uploaded_here(c, href))
 		same = false;
 	if (same && !c->R->o->force)
 		return 0;
@@ -1018,8 +1024,7 @@ static int apply_batch(coll_run *c, batch *b)
 			c->added++;
 		else if (st[i].skip_write)
 			;	/* same bytes under a new etag: nothing changed for the user */
-		else if (!c->read_back || !bsearch(&row.href, c->uploaded, c->n_uploaded,
-						  sizeof(char *), cmp_str))
+		else if (!c->read_back || !uploaded_here(c, row.href))
 			c->updated++;	/* reading back this run's own uploads is no update */
 	}
 	r = ks_cache_commit(cache);
@@ -1671,7 +1676,8 @@ static int sync_collection(run *R, ks_collection *col, const ks_collection *remo
 		/* One more listing moves the stored token past this run's own uploads (so that
 		 * the next run finds nothing to do) and reads back what the server made of
 		 * them: the cache and the files then hold what it stores. */
-		qsort(c.uploaded, c.n_uploaded, sizeof(char *), cmp_str);
+		if (c.n_uploaded > 1)
+			qsort(c.uploaded, c.n_uploaded, sizeof(char *), cmp_str);
 		c.read_back = true;
 		r = pull_collection(&c, NULL, false);
 		if (r < 0)
@@ -2791,7 +2797,8 @@ static int list_homes(run *R, ks_cache_account *acc, bool with_tokens, ks_collec
 			break;
 		}
 		all = na;
-		memcpy(all + n_all, part, n_part * sizeof(*part));
+		if (n_part)
+			memcpy(all + n_all, part, n_part * sizeof(*part));
 		n_all += n_part;
 		free(part);
 	}
