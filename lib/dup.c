@@ -25,6 +25,7 @@
 #include "macro.h"
 #include "merge_p.h"
 #include "scan_p.h"
+#include "session_p.h"
 #include "text_p.h"
 #include "vcard_p.h"
 
@@ -1904,31 +1905,23 @@ static void job_done(job *j)
 static int job_start(job *j, ks_engine *e, const ks_config *c, const char *account,
 		     const ks_collection *col, char **reterr_msg)
 {
-	_cleanup_free_ char *dir = NULL, *why = NULL;
-	char *password = NULL;
+	_cleanup_free_ char *why = NULL;
 	int r;
 
 	*j = (job) { .e = e, .col = col, .dirfd = -1, .lock_fd = -1, .reterr_msg = reterr_msg };
 	j->acc = ks_config_find_account(c, account);
 	if (!j->acc)
 		return ks_set_error(reterr_msg, -ENOENT, "no account '%s' in %s", account, c->path);
-	r = ks_engine_collection_dir(e, account, col, &dir);
+	_cleanup_free_ char *where = NULL;
+	r = ks_engine_open_collection_dir(e, account, col, false, &j->dirfd, &where);
 	if (r < 0)
-		return r;
-	j->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (j->dirfd < 0)
-		return ks_set_error(reterr_msg, -errno, "cannot open %s: %s", dir, strerror(errno));
-	r = ks_account_get_password(j->acc, &password, &why);
-	if (r < 0 && r != -ENOKEY)
-		return ks_set_error(reterr_msg, r, "cannot get the password of account %s: %s",
-			       account, why ? why : strerror(-r));
-	ks_dav_opts o = {
-		.base_url = j->acc->url, .username = j->acc->username, .password = password,
-		.ca_file = j->acc->ca_file, .allow_insecure_http = j->acc->allow_insecure_http,
-	};
-	r = ks_dav_new(&o, &j->dav);
-	password = ks_secret_free(password);
-	return r;
+		return ks_set_error(reterr_msg, r, "cannot open %s: %s", where ? where : col->name,
+				    r == -ELOOP ? "a symbolic link is on the way, which ksync does "
+						  "not follow" : strerror(-r));
+	r = ks_session_new(j->acc, &j->dav, &why);
+	if (r < 0)
+		return ks_set_error(reterr_msg, r, "%s", why ? why : strerror(-r));
+	return 0;
 }
 
 static int64_t stat_ns(const struct stat *st)

@@ -14,6 +14,12 @@ struct ks_engine {
  * Owned by the caller. */
 int ks_engine_collection_dir(const ks_engine *e, const char *account, const ks_collection *col,
 			     char **ret);
+/* Opens the directory of a collection without following a symbolic link anywhere below the
+ * data directory (-ELOOP), creating what is missing with create. On failure, *reterr_path (if
+ * not NULL) names the directory that failed. *ret_fd is the caller's to close. */
+int ks_engine_open_collection_dir(const ks_engine *e, const char *account,
+				  const ks_collection *col, bool create, int *ret_fd,
+				  char **reterr_path);
 /* Takes the account's lock (one writer per account: syncs, merges of duplicates), waiting
  * for it with wait. *ret_fd holds it until closed. -EBUSY when another process holds it and
  * wait is false (*reterr_msg names the holder's pid); -ELOOP when a symbolic link is on the

@@ -20,6 +20,7 @@
 #include "log_p.h"
 #include "macro.h"
 #include "manage_p.h"
+#include "session_p.h"
 #include "vdir_p.h"
 #include "xml_p.h"
 #include "text_p.h"
@@ -483,7 +484,6 @@ static void session_done(session *s)
 static int session_open(const ks_account_config *a, session *s, char **reterr_msg)
 {
 	_cleanup_free_ char *why = NULL;
-	char *password = NULL;
 	int r;
 
 	r = ks_config_check_account(a, &s->checked, &why);
@@ -491,25 +491,11 @@ static int session_open(const ks_account_config *a, session *s, char **reterr_ms
 		return ks_set_error(reterr_msg, r, "%s", why ? why : strerror(-r));
 	s->acc = &s->checked->accounts[0];
 
-	r = ks_account_get_password(s->acc, &password, &why);
-	if (r < 0 && r != -ENOKEY)
-		return ks_set_error(reterr_msg, r, "cannot get the password of account '%s': %s",
-			       s->acc->name, why ? why : strerror(-r));
-	ks_dav_opts o = {
-		.base_url = s->acc->url,
-		.username = s->acc->username,
-		.password = password,
-		.ca_file = s->acc->ca_file,
-		.allow_insecure_http = s->acc->allow_insecure_http,
-		.connect_timeout_s = s->acc->timeout && s->acc->timeout < 30 ? (long) s->acc->timeout
-									      : 0,
-		.low_speed_time_s = (long) s->acc->timeout,
-	};
-	r = ks_dav_new(&o, &s->dav);
-	password = ks_secret_free(password);
+	free(why);
+	why = NULL;
+	r = ks_session_new(s->acc, &s->dav, &why);
 	if (r < 0)
-		return ks_set_error(reterr_msg, r, "cannot set up HTTP for %s: %s", s->acc->url,
-			       strerror(-r));
+		return ks_set_error(reterr_msg, r, "%s", why ? why : strerror(-r));
 
 	free(why);
 	why = NULL;

@@ -28,6 +28,7 @@
 #include "macro.h"
 #include "merge_p.h"
 #include "scan_p.h"
+#include "session_p.h"
 #include "text_p.h"
 #include "vdir_p.h"
 
@@ -45,10 +46,9 @@ int ks_engine_collection_dir(const ks_engine *e, const char *account, const ks_c
 			col->name) < 0 ? -ENOMEM : 0;
 }
 
-/* Opens the directory of a collection without following a symlink anywhere below the data
- * directory. On failure, *reterr_path (if not NULL) names the directory that failed. */
-static int open_col_dir(const ks_engine *e, const char *account, const ks_collection *col,
-			bool create, int *ret_fd, char **reterr_path)
+int ks_engine_open_collection_dir(const ks_engine *e, const char *account,
+				  const ks_collection *col, bool create, int *ret_fd,
+				  char **reterr_path)
 {
 	_cleanup_free_ char *rel = NULL;
 	size_t at = 0;
@@ -1410,7 +1410,7 @@ static int open_collection_dir(run *R, coll_run *c)
 	r = ks_engine_collection_dir(R->e, R->acc->name, c->col, &c->dir);
 	if (r < 0)
 		return r;
-	r = open_col_dir(R->e, R->acc->name, c->col, true, &c->dirfd, &where);
+	r = ks_engine_open_collection_dir(R->e, R->acc->name, c->col, true, &c->dirfd, &where);
 	if (r == -ELOOP)
 		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r,
 			  "'%s' is a symbolic link: ksync does not follow links below its data "
@@ -2953,7 +2953,7 @@ static int local_changes_pending(run *R)
 		int fd;
 		if (!col->enabled)
 			continue;
-		r = open_col_dir(R->e, R->acc->name, col, false, &fd, NULL);
+		r = ks_engine_open_collection_dir(R->e, R->acc->name, col, false, &fd, NULL);
 		if (r == -ENOMEM)
 			break;
 		if (r < 0) {
@@ -3042,7 +3042,7 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 	ks_cache_account acc = {};
 	ks_collection *known = NULL, *remote = NULL;
 	size_t n_known = 0, n_remote = 0;
-	char *password = NULL, *why = NULL;
+	char *why = NULL;
 	int r, failed = 0;
 
 	if (o->only_if_local_changes) {
@@ -3071,30 +3071,11 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 				  strerror(-r));
 		return r;
 	}
-	r = ks_account_get_password(a, &password, &why);
-	if (r < 0 && r != -ENOKEY) {
-		close(lock_fd);
-		emit_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "cannot get the password: %s",
-			  why ? why : strerror(-r));
-		free(why);
-		return r;
-	}
-	free(why);
-	why = NULL;
-	ks_dav_opts dopts = {
-		.base_url = a->url,
-		.username = a->username,
-		.password = password,
-		.ca_file = a->ca_file,
-		.allow_insecure_http = a->allow_insecure_http,
-		.connect_timeout_s = a->timeout && a->timeout < 30 ? (long) a->timeout : 0,
-		.low_speed_time_s = (long) a->timeout,
-	};
-	r = ks_dav_new(&dopts, &R.dav);
-	password = ks_secret_free(password);
+	r = ks_session_new(a, &R.dav, &why);
 	if (r < 0) {
-		emit_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "cannot set up HTTP: %s", strerror(-r));
 		close(lock_fd);
+		emit_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "%s", why ? why : strerror(-r));
+		free(why);
 		return r;
 	}
 
