@@ -37,6 +37,8 @@
 #define REDISCOVER_SECS (24 * 3600)
 /* The home sets are listed (new, removed and renamed collections) at most this often. */
 #define LIST_SECS 3600
+/* Deletions within this long of the first are counted together by the mass-deletion guard. */
+#define GUARD_WINDOW_SECS 3600
 
 int ks_engine_collection_dir(const ks_engine *e, const char *account, const ks_collection *col,
 			     char **ret)
@@ -260,6 +262,7 @@ typedef struct coll_run {
 	run *R;
 	ks_collection *col;
 	char label[KS_NAME_MAX + 16];	/* contacts/<name> */
+	size_t rows_at_start;	/* items of the collection when its run started */
 	int dirfd;
 	char *dir;		/* the directory's path, for messages */
 	const char *ext;
@@ -1339,31 +1342,66 @@ static int collect_unseen(const char *href, const char *etag, const char *filena
 	return strv_push(&u->hrefs, &u->n, &u->cap, href);
 }
 
-/* The mass-deletion guard: a run that would delete more than half of a collection of more
- * than KS_MASS_DELETE_MIN items on one side stops the collection, unless the user said so.
- * side names where the deletions would happen. */
-static int guard_deletions(coll_run *c, size_t n_delete, size_t n_items, const char *side,
-			   const char *why)
+/* The mass-deletion guard. Deletions on either side are counted in a window of
+ * GUARD_WINDOW_SECS that starts with the first of them, against the items the collection had
+ * then (its size at the last complete sync), so that deleting in small steps (runs, pages of
+ * a truncated listing) goes no further than deleting at once. Going past half of those items
+ * (in a collection of more than KS_MASS_DELETE_MIN), or deleting every one of them (two or
+ * more), whatever the size, stops the collection with a message unless the user allowed it.
+ * side names where the deletions would happen, why what points at them, remedy what else the
+ * user may do. The deletions that pass are counted before they are made, so that a crash can
+ * only make the guard stricter; runs that delete nothing write nothing. */
+static int guard_deletions(coll_run *c, size_t n_delete, const char *side, const char *why,
+			   const char *remedy)
 {
-	if (c->R->o->allow_mass_delete || n_items <= KS_MASS_DELETE_MIN || n_delete * 2 <= n_items)
+	ks_collection *col = c->col;
+	int64_t now = (int64_t) time(NULL);
+	bool open = col->guard_base >= 0 && now >= col->guard_at &&
+		    now - col->guard_at < GUARD_WINDOW_SECS;
+	int64_t at = open ? col->guard_at : now;
+	size_t base = open ? (size_t) col->guard_base : c->rows_at_start;
+	size_t total = (open ? (size_t) col->guard_deleted : 0) + n_delete;
+	bool all = base >= 2 && total >= base;
+	bool most = base > KS_MASS_DELETE_MIN && total * 2 > base;
+	int r;
+
+	if (n_delete == 0)
 		return 0;
-	emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, -EDQUOT,
-		  "refusing to delete %zu of %zu items %s (%s); nothing was deleted. If this is "
-		  "intended, run ksyncd --once --allow-mass-delete", n_delete, n_items, side, why);
-	return -EDQUOT;
+	if ((all || most) && !c->R->o->allow_mass_delete) {
+		emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, -EDQUOT,
+			  "refusing to delete %zu of %zu items %s (%s); nothing was deleted. %s"
+			  "If this is intended, run `ksyncctl sync --allow-mass-delete %s/%s` (or "
+			  "ksyncd --once --allow-mass-delete)", n_delete, base, side, why,
+			  remedy ? remedy : "", c->R->acc->name, c->label);
+		return -EDQUOT;
+	}
+	r = ks_cache_set_collection_guard(c->R->e->cache, col->id, at, (int64_t) base,
+					  (int64_t) total);
+	if (r < 0)
+		return r;
+	col->guard_at = at;
+	col->guard_base = (int64_t) base;
+	col->guard_deleted = (int64_t) total;
+	return 0;
 }
 
+/* The server no longer has these items: their files go (an edited one stays, to be uploaded
+ * again), once the guard agreed to as many deletions as there are rows among them. */
 static int delete_remote_gone(coll_run *c, char **hrefs, size_t n)
 {
-	int k, r;
+	size_t known = 0;
+	int r;
 
-	if (n == 0)
-		return 0;
-	k = ks_cache_count_items(c->R->e->cache, c->col->id);
-	if (k < 0)
-		return k;
-	r = guard_deletions(c, n, (size_t) k, "locally",
-			    "the server no longer lists them: was it emptied?");
+	for (size_t i = 0; i < n; i++) {
+		ks_cache_item it = {};
+		r = ks_cache_get_item(c->R->e->cache, c->col->id, hrefs[i], &it);
+		ks_cache_item_done(&it);
+		if (r < 0 && r != -ENOENT)
+			return r;
+		known += r >= 0;
+	}
+	r = guard_deletions(c, known, "locally", "the server no longer lists them: was it emptied?",
+			    NULL);
 	if (r < 0)
 		return r;
 	return delete_items(c, hrefs, n);
@@ -1402,7 +1440,12 @@ static void coll_reset_lists(coll_run *c, bool keep_seen)
 	c->fetched = 0;
 }
 
-static int open_collection_dir(run *R, coll_run *c)
+/* Opens the collection's directory. A missing one is made for a collection without items;
+ * for one with items it was renamed, removed or is on a file system that is not mounted, and
+ * taking its files for deleted would empty the collection on the server: the collection stops
+ * until the user puts it back or says what to do (--force fetches the files again,
+ * --allow-mass-delete deletes them on the server too). */
+static int open_collection_dir(run *R, coll_run *c, size_t n_rows)
 {
 	_cleanup_free_ char *where = NULL;
 	int r;
@@ -1410,7 +1453,22 @@ static int open_collection_dir(run *R, coll_run *c)
 	r = ks_engine_collection_dir(R->e, R->acc->name, c->col, &c->dir);
 	if (r < 0)
 		return r;
-	r = ks_engine_open_collection_dir(R->e, R->acc->name, c->col, true, &c->dirfd, &where);
+	r = ks_engine_open_collection_dir(R->e, R->acc->name, c->col, false, &c->dirfd, &where);
+	if (r == -ENOENT && (n_rows == 0 || R->o->force || R->o->allow_mass_delete)) {
+		free(where);
+		where = NULL;
+		r = ks_engine_open_collection_dir(R->e, R->acc->name, c->col, true, &c->dirfd, &where);
+	} else if (r == -ENOENT) {
+		r = -ENOMEDIUM;
+		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r,
+			  "the directory '%s' is missing (renamed, removed, or on a file system that "
+			  "is not mounted?); nothing was deleted on the server. Put it back, run "
+			  "`ksyncctl sync --force %s/%s` to fetch its %zu items again, or `ksyncctl "
+			  "sync --allow-mass-delete %s/%s` to delete them on the server too",
+			  where ? where : c->dir, R->acc->name, c->label, n_rows, R->acc->name,
+			  c->label);
+		return r;
+	}
 	if (r == -ELOOP)
 		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r,
 			  "'%s' is a symbolic link: ksync does not follow links below its data "
@@ -1642,7 +1700,14 @@ static int sync_collection(run *R, ks_collection *col, const ks_collection *remo
 	snprintf(c.label, sizeof(c.label), "%s/%s",
 		 col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars", col->name);
 	c.ext = col->kind == KS_COLLECTION_ADDRESSBOOK ? ".vcf" : ".ics";
-	r = open_collection_dir(R, &c);
+	r = ks_cache_count_items(R->e->cache, col->id);
+	if (r < 0) {
+		emit_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r, "cannot read the cache: %s",
+			  strerror(-r));
+		goto out;
+	}
+	c.rows_at_start = (size_t) r;
+	r = open_collection_dir(R, &c, c.rows_at_start);
 	if (r < 0)
 		goto out;
 	r = write_metadata(&c);
@@ -2526,9 +2591,10 @@ static int push_collection(coll_run *c)
 	}
 	if (sr.n_changes == 0)
 		goto out;
-	r = guard_deletions(c, n_deleted, sr.n_rows, "on the server",
-			    "their files are missing here: was the directory emptied, removed "
-			    "or unmounted?");
+	r = guard_deletions(c, n_deleted, "on the server",
+			    "their files are missing here: was the directory emptied, removed or "
+			    "unmounted?", "If the files were removed by mistake, `ksyncctl sync "
+			    "--force` fetches them again. ");
 	if (r < 0)
 		goto out;
 	items = calloc(sr.n_changes, sizeof(*items));

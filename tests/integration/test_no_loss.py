@@ -10,11 +10,12 @@ sync, across runs and pages.
 """
 
 import re
+import sqlite3
 import urllib.parse
 
 import pytest
 
-from ksynctest import checks, gen
+from ksynctest import checks
 from ksynctest.faults import (Faults, card, describe, event, local_uids, on, omit_first_response,
                               rewrite, server_uids, write_file)
 from ksynctest.tlsfront import Front
@@ -48,7 +49,7 @@ def converges(ks, server):
     checks.check_unchanged(before, checks.snapshot(ks))
 
 
-# -- a multiget that leaves out an item while others are in flight --------------------------------
+# -- a multiget that leaves out an item while others are in flight ---------------------------------
 
 @pytest.mark.parametrize("gone", [False, True])
 def test_multiget_omission_with_others_in_flight(server, ks, gone):
@@ -88,7 +89,7 @@ def test_multiget_omission_with_others_in_flight(server, ks, gone):
         front.stop()
 
 
-# -- new items whose UID or resource name is taken --------------------------------------------------
+# -- new items whose UID or resource name is taken -------------------------------------------------
 
 def synced_book(server, ks, cards=None):
     book = server.make_addressbook(BOOK, "People")
@@ -156,3 +157,110 @@ def test_new_item_href_held_by_another_uid(server, ks):
     assert b"my text" in loc["mine"] and b"their text" in loc["theirs"], loc
     assert b"their text" not in loc["mine"]
     converges(ks, server)
+
+
+# -- a missing directory, and deletions in small steps ---------------------------------------------
+
+def synced_calendar(server, ks, n):
+    cal = server.make_calendar(CAL, "Work")
+    for i in range(n):
+        server.put(cal + "e%02d.ics" % i, event("e%02d" % i, "Meeting %d" % i))
+    ks.add_account(ACCOUNT, server)
+    ks.sync(timeout=RUN_TIMEOUT)
+    return cal, ks.collection_dir(ACCOUNT, "calendar", CAL)
+
+
+@pytest.mark.parametrize("n", [3, 10, 12])
+def test_renamed_directory_deletes_nothing(server, ks, n):
+    """A collection directory renamed by the user (or gone with an unmounted file system)
+    is not taken for a deletion of every item, whatever the collection's size: the run
+    stops the collection with a message; put back, everything syncs again."""
+    cal, d = synced_calendar(server, ks, n)
+    before = server.list(cal)
+    moved = d.with_name("work-renamed")
+    d.rename(moved)
+    for _ in range(2):
+        r = ks.run(timeout=RUN_TIMEOUT)
+        assert r.rc != 0, describe(r)
+        assert re.search(r"calendars/%s: the directory '[^']*' is missing .*nothing was deleted "
+                         r"on the server.*--force.*--allow-mass-delete" % CAL,
+                         failure_text(r)), describe(r)
+        assert server.list(cal) == before
+        assert not d.exists(), "the directory was made again"
+    moved.rename(d)
+    converges(ks, server)
+    assert server.list(cal) == before
+
+
+def test_missing_directory_restored_with_force(server, ks):
+    """--force makes the missing directory again and fetches every item into it."""
+    cal, d = synced_calendar(server, ks, 4)
+    before = server.list(cal)
+    d.rename(d.with_name("elsewhere"))
+    r = ks.run("--force", timeout=RUN_TIMEOUT)
+    assert r.rc == 0, describe(r)
+    assert set(local_uids(d, ".ics")) == {"e00", "e01", "e02", "e03"}
+    assert server.list(cal) == before
+    assert set(local_uids(d.with_name("elsewhere"), ".ics")) == {"e00", "e01", "e02", "e03"}
+    converges(ks, server)
+
+
+def test_emptied_small_directory_deletes_nothing(server, ks):
+    """Every file of a small collection gone at once is a mass deletion too."""
+    cal, d = synced_calendar(server, ks, 3)
+    before = server.list(cal)
+    for p in d.glob("*.ics"):
+        p.unlink()
+    r = ks.run(timeout=RUN_TIMEOUT)
+    assert r.rc != 0 and "refusing to delete 3 of 3 items on the server" in r.stderr, describe(r)
+    assert "--force" in r.stderr, describe(r)
+    assert server.list(cal) == before
+    r = ks.run("--allow-mass-delete", timeout=RUN_TIMEOUT)
+    assert r.rc == 0, describe(r)
+    assert server.list(cal) == {}
+
+
+@pytest.mark.parametrize("side", ["local", "server"])
+def test_deletions_in_steps_are_counted_together(server, ks, side):
+    """Half of 12 items deleted in one run, the other half in the next: the second run stops,
+    as deleting all 12 at once would."""
+    cal, d = synced_calendar(server, ks, 12)
+    names = sorted(p.name for p in d.glob("*.ics"))
+
+    def delete(batch):
+        for name in batch:
+            if side == "local":
+                (d / name).unlink()
+            else:
+                server.delete(cal + name)
+
+    delete(names[:6])
+    r = ks.run(timeout=RUN_TIMEOUT)
+    assert r.rc == 0, describe(r)
+    assert len(server.list(cal)) == 6 and len(list(d.glob("*.ics"))) == 6
+    delete(names[6:])
+    r = ks.run(timeout=RUN_TIMEOUT)
+    assert r.rc != 0 and "refusing to delete 6 of 12 items" in r.stderr, describe(r)
+    if side == "local":
+        assert len(server.list(cal)) == 6
+    else:
+        assert len(list(d.glob("*.ics"))) == 6
+
+
+def test_deletions_an_hour_apart_are_counted_apart(server, ks):
+    """The guard's window lasts an hour from its first deletion: deletions after that count
+    against the collection as it is then."""
+    cal, d = synced_calendar(server, ks, 12)
+    names = sorted(p.name for p in d.glob("*.ics"))
+    for name in names[:6]:
+        (d / name).unlink()
+    ks.sync(timeout=RUN_TIMEOUT)
+    db = sqlite3.connect(str(ks.db_path), timeout=10)
+    with db:
+        db.execute("UPDATE collection SET guard_at = guard_at - 3601")
+    db.close()
+    for name in names[6:9]:
+        (d / name).unlink()
+    r = ks.run(timeout=RUN_TIMEOUT)
+    assert r.rc == 0, describe(r)
+    assert len(server.list(cal)) == 3
