@@ -913,7 +913,24 @@ static int apply_batch(coll_run *c, batch *b)
 			/* A file keeps its name across updates; one edited locally since ksync
 			 * wrote it is left alone, and the upload that follows merges the two. */
 			r = local_edit_pending(c, &old);
-			if (r == FILE_EDITED && c->R->o->force) {
+			bool renamed = false;
+			if (r == FILE_MISSING) {
+				/* Renamed here (mv, an editor saving under another name): the
+				 * file with the item's UID is the item, maybe edited, and the push
+				 * that follows sends it, merged with this change. Writing the
+				 * server's version under the old name would make two files with
+				 * one UID. */
+				if (!c->untracked_known) {
+					r = find_untracked(c);
+					if (r < 0) {
+						ks_cache_item_done(&old);
+						goto out;
+					}
+				}
+				renamed = untracked_with_uid(c, old.uid) != NULL;
+				r = renamed ? FILE_EDITED : FILE_MISSING;
+			}
+			if (r == FILE_EDITED && c->R->o->force && !renamed) {
 				/* --force repairs a file that is no item any more (truncated,
 				 * overwritten); the broken one is kept aside. */
 				r = repair_damaged(c, &old);

@@ -264,3 +264,30 @@ def test_deletions_an_hour_apart_are_counted_apart(server, ks):
     r = ks.run(timeout=RUN_TIMEOUT)
     assert r.rc == 0, describe(r)
     assert len(server.list(cal)) == 3
+
+
+# -- a rename here while the server changed the item -----------------------------------------------
+
+def test_rename_with_server_edit(server, ks):
+    """The user renames e01.ics to dentist.ics and adds a LOCATION while the server changes
+    the SUMMARY: one item comes out, in dentist.ics, with both changes; nothing is left
+    under the old name and nothing is refused."""
+    cal, d = synced_calendar(server, ks, 3)
+    data = (d / "e01.ics").read_bytes()
+    (d / "e01.ics").unlink()
+    write_file(d / "dentist.ics", data.replace(b"SUMMARY:Meeting 1", b"SUMMARY:Meeting 1\r\n"
+                                               b"LOCATION:Dentist's office"))
+    href = cal + "e01.ics"
+    srv = server.get(href)
+    server.put(href, srv.replace(b"SUMMARY:Meeting 1", b"SUMMARY:Checkup"),
+               if_match=server.etag(href))
+    r = ks.run(timeout=RUN_TIMEOUT)
+    assert r.rc == 0, describe(r)
+    assert "not uploading" not in r.stderr, describe(r)
+    assert not (d / "e01.ics").exists()
+    mine = (d / "dentist.ics").read_bytes()
+    assert b"LOCATION:Dentist's office" in mine and b"SUMMARY:Checkup" in mine, mine
+    srv = server.get(href)
+    assert b"LOCATION:Dentist's office" in srv and b"SUMMARY:Checkup" in srv, srv
+    assert set(local_uids(d, ".ics")) == {"e00", "e01", "e02"}
+    converges(ks, server)
