@@ -39,6 +39,8 @@
 #define LIST_SECS 3600
 /* Deletions within this long of the first are counted together by the mass-deletion guard. */
 #define GUARD_WINDOW_SECS 3600
+/* A file found missing is looked for again this much later before its item is deleted. */
+#define SECOND_LOOK_MS 1000
 
 int ks_engine_collection_dir(const ks_engine *e, const char *account, const ks_collection *col,
 			     char **ret)
@@ -2582,6 +2584,50 @@ static void report_ignored(coll_run *c, const ks_local_change *ch)
 			  ch->filename, strerror(-ch->error));
 }
 
+/* A file missing now may be away for a moment: moved out and back, or replaced in two steps
+ * by a program. A deletion is sent only when a second look, a little later, still misses the
+ * file and finds its item under no other name; the others are left to a later run. */
+static int confirm_deletions(coll_run *c, ks_scan_result *sr, size_t *n_deleted)
+{
+	ks_scan_result again = {};
+	int r;
+
+	for (unsigned waited = 0; waited < SECOND_LOOK_MS && !cancelled(c->R); waited += 50)
+		(void) nanosleep(&(struct timespec) { .tv_nsec = 50 * 1000000 }, NULL);
+	if (cancelled(c->R))
+		return -ECANCELED;
+	r = ks_scan_collection(c->R->e->cache, c->col->id, c->dirfd, c->ext, true, &again);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; r >= 0 && i < sr->n_changes; i++) {
+		ks_local_change *ch = &sr->changes[i];
+		bool still = false;
+		if (ch->kind != KS_LOCAL_DELETED)
+			continue;
+		for (size_t j = 0; j < again.n_changes && !still; j++)
+			still = again.changes[j].kind == KS_LOCAL_DELETED &&
+				strcmp(again.changes[j].filename, ch->filename) == 0;
+		for (size_t j = 0; r >= 0 && still && ch->uid && j < again.n_changes; j++) {
+			ks_local_change *a = &again.changes[j];
+			ks_item_info info = {};
+			if (a->kind != KS_LOCAL_NEW || !a->data)
+				continue;
+			r = ks_item_parse_info(a->data, a->len, &info, NULL);
+			still = !(r >= 0 && info.uid && strcmp(info.uid, ch->uid) == 0);
+			ks_item_info_done(&info);
+			r = r == -ENOMEM ? r : 0;
+		}
+		if (!still) {
+			/* Back (or under another name): a later run sees what it is now. */
+			ch->kind = KS_LOCAL_MOVED;
+			(*n_deleted)--;
+			c->deferred++;
+		}
+	}
+	ks_scan_result_done(&again);
+	return r;
+}
+
 /* Scans the directory and sends every local change to the server. */
 static int push_collection(coll_run *c)
 {
@@ -2605,6 +2651,11 @@ static int push_collection(coll_run *c)
 			n_deleted++;
 		if (sr.changes[i].kind == KS_LOCAL_IGNORED)
 			report_ignored(c, &sr.changes[i]);
+	}
+	if (n_deleted) {
+		r = confirm_deletions(c, &sr, &n_deleted);
+		if (r < 0)
+			goto out;
 	}
 	if (sr.n_changes == 0)
 		goto out;

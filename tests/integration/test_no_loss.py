@@ -11,6 +11,7 @@ sync, across runs and pages.
 
 import re
 import sqlite3
+import threading
 import urllib.parse
 
 import pytest
@@ -18,7 +19,7 @@ import pytest
 from ksynctest import checks
 from ksynctest.faults import (Faults, card, describe, event, local_uids, on, omit_first_response,
                               rewrite, server_uids, write_file)
-from ksynctest.tlsfront import Front
+from ksynctest.tlsfront import Front, Transform
 
 ACCOUNT = "acct"
 BOOK = "people"
@@ -291,3 +292,35 @@ def test_rename_with_server_edit(server, ks):
     assert b"LOCATION:Dentist's office" in srv and b"SUMMARY:Checkup" in srv, srv
     assert set(local_uids(d, ".ics")) == {"e00", "e01", "e02"}
     converges(ks, server)
+
+
+# -- a file away for a moment ----------------------------------------------------------------------
+
+def test_file_away_for_a_moment_is_not_deleted(server, ks, tmp_path):
+    """A file moved out of its directory and back a moment later (between ksync's first look
+    and its second, a second later) is not deleted on the server."""
+    faults = Faults()
+    front = fronted(server, ks, faults)
+    try:
+        cal = server.make_calendar(CAL, "Work")
+        for i in range(3):
+            server.put(cal + "e%02d.ics" % i, event("e%02d" % i, "Meeting %d" % i))
+        ks.sync(timeout=RUN_TIMEOUT)
+        d = ks.collection_dir(ACCOUNT, "calendar", CAL)
+        away = tmp_path / "e01.ics"
+        (d / "e01.ics").rename(away)
+
+        def bring_back_soon(seen, reply):
+            threading.Timer(0.4, lambda: away.rename(d / "e01.ics")).start()
+            return reply
+
+        faults.add(on("listing", cal), Transform(bring_back_soon))
+        r = ks.run(timeout=RUN_TIMEOUT)
+        assert r.rc == 0, describe(r)
+        assert faults.hits, "the listing was not seen"
+        assert not [s for s in front.seen() if s.method == "DELETE"], describe(r)
+        assert "e01.ics" in {p.rsplit("/", 1)[-1] for p in server.list(cal)}
+        faults.clear()
+        converges(ks, server)
+    finally:
+        front.stop()
