@@ -19,7 +19,7 @@ import pytest
 from ksynctest import checks
 from ksynctest.faults import (Faults, card, describe, event, local_uids, on, omit_first_response,
                               rewrite, server_uids, write_file)
-from ksynctest.tlsfront import Front, Transform
+from ksynctest.tlsfront import Front, Reply, Transform
 
 ACCOUNT = "acct"
 BOOK = "people"
@@ -265,6 +265,100 @@ def test_deletions_an_hour_apart_are_counted_apart(server, ks):
     r = ks.run(timeout=RUN_TIMEOUT)
     assert r.rc == 0, describe(r)
     assert len(server.list(cal)) == 3
+
+
+# -- a collection that vanishes from a listing -----------------------------------------------------
+
+def test_collection_deleted_on_server_keeps_local_work(server, ks):
+    """Another client deletes an address book with local work pending here: nothing is
+    removed until the user says so, the other collections sync; then only what ksync wrote
+    is deleted, and the rest (an edit, a new card, a file that is no item) is under
+    conflicts/."""
+    book, d = synced_book(server, ks, {"c%d" % i: card("c%d" % i, "Person %d" % i)
+                                       for i in range(3)})
+    cal = server.make_calendar(CAL, "Work")
+    ks.sync("--force", timeout=RUN_TIMEOUT)
+    cal_dir = ks.collection_dir(ACCOUNT, "calendar", CAL)
+    edited = card("c1", "Person 1", note="edited here")
+    write_file(d / "c1.vcf", edited)
+    new = card("n1", "New Here")
+    write_file(d / "n1.vcf", new)
+    (d / "notes.txt").write_bytes(b"my notes\n")
+    server.request("DELETE", book, expect=(200, 204))
+    server.put(cal + "e1.ics", event("e1", "Meeting"))
+
+    for args in ((), ("--force",)):
+        r = ks.run(*args, timeout=RUN_TIMEOUT)
+        assert r.rc != 0, describe(r)
+        assert re.search(r"contacts/%s: the server no longer has this collection .*its 3 items "
+                         r"are kept .*nothing was deleted.*--allow-mass-delete" % BOOK,
+                         failure_text(r)), describe(r)
+        assert (d / "c1.vcf").read_bytes() == edited and (d / "n1.vcf").read_bytes() == new
+        assert (d / "notes.txt").read_bytes() == b"my notes\n"
+        assert set(local_uids(d, ".vcf")) == {"c0", "c1", "c2", "n1"}
+        assert set(local_uids(cal_dir, ".ics")) == {"e1"}
+
+    r = ks.run("--allow-mass-delete", timeout=RUN_TIMEOUT)
+    assert r.rc == 0, describe(r)
+    assert not d.exists()
+    kept = ks.data_dir / "conflicts" / ACCOUNT / "contacts" / BOOK
+    assert sorted(p.name for p in kept.iterdir()) == ["c1.vcf", "n1.vcf", "notes.txt"]
+    assert (kept / "c1.vcf").read_bytes() == edited and (kept / "n1.vcf").read_bytes() == new
+    assert (kept / "notes.txt").read_bytes() == b"my notes\n"
+    for name in ("c1.vcf", "n1.vcf", "notes.txt"):
+        assert re.search(r"'%s' was not sent to the server before the collection was removed "
+                         r"there; it is kept in \S+" % re.escape(name), r.stderr), describe(r)
+    converges(ks, server)
+
+
+def test_empty_collection_deleted_on_server_goes(server, ks):
+    """A collection without items deleted on the server is removed here too, at once."""
+    server.make_calendar(CAL, "Work")
+    book, d = synced_book(server, ks)
+    server.request("DELETE", book, expect=(200, 204))
+    r = ks.run("--force", timeout=RUN_TIMEOUT)
+    assert r.rc == 0, describe(r)
+    assert not d.exists()
+    converges(ks, server)
+
+
+def test_listing_that_names_no_collection(server, ks):
+    """A home listing that comes back as a 207 naming no collection (a server or proxy
+    glitch) removes nothing: each collection is asked, and they are all still there."""
+    faults = Faults()
+    front = fronted(server, ks, faults)
+    try:
+        book = server.make_addressbook(BOOK, "People")
+        for i in range(3):
+            server.put(book + "c%d.vcf" % i, card("c%d" % i, "Person %d" % i))
+        cal = server.make_calendar(CAL, "Work")
+        server.put(cal + "e1.ics", event("e1", "Meeting"))
+        ks.sync(timeout=RUN_TIMEOUT)
+        d = ks.collection_dir(ACCOUNT, "addressbook", BOOK)
+        write_file(d / "c1.vcf", card("c1", "Person 1", note="edited here"))
+        homes = {urllib.parse.urlsplit(h).path for h in server.home_sets}
+
+        def empty_listing(seen):
+            home = urllib.parse.unquote(urllib.parse.urlsplit(seen.path).path)
+            body = ('<?xml version="1.0" encoding="utf-8"?>\n<d:multistatus xmlns:d="DAV:">'
+                    '<d:response><d:href>%s</d:href><d:propstat><d:prop><d:resourcetype>'
+                    '<d:collection/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK'
+                    '</d:status></d:propstat></d:response></d:multistatus>' % home)
+            return Reply(207, [("Content-Type", "application/xml; charset=utf-8")],
+                         body.encode())
+
+        faults.add(lambda s: s.method == "PROPFIND" and s.header("Depth") == "1" and
+                   urllib.parse.unquote(urllib.parse.urlsplit(s.path).path) in homes,
+                   empty_listing, which="every")
+        r = ks.run("--force", timeout=RUN_TIMEOUT)
+        assert r.rc == 0, describe(r)
+        assert "the listing of the collections did not name" in r.stderr, describe(r)
+        assert set(local_uids(d, ".vcf")) == {"c0", "c1", "c2"}
+        assert b"edited here" in server.get(book + "c1.vcf")
+        faults.clear()
+        converges(ks, server)
+    finally:
+        front.stop()
 
 
 # -- a rename here while the server changed the item -----------------------------------------------

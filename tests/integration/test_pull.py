@@ -277,7 +277,7 @@ def test_config_option_account_argument_password_command(radicale, ks):
 
 def test_collections_come_and_go(server, ks):
     """New collections appear at the next listing of the home sets (every run with --force,
-    otherwise at most hourly); a collection deleted on the server goes away at once."""
+    otherwise at most hourly); a collection deleted on the server goes away once allowed."""
     (book, work, todo), _ = seed(server, 5, 5, 3, 2)
     ks.add_account(ACCOUNT, server)
     ks.sync()
@@ -293,9 +293,13 @@ def test_collections_come_and_go(server, ks):
     extra_dir = ks.collection_dir(ACCOUNT, "calendar", "extra")
     assert len(list(extra_dir.glob("*.ics"))) == 3
 
+    # Deleted on the server with items in it: kept here until the user says it may go (the
+    # mass-deletion guard), then removed.
     server.delete(extra)
-    r = ks.sync()
-    assert r.rc == 0, r.stderr
-    assert not checks.failure_lines(r.stderr, ACCOUNT), r.stderr
+    r = ks.run()
+    assert r.rc != 0 and "no longer has this collection" in r.stderr, r.stderr
+    assert len(list(extra_dir.glob("*.ics"))) == 3
+    r = ks.sync("--allow-mass-delete")
+    assert "it was removed here with its 3 items" in r.stderr, r.stderr
     assert extra not in {c["href"] for c in ks.collections(ACCOUNT)}
     assert not extra_dir.exists()
