@@ -16,7 +16,7 @@ import urllib.parse
 
 import pytest
 
-from ksynctest import checks
+from ksynctest import checks, gen
 from ksynctest.faults import (Faults, card, describe, event, local_uids, on, omit_first_response,
                               rewrite, server_uids, write_file)
 from ksynctest.tlsfront import Front, Reply, Transform
@@ -385,6 +385,51 @@ def test_rename_with_server_edit(server, ks):
     srv = server.get(href)
     assert b"LOCATION:Dentist's office" in srv and b"SUMMARY:Checkup" in srv, srv
     assert set(local_uids(d, ".ics")) == {"e00", "e01", "e02"}
+    converges(ks, server)
+
+
+# -- merges that would make an invalid event -------------------------------------------------------
+
+def timed_event(uid, start, end=None, duration=None, summary="Meeting"):
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//ksync//tests//EN", "BEGIN:VEVENT",
+             "UID:" + uid, "DTSTAMP:20240101T000000Z", "DTSTART:" + start]
+    if end:
+        lines.append("DTEND:" + end)
+    if duration:
+        lines.append("DURATION:" + duration)
+    return gen.serialize(lines + ["SUMMARY:" + summary, "END:VEVENT", "END:VCALENDAR"])
+
+
+@pytest.mark.parametrize("case", ["shortened-and-moved", "duration-and-dtend"])
+def test_merged_times_stay_valid(server, ks, case):
+    """Local shortens a meeting while the server moves its start (or local gives it a
+    DURATION while the server moves its end): start and end are merged as one, so the
+    result is one side's valid times, reported as a conflict with the other side kept, and
+    the next run has nothing left to do."""
+    cal = server.make_calendar(CAL, "Work")
+    server.put(cal + "m.ics", timed_event("m", "20240610T090000Z", "20240610T100000Z"))
+    ks.add_account(ACCOUNT, server)
+    ks.sync(timeout=RUN_TIMEOUT)
+    d = ks.collection_dir(ACCOUNT, "calendar", CAL)
+    if case == "shortened-and-moved":
+        local = timed_event("m", "20240610T090000Z", "20240610T091500Z", summary="Meeting")
+        remote = timed_event("m", "20240610T093000Z", "20240610T100000Z", summary="Meeting")
+    else:
+        local = timed_event("m", "20240610T090000Z", duration="PT30M", summary="Meeting")
+        remote = timed_event("m", "20240610T090000Z", "20240610T110000Z", summary="Meeting")
+    write_file(d / "m.ics", local)
+    server.put(cal + "m.ics", remote, if_match=server.etag(cal + "m.ics"))
+    r = ks.run(timeout=RUN_TIMEOUT)
+    assert r.rc == 0, describe(r)
+    assert re.search(r"conflict in 'm\.ics'", r.stderr), describe(r)
+
+    def times(data):
+        return [gen.prop(data, n, "VEVENT") for n in ("DTSTART", "DTEND", "DURATION")]
+    srv = server.get(cal + "m.ics")
+    assert times(srv) == times(remote), srv
+    assert (d / "m.ics").read_bytes() == srv
+    kept = list((ks.data_dir / "conflicts").rglob("m.*.local.ics"))
+    assert len(kept) == 1 and times(kept[0].read_bytes()) == times(local), kept
     converges(ks, server)
 
 
