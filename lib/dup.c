@@ -2108,6 +2108,10 @@ static int drop_item(job *j, const char *href, const char *filename)
 typedef struct jentry {
 	char *uid, *href, *filename, *etag, *etag_after, *file;
 	bool done;		/* removed: deleted on the server; group: rewritten */
+	/* The undo of this step went through (a card put back, or left as it was found),
+	 * and the etag it left: an undo cut off halfway goes on from there when run again. */
+	bool undone;
+	char *etag_undone;
 } jentry;
 
 typedef struct journal {
@@ -2129,6 +2133,7 @@ static void jentry_done(jentry *e)
 	free(e->etag);
 	free(e->etag_after);
 	free(e->file);
+	free(e->etag_undone);
 	*e = (jentry) {};
 }
 
@@ -2166,6 +2171,10 @@ static void write_jentry(ks_json_writer *w, const jentry *e)
 	ks_json_write_string(w, e->file);
 	ks_json_write_key(w, "done");
 	ks_json_write_bool(w, e->done);
+	ks_json_write_key(w, "undone");
+	ks_json_write_bool(w, e->undone);
+	ks_json_write_key(w, "etag_undone");
+	ks_json_write_string(w, e->etag_undone);
 	ks_json_write_object_end(w);
 }
 
@@ -2230,6 +2239,8 @@ static int read_jentry(const ks_json *j, jentry *e)
 		.filename = json_dup(j, "filename"), .etag = json_dup(j, "etag"),
 		.etag_after = json_dup(j, "etag_after"), .file = json_dup(j, "file"),
 		.done = ks_json_get_bool(j, "done", false),
+		.undone = ks_json_get_bool(j, "undone", false),
+		.etag_undone = json_dup(j, "etag_undone"),
 	};
 	return e->uid && e->href && e->filename && e->file ? 0 : -EBADMSG;
 }
@@ -2380,6 +2391,20 @@ static int set_state(journal *J, const char *state)
 	free(J->state);
 	J->state = strdup(state);
 	return J->state ? journal_save(J) : -ENOMEM;
+}
+
+/* Records in the journal that the undo of step en went through, leaving etag (or nothing, when
+ * the step was left as it was found). */
+static int mark_undone(journal *J, jentry *en, const char *etag)
+{
+	char *e = etag ? strdup(etag) : NULL;
+
+	if (etag && !e)
+		return -ENOMEM;
+	free(en->etag_undone);
+	en->etag_undone = e;
+	en->undone = true;
+	return journal_save(J);
 }
 
 static char *label_of(const book_item *it)
@@ -2633,7 +2658,8 @@ static int find_last(ks_engine *e, const ks_config *c, const char *account, jour
 				/* A journal that cannot be read is not a merge to undo. */
 				if (journal_load(mdir, &J) < 0)
 					continue;
-				if ((strcmp(J.state, "done") == 0 || strcmp(J.state, "partial") == 0) &&
+				if ((strcmp(J.state, "done") == 0 || strcmp(J.state, "partial") == 0 ||
+				     strcmp(J.state, "undoing") == 0) &&
 				    strcmp(J.account, name) == 0 &&
 				    (!best.dir || J.time_ns > best.time_ns)) {
 					journal_done(&best);
@@ -2715,10 +2741,19 @@ static int undo_run(ks_engine *e, const ks_config *c, journal *J, ks_json_writer
 	if (r < 0)
 		goto out;
 
-	/* The kept card must be as the merge left it: an edit since would be lost. */
+	/* An undo cut off halfway is taken up where it stopped: what it did is marked in the
+	 * journal step by step, and the kept card is then as the undo left it. */
+	if (strcmp(J->state, "undoing") != 0) {
+		r = set_state(J, "undoing");
+		if (r < 0)
+			goto out;
+	}
+	const char *kept_etag = J->kept.undone ? J->kept.etag_undone : J->kept.etag_after;
+	/* The kept card must be as the merge (or the undo) left it: an edit since would be
+	 * lost. */
 	r = ks_cache_get_item(e->cache, col->id, J->kept.href, &kept);
-	if (r == -ENOENT || (r >= 0 && J->kept.etag_after &&
-			     (!kept.etag || strcmp(kept.etag, J->kept.etag_after) != 0))) {
+	if (r == -ENOENT || (r >= 0 && kept_etag &&
+			     (!kept.etag || strcmp(kept.etag, kept_etag) != 0))) {
 		r = ks_set_error(reterr_msg, -ESTALE, "the kept card (UID %s) changed since the merge; "
 			    "undo refused so that the change is not lost. The cards removed by the "
 			    "merge are kept in %s", J->kept.uid, J->dir);
@@ -2730,29 +2765,32 @@ static int undo_run(ks_engine *e, const ks_config *c, journal *J, ks_json_writer
 	if (r < 0)
 		goto out;
 
-	r = read_backup(J, &J->kept, &old, &len);
-	if (r < 0) {
-		r = ks_set_error(reterr_msg, r, "cannot read the copy of the kept card in %s: %s", J->dir,
-			    strerror(-r));
-		goto out;
+	if (!J->kept.undone) {
+		r = read_backup(J, &J->kept, &old, &len);
+		if (r < 0) {
+			r = ks_set_error(reterr_msg, r, "cannot read the copy of the kept card in %s: %s",
+				    J->dir, strerror(-r));
+			goto out;
+		}
+		r = send_one(&j, "PUT", J->kept.href, old, len, kept_etag ? kept_etag : kept.etag,
+			     &et, errmsg, sizeof(errmsg));
+		if (r == -ESTALE) {
+			r = ks_set_error(reterr_msg, r, "the kept card (UID %s) changed on the server "
+				    "since the merge; undo refused. The cards removed by the merge are "
+				    "kept in %s", J->kept.uid, J->dir);
+			goto out;
+		}
+		if (r < 0) {
+			r = ks_set_error(reterr_msg, r, "cannot put the kept card back: %s",
+				    errmsg[0] ? errmsg : strerror(-r));
+			goto out;
+		}
+		r = store_item(&j, J->kept.href, et, kept.filename, old, len);
+		if (r >= 0)
+			r = mark_undone(J, &J->kept, et);
+		if (r < 0)
+			goto out;
 	}
-	r = send_one(&j, "PUT", J->kept.href, old, len,
-		     J->kept.etag_after ? J->kept.etag_after : kept.etag, &et, errmsg,
-		     sizeof(errmsg));
-	if (r == -ESTALE) {
-		r = ks_set_error(reterr_msg, r, "the kept card (UID %s) changed on the server since the "
-			    "merge; undo refused. The cards removed by the merge are kept in %s",
-			    J->kept.uid, J->dir);
-		goto out;
-	}
-	if (r < 0) {
-		r = ks_set_error(reterr_msg, r, "cannot put the kept card back: %s",
-			    errmsg[0] ? errmsg : strerror(-r));
-		goto out;
-	}
-	r = store_item(&j, J->kept.href, et, kept.filename, old, len);
-	if (r < 0)
-		goto out;
 
 	ks_json_write_object_begin(w);
 	ks_json_write_key(w, "id");
@@ -2773,6 +2811,10 @@ static int undo_run(ks_engine *e, const ks_config *c, journal *J, ks_json_writer
 		size_t dlen = 0;
 		if (!en->done)
 			continue;	/* never removed */
+		if (en->undone) {
+			ks_json_write_string(w, en->uid);	/* by the undo cut off before */
+			continue;
+		}
 		r = read_backup(J, en, &data, &dlen);
 		if (r < 0)
 			break;
@@ -2782,6 +2824,8 @@ static int undo_run(ks_engine *e, const ks_config *c, journal *J, ks_json_writer
 			r = ks_buf_printf(&notices, "%s%s exists again on the server and was left "
 					  "as it is (the old card is in %s/%s)", notices.len ? "; " : "",
 					  en->href, J->dir, en->file);
+			if (r >= 0)
+				r = mark_undone(J, en, NULL);
 			continue;
 		}
 		if (r < 0) {
@@ -2793,6 +2837,8 @@ static int undo_run(ks_engine *e, const ks_config *c, journal *J, ks_json_writer
 		if (r >= 0)
 			r = store_item(&j, en->href, etag, name, data, dlen);
 		if (r >= 0)
+			r = mark_undone(J, en, etag);
+		if (r >= 0)
 			ks_json_write_string(w, en->uid);
 	}
 	ks_json_write_array_end(w);
@@ -2800,7 +2846,7 @@ static int undo_run(ks_engine *e, const ks_config *c, journal *J, ks_json_writer
 		jentry *en = &J->groups[i];
 		_cleanup_free_ char *data = NULL, *etag = NULL;
 		size_t dlen = 0;
-		if (!en->done || !en->etag_after)
+		if (!en->done || !en->etag_after || en->undone)
 			continue;
 		r = read_backup(J, en, &data, &dlen);
 		if (r >= 0)
@@ -2810,10 +2856,14 @@ static int undo_run(ks_engine *e, const ks_config *c, journal *J, ks_json_writer
 			r = ks_buf_printf(&notices, "%sthe group card %s changed since the merge; "
 					  "its members were left as they are", notices.len ? "; " : "",
 					  en->uid);
+			if (r >= 0)
+				r = mark_undone(J, en, NULL);
 			continue;
 		}
 		if (r >= 0)
 			r = store_item(&j, en->href, etag, en->filename, data, dlen);
+		if (r >= 0)
+			r = mark_undone(J, en, etag);
 	}
 	if (r < 0)
 		goto out;

@@ -10,7 +10,7 @@ import pytest
 
 from ksynctest import checks, gen
 from ksynctest.daemon import Daemon, wait_until
-from ksynctest.tlsfront import Front
+from ksynctest.tlsfront import Front, Reply
 
 ACCOUNT = "acct"
 BOOK = "people"
@@ -180,6 +180,45 @@ def test_undo_refused_after_kept_card_changed(server, ks, daemon):
     assert r.rc != 0 and "changed since the merge" in r.stderr, r.stderr
     assert by_uid(server.contents(book)) == before
     assert "NOTE:edited after merge" in unfold(before["jane-1"][2])
+
+
+def test_undo_cut_off_halfway_runs_again(server, ks, daemon):
+    """An undo that fails after putting the kept card back (the server refuses to create a
+    removed card again) can be run again: it goes on where it stopped."""
+    book = server.make_addressbook(BOOK, "People")
+    items = {k: JANE[k] for k in ("jane-1", "jane-2", "jane-3")}
+    server.seed(book, items)
+    before = by_uid(server.contents(book))
+    failing = []
+
+    def route(front, seen):
+        # The second card re-created by the undo is refused once.
+        if failing and seen.method == "PUT" and seen.header("If-None-Match") == "*":
+            failing.append(seen.path)
+            if len(failing) == 3:
+                return Reply(500, [("Content-Type", "text/plain")], b"disk trouble\n")
+        return None
+
+    front = Front(backend=server, route=route)
+    try:
+        ks.add_account(ACCOUNT, server, url=front.url_for("/", host="localhost"))
+        daemon.start()
+        wait_until(lambda: synced(daemon), 60, "the first sync")
+        g = groups(daemon)[0]
+        ok(daemon.ctl("duplicates", "merge", "--keep", "jane-1", g["id"]), "merge")
+        failing.append(None)
+        r = daemon.ctl("duplicates", "undo")
+        assert r.rc != 0 and "cannot create the card" in r.stderr, r.stderr
+        assert len(failing) == 3, failing
+        r = ok(daemon.ctl("duplicates", "undo"), "undo again")
+    finally:
+        front.stop()
+    restored = by_uid(server.contents(book))
+    assert sorted(restored) == sorted(before)
+    for uid in before:
+        assert restored[uid][2] == before[uid][2], uid
+    r = daemon.ctl("duplicates", "undo")
+    assert r.rc != 0 and "no merge of duplicates to undo" in r.stderr, r.stderr
 
 
 class CrashingDaemon(Daemon):
