@@ -1177,3 +1177,124 @@ int ks_xml_escape(ks_buf *b, const char *s)
 	}
 	return 0;
 }
+
+/* ---- error bodies ------------------------------------------------------------------------- */
+
+/* An error body is read whole, as a tree: it is small, and read only after a request failed. */
+#define ERROR_BODY_MAX (64 * 1024)
+#define ERROR_TEXT_MAX 300
+
+static void error_text(ks_buf *b, const xmlNode *n)
+{
+	for (const xmlNode *c = n->children; c; c = c->next)
+		if (c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE)
+			(void) ks_buf_puts(b, (const char *) c->content);
+		else if (c->type == XML_ELEMENT_NODE)
+			error_text(b, c);
+}
+
+static const char *ns_prefix(const xmlNode *n)
+{
+	const char *uri = n->ns && n->ns->href ? (const char *) n->ns->href : "";
+
+	if (strcmp(uri, NS_DAV) == 0)
+		return "DAV:";
+	if (strcmp(uri, NS_CALDAV) == 0)
+		return "CALDAV:";
+	if (strcmp(uri, NS_CARDDAV) == 0)
+		return "CARDDAV:";
+	return NULL;
+}
+
+int ks_xml_error_body(const char *body, size_t len, ks_xml_error *ret)
+{
+	ks_xml_error e = {};
+	xmlDoc *doc;
+	int r = 0;
+
+	assert(ret);
+	if (!body || len == 0 || len > ERROR_BODY_MAX || memchr(body, 0, len))
+		return -EBADMSG;
+	/* No DOCTYPE, so no entity is ever declared, let alone expanded or loaded. */
+	if (memmem(body, len, "<!DOCTYPE", 9) || memmem(body, len, "<!doctype", 9))
+		return -EBADMSG;
+	doc = xmlReadMemory(body, (int) len, NULL, NULL,
+			    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
+				    XML_PARSE_NOCDATA);
+	if (!doc)
+		return -EBADMSG;
+	const xmlNode *root = xmlDocGetRootElement(doc);
+	if (!root || doc->intSubset || strcmp((const char *) root->name, "error") != 0 ||
+	    !root->ns || strcmp((const char *) root->ns->href, NS_DAV) != 0) {
+		xmlFreeDoc(doc);
+		return -EBADMSG;
+	}
+	ks_buf text = { .max = ERROR_TEXT_MAX * 4 };
+	for (const xmlNode *c = root->children; c && r >= 0; c = c->next) {
+		if (c->type != XML_ELEMENT_NODE)
+			continue;
+		const char *ns = ns_prefix(c);
+		const char *uri = c->ns && c->ns->href ? (const char *) c->ns->href : "";
+		if (ns && strcmp(ns, "DAV:") == 0 && strcmp((const char *) c->name,
+							    "responsedescription") == 0)
+			error_text(&text, c);
+		else if (strcmp(uri, "http://sabredav.org/ns") == 0 &&
+			 strcmp((const char *) c->name, "message") == 0)
+			error_text(&text, c);
+		else if (ns && !e.precondition[0])
+			snprintf(e.precondition, sizeof(e.precondition), "%s%s", ns,
+				 (const char *) c->name);
+	}
+	xmlFreeDoc(doc);
+	if (text.len) {
+		/* Blanks folded, controls gone, cut on a character boundary: a server's words
+		 * go into one line of a message. */
+		size_t o = 0, i = 0;
+		bool space = true;
+		for (; i < text.len && o < ERROR_TEXT_MAX; i++) {
+			unsigned char ch = (unsigned char) text.data[i];
+			if (ch < 0x20 || ch == 0x7f) {
+				if (!space)
+					text.data[o++] = ' ';
+				space = true;
+				continue;
+			}
+			if (ch == ' ' && space)
+				continue;
+			space = ch == ' ';
+			text.data[o++] = (char) ch;
+		}
+		if (i < text.len) {
+			/* Cut: a character left incomplete at the end goes. */
+			size_t k = o;
+			while (k > 0 && ((unsigned char) text.data[k - 1] & 0xc0) == 0x80)
+				k--;
+			if (k > 0) {
+				unsigned char lead = (unsigned char) text.data[k - 1];
+				size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+				if (o - (k - 1) < need)
+					o = k - 1;
+			}
+		}
+		while (o > 0 && text.data[o - 1] == ' ')
+			o--;
+		text.data[o] = 0;
+		if (o)
+			e.text = strndup(text.data, o);
+		if (o && !e.text)
+			r = -ENOMEM;
+	}
+	ks_buf_done(&text);
+	if (r < 0)
+		return r;
+	*ret = e;
+	return 0;
+}
+
+void ks_xml_error_done(ks_xml_error *e)
+{
+	if (!e)
+		return;
+	free(e->text);
+	*e = (ks_xml_error) {};
+}

@@ -89,6 +89,20 @@ size_t ks_ms_parser_count(const ks_ms_parser *p);
 /* Frees p (NULL is fine), also in the middle of a document. Returns NULL. */
 ks_ms_parser *ks_ms_parser_free(ks_ms_parser *p);
 
+/* What a DAV:error body (RFC 4918 16) says: the first precondition or postcondition named, as
+ * "DAV:name", "CALDAV:name" or "CARDDAV:name" (empty when none of those), and the text of
+ * DAV:responsedescription or SabreDAV's s:message, blanks folded, controls removed, at most
+ * 300 bytes (NULL when none). text is owned by the struct (ks_xml_error_done()). */
+typedef struct ks_xml_error {
+	char precondition[80];
+	char *text;
+} ks_xml_error;
+
+/* Reads an error body. -EBADMSG when it is no DAV:error document (an HTML page, a DOCTYPE,
+ * more than 64 KB), -ENOMEM. */
+int ks_xml_error_body(const char *body, size_t len, ks_xml_error *ret);
+void ks_xml_error_done(ks_xml_error *e);
+
 /* Appends s to b with &, <, >, " and ' escaped, and CR as "&#13;" so that it survives.
  * -EINVAL when s is not valid UTF-8 or holds a character XML 1.0 cannot carry (most C0
  * controls); -EFBIG or -ENOMEM from the buffer. On failure b is left as it was. */
