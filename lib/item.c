@@ -155,14 +155,16 @@ int ks_item_parse_info(const char *data, size_t len, ks_item_info *ret, char **r
 	return ks_set_error(reterr_msg, -EBADMSG, "not a vCard or iCalendar object");
 }
 
-/* Inserts "UID:uid" after the line that opens the card or each event, task or journal entry,
- * with the line ending the object already uses; the rest stays byte for byte. */
+/* Inserts "UID:uid" after the line that opens each event, task or journal entry, and in a card
+ * after its VERSION line (RFC 6350 3.7.9 wants VERSION right after BEGIN), or before END:VCARD
+ * when it has none, with the line ending the object already uses; the rest stays byte for
+ * byte. */
 static int add_uid(const char *data, size_t len, const char *uid, ks_buf *b)
 {
-	static const char *const openers[] = { "BEGIN:VCARD", "BEGIN:VEVENT", "BEGIN:VTODO",
-					       "BEGIN:VJOURNAL" };
+	static const char *const openers[] = { "BEGIN:VEVENT", "BEGIN:VTODO", "BEGIN:VJOURNAL" };
 	const char *nl = memchr(data, '\n', len);
 	const char *eol = nl && nl > data && nl[-1] == '\r' ? "\r\n" : "\n";
+	bool in_card = false;
 	size_t pos = 0;
 	int r = 0;
 
@@ -170,16 +172,28 @@ static int add_uid(const char *data, size_t len, const char *uid, ks_buf *b)
 		const char *e = memchr(data + pos, '\n', len - pos);
 		size_t end = e ? (size_t) (e - data) + 1 : len;
 		size_t l = end - pos;
+		bool after = false;
 		while (l > 0 && (data[pos + l - 1] == '\n' || data[pos + l - 1] == '\r'))
 			l--;
-		r = ks_buf_append(b, data + pos, end - pos);
-		for (size_t i = 0; r >= 0 && i < ELEMENTSOF(openers); i++)
-			if (l == strlen(openers[i]) && strncasecmp(data + pos, openers[i], l) == 0) {
-				if (!e)
-					r = ks_buf_puts(b, eol);
-				if (r >= 0)
-					r = ks_buf_printf(b, "UID:%s%s", uid, eol);
-			}
+		if (in_card && l == 9 && strncasecmp(data + pos, "END:VCARD", 9) == 0) {
+			r = ks_buf_printf(b, "UID:%s%s", uid, eol);
+			in_card = false;
+		} else if (in_card && l >= 8 && strncasecmp(data + pos, "VERSION:", 8) == 0) {
+			after = true;
+			in_card = false;
+		} else if (l == 11 && strncasecmp(data + pos, "BEGIN:VCARD", 11) == 0)
+			in_card = true;
+		for (size_t i = 0; i < ELEMENTSOF(openers); i++)
+			after |= l == strlen(openers[i]) &&
+				 strncasecmp(data + pos, openers[i], l) == 0;
+		if (r >= 0)
+			r = ks_buf_append(b, data + pos, end - pos);
+		if (r >= 0 && after) {
+			if (!e)
+				r = ks_buf_puts(b, eol);
+			if (r >= 0)
+				r = ks_buf_printf(b, "UID:%s%s", uid, eol);
+		}
 		pos = end;
 	}
 	return r;

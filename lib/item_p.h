@@ -44,8 +44,8 @@ int ks_item_parse_info(const char *data, size_t len, ks_item_info *ret, char **r
 
 /* The object data[0..len) with another UID: every UID line whose value is old_uid (the object's
  * own UID; a VALARM's UID is another value) says uid instead, or, with old_uid NULL, a UID line
- * is inserted after the line opening the card or each event, task or journal entry. Every
- * other byte stays as it was. *ret (NUL-terminated) is owned by the caller. -EFBIG past
+ * is inserted after the line opening each event, task or journal entry, and in a card after
+ * its VERSION line (before END:VCARD when it has none). Every other byte stays as it was. *ret (NUL-terminated) is owned by the caller. -EFBIG past
  * KS_CARD_MAX, -ENOMEM. */
 int ks_item_set_uid(const char *data, size_t len, const char *old_uid, const char *uid,
 		    char **ret, size_t *ret_len);
