@@ -1097,6 +1097,90 @@ int ks_cache_list_intents(ks_cache *c, int64_t coll, ks_intent **ret, size_t *re
 	return collect(s, sizeof(**ret), fill_intent, free_intents, (void **) ret, ret_n);
 }
 
+int ks_cache_add_refusal(ks_cache *c, int64_t coll, const ks_refusal *rf)
+{
+	sqlite3_stmt *s;
+	int r;
+
+	if (rf->op < 0 || rf->op >= _KS_INTENT_MAX || !rf->filename || !rf->reason)
+		return -EINVAL;
+	r = prepare(c, "INSERT OR REPLACE INTO refusal (collection, filename, href, op, hash, "
+		       "status, reason, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+		       "strftime('%s', 'now'))", &s);
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, rf->filename);
+	(void) bind_text(s, 3, rf->href);
+	(void) bind_text(s, 4, intent_ops[rf->op]);
+	(void) bind_text(s, 5, rf->hash);
+	(void) sqlite3_bind_int(s, 6, rf->status);
+	(void) bind_text(s, 7, rf->reason);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_clear_refusal(ks_cache *c, int64_t coll, const char *filename)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "DELETE FROM refusal WHERE collection = ?1 AND filename = ?2", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, filename);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+void ks_refusals_free(ks_refusal *a, size_t n)
+{
+	for (size_t i = 0; a && i < n; i++) {
+		free(a[i].filename);
+		free(a[i].href);
+		free(a[i].hash);
+		free(a[i].reason);
+	}
+	free(a);
+}
+
+static int fill_refusal(sqlite3_stmt *s, void *p)
+{
+	ks_refusal *e = p;
+
+	e->filename = col_strdup(s, 0);
+	e->href = col_strdup(s, 1);
+	const char *op = (const char *) sqlite3_column_text(s, 2);
+	e->op = _KS_INTENT_INVALID;
+	for (int i = 0; op && i < _KS_INTENT_MAX; i++)
+		if (strcmp(op, intent_ops[i]) == 0)
+			e->op = (ks_intent_op) i;
+	e->hash = col_strdup(s, 3);
+	e->status = sqlite3_column_int(s, 4);
+	e->reason = col_strdup(s, 5);
+	e->created_at = sqlite3_column_int64(s, 6);
+	return e->filename && e->reason ? 0 : -ENOMEM;
+}
+
+static void free_refusals(void *a, size_t n)
+{
+	ks_refusals_free(a, n);
+}
+
+int ks_cache_list_refusals(ks_cache *c, int64_t coll, ks_refusal **ret, size_t *ret_n)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "SELECT filename, href, op, hash, status, reason, created_at "
+			   "FROM refusal WHERE collection = ?1 ORDER BY filename", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	return collect(s, sizeof(**ret), fill_refusal, free_refusals, (void **) ret, ret_n);
+}
+
 int ks_cache_add_conflict(ks_cache *c, const char *account, const char *collection,
 			  const char *uid, const char *filename, const char *kept_path,
 			  const char *winner, const char *summary)

@@ -196,6 +196,26 @@ int ks_cache_clear_intent(ks_cache *c, int64_t coll, const char *href);
 int ks_cache_list_intents(ks_cache *c, int64_t coll, ks_intent **ret, size_t *ret_n);
 void ks_intents_free(ks_intent *a, size_t n);
 
+/* A local change a server refused (or ksync refused before sending): file, what was to be
+ * done, the hash of the bytes refused (NULL for a deletion), the HTTP status (0 for a local
+ * refusal) and the reason in words. */
+typedef struct ks_refusal {
+	char *filename;
+	char *href;
+	ks_intent_op op;
+	char *hash;
+	int status;
+	char *reason;
+	int64_t created_at;
+} ks_refusal;
+
+/* Records a refusal of filename in coll, replacing an earlier one of that file. */
+int ks_cache_add_refusal(ks_cache *c, int64_t coll, const ks_refusal *rf);
+int ks_cache_clear_refusal(ks_cache *c, int64_t coll, const char *filename);
+/* The refusals of coll, by file name. Freed with ks_refusals_free(). */
+int ks_cache_list_refusals(ks_cache *c, int64_t coll, ks_refusal **ret, size_t *ret_n);
+void ks_refusals_free(ks_refusal *a, size_t n);
+
 typedef struct ks_conflict_row {
 	int64_t id;
 	char *account;

@@ -27,6 +27,7 @@
 #include "log_p.h"
 #include "macro.h"
 #include "merge_p.h"
+#include "refusal_p.h"
 #include "scan_p.h"
 #include "session_p.h"
 #include "text_p.h"
@@ -286,6 +287,9 @@ typedef struct coll_run {
 	unsigned fetched;
 	unsigned pushed, pushed_deletes, conflicts, deferred;
 	unsigned held;		/* server changes not applied that no upload takes care of */
+	unsigned refused;	/* local changes the server (or ksync) refused */
+	ks_refusal *refusals;	/* earlier refusals, by file name, while the push runs */
+	size_t n_refusals;
 	ks_intent *intents;	/* uploads a crash interrupted */
 	size_t n_intents;
 	char **uploaded;	/* hrefs this run sent, sorted before the read-back listing */
@@ -330,6 +334,7 @@ static int cmp_str(const void *a, const void *b)
 static void coll_run_done(coll_run *c)
 {
 	ks_intents_free(c->intents, c->n_intents);
+	ks_refusals_free(c->refusals, c->n_refusals);
 	strv_free(c->uploaded, c->n_uploaded);
 	strv_free(c->untracked_uids, c->n_untracked);
 	strv_free(c->fetch, c->n_fetch);
@@ -2310,6 +2315,55 @@ out:
 	return r;
 }
 
+/* A refusal of p's change, by the server (status, with its error body) or by ksync before
+ * sending (status 0, why given): recorded with the bytes refused, its intent cleared (nothing
+ * reached the server), and reported. The file stays as it is and is sent again once it
+ * changes; the rest of the collection goes on. */
+static int refuse_item(coll_run *c, push_item *p, long status, const char *body,
+		       size_t body_len, const char *why)
+{
+	_cleanup_free_ char *reason = NULL;
+	int r;
+
+	if (why)
+		reason = strdup(why);
+	else {
+		r = ks_refusal_reason(status, body, body_len,
+				      p->op == KS_INTENT_DELETE ? NULL : p->body, p->len, &reason);
+		if (r < 0)
+			return r;
+	}
+	if (!reason)
+		return -ENOMEM;
+	ks_refusal rf = {
+		.filename = p->ch->filename, .href = p->href, .op = p->op,
+		.hash = p->op == KS_INTENT_DELETE ? NULL : p->hash,
+		.status = (int) status, .reason = reason,
+	};
+	r = ks_cache_begin(c->R->e->cache);
+	if (r >= 0)
+		r = ks_cache_add_refusal(c->R->e->cache, c->col->id, &rf);
+	if (r >= 0 && status)
+		r = ks_cache_clear_intent(c->R->e->cache, c->col->id, p->href);
+	if (r >= 0)
+		r = ks_cache_commit(c->R->e->cache);
+	if (r < 0) {
+		ks_cache_rollback(c->R->e->cache);
+		return r;
+	}
+	c->refused++;
+	c->skipped++;
+	if (status)
+		emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, -EPERM, "the server refused %s'%s': "
+			  "%s; the file is kept and sent again once it changes",
+			  p->op == KS_INTENT_DELETE ? "the deletion of " : "", p->ch->filename,
+			  reason);
+	else
+		emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, -EPERM, "not sending '%s': %s; it "
+			  "is sent once the file changes", p->ch->filename, reason);
+	return 0;
+}
+
 static int on_push_done(ks_dav_request *req, void *userdata)
 {
 	push_item *p = userdata;
@@ -2333,6 +2387,11 @@ static int on_push_done(ks_dav_request *req, void *userdata)
 		p->needs_merge = true;
 		return 0;
 	}
+	/* A 4xx to one item's request (a strict server's validation, a calendar that takes
+	 * no tasks, a UID another item has) is that item's failure: the other uploads of the
+	 * run and the other collections go on. */
+	if (ks_refusal_is_item_status(req->status))
+		return refuse_item(c, p, req->status, req->body_text, req->body_text_len, NULL);
 	c->failed_fetch++;
 	c->failed_push++;
 	emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r, "could not upload '%s': %s",
@@ -2381,6 +2440,58 @@ static int refuse_readonly(coll_run *c, ks_local_change *ch)
 
 /* Works out what one local change sends. Returns 1 when there is a request to send, 0 when
  * the change is left alone (reported), or a negative errno. */
+static const char *kind_words(ks_item_kind k)
+{
+	return k == KS_ITEM_VTODO ? "a task" : k == KS_ITEM_VJOURNAL ? "a journal entry"
+								  : "an event";
+}
+
+/* What no server would take, found before anything is sent: an item of a kind the calendar
+ * does not hold (its supported-calendar-component-set), an edit that changed the UID (the
+ * server knows the item by it). 1 with *ret_why set, or 0. */
+static int refused_here(const coll_run *c, const ks_local_change *ch, const push_item *p,
+			char **ret_why)
+{
+	static const struct {
+		unsigned bit;
+		ks_item_kind kind;
+		const char *plural;
+	} comps[] = {
+		{ KS_COMP_VEVENT, KS_ITEM_VEVENT, "events" },
+		{ KS_COMP_VTODO, KS_ITEM_VTODO, "tasks" },
+		{ KS_COMP_VJOURNAL, KS_ITEM_VJOURNAL, "journal entries" },
+	};
+	const ks_collection *col = c->col;
+	char *why = NULL;
+
+	if (col->kind == KS_COLLECTION_CALENDAR && col->components) {
+		unsigned bit = 0;
+		char takes[64] = "";
+		for (size_t i = 0; i < ELEMENTSOF(comps); i++) {
+			if (comps[i].kind == p->info.kind)
+				bit = comps[i].bit;
+			if (col->components & comps[i].bit)
+				snprintf(takes + strlen(takes), sizeof(takes) - strlen(takes), "%s%s",
+					 takes[0] ? " and " : "", comps[i].plural);
+		}
+		if (bit && !(col->components & bit) &&
+		    asprintf(&why, "it is %s and the calendar '%s' takes only %s",
+			     kind_words(p->info.kind), col->displayname ? col->displayname
+									: col->name,
+			     takes) < 0)
+			return -ENOMEM;
+	}
+	if (!why && ch->kind == KS_LOCAL_MODIFIED && ch->uid && p->info.uid &&
+	    strcmp(ch->uid, p->info.uid) != 0 &&
+	    asprintf(&why, "its UID changed from '%.100s' to '%.100s', and the server knows the "
+		     "item by its UID: put the old UID back, or move the file to a new name (the "
+		     "old item is then deleted on the server and the file uploaded as a new one)",
+		     ch->uid, p->info.uid) < 0)
+		return -ENOMEM;
+	*ret_why = why;
+	return why ? 1 : 0;
+}
+
 /* Rewrites the new file of p with a new UID: 1 when done, 0 when the file changed meanwhile
  * (left for the next run). */
 static int give_new_uid(coll_run *c, push_item *p)
@@ -2471,6 +2582,12 @@ static int prepare_push(coll_run *c, ks_local_change *ch, const push_item *prepa
 		return 0;
 	}
 	ks_sha256_hex(p->body, p->len, p->hash);
+	p->op = ch->kind == KS_LOCAL_MODIFIED ? KS_INTENT_UPDATE : KS_INTENT_CREATE;
+	r = refused_here(c, ch, p, &why);
+	if (r < 0)
+		return r;
+	if (r > 0)
+		return refuse_item(c, p, 0, NULL, 0, why);
 	if (ch->kind == KS_LOCAL_MODIFIED) {
 		p->op = KS_INTENT_UPDATE;
 		p->href = strdup(ch->href);
@@ -2628,6 +2745,62 @@ static int confirm_deletions(coll_run *c, ks_scan_result *sr, size_t *n_deleted)
 	return r;
 }
 
+static const ks_refusal *find_refusal(const coll_run *c, const char *filename)
+{
+	for (size_t i = 0; i < c->n_refusals; i++)
+		if (strcmp(c->refusals[i].filename, filename) == 0)
+			return &c->refusals[i];
+	return NULL;
+}
+
+/* The refusals of earlier runs that still stand: a refusal whose file is no pending change
+ * any more (the user deleted the new file, took the edit back, put the deleted file back) is
+ * forgotten, and --force forgets them all, so that everything is sent again. */
+static int load_refusals(coll_run *c, const ks_scan_result *sr)
+{
+	ks_cache *cache = c->R->e->cache;
+	int r = ks_cache_list_refusals(cache, c->col->id, &c->refusals, &c->n_refusals);
+
+	for (size_t i = 0; r >= 0 && i < c->n_refusals; i++) {
+		ks_refusal *rf = &c->refusals[i];
+		bool pending = false;
+		for (size_t j = 0; j < sr->n_changes && !pending; j++)
+			pending = sr->changes[j].kind != KS_LOCAL_IGNORED &&
+				  strcmp(sr->changes[j].filename, rf->filename) == 0;
+		if (pending && !c->R->o->force)
+			continue;
+		r = ks_cache_clear_refusal(cache, c->col->id, rf->filename);
+		free(rf->filename);
+		rf->filename = strdup("");	/* matches no file */
+		if (r >= 0 && !rf->filename)
+			r = -ENOMEM;
+	}
+	return r;
+}
+
+/* 1 when ch was refused before and has not changed since: it is not sent again, and says
+ * why. 0 when it is to be sent (a changed file's refusal is forgotten). */
+static int still_refused(coll_run *c, const ks_local_change *ch)
+{
+	const ks_refusal *rf = find_refusal(c, ch->filename);
+
+	if (!rf)
+		return 0;
+	bool same = ch->kind == KS_LOCAL_DELETED ? rf->op == KS_INTENT_DELETE
+						 : rf->hash && strcmp(rf->hash, ch->hash) == 0;
+	if (!same)
+		return ks_cache_clear_refusal(c->R->e->cache, c->col->id, ch->filename);
+	c->refused++;
+	c->skipped++;
+	emit_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, -EPERM, "not sending %s'%s': %s%s; %s",
+		  ch->kind == KS_LOCAL_DELETED ? "the deletion of " : "", ch->filename,
+		  rf->status ? "the server refused it: " : "", rf->reason,
+		  ch->kind == KS_LOCAL_DELETED ? "the item stays on the server, and `ksyncctl "
+						 "sync --force` brings its file back"
+					       : "it is sent once the file changes");
+	return 1;
+}
+
 /* Scans the directory and sends every local change to the server. */
 static int push_collection(coll_run *c)
 {
@@ -2657,6 +2830,9 @@ static int push_collection(coll_run *c)
 		if (r < 0)
 			goto out;
 	}
+	r = load_refusals(c, &sr);
+	if (r < 0)
+		goto out;
 	if (sr.n_changes == 0)
 		goto out;
 	r = guard_deletions(c, n_deleted, "on the server",
@@ -2674,6 +2850,11 @@ static int push_collection(coll_run *c)
 	for (size_t i = 0; i < sr.n_changes; i++) {
 		ks_local_change *ch = &sr.changes[i];
 		if (ch->kind == KS_LOCAL_IGNORED || ch->kind == KS_LOCAL_MOVED)
+			continue;
+		r = still_refused(c, ch);
+		if (r < 0)
+			goto out;
+		if (r > 0)
 			continue;
 		if (c->col->readonly) {
 			r = refuse_readonly(c, ch);
