@@ -643,6 +643,7 @@ typedef struct staged {
 	bool is_new;
 	bool skip_write;	/* the file already holds these bytes */
 	bool adopt;		/* an untracked local file with this UID becomes the item */
+	bool ours;		/* a new row for a local file (an upload a crash cut off) */
 } staged;
 
 enum { FILE_AS_RECORDED, FILE_EDITED, FILE_MISSING, FILE_OTHER };
@@ -981,6 +982,7 @@ static int apply_batch(coll_run *c, batch *b)
 				mine = untracked_with_uid(c, s->info.uid);
 			}
 			if (mine) {
+				s->ours = true;
 				s->filename = strdup(mine);
 				if (!s->filename) {
 					r = -ENOMEM;
@@ -997,6 +999,9 @@ static int apply_batch(coll_run *c, batch *b)
 				r = pick_filename(c, f, &s->info, st, n, &s->filename);
 				if (r < 0)
 					goto out;
+				const ks_intent *in = find_intent(c, f->href);
+				s->ours = in && in->op == KS_INTENT_CREATE && in->filename &&
+					  strcmp(in->filename, s->filename) == 0;
 			}
 		}
 		if (s->adopt) {
@@ -1047,8 +1052,8 @@ static int apply_batch(coll_run *c, batch *b)
 			r = ks_cache_clear_intent(cache, c->col->id, row.href);
 		if (r < 0)
 			goto out;
-		if (st[i].is_new)
-			c->added++;
+		if (st[i].is_new && !st[i].ours)
+			c->added++;	/* the user's own file found on the server is no addition */
 		else if (st[i].skip_write)
 			;	/* same bytes under a new etag: nothing changed for the user */
 		else if (!c->read_back || !uploaded_here(c, row.href))
@@ -1619,9 +1624,12 @@ static int pull_collection(coll_run *c, const ks_collection *remote, bool force)
 					  req.errmsg[0] ? req.errmsg : strerror(-r));
 				goto out;
 			}
-			r = fetch_all(c);
+			/* Deletions first: an item the server moved (a deletion and an
+			 * addition with one UID) then takes its file name with it rather
+			 * than a suffixed one. */
+			r = delete_remote_gone(c, c->gone, c->n_gone);
 			if (r >= 0)
-				r = delete_remote_gone(c, c->gone, c->n_gone);
+				r = fetch_all(c);
 			if (r == -EDQUOT)
 				goto out;
 			if (r < 0)
@@ -1713,6 +1721,28 @@ out:
 	return r;
 }
 
+/* An interrupted upload of a file the user deleted since: the listing just done brought in
+ * whatever of it reached the server, and nothing is left to send, so its intent goes (it
+ * would be "resumed" on every run). */
+static int drop_stale_intents(coll_run *c)
+{
+	for (size_t i = 0; i < c->n_intents; i++) {
+		const ks_intent *in = &c->intents[i];
+		if (in->op == KS_INTENT_DELETE || !in->filename ||
+		    faccessat(c->dirfd, in->filename, F_OK, AT_SYMLINK_NOFOLLOW) == 0 ||
+		    errno != ENOENT)
+			continue;
+		ks_cache_item it = {};
+		int r = ks_cache_get_item(c->R->e->cache, c->col->id, in->href, &it);
+		ks_cache_item_done(&it);
+		if (r == -ENOENT)
+			r = ks_cache_clear_intent(c->R->e->cache, c->col->id, in->href);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* Syncs one collection both ways. remote is what a home listing said about it right now,
  * or NULL when the home sets were not listed this run. */
 static int sync_collection(run *R, ks_collection *col, const ks_collection *remote)
@@ -1753,6 +1783,8 @@ static int sync_collection(run *R, ks_collection *col, const ks_collection *remo
 		       c.label, c.n_intents);
 
 	r = pull_collection(&c, remote, R->o->force);
+	if (r >= 0)
+		r = drop_stale_intents(&c);
 	if (r < 0)
 		goto out;
 	/* Local changes go after the server's: files the server changed are then up to date,
