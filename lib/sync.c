@@ -1219,7 +1219,13 @@ static int on_batch_done(ks_dav_request *req, void *userdata)
 	/* Malformed XML, or an item over the size cap, ends the parse at that point: what came
 	 * before is applied and the rest fetched one by one, so one bad item costs its batch
 	 * nothing. */
-	if (req->result < 0 && req->result != -EBADMSG && req->result != -EFBIG) {
+	if (req->result == -ENOENT) {
+		/* A multiget answered 404 as a whole (SabreDAV 1.8, when one of its items was
+		 * deleted since the listing): each item is fetched on its own. */
+		emit_fail(c->R, KS_SYNC_NOTICE, c->label, 0, "%s; fetching its %zu item(s) one "
+			  "by one", req->errmsg, b->n_hrefs);
+		batch_clear_items(b);
+	} else if (req->result < 0 && req->result != -EBADMSG && req->result != -EFBIG) {
 		/* The whole batch failed: the collection fails this run, nothing is lost. */
 		c->cb_error = req->result;
 		emit_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, req->result, "%s",

@@ -2,7 +2,8 @@
 words, and lets every other upload, collection and account go on; a file that stays refused is
 sent again only once it changes. Refusals come from the real servers where they make them
 (Radicale refuses DTEND with DURATION, and a UID changed at an href) and from a front in front
-of Radicale and Xandikos that answers as strict servers do (Cyrus, SabreDAV, DAViCal).
+of Radicale and Xandikos that answers as strict servers do (Cyrus, SabreDAV, DAViCal). Also
+here: multigets answered 404 as a whole.
 """
 
 import re
@@ -269,3 +270,22 @@ def test_uid_changed_in_an_edit_is_not_sent(server, ks):
         assert set(local_uids(d, ".vcf")) == {"other"}
     finally:
         front.stop()
+
+
+# -- multigets answered 404 as a whole ----------------------------------------------------------------
+
+def test_multiget_answered_404(scene):
+    """SabreDAV 1.8 answers a multiget 404 as a whole when one of its items is gone: the
+    items are fetched one by one, the gone one is simply not there."""
+    for i in range(5):
+        h = scene.book + "c%d.vcf" % i
+        scene.server.put(h, card("c%d" % i, "Person %d" % i, note="changed %d" % i),
+                         if_match=scene.server.etag(h))
+    scene.server.delete(scene.book + "c3.vcf")
+    scene.faults.add(on("multiget", scene.book), Reply(404, [], b"Not Found"), which="every")
+    r = scene.ks.run(timeout=RUN_TIMEOUT)
+    assert r.rc == 0, describe(r)
+    assert "fetching its" in r.stderr, describe(r)
+    loc = local_uids(scene.book_dir, ".vcf")
+    assert set(loc) == {"c0", "c1", "c2", "c4"}, sorted(loc)
+    assert all(b"changed" in v for v in loc.values())
