@@ -580,6 +580,7 @@ static int fill_collection(sqlite3_stmt *s, void *e)
 		.guard_base = sqlite3_column_type(s, 15) == SQLITE_NULL ? -1
 								      : sqlite3_column_int64(s, 15),
 		.guard_deleted = sqlite3_column_int64(s, 16),
+		.vcard4 = sqlite3_column_int(s, 17),
 	};
 	return col->account && col->href && col->name ? 0 : -ENOMEM;
 }
@@ -594,7 +595,7 @@ int ks_cache_list_collections(ks_cache *c, const char *account, ks_collection **
 	sqlite3_stmt *s;
 	int r = prepare(c, "SELECT id, account, href, kind, name, displayname, color, description, "
 			   "components, readonly, supports_sync, enabled, sync_token, ctag, "
-			   "guard_at, guard_base, guard_deleted "
+			   "guard_at, guard_base, guard_deleted, vcard4 "
 			   "FROM collection WHERE account = ?1 ORDER BY kind, name", &s);
 
 	if (r < 0)
@@ -610,13 +611,14 @@ int ks_cache_save_collection(ks_cache *c, ks_collection *col)
 
 	if (col->id == 0)
 		r = prepare(c, "INSERT INTO collection (account, href, kind, name, displayname, "
-			       "color, description, components, readonly, supports_sync, enabled) "
-			       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", &s);
+			       "color, description, components, readonly, supports_sync, enabled, "
+			       "vcard4) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13)",
+			&s);
 	else
 		r = prepare(c, "UPDATE collection SET account = ?1, href = ?2, kind = ?3, "
 			       "name = ?4, displayname = ?5, color = ?6, description = ?7, "
-			       "components = ?8, readonly = ?9, supports_sync = ?10, enabled = ?11 "
-			       "WHERE id = ?12", &s);
+			       "components = ?8, readonly = ?9, supports_sync = ?10, enabled = ?11, "
+			       "vcard4 = ?13 WHERE id = ?12", &s);
 	if (r < 0)
 		return r;
 	(void) bind_text(s, 1, col->account);
@@ -632,6 +634,7 @@ int ks_cache_save_collection(ks_cache *c, ks_collection *col)
 	(void) sqlite3_bind_int(s, 9, col->readonly);
 	(void) sqlite3_bind_int(s, 10, col->supports_sync);
 	(void) sqlite3_bind_int(s, 11, col->enabled);
+	(void) sqlite3_bind_int(s, 13, col->vcard4);
 	if (col->id)
 		(void) sqlite3_bind_int64(s, 12, col->id);
 	r = step_done(s);
@@ -725,6 +728,25 @@ int ks_cache_get_item(ks_cache *c, int64_t coll, const char *href, ks_cache_item
 		r = rc == SQLITE_DONE ? -ENOENT : sqlite_to_errno(rc);
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
+	return r;
+}
+
+int ks_cache_item_is_vcard4(ks_cache *c, int64_t coll, const char *href)
+{
+	sqlite3_stmt *s;
+	/* The VERSION line comes first in a card (RFC 6350 6.7.9); a few hundred bytes hold it
+	 * whatever comes before, and only they are read. */
+	int r = prepare(c, "SELECT instr(substr(data, 1, 512), 'VERSION:4.0') > 0 FROM item "
+			   "WHERE collection = ?1 AND href = ?2", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, href);
+	int rc = sqlite3_step(s);
+	r = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) != 0 : rc == SQLITE_DONE ? -ENOENT
+										   : sqlite_to_errno(rc);
+	sqlite3_finalize(s);
 	return r;
 }
 

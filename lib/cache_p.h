@@ -43,6 +43,7 @@ typedef struct ks_collection {
 	bool readonly;
 	bool supports_sync;
 	bool enabled;
+	bool vcard4;		/* an address book's supported-address-data offers vCard 4.0 */
 	char *sync_token;	/* token of the last state applied locally */
 	char *ctag;
 	/* The mass-deletion guard's window: when it started (unix seconds), the items then (-1:
@@ -105,6 +106,8 @@ const char *ks_collection_kind_to_string(ks_collection_kind k);
 /* -ENOENT when absent. */
 int ks_cache_get_item(ks_cache *c, int64_t coll, const char *href, ks_cache_item *ret);
 void ks_cache_item_done(ks_cache_item *i);
+/* Whether the stored bytes of the item at href are a vCard 4.0 (1) or not (0); -ENOENT. */
+int ks_cache_item_is_vcard4(ks_cache *c, int64_t coll, const char *href);
 /* Whether filename is used by an item of coll other than the one at href. */
 int ks_cache_filename_taken(ks_cache *c, int64_t coll, const char *filename, const char *href);
 

@@ -27,7 +27,8 @@ static const char propfind_homes[] =
 	"xmlns:ic=\"http://apple.com/ns/ical/\"><d:prop><d:resourcetype/><d:displayname/>"         \
 	"<ic:calendar-color/><c:supported-calendar-component-set/>"                              \
 	"<d:current-user-privilege-set/>" tokens "<d:supported-report-set/>"                     \
-	"<c:calendar-description/><a:addressbook-description/></d:prop></d:propfind>\n"
+	"<c:calendar-description/><a:addressbook-description/><a:supported-address-data/>"      \
+	"</d:prop></d:propfind>\n"
 
 /* Servers compute a collection's sync-token or ctag from all its items, so they are only
  * asked for when there are stored ones to compare with. */
@@ -216,6 +217,7 @@ static int on_collection(const ks_ms_response *r, void *userdata)
 		.enabled = true,
 		.sync_token = r->sync_token ? strdup(r->sync_token) : NULL,
 		.ctag = r->ctag ? strdup(r->ctag) : NULL,
+		.vcard4 = r->vcard4,
 	};
 	if (c->kind == KS_COLLECTION_ADDRESSBOOK)
 		c->components = 0;

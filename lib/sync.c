@@ -260,6 +260,11 @@ static void emit_fail(run *R, ks_sync_event_type t, const char *coll, int err, c
 	emit(R, &ev);
 }
 
+typedef struct href_list {
+	char **v;
+	size_t n, cap;
+} href_list;
+
 /* Per-collection state while it syncs. */
 typedef struct coll_run {
 	run *R;
@@ -270,15 +275,14 @@ typedef struct coll_run {
 	char *dir;		/* the directory's path, for messages */
 	const char *ext;
 	bool full;		/* listing everything: items not seen are gone */
-	/* hrefs to fetch (with the etag the listing gave) and to delete */
-	char **fetch;
-	size_t n_fetch, cap_fetch;
+	/* hrefs to fetch, as the server serves them ([0]) and as vCard 4.0 ([1], in address
+	 * books that offer it), and to delete */
+	href_list fetch[2];
 	char **gone;
 	size_t n_gone, cap_gone;
 	char **seen;		/* full listings: every href the server has, sorted later */
 	size_t n_seen, cap_seen;
-	char **missing;		/* hrefs the multigets left out, fetched one by one after them */
-	size_t n_missing, cap_missing;
+	href_list missing[2];	/* hrefs the multigets left out, fetched one by one after them */
 	bool truncated;
 	int cb_error;
 	unsigned added, updated, deleted, skipped, failed_fetch;
@@ -337,10 +341,12 @@ static void coll_run_done(coll_run *c)
 	ks_refusals_free(c->refusals, c->n_refusals);
 	strv_free(c->uploaded, c->n_uploaded);
 	strv_free(c->untracked_uids, c->n_untracked);
-	strv_free(c->fetch, c->n_fetch);
+	for (size_t v = 0; v < 2; v++) {
+		strv_free(c->fetch[v].v, c->fetch[v].n);
+		strv_free(c->missing[v].v, c->missing[v].n);
+	}
 	strv_free(c->gone, c->n_gone);
 	strv_free(c->seen, c->n_seen);
-	strv_free(c->missing, c->n_missing);
 	if (c->dirfd >= 0)
 		close(c->dirfd);
 	free(c->dir);
@@ -424,7 +430,18 @@ static int on_listing(const ks_ms_response *r, void *userdata)
 		same = false;
 	if (same && !c->R->o->force)
 		return 0;
-	return strv_push(&c->fetch, &c->n_fetch, &c->cap_fetch, href);
+	/* A server that converts cards (SabreDAV, Cyrus: vCard 3.0 unless asked otherwise)
+	 * is asked for each card in the version it had here, and for a new card in 4.0, which
+	 * loses nothing: a card keeps the version its author wrote, and a 4.0 card written
+	 * elsewhere keeps what 3.0 cannot say. */
+	int v4 = 0;
+	if (c->col->vcard4) {
+		v4 = k >= 0 ? ks_cache_item_is_vcard4(c->R->e->cache, c->col->id, href) : 1;
+		if (v4 < 0)
+			return v4;
+	}
+	href_list *l = &c->fetch[v4];
+	return strv_push(&l->v, &l->n, &l->cap, href);
 }
 
 static bool token_rejected(const ks_dav_request *req)
@@ -551,6 +568,7 @@ typedef struct fetched_item {
 typedef struct batch {
 	coll_run *c;
 	char **hrefs;		/* borrowed from c->fetch */
+	bool vcard4;		/* cards asked for as vCard 4.0 */
 	size_t n_hrefs;
 	fetched_item *items;
 	size_t n_items;
@@ -1077,17 +1095,21 @@ out:
 static int multiget_body(coll_run *c, batch *b)
 {
 	bool card = c->col->kind == KS_COLLECTION_ADDRESSBOOK;
+	const char *open = !card ? "<c:calendar-multiget xmlns:d=\"DAV:\" "
+				   "xmlns:c=\"urn:ietf:params:xml:ns:caldav\"><d:prop>"
+				   "<d:getetag/><c:calendar-data/></d:prop>"
+			   : b->vcard4 ? "<a:addressbook-multiget xmlns:d=\"DAV:\" "
+					 "xmlns:a=\"urn:ietf:params:xml:ns:carddav\"><d:prop>"
+					 "<d:getetag/><a:address-data content-type=\"text/vcard\" "
+					 "version=\"4.0\"/></d:prop>"
+				       : "<a:addressbook-multiget xmlns:d=\"DAV:\" "
+					 "xmlns:a=\"urn:ietf:params:xml:ns:carddav\"><d:prop>"
+					 "<d:getetag/><a:address-data/></d:prop>";
 	int r;
 
 	r = ks_buf_puts(&b->body, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
 	if (r >= 0)
-		r = ks_buf_puts(&b->body,
-				card ? "<a:addressbook-multiget xmlns:d=\"DAV:\" "
-				       "xmlns:a=\"urn:ietf:params:xml:ns:carddav\"><d:prop>"
-				       "<d:getetag/><a:address-data/></d:prop>"
-				     : "<c:calendar-multiget xmlns:d=\"DAV:\" "
-				       "xmlns:c=\"urn:ietf:params:xml:ns:caldav\"><d:prop>"
-				       "<d:getetag/><c:calendar-data/></d:prop>");
+		r = ks_buf_puts(&b->body, open);
 	for (size_t i = 0; r >= 0 && i < b->n_hrefs; i++) {
 		r = ks_buf_puts(&b->body, "<d:href>");
 		if (r >= 0)
@@ -1117,7 +1139,8 @@ static int note_missing(coll_run *c, const batch *b)
 			got = strcmp(b->items[j].href, b->hrefs[i]) == 0;
 		if (got)
 			continue;
-		int r = strv_push(&c->missing, &c->n_missing, &c->cap_missing, b->hrefs[i]);
+		href_list *l = &c->missing[b->vcard4];
+		int r = strv_push(&l->v, &l->n, &l->cap, b->hrefs[i]);
 		if (r < 0)
 			return r;
 	}
@@ -1173,35 +1196,38 @@ static int fetch_missing(coll_run *c)
 {
 	int r = 0;
 
-	for (size_t off = 0; r >= 0 && off < c->n_missing; off += KS_MULTIGET_BATCH) {
-		size_t n = KS_MIN((size_t) KS_MULTIGET_BATCH, c->n_missing - off);
-		batch b = { .c = c, .hrefs = c->missing + off, .n_hrefs = n };
-		get_slot *slots = calloc(n, sizeof(*slots));
-		ks_dav_request *reqs = calloc(n, sizeof(*reqs));
-		if (!slots || !reqs)
-			r = -ENOMEM;
-		for (size_t i = 0; r >= 0 && i < n; i++) {
-			slots[i] = (get_slot) { .b = &b, .href = b.hrefs[i] };
-			reqs[i] = (ks_dav_request) {
-				.method = "GET", .url = b.hrefs[i], .max_body = KS_CARD_MAX,
-				.userdata = &slots[i], .on_done = on_get_done,
-			};
+	for (size_t v = 0; v < 2; v++) {
+		href_list *l = &c->missing[v];
+		for (size_t off = 0; r >= 0 && off < l->n; off += KS_MULTIGET_BATCH) {
+			size_t n = KS_MIN((size_t) KS_MULTIGET_BATCH, l->n - off);
+			batch b = { .c = c, .hrefs = l->v + off, .n_hrefs = n, .vcard4 = v };
+			get_slot *slots = calloc(n, sizeof(*slots));
+			ks_dav_request *reqs = calloc(n, sizeof(*reqs));
+			if (!slots || !reqs)
+				r = -ENOMEM;
+			for (size_t i = 0; r >= 0 && i < n; i++) {
+				slots[i] = (get_slot) { .b = &b, .href = b.hrefs[i] };
+				reqs[i] = (ks_dav_request) {
+					.method = "GET", .url = b.hrefs[i], .max_body = KS_CARD_MAX,
+					.accept = v ? "text/vcard; version=4.0" : NULL,
+					.userdata = &slots[i], .on_done = on_get_done,
+				};
+			}
+			if (r >= 0)
+				r = ks_dav_run(c->R->dav, reqs, n);
+			if (r >= 0 && cancelled(c->R))
+				r = -ECANCELED;
+			if (r >= 0 && b.n_items)
+				r = apply_batch(c, &b);
+			for (size_t i = 0; reqs && i < n; i++)
+				ks_dav_request_done(&reqs[i]);
+			batch_clear_items(&b);
+			free(slots);
+			free(reqs);
 		}
-		if (r >= 0)
-			r = ks_dav_run(c->R->dav, reqs, n);
-		if (r >= 0 && cancelled(c->R))
-			r = -ECANCELED;
-		if (r >= 0 && b.n_items)
-			r = apply_batch(c, &b);
-		for (size_t i = 0; reqs && i < n; i++)
-			ks_dav_request_done(&reqs[i]);
-		batch_clear_items(&b);
-		free(slots);
-		free(reqs);
+		strv_free(l->v, l->n);
+		*l = (href_list) {};
 	}
-	strv_free(c->missing, c->n_missing);
-	c->missing = NULL;
-	c->n_missing = c->cap_missing = 0;
 	return r;
 }
 
@@ -1247,7 +1273,7 @@ static int on_batch_done(ks_dav_request *req, void *userdata)
 		return r;
 	ks_sync_event ev = {
 		.type = KS_SYNC_PROGRESS, .account = c->R->acc->name, .collection = c->label,
-		.done = c->fetched, .total = (unsigned) c->n_fetch,
+		.done = c->fetched, .total = (unsigned) (c->fetch[0].n + c->fetch[1].n),
 	};
 	emit(c->R, &ev);
 	return 0;
@@ -1255,7 +1281,8 @@ static int on_batch_done(ks_dav_request *req, void *userdata)
 
 static int fetch_all(coll_run *c)
 {
-	size_t nb = (c->n_fetch + KS_MULTIGET_BATCH - 1) / KS_MULTIGET_BATCH;
+	size_t nb0 = (c->fetch[0].n + KS_MULTIGET_BATCH - 1) / KS_MULTIGET_BATCH;
+	size_t nb = nb0 + (c->fetch[1].n + KS_MULTIGET_BATCH - 1) / KS_MULTIGET_BATCH;
 	batch *bs;
 	ks_dav_request *reqs;
 	int r = 0;
@@ -1271,9 +1298,13 @@ static int fetch_all(coll_run *c)
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < nb; i++) {
+		bool v4 = i >= nb0;
+		const href_list *l = &c->fetch[v4];
+		size_t off = (v4 ? i - nb0 : i) * KS_MULTIGET_BATCH;
 		bs[i].c = c;
-		bs[i].hrefs = c->fetch + i * KS_MULTIGET_BATCH;
-		bs[i].n_hrefs = KS_MIN((size_t) KS_MULTIGET_BATCH, c->n_fetch - i * KS_MULTIGET_BATCH);
+		bs[i].vcard4 = v4;
+		bs[i].hrefs = l->v + off;
+		bs[i].n_hrefs = KS_MIN((size_t) KS_MULTIGET_BATCH, l->n - off);
 		r = multiget_body(c, &bs[i]);
 		if (r < 0)
 			goto out;
@@ -1460,12 +1491,14 @@ static int delete_unseen(coll_run *c)
  * false, since a truncated full listing goes on over several rounds. */
 static void coll_reset_lists(coll_run *c, bool keep_seen)
 {
-	strv_free(c->fetch, c->n_fetch);
+	for (size_t v = 0; v < 2; v++) {
+		strv_free(c->fetch[v].v, c->fetch[v].n);
+		strv_free(c->missing[v].v, c->missing[v].n);
+		c->fetch[v] = c->missing[v] = (href_list) {};
+	}
 	strv_free(c->gone, c->n_gone);
-	strv_free(c->missing, c->n_missing);
-	c->fetch = c->gone = c->missing = NULL;
-	c->n_fetch = c->cap_fetch = c->n_gone = c->cap_gone = 0;
-	c->n_missing = c->cap_missing = 0;
+	c->gone = NULL;
+	c->n_gone = c->cap_gone = 0;
 	if (!keep_seen) {
 		strv_free(c->seen, c->n_seen);
 		c->seen = NULL;
@@ -1645,7 +1678,8 @@ static int pull_collection(coll_run *c, const ks_collection *remote, bool force)
 			bool truncated = c->truncated || req.status == 507;
 			ks_dav_request_done(&req);
 			if (truncated && (!new_token || (token && strcmp(new_token, token) == 0 &&
-							 c->n_fetch == 0 && c->n_gone == 0))) {
+							 c->fetch[0].n + c->fetch[1].n == 0 &&
+							 c->n_gone == 0))) {
 				/* A partial listing that gives no token to go on from (or the
 				 * same one, having listed nothing) cannot be completed, and taken
 				 * as complete it would delete what it left out. */
@@ -2061,12 +2095,20 @@ static int forget_item(coll_run *c, const char *href)
 	return r;
 }
 
+/* Whether the server is to be asked for a card as vCard 4.0: the version of data, the card
+ * sent or merged, in an address book that offers it. */
+static bool wants_vcard4(const coll_run *c, const char *data, size_t len)
+{
+	return c->col->vcard4 && memmem(data, KS_MIN(len, (size_t) 512), "VERSION:4.0", 11);
+}
+
 /* The server's current version of href: 0 with data and etag, -ENOENT when it has none. */
-static int fetch_one(coll_run *c, const char *href, char **ret, size_t *ret_len, char **ret_etag)
+static int fetch_one(coll_run *c, const char *href, bool vcard4, char **ret, size_t *ret_len,
+		     char **ret_etag)
 {
 	_cleanup_free_ char *h = strdup(href);
 	char *hrefs[1] = { h };
-	batch b = { .c = c, .hrefs = hrefs, .n_hrefs = 1 };
+	batch b = { .c = c, .hrefs = hrefs, .n_hrefs = 1, .vcard4 = vcard4 };
 	int r = h ? multiget_body(c, &b) : -ENOMEM;
 
 	if (r >= 0) {
@@ -2080,7 +2122,10 @@ static int fetch_one(coll_run *c, const char *href, char **ret, size_t *ret_len,
 	ks_buf_done(&b.body);
 	if (r >= 0 && b.n_items == 0) {
 		/* Not in the multiget: ask for it alone before believing it is gone. */
-		ks_dav_request req = { .method = "GET", .url = href, .max_body = KS_CARD_MAX };
+		ks_dav_request req = {
+			.method = "GET", .url = href, .max_body = KS_CARD_MAX,
+			.accept = vcard4 ? "text/vcard; version=4.0" : NULL,
+		};
 		r = ks_dav_run_one(c->R->dav, &req);
 		if (r >= 0 && req.body_text) {
 			b.items = calloc(1, sizeof(*b.items));
@@ -2135,7 +2180,7 @@ static int read_back(coll_run *c, const char *href, const char *filename, const 
 	_cleanup_free_ char *data = NULL, *etag = NULL;
 	size_t len = 0;
 	struct stat nst = *st;
-	int r = fetch_one(c, href, &data, &len, &etag);
+	int r = fetch_one(c, href, wants_vcard4(c, sent, sent_len), &data, &len, &etag);
 
 	if (r < 0)
 		return r;
@@ -2225,7 +2270,7 @@ static int resolve(coll_run *c, push_item *p)
 	char errmsg[512] = "";
 	int r;
 
-	r = fetch_one(c, p->href, &remote, &rlen, &etag);
+	r = fetch_one(c, p->href, wants_vcard4(c, p->body, p->len), &remote, &rlen, &etag);
 	if (r == -ENOENT) {
 		if (p->op == KS_INTENT_DELETE)
 			return forget_item(c, p->href);
@@ -3051,9 +3096,11 @@ static int refresh_collection(ks_collection *col, const ks_collection *remote)
 	if (r < 0)
 		return r;
 	changed |= r;
-	if (col->components != remote->components || col->readonly != remote->readonly) {
+	if (col->components != remote->components || col->readonly != remote->readonly ||
+	    col->vcard4 != remote->vcard4) {
 		col->components = remote->components;
 		col->readonly = remote->readonly;
+		col->vcard4 = remote->vcard4;
 		changed = 1;
 	}
 	if (!col->supports_sync && remote->supports_sync && remote->sync_token) {

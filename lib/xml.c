@@ -84,6 +84,7 @@ enum {
 	EL_ADDRESSBOOK_HOME_SET,
 	EL_ADDRESSBOOK_DESCRIPTION,
 	EL_ADDRESS_DATA,
+	EL_SUPPORTED_ADDRESS_DATA,
 	EL_GETCTAG,
 	EL_CALENDAR_COLOR,
 };
@@ -135,6 +136,7 @@ static const element_name carddav_elements[] = {
 	{ "addressbook-home-set", EL_ADDRESSBOOK_HOME_SET },
 	{ "addressbook-description", EL_ADDRESSBOOK_DESCRIPTION },
 	{ "address-data", EL_ADDRESS_DATA },
+	{ "supported-address-data", EL_SUPPORTED_ADDRESS_DATA },
 };
 
 static const element_name cs_elements[] = {
@@ -169,6 +171,7 @@ typedef struct prop_flags {
 	bool has_components;
 	bool has_privileges;
 	bool has_sync_report;
+	bool vcard4;
 } prop_flags;
 
 /* The thread's libxml2 error handlers, saved while ours are installed. */
@@ -441,6 +444,7 @@ static int propstat_end(ks_ms_parser *p)
 	p->flags.has_components |= n->has_components;
 	p->flags.has_privileges |= n->has_privileges;
 	p->flags.has_sync_report |= n->has_sync_report;
+	p->flags.vcard4 |= n->vcard4;
 	return 0;
 }
 
@@ -502,6 +506,7 @@ static int response_end(ks_ms_parser *p)
 		.has_components = p->flags.has_components,
 		.has_privileges = p->flags.has_privileges,
 		.has_sync_report = p->flags.has_sync_report,
+		.vcard4 = p->flags.vcard4,
 	};
 
 	p->count++;
@@ -631,6 +636,17 @@ static void property_start(ks_ms_parser *p, uint8_t id, const xmlChar **attrs, i
 		case EL_SUPPORTED_CALENDAR_COMPONENT_SET:
 			if (id == EL_COMP)
 				fl->components |= component_bit(attrs, n_attrs);
+			return;
+		case EL_SUPPORTED_ADDRESS_DATA:
+			/* RFC 6352 6.2.2 names the element address-data-type; Xandikos
+			 * writes content-type. Either way, the version attribute counts. */
+			for (int i = 0; i < n_attrs; i++) {
+				const xmlChar *name = attrs[5 * i];
+				const xmlChar *v = attrs[5 * i + 3], *end = attrs[5 * i + 4];
+				if (strcmp((const char *) name, "version") == 0 && end - v == 3 &&
+				    memcmp(v, "4.0", 3) == 0)
+					fl->vcard4 = true;
+			}
 			return;
 		case EL_CURRENT_USER_PRINCIPAL:
 			f = F_PRINCIPAL;

@@ -58,6 +58,7 @@ typedef struct ks_ms_response {
 	bool has_components;
 	bool has_privileges;
 	bool has_sync_report;	/* supported-report-set lists DAV:sync-collection */
+	bool vcard4;		/* supported-address-data offers vCard version 4.0 */
 } ks_ms_response;
 
 /* Return < 0 to stop the parse; ks_ms_parser_feed() then returns that value. */

@@ -3,7 +3,7 @@ words, and lets every other upload, collection and account go on; a file that st
 sent again only once it changes. Refusals come from the real servers where they make them
 (Radicale refuses DTEND with DURATION, and a UID changed at an href) and from a front in front
 of Radicale and Xandikos that answers as strict servers do (Cyrus, SabreDAV, DAViCal). Also
-here: multigets answered 404 as a whole.
+here: multigets answered 404 as a whole, and servers that convert vCard versions.
 """
 
 import re
@@ -12,9 +12,9 @@ import urllib.parse
 import pytest
 
 from ksynctest import checks, gen
-from ksynctest.faults import (Faults, card, describe, event, local_uids, on,
+from ksynctest.faults import (Faults, card, decoded, describe, event, local_uids, on,
                               server_uids, write_file)
-from ksynctest.tlsfront import Front, Reply
+from ksynctest.tlsfront import Front, Reply, Transform
 
 ACCOUNT = "acct"
 BOOK = "people"
@@ -289,3 +289,87 @@ def test_multiget_answered_404(scene):
     loc = local_uids(scene.book_dir, ".vcf")
     assert set(loc) == {"c0", "c1", "c2", "c4"}, sorted(loc)
     assert all(b"changed" in v for v in loc.values())
+
+
+# -- servers that convert vCard versions -------------------------------------------------------------
+
+def card4(uid, fn, *extra):
+    return gen.serialize(["BEGIN:VCARD", "VERSION:4.0", "UID:" + uid, "FN:" + fn, "N:;%s;;;" % fn]
+                         + list(extra) + ["END:VCARD"])
+
+
+def to_v3(body):
+    """What SabreDAV 4 or Cyrus serve a 4.0 card as when asked for no version: 3.0, KIND and
+    ANNIVERSARY gone (the converters keep them as X- properties; gone is enough here)."""
+    body = body.replace(b"VERSION:4.0", b"VERSION:3.0")
+    return re.sub(rb"(?m)^(KIND|ANNIVERSARY)[;:][^\r\n]*\r?\n", b"", body)
+
+
+class Converting:
+    """Front rules for an address book on a server that converts cards to 3.0 unless asked
+    for 4.0, and says it offers 4.0 (supported-address-data)."""
+
+    def __init__(self, faults, book, homes):
+        self.asked = []
+        faults.add(lambda s: s.method == "PROPFIND" and s.header("Depth") == "1" and
+                   urllib.parse.unquote(urllib.parse.urlsplit(s.path).path) in homes,
+                   Transform(self.offer), which="every")
+        faults.add(on("multiget", book), Transform(self.multiget), which="every")
+        faults.add(on("get", book), Transform(self.get), which="every")
+
+    def offer(self, seen, reply):
+        headers, body = decoded(reply)
+        prop = (b'<supported-address-data xmlns="urn:ietf:params:xml:ns:carddav">'
+                b'<address-data-type content-type="text/vcard" version="3.0"/>'
+                b'<address-data-type content-type="text/vcard" version="4.0"/>'
+                b'</supported-address-data>')
+        body = re.sub(rb"(<(?:\w+:)?prop>)(?=(?:(?!</(?:\w+:)?prop>).)*addressbook)",
+                      lambda m: m.group(1) + prop, body, flags=re.S)
+        return Reply(reply.status, headers, body)
+
+    def multiget(self, seen, reply):
+        v4 = b'version="4.0"' in seen.body
+        self.asked.append(v4)
+        headers, body = decoded(reply)
+        return Reply(reply.status, headers, body if v4 else to_v3(body))
+
+    def get(self, seen, reply):
+        v4 = "version=4.0" in (seen.header("Accept") or "")
+        self.asked.append(v4)
+        headers, body = decoded(reply)
+        return Reply(reply.status, headers, body if v4 else to_v3(body))
+
+
+def test_vcard_4_stays_4_on_a_converting_server(server, ks):
+    faults = Faults()
+    front = Front(backend=server, route=faults)
+    try:
+        ks.add_account(ACCOUNT, server, url=front.url_for(urllib.parse.urlsplit(server.url).path))
+        book = server.make_addressbook(BOOK, "People")
+        conv = Converting(faults, book, {urllib.parse.urlsplit(h).path
+                                         for h in server.home_sets})
+        theirs = card4("theirs", "Their Card", "KIND:individual", "ANNIVERSARY:20100601")
+        server.put(book + "theirs.vcf", theirs)
+        server.put(book + "old.vcf", card("old", "Old Card"))
+        ks.sync(timeout=RUN_TIMEOUT)
+        d = ks.collection_dir(ACCOUNT, "addressbook", BOOK)
+        got = (d / "theirs.vcf").read_bytes()
+        assert b"VERSION:4.0" in got and b"KIND:individual" in got, got
+        assert conv.asked and all(conv.asked), conv.asked
+
+        # A 4.0 card made here is uploaded and read back as 4.0: the file is not rewritten.
+        mine = card4("mine", "My Card", "KIND:individual")
+        write_file(d / "mine.vcf", mine)
+        ks.sync(timeout=RUN_TIMEOUT)
+        assert (d / "mine.vcf").read_bytes() == mine or b"VERSION:4.0" in (
+            d / "mine.vcf").read_bytes()
+        assert b"KIND:individual" in server.get(book + "mine.vcf")
+
+        # A 3.0 card edited here stays 3.0 through its upload and read-back.
+        write_file(d / "old.vcf", card("old", "Old Card", note="edited here"))
+        ks.sync(timeout=RUN_TIMEOUT)
+        assert b"VERSION:3.0" in (d / "old.vcf").read_bytes()
+        assert b"VERSION:3.0" in server.get(book + "old.vcf")
+        faults.clear()
+    finally:
+        front.stop()
