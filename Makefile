@@ -19,7 +19,7 @@ DEB_PACKAGES := gcc make pkg-config libc6-dev \
 	libcurl4-openssl-dev libxml2-dev libical-dev libsqlite3-dev libsystemd-dev libcmocka-dev \
 	radicale xandikos python3-dulwich khard khal todoman vdirsyncer \
 	python3-pytest python3-requests python3-configobj curl dbus dbus-daemon systemd mandoc \
-	sqlite3 procps time openssl strace util-linux
+	sqlite3 procps time openssl strace util-linux gnome-keyring libsecret-tools
 
 ifeq ($(SANITIZE),1)
 B := build/asan

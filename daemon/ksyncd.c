@@ -73,6 +73,24 @@ static void lib_log(int level, const char *msg, void *userdata)
 	log_at(level, "%s", msg);
 }
 
+/* ksyncd --once: SIGTERM and SIGINT stop the run at its next safe point (a password command
+ * is ended with its process group); a second one ends the process at once. */
+static volatile int once_cancel;
+
+static void on_once_signal(int sig)
+{
+	once_cancel = 1;
+}
+
+static void once_catch_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_once_signal, .sa_flags = SA_RESETHAND };
+
+	sigemptyset(&sa.sa_mask);
+	(void) sigaction(SIGTERM, &sa, NULL);
+	(void) sigaction(SIGINT, &sa, NULL);
+}
+
 typedef struct once_state {
 	unsigned failed;
 	bool progress_shown;
@@ -174,10 +192,17 @@ static int run_once(const ks_config *cfg)
 			.wait_lock = arg_wait,
 			.on_event = on_event,
 			.userdata = &st,
+			.cancel = &once_cancel,
 		};
 		(void) ks_sync_account(e, a, &o);
+		if (once_cancel)
+			break;
 	}
 	ks_engine_free(e);
+	if (once_cancel) {
+		log_at(KS_LOG_NOTICE, "Stopped by a signal; the next run finishes the work.");
+		return -ECANCELED;
+	}
 	if (!found && arg_account) {
 		log_at(KS_LOG_ERR, "No account '%s' in %s.", arg_account, cfg->path);
 		return -ENOENT;
@@ -386,6 +411,7 @@ int main(int argc, char **argv)
 			log_error_errno(r, "Failed to load configuration '%s': %m", arg_config);
 		return 1;
 	}
+	once_catch_signals();
 	r = run_once(cfg);
 	ks_config_free(cfg);
 	return r < 0 ? 1 : 0;

@@ -115,37 +115,6 @@ static char *dup_or_null(const char *s)
 	return s ? strdup(s) : NULL;
 }
 
-static void account_config_done(ks_account_config *a)
-{
-	free(a->name);
-	free(a->provider);
-	free(a->url);
-	free(a->username);
-	free(a->password_command);
-	free(a->password_file);
-	free(a->ca_file);
-	*a = (ks_account_config) {};
-}
-
-static int account_config_copy(const ks_account_config *a, ks_account_config *ret)
-{
-	*ret = *a;
-	ret->name = dup_or_null(a->name);
-	ret->provider = dup_or_null(a->provider);
-	ret->url = dup_or_null(a->url);
-	ret->username = dup_or_null(a->username);
-	ret->password_command = dup_or_null(a->password_command);
-	ret->password_file = dup_or_null(a->password_file);
-	ret->ca_file = dup_or_null(a->ca_file);
-	if (!ret->name || !ret->url || (a->provider && !ret->provider) ||
-	    (a->username && !ret->username) || (a->password_command && !ret->password_command) ||
-	    (a->password_file && !ret->password_file) || (a->ca_file && !ret->ca_file)) {
-		account_config_done(ret);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
 static void results_free(Account *a)
 {
 	for (size_t i = 0; i < a->n_results; i++) {
@@ -163,7 +132,7 @@ static Account *account_free(Account *a)
 		return NULL;
 	sd_event_source_disable_unref(a->timer);
 	sd_event_source_disable_unref(a->debounce);
-	account_config_done(&a->cfg);
+	ks_account_config_done(&a->cfg);
 	results_free(a);
 	strv_free(a->errors, a->n_errors);
 	strv_free(a->notices, a->n_notices);
@@ -414,7 +383,7 @@ static void run_done(Manager *m, Job *j, int r)
 	free(a->running_runs);
 	a->running_runs = NULL;
 	a->n_running = 0;
-	account_config_done(&j->cfg);
+	ks_account_config_done(&j->cfg);
 	free(j->enable_href);
 	free(j->only_collection);
 	free(j);
@@ -576,7 +545,7 @@ static int account_start(Account *a)
 	j = calloc(1, sizeof(*j));
 	if (!j)
 		return -ENOMEM;
-	r = account_config_copy(&a->cfg, &j->cfg);
+	r = ks_account_config_copy(&a->cfg, &j->cfg);
 	if (r < 0) {
 		free(j);
 		return r;
@@ -615,7 +584,7 @@ static int account_start(Account *a)
 	r = start_thread(j);
 	if (r < 0) {
 		a->job = NULL;
-		account_config_done(&j->cfg);
+		ks_account_config_done(&j->cfg);
 		free(j);
 		return r;
 	}
@@ -882,11 +851,11 @@ static int apply_config(Manager *m, ks_config *c)
 		const ks_account_config *ac = &c->accounts[i];
 		Account *a = manager_find_account(m, ac->name);
 		ks_account_config copy;
-		int r = account_config_copy(ac, &copy);
+		int r = ks_account_config_copy(ac, &copy);
 		if (r < 0)
 			return r;
 		if (a) {
-			account_config_done(&a->cfg);
+			ks_account_config_done(&a->cfg);
 			a->cfg = copy;
 			continue;
 		}
@@ -894,7 +863,7 @@ static int apply_config(Manager *m, ks_config *c)
 		Account **na = realloc(m->accounts, (m->n_accounts + 1) * sizeof(*na));
 		if (!a || !na) {
 			free(a);
-			account_config_done(&copy);
+			ks_account_config_done(&copy);
 			return -ENOMEM;
 		}
 		m->accounts = na;

@@ -4,8 +4,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +11,6 @@
 #include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "buf_p.h"
@@ -21,6 +18,7 @@
 #include "ksync.h"
 #include "macro.h"
 #include "manage_p.h"
+#include "secret_p.h"
 #include "text_p.h"
 
 /* A config file is a few hundred bytes; anything near this is not one. */
@@ -33,8 +31,6 @@
 #define CONFIG_MAX_TIMEOUT 3600
 /* Account names become directory names. */
 #define ACCOUNT_NAME_MAX 64
-/* Most bytes read from password_command or password_file. */
-#define SECRET_MAX (64 * 1024)
 
 typedef enum conf_section {
 	CONF_NONE,	/* before the first section header */
@@ -68,12 +64,15 @@ static int conf_parse_path(conf_ctx *ctx, const char *key, const char *value, vo
 static int conf_parse_bool(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_conflict(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_collections(conf_ctx *ctx, const char *key, const char *value, void *field);
+static int conf_parse_secret_ref(conf_ctx *ctx, const char *key, const char *value, void *field);
 
 static const conf_key conf_keys[] = {
 	{ CONF_GENERAL, "interval", conf_parse_interval, offsetof(ks_config, interval) },
 	{ CONF_GENERAL, "conflict", conf_parse_conflict, offsetof(ks_config, conflict) },
 	{ CONF_GENERAL, "collections", conf_parse_collections, offsetof(ks_config, collections) },
 	{ CONF_GENERAL, "timeout", conf_parse_timeout, offsetof(ks_config, timeout) },
+	{ CONF_GENERAL, "password_timeout", conf_parse_timeout,
+	  offsetof(ks_config, password_timeout) },
 	{ CONF_ACCOUNT, "provider", conf_parse_provider, offsetof(ks_account_config, provider) },
 	{ CONF_ACCOUNT, "url", conf_parse_url, offsetof(ks_account_config, url) },
 	{ CONF_ACCOUNT, "username", conf_parse_username, offsetof(ks_account_config, username) },
@@ -90,6 +89,10 @@ static const conf_key conf_keys[] = {
 	{ CONF_ACCOUNT, "collections", conf_parse_collections,
 	  offsetof(ks_account_config, collections) },
 	{ CONF_ACCOUNT, "timeout", conf_parse_timeout, offsetof(ks_account_config, timeout) },
+	{ CONF_ACCOUNT, "password_secret", conf_parse_secret_ref,
+	  offsetof(ks_account_config, password_secret) },
+	{ CONF_ACCOUNT, "password_timeout", conf_parse_timeout,
+	  offsetof(ks_account_config, password_timeout) },
 };
 
 static const struct {
@@ -299,6 +302,22 @@ static int conf_parse_string(conf_ctx *ctx, const char *key, const char *value, 
 
 	*s = strdup(value);
 	return *s ? 0 : -ENOMEM;
+}
+
+/* Secret Service attributes: checked here so that a typo shows at load, not at the first
+ * sync. */
+static int conf_parse_secret_ref(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	_cleanup_free_ char *why = NULL;
+	char **kv = NULL;
+	int r = ks_secret_attrs_parse(value, &kv, &why);
+
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return conf_error(ctx, "invalid %s '%s': %s", key, value, why ? why : "");
+	ks_secret_attrs_free(kv);
+	return conf_parse_string(ctx, key, value, field);
 }
 
 static int conf_parse_username(conf_ctx *ctx, const char *key, const char *value, void *field)
@@ -692,6 +711,8 @@ static int config_validate(ks_config *c, conf_ctx *ctx)
 			a->collections = c->collections;
 		if (!a->timeout)
 			a->timeout = c->timeout;
+		if (!a->password_timeout)
+			a->password_timeout = c->password_timeout;
 		if (!a->url && a->provider)
 			for (size_t j = 0; j < ELEMENTSOF(providers); j++)
 				if (strcmp(a->provider, providers[j].name) == 0) {
@@ -709,9 +730,9 @@ static int config_validate(ks_config *c, conf_ctx *ctx)
 		if (r == -ENOMEM)
 			return r;
 
-		if (a->password_command && a->password_file)
-			r = conf_error(ctx, "account '%s': password_command and password_file are "
-				       "mutually exclusive", a->name);
+		if (!!a->password_command + !!a->password_file + !!a->password_secret > 1)
+			r = conf_error(ctx, "account '%s': password_command, password_file and "
+				       "password_secret are mutually exclusive", a->name);
 		if (r == -ENOMEM)
 			return r;
 	}
@@ -765,6 +786,7 @@ static int config_parse(const char *path, ks_buf *text, ks_config **ret, char **
 		return config_fail(&ctx, -ENOMEM, reterr_msg);
 	c->interval = CONFIG_DEFAULT_INTERVAL;
 	c->timeout = CONFIG_DEFAULT_TIMEOUT;
+	c->password_timeout = KS_SECRET_DEFAULT_TIMEOUT;
 	c->path = strdup(path);
 	if (!c->path)
 		return config_fail(&ctx, -ENOMEM, reterr_msg);
@@ -821,7 +843,7 @@ int ks_config_load(const char *path, ks_config **ret, char **reterr_msg)
 	return config_parse(path, &text, ret, reterr_msg);
 }
 
-static void account_config_done(ks_account_config *a)
+void ks_account_config_done(ks_account_config *a)
 {
 	free(a->name);
 	free(a->provider);
@@ -829,7 +851,29 @@ static void account_config_done(ks_account_config *a)
 	free(a->username);
 	free(a->password_command);
 	free(a->password_file);
+	free(a->password_secret);
 	free(a->ca_file);
+	*a = (ks_account_config) {};
+}
+
+int ks_account_config_copy(const ks_account_config *a, ks_account_config *ret)
+{
+	ks_account_config c = *a;
+	char **fields[] = { &c.name, &c.provider, &c.url, &c.username, &c.password_command,
+			    &c.password_file, &c.password_secret, &c.ca_file };
+
+	for (size_t i = 0; i < ELEMENTSOF(fields); i++)
+		*fields[i] = NULL;
+	const char *const src[] = { a->name, a->provider, a->url, a->username,
+				    a->password_command, a->password_file, a->password_secret,
+				    a->ca_file };
+	for (size_t i = 0; i < ELEMENTSOF(fields); i++)
+		if (src[i] && !(*fields[i] = strdup(src[i]))) {
+			ks_account_config_done(&c);
+			return -ENOMEM;
+		}
+	*ret = c;
+	return 0;
 }
 
 ks_config *ks_config_free(ks_config *c)
@@ -837,7 +881,7 @@ ks_config *ks_config_free(ks_config *c)
 	if (!c)
 		return NULL;
 	for (size_t i = 0; i < c->n_accounts; i++)
-		account_config_done(&c->accounts[i]);
+		ks_account_config_done(&c->accounts[i]);
 	free(c->accounts);
 	free(c->path);
 	free(c);
@@ -872,241 +916,6 @@ int ks_config_default_path(char **ret)
 		return -ENOMEM;
 	*ret = p;
 	return 0;
-}
-
-char *ks_secret_free(char *s)
-{
-	if (s) {
-		explicit_bzero(s, strlen(s));
-		free(s);
-	}
-	return NULL;
-}
-
-/* Reads fd to its end into buf (SECRET_MAX + 1 bytes). -EFBIG when there is more. */
-static int secret_read(int fd, char *buf, size_t *ret_len)
-{
-	size_t len = 0;
-
-	while (len <= SECRET_MAX) {
-		ssize_t n = read(fd, buf + len, SECRET_MAX + 1 - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0) {
-			*ret_len = len;
-			return 0;
-		}
-		len += (size_t) n;
-	}
-	return -EFBIG;
-}
-
-/* The first line without its line ending. -ENODATA when it is empty. */
-static int secret_first_line(const char *buf, size_t len, char **ret)
-{
-	size_t n = 0;
-
-	while (n < len && buf[n] != '\n')
-		n++;
-	while (n > 0 && buf[n - 1] == '\r')
-		n--;
-	if (n == 0)
-		return -ENODATA;
-	/* strndup would silently cut the password short at a NUL. */
-	if (memchr(buf, 0, n))
-		return -EBADMSG;
-	char *s = strndup(buf, n);
-	if (!s)
-		return -ENOMEM;
-	*ret = s;
-	return 0;
-}
-
-static void secret_buf_free(char *buf)
-{
-	if (buf) {
-		explicit_bzero(buf, SECRET_MAX + 1);
-		free(buf);
-	}
-}
-
-static int password_from_command(const char *cmd, char **ret, char **reterr_msg)
-{
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	sigset_t none, all;
-	char sh[] = "sh", dash_c[] = "-c";
-	_cleanup_free_ char *cmd_copy = strdup(cmd);
-	char *argv[] = { sh, dash_c, cmd_copy, NULL };
-	char *buf = malloc(SECRET_MAX + 1);
-	size_t len = 0;
-	int pipefd[2] = { -1, -1 }, status, r;
-	pid_t pid;
-
-	if (!cmd_copy || !buf) {
-		free(buf);
-		return -ENOMEM;
-	}
-	if (pipe2(pipefd, O_CLOEXEC) < 0) {
-		r = -errno;
-		secret_buf_free(buf);
-		return ks_set_error(reterr_msg, r, "cannot create a pipe: %s", strerror(-r));
-	}
-
-	/* The child must not inherit the caller's blocked signals or handlers: a daemon blocks
-	 * the signals it reads through signalfd, and the command would then ignore SIGTERM. */
-	sigemptyset(&none);
-	sigfillset(&all);
-	r = posix_spawn_file_actions_init(&fa);
-	if (r != 0) {
-		(void) close(pipefd[0]);
-		(void) close(pipefd[1]);
-		secret_buf_free(buf);
-		return -r;
-	}
-	r = posix_spawnattr_init(&attr);
-	if (r == 0) {
-		/* dup2 first: should the pipe have got fd 0, opening /dev/null there would
-		 * close it before it reached stdout. */
-		r = posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
-		if (r == 0)
-			r = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null",
-							     O_RDONLY, 0);
-		if (r == 0)
-			r = posix_spawnattr_setsigmask(&attr, &none);
-		if (r == 0)
-			r = posix_spawnattr_setsigdefault(&attr, &all);
-		if (r == 0)
-			r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
-						     POSIX_SPAWN_SETSIGDEF);
-		if (r == 0)
-			r = posix_spawn(&pid, "/bin/sh", &fa, &attr, argv, environ);
-		posix_spawnattr_destroy(&attr);
-	}
-	posix_spawn_file_actions_destroy(&fa);
-	(void) close(pipefd[1]);
-	if (r != 0) {
-		(void) close(pipefd[0]);
-		secret_buf_free(buf);
-		return ks_set_error(reterr_msg, -r, "cannot run password_command: %s",
-				    strerror(r));
-	}
-
-	r = secret_read(pipefd[0], buf, &len);
-	(void) close(pipefd[0]);
-	/* Once we stop reading, a command still writing would block forever. */
-	if (r < 0)
-		(void) kill(pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0) {
-		if (errno != EINTR) {
-			int e = errno;
-			secret_buf_free(buf);
-			return ks_set_error(reterr_msg, -e, "cannot wait for password_command: %s",
-					    strerror(e));
-		}
-	}
-
-	if (r == -EFBIG)
-		r = ks_set_error(reterr_msg, -EIO, "password_command printed more than %d bytes",
-				 SECRET_MAX);
-	else if (r < 0)
-		r = ks_set_error(reterr_msg, r, "cannot read the output of password_command: %s",
-				 strerror(-r));
-	else if (WIFSIGNALED(status))
-		r = ks_set_error(reterr_msg, -EIO, "password_command was killed by signal %d",
-				 WTERMSIG(status));
-	else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		r = ks_set_error(reterr_msg, -EIO, "password_command exited with status %d",
-				 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-	else {
-		r = secret_first_line(buf, len, ret);
-		if (r == -ENODATA || r == -EBADMSG)
-			r = ks_set_error(reterr_msg, -EIO, "password_command printed %s on its "
-					 "first line (exit status 0)",
-					 r == -ENODATA ? "nothing" : "a NUL byte");
-	}
-	secret_buf_free(buf);
-	return r;
-}
-
-static int password_from_file(const char *path, char **ret, char **reterr_msg)
-{
-	struct stat st;
-	size_t len = 0;
-	char *buf;
-	int fd, r;
-
-	/* O_NONBLOCK: a FIFO planted in place of the file must not hang the open. */
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0) {
-		r = -errno;
-		if (r == -ELOOP)
-			return ks_set_error(reterr_msg, -EPERM, "password file '%s' is a symbolic "
-					    "link; point password_file at the file itself", path);
-		return ks_set_error(reterr_msg, r, "cannot open password file '%s': %s", path,
-				    strerror(-r));
-	}
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		(void) close(fd);
-		return ks_set_error(reterr_msg, r, "cannot stat password file '%s': %s", path,
-				    strerror(-r));
-	}
-	if (!S_ISREG(st.st_mode))
-		r = ks_set_error(reterr_msg, -EPERM, "password file '%s' is not a regular file",
-				 path);
-	else if (st.st_uid != geteuid())
-		r = ks_set_error(reterr_msg, -EPERM, "password file '%s' is owned by uid %u, not "
-				 "by uid %u", path, (unsigned) st.st_uid, (unsigned) geteuid());
-	else if (st.st_mode & 077)
-		r = ks_set_error(reterr_msg, -EPERM, "password file '%s' has mode %04o; it must "
-				 "not be readable by others (chmod 600)", path,
-				 (unsigned) (st.st_mode & 07777));
-	else
-		r = 0;
-	if (r < 0) {
-		(void) close(fd);
-		return r;
-	}
-
-	buf = malloc(SECRET_MAX + 1);
-	if (!buf) {
-		(void) close(fd);
-		return -ENOMEM;
-	}
-	r = secret_read(fd, buf, &len);
-	(void) close(fd);
-	/* Only the first line counts, so a long file is fine as long as that line fits. */
-	if (r == -EFBIG) {
-		len = SECRET_MAX + 1;
-		r = memchr(buf, '\n', len) ? 0 :
-		    ks_set_error(reterr_msg, -EIO, "password file '%s' has a first line longer "
-				 "than %d bytes", path, SECRET_MAX);
-	} else if (r < 0)
-		r = ks_set_error(reterr_msg, r, "cannot read password file '%s': %s", path,
-				 strerror(-r));
-	if (r == 0) {
-		r = secret_first_line(buf, len, ret);
-		if (r == -ENODATA || r == -EBADMSG)
-			r = ks_set_error(reterr_msg, -EIO, "password file '%s' has %s on its first "
-					 "line", path, r == -ENODATA ? "nothing" : "a NUL byte");
-	}
-	secret_buf_free(buf);
-	return r;
-}
-
-int ks_account_get_password(const ks_account_config *a, char **ret, char **reterr_msg)
-{
-	assert(a && ret);
-	if (a->password_command)
-		return password_from_command(a->password_command, ret, reterr_msg);
-	if (a->password_file)
-		return password_from_file(a->password_file, ret, reterr_msg);
-	return ks_set_error(reterr_msg, -ENOKEY, "neither password_command nor password_file "
-			    "is set");
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */
@@ -1184,6 +993,7 @@ static int conf_put_account(ks_buf *b, const ks_account_config *a, const char *e
 		{ "username", a->username },
 		{ "password_command", a->password_command },
 		{ "password_file", a->password_file },
+		{ "password_secret", a->password_secret },
 		{ "ca_file", a->ca_file },
 		{ "allow_insecure_http", a->allow_insecure_http ? "true" : NULL },
 		{ "interval", interval },

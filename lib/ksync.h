@@ -44,6 +44,7 @@ typedef struct ks_account_config {
 	char *username;
 	char *password_command;
 	char *password_file;
+	char *password_secret;	/* Secret Service attributes, "key=value key=value ..." */
 	char *ca_file;
 	bool allow_insecure_http;
 	unsigned interval;	/* seconds; 0 = use [general] interval */
@@ -52,6 +53,8 @@ typedef struct ks_account_config {
 	int collections;	/* KS_NEW_COLLECTIONS_*; [general]'s when not set */
 	unsigned timeout;	/* seconds without data before a request is given up; [general]'s
 				 * when 0 */
+	unsigned password_timeout;	/* seconds password_command or a keyring prompt may take;
+					 * [general]'s when 0 (60 s when neither says) */
 } ks_account_config;
 
 typedef struct ks_config {
@@ -62,6 +65,7 @@ typedef struct ks_config {
 	size_t n_accounts;
 	int collections;	/* KS_NEW_COLLECTIONS_*, default all */
 	unsigned timeout;	/* seconds, [general] timeout, default 60 */
+	unsigned password_timeout;	/* seconds, [general] password_timeout, default 60 */
 } ks_config;
 
 /* Path of the default config file, $XDG_CONFIG_HOME/ksync/ksync.conf (or ~/.config/...).
@@ -78,17 +82,44 @@ ks_config *ks_config_free(ks_config *c);
 /* The account called name, or NULL. Borrowed from c. */
 const ks_account_config *ks_config_find_account(const ks_config *c, const char *name);
 
-/* Gets the account's password: the first line of password_command's stdout (run with
- * /bin/sh -c, stdin from /dev/null, stderr passed through), or the first line of
- * password_file, which must be a regular file of mode 0600 or stricter owned by the user.
- * *ret is owned by the caller, who wipes it (ks_secret_free()).
+/* A deep copy of a into *ret (every string duplicated). -ENOMEM. */
+int ks_account_config_copy(const ks_account_config *a, ks_account_config *ret);
+/* Frees the strings of a and zeroes it. */
+void ks_account_config_done(ks_account_config *a);
+
+/* ---- secrets ------------------------------------------------------------------------------ */
+
+/* Gets the account's password (lib/secret.c): the first line of password_command's stdout
+ * (run with /bin/sh -c in a process group of its own, stdin from /dev/null, stderr kept for
+ * messages, ended with its group after password_timeout or when *cancel becomes non-zero),
+ * or the first line of password_file (a regular file of mode 0600 or stricter owned by the
+ * user), or the secret of the Secret Service item matching password_secret (unlocked
+ * through the keyring's own prompt, waited for at most password_timeout). cancel may be
+ * NULL. *ret is owned by the caller, who wipes it (ks_secret_free()).
  * -EPERM: password_file has wrong permissions; -EIO: the command failed or printed nothing;
- * -ENOKEY: neither is configured (an empty password is then used by callers that allow it).
- * *reterr_msg gets a human-readable reason. */
+ * -ETIMEDOUT; -ECANCELED; -ENOENT: no such file or keyring item; -EHOSTDOWN: no Secret
+ * Service; -EACCES: the keyring stayed locked; -ENOKEY: no password is configured (callers
+ * then send none). *reterr_msg gets a human-readable reason that says what to do. */
+int ks_secret_get(const ks_account_config *a, const volatile int *cancel, char **ret,
+		  char **reterr_msg);
+/* ks_secret_get() without a cancel flag. */
 int ks_account_get_password(const ks_account_config *a, char **ret, char **reterr_msg);
 
 /* Wipes and frees a secret string. Returns NULL. */
 char *ks_secret_free(char *s);
+
+/* The password_secret reference ksync uses for its own keyring item of account:
+ * "service=ksync account=ACCOUNT". *ret owned by the caller. */
+int ks_secret_ref_for_account(const char *account, char **ret);
+
+/* Stores secret in the default keyring of the Secret Service (org.freedesktop.secrets on
+ * the session bus) as an item with the attributes of attrs (a password_secret reference)
+ * and the label label, replacing an item with the same attributes. A locked keyring is
+ * unlocked through the service's prompt, waited for at most timeout_s (0: 60 s).
+ * -EHOSTDOWN: no Secret Service (or no session bus); -EACCES: the keyring stayed locked;
+ * -EINVAL: bad attrs, or an empty secret or one with a line break; -ETIMEDOUT; -EIO. */
+int ks_secret_service_store(const char *attrs, const char *label, const char *secret,
+			    unsigned timeout_s, char **reterr_msg);
 
 /* ---- sync --------------------------------------------------------------------------------- */
 

@@ -17,6 +17,16 @@ int ks_session_new(const ks_account_config *a, ks_dav **ret, char **reterr_msg)
 	if (r < 0 && r != -ENOKEY)
 		return ks_set_error(reterr_msg, r, "cannot get the password of account '%s': %s",
 				    a->name, why ? why : strerror(-r));
+	r = ks_session_new_with(a, password, ret, reterr_msg);
+	password = ks_secret_free(password);
+	return r;
+}
+
+int ks_session_new_with(const ks_account_config *a, const char *password, ks_dav **ret,
+			char **reterr_msg)
+{
+	int r;
+
 	ks_dav_opts o = {
 		.base_url = a->url,
 		.username = a->username,
@@ -28,7 +38,6 @@ int ks_session_new(const ks_account_config *a, ks_dav **ret, char **reterr_msg)
 		.low_speed_time_s = (long) a->timeout,
 	};
 	r = ks_dav_new(&o, ret);
-	password = ks_secret_free(password);
 	if (r < 0)
 		return ks_set_error(reterr_msg, r, "cannot set up HTTP for %s: %s", a->url,
 				    strerror(-r));

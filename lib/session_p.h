@@ -12,3 +12,9 @@
  * *reterr_msg (if not NULL; malloc'd) saying "cannot get the password of account 'NAME': ...", or those of
  * ks_dav_new() with "cannot set up HTTP for URL: ...". */
 int ks_session_new(const ks_account_config *a, ks_dav **ret, char **reterr_msg);
+
+/* ks_session_new() with the password already fetched (NULL: none is sent), for callers
+ * that fetch it before taking the account's lock or were given it. The password is copied;
+ * the caller still wipes its own. */
+int ks_session_new_with(const ks_account_config *a, const char *password, ks_dav **ret,
+			char **reterr_msg);

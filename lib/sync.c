@@ -3615,7 +3615,7 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 	ks_cache_account acc = {};
 	ks_collection *known = NULL, *remote = NULL;
 	size_t n_known = 0, n_remote = 0;
-	char *why = NULL;
+	char *password = NULL, *why = NULL;
 	int r, failed = 0;
 
 	if (o->only_if_local_changes) {
@@ -3623,10 +3623,23 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 		if (r <= 0)
 			return r;
 	}
+	/* The password comes first: a command that waits for a prompt or a locked keyring must
+	 * not hold the account's lock (and every other run of it) while it waits. */
+	r = ks_secret_get(a, o->cancel, &password, &why);
+	if (r < 0 && r != -ENOKEY) {
+		emit_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "cannot get the password: %s",
+			  why ? why : strerror(-r));
+		free(why);
+		return r;
+	}
+	free(why);
+	why = NULL;
 	int lock_fd = -1;
 	r = lock_account(&R, &lock_fd);
-	if (r < 0)
+	if (r < 0) {
+		password = ks_secret_free(password);
 		return r;
+	}
 	/* Another program in a write transaction on the cache (a sqlite3 shell) would fail
 	 * every collection, each after the busy timeout: find out once, before any request. */
 	r = ks_cache_begin(e->cache);
@@ -3634,6 +3647,7 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 		ks_cache_rollback(e->cache);
 	if (r < 0) {
 		close(lock_fd);
+		password = ks_secret_free(password);
 		if (r == -EBUSY)
 			emit_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r,
 				  "the cache '%s/ksync.db' is locked by another program (waited 5 s); "
@@ -3644,7 +3658,8 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 				  strerror(-r));
 		return r;
 	}
-	r = ks_session_new(a, &R.dav, &why);
+	r = ks_session_new_with(a, password, &R.dav, &why);
+	password = ks_secret_free(password);
 	if (r < 0) {
 		close(lock_fd);
 		emit_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "%s", why ? why : strerror(-r));

@@ -40,6 +40,7 @@ ALLOWED = re.compile(
     r"|home/\.local/share|home/\.local|home|run"
     # made by the test's own bus and daemon log
     r"|home/ksyncd\.log|run/bus|run/notify\.sock|run/dbus-1(/.*)?"
+    r"|dbus-services(/.*)?|session-bus\.conf"
     r"|run/ksync(/[^/]+)?"
     r"|home/\.cache(/.*)?)$" % (ACCOUNT, ACCOUNT))
 

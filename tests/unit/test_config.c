@@ -490,8 +490,22 @@ static const struct {
 	  "ksync.conf:4: account 'empty' needs url or provider" },
 	{ "both password keys",
 	  "[account a]\n" URL "password_command = x\npassword_file = /pw\n",
-	  "ksync.conf:1: account 'a': password_command and password_file are mutually "
-	  "exclusive" },
+	  "ksync.conf:1: account 'a': password_command, password_file and "
+	  "password_secret are mutually exclusive" },
+	{ "password_command and password_secret",
+	  "[account a]\n" URL "password_secret = service=ksync account=a\npassword_command = x\n",
+	  "ksync.conf:1: account 'a': password_command, password_file and password_secret are "
+	  "mutually exclusive" },
+	{ "password_secret not key=value",
+	  "[account a]\n" URL "password_secret = ksync work\n",
+	  "ksync.conf:3: invalid password_secret 'ksync work': 'ksync' is not key=value" },
+	{ "password_secret with a key twice",
+	  "[account a]\n" URL "password_secret = a=1 b=2 a=3\n",
+	  "ksync.conf:3: invalid password_secret 'a=1 b=2 a=3': attribute 'a' is given twice" },
+	{ "password_timeout out of range",
+	  "[general]\npassword_timeout = 0\n[account a]\n" URL "password_timeout = 2h\n",
+	  "ksync.conf:2: password_timeout '0' is out of range; use 1s to 3600s\n"
+	  "ksync.conf:5: password_timeout '2h' is out of range; use 1s to 3600s" },
 	{ "http to another host",
 	  "[account lan]\nurl = http://dav.lan:5232/\n",
 	  "ksync.conf:1: account 'lan': plain http:// to 'dav.lan' would send the password "
@@ -513,8 +527,8 @@ static const struct {
 	  "[account a]\nusername = u\n[account b]\n" URL
 	  "password_command = x\npassword_file = y\n",
 	  "ksync.conf:1: account 'a' needs url or provider\n"
-	  "ksync.conf:3: account 'b': password_command and password_file are mutually "
-	  "exclusive" },
+	  "ksync.conf:3: account 'b': password_command, password_file and "
+	  "password_secret are mutually exclusive" },
 	{ "several errors collected",
 	  "stray = 1\n"
 	  "[general]\n"
@@ -732,6 +746,26 @@ static void test_timeout(void **state)
 		ks_config_free(c);
 	}
 
+	/* password_timeout: [general]'s for accounts that do not set one, 60 s by default. */
+	static const struct {
+		const char *text;
+		unsigned want[2];
+	} pw_cases[] = {
+		{ "[account a]\n" URL "[account b]\n" URL, { 60, 60 } },
+		{ "[general]\npassword_timeout = 2min\n[account a]\n" URL "[account b]\n" URL
+		  "password_timeout = 5s\n", { 120, 5 } },
+	};
+	for (size_t i = 0; i < ELEMENTSOF(pw_cases); i++) {
+		_cleanup_free_ char *err = NULL;
+		ks_config *c = NULL;
+
+		write_conf(pw_cases[i].text);
+		assert_int_equal(ks_config_load("ksync.conf", &c, &err), 0);
+		assert_int_equal(c->accounts[0].password_timeout, pw_cases[i].want[0]);
+		assert_int_equal(c->accounts[1].password_timeout, pw_cases[i].want[1]);
+		ks_config_free(c);
+	}
+
 	_cleanup_free_ char *err = NULL;
 	ks_config *c = NULL;
 	write_conf("[general]\ntimeout = 0\n[account a]\n" URL "timeout = 2h\n");
@@ -777,175 +811,6 @@ static void test_default_path(void **state)
 	}
 	assert_int_equal(setenv("HOME", home, 1), 0);
 	assert_int_equal(setenv("XDG_CONFIG_HOME", saved_xdg, 1), 0);
-}
-
-/* ---- passwords ---------------------------------------------------------------------------- */
-
-enum pw_setup {
-	PW_COMMAND,
-	PW_FILE,
-	PW_SYMLINK,	/* "pw.link" pointing at a 0600 file */
-	PW_DIRECTORY,
-	PW_MISSING,
-	PW_NONE,
-};
-
-static const struct pw_case {
-	const char *name;
-	enum pw_setup setup;
-	const char *data;	/* the command, or the file's contents */
-	mode_t mode;
-	int r;
-	const char *want;	/* the password, or the message */
-} pw_cases[] = {
-	{ "command, first line", PW_COMMAND, "printf 'hunter2\\nsecond line\\n'", 0, 0,
-	  "hunter2" },
-	{ "command, CRLF", PW_COMMAND, "printf 'pw\\r\\n'", 0, 0, "pw" },
-	{ "command, no newline", PW_COMMAND, "printf 'no newline'", 0, 0, "no newline" },
-	{ "command, spaces kept", PW_COMMAND, "printf '  sp ace  \\n'", 0, 0, "  sp ace  " },
-	{ "command, environment passed", PW_COMMAND, "printf '%s\\n' \"$KSYNC_TEST_PW\"", 0, 0,
-	  "from-env" },
-	{ "command, shell syntax", PW_COMMAND, "x=abc; echo \"$x\" | tr a-z A-Z", 0, 0, "ABC" },
-	{ "command fails, output not shown", PW_COMMAND, "echo s3cret; exit 3", 0, -EIO,
-	  "password_command exited with status 3" },
-	{ "command not found", PW_COMMAND, "/nonexistent/ksync-test 2>/dev/null", 0, -EIO,
-	  "password_command exited with status 127" },
-	{ "command prints nothing", PW_COMMAND, "true", 0, -EIO,
-	  "password_command printed nothing on its first line (exit status 0)" },
-	{ "command prints an empty first line", PW_COMMAND, "printf '\\nsecond\\n'", 0, -EIO,
-	  "password_command printed nothing on its first line (exit status 0)" },
-	{ "command prints a NUL byte", PW_COMMAND, "printf 'a\\000b\\n'", 0, -EIO,
-	  "password_command printed a NUL byte on its first line (exit status 0)" },
-	{ "command stdin is /dev/null", PW_COMMAND, "cat", 0, -EIO,
-	  "password_command printed nothing on its first line (exit status 0)" },
-	{ "command killed", PW_COMMAND, "kill -9 $$", 0, -EIO,
-	  "password_command was killed by signal 9" },
-	{ "command prints too much", PW_COMMAND, "head -c 70000 /dev/zero | tr '\\000' x", 0,
-	  -EIO, "password_command printed more than 65536 bytes" },
-	{ "command never stops", PW_COMMAND, "yes", 0, -EIO,
-	  "password_command printed more than 65536 bytes" },
-	{ "command, long line just fits", PW_COMMAND, "head -c 65535 /dev/zero | tr '\\000' y; "
-	  "echo", 0, 0, NULL },
-	{ "file 0600", PW_FILE, "filepw\nignored\n", 0600, 0, "filepw" },
-	{ "file 0400, CRLF", PW_FILE, "filepw\r\n", 0400, 0, "filepw" },
-	{ "file without newline", PW_FILE, "filepw", 0600, 0, "filepw" },
-	{ "file 0644", PW_FILE, "filepw\n", 0644, -EPERM,
-	  "password file '@DIR@/pw' has mode 0644; it must not be readable by others "
-	  "(chmod 600)" },
-	{ "file 0640", PW_FILE, "filepw\n", 0640, -EPERM,
-	  "password file '@DIR@/pw' has mode 0640; it must not be readable by others "
-	  "(chmod 600)" },
-	{ "file 0604", PW_FILE, "filepw\n", 0604, -EPERM,
-	  "password file '@DIR@/pw' has mode 0604; it must not be readable by others "
-	  "(chmod 600)" },
-	{ "file empty", PW_FILE, "", 0600, -EIO,
-	  "password file '@DIR@/pw' has nothing on its first line" },
-	{ "file symlink", PW_SYMLINK, "filepw\n", 0600, -EPERM,
-	  "password file '@DIR@/pw.link' is a symbolic link; point password_file at the file "
-	  "itself" },
-	{ "file is a directory", PW_DIRECTORY, NULL, 0700, -EPERM,
-	  "password file '@DIR@/pw.d' is not a regular file" },
-	{ "file missing", PW_MISSING, NULL, 0, -ENOENT,
-	  "cannot open password file '@DIR@/pw.missing': No such file or directory" },
-	{ "neither", PW_NONE, NULL, 0, -ENOKEY,
-	  "neither password_command nor password_file is set" },
-};
-
-static void run_pw_case(const struct pw_case *t)
-{
-	_cleanup_free_ char *file = NULL, *cmd = NULL;
-	ks_account_config a = { .name = (char *) "test" };
-	char *pw = (char *) &pw, *err = NULL;
-	int r;
-
-	switch (t->setup) {
-	case PW_COMMAND:
-		cmd = strdup(t->data);
-		assert_non_null(cmd);
-		a.password_command = cmd;
-		break;
-	case PW_FILE:
-		file = subst("@DIR@/pw");
-		write_file(file, t->data, strlen(t->data), t->mode);
-		break;
-	case PW_SYMLINK:
-		file = subst("@DIR@/pw.link");
-		write_file("pw.target", t->data, strlen(t->data), t->mode);
-		(void) unlink(file);
-		assert_int_equal(symlink("pw.target", file), 0);
-		break;
-	case PW_DIRECTORY:
-		file = subst("@DIR@/pw.d");
-		(void) rmdir(file);
-		assert_int_equal(mkdir(file, t->mode), 0);
-		break;
-	case PW_MISSING:
-		file = subst("@DIR@/pw.missing");
-		break;
-	case PW_NONE:
-		break;
-	}
-	a.password_file = file;
-
-	r = ks_account_get_password(&a, &pw, &err);
-	if (r != t->r)
-		fail_msg("case '%s': returned %d, want %d (%s)", t->name, r, t->r,
-			 err ? err : "no message");
-	if (r == 0) {
-		assert_null(err);
-		if (t->want)
-			check_str(t->name, "password", pw, t->want);
-		else
-			assert_int_equal(strlen(pw), 65535);
-		assert_null(ks_secret_free(pw));
-	} else {
-		assert_ptr_equal(pw, &pw);
-		check_str(t->name, "message", err, t->want);
-		free(err);
-	}
-}
-
-static void test_passwords(void **state)
-{
-	assert_int_equal(setenv("KSYNC_TEST_PW", "from-env", 1), 0);
-	for (size_t i = 0; i < ELEMENTSOF(pw_cases); i++)
-		run_pw_case(&pw_cases[i]);
-	assert_null(ks_secret_free(NULL));
-}
-
-/* A daemon blocks the signals it reads through signalfd; the command must not inherit that. */
-static void test_password_command_signals(void **state)
-{
-	ks_account_config a = { .name = (char *) "test", .password_command = (char *) "kill $$" };
-	sigset_t set, old;
-	char *pw = NULL, *err = NULL;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	assert_int_equal(sigprocmask(SIG_BLOCK, &set, &old), 0);
-	assert_int_equal(ks_account_get_password(&a, &pw, &err), -EIO);
-	assert_int_equal(sigprocmask(SIG_SETMASK, &old, NULL), 0);
-	assert_string_equal(err, "password_command was killed by signal 15");
-	free(err);
-}
-
-static void test_password_file_other_owner(void **state)
-{
-	ks_account_config a = { .name = (char *) "test" };
-	_cleanup_free_ char *want = NULL;
-	char *pw = NULL, *err = NULL;
-
-	if (geteuid() != 0)
-		skip();
-	a.password_file = subst("@DIR@/pw.other");
-	write_file(a.password_file, "x\n", 2, 0600);
-	assert_int_equal(chown(a.password_file, 1, 1), 0);
-	assert_int_equal(ks_account_get_password(&a, &pw, &err), -EPERM);
-	assert_true(asprintf(&want, "password file '%s' is owned by uid 1, not by uid 0",
-			     a.password_file) > 0);
-	assert_string_equal(err, want);
-	free(err);
-	free(a.password_file);
 }
 
 /* The whole path a daemon takes: load, find the account, read its password. */
@@ -1191,8 +1056,8 @@ static void test_add_account_refused(void **state)
 		  "invalid account name '../x'" },
 		{ { .name = (char *) "new", .url = (char *) "https://h.example/",
 		    .password_command = (char *) "x", .password_file = (char *) "/y" }, -EINVAL,
-		  "ksync.conf:11: account 'new': password_command and password_file are mutually "
-		  "exclusive" },
+		  "ksync.conf:11: account 'new': password_command, password_file "
+		  "and password_secret are mutually exclusive" },
 	};
 
 	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -1325,9 +1190,6 @@ int main(void)
 		cmocka_unit_test(test_find_account),
 		cmocka_unit_test(test_conflict_policy),
 		cmocka_unit_test(test_default_path),
-		cmocka_unit_test(test_passwords),
-		cmocka_unit_test(test_password_command_signals),
-		cmocka_unit_test(test_password_file_other_owner),
 		cmocka_unit_test(test_load_then_password),
 		cmocka_unit_test(test_collections_policy),
 		cmocka_unit_test(test_add_account_creates),

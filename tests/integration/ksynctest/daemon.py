@@ -14,6 +14,21 @@ import time
 from .ksync import Result
 
 READY_TIMEOUT = 20
+
+SESSION_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <keep_umask/>
+  <listen>unix:path=%(socket)s</listen>
+  <servicedir>%(services)s</servicedir>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
 RUN_TIMEOUT = 120
 
 
@@ -26,9 +41,16 @@ class Daemon:
         self.sock.bind(self.notify_path)
         self.sock.setblocking(False)
         bus_sock = ks.runtime_dir / "bus"
+        # The bus activates only what the test puts in its own service directory, never the
+        # machine's services (a keyring daemon would start by itself there).
+        self.services_dir = ks.root / "dbus-services"
+        self.services_dir.mkdir(exist_ok=True)
+        conf = ks.root / "session-bus.conf"
+        conf.write_text(SESSION_CONF % {"services": self.services_dir,
+                                        "socket": bus_sock})
         self.bus = subprocess.Popen(
-            ["dbus-daemon", "--session", "--nofork", "--nopidfile",
-             "--address=unix:path=%s" % bus_sock, "--print-address"],
+            ["dbus-daemon", "--config-file=%s" % conf, "--nofork", "--nopidfile",
+             "--print-address"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ks.env())
         self.address = self.bus.stdout.readline().decode().strip()
         if not self.address:
@@ -37,6 +59,13 @@ class Daemon:
         self.log = open(self.log_path, "wb")
         self.proc = None
         self.log_level = log_level
+
+    def make_activatable(self, log_level="info"):
+        """Lets the bus start ksyncd by D-Bus activation, as an installed
+        io.ksync.Sync1.service would (its output goes to the bus's stderr)."""
+        (self.services_dir / "io.ksync.Sync1.service").write_text(
+            "[D-BUS Service]\nName=io.ksync.Sync1\nExec=%s --log-level %s\n"
+            % (self.ks.ksyncd, log_level))
 
     def env(self, **extra):
         return self.ks.env(DBUS_SESSION_BUS_ADDRESS=self.address, **extra)

@@ -164,8 +164,9 @@ class KsyncHome:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def run(self, *args, config=None, timeout=RUN_TIMEOUT):
-        """`ksyncd --once [--config FILE] ARGS...`; Result(rc, stdout, stderr)."""
+    def run(self, *args, config=None, timeout=RUN_TIMEOUT, env=None):
+        """`ksyncd --once [--config FILE] ARGS...`; Result(rc, stdout, stderr). env, when
+        given, replaces the environment (e.g. a daemon's, with its session bus)."""
         if not os.access(self.ksyncd, os.X_OK):
             raise FileNotFoundError("ksyncd is not built: %s does not exist (set KSYNC_BUILD "
                                     "or run make)" % self.ksyncd)
@@ -173,8 +174,8 @@ class KsyncHome:
         if config is not None:
             argv += ["--config", str(config)]
         argv += [str(a) for a in args]
-        p = subprocess.run(argv, env=self.env(), cwd=self.home, stdin=subprocess.DEVNULL,
-                           capture_output=True, timeout=timeout)
+        p = subprocess.run(argv, env=env or self.env(), cwd=self.home,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
         return Result(p.returncode, p.stdout.decode("utf-8", "replace"),
                       p.stderr.decode("utf-8", "replace"))
 
