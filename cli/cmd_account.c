@@ -1,12 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <termios.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "buf_p.h"
 #include "ctl.h"
+#include "ksync.h"
 #include "macro.h"
 #include "table.h"
 
@@ -16,8 +22,10 @@
 static void help(void)
 {
 	printf("Usage: ksyncctl account add NAME (--provider PROVIDER | --url URL)\n"
-	       "                           --username USER\n"
-	       "                           (--password-command CMD | --password-file FILE)\n"
+	       "                           [--username USER] (--ask-password |\n"
+	       "                           --password-command CMD | --password-file FILE |\n"
+	       "                           --no-password) [--ca-file FILE]\n"
+	       "                           [--allow-insecure-http] [--interval DURATION]\n"
 	       "       ksyncctl account list\n"
 	       "       ksyncctl account remove NAME [--delete-local-data]\n"
 	       "\n"
@@ -26,13 +34,20 @@ static void help(void)
 	       "list    show the configured accounts\n"
 	       "remove  remove the account from ksync.conf\n"
 	       "\n"
-	       "  --provider PROVIDER       a known provider: infomaniak\n"
+	       "  --provider PROVIDER       a known provider: infomaniak (--url wins when both\n"
+	       "                            are given)\n"
 	       "  --url URL                 the server's CalDAV/CardDAV URL\n"
 	       "  --username USER           the user name (Infomaniak: the account id of the\n"
 	       "                            Manager, like AB12345, not the e-mail address)\n"
-	       "  --password-command CMD    a command printing the password (run by ksyncd\n"
-	       "                            with /bin/sh -c)\n"
+	       "  --ask-password            ask for the password once, without echo, and keep\n"
+	       "                            it in the desktop keyring (Secret Service)\n"
+	       "  --password-command CMD    a command printing the password (run with\n"
+	       "                            /bin/sh -c, here now and by ksyncd for each sync)\n"
 	       "  --password-file FILE      a file holding the password, mode 0600\n"
+	       "  --no-password             a server that needs no authentication\n"
+	       "  --ca-file FILE            PEM certificates to verify the server with\n"
+	       "  --allow-insecure-http     accept plain http:// to a host that is not local\n"
+	       "  --interval DURATION       how often to sync, e.g. 5min (default: [general])\n"
 	       "  --delete-local-data       also delete the account's local files and cache\n"
 	       "  -h, --help                show this help\n");
 }
@@ -110,26 +125,235 @@ static void print_found(const ks_json *j)
 	table_print(t, stdout, "  ");
 }
 
+/* Restores the terminal should the user interrupt the password prompt. */
+static struct termios saved_tty;
+static int saved_tty_fd = -1;
+
+static void on_prompt_signal(int sig)
+{
+	if (saved_tty_fd >= 0)
+		(void) tcsetattr(saved_tty_fd, TCSAFLUSH, &saved_tty);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* Reads one line from fd into a new string, without its line ending. */
+static int read_secret_line(int fd, char **ret)
+{
+	_cleanup_(ks_buf_done) ks_buf b = { .max = 64 * 1024 };
+	int r = 0;
+
+	for (;;) {
+		char c;
+		ssize_t n = read(fd, &c, 1);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			break;
+		}
+		if (n == 0 || c == '\n')
+			break;
+		r = ks_buf_append(&b, &c, 1);
+		if (r < 0)
+			break;
+	}
+	while (r >= 0 && b.len > 0 && b.data[b.len - 1] == '\r')
+		b.data[--b.len] = 0;
+	if (r >= 0 && b.len == 0)
+		r = -ENODATA;
+	if (r < 0) {
+		if (b.data)
+			explicit_bzero(b.data, b.len);
+		return r;
+	}
+	*ret = ks_buf_steal(&b);
+	return *ret ? 0 : -ENOMEM;
+}
+
+/* Asks for the password on the terminal, without echo; without a terminal, reads the first
+ * line of stdin (for scripts). */
+static int ask_password(const char *name, const char *username, char **ret)
+{
+	int fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
+	struct termios t;
+	int r;
+
+	if (fd < 0 || !isatty(fd) || tcgetattr(fd, &t) < 0) {
+		if (fd >= 0)
+			(void) close(fd);
+		if (isatty(STDIN_FILENO))
+			return ctl_error(-ENOTTY, "Failed to open the terminal to ask for the "
+					 "password: %m");
+		r = read_secret_line(STDIN_FILENO, ret);
+		if (r == -ENODATA)
+			return ctl_error(r, "No password on standard input.");
+		return r < 0 ? ctl_error(r, "Failed to read the password: %m") : 0;
+	}
+	saved_tty = t;
+	saved_tty_fd = fd;
+	struct sigaction sa = { .sa_handler = on_prompt_signal }, old_int, old_term;
+	sigemptyset(&sa.sa_mask);
+	(void) sigaction(SIGINT, &sa, &old_int);
+	(void) sigaction(SIGTERM, &sa, &old_term);
+	t.c_lflag &= ~(tcflag_t) (ECHO | ECHONL);
+	t.c_lflag |= ICANON;
+	(void) tcsetattr(fd, TCSAFLUSH, &t);
+	dprintf(fd, "Password for %s%s%s (not shown): ", username ? username : "",
+		username ? " of account " : "account ", name);
+	r = read_secret_line(fd, ret);
+	(void) tcsetattr(fd, TCSAFLUSH, &saved_tty);
+	(void) write(fd, "\n", 1);
+	(void) sigaction(SIGINT, &old_int, NULL);
+	(void) sigaction(SIGTERM, &old_term, NULL);
+	saved_tty_fd = -1;
+	(void) close(fd);
+	if (r == -ENODATA)
+		return ctl_error(r, "No password given.");
+	return r < 0 ? ctl_error(r, "Failed to read the password: %m") : 0;
+}
+
+/* Asks a yes/no question on the terminal; false without one. */
+static bool ask_yes_no(const char *question)
+{
+	_cleanup_free_ char *answer = NULL;
+	int fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
+
+	if (fd < 0)
+		return false;
+	if (!isatty(fd)) {
+		(void) close(fd);
+		return false;
+	}
+	dprintf(fd, "%s [y/N] ", question);
+	int r = read_secret_line(fd, &answer);
+	(void) close(fd);
+	return r >= 0 && (answer[0] == 'y' || answer[0] == 'Y');
+}
+
+/* Creates the directories leading to path (0700), as ksync.conf's own would be. */
+static int make_parents(const char *path)
+{
+	_cleanup_free_ char *dir = strdup(path);
+
+	if (!dir)
+		return -ENOMEM;
+	for (char *p = dir + 1; (p = strchr(p, '/')); p++) {
+		*p = 0;
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	return 0;
+}
+
+/* Writes the password to path, readable only by the user. */
+static int write_password_file(const char *path, const char *password)
+{
+	int r = make_parents(path);
+
+	if (r < 0)
+		return r;
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	size_t n = strlen(password);
+
+	if (fd < 0)
+		return -errno;
+	if (fchmod(fd, 0600) < 0 || write(fd, password, n) != (ssize_t) n ||
+	    write(fd, "\n", 1) != 1 || fsync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	return r;
+}
+
+/* The config file ksyncd reads (it may have been started with --config). */
+static int daemon_config_path(sd_bus *bus, char **ret)
+{
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	_cleanup_(ks_json_freep) ks_json *j = NULL;
+	int r;
+
+	r = ctl_call(bus, "Status", CTL_TIMEOUT_USEC, NULL, &reply, NULL);
+	if (r < 0)
+		return r;
+	r = ctl_reply_json(reply, &j, NULL);
+	if (r < 0)
+		return r;
+	const char *path = ks_json_get_string(ks_json_get(j, "config"), "path");
+	if (!path)
+		return ctl_error(-EPROTO, "ksyncd did not say which configuration file it reads.");
+	*ret = strdup(path);
+	return *ret ? 0 : ctl_error(-ENOMEM, "Out of memory.");
+}
+
+static void print_auth_hint(const sd_bus_error *e)
+{
+	/* Said once: ksyncd's own message may explain it already. */
+	if (sd_bus_error_is_set(e) && mentions_authentication(e->message) &&
+	    !strcasestr(e->message, "application password"))
+		fputs("ksyncctl: With two-factor authentication on, the server refuses the usual "
+		      "password:\n"
+		      "ksyncctl: create an application password for ksync (Infomaniak: in the "
+		      "Manager,\n"
+		      "ksyncctl: under application passwords) and give that one. Also check that "
+		      "the user\n"
+		      "ksyncctl: name is right (Infomaniak: the account id like AB12345, not the "
+		      "e-mail address).\n", stderr);
+}
+
+static void print_same_as(const ks_json *j)
+{
+	const ks_json *same = ks_json_get(j, "same_as");
+
+	for (size_t i = 0; i < ks_json_count(same); i++) {
+		fputs("ksyncctl: warning: account ", stderr);
+		ctl_fputs(ks_json_string(ks_json_at(same, i)), stderr);
+		fputs(" already syncs this principal on this server: every collection would be "
+		      "synced twice, into two directories.\n", stderr);
+	}
+}
+
+typedef enum auth_mode {
+	AUTH_NONE_GIVEN,
+	AUTH_ASK,
+	AUTH_COMMAND,
+	AUTH_FILE,
+	AUTH_NO_PASSWORD,
+} auth_mode;
+
 static int account_add(int argc, char **argv)
 {
 	enum { ARG_PROVIDER = 0x100, ARG_URL, ARG_USERNAME, ARG_PASSWORD_COMMAND,
-	       ARG_PASSWORD_FILE };
+	       ARG_PASSWORD_FILE, ARG_ASK_PASSWORD, ARG_NO_PASSWORD, ARG_CA_FILE,
+	       ARG_INSECURE, ARG_INTERVAL };
 	static const struct option options[] = {
 		{ "provider", required_argument, NULL, ARG_PROVIDER },
 		{ "url", required_argument, NULL, ARG_URL },
 		{ "username", required_argument, NULL, ARG_USERNAME },
 		{ "password-command", required_argument, NULL, ARG_PASSWORD_COMMAND },
 		{ "password-file", required_argument, NULL, ARG_PASSWORD_FILE },
+		{ "ask-password", no_argument, NULL, ARG_ASK_PASSWORD },
+		{ "no-password", no_argument, NULL, ARG_NO_PASSWORD },
+		{ "ca-file", required_argument, NULL, ARG_CA_FILE },
+		{ "allow-insecure-http", no_argument, NULL, ARG_INSECURE },
+		{ "interval", required_argument, NULL, ARG_INTERVAL },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
 	const char *provider = NULL, *url = NULL, *username = NULL, *command = NULL;
-	const char *file = NULL;
-	_cleanup_free_ char *abs_file = NULL;
+	const char *file = NULL, *ca = NULL, *interval = NULL;
+	bool insecure = false;
+	auth_mode mode = AUTH_NONE_GIVEN;
+	unsigned modes = 0;
+	_cleanup_free_ char *abs_file = NULL, *abs_ca = NULL, *config = NULL, *why = NULL;
+	_cleanup_free_ char *ref = NULL, *pwfile = NULL;
 	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
 	_cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
 	_cleanup_(ks_json_freep) ks_json *j = NULL;
+	char *password = NULL;
 	int c, r;
 
 	optind = 0;
@@ -146,9 +370,30 @@ static int account_add(int argc, char **argv)
 			break;
 		case ARG_PASSWORD_COMMAND:
 			command = optarg;
+			mode = AUTH_COMMAND;
+			modes++;
 			break;
 		case ARG_PASSWORD_FILE:
 			file = optarg;
+			mode = AUTH_FILE;
+			modes++;
+			break;
+		case ARG_ASK_PASSWORD:
+			mode = AUTH_ASK;
+			modes++;
+			break;
+		case ARG_NO_PASSWORD:
+			mode = AUTH_NO_PASSWORD;
+			modes++;
+			break;
+		case ARG_CA_FILE:
+			ca = optarg;
+			break;
+		case ARG_INSECURE:
+			insecure = true;
+			break;
+		case ARG_INTERVAL:
+			interval = optarg;
 			break;
 		case 'h':
 			help();
@@ -163,17 +408,21 @@ static int account_add(int argc, char **argv)
 	r = check_name(name);
 	if (r < 0)
 		return r;
-	if (!provider == !url)
-		return ctl_error(-EINVAL, "account add needs either --provider or --url.");
+	if (!provider && !url)
+		return ctl_error(-EINVAL, "account add needs --provider or --url.");
 	if (provider && !*provider)
 		return ctl_error(-EINVAL, "--provider needs a name, e.g. infomaniak.");
+	if (provider && !ks_config_provider_url(provider))
+		return ctl_error(-EINVAL, "Unknown provider '%s'; known providers: infomaniak.",
+				 provider);
 	if (url && !*url)
 		return ctl_error(-EINVAL, "--url needs a URL.");
-	if (!username || !*username)
-		return ctl_error(-EINVAL, "account add needs --username.");
-	if (!command == !file)
-		return ctl_error(-EINVAL, "account add needs either --password-command or "
-				 "--password-file.");
+	if (modes != 1)
+		return ctl_error(-EINVAL, "account add needs one of --ask-password, "
+				 "--password-command, --password-file and --no-password.");
+	if (mode != AUTH_NO_PASSWORD && (!username || !*username))
+		return ctl_error(-EINVAL, "account add needs --username (or --no-password for a "
+				 "server without authentication).");
 	if (command && !*command)
 		return ctl_error(-EINVAL, "--password-command needs a command.");
 	if (file) {
@@ -183,34 +432,176 @@ static int account_add(int argc, char **argv)
 		if (r < 0)
 			return ctl_error(r, "Failed to make '%s' an absolute path: %m", file);
 	}
+	if (ca) {
+		r = *ca ? absolute_path(ca, &abs_ca) : -EINVAL;
+		if (r < 0)
+			return ctl_error(r, "Failed to make '%s' an absolute path: %m", ca);
+	}
+	_cleanup_(ks_account_config_done) ks_account_config a = {
+		.allow_insecure_http = insecure,
+	};
+	const char *url_used = url ? url : ks_config_provider_url(provider);
+	if (!(a.name = strdup(name)) || (provider && !(a.provider = strdup(provider))) ||
+	    !(a.url = strdup(url_used)) ||
+	    (username && *username && !(a.username = strdup(username))) ||
+	    (command && !(a.password_command = strdup(command))) ||
+	    (abs_file && !(a.password_file = strdup(abs_file))) ||
+	    (abs_ca && !(a.ca_file = strdup(abs_ca))))
+		return ctl_error(-ENOMEM, "Out of memory.");
+	if (interval) {
+		r = ks_duration_parse(interval, &a.interval);
+		if (r < 0 || a.interval < 60)
+			return ctl_error(-EINVAL, "Invalid --interval '%s': use a duration of at "
+					 "least 60s, e.g. 15min.", interval);
+	}
+	/* Everything ksync.conf would refuse is refused before anything else happens. */
+	ks_config *checked = NULL;
+	r = ks_config_check_account(&a, &checked, &why);
+	if (r < 0) {
+		_cleanup_free_ char *safe = ctl_sanitize(why, true);
+		return ctl_error(r, "%s", safe ? safe : "invalid settings");
+	}
+	const ks_account_config *ca_checked = &checked->accounts[0];
 
 	r = ctl_bus_open(&bus);
-	if (r < 0)
-		return r;
-	r = ctl_call(bus, "AddAccount", CTL_TIMEOUT_NETWORK_USEC, &e, &reply, "ssssss", name,
-		     provider ?: "", url ?: "", username, command ?: "", abs_file ?: "");
+	if (r >= 0)
+		r = daemon_config_path(bus, &config);
 	if (r < 0) {
-		/* Said once: ksyncd's own message may explain it already. */
-		if (sd_bus_error_is_set(&e) && mentions_authentication(e.message) &&
-		    !strcasestr(e.message, "application password"))
-			fputs("ksyncctl: With two-factor authentication on, the server refuses "
-			      "the usual password:\n"
-			      "ksyncctl: create an application password for ksync (Infomaniak: "
-			      "in the Manager,\n"
-			      "ksyncctl: under application passwords) and give that one to "
-			      "--password-command\n"
-			      "ksyncctl: or --password-file. Also check that the user name is "
-			      "right (Infomaniak:\n"
-			      "ksyncctl: the account id like AB12345, not the e-mail address).\n",
-			      stderr);
+		ks_config_free(checked);
+		return r;
+	}
+	/* Before any question is asked: is the name free, and does the file parse? */
+	ks_config *existing = NULL;
+	free(why);
+	why = NULL;
+	r = ks_config_load(config, &existing, &why);
+	if (r >= 0 && ks_config_find_account(existing, name))
+		r = ctl_error(-EEXIST, "An account '%s' exists already in %s.", name, config);
+	else if (r < 0 && r != -ENOENT) {
+		_cleanup_free_ char *safe = ctl_sanitize(why, true);
+		r = ctl_error(r, "%s has errors; fix them first ('ksyncctl config check' lists "
+			      "them):\n%s", config, safe ? safe : "");
+	} else
+		r = 0;
+	ks_config_free(existing);
+	if (r < 0) {
+		ks_config_free(checked);
+		return r;
+	}
+
+	/* The password is got here, as the user, in the user's terminal (where a pinentry
+	 * prompt of the command can show); ksyncd only gets it to try. */
+	free(why);
+	why = NULL;
+	if (mode == AUTH_ASK)
+		r = ask_password(name, a.username, &password);
+	else if (mode == AUTH_COMMAND || mode == AUTH_FILE) {
+		r = ks_secret_get(ca_checked, NULL, &password, &why);
+		if (r < 0) {
+			_cleanup_free_ char *safe = ctl_sanitize(why, false);
+			r = ctl_error(r, "Failed to get the password: %s", safe ? safe : "");
+		}
+	}
+	if (r < 0) {
+		ks_config_free(checked);
+		return r;
+	}
+
+	r = ctl_new_call(bus, "ProbeAccount", &call);
+	if (r >= 0)
+		r = sd_bus_message_append(call, "ssss", name, ca_checked->url,
+					  a.username ? a.username : "", password ? password : "");
+	if (r >= 0)
+		r = sd_bus_message_open_container(call, 'a', "{sv}");
+	if (r >= 0 && abs_ca)
+		r = sd_bus_message_append(call, "{sv}", "ca_file", "s", abs_ca);
+	if (r >= 0 && insecure)
+		r = sd_bus_message_append(call, "{sv}", "allow_insecure_http", "b", 1);
+	if (r >= 0)
+		r = sd_bus_message_close_container(call);
+	if (r >= 0)
+		(void) sd_bus_message_sensitive(call);
+	ks_config_free(checked);
+	if (r < 0) {
+		ks_secret_free(password);
+		return ctl_error(r, "Failed to build the ProbeAccount call: %m");
+	}
+	r = ctl_send(bus, call, CTL_TIMEOUT_NETWORK_USEC, &e, &reply);
+	if (r < 0) {
+		ks_secret_free(password);
+		print_auth_hint(&e);
 		return r;
 	}
 	r = ctl_reply_json(reply, &j, NULL);
+	if (r < 0) {
+		ks_secret_free(password);
+		return r;
+	}
+	print_found(j);
+	print_same_as(j);
+
+	if (mode == AUTH_ASK) {
+		_cleanup_free_ char *label = NULL;
+
+		r = ks_secret_ref_for_account(name, &ref);
+		if (r >= 0 && asprintf(&label, "ksync: %s (%s at %s)", name,
+				       a.username ? a.username : "-", a.url) < 0)
+			r = -ENOMEM;
+		if (r >= 0) {
+			free(why);
+			why = NULL;
+			r = ks_secret_service_store(ref, label, password, 0, &why);
+		}
+		if (r == -EHOSTDOWN) {
+			const char *slash = strrchr(config, '/');
+			_cleanup_free_ char *q = NULL;
+
+			if (asprintf(&pwfile, "%.*s/%s.password", slash ? (int) (slash - config) : 1,
+				     slash ? config : ".", name) < 0 ||
+			    asprintf(&q, "ksyncctl: %s.\nStore the password in %s instead, readable "
+				     "only by you?", why, pwfile) < 0) {
+				ks_secret_free(password);
+				return ctl_error(-ENOMEM, "Out of memory.");
+			}
+			if (!ask_yes_no(q)) {
+				ks_secret_free(password);
+				return ctl_error(r, "%s. Nothing was added: give the password with "
+						 "--password-file FILE (a file of mode 0600) or "
+						 "--password-command CMD instead.", why);
+			}
+			r = write_password_file(pwfile, password);
+			if (r < 0) {
+				ks_secret_free(password);
+				return ctl_error(r, "Failed to write '%s': %m", pwfile);
+			}
+			a.password_file = TAKE_PTR(pwfile);
+			pwfile = strdup(a.password_file);
+		} else if (r < 0) {
+			ks_secret_free(password);
+			return ctl_error(r, "Failed to store the password in the keyring: %s",
+					 why ? why : strerror(-r));
+		} else
+			a.password_secret = TAKE_PTR(ref);
+	}
+	password = ks_secret_free(password);
+
+	free(why);
+	why = NULL;
+	r = ks_config_add_account(config, &a, &why);
+	if (r < 0) {
+		_cleanup_free_ char *safe = ctl_sanitize(why, true);
+		return ctl_error(r, "Failed to write the account into %s: %s", config,
+				 safe ? safe : strerror(-r));
+	}
+	r = ctl_call(bus, "Reload", CTL_TIMEOUT_USEC, NULL, NULL, NULL);
 	if (r < 0)
 		return r;
-	print_found(j);
-	printf("Added to the configuration; ksyncd syncs it now ('ksyncctl status' shows how "
-	       "far it got).\n");
+	printf("Added to %s", config);
+	if (a.password_secret)
+		fputs(", the password to the keyring", stdout);
+	else if (pwfile)
+		printf(", the password to %s", pwfile);
+	printf("; ksyncd syncs it now ('ksyncctl status' shows how far it got).\n");
 	return 0;
 }
 

@@ -3,7 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <systemd/sd-bus.h>
+
 
 #include "ipc.h"
 #include "macro.h"
@@ -34,6 +36,28 @@ static int check_version(sd_bus_message *m, sd_bus_error *error)
 	return 0;
 }
 
+/* The longest text any method takes: a URL, a name, a description. */
+#define ARG_MAX_LEN 4096
+
+/* Checks a text argument: at most max bytes, no control characters (sd-bus has already
+ * checked that it is UTF-8), and not empty unless empty_ok. */
+static int check_text(sd_bus_error *error, const char *what, const char *s, size_t max,
+		      bool empty_ok)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 && !empty_ok)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "The %s is empty.", what);
+	if (n > max)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "The %s is longer than %zu bytes.", what, max);
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+						 "The %s holds a control character.", what);
+	return 0;
+}
+
 static int method_version(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	uint32_t v;
@@ -55,6 +79,9 @@ static int method_sync(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	if (r < 0)
 		return r;
 	r = sd_bus_message_read(m, "sbb", &target, &force, &mass);
+	if (r < 0)
+		return r;
+	r = check_text(error, "target", target, ARG_MAX_LEN, true);
 	if (r < 0)
 		return r;
 	r = manager_sync(man, target, force, mass, false, force, &id);
@@ -94,6 +121,9 @@ static int method_collections(sd_bus_message *m, void *userdata, sd_bus_error *e
 	r = sd_bus_message_read(m, "s", &account);
 	if (r < 0)
 		return r;
+	r = check_text(error, "account name", account, ARG_MAX_LEN, true);
+	if (r < 0)
+		return r;
 	if (*account && !manager_find_account(man, account))
 		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "No account '%s'.", account);
 	r = manager_collections_json(man, account, &json);
@@ -112,6 +142,9 @@ static int method_set_enabled(sd_bus_message *m, void *userdata, sd_bus_error *e
 	if (r < 0)
 		return r;
 	r = sd_bus_message_read(m, "sb", &target, &enabled);
+	if (r < 0)
+		return r;
+	r = check_text(error, "collection", target, ARG_MAX_LEN, false);
 	if (r < 0)
 		return r;
 	const char *slash = strchr(target, '/');
@@ -261,6 +294,13 @@ static int method_create(sd_bus_message *m, void *userdata, sd_bus_error *error,
 	r = sd_bus_message_read(m, "s", &text);
 	if (r < 0)
 		return r;
+	r = check_text(error, "account name", account, ARG_MAX_LEN, false);
+	if (r >= 0)
+		r = check_text(error, "name", name, 1024, false);
+	if (r >= 0)
+		r = check_text(error, calendar ? "color" : "description", text, ARG_MAX_LEN, true);
+	if (r < 0)
+		return r;
 	if (!manager_find_account(man, account))
 		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "No account '%s'.", account);
 	if (!*name)
@@ -299,99 +339,182 @@ static int method_create_calendar(sd_bus_message *m, void *userdata, sd_bus_erro
 	return method_create(m, userdata, error, true);
 }
 
-typedef struct AddJob {
+/* ---- probing an account: discovery with settings the caller gives ------------------------ */
+
+typedef struct ProbeJob {
 	sd_bus_message *call;
 	ks_account_config cfg;
+	char *password;
 	char *json;
 	char *error;
-} AddJob;
+} ProbeJob;
 
-static void add_job_free(AddJob *j)
+static void probe_job_free(ProbeJob *j)
 {
 	sd_bus_message_unref(j->call);
-	free(j->cfg.name);
-	free(j->cfg.provider);
-	free(j->cfg.url);
-	free(j->cfg.username);
-	free(j->cfg.password_command);
-	free(j->cfg.password_file);
+	ks_account_config_done(&j->cfg);
+	ks_secret_free(j->password);
 	free(j->json);
 	free(j->error);
 	free(j);
 }
 
-static int add_run(Manager *m, void *data)
+static int add_same_as(Manager *m, ProbeJob *j)
 {
-	AddJob *j = data;
-	int r = ks_probe_account(&j->cfg, &j->json, &j->error);
+	ks_engine *e = NULL;
+	int r = ks_engine_new(m->data_dir, &e);
+
+	/* Without the cache nothing is known about the other accounts: nothing to add. */
+	if (r < 0)
+		return 0;
+	r = ks_probe_json_add_same_as(e, m->config, j->cfg.url, &j->json);
+	ks_engine_free(e);
+	return r;
+}
+
+static int probe_run(Manager *m, void *data)
+{
+	ProbeJob *j = data;
+	int r = ks_probe_account_with(&j->cfg, j->password, &j->json, &j->error);
+
+	j->password = ks_secret_free(j->password);
+	if (r < 0)
+		return r;
+	return add_same_as(m, j);
+}
+
+static void probe_done(Manager *m, void *data, int r)
+{
+	ProbeJob *j = data;
+
+	if (r < 0)
+		(void) sd_bus_reply_method_errorf(j->call, KS_IPC_ERROR_FAILED, "%s",
+						  j->error ? j->error : strerror(-r));
+	else
+		(void) sd_bus_reply_method_return(j->call, "s", j->json ? j->json : "{}");
+	probe_job_free(j);
+}
+
+/* Reads the a{sv} options of ProbeAccount into j->cfg; anything unknown is refused, so that
+ * no caller can make ksyncd run a command or read a file it names. */
+static int read_probe_options(sd_bus_message *m, ProbeJob *j, sd_bus_error *error)
+{
+	int r = sd_bus_message_enter_container(m, 'a', "{sv}");
 
 	if (r < 0)
 		return r;
-	return ks_config_add_account(m->config_path, &j->cfg, &j->error);
-}
+	while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+		const char *key;
 
-static void add_done(Manager *m, void *data, int r)
-{
-	AddJob *j = data;
+		r = sd_bus_message_read(m, "s", &key);
+		if (r < 0)
+			return r;
+		if (strcmp(key, "ca_file") == 0) {
+			const char *v;
+			struct stat st;
 
-	if (r < 0)
-		(void) sd_bus_reply_method_errorf(j->call, KS_IPC_ERROR_FAILED,
-						  "Failed to add account '%s': %s", j->cfg.name,
-						  j->error ? j->error : strerror(-r));
-	else {
-		(void) sd_bus_reply_method_return(j->call, "s", j->json ? j->json : "{}");
-		(void) manager_reload(m, NULL);
+			r = sd_bus_message_read(m, "v", "s", &v);
+			if (r < 0)
+				return r;
+			r = check_text(error, "ca_file", v, ARG_MAX_LEN, false);
+			if (r < 0)
+				return r;
+			/* Only read as the certificates TLS verifies the server with. */
+			if (v[0] != '/' || stat(v, &st) < 0 || !S_ISREG(st.st_mode))
+				return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+							 "ca_file must be the absolute path of a "
+							 "regular file.");
+			free(j->cfg.ca_file);
+			if (!(j->cfg.ca_file = strdup(v)))
+				return -ENOMEM;
+		} else if (strcmp(key, "allow_insecure_http") == 0) {
+			int b;
+
+			r = sd_bus_message_read(m, "v", "b", &b);
+			if (r < 0)
+				return r;
+			j->cfg.allow_insecure_http = b;
+		} else if (strcmp(key, "timeout") == 0) {
+			uint32_t t;
+
+			r = sd_bus_message_read(m, "v", "u", &t);
+			if (r < 0)
+				return r;
+			if (t < 1 || t > 3600)
+				return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+							 "timeout must be 1 to 3600 seconds.");
+			j->cfg.timeout = t;
+		} else
+			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+						 "Unknown option '%s' (ca_file, allow_insecure_http, "
+						 "timeout).", key);
+		r = sd_bus_message_exit_container(m);
+		if (r < 0)
+			return r;
 	}
-	add_job_free(j);
+	if (r < 0)
+		return r;
+	return sd_bus_message_exit_container(m);
 }
 
-static char *empty_to_null(const char *s)
-{
-	return s && *s ? strdup(s) : NULL;
-}
-
-static int method_add_account(sd_bus_message *m, void *userdata, sd_bus_error *error)
+static int method_probe_account(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	Manager *man = userdata;
-	const char *name, *provider, *url, *username, *pwcmd, *pwfile;
+	const char *name, *url, *username, *password;
 	int r = check_version(m, error);
 
 	if (r < 0)
 		return r;
-	r = sd_bus_message_read(m, "ssssss", &name, &provider, &url, &username, &pwcmd, &pwfile);
+	r = sd_bus_message_read(m, "ssss", &name, &url, &username, &password);
 	if (r < 0)
 		return r;
-	if (manager_find_account(man, name))
-		return sd_bus_error_setf(error, KS_IPC_ERROR_FAILED,
-					 "An account '%s' exists already.", name);
-	if (!*provider && !*url)
+	r = check_text(error, "account name", name, 64, false);
+	if (r >= 0)
+		r = check_text(error, "URL", url, ARG_MAX_LEN, false);
+	if (r >= 0)
+		r = check_text(error, "user name", username, 1024, true);
+	if (r < 0)
+		return r;
+	if (strlen(password) > 64 * 1024 || strpbrk(password, "\r\n"))
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-					 "Give a provider or a URL.");
-	AddJob *j = calloc(1, sizeof(*j));
+					 "The password is too long or holds a line break.");
+	ProbeJob *j = calloc(1, sizeof(*j));
 	if (!j)
 		return -ENOMEM;
-	j->call = sd_bus_message_ref(m);
 	j->cfg.name = strdup(name);
-	j->cfg.provider = empty_to_null(provider);
-	j->cfg.url = *url ? strdup(url)
-		     : strcmp(provider, "infomaniak") == 0 ? strdup("https://sync.infomaniak.com/")
-							  : NULL;
-	j->cfg.username = empty_to_null(username);
-	j->cfg.password_command = empty_to_null(pwcmd);
-	j->cfg.password_file = empty_to_null(pwfile);
-	if (!j->cfg.name || !j->cfg.url) {
-		add_job_free(j);
-		if (*provider && !*url)
-			return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-						 "Unknown provider '%s' (infomaniak).", provider);
+	j->cfg.url = strdup(url);
+	j->cfg.username = *username ? strdup(username) : NULL;
+	j->password = *password ? strdup(password) : NULL;
+	if (!j->cfg.name || !j->cfg.url || (*username && !j->cfg.username) ||
+	    (*password && !j->password)) {
+		probe_job_free(j);
 		return -ENOMEM;
 	}
-	r = manager_run_job(man, add_run, add_done, j);
+	r = read_probe_options(m, j, error);
 	if (r < 0) {
-		add_job_free(j);
+		probe_job_free(j);
 		return r;
 	}
-	return 1;
+	/* The same rules as in ksync.conf (a name that makes a directory, a URL, no plain http
+	 * to another host unless allowed), checked before anything is sent. */
+	_cleanup_free_ char *why = NULL;
+	ks_config *checked = NULL;
+	r = ks_config_check_account(&j->cfg, &checked, &why);
+	ks_config_free(checked);
+	if (r < 0) {
+		probe_job_free(j);
+		if (r == -ENOMEM)
+			return r;
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "%s",
+					 why ? why : strerror(-r));
+	}
+	j->call = sd_bus_message_ref(m);
+	r = manager_run_job(man, probe_run, probe_done, j);
+	if (r < 0) {
+		probe_job_free(j);
+		return r;
+	}
+	return 1;	/* answered later */
 }
 
 static int method_remove_account(sd_bus_message *m, void *userdata, sd_bus_error *error)
@@ -405,6 +528,9 @@ static int method_remove_account(sd_bus_message *m, void *userdata, sd_bus_error
 	if (r < 0)
 		return r;
 	r = sd_bus_message_read(m, "sb", &name, &delete_data);
+	if (r < 0)
+		return r;
+	r = check_text(error, "account name", name, ARG_MAX_LEN, false);
 	if (r < 0)
 		return r;
 	if (!manager_find_account(man, name))
@@ -527,6 +653,9 @@ static int method_duplicates(sd_bus_message *m, void *userdata, sd_bus_error *er
 	r = sd_bus_message_read(m, "s", &target);
 	if (r < 0)
 		return r;
+	r = check_text(error, "target", target, ARG_MAX_LEN, true);
+	if (r < 0)
+		return r;
 	size_t n = strcspn(target, "/");
 	DupJob *j = calloc(1, sizeof(*j));
 	if (!j)
@@ -561,6 +690,11 @@ static int method_dup_group(sd_bus_message *m, void *userdata, sd_bus_error *err
 		return r;
 	if (!*group)
 		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "No group given.");
+	r = check_text(error, "group", group, ARG_MAX_LEN, false);
+	if (r >= 0)
+		r = check_text(error, "UID", keep, ARG_MAX_LEN, true);
+	if (r < 0)
+		return r;
 	DupJob *j = calloc(1, sizeof(*j));
 	if (!j)
 		return -ENOMEM;
@@ -594,6 +728,9 @@ static int method_undo_merge(sd_bus_message *m, void *userdata, sd_bus_error *er
 	if (r < 0)
 		return r;
 	r = sd_bus_message_read(m, "s", &account);
+	if (r < 0)
+		return r;
+	r = check_text(error, "account name", account, ARG_MAX_LEN, true);
 	if (r < 0)
 		return r;
 	if (*account && !manager_find_account(man, account))
@@ -653,7 +790,8 @@ static const sd_bus_vtable vtable[] = {
 		      SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD("CreateCalendar", "ussass", "s", method_create_calendar,
 		      SD_BUS_VTABLE_UNPRIVILEGED),
-	SD_BUS_METHOD("AddAccount", "ussssss", "s", method_add_account, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("ProbeAccount", "ussssa{sv}", "s", method_probe_account,
+		      SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD("RemoveAccount", "usb", "", method_remove_account, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD("Clients", "u", "s", method_clients, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD("Reload", "u", "", method_reload, SD_BUS_VTABLE_UNPRIVILEGED),

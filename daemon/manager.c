@@ -1128,7 +1128,9 @@ int manager_status_json(Manager *m, char **ret)
 		ks_engine_free(e);
 		return -ENOMEM;
 	}
-	fputs("{\"version\":\"0.1\",\"accounts\":[", f);
+	fputs("{\"version\":\"0.1\",\"config\":{\"path\":", f);
+	json_fputs(f, m->config_path);
+	fputs("},\"accounts\":[", f);
 	for (size_t i = 0; r >= 0 && i < m->n_accounts; i++) {
 		Account *a = m->accounts[i];
 		_cleanup_free_ char *cols = NULL, *conflicts = NULL;

@@ -179,8 +179,7 @@ static char *strip(char *s)
 	return s;
 }
 
-/* Parses "90", "90s", "15min" or "1h" into seconds. */
-static int parse_duration(const char *s, unsigned *ret)
+int ks_duration_parse(const char *s, unsigned *ret)
 {
 	static const struct {
 		const char *suffix;
@@ -213,7 +212,7 @@ static int conf_parse_interval_full(conf_ctx *ctx, const char *key, const char *
 {
 	unsigned v;
 
-	if (parse_duration(value, &v) < 0)
+	if (ks_duration_parse(value, &v) < 0)
 		return conf_error(ctx, "invalid duration '%s' for %s; use seconds, or a number "
 				  "followed by s, min or h (e.g. 15min)", value, key);
 	if (v < CONFIG_MIN_INTERVAL && !(zero_ok && v == 0))
@@ -240,7 +239,7 @@ static int conf_parse_timeout(conf_ctx *ctx, const char *key, const char *value,
 {
 	unsigned v;
 
-	if (parse_duration(value, &v) < 0)
+	if (ks_duration_parse(value, &v) < 0)
 		return conf_error(ctx, "invalid duration '%s' for %s; use seconds, or a number "
 				  "followed by s, min or h (e.g. 30s)", value, key);
 	if (v < 1 || v > CONFIG_MAX_TIMEOUT)

@@ -14,7 +14,7 @@
  *       the directory name or "contacts/NAME" / "calendars/NAME". Starts at once (or queues
  *       behind a run of the same account) and returns; SyncFinished tells the end.
  *   Status(u version) -> (s json)
- *       {"version": s, "accounts": [{"name": s, "url": s, "state": "idle"|"syncing"|
+ *       {"version": s, "config": {"path": s}, "accounts": [{"name": s, "url": s, "state": "idle"|"syncing"|
  *        "backoff", "last_sync": unix|null, "last_result": "ok"|"failed"|null,
  *        "last_error": s|null, "next_sync": unix|null, "retry_in": seconds|null,
  *        "collections": [{"name": s, "path": "contacts/NAME", "kind": "addressbook"|
@@ -30,12 +30,18 @@
  *   CreateCalendar(u version, s account, s name, as components, s color) -> (s json)
  *       Create the collection on the server (extended MKCOL / MKCALENDAR), sync it, and
  *       return its object as in Collections once its directory exists.
- *   AddAccount(u version, s name, s provider, s url, s username, s password_command,
- *              s password_file) -> (s json)
- *       Runs discovery with these settings; on success writes the [account NAME] section
- *       into the config file (created 0600) and returns {"name": s, "url": s,
- *       "principal": s, "collections": [{"href": s, "kind": s, "displayname": s|null,
- *       "components": [s], "readonly": b}]}. provider or url may be "".
+ *   ProbeAccount(u version, s name, s url, s username, s password, a{sv} options)
+ *              -> (s json)
+ *       Runs discovery and lists the home sets with these settings, sending password ("":
+ *       none), and answers {"name": s, "url": s, "principal": s, "collections": [{"href": s,
+ *       "kind": s, "displayname": s|null, "components": [s], "readonly": b}], "same_as":
+ *       [names of configured accounts with the same principal on that server]}. Writes
+ *       nothing: ksyncctl writes the account into the config file itself, then calls
+ *       Reload. options: "ca_file" (s, an absolute path, read only as the certificates to
+ *       verify the server with), "allow_insecure_http" (b), "timeout" (u, seconds); any
+ *       other key is refused, as is anything that would make ksyncd run a command or
+ *       read a password it was told of. Every text argument of every method is checked
+ *       (length, no control characters) and refused with InvalidArgs.
  *   RemoveAccount(u version, s name, b delete_local_data) -> ()
  *   Clients(u version) -> (s json)
  *       {"khal": s, "khard": s, "todoman": s}: configuration text ready to paste.
@@ -80,7 +86,7 @@
  * KS_IPC_ERROR_NO_COLLECTION, KS_IPC_ERROR_FAILED (message says why), plus the standard
  * org.freedesktop.DBus.Error.InvalidArgs. */
 
-#define KS_IPC_VERSION 1u
+#define KS_IPC_VERSION 2u
 #define KS_IPC_BUS_NAME "io.ksync.Sync1"
 #define KS_IPC_PATH "/io/ksync/Sync1"
 #define KS_IPC_INTERFACE "io.ksync.Sync1"

@@ -79,6 +79,16 @@ int ks_config_default_path(char **ret);
 int ks_config_load(const char *path, ks_config **ret, char **reterr_msg);
 ks_config *ks_config_free(ks_config *c);
 
+/* "90", "90s", "15min" or "1h" as seconds. -EINVAL for anything else, -ERANGE when too
+ * large. */
+int ks_duration_parse(const char *s, unsigned *ret);
+
+/* A validated copy of a, alone in a config of its own (url filled from the provider,
+ * relative paths taken from the working directory, the [general] defaults), as
+ * ks_config_load() would make it. -EINVAL with the problems in *reterr_msg, one a line,
+ * without file and line. */
+int ks_config_check_account(const ks_account_config *a, ks_config **ret, char **reterr_msg);
+
 /* The account called name, or NULL. Borrowed from c. */
 const ks_account_config *ks_config_find_account(const ks_config *c, const char *name);
 
@@ -278,6 +288,16 @@ int ks_create_calendar(const ks_account_config *a, const char *name, unsigned co
  * "components", "readonly"}]}, owned by the caller. On -EACCES the message explains
  * application passwords for accounts with two-factor authentication. */
 int ks_probe_account(const ks_account_config *a, char **ret_json, char **reterr_msg);
+/* ks_probe_account() with the password given (NULL: none is sent) instead of fetched: a*s
+ * password_command, password_file and password_secret are not looked at. */
+int ks_probe_account_with(const ks_account_config *a, const char *password, char **ret_json,
+			  char **reterr_msg);
+
+/* Adds "same_as": [names] to the JSON object *json of ks_probe_account(): the accounts of
+ * c that the cache e knows (from their last discovery) to have the same principal on the
+ * same server as url. *json is replaced. -EBADMSG when *json is not such an object. */
+int ks_probe_json_add_same_as(ks_engine *e, const ks_config *c, const char *url,
+			      char **json);
 
 /* Appends an [account a->name] section to the config file at path with a's settings (NULL
  * or empty strings, 0 and *_UNSET values are left out; url is left out when it is the

@@ -15,6 +15,7 @@
 #include "buf_p.h"
 #include "dav_p.h"
 #include "discover_p.h"
+#include "engine_p.h"
 #include "fsutil_p.h"
 #include "json_p.h"
 #include "log_p.h"
@@ -481,7 +482,9 @@ static void session_done(session *s)
 	ks_cache_account_done(&s->homes);
 }
 
-static int session_open(const ks_account_config *a, session *s, char **reterr_msg)
+/* given: the password to use (fetch), or NULL to send none. */
+static int session_open(const ks_account_config *a, bool fetch, const char *given, session *s,
+			char **reterr_msg)
 {
 	_cleanup_free_ char *why = NULL;
 	int r;
@@ -493,7 +496,10 @@ static int session_open(const ks_account_config *a, session *s, char **reterr_ms
 
 	free(why);
 	why = NULL;
-	r = ks_session_new(s->acc, &s->dav, &why);
+	if (fetch)
+		r = ks_session_new(s->acc, &s->dav, &why);
+	else
+		r = ks_session_new_with(s->acc, given, &s->dav, &why);
 	if (r < 0)
 		return ks_set_error(reterr_msg, r, "%s", why ? why : strerror(-r));
 
@@ -684,7 +690,7 @@ static int create_collection(const ks_account_config *a, const create_spec *c,
 	unsigned surprises = 0;
 	int r;
 
-	r = session_open(a, &s, reterr_msg);
+	r = session_open(a, true, NULL, &s, reterr_msg);
 	if (r < 0)
 		return r;
 	const char *home = c->calendar ? s.homes.calendar_home : s.homes.addressbook_home;
@@ -811,7 +817,8 @@ int ks_create_calendar(const ks_account_config *a, const char *name, unsigned co
 	return create_collection(a, &c, ret_href, reterr_msg);
 }
 
-int ks_probe_account(const ks_account_config *a, char **ret_json, char **reterr_msg)
+static int probe(const ks_account_config *a, bool fetch, const char *password, char **ret_json,
+		 char **reterr_msg)
 {
 	_cleanup_(session_done) session s = {};
 	ks_collection *all = NULL;
@@ -819,7 +826,7 @@ int ks_probe_account(const ks_account_config *a, char **ret_json, char **reterr_
 	int r;
 
 	assert(a && ret_json);
-	r = session_open(a, &s, reterr_msg);
+	r = session_open(a, fetch, password, &s, reterr_msg);
 	if (r < 0)
 		return r;
 
@@ -858,6 +865,80 @@ int ks_probe_account(const ks_account_config *a, char **ret_json, char **reterr_
 					 ret_json);
 	ks_collection_free_array(all, n_all);
 	return r;
+}
+
+int ks_probe_account(const ks_account_config *a, char **ret_json, char **reterr_msg)
+{
+	return probe(a, true, NULL, ret_json, reterr_msg);
+}
+
+int ks_probe_account_with(const ks_account_config *a, const char *password, char **ret_json,
+			  char **reterr_msg)
+{
+	return probe(a, false, password, ret_json, reterr_msg);
+}
+
+/* "scheme://host:port" of url, lowercased, for comparing servers. */
+static char *origin_of(const char *url)
+{
+	const char *p = strstr(url, "://");
+
+	if (!p)
+		return NULL;
+	p += 3;
+	char *o = strndup(url, (size_t) (p - url) + strcspn(p, "/?#"));
+	for (char *c = o; o && *c; c++)
+		*c = ks_ascii_lower(*c);
+	return o;
+}
+
+int ks_probe_json_add_same_as(ks_engine *e, const ks_config *c, const char *url, char **json)
+{
+	_cleanup_(ks_json_freep) ks_json *tree = NULL;
+	_cleanup_(ks_buf_done) ks_buf b = {};
+	_cleanup_free_ char *origin = NULL;
+	ks_json_writer w;
+	int r;
+
+	assert(e && c && url && json && *json);
+	r = ks_json_parse(*json, strlen(*json), &tree, NULL);
+	if (r == -ENOMEM)
+		return r;
+	const char *principal = r < 0 ? NULL : ks_json_get_string(tree, "principal");
+	size_t len = strlen(*json);
+	if (!principal || len < 2 || (*json)[len - 1] != '}')
+		return -EBADMSG;
+	origin = origin_of(url);
+	if (!origin)
+		return -ENOMEM;
+
+	ks_json_writer_init(&w, &b, false);
+	ks_json_write_array_begin(&w);
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		const ks_account_config *a = &c->accounts[i];
+		ks_cache_account known = {};
+		_cleanup_free_ char *o = a->url ? origin_of(a->url) : NULL;
+
+		if (!o || strcmp(o, origin) != 0)
+			continue;
+		if (ks_cache_get_account(e->cache, a->name, &known) < 0)
+			continue;
+		if (known.principal && strcmp(known.principal, principal) == 0)
+			ks_json_write_string(&w, a->name);
+		ks_cache_account_done(&known);
+	}
+	ks_json_write_array_end(&w);
+	r = ks_json_writer_finish(&w);
+	if (r < 0)
+		return r;
+	char *out;
+	/* The object's closing brace gives way to one more member. */
+	if (asprintf(&out, "%.*s%s\"same_as\":%s}", (int) (len - 1), *json,
+		     len > 2 ? "," : "", b.data) < 0)
+		return -ENOMEM;
+	free(*json);
+	*json = out;
+	return 0;
 }
 
 /* ---- configuration of the readers --------------------------------------------------------- */

@@ -70,7 +70,3 @@ int ks_manage_probe_json(const char *name, const char *url, const char *principa
 int ks_manage_clients_json(const char *data_dir, const ks_client_collection *cols, size_t n,
 			   bool all_calendars, char **ret);
 
-/* config.c: a validated copy of a, alone in a config of its own (url filled from the
- * provider, relative paths taken from the working directory, the [general] defaults).
- * -EINVAL with the problems in *reterr_msg, one a line, without file and line. */
-int ks_config_check_account(const ks_account_config *a, ks_config **ret, char **reterr_msg);

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from ksynctest import checks, gen, servers
-from ksynctest.daemon import wait_until
+from ksynctest.daemon import IPC_VERSION, wait_until
 
 ACCOUNT = "acct"
 
@@ -77,7 +77,7 @@ def test_status_answers_during_large_sync(radicale, ks, daemon):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         t = time.monotonic()
-        r = daemon.busctl("Status", "u", 1, timeout=5)
+        r = daemon.busctl("Status", "u", IPC_VERSION, timeout=5)
         worst = max(worst, time.monotonic() - t)
         assert r.rc == 0, r.stderr
         st = json.loads(json.loads(r.stdout)["data"][0])

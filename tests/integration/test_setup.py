@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ksynctest import gen
-from ksynctest.daemon import wait_until
+from ksynctest.daemon import IPC_VERSION, wait_until
 from ksynctest.keyring import Keyring
 
 ACCOUNT = "acct"
@@ -234,3 +234,230 @@ def test_password_secret_without_a_secret_service(radicale, ks, daemon):
     assert r.rc == 1
     assert "no Secret Service (org.freedesktop.secrets) on the session bus" in r.stderr, \
         r.stderr
+
+
+# ---- ksyncctl account add --------------------------------------------------------------------
+
+def run_on_tty(argv, env, answers, cwd, timeout=120):
+    """Runs argv with a pseudo-terminal as its controlling terminal (so /dev/tty is there)
+    and, each time the output ends with one of the prompts in answers ({prompt: text}),
+    types that text and a newline. Returns (exit status, everything the terminal showed)."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.chdir(cwd)
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    out = b""
+    answered = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.2)
+            if r:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not data:
+                    break
+                out += data
+            for prompt, text in answers.items():
+                if prompt not in answered and out.rstrip().endswith(prompt.encode()):
+                    answered.add(prompt)
+                    os.write(fd, text.encode() + b"\n")
+        else:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode("utf-8", "replace")
+
+
+def ctl_path(ks):
+    return str(ks.ksyncd.parent / "ksyncctl")
+
+
+def account_state(daemon, name):
+    import json
+    r = daemon.ctl("status", "--json")
+    assert r.rc == 0, r.stderr
+    st = json.loads(r.stdout)
+    for a in st["accounts"]:
+        if a["name"] == name:
+            return a
+    return None
+
+
+def synced(daemon, name):
+    a = account_state(daemon, name)
+    return a and a["last_result"] == "ok" and a
+
+
+def test_ask_password_stores_it_in_the_keyring(radicale, ks, daemon, keyring):
+    """One prompt, no echo; the password lands in the keyring, ksync.conf names it, and
+    ksyncd reads it from there for every sync."""
+    seed(radicale)
+    daemon.start()
+    secret = radicale.password
+    rc, shown = run_on_tty(
+        [ctl_path(ks), "account", "add", "work", "--url", radicale.url, "--username",
+         radicale.username, "--ask-password"],
+        daemon.env(), {"(not shown):": secret}, ks.home)
+    assert rc == 0, shown
+    assert shown.count("(not shown):") == 1, shown
+    assert secret not in shown, "the password was echoed:\n" + shown
+    assert "People" in shown and "the password to the keyring" in shown, shown
+    conf = ks.config_path.read_text()
+    assert "password_secret = service=ksync account=work" in conf, conf
+    assert secret not in conf
+    assert keyring.lookup("service", "ksync", "account", "work") == secret
+    a = wait_until(lambda: synced(daemon, "work"), 60, "the first sync of the new account")
+    assert [c["items"] for c in a["collections"]] == [3], a
+
+
+def test_ask_password_reads_stdin_without_a_terminal(radicale, ks, daemon, keyring):
+    seed(radicale)
+    daemon.start()
+    p = subprocess.run([ctl_path(ks), "account", "add", "work", "--url", radicale.url,
+                        "--username", radicale.username, "--ask-password"],
+                       input=radicale.password + "\n", env=daemon.env(), cwd=ks.home,
+                       capture_output=True, text=True, start_new_session=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert keyring.lookup("service", "ksync", "account", "work") == radicale.password
+
+
+def test_ask_password_without_secret_service_offers_a_file(radicale, ks, daemon):
+    seed(radicale)
+    daemon.start()
+    argv = [ctl_path(ks), "account", "add", "work", "--url", radicale.url, "--username",
+            radicale.username, "--ask-password"]
+    rc, shown = run_on_tty(argv, daemon.env(), {"(not shown):": radicale.password,
+                                                "[y/N]": "n"}, ks.home)
+    assert rc == 1, shown
+    assert "no Secret Service" in shown and "--password-file" in shown, shown
+    assert not ks.config_path.exists() or "[account work]" not in ks.config_path.read_text()
+
+    rc, shown = run_on_tty(argv, daemon.env(), {"(not shown):": radicale.password,
+                                                "[y/N]": "y"}, ks.home)
+    assert rc == 0, shown
+    pwfile = ks.config_path.parent / "work.password"
+    assert pwfile.read_text() == radicale.password + "\n"
+    assert pwfile.stat().st_mode & 0o777 == 0o600
+    assert "password_file = %s" % pwfile in ks.config_path.read_text()
+    wait_until(lambda: synced(daemon, "work"), 60, "the first sync of the new account")
+
+
+def test_account_add_options(radicale, start_server, ks, daemon):
+    """--provider with --url (the URL wins), --interval, --no-password, a warning for a
+    principal that is already an account."""
+    seed(radicale)
+    daemon.start()
+    pw = ks.secrets / "pw"
+    pw.write_text(radicale.password + "\n")
+    os.chmod(pw, 0o600)
+    r = daemon.ctl("account", "add", "work", "--provider", "infomaniak", "--url", radicale.url,
+                   "--username", radicale.username, "--password-file", pw,
+                   "--interval", "5min")
+    assert r.rc == 0, r.stdout + r.stderr
+    conf = ks.config_path.read_text()
+    assert "provider = infomaniak" in conf and "url = %s" % radicale.url in conf, conf
+    assert "interval = 5min" in conf, conf
+    wait_until(lambda: synced(daemon, "work"), 60, "the first sync")
+
+    r = daemon.ctl("account", "add", "again", "--url", radicale.url, "--username",
+                   radicale.username, "--password-file", pw)
+    assert r.rc == 0, r.stdout + r.stderr
+    assert "warning: account work already syncs this principal" in r.stderr, r.stderr
+
+    xan = start_server("xandikos")
+    xan.make_addressbook("open", "Open")
+    r = daemon.ctl("account", "add", "open", "--url", xan.url, "--no-password")
+    assert r.rc == 0, r.stdout + r.stderr
+    section = ks.config_path.read_text().split("[account open]")[1]
+    assert "username" not in section and "password" not in section, section
+    wait_until(lambda: synced(daemon, "open"), 60, "the first sync of the open account")
+
+    r = daemon.ctl("account", "add", "bad", "--url", radicale.url, "--no-password",
+                   "--interval", "10s")
+    assert r.rc == 1 and "--interval" in r.stderr, r.stderr
+    r = daemon.ctl("account", "add", "work", "--url", radicale.url, "--no-password")
+    assert r.rc == 1 and "exists already" in r.stderr, r.stderr
+
+
+def test_account_add_insecure_http_and_ca_file(radicale, ks, daemon, tmp_path):
+    from ksynctest import tlsfront
+
+    seed(radicale)
+    daemon.start()
+    pw = ks.secrets / "pw"
+    pw.write_text(radicale.password + "\n")
+    os.chmod(pw, 0o600)
+    # A name of this machine that ksync.conf does not know to be loopback: the host name
+    # where it resolves to 127.0.0.1, else the IPv4-mapped IPv6 form of 127.0.0.1.
+    import socket
+    try:
+        host = socket.gethostname()
+        if socket.gethostbyname(host) != "127.0.0.1" or host == "localhost":
+            host = "[::ffff:127.0.0.1]"
+    except OSError:
+        host = "[::ffff:127.0.0.1]"
+    url = "http://%s:%d/" % (host, radicale.port)
+    r = daemon.ctl("account", "add", "plain", "--url", url, "--username", radicale.username,
+                   "--password-file", pw)
+    assert r.rc == 1 and "allow_insecure_http" in r.stderr, r.stderr
+    r = daemon.ctl("account", "add", "plain", "--url", url, "--username", radicale.username,
+                   "--password-file", pw, "--allow-insecure-http")
+    assert r.rc == 0, r.stdout + r.stderr
+    assert "allow_insecure_http = true" in ks.config_path.read_text()
+
+    cert = tlsfront.make_cert(tmp_path / "certs", "front")
+    front = tlsfront.Front(radicale, cert=cert)
+    try:
+        r = daemon.ctl("account", "add", "tls", "--url", front.url, "--username",
+                       radicale.username, "--password-file", pw)
+        assert r.rc == 1 and "ca_file" in r.stderr, r.stderr
+        os.symlink(cert.cert, ks.home / "ca.pem")
+        r = daemon.ctl("account", "add", "tls", "--url", front.url, "--username",
+                       radicale.username, "--password-file", pw, "--ca-file", "ca.pem")
+        assert r.rc == 0, r.stdout + r.stderr
+        assert "ca_file = %s" % (ks.home / "ca.pem") in ks.config_path.read_text()
+        wait_until(lambda: synced(daemon, "tls"), 60, "the first sync over TLS")
+    finally:
+        front.stop()
+
+
+# ---- the bus: nothing a caller names is run or read -------------------------------------------
+
+def test_bus_refuses_what_it_must_not_run_or_read(ks, daemon, tmp_path):
+    daemon.start()
+    marker = tmp_path / "ran"
+    v = IPC_VERSION
+    url = "http://127.0.0.1:9/"
+    r = daemon.busctl("AddAccount", "ussssss", v, "x", "", url, "u", "touch %s" % marker, "")
+    assert r.rc != 0 and "Unknown method" in r.stderr, r.stderr
+    r = daemon.busctl("ProbeAccount", "ussssa{sv}", v, "x", url, "u", "",
+                      1, "password_command", "s", "touch %s" % marker)
+    assert r.rc != 0 and "Unknown option 'password_command'" in r.stderr, r.stderr
+    r = daemon.busctl("ProbeAccount", "ussssa{sv}", v, "x", url, "u", "",
+                      1, "password_file", "s", str(ks.config_path))
+    assert r.rc != 0 and "Unknown option 'password_file'" in r.stderr, r.stderr
+    r = daemon.busctl("ProbeAccount", "ussssa{sv}", v, "../x", url, "u", "", 0)
+    assert r.rc != 0 and "invalid account name" in r.stderr, r.stderr
+    r = daemon.busctl("ProbeAccount", "ussssa{sv}", v, "x", "http://dav.example.org/", "u",
+                      "pw", 0)
+    assert r.rc != 0 and "allow_insecure_http" in r.stderr, r.stderr
+    r = daemon.busctl("ProbeAccount", "ussssa{sv}", v, "x", "https://127.0.0.1:9/", "u", "",
+                      1, "ca_file", "s", "relative.pem")
+    assert r.rc != 0 and "ca_file must be the absolute path" in r.stderr, r.stderr
+    r = daemon.busctl("Sync", "usbb", v, "a\x1bb", False, False)
+    assert r.rc != 0 and "control character" in r.stderr, r.stderr
+    r = daemon.busctl("CreateAddressBook", "usss", v, "acct", "x" * 5000, "")
+    assert r.rc != 0 and "longer than" in r.stderr, r.stderr
+    r = daemon.busctl("Status", "u", v - 1)
+    assert r.rc != 0 and "version" in r.stderr, r.stderr
+    assert not marker.exists()

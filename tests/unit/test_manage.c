@@ -22,6 +22,7 @@
 
 #include "buf_p.h"
 #include "json_p.h"
+#include "engine_p.h"
 #include "ksync.h"
 #include "macro.h"
 #include "manage_p.h"
@@ -1262,6 +1263,40 @@ static void test_connection_refused(void **state)
 	close(fd);
 }
 
+/* Accounts already discovered with the same principal on the same server are named. */
+static void test_same_as(void **state)
+{
+	char dir[sizeof(tmpdir) + 16];
+	ks_engine *e = NULL;
+
+	snprintf(dir, sizeof(dir), "%s/same", tmpdir);
+	assert_int_equal(ks_engine_new(dir, &e), 0);
+	ks_cache_account a = { .principal = (char *) "/user/" };
+	ks_cache_account b = { .principal = (char *) "/other/" };
+	assert_int_equal(ks_cache_put_account(e->cache, "a", &a), 0);
+	assert_int_equal(ks_cache_put_account(e->cache, "b", &b), 0);
+	assert_int_equal(ks_cache_put_account(e->cache, "elsewhere", &a), 0);
+	ks_account_config accs[] = {
+		{ .name = (char *) "a", .url = (char *) "HTTP://H.example:1/dav/" },
+		{ .name = (char *) "b", .url = (char *) "http://h.example:1/" },
+		{ .name = (char *) "elsewhere", .url = (char *) "http://h.example:2/" },
+		{ .name = (char *) "new", .url = (char *) "http://h.example:1/" },
+	};
+	ks_config c = { .accounts = accs, .n_accounts = ELEMENTSOF(accs) };
+	char *json = strdup("{\"name\":\"x\",\"principal\":\"/user/\",\"collections\":[]}");
+
+	assert_non_null(json);
+	assert_int_equal(ks_probe_json_add_same_as(e, &c, "http://h.example:1/", &json), 0);
+	assert_string_equal(json, "{\"name\":\"x\",\"principal\":\"/user/\",\"collections\":[],"
+			    "\"same_as\":[\"a\"]}");
+	free(json);
+	json = strdup("[]");
+	assert_int_equal(ks_probe_json_add_same_as(e, &c, "http://h.example:1/", &json),
+			 -EBADMSG);
+	free(json);
+	ks_engine_free(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1286,6 +1321,7 @@ int main(void)
 		cmocka_unit_test(test_create_description_patched),
 		cmocka_unit_test(test_create_without_home),
 		cmocka_unit_test(test_probe),
+		cmocka_unit_test(test_same_as),
 		cmocka_unit_test(test_account_checks),
 		cmocka_unit_test(test_connection_refused),
 	};

@@ -14,6 +14,8 @@ import time
 from .ksync import Result
 
 READY_TIMEOUT = 20
+# KS_IPC_VERSION of lib/ipc.h, which every method takes first.
+IPC_VERSION = 2
 
 SESSION_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
