@@ -232,6 +232,40 @@ static int print_account(const ks_json *a)
 	return r;
 }
 
+/* The problems of ksync.conf that ksyncd holds: errors (what they left out) and warnings. */
+static void print_config(const ks_json *config)
+{
+	const ks_json *errors = ks_json_get(config, "errors");
+	const ks_json *warnings = ks_json_get(config, "warnings");
+	const ks_json *invalid = ks_json_get(config, "invalid_accounts");
+
+	if (ks_json_count(errors) > 0) {
+		fputs("\nThe configuration ", stdout);
+		ctl_fputs(ks_json_get_string(config, "path"), stdout);
+		fputs(" has errors", stdout);
+		if (ks_json_count(invalid) > 0) {
+			fputs("; left out until it is fixed:", stdout);
+			for (size_t i = 0; i < ks_json_count(invalid); i++) {
+				fputs(i ? ", " : " ", stdout);
+				ctl_fputs(ks_json_string(ks_json_at(invalid, i)), stdout);
+			}
+		} else
+			fputs("; the configuration read before stays in use", stdout);
+		fputs(":\n", stdout);
+		for (size_t i = 0; i < ks_json_count(errors); i++) {
+			fputs("  ", stdout);
+			ctl_fputs(ks_json_string(ks_json_at(errors, i)), stdout);
+			fputc('\n', stdout);
+		}
+		fputs("ksyncd reads the file again when it changes.\n", stdout);
+	}
+	for (size_t i = 0; i < ks_json_count(warnings); i++) {
+		fputs(i ? "  " : "\nWarnings about the configuration:\n  ", stdout);
+		ctl_fputs(ks_json_string(ks_json_at(warnings, i)), stdout);
+		fputc('\n', stdout);
+	}
+}
+
 int cmd_status(int argc, char **argv)
 {
 	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -259,9 +293,10 @@ int cmd_status(int argc, char **argv)
 	fputs("ksyncd ", stdout);
 	ctl_fputs(ks_json_get_string(j, "version"), stdout);
 	fputc('\n', stdout);
+	print_config(ks_json_get(j, "config"));
 	if (ks_json_count(accounts) == 0)
 		fputs("\nNo accounts. Add one with 'ksyncctl account add NAME --provider "
-		      "infomaniak\n--username USER --password-command CMD' (see ksyncctl(1)).\n",
+		      "infomaniak\n--username USER --ask-password' (see ksyncctl(1)).\n",
 		      stdout);
 	for (size_t i = 0; r >= 0 && i < ks_json_count(accounts); i++) {
 		fputc('\n', stdout);

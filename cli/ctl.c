@@ -9,6 +9,7 @@
 
 #include "ctl.h"
 #include "ipc.h"
+#include "ksync.h"
 #include "macro.h"
 
 bool arg_json;
@@ -80,6 +81,44 @@ static bool has_prefix(const char *s, const char *prefix)
 	return s && strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* ksyncd's message, each of its lines as a line of ours. */
+static int log_lines(int r, const char *msg)
+{
+	_cleanup_free_ char *safe = ctl_sanitize(msg, true);
+
+	errno = r < 0 ? -r : r;
+	for (const char *p = safe; p && *p;) {
+		size_t n = strcspn(p, "\n");
+
+		fprintf(stderr, "ksyncctl: %.*s\n", (int) n, p);
+		p += n + (p[n] == '\n');
+	}
+	return r;
+}
+
+/* After D-Bus failed to start ksyncd: when the reason is a config file with no account
+ * free of errors, say so here, since the journal is not where anyone looks first. */
+static bool explain_start_failure(void)
+{
+	_cleanup_free_ char *path = NULL, *why = NULL;
+	ks_config *c = NULL;
+	bool explained = false;
+
+	if (ks_config_default_path(&path) < 0)
+		return false;
+	int r = ks_config_load_partial(path, &c, &why);
+	if (r > 0 && c->n_accounts == 0) {
+		fprintf(stderr, "ksyncctl: ksyncd cannot start: no account of %s is free of "
+			"errors:\n", path);
+		log_lines(-EINVAL, c->errors);
+		fputs("ksyncctl: Fix them ('ksyncctl config check' checks the file), then try "
+		      "again.\n", stderr);
+		explained = true;
+	}
+	ks_config_free(c);
+	return explained;
+}
+
 /* Says why a call failed, and what to do about it. */
 static int log_call_error(const char *method, int r, const sd_bus_error *e)
 {
@@ -114,6 +153,8 @@ static int log_call_error(const char *method, int r, const sd_bus_error *e)
 	if (has_prefix(name, "org.freedesktop.DBus.Error.Spawn.") ||
 	    has_prefix(name, "org.freedesktop.systemd1.")) {
 		ctl_error(r, "D-Bus failed to start ksyncd: %s", safe);
+		if (explain_start_failure())
+			return r;
 		fputs("ksyncctl: See 'journalctl --user -u ksyncd' for why.\n", stderr);
 		fputs(no_bus_hint, stderr);
 		return r;
@@ -132,7 +173,7 @@ static int log_call_error(const char *method, int r, const sd_bus_error *e)
 	}
 	if (!msg)
 		return ctl_error(r, "%s failed: %s", method, safe);
-	return ctl_error(r, "%s", safe);
+	return log_lines(r, msg);
 }
 
 int ctl_send(sd_bus *bus, sd_bus_message *m, uint64_t timeout_usec, sd_bus_error *reterr,

@@ -26,6 +26,7 @@ static const struct verb {
 	{ "add-calendar", cmd_add_calendar, "ACCOUNT NAME", "create a calendar or task list" },
 	{ "clients", cmd_clients, "", "print khal, khard and todoman configuration" },
 	{ "reload", cmd_reload, "", "make ksyncd read its configuration again" },
+	{ "config", cmd_config, "check [FILE]", "check ksync.conf without syncing" },
 	{ "duplicates", cmd_duplicates, "[list|show|merge|undo] ...",
 	  "find and merge duplicate contacts" },
 };

@@ -85,9 +85,15 @@ static int method_sync(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	if (r < 0)
 		return r;
 	r = manager_sync(man, target, force, mass, false, force, &id);
-	if (r == -ENOENT)
+	if (r == -ENOENT) {
+		_cleanup_free_ char *name = strndup(target, strcspn(target, "/"));
+		_cleanup_free_ char *why = name ? manager_explain_unknown_account(man, name) : NULL;
+
+		if (why)
+			return sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "%s", why);
 		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "No account '%.*s' in %s.",
 					 (int) strcspn(target, "/"), target, man->config_path);
+	}
 	if (r == -ENXIO)
 		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_COLLECTION, "No collection '%s'.",
 					 target);

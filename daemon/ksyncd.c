@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 #include "ksync.h"
@@ -239,6 +240,8 @@ static int run_daemon(const char *config_path)
 	int r;
 
 	r = manager_new(config_path, &m);
+	if (r == -EINVAL)
+		return EX_CONFIG;
 	if (r < 0)
 		return r;
 	r = sd_event_default(&e);
@@ -401,9 +404,11 @@ int main(int argc, char **argv)
 		}
 		arg_config = default_path;
 	}
-	if (!arg_once)
-		return run_daemon(arg_config) < 0 ? 1 : 0;
-	r = ks_config_load(arg_config, &cfg, &why);
+	if (!arg_once) {
+		r = run_daemon(arg_config);
+		return r == EX_CONFIG ? EX_CONFIG : r < 0 ? 1 : 0;
+	}
+	r = ks_config_load_partial(arg_config, &cfg, &why);
 	if (r < 0) {
 		if (why && *why)
 			log_at(KS_LOG_ERR, "%s", why);
@@ -411,8 +416,25 @@ int main(int argc, char **argv)
 			log_error_errno(r, "Failed to load configuration '%s': %m", arg_config);
 		return 1;
 	}
+	int config_errors = r;
+	if (cfg->warnings)
+		log_at(KS_LOG_WARNING, "%s", cfg->warnings);
+	if (config_errors > 0) {
+		/* The accounts without errors still sync; the run fails all the same. */
+		log_at(KS_LOG_ERR, "%s", cfg->errors);
+		bool asked_invalid = false;
+		for (size_t i = 0; arg_account && cfg->invalid_accounts &&
+				   cfg->invalid_accounts[i]; i++)
+			asked_invalid |= strcmp(cfg->invalid_accounts[i], arg_account) == 0;
+		if (cfg->n_accounts == 0 || asked_invalid) {
+			log_at(KS_LOG_ERR, "Nothing to sync: fix %s ('ksyncctl config check' checks "
+			       "it).", arg_config);
+			ks_config_free(cfg);
+			return EX_CONFIG;
+		}
+	}
 	once_catch_signals();
 	r = run_once(cfg);
 	ks_config_free(cfg);
-	return r < 0 ? 1 : 0;
+	return r < 0 || config_errors > 0 ? 1 : 0;
 }

@@ -23,6 +23,8 @@
 #define BACKOFF_FIRST_SEC 30
 /* Runs going on at once (each account has its own connections, at most 4). */
 #define MAX_PARALLEL_RUNS 2
+/* An editor's save of ksync.conf is read once it has settled. */
+#define CONFIG_DEBOUNCE_USEC (1000 * 1000ULL)
 
 typedef enum MsgType {
 	MSG_EVENT,	/* a ks_sync_event from a run */
@@ -83,6 +85,12 @@ void json_fputs(FILE *f, const char *s)
 			fputc(*p, f);
 	}
 	fputc('"', f);
+}
+
+static void *mfree(void *p)
+{
+	free(p);
+	return NULL;
 }
 
 static uint64_t now_sec(void)
@@ -793,6 +801,51 @@ static void watch_account(Manager *m, Account *a)
 	}
 }
 
+static int on_config_debounce(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	Manager *m = userdata;
+
+	log_at(KS_LOG_INFO, "'%s' changed; reading it again.", m->config_path);
+	(void) manager_reload(m, NULL);
+	return 0;
+}
+
+static void config_changed(Manager *m, const struct inotify_event *ev)
+{
+	const char *slash = strrchr(m->config_path, '/');
+	const char *base = slash ? slash + 1 : m->config_path;
+	uint64_t now;
+
+	if (ev->len == 0 || strcmp(ev->name, base) != 0 || m->stopping)
+		return;
+	(void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+	if (m->config_debounce) {
+		(void) sd_event_source_set_time(m->config_debounce, now + CONFIG_DEBOUNCE_USEC);
+		(void) sd_event_source_set_enabled(m->config_debounce, SD_EVENT_ONESHOT);
+	} else
+		(void) sd_event_add_time(m->event, &m->config_debounce, CLOCK_MONOTONIC,
+					 now + CONFIG_DEBOUNCE_USEC, 0, on_config_debounce, m);
+}
+
+/* Watches the directory of the config file (the file itself is replaced by editors and by
+ * ksyncctl, which a watch on it would not survive). */
+static void watch_config(Manager *m)
+{
+	_cleanup_free_ char *dir = NULL;
+	const char *slash = strrchr(m->config_path, '/');
+
+	if (m->inotify_fd < 0)
+		return;
+	dir = slash ? strndup(m->config_path, slash == m->config_path ? 1 :
+			      (size_t) (slash - m->config_path)) : strdup(".");
+	if (!dir)
+		return;
+	int wd = inotify_add_watch(m->inotify_fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE |
+				   IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR);
+	if (wd >= 0)
+		m->config_wd = wd;
+}
+
 static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
 	Manager *m = userdata;
@@ -803,6 +856,10 @@ static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userda
 		for (char *p = buf; p < buf + n;) {
 			struct inotify_event *ev = (struct inotify_event *) (void *) p;
 			p += sizeof(*ev) + ev->len;
+			if (m->config_wd >= 0 && ev->wd == m->config_wd) {
+				config_changed(m, ev);
+				continue;
+			}
 			/* Only item files matter; temp files and editors' droppings do not. */
 			if (ev->len == 0 || ev->name[0] == '.')
 				continue;
@@ -888,6 +945,16 @@ static int apply_config(Manager *m, ks_config *c)
 	return 0;
 }
 
+static void log_lines(int level, const char *text)
+{
+	for (const char *p = text; p && *p;) {
+		size_t n = strcspn(p, "\n");
+
+		log_at(level, "%.*s", (int) n, p);
+		p += n + (p[n] == '\n');
+	}
+}
+
 int manager_reload(Manager *m, char **reterr_msg)
 {
 	_cleanup_free_ char *why = NULL;
@@ -895,20 +962,59 @@ int manager_reload(Manager *m, char **reterr_msg)
 	int r = ks_config_load(m->config_path, &c, &why);
 
 	if (r < 0) {
-		if (why)
-			log_at(KS_LOG_ERR, "%s", why);
+		log_lines(KS_LOG_ERR, why);
+		free(m->config_errors);
+		m->config_errors = why ? strdup(why) : NULL;
 		if (reterr_msg)
 			*reterr_msg = TAKE_PTR(why);
 		return log_error_errno(r, "Failed to reload '%s', keeping the configuration in use: "
 				       "%m", m->config_path);
 	}
+	log_lines(KS_LOG_WARNING, c->warnings);
 	r = apply_config(m, c);
 	if (r < 0) {
 		ks_config_free(c);
 		return log_error_errno(r, "Failed to apply the new configuration: %m");
 	}
+	m->config_errors = mfree(m->config_errors);
+	watch_config(m);
 	log_at(KS_LOG_INFO, "Reloaded '%s': %zu account(s).", m->config_path, m->n_accounts);
 	return 0;
+}
+
+char *manager_explain_unknown_account(Manager *m, const char *name)
+{
+	for (size_t i = 0; m->config->invalid_accounts && m->config->invalid_accounts[i]; i++)
+		if (strcmp(m->config->invalid_accounts[i], name) == 0) {
+			char *msg = NULL;
+			if (asprintf(&msg, "Account '%s' in %s has errors, so ksyncd left it out:\n%s\n"
+				     "Fix them ('ksyncctl config check' checks the file); ksyncd reads "
+				     "the file again when it changes.", name, m->config_path,
+				     m->config->errors ? m->config->errors : "") < 0)
+				return NULL;
+			return msg;
+		}
+
+	_cleanup_free_ char *why = NULL;
+	ks_config *c = NULL;
+	char *msg = NULL;
+	int r = ks_config_load_partial(m->config_path, &c, &why);
+	if (r < 0)
+		return NULL;
+	bool valid = ks_config_find_account(c, name) != NULL;
+	bool invalid = false;
+	for (size_t i = 0; c->invalid_accounts && c->invalid_accounts[i]; i++)
+		invalid |= strcmp(c->invalid_accounts[i], name) == 0;
+	if (valid)
+		r = asprintf(&msg, "Account '%s' is in %s, but ksyncd has not read it yet: run "
+			     "'ksyncctl reload'%s", name, m->config_path,
+			     m->config_errors ? ", after fixing the errors it reports" : ".");
+	else if (invalid)
+		r = asprintf(&msg, "Account '%s' in %s has errors:\n%s\nFix them ('ksyncctl config "
+			     "check' checks the file).", name, m->config_path,
+			     c->errors ? c->errors : "");
+	ks_config_free(c);
+	return r < 0 ? NULL : msg;
 }
 
 int manager_new(const char *config_path, Manager **ret)
@@ -933,7 +1039,8 @@ int manager_new(const char *config_path, Manager **ret)
 				       "XDG_DATA_HOME): %m");
 	}
 	ks_config *c = NULL;
-	r = ks_config_load(config_path, &c, &why);
+	m->config_wd = -1;
+	r = ks_config_load_partial(config_path, &c, &why);
 	if (r == -ENOENT && access(config_path, F_OK) < 0) {
 		/* No configuration yet: the service runs without accounts until `ksyncctl
 		 * account add` writes the first one. */
@@ -952,12 +1059,28 @@ int manager_new(const char *config_path, Manager **ret)
 	}
 	if (r < 0) {
 		if (why)
-			log_at(KS_LOG_ERR, "%s", why);
+			log_lines(KS_LOG_ERR, why);
 		else
 			log_error_errno(r, "Failed to load configuration '%s': %m", config_path);
 		manager_free(m);
 		return r;
 	}
+	if (r > 0) {
+		/* One bad line must not stop the accounts that are fine: they run, and the
+		 * errors are shown in Status until the file is fixed. */
+		log_lines(KS_LOG_ERR, c->errors);
+		if (c->n_accounts == 0) {
+			log_at(KS_LOG_ERR, "No account of '%s' is free of errors: nothing to run. Fix "
+			       "the file ('ksyncctl config check' checks it).", config_path);
+			ks_config_free(c);
+			manager_free(m);
+			return -EINVAL;
+		}
+		log_at(KS_LOG_WARNING, "'%s' has %d error(s): starting with the %zu account(s) "
+		       "without errors.", config_path, r, c->n_accounts);
+		m->config_errors = strdup(c->errors);
+	}
+	log_lines(KS_LOG_WARNING, c->warnings);
 	r = apply_config(m, c);
 	if (r < 0) {
 		ks_config_free(c);
@@ -983,6 +1106,7 @@ int manager_start(Manager *m, sd_event *e)
 	m->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (m->inotify_fd >= 0)
 		(void) sd_event_add_io(e, &m->inotify_source, m->inotify_fd, EPOLLIN, on_inotify, m);
+	watch_config(m);
 	/* The first run of every account starts now. */
 	for (size_t i = 0; i < m->n_accounts; i++) {
 		watch_account(m, m->accounts[i]);
@@ -1016,6 +1140,8 @@ Manager *manager_free(Manager *m)
 	free(m->watches);
 	free(m->runs);
 	sd_event_source_disable_unref(m->efd_source);
+	sd_event_source_disable_unref(m->config_debounce);
+	free(m->config_errors);
 	sd_event_source_disable_unref(m->inotify_source);
 	if (m->efd >= 0)
 		close(m->efd);
@@ -1112,6 +1238,21 @@ int manager_collections_json(Manager *m, const char *account, char **ret)
 	return 0;
 }
 
+/* ,"key":[one string per line of text] */
+static void json_lines(FILE *f, const char *key, const char *text)
+{
+	fprintf(f, ",\"%s\":[", key);
+	for (const char *p = text; p && *p;) {
+		size_t n = strcspn(p, "\n");
+		_cleanup_free_ char *line = strndup(p, n);
+
+		fputs(p == text ? "" : ",", f);
+		json_fputs(f, line ? line : "");
+		p += n + (p[n] == '\n');
+	}
+	fputc(']', f);
+}
+
 int manager_status_json(Manager *m, char **ret)
 {
 	_cleanup_free_ char *out = NULL;
@@ -1130,7 +1271,14 @@ int manager_status_json(Manager *m, char **ret)
 	}
 	fputs("{\"version\":\"0.1\",\"config\":{\"path\":", f);
 	json_fputs(f, m->config_path);
-	fputs("},\"accounts\":[", f);
+	json_lines(f, "errors", m->config_errors);
+	json_lines(f, "warnings", m->config->warnings);
+	fputs(",\"invalid_accounts\":[", f);
+	for (size_t i = 0; m->config->invalid_accounts && m->config->invalid_accounts[i]; i++) {
+		fputs(i ? "," : "", f);
+		json_fputs(f, m->config->invalid_accounts[i]);
+	}
+	fputs("]},\"accounts\":[", f);
 	for (size_t i = 0; r >= 0 && i < m->n_accounts; i++) {
 		Account *a = m->accounts[i];
 		_cleanup_free_ char *cols = NULL, *conflicts = NULL;

@@ -60,6 +60,12 @@ struct Manager {
 	char *config_path;
 	char *data_dir;
 	ks_config *config;
+	/* The problems of the config file, as last read: at start, those of the accounts left
+	 * out; after a reload refused for its errors, that reload's. NULL when none. */
+	char *config_errors;
+	/* The file is watched: a change is read again after CONFIG_DEBOUNCE_USEC. */
+	int config_wd;
+	sd_event_source *config_debounce;
 	/* Configs replaced by a reload while jobs (collection creation, duplicates) read
 	 * m->config from their threads: freed when the last such job has ended. */
 	ks_config **retired;
@@ -84,6 +90,8 @@ struct Manager {
 	bool stopping;
 };
 
+/* -EINVAL when the config file has errors and no account is left to run (the caller exits
+ * with EX_CONFIG); the errors are logged. */
 int manager_new(const char *config_path, Manager **ret);
 Manager *manager_free(Manager *m);
 /* Attaches to the event loop: signals, timers, file notifications. */
@@ -91,6 +99,10 @@ int manager_start(Manager *m, sd_event *e);
 /* Parses the config file again; on any error the old one stays. Returns 0 or -errno, with
  * the parse errors logged. */
 int manager_reload(Manager *m, char **reterr_msg);
+/* Why account name is not known, for a message: its errors when the file has it with
+ * errors, a hint to reload when the file has it and ksyncd has not read it yet, NULL when
+ * the file does not have it either. Owned by the caller. */
+char *manager_explain_unknown_account(Manager *m, const char *name);
 /* Starts (or queues) a sync run. target: NULL/"" for every account, "ACCOUNT" or
  * "ACCOUNT/COLLECTION". Returns the run id (> 0) or a negative errno (-ENOENT: no account). */
 int manager_sync(Manager *m, const char *target, bool force, bool mass, bool local_only,

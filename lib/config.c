@@ -114,6 +114,8 @@ struct conf_ctx {
 	size_t accounts_cap;
 	unsigned general_line;
 	unsigned seen[ELEMENTSOF(conf_keys)];	/* line of each key in the current section */
+	bool *broken;		/* per account: an error was found in it */
+	ks_buf warnings;
 };
 
 KS_DEFINE_CLEANUP(ks_config, ks_config_free)
@@ -121,7 +123,9 @@ KS_DEFINE_CLEANUP(ks_config, ks_config_free)
 static void conf_ctx_done(conf_ctx *ctx)
 {
 	free(ctx->dir);
+	free(ctx->broken);
 	ks_buf_done(&ctx->errors);
+	ks_buf_done(&ctx->warnings);
 }
 
 _printf_(4, 0)
@@ -149,12 +153,28 @@ static int conf_error(conf_ctx *ctx, const char *fmt, ...)
 	va_list ap;
 	int r;
 
+	/* The account the line belongs to does not run; the others may. */
+	if (ctx->section == CONF_ACCOUNT && ctx->broken)
+		ctx->broken[ctx->account] = true;
 	if (++ctx->n_errors > CONFIG_MAX_ERRORS)
 		return -EINVAL;
 	va_start(ap, fmt);
 	r = vformat_error(&ctx->errors, ctx->path, ctx->line, fmt, ap);
 	va_end(ap);
 	return r == -ENOMEM ? r : -EINVAL;
+}
+
+/* Records something that works but is likely not what was meant. 0 or -ENOMEM. */
+_printf_(2, 3)
+static int conf_warning(conf_ctx *ctx, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vformat_error(&ctx->warnings, ctx->path, ctx->line, fmt, ap);
+	va_end(ap);
+	return r;
 }
 
 static char *path_join(const char *dir, const char *name)
@@ -565,8 +585,13 @@ static int config_add_account(ks_config *c, conf_ctx *ctx, const char *name)
 		if (!a)
 			return -ENOMEM;
 		c->accounts = a;
+		bool *b = reallocarray(ctx->broken, ncap, sizeof(*b));
+		if (!b)
+			return -ENOMEM;
+		ctx->broken = b;
 		ctx->accounts_cap = ncap;
 	}
+	ctx->broken[c->n_accounts] = false;
 
 	ks_account_config *a = &c->accounts[c->n_accounts];
 	*a = (ks_account_config) { .name = strdup(name), .line = ctx->line };
@@ -650,7 +675,18 @@ static int conf_assignment(ks_config *c, conf_ctx *ctx, char *line)
 				  ctx->label, ctx->seen[i]);
 	ctx->seen[i] = ctx->line;
 
-	r = conf_unquote(ctx, key, strip(eq + 1), &value);
+	char *raw = strip(eq + 1);
+	/* "username = bob  # work" is the user name "bob  # work": nothing but a 401 would
+	 * tell, so it is said here. */
+	if (raw[0] != '"' && (strstr(raw, " #") || strstr(raw, "\t#") || strstr(raw, " ;"))) {
+		r = conf_warning(ctx, "the value of %s holds '%s': ksync.conf has no comments "
+				 "after a value, so it is part of the value; put the comment on a "
+				 "line of its own, or the value in double quotes if it belongs there",
+				 key, strstr(raw, " ;") && !strstr(raw, " #") ? " ;" : " #");
+		if (r < 0)
+			return r;
+	}
+	r = conf_unquote(ctx, key, raw, &value);
 	if (r < 0)
 		return r;
 	if (!*value)
@@ -703,7 +739,11 @@ static int config_validate(ks_config *c, conf_ctx *ctx)
 		bool plain;
 		int r = 0;
 
+		if (ctx->broken && ctx->broken[i])
+			continue;
 		ctx->line = a->line;
+		ctx->section = CONF_ACCOUNT;
+		ctx->account = i;
 		if (!a->conflict)
 			a->conflict = c->conflict;
 		if (!a->collections)
@@ -773,8 +813,35 @@ static int config_fail(conf_ctx *ctx, int r, char **reterr_msg)
 	return r;
 }
 
-/* Parses text (changed in place) as the contents of the file path. */
-static int config_parse(const char *path, ks_buf *text, ks_config **ret, char **reterr_msg)
+/* Leaves the accounts with errors out of c, naming them in c->invalid_accounts. */
+static int config_drop_broken(ks_config *c, const conf_ctx *ctx)
+{
+	size_t n = 0, kept = 0;
+
+	for (size_t i = 0; i < c->n_accounts; i++)
+		n += ctx->broken[i];
+	if (n == 0)
+		return 0;
+	c->invalid_accounts = calloc(n + 1, sizeof(char *));
+	if (!c->invalid_accounts)
+		return -ENOMEM;
+	n = 0;
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		if (!ctx->broken[i]) {
+			c->accounts[kept++] = c->accounts[i];
+			continue;
+		}
+		c->invalid_accounts[n++] = TAKE_PTR(c->accounts[i].name);
+		ks_account_config_done(&c->accounts[i]);
+	}
+	c->n_accounts = kept;
+	return 0;
+}
+
+/* Parses text (changed in place) as the contents of the file path. With partial, errors
+ * leave out what they concern and the rest is returned, with the number of errors. */
+static int config_parse(const char *path, ks_buf *text, bool partial, ks_config **ret,
+			char **reterr_msg)
 {
 	_cleanup_(conf_ctx_done) conf_ctx ctx = { .path = path, .line = 1 };
 	_cleanup_(ks_config_freep) ks_config *c = NULL;
@@ -795,31 +862,39 @@ static int config_parse(const char *path, ks_buf *text, ks_config **ret, char **
 			return config_fail(&ctx, r, reterr_msg);
 	}
 
-	/* Combinations of half-parsed accounts would mostly report the same typos again. */
-	if (ctx.n_errors == 0) {
-		r = config_validate(c, &ctx);
-		if (r < 0)
-			return config_fail(&ctx, r, reterr_msg);
-	}
+	/* Accounts with errors are not validated: combinations of half-parsed settings would
+	 * mostly report the same typos again. */
+	r = config_validate(c, &ctx);
+	if (r < 0)
+		return config_fail(&ctx, r, reterr_msg);
 
-	if (ctx.n_errors > 0) {
-		if (ctx.n_errors > CONFIG_MAX_ERRORS) {
-			unsigned n = ctx.n_errors;
-
+	unsigned n = ctx.n_errors;
+	if (n > 0) {
+		if (n > CONFIG_MAX_ERRORS) {
 			ctx.n_errors = 0;
 			ctx.line = 0;
+			ctx.section = CONF_NONE;
 			if (conf_error(&ctx, "%u errors; only the first %d are shown", n,
 				       CONFIG_MAX_ERRORS) == -ENOMEM)
 				return config_fail(&ctx, -ENOMEM, reterr_msg);
 		}
-		return config_fail(&ctx, -EINVAL, reterr_msg);
+		if (!partial)
+			return config_fail(&ctx, -EINVAL, reterr_msg);
+		r = config_drop_broken(c, &ctx);
+		if (r < 0)
+			return config_fail(&ctx, r, reterr_msg);
+		c->errors = ks_buf_steal(&ctx.errors);
+		if (!c->errors)
+			return config_fail(&ctx, -ENOMEM, reterr_msg);
 	}
+	if (ctx.warnings.len > 0 && !(c->warnings = ks_buf_steal(&ctx.warnings)))
+		return config_fail(&ctx, -ENOMEM, reterr_msg);
 
 	*ret = TAKE_PTR(c);
-	return 0;
+	return (int) KS_MIN(n, (unsigned) INT_MAX);
 }
 
-int ks_config_load(const char *path, ks_config **ret, char **reterr_msg)
+static int config_load(const char *path, bool partial, ks_config **ret, char **reterr_msg)
 {
 	_cleanup_(conf_ctx_done) conf_ctx ctx = { .path = path, .line = 1 };
 	_cleanup_(ks_buf_done) ks_buf text = {};
@@ -839,7 +914,17 @@ int ks_config_load(const char *path, ks_config **ret, char **reterr_msg)
 			k = conf_error(&ctx, "%s", strerror(-r));
 		return config_fail(&ctx, k == -ENOMEM ? k : r, reterr_msg);
 	}
-	return config_parse(path, &text, ret, reterr_msg);
+	return config_parse(path, &text, partial, ret, reterr_msg);
+}
+
+int ks_config_load(const char *path, ks_config **ret, char **reterr_msg)
+{
+	return config_load(path, false, ret, reterr_msg);
+}
+
+int ks_config_load_partial(const char *path, ks_config **ret, char **reterr_msg)
+{
+	return config_load(path, true, ret, reterr_msg);
 }
 
 void ks_account_config_done(ks_account_config *a)
@@ -883,6 +968,11 @@ ks_config *ks_config_free(ks_config *c)
 		ks_account_config_done(&c->accounts[i]);
 	free(c->accounts);
 	free(c->path);
+	free(c->errors);
+	free(c->warnings);
+	for (size_t i = 0; c->invalid_accounts && c->invalid_accounts[i]; i++)
+		free(c->invalid_accounts[i]);
+	free(c->invalid_accounts);
 	free(c);
 	return NULL;
 }
@@ -1055,7 +1145,7 @@ int ks_config_check_account(const ks_account_config *a, ks_config **ret, char **
 	r = conf_put_account(&text, a, "\n", reterr_msg);
 	if (r < 0)
 		return r;
-	r = config_parse(label, &text, ret, &msg);
+	r = config_parse(label, &text, false, ret, &msg);
 	if (r < 0 && msg)
 		strip_locations(msg, label);
 	if (r < 0 && reterr_msg) {
@@ -1172,7 +1262,7 @@ static int conf_file_parse(const conf_file *f, const char *text, size_t len, ks_
 		free(*reterr_msg);
 		*reterr_msg = NULL;
 	}
-	r = config_parse(f->path, &copy, &c, reterr_msg);
+	r = config_parse(f->path, &copy, false, &c, reterr_msg);
 	if (r < 0)
 		return r;
 	if (ret)

@@ -66,6 +66,14 @@ typedef struct ks_config {
 	int collections;	/* KS_NEW_COLLECTIONS_*, default all */
 	unsigned timeout;	/* seconds, [general] timeout, default 60 */
 	unsigned password_timeout;	/* seconds, [general] password_timeout, default 60 */
+	/* What ks_config_load_partial() left out: the problems ("path:line: message" lines,
+	 * NULL when none) and the names of the [account] sections they concern
+	 * (NULL-terminated, or NULL). */
+	char *errors;
+	char **invalid_accounts;
+	/* Likely mistakes that still parse ("path:line: message" lines, such as a ' #' inside
+	 * a value), NULL when none. */
+	char *warnings;
 } ks_config;
 
 /* Path of the default config file, $XDG_CONFIG_HOME/ksync/ksync.conf (or ~/.config/...).
@@ -77,6 +85,12 @@ int ks_config_default_path(char **ret);
  * and *reterr_msg (if not NULL) receives every problem as "path:line: message" lines,
  * joined with '\n', owned by the caller. */
 int ks_config_load(const char *path, ks_config **ret, char **reterr_msg);
+/* ks_config_load(), except that errors leave out only what they concern: an [account] with
+ * an error is not in c->accounts but in c->invalid_accounts, a [general] setting with an
+ * error keeps its default, and c->errors holds every problem. Returns 0 for a file without
+ * errors, or the number of errors (> 0) with *ret set all the same; a negative errno (and
+ * *reterr_msg) when the file cannot be read. */
+int ks_config_load_partial(const char *path, ks_config **ret, char **reterr_msg);
 ks_config *ks_config_free(ks_config *c);
 
 /* "90", "90s", "15min" or "1h" as seconds. -EINVAL for anything else, -ERANGE when too

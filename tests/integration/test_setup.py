@@ -461,3 +461,124 @@ def test_bus_refuses_what_it_must_not_run_or_read(ks, daemon, tmp_path):
     r = daemon.busctl("Status", "u", v - 1)
     assert r.rc != 0 and "version" in r.stderr, r.stderr
     assert not marker.exists()
+
+
+# ---- a config error never bricks the daemon ---------------------------------------------------
+
+def status_json(daemon):
+    import json
+    r = daemon.ctl("status", "--json")
+    assert r.rc == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def good_and_broken(ks, server):
+    """Accounts "good" and "broken", the same but for a misspelt key in the second."""
+    keys = ks.add_account("good", server)
+    text = ks.config_text() + ("[account broken]\nurl = %s\nusrname = %s\n"
+                               "password_file = %s\n" % (server.url, server.username,
+                                                         keys["password_file"]))
+    ks.write_config(text)
+    return text
+
+
+def test_broken_account_next_to_a_good_one(radicale, ks, daemon):
+    seed(radicale)
+    text = good_and_broken(ks, radicale)
+    daemon.start()
+    a = wait_until(lambda: synced(daemon, "good"), 60, "the good account's sync")
+    assert a["collections"][0]["items"] == 3
+    st = status_json(daemon)
+    assert [x["name"] for x in st["accounts"]] == ["good"]
+    assert st["config"]["invalid_accounts"] == ["broken"], st["config"]
+    assert any(":8: unknown key 'usrname' in [account broken]" in e
+               for e in st["config"]["errors"]), st["config"]
+    r = daemon.ctl("status")
+    assert r.rc == 0
+    assert "has errors; left out until it is fixed: broken" in r.stdout, r.stdout
+    assert "unknown key 'usrname'" in r.stdout, r.stdout
+    r = daemon.ctl("sync", "broken")
+    assert r.rc == 1
+    assert "Account 'broken' in %s has errors" % ks.config_path in r.stderr, r.stderr
+    assert "unknown key 'usrname'" in r.stderr and "?" not in r.stderr, r.stderr
+
+    # Fixed in the file: ksyncd notices by itself and syncs the account.
+    ks.write_config(text.replace("usrname", "username"))
+    wait_until(lambda: synced(daemon, "broken"), 60, "the fixed account's sync")
+    st = status_json(daemon)
+    assert st["config"]["errors"] == [] and st["config"]["invalid_accounts"] == []
+
+
+def test_only_broken_accounts_exit_with_ex_config(radicale, ks, daemon):
+    ks.write_config("[account broken]\nurl = %s\nusrname = bob\n" % radicale.url)
+    daemon.start(wait_ready=False)
+    assert daemon.wait_exit(30) == 78, daemon.log_text()
+    assert "unknown key 'usrname'" in daemon.log_text()
+
+    # Started by D-Bus activation, as ksyncctl would: ksyncctl says why it cannot start.
+    daemon.make_activatable()
+    r = daemon.ctl("status")
+    assert r.rc == 1
+    assert "ksyncd cannot start: no account of %s is free of errors" % ks.config_path \
+        in r.stderr, r.stderr
+    assert "ksync.conf:3: unknown key 'usrname' in [account broken]" in r.stderr, r.stderr
+    assert "config check" in r.stderr
+
+
+def test_unit_keeps_a_broken_config_from_restarting_forever():
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "systemd", "ksyncd.service.in")
+    unit = open(src).read()
+    assert "RestartPreventExitStatus=78" in unit
+
+
+def test_config_check(ks, tmp_path):
+    ctl = ctl_path(ks)
+    ks.write_config("[general]\ninterval = 5\n\n[account a]\nurl = https://a.example/\n"
+                    "username = bob  # work\n\n[account b]\nurl = ftp://b.example/\n")
+    p = subprocess.run([ctl, "config", "check"], env=ks.env(), capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 1, p.stdout + p.stderr
+    lines = p.stderr.splitlines()
+    assert "%s:2: interval '5' is too short; the minimum is 60s" % ks.config_path in lines, \
+        p.stderr
+    assert any(l.startswith("%s:9: invalid URL 'ftp://b.example/'" % ks.config_path)
+               for l in lines), p.stderr
+    assert any(l.startswith("warning: %s:6: the value of username holds ' #'"
+                            % ks.config_path) for l in lines), p.stderr
+    assert "Left out until fixed: b." in p.stderr, p.stderr
+    assert "1 account(s) without errors: a." in p.stdout, p.stdout
+
+    other = tmp_path / "other.conf"
+    other.write_text("[account x]\nurl = https://x.example/\n[account y]\n"
+                     "url = https://y.example/\n")
+    p = subprocess.run([ctl, "config", "check", str(other)], env=ks.env(),
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "%s: 2 account(s) ready: x, y.\n" % other and p.stderr == ""
+
+
+def test_reload_errors_keep_their_line_breaks(radicale, ks, daemon):
+    seed(radicale)
+    ks.add_account(ACCOUNT, radicale)
+    daemon.start()
+    wait_until(lambda: synced(daemon, ACCOUNT), 60, "the first sync")
+    ks.write_config(ks.config_text() + "[account x]\nbogus = 1\nother = 2\n")
+    r = daemon.ctl("reload")
+    assert r.rc == 1
+    lines = r.stderr.splitlines()
+    assert "ksyncctl: %s:7: unknown key 'bogus' in [account x]" % ks.config_path in lines, \
+        r.stderr
+    assert "ksyncctl: %s:8: unknown key 'other' in [account x]" % ks.config_path in lines, \
+        r.stderr
+    assert [a["name"] for a in status_json(daemon)["accounts"]] == [ACCOUNT]
+
+
+def test_once_syncs_the_good_accounts(radicale, ks):
+    seed(radicale)
+    good_and_broken(ks, radicale)
+    r = ks.run(timeout=120)
+    assert r.rc == 1
+    assert "unknown key 'usrname' in [account broken]" in r.stderr, r.stderr
+    assert len(ks.item_files("good", "addressbook", "people")) == 3
+    r = ks.run("broken", timeout=60)
+    assert r.rc == 78, r.stderr

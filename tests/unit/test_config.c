@@ -1174,10 +1174,63 @@ static void test_provider_url(void **state)
 	assert_null(ks_config_provider_url(NULL));
 }
 
+/* One bad line leaves out what it concerns, and the rest is usable. */
+static void test_partial(void **state)
+{
+	ks_config *c = NULL;
+	char *err = NULL;
+
+	write_conf("[general]\ninterval = 5\ntimeout = 30s\n"
+		   "[account good]\n" URL "username = bob  # work\n"
+		   "[account typo]\n" URL "usrname = x\n"
+		   "[account bad name]\n" URL
+		   "[account insecure]\nurl = http://dav.lan/\n"
+		   "[account quoted]\n" URL "username = \"a # b\"\n");
+	assert_int_equal(ks_config_load_partial("ksync.conf", &c, &err), 4);
+	assert_null(err);
+	assert_int_equal(c->n_accounts, 2);
+	assert_string_equal(c->accounts[0].name, "good");
+	assert_string_equal(c->accounts[0].username, "bob  # work");
+	assert_string_equal(c->accounts[1].name, "quoted");
+	assert_int_equal(c->interval, 900);
+	assert_int_equal(c->timeout, 30);
+	assert_int_equal(c->accounts[0].timeout, 30);
+	assert_non_null(c->invalid_accounts);
+	assert_string_equal(c->invalid_accounts[0], "typo");
+	assert_string_equal(c->invalid_accounts[1], "insecure");
+	assert_null(c->invalid_accounts[2]);
+	assert_string_equal(c->errors,
+		"ksync.conf:2: interval '5' is too short; the minimum is 60s\n"
+		"ksync.conf:9: unknown key 'usrname' in [account typo]\n"
+		"ksync.conf:10: invalid account name 'bad name'; use 1 to 64 of A-Z a-z 0-9 . _ -, "
+		"not starting with '.'\n"
+		"ksync.conf:12: account 'insecure': plain http:// to 'dav.lan' would send the "
+		"password unencrypted; use https:// or set allow_insecure_http = true");
+	assert_string_equal(c->warnings,
+		"ksync.conf:6: the value of username holds ' #': ksync.conf has no comments after "
+		"a value, so it is part of the value; put the comment on a line of its own, or "
+		"the value in double quotes if it belongs there");
+	ks_config_free(c);
+
+	/* The strict loader refuses the same file, and a clean one gives 0 both ways. */
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err), -EINVAL);
+	free(err);
+	err = NULL;
+	write_conf("[account a]\n" URL);
+	assert_int_equal(ks_config_load_partial("ksync.conf", &c, &err), 0);
+	assert_null(c->errors);
+	assert_null(c->invalid_accounts);
+	assert_null(c->warnings);
+	ks_config_free(c);
+	assert_int_equal(ks_config_load_partial("missing.conf", &c, &err), -ENOENT);
+	free(err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_valid),
+		cmocka_unit_test(test_partial),
 		cmocka_unit_test(test_durations),
 		cmocka_unit_test(test_booleans),
 		cmocka_unit_test(test_timeout),
