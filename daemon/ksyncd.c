@@ -148,6 +148,12 @@ static void on_event(const ks_sync_event *ev, void *userdata)
 		s->failed++;
 		log_at(KS_LOG_ERR, "%s: %s", ev->account, ev->message);
 		break;
+	case KS_SYNC_CREDENTIALS_REFUSED:
+		clear_progress(s);
+		s->failed++;
+		if (ev->message)
+			log_at(KS_LOG_ERR, "%s: %s", ev->account, ev->message);
+		break;
 	case KS_SYNC_ITEM_SKIPPED:
 		clear_progress(s);
 		log_at(KS_LOG_WARNING, "%s/%s: %s", ev->account, ev->collection, ev->message);

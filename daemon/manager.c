@@ -42,6 +42,7 @@ typedef struct Msg {
 	int error;
 	unsigned done, total, added, updated, deleted, skipped, uploaded, removed, conflicts;
 	unsigned retry_after;
+	char *credentials;
 	int result;
 } Msg;
 
@@ -52,6 +53,7 @@ struct Job {
 	Account *account;	/* NULL for a job that is not a sync run */
 	ks_account_config cfg;	/* sync runs: a copy, so that a reload cannot pull it away */
 	ks_sync_opts opts;
+	char *refused_credentials;
 	int (*fn)(Manager *m, void *data);
 	void (*done)(Manager *m, void *data, int r);
 	void *data;
@@ -149,6 +151,8 @@ static Account *account_free(Account *a)
 	free(a->last_error);
 	free(a->pending_enable);
 	free(a->pending_collection);
+	free(a->refused_credentials);
+	free(a->refused_in_run);
 	free(a);
 	return NULL;
 }
@@ -187,7 +191,7 @@ static void on_sync_event(const ks_sync_event *ev, void *userdata)
 		.error = ev->error, .done = ev->done, .total = ev->total, .added = ev->added,
 		.updated = ev->updated, .deleted = ev->deleted, .skipped = ev->skipped,
 		.uploaded = ev->uploaded, .removed = ev->removed, .conflicts = ev->conflicts,
-		.retry_after = ev->retry_after,
+		.retry_after = ev->retry_after, .credentials = dup_or_null(ev->credentials),
 	};
 	post(j->m, msg);
 }
@@ -296,6 +300,13 @@ static void account_arm_after_run(Account *a)
 	Manager *m = a->m;
 	uint64_t delay = interval_of(m, a);
 
+	if (a->refused_credentials) {
+		/* Not retried: the next runs only look whether the credentials changed. */
+		a->retry_in = 0;
+		a->server_wait = 0;
+		(void) schedule(a, delay);
+		return;
+	}
 	if (a->last_result < 0 && a->last_result != -ECANCELED && a->last_result != -EDQUOT &&
 	    ks_error_scope_of(a->last_result) == KS_SCOPE_ACCOUNT) {
 		/* Network, server or credentials trouble: back off exponentially. */
@@ -327,6 +338,12 @@ static void account_arm_after_run(Account *a)
 	(void) schedule(a, delay);
 }
 
+/* Credentials the server refused are not tried again: each try is a failed login, and
+ * enough of them lock some accounts (Infomaniak). The account waits for them to change. */
+static const char refused_note[] = " — ksync stopped trying: repeated failed logins can lock "
+	"an account. It tries again when ksync.conf or the password changes, or on 'ksyncctl "
+	"sync'.";
+
 static void run_done(Manager *m, Job *j, int r)
 {
 	Account *a = j->account;
@@ -334,6 +351,30 @@ static void run_done(Manager *m, Job *j, int r)
 	(void) pthread_join(j->thread, NULL);
 	m->running_jobs--;
 	a->job = NULL;
+	if (r == -EKEYREVOKED) {
+		/* The credentials are still the refused ones: nothing was sent, nothing to say. */
+		for (size_t i = 0; i < a->n_running; i++) {
+			bus_emit_finished(m, a->running_runs[i], a->cfg.name, false, "{}");
+			run_account_finished(m, a->running_runs[i], false);
+		}
+		free(a->running_runs);
+		a->running_runs = NULL;
+		a->n_running = 0;
+		ks_account_config_done(&j->cfg);
+		free(j->enable_href);
+		free(j->only_collection);
+		free(j->refused_credentials);
+		free(j);
+		if (a->removed) {
+			account_free(a);
+			return;
+		}
+		if (!m->stopping) {
+			(void) schedule(a, interval_of(m, a));
+			start_queued(m);
+		}
+		return;
+	}
 	a->last_sync = now_sec();
 	a->last_result = r < 0 ? r : r > 0 ? -EIO : 0;
 	free(a->last_error);
@@ -350,6 +391,17 @@ static void run_done(Manager *m, Job *j, int r)
 		(void) asprintf(&a->last_error, "%d collection(s) failed", r);
 	else if (r < 0)
 		(void) asprintf(&a->last_error, "%s", strerror(-r));
+	if (r == -EACCES && a->refused_in_run) {
+		free(a->refused_credentials);
+		a->refused_credentials = TAKE_PTR(a->refused_in_run);
+		free(a->last_error);
+		a->last_error = NULL;
+		(void) asprintf(&a->last_error, "%s%s", ks_credentials_refused_message(), refused_note);
+		log_at(KS_LOG_WARNING, "%s: the server refused the credentials; not trying again "
+		       "until ksync.conf or the password changes, or 'ksyncctl sync %s'.",
+		       a->cfg.name, a->cfg.name);
+	}
+	a->refused_in_run = mfree(a->refused_in_run);
 	a->backoff = a->last_result < 0 ? a->backoff + 1 : 0;
 
 	/* The JSON of SyncFinished for every run this one reports to. */
@@ -394,6 +446,7 @@ static void run_done(Manager *m, Job *j, int r)
 	ks_account_config_done(&j->cfg);
 	free(j->enable_href);
 	free(j->only_collection);
+	free(j->refused_credentials);
 	free(j);
 	(void) sd_notifyf(false, "STATUS=%s: %s", a->cfg.name,
 			  ok ? "synced" : a->last_error ? a->last_error : "failed");
@@ -473,6 +526,14 @@ static void handle_event(Manager *m, Msg *msg)
 		(void) strv_add(&a->errors, &a->n_errors, msg->message);
 		log_at(KS_LOG_ERR, "%s: %s", a->cfg.name, msg->message);
 		break;
+	case KS_SYNC_CREDENTIALS_REFUSED:
+		free(a->refused_in_run);
+		a->refused_in_run = TAKE_PTR(msg->credentials);
+		if (msg->message) {
+			(void) strv_add(&a->errors, &a->n_errors, msg->message);
+			log_at(KS_LOG_ERR, "%s: %s", a->cfg.name, msg->message);
+		}
+		break;
 	case KS_SYNC_ITEM_SKIPPED:
 		(void) strv_add(&a->notices, &a->n_notices, msg->message);
 		log_at(KS_LOG_WARNING, "%s/%s: %s", a->cfg.name, msg->collection, msg->message);
@@ -524,6 +585,7 @@ static int on_queue(sd_event_source *s, int fd, uint32_t revents, void *userdata
 		}
 		free(msg->collection);
 		free(msg->message);
+		free(msg->credentials);
 		free(msg);
 	}
 	if (m->stopping && m->running_jobs == 0)
@@ -574,6 +636,14 @@ static int account_start(Account *a)
 	j->opts.enable_href = j->enable_href;
 	j->only_collection = TAKE_PTR(a->pending_collection);
 	j->opts.only_collection = j->only_collection;
+	if (a->refused_credentials && !(j->refused_credentials = strdup(a->refused_credentials))) {
+		ks_account_config_done(&j->cfg);
+		free(j->enable_href);
+		free(j->only_collection);
+		free(j);
+		return -ENOMEM;
+	}
+	j->opts.refused_credentials = j->refused_credentials;
 	a->pending = a->pending_force = a->pending_mass = a->pending_local_only = false;
 	a->pending_list = false;
 	free(a->running_runs);
@@ -593,6 +663,7 @@ static int account_start(Account *a)
 	if (r < 0) {
 		a->job = NULL;
 		ks_account_config_done(&j->cfg);
+		free(j->refused_credentials);
 		free(j);
 		return r;
 	}
@@ -721,6 +792,8 @@ int manager_sync(Manager *m, const char *target, bool force, bool mass, bool loc
 		Account *a = m->accounts[i];
 		if (name && strcmp(a->cfg.name, name) != 0)
 			continue;
+		/* Asked for by the user: credentials refused before are tried once more. */
+		a->refused_credentials = mfree(a->refused_credentials);
 		r = request_run(a, force, mass, local_only, list, collection, id);
 		if (r < 0)
 			log_error_errno(r, "%s: Failed to start a sync run: %m", a->cfg.name);
@@ -889,6 +962,20 @@ static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userda
 
 /* ---- accounts from the config ------------------------------------------------------------- */
 
+static bool str_same(const char *x, const char *y)
+{
+	return (!x && !y) || (x && y && strcmp(x, y) == 0);
+}
+
+static bool account_config_same(const ks_account_config *x, const ks_account_config *y)
+{
+	return str_same(x->url, y->url) && str_same(x->username, y->username) &&
+	       str_same(x->password_command, y->password_command) &&
+	       str_same(x->password_file, y->password_file) &&
+	       str_same(x->password_secret, y->password_secret) &&
+	       str_same(x->ca_file, y->ca_file) && x->allow_insecure_http == y->allow_insecure_http;
+}
+
 static int apply_config(Manager *m, ks_config *c)
 {
 	/* Accounts gone from the config stop (after their run); new ones start. */
@@ -912,8 +999,14 @@ static int apply_config(Manager *m, ks_config *c)
 		if (r < 0)
 			return r;
 		if (a) {
+			/* Changed settings may be the fix for credentials the server refused. */
+			bool changed = !account_config_same(&a->cfg, &copy);
+			if (changed)
+				a->refused_credentials = mfree(a->refused_credentials);
 			ks_account_config_done(&a->cfg);
 			a->cfg = copy;
+			if (changed && m->event)
+				(void) request_run(a, false, false, false, false, NULL, 0);
 			continue;
 		}
 		a = calloc(1, sizeof(*a));
@@ -1151,6 +1244,7 @@ Manager *manager_free(Manager *m)
 		Msg *next = msg->next;
 		free(msg->collection);
 		free(msg->message);
+		free(msg->credentials);
 		free(msg);
 		msg = next;
 	}
@@ -1292,7 +1386,8 @@ int manager_status_json(Manager *m, char **ret)
 		fputs(",\"url\":", f);
 		json_fputs(f, a->cfg.url);
 		fprintf(f, ",\"state\":\"%s\"",
-			a->job ? "syncing" : a->retry_in ? "backoff" : "idle");
+			a->job ? "syncing" : a->refused_credentials ? "stopped" :
+			a->retry_in ? "backoff" : "idle");
 		if (a->last_sync)
 			fprintf(f, ",\"last_sync\":%llu,\"last_result\":\"%s\"",
 				(unsigned long long) a->last_sync, a->last_result ? "failed" : "ok");

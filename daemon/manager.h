@@ -52,6 +52,10 @@ struct Account {
 	uint64_t retry_in;	/* seconds of backoff now, 0 = none */
 	uint64_t server_wait;	/* Retry-After the server asked for in the last run */
 	bool removed;		/* gone from the config: freed once its run ends */
+	/* The server refused these credentials (their fingerprint): the account is stopped
+	 * until they change or the user asks for a sync; timer runs only check locally. */
+	char *refused_credentials;
+	char *refused_in_run;	/* set by the run under way */
 };
 
 struct Manager {

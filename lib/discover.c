@@ -3,9 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "buf_p.h"
 #include "discover_p.h"
+#include "manage_p.h"
+#include "text_p.h"
 #include "macro.h"
 #include "vdir_p.h"
 
@@ -70,7 +73,20 @@ static void found_done(found *f)
 	free(f->addressbook_home);
 }
 
-static int propfind0(ks_dav *d, const char *url, const char *body, found *f, char **reterr_msg)
+/* What one PROPFIND of discovery got. */
+typedef struct attempt {
+	int r;
+	long status;
+	char *errmsg;
+} attempt;
+
+static void attempt_done(attempt *a)
+{
+	free(a->errmsg);
+	*a = (attempt) {};
+}
+
+static int propfind0(ks_dav *d, const char *url, const char *body, found *f, attempt *ret)
 {
 	ks_dav_request req = {
 		.method = "PROPFIND",
@@ -84,47 +100,107 @@ static int propfind0(ks_dav *d, const char *url, const char *body, found *f, cha
 	};
 	int r = ks_dav_run_one(d, &req);
 
-	if (r < 0 && reterr_msg) {
-		free(*reterr_msg);
-		*reterr_msg = strdup(req.errmsg);
+	if (ret) {
+		attempt_done(ret);
+		ret->r = r;
+		ret->status = req.status;
+		ret->errmsg = r < 0 && req.errmsg[0] ? strdup(req.errmsg) : NULL;
 	}
 	ks_dav_request_done(&req);
 	return r;
 }
 
+/* For a TLS handshake that failed on an https URL: whether the port answers plain HTTP. A
+ * request without credentials (none are given to this handle), whose only use is to name
+ * the cause. */
+static bool speaks_plain_http(const char *url)
+{
+	_cleanup_free_ char *plain = NULL;
+	ks_dav *d = NULL;
+	bool yes = false;
+
+	if (strncasecmp(url, "https://", 8) != 0)
+		return false;
+	const char *host = url + 8;
+	if (asprintf(&plain, "http://%.*s/", (int) strcspn(host, "/?#"), host) < 0)
+		return false;
+	ks_dav_opts o = { .base_url = plain, .allow_insecure_http = true, .connect_timeout_s = 5,
+			  .low_speed_time_s = 5 };
+	if (ks_dav_new(&o, &d) < 0)
+		return false;
+	ks_dav_request req = { .method = "GET", .url = plain, .max_body = 4096 };
+	(void) ks_dav_run_one(d, &req);
+	yes = req.status >= 100;
+	ks_dav_request_done(&req);
+	ks_dav_free(d);
+	return yes;
+}
+
+/* Why the account's URL led to no principal, in words that name the cause. */
+static int explain_no_principal(const char *url, const attempt *first, char **reterr_msg)
+{
+	long st = first->status;
+
+	if (st == 403)
+		return ks_set_error(reterr_msg, -EPERM, "%s refused access (HTTP 403): is the path "
+				    "right?", url);
+	if (st == 404 || st == 410)
+		return ks_set_error(reterr_msg, -ENOENT, "%s was not found (HTTP %ld): is the path "
+				    "right?", url, st);
+	if (st == 405 || st == 501)
+		return ks_set_error(reterr_msg, -EOPNOTSUPP, "%s does not speak CalDAV/CardDAV "
+				    "(PROPFIND answered %ld): is it the server's DAV address?", url,
+				    st);
+	if (st >= 200 && st < 300 && first->r < 0)
+		return ks_set_error(reterr_msg, -EOPNOTSUPP, "%s does not speak CalDAV/CardDAV "
+				    "(PROPFIND answered %ld with something else than a WebDAV "
+				    "multistatus): is it the server's DAV address?", url, st);
+	if (st == 0 && first->r == -EPROTO && speaks_plain_http(url))
+		return ks_set_error(reterr_msg, -EPROTO, "%s: this port speaks plain http, not "
+				    "https; use http:// (and allow_insecure_http = true for a host "
+				    "that is not this machine) or the server's https port", url);
+	if (first->r < 0 && first->r != -ENOENT && first->r != -EOPNOTSUPP)
+		return ks_set_error(reterr_msg, first->r, "%s",
+				    first->errmsg ? first->errmsg : strerror(-first->r));
+	return ks_set_error(reterr_msg, -ENOENT, "the server accepted the credentials but "
+			    "reported no current-user-principal (is the username right? for "
+			    "Infomaniak it is the account id such as AB12345, not the e-mail "
+			    "address)");
+}
+
 int ks_discover(ks_dav *d, const char *base_url, ks_cache_account *ret, char **reterr_msg)
 {
+	_cleanup_(attempt_done) attempt first = {}, homes = {};
 	found f = { .base_url = base_url };
 	int r;
 
-	r = propfind0(d, base_url, propfind_principal, &f, reterr_msg);
-	if (r == -EACCES)
+	r = propfind0(d, base_url, propfind_principal, &f, &first);
+	if (first.status == 401)
+		goto auth;
+	if (r == -ENOMEM)
 		goto out;
 	/* RFC 6764: the well-known URIs lead to the context path when the URL does not. */
 	static const char *const wk[] = { "/.well-known/caldav", "/.well-known/carddav" };
 	for (size_t i = 0; !f.principal && i < ELEMENTSOF(wk); i++) {
-		int k = propfind0(d, wk[i], propfind_principal, &f, NULL);
-		if (k == -EACCES) {
-			r = k;
-			goto out;
-		}
+		attempt a = {};
+		int k = propfind0(d, wk[i], propfind_principal, &f, &a);
+		long st = a.status;
+
+		attempt_done(&a);
+		if (st == 401)
+			goto auth;
 		if (k == -ENOMEM) {
 			r = k;
 			goto out;
 		}
 	}
 	if (!f.principal) {
-		if (r >= 0 || r == -ENOENT || r == -EOPNOTSUPP) {
-			r = -ENOENT;
-			free(*reterr_msg);
-			*reterr_msg = strdup("the server accepted the credentials but reported no "
-					     "current-user-principal (is the username right? for "
-					     "Infomaniak it is the account id such as AB12345, not "
-					     "the e-mail address)");
-		}
+		r = explain_no_principal(base_url, &first, reterr_msg);
 		goto out;
 	}
-	r = propfind0(d, f.principal, propfind_homes, &f, reterr_msg);
+	r = propfind0(d, f.principal, propfind_homes, &f, &homes);
+	if (homes.status == 401)
+		goto auth;
 	if (r == -ENOENT || r == -EACCES) {
 		free(*reterr_msg);
 		*reterr_msg = NULL;
@@ -134,8 +210,10 @@ int ks_discover(ks_dav *d, const char *base_url, ks_cache_account *ret, char **r
 		r = -ENOENT;
 		goto out;
 	}
-	if (r < 0)
+	if (r < 0) {
+		r = ks_set_error(reterr_msg, r, "%s", homes.errmsg ? homes.errmsg : strerror(-r));
 		goto out;
+	}
 	if (!f.calendar_home && !f.addressbook_home) {
 		free(*reterr_msg);
 		*reterr_msg = NULL;
@@ -148,15 +226,24 @@ int ks_discover(ks_dav *d, const char *base_url, ks_cache_account *ret, char **r
 	ret->calendar_home = TAKE_PTR(f.calendar_home);
 	ret->addressbook_home = TAKE_PTR(f.addressbook_home);
 	r = 0;
+	goto out;
+auth:
+	r = ks_set_error(reterr_msg, -EACCES, "%s", ks_manage_auth_message());
 out:
-	if (r == -EACCES) {
-		free(*reterr_msg);
-		*reterr_msg = strdup("authentication failed (HTTP 401/403): check the username and "
-				     "password; with two-factor authentication on, an application "
-				     "password is needed (Infomaniak: create one in the Manager)");
-	}
 	found_done(&f);
 	return r;
+}
+
+int ks_discover_check_auth(ks_dav *d, const char *url)
+{
+	attempt a = {};
+	found f = { .base_url = url };
+
+	(void) propfind0(d, url, propfind_principal, &f, &a);
+	found_done(&f);
+	long st = a.status;
+	attempt_done(&a);
+	return st == 401 ? -EACCES : 0;
 }
 
 typedef struct listing {
@@ -244,7 +331,11 @@ int ks_list_home(ks_dav *d, const char *home, bool with_tokens, ks_collection **
 	l.base_url = ks_dav_base_url(d);
 	r = ks_dav_run_one(d, &req);
 	if (r < 0) {
-		if (reterr_msg) {
+		if (req.status == 401)
+			r = ks_set_error(reterr_msg, -EACCES, "%s", ks_manage_auth_message());
+		else if (req.status == 403)
+			r = ks_set_error(reterr_msg, -EPERM, "%s refused access (HTTP 403)", home);
+		else if (reterr_msg) {
 			free(*reterr_msg);
 			*reterr_msg = strdup(req.errmsg);
 		}

@@ -14,9 +14,10 @@
  *       the directory name or "contacts/NAME" / "calendars/NAME". Starts at once (or queues
  *       behind a run of the same account) and returns; SyncFinished tells the end.
  *   Status(u version) -> (s json)
- *       {"version": s, "config": {"path": s}, "accounts": [{"name": s, "url": s, "state": "idle"|"syncing"|
- *        "backoff", "last_sync": unix|null, "last_result": "ok"|"failed"|null,
- *        "last_error": s|null, "next_sync": unix|null, "retry_in": seconds|null,
+ *       {"version": s, "config": {"path": s, "errors": [s], "warnings": [s],
+ *        "invalid_accounts": [s]}, "accounts": [{"name": s, "url": s, "state": "idle"|
+ *        "syncing"|"backoff"|"stopped" (credentials refused), "last_sync": unix|null,
+ *        "last_result": "ok"|"failed"|null, "last_error": s|null, "next_sync": unix|null, "retry_in": seconds|null,
  *        "collections": [{"name": s, "path": "contacts/NAME", "kind": "addressbook"|
  *          "calendar", "displayname": s|null, "color": s|null, "components": [s],
  *          "readonly": b, "enabled": b, "items": n, "pending": n, "last_sync": unix|null,

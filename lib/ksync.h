@@ -167,6 +167,10 @@ typedef enum ks_sync_event_type {
 	KS_SYNC_CONFLICT,		/* a conflict was decided; message says how and where the
 					 * losing version is kept */
 	KS_SYNC_NOTICE,			/* something the user should know, not a failure */
+	/* The server refused the account's credentials (HTTP 401, confirmed): credentials
+	 * holds their fingerprint, for ks_sync_opts.refused_credentials; message is the
+	 * explanation, or NULL when a KS_SYNC_ACCOUNT_FAILED of the run already gave it. */
+	KS_SYNC_CREDENTIALS_REFUSED,
 } ks_sync_event_type;
 
 typedef struct ks_sync_event {
@@ -181,6 +185,8 @@ typedef struct ks_sync_event {
 	unsigned requests;	/* HTTP requests the collection cost this run */
 	unsigned retry_after;	/* KS_SYNC_NOTICE: the server asked to wait this many seconds
 				 * (Retry-After of a 429 or 503) before the next run */
+	const char *credentials;	/* KS_SYNC_CREDENTIALS_REFUSED: a fingerprint (hex) of
+					 * the URL, user name and password; not the password */
 } ks_sync_event;
 
 typedef void (*ks_sync_event_fn)(const ks_sync_event *ev, void *userdata);
@@ -201,6 +207,11 @@ typedef struct ks_sync_opts {
 	/* Set (by another thread or a signal handler) to stop at the next safe point; the run
 	 * then returns -ECANCELED. Every point is safe: the next run completes the work. */
 	const volatile int *cancel;
+	/* The fingerprint of credentials the server refused (KS_SYNC_CREDENTIALS_REFUSED):
+	 * when the account's credentials (URL, user name, password) still have it, the run
+	 * sends nothing and returns -EKEYREVOKED, so that a wrong password is not tried again
+	 * and again (repeated failed logins can lock an account). NULL: none. */
+	const char *refused_credentials;
 	ks_sync_event_fn on_event;
 	void *userdata;
 } ks_sync_opts;
@@ -208,7 +219,10 @@ typedef struct ks_sync_opts {
 /* Brings every collection of the account down into the cache and the vdir tree.
  * Returns 0 when every collection synced, the number of failed collections (> 0), or a
  * negative errno when the account failed as a whole (credentials, discovery, network);
- * each failure is also reported through o->on_event with a message. */
+ * each failure is also reported through o->on_event with a message. -EACCES: the server
+ * refused the credentials (HTTP 401; a 401 or 403 on a collection is confirmed with one
+ * request to the account's URL, and an unconfirmed one gives -EPERM);
+ * -EKEYREVOKED: nothing was sent, the credentials are still o->refused_credentials. */
 int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts *o);
 
 /* The error scope of a failure (STYLE: item, collection, account). */
@@ -295,6 +309,11 @@ int ks_create_addressbook(const ks_account_config *a, const char *name, const ch
  * take is reported to the log sink at KS_LOG_NOTICE. Otherwise as ks_create_addressbook(). */
 int ks_create_calendar(const ks_account_config *a, const char *name, unsigned components,
 		       const char *color, char **ret_href, char **reterr_msg);
+
+/* The explanation given when a server refuses an account's credentials (HTTP 401): the
+ * user name (Infomaniak: the account id) and, with two-factor authentication, an
+ * application password. Static. */
+const char *ks_credentials_refused_message(void);
 
 /* Discovery and a listing of the home sets of an account that is not yet configured,
  * touching no cache and no file. *ret_json gets the object AddAccount answers (lib/ipc.h):

@@ -336,6 +336,11 @@ const char *ks_manage_auth_message(void)
 	       "in the Manager, under the account's security settings) and give that instead";
 }
 
+const char *ks_credentials_refused_message(void)
+{
+	return ks_manage_auth_message();
+}
+
 int ks_manage_create_result(bool calendar, long status, const char *body, const char *href,
 			    char **ret_msg)
 {
@@ -506,8 +511,8 @@ static int session_open(const ks_account_config *a, bool fetch, const char *give
 	free(why);
 	why = NULL;
 	r = ks_discover(s->dav, s->acc->url, &s->homes, &why);
-	if (r == -EACCES)
-		return ks_set_error(reterr_msg, r, "%s", ks_manage_auth_message());
+	if (r == -EACCES || r == -EPERM || r == -EOPNOTSUPP)
+		return ks_set_error(reterr_msg, r, "%s", why ? why : ks_manage_auth_message());
 	if (r < 0)
 		return ks_set_error(reterr_msg, r, "discovery at %s failed: %s", s->acc->url,
 			       why ? why : strerror(-r));

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "buf_p.h"
+#include "hash_p.h"
 #include "macro.h"
 #include "secret_p.h"
 #include "text_p.h"
@@ -1121,4 +1122,22 @@ int ks_secret_get(const ks_account_config *a, const volatile int *cancel, char *
 int ks_account_get_password(const ks_account_config *a, char **ret, char **reterr_msg)
 {
 	return ks_secret_get(a, NULL, ret, reterr_msg);
+}
+
+void ks_secret_fingerprint(const ks_account_config *a, const char *password, char ret[65])
+{
+	static const char tag[] = "ksync credentials";
+	const char *parts[] = { a->url ? a->url : "", a->username ? a->username : "",
+				password ? password : "" };
+	uint8_t digest[32];
+	ks_sha256 h;
+
+	ks_sha256_init(&h);
+	ks_sha256_update(&h, tag, sizeof(tag));
+	for (size_t i = 0; i < ELEMENTSOF(parts); i++)
+		ks_sha256_update(&h, parts[i], strlen(parts[i]) + 1);
+	ks_sha256_final(&h, digest);
+	explicit_bzero(&h, sizeof(h));
+	for (size_t i = 0; i < 32; i++)
+		snprintf(ret + 2 * i, 3, "%02x", digest[i]);
 }

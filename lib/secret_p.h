@@ -62,3 +62,8 @@ const char *ks_secret_package_of(const char *program);
  * own errors, the message names them). */
 int ks_secret_service_lookup(const char *attrs, unsigned timeout_s, const volatile int *cancel,
 			     char **ret, char **reterr_msg);
+
+/* A fingerprint of the credentials of a with password (NULL: none), as 64 hex digits:
+ * SHA-256 of the URL, the user name and the password, to tell whether any of them changed
+ * without keeping the password. */
+void ks_secret_fingerprint(const ks_account_config *a, const char *password, char ret[65]);

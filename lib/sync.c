@@ -26,9 +26,11 @@
 #include "limits.h"
 #include "log_p.h"
 #include "macro.h"
+#include "manage_p.h"
 #include "merge_p.h"
 #include "refusal_p.h"
 #include "scan_p.h"
+#include "secret_p.h"
 #include "session_p.h"
 #include "text_p.h"
 #include "vdir_p.h"
@@ -3606,6 +3608,19 @@ static int lock_account(run *R, int *ret_fd)
 	return r;
 }
 
+/* A run that ended with -EACCES: whether the credentials were refused (a 401), confirmed
+ * with one request unless discovery or a listing already saw the 401 (auth_known). */
+static int credentials_refused(run *R, bool auth_known, const char *fingerprint)
+{
+	if (!auth_known && ks_discover_check_auth(R->dav, R->acc->url) != -EACCES)
+		return -EPERM;	/* a 403 on something: not the credentials */
+	ks_sync_event ev = { .type = KS_SYNC_CREDENTIALS_REFUSED, .account = R->acc->name,
+			     .error = -EACCES, .credentials = fingerprint,
+			     .message = auth_known ? NULL : ks_manage_auth_message() };
+	emit(R, &ev);
+	return -EACCES;
+}
+
 static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_sync_opts *o,
 			     bool first_pass, bool *ret_damaged)
 {
@@ -3634,6 +3649,13 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 	}
 	free(why);
 	why = NULL;
+	char fingerprint[65];
+	ks_secret_fingerprint(a, password, fingerprint);
+	if (o->refused_credentials && strcmp(o->refused_credentials, fingerprint) == 0) {
+		password = ks_secret_free(password);
+		return -EKEYREVOKED;
+	}
+	bool auth_known = false;
 	int lock_fd = -1;
 	r = lock_account(&R, &lock_fd);
 	if (r < 0) {
@@ -3672,6 +3694,7 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 	bool fresh = false;
 	if (r == -ENOENT || (r >= 0 && (o->force || acc.discovered_at + REDISCOVER_SECS < now))) {
 		r = discover_account(&R, &acc);
+		auth_known = r == -EACCES;
 		fresh = true;
 	}
 	if (r < 0)
@@ -3690,6 +3713,7 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 	if (fresh || o->force || o->list_collections || n_known == 0 ||
 	    acc.listed_at + LIST_SECS < now || acc.listed_at > now) {
 		r = list_and_reconcile(&R, &acc, fresh, &remote, &n_remote, &known, &n_known);
+		auth_known |= r == -EACCES;
 		if (r < 0)
 			goto out;
 		failed += r;
@@ -3740,6 +3764,8 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 	 * stopped there. */
 	r = transport_error ? transport_error : failed;
 out:
+	if (r == -EACCES)
+		r = credentials_refused(&R, auth_known, fingerprint);
 	if (ks_dav_retry_after(R.dav)) {
 		/* The server is overloaded or rate-limits: the caller waits as long as it asked. */
 		char msg[128];

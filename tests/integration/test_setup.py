@@ -582,3 +582,148 @@ def test_once_syncs_the_good_accounts(radicale, ks):
     assert len(ks.item_files("good", "addressbook", "people")) == 3
     r = ks.run("broken", timeout=60)
     assert r.rc == 78, r.stderr
+
+
+# ---- discovery messages name the real cause ---------------------------------------------------
+
+def once_with_url(ks, server, url):
+    ks.add_account(ACCOUNT, server, url=url)
+    return ks.run(timeout=120)
+
+
+def test_wrong_path_answered_403_is_not_blamed_on_credentials(radicale, ks, daemon):
+    from ksynctest import tlsfront
+    from ksynctest.tlsfront import Reply
+
+    def route(front, seen):
+        if seen.path.startswith("/alic/"):
+            return Reply(403, [("Content-Type", "text/plain")], b"Forbidden")
+        if seen.path.startswith("/.well-known/"):
+            return Reply(404)
+        return None
+
+    seed(radicale)
+    front = tlsfront.Front(radicale, route=route)
+    try:
+        url = front.url_for("/alic/")
+        r = once_with_url(ks, radicale, url)
+        assert r.rc == 1
+        assert "%s refused access (HTTP 403): is the path right?" % url in r.stderr, r.stderr
+        assert "password" not in r.stderr and "credentials" not in r.stderr, r.stderr
+
+        daemon.start()
+        pw = ks.secrets / ("%s.password" % ACCOUNT)
+        r = daemon.ctl("account", "add", "other", "--url", url, "--username",
+                       radicale.username, "--password-file", pw)
+        assert r.rc == 1
+        assert "refused access (HTTP 403): is the path right?" in r.stderr, r.stderr
+        assert "application password" not in r.stderr, r.stderr
+    finally:
+        front.stop()
+
+
+def test_web_server_that_is_not_dav(ks, radicale, tmp_path):
+    import http.server
+    import threading
+    from functools import partial
+    from ksynctest import servers
+
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("<html>hello</html>")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", servers.free_port()), handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = "http://127.0.0.1:%d/" % httpd.server_address[1]
+        r = once_with_url(ks, radicale, url)
+        assert r.rc == 1
+        assert "%s does not speak CalDAV/CardDAV (PROPFIND answered 501)" % url in r.stderr, \
+            r.stderr
+        assert "username" not in r.stderr, r.stderr
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_https_to_a_plain_http_port(radicale, ks):
+    url = "https://127.0.0.1:%d/" % radicale.port
+    r = once_with_url(ks, radicale, url)
+    assert r.rc == 1
+    assert "%s: this port speaks plain http, not https" % url in r.stderr, r.stderr
+    assert "SSL" not in r.stderr and "ssl" not in r.stderr, r.stderr
+
+
+# ---- a 401 during a sync stops the account ----------------------------------------------------
+
+def failed_logins(radicale):
+    return radicale.log_text().count("Failed login attempt")
+
+
+def add_vcard(ks, account, uid):
+    d = ks.collection_dir(account, "addressbook", "people")
+    (d / (uid + ".vcf")).write_bytes(
+        b"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:" + uid.encode() + b"\r\nFN:" + uid.encode() +
+        b"\r\nN:" + uid.encode() + b";;;;\r\nEND:VCARD\r\n")
+
+
+def test_401_during_sync_stops_the_account(radicale, ks, daemon):
+    book = seed(radicale)
+    keys = ks.add_account(ACCOUNT, radicale)
+    pwfile = keys["password_file"]
+    daemon.start()
+    wait_until(lambda: synced(daemon, ACCOUNT), 60, "the first sync")
+
+    # The password changed on the server's side: the next run gets a 401.
+    with open(pwfile, "w") as f:
+        f.write("no-longer-the-password\n")
+    add_vcard(ks, ACCOUNT, "edit-1")
+    a = wait_until(lambda: (lambda x: x["state"] == "stopped" and x)(
+        account_state(daemon, ACCOUNT)), 60, "the account to stop")
+    assert "application password" in a["last_error"], a
+    assert "stopped trying" in a["last_error"], a
+    assert a["retry_in"] is None, a
+    refused = failed_logins(radicale)
+    assert 1 <= refused <= 2, radicale.log_text()[-3000:]
+
+    # Local edits do not try the same password again.
+    for i in range(2):
+        add_vcard(ks, ACCOUNT, "edit-more-%d" % i)
+        time.sleep(4)
+    assert failed_logins(radicale) == refused
+    assert account_state(daemon, ACCOUNT)["state"] == "stopped"
+    r = daemon.ctl("status")
+    assert "stopped" in r.stdout and "application password" in r.stdout, r.stdout
+
+    # ksyncctl sync tries once more (and stops again).
+    r = daemon.ctl("sync", ACCOUNT)
+    assert r.rc == 1
+    assert "application password" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert account_state(daemon, ACCOUNT)["state"] == "stopped"
+    refused = failed_logins(radicale)
+
+    # A new password: the next edit finds it and everything goes up.
+    with open(pwfile, "w") as f:
+        f.write(radicale.password + "\n")
+    add_vcard(ks, ACCOUNT, "edit-2")
+    href = "%sedit-2.vcf" % book
+    wait_until(lambda: any(h.endswith("edit-2.vcf") for h in radicale.list(book)), 60,
+               "the edits on the server")
+    assert any(h.endswith("edit-1.vcf") for h in radicale.list(book)), href
+    wait_until(lambda: synced(daemon, ACCOUNT), 60, "an ok sync")
+    assert failed_logins(radicale) == refused
+
+
+def test_401_stop_ends_with_a_config_change(radicale, ks, daemon):
+    seed(radicale)
+    keys = ks.add_account(ACCOUNT, radicale)
+    keys["username"] = "nobody"
+    ks.write_config()
+    daemon.start()
+    wait_until(lambda: (lambda x: x["state"] == "stopped" and x)(
+        account_state(daemon, ACCOUNT)), 60, "the account to stop")
+    keys["username"] = radicale.username
+    ks.write_config()
+    wait_until(lambda: synced(daemon, ACCOUNT), 60, "the sync after the fix")

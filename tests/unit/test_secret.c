@@ -502,6 +502,32 @@ static void test_no_secret_service(void **state)
 	free(err);
 }
 
+/* The fingerprint tells changed credentials apart without holding the password. */
+static void test_fingerprint(void **state)
+{
+	ks_account_config a = { .url = (char *) "https://h.example/", .username = (char *) "u" };
+	ks_account_config b = a;
+	char f1[65], f2[65], f3[65], f4[65], f5[65];
+
+	ks_secret_fingerprint(&a, "pw", f1);
+	ks_secret_fingerprint(&b, "pw", f2);
+	assert_string_equal(f1, f2);
+	assert_int_equal(strlen(f1), 64);
+	assert_int_equal(strspn(f1, "0123456789abcdef"), 64);
+	assert_null(strstr(f1, "pw"));
+	ks_secret_fingerprint(&a, "pw2", f3);
+	b.username = (char *) "v";
+	ks_secret_fingerprint(&b, "pw", f4);
+	/* The parts are separated: "u" + "pw" is not "up" + "w". */
+	b.username = (char *) "up";
+	ks_secret_fingerprint(&b, "w", f5);
+	assert_string_not_equal(f1, f3);
+	assert_string_not_equal(f1, f4);
+	assert_string_not_equal(f1, f5);
+	ks_secret_fingerprint(&a, NULL, f5);
+	assert_string_not_equal(f1, f5);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -515,6 +541,7 @@ int main(void)
 		cmocka_unit_test(test_store_hints),
 		cmocka_unit_test(test_attrs),
 		cmocka_unit_test(test_no_secret_service),
+		cmocka_unit_test(test_fingerprint),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
