@@ -3,7 +3,13 @@
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
+# systemd looks for user units in /usr/lib, /usr/local/lib and the XDG data directories
+# ($PREFIX/share for /usr, /usr/local and ~/.local), never in ~/.local/lib.
+ifneq ($(filter /usr /usr/local /usr/ /usr/local/,$(PREFIX)),)
 USERUNITDIR ?= $(PREFIX)/lib/systemd/user
+else
+USERUNITDIR ?= $(PREFIX)/share/systemd/user
+endif
 DBUSSERVICEDIR ?= $(PREFIX)/share/dbus-1/services
 DESTDIR ?=
 
@@ -13,13 +19,18 @@ PYTHON ?= /usr/bin/python3
 PKG_CONFIG ?= pkg-config
 
 PKGS := libcurl libxml-2.0 libical sqlite3 libsystemd
+# What pkg-config cannot find, so that a missing -dev package is said in words, not as a
+# compiler error about a header.
+PKG_MISSING = $(shell for p in $(PKGS) $(1); do $(PKG_CONFIG) --exists $$p 2>/dev/null || \
+	echo $$p; done)
 
 # Debian packages the build, the tests, the demo and the benchmark need.
 DEB_PACKAGES := gcc make pkg-config libc6-dev \
 	libcurl4-openssl-dev libxml2-dev libical-dev libsqlite3-dev libsystemd-dev libcmocka-dev \
 	radicale xandikos python3-dulwich khard khal todoman vdirsyncer \
 	python3-pytest python3-requests python3-configobj curl dbus dbus-daemon systemd mandoc \
-	sqlite3 procps time openssl strace util-linux gnome-keyring libsecret-tools
+	sqlite3 procps time openssl strace util-linux gnome-keyring libsecret-tools \
+	python3-dbus
 
 ifeq ($(SANITIZE),1)
 B := build/asan
@@ -64,9 +75,23 @@ endif
 MANPAGES := $(wildcard man/*.1 man/*.5 man/*.8)
 
 .PHONY: all deps check check-unit check-integration demo bench install uninstall clean lint \
-	build-tests _check
+	build-tests _check pkgcheck pkgcheck-tests
 
 all: $(BINS)
+
+# Order-only: checked before anything is compiled, never a reason to recompile.
+pkgcheck:
+	@missing="$(call PKG_MISSING)"; if [ -n "$$missing" ]; then \
+		echo "pkg-config cannot find: $$missing (the -dev packages are missing?)"; \
+		echo "Run 'make deps' (as root) to install what the build needs."; exit 1; fi
+
+pkgcheck-tests:
+	@missing="$(call PKG_MISSING,cmocka)"; if [ -n "$$missing" ]; then \
+		echo "pkg-config cannot find: $$missing (the -dev packages are missing?)"; \
+		echo "Run 'make deps' (as root) to install what the build and tests need."; exit 1; fi
+
+$(LIB_OBJS) $(DAEMON_OBJS) $(CLI_OBJS): | pkgcheck
+$(TEST_SRCS:tests/unit/%.c=$(B)/tests/unit/%.o): | pkgcheck-tests
 
 $(B)/%.o: %.c
 	@mkdir -p $(@D)
@@ -161,6 +186,12 @@ install: all
 	sed 's|@BINDIR@|$(BINDIR)|g' systemd/io.ksync.Sync1.service.in \
 		> $(DESTDIR)$(DBUSSERVICEDIR)/io.ksync.Sync1.service
 	chmod 0644 $(DESTDIR)$(DBUSSERVICEDIR)/io.ksync.Sync1.service
+	@echo "Installed ksyncd and ksyncctl in $(DESTDIR)$(BINDIR), the user unit in" \
+		"$(DESTDIR)$(USERUNITDIR), the D-Bus service in $(DESTDIR)$(DBUSSERVICEDIR)."
+	@if [ -z "$(DESTDIR)" ] && command -v systemd-analyze >/dev/null 2>&1 && \
+	    ! systemd-analyze --user unit-paths 2>/dev/null | grep -qx '$(USERUNITDIR)/\{0,1\}'; \
+	then echo "Note: systemd does not look for user units in $(USERUNITDIR): copy" \
+		"ksyncd.service to ~/.config/systemd/user/ or set USERUNITDIR."; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/ksyncd $(DESTDIR)$(BINDIR)/ksyncctl

@@ -863,6 +863,57 @@ void bus_run_complete(Manager *m, uint32_t run_id, bool ok)
 	}
 }
 
+/* NetworkManager's states (NMState): 70 is NM_STATE_CONNECTED_GLOBAL. */
+#define NM_STATE_CONNECTED_GLOBAL 70
+
+static int on_nm_state(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+	Manager *m = userdata;
+	uint32_t state;
+
+	if (sd_bus_message_read(msg, "u", &state) < 0)
+		return 0;
+	bool was_up = m->network_state >= NM_STATE_CONNECTED_GLOBAL;
+	m->network_state = state;
+	if (state >= NM_STATE_CONNECTED_GLOBAL && !was_up)
+		manager_network_up(m);
+	return 0;
+}
+
+void bus_watch_network(Manager *m)
+{
+	int has = 0, r;
+
+	if (sd_bus_open_system(&m->system_bus) < 0) {
+		m->system_bus = NULL;
+		log_at(KS_LOG_INFO, "No system bus, so no NetworkManager: runs that find no network "
+		       "are retried every minute.");
+		return;
+	}
+	/* Any sender: a forged signal can only make a run start early. */
+	r = sd_bus_match_signal(m->system_bus, NULL, NULL, "/org/freedesktop/NetworkManager",
+				"org.freedesktop.NetworkManager", "StateChanged", on_nm_state, m);
+	if (r >= 0)
+		r = sd_bus_attach_event(m->system_bus, m->event, 0);
+	if (r >= 0) {
+		_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+		if (sd_bus_call_method(m->system_bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+				       "org.freedesktop.DBus", "NameHasOwner", NULL, &reply, "s",
+				       "org.freedesktop.NetworkManager") >= 0)
+			(void) sd_bus_message_read(reply, "b", &has);
+	}
+	if (r < 0) {
+		m->system_bus = sd_bus_flush_close_unref(m->system_bus);
+		return;
+	}
+	m->network_watched = has;
+	/* Until NetworkManager says otherwise, the network is taken as up. */
+	m->network_state = NM_STATE_CONNECTED_GLOBAL;
+	log_at(KS_LOG_INFO, "%s.", has ? "Watching NetworkManager for the network coming back"
+	       : "No NetworkManager on the system bus: runs that find no network are retried "
+	       "every minute");
+}
+
 static int on_name_lost(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	log_at(KS_LOG_ERR, "Lost the bus name %s; another ksyncd runs.", KS_IPC_BUS_NAME);

@@ -270,6 +270,7 @@ static int run_daemon(const char *config_path)
 	r = bus_setup(m);
 	if (r < 0)
 		goto out;
+	bus_watch_network(m);
 	r = manager_start(m, e);
 	if (r < 0) {
 		log_error_errno(r, "Failed to start: %m");

@@ -23,6 +23,9 @@
 #define BACKOFF_FIRST_SEC 30
 /* Runs going on at once (each account has its own connections, at most 4). */
 #define MAX_PARALLEL_RUNS 2
+/* Without NetworkManager to say when the network is back, a run that found no network is
+ * retried at least this often, whatever the backoff. */
+#define OFFLINE_RETRY_SEC 60
 /* An editor's save of ksync.conf is read once it has settled. */
 #define CONFIG_DEBOUNCE_USEC (1000 * 1000ULL)
 
@@ -292,8 +295,29 @@ static void run_account_finished(Manager *m, uint32_t id, bool ok)
 
 static int schedule(Account *a, uint64_t delay_sec);
 static int account_start(Account *a);
+static int request_run(Account *a, bool force, bool mass, bool local_only, bool list,
+		       const char *collection, uint32_t run_id);
 static void watch_account(Manager *m, Account *a);
 static void start_queued(Manager *m);
+
+/* Failures that mean no network (or no server) rather than a server that said no. */
+static bool is_offline(int r)
+{
+	return r == -EHOSTUNREACH || r == -ENETUNREACH || r == -ENETDOWN || r == -ECONNREFUSED;
+}
+
+void manager_network_up(Manager *m)
+{
+	for (size_t i = 0; i < m->n_accounts; i++) {
+		Account *a = m->accounts[i];
+
+		if (a->job || !a->retry_in || a->refused_credentials || m->stopping)
+			continue;
+		log_at(KS_LOG_INFO, "%s: the network is back; syncing now instead of in %llu s.",
+		       a->cfg.name, (unsigned long long) a->retry_in);
+		(void) request_run(a, false, false, false, false, NULL, 0);
+	}
+}
 
 static void account_arm_after_run(Account *a)
 {
@@ -315,6 +339,8 @@ static void account_arm_after_run(Account *a)
 			b *= 2;
 		if (b < delay)
 			delay = b;
+		if (!m->network_watched && is_offline(a->last_result))
+			delay = KS_MIN(delay, (uint64_t) OFFLINE_RETRY_SEC);
 		a->retry_in = delay;
 	} else
 		a->retry_in = 0;
@@ -1251,6 +1277,7 @@ Manager *manager_free(Manager *m)
 	ks_config_free(m->config);
 	free_retired(m);
 	sd_bus_flush_close_unref(m->bus);
+	sd_bus_flush_close_unref(m->system_bus);
 	sd_event_unref(m->event);
 	free(m->config_path);
 	free(m->data_dir);

@@ -61,6 +61,11 @@ struct Account {
 struct Manager {
 	sd_event *event;
 	sd_bus *bus;
+	/* NetworkManager on the system bus, when there is one: its StateChanged signal starts
+	 * the runs waiting in backoff as soon as the network is back. */
+	sd_bus *system_bus;
+	bool network_watched;
+	uint32_t network_state;
 	char *config_path;
 	char *data_dir;
 	ks_config *config;
@@ -128,8 +133,14 @@ void manager_stop(Manager *m);
 /* Files the job threads are waiting on, for SIGTERM. */
 bool manager_busy(Manager *m);
 
+/* The network is back (NetworkManager says so): accounts waiting in backoff after a
+ * network failure run now. */
+void manager_network_up(Manager *m);
+
 /* bus.c */
 int bus_setup(Manager *m);
+/* Watches NetworkManager's state on the system bus, when both are there (never fatal). */
+void bus_watch_network(Manager *m);
 void bus_emit_started(Manager *m, uint32_t run_id, const char *account);
 void bus_emit_progress(Manager *m, uint32_t run_id, const char *account, const char *collection,
 		       unsigned done, unsigned total);

@@ -529,6 +529,7 @@ def test_unit_keeps_a_broken_config_from_restarting_forever():
     src = os.path.join(os.path.dirname(__file__), "..", "..", "systemd", "ksyncd.service.in")
     unit = open(src).read()
     assert "RestartPreventExitStatus=78" in unit
+    assert "network-online.target" not in unit
 
 
 def test_config_check(ks, tmp_path):
@@ -727,3 +728,118 @@ def test_401_stop_ends_with_a_config_change(radicale, ks, daemon):
     keys["username"] = radicale.username
     ks.write_config()
     wait_until(lambda: synced(daemon, ACCOUNT), 60, "the sync after the fix")
+
+
+# ---- the network coming back -------------------------------------------------------------------
+
+def test_network_back_syncs_at_once(radicale, ks, daemon, tmp_path):
+    """NetworkManager (a stand-in owning its name on a private system bus) says the network
+    is back: an account waiting in backoff syncs at once, not after the backoff."""
+    import dbus
+    import dbus.lowlevel
+    from ksynctest import servers, tlsfront
+    from ksynctest.daemon import SESSION_CONF
+
+    seed(radicale)
+    port = servers.free_port()
+    ks.add_account(ACCOUNT, radicale, url="http://127.0.0.1:%d/" % port)
+    sock = tmp_path / "system_bus"
+    conf = tmp_path / "system-bus.conf"
+    (tmp_path / "no-services").mkdir()
+    conf.write_text(SESSION_CONF % {"services": tmp_path / "no-services", "socket": sock})
+    bus = subprocess.Popen(["dbus-daemon", "--config-file=%s" % conf, "--nofork",
+                            "--nopidfile", "--print-address"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, env=ks.env())
+    front = None
+    try:
+        address = bus.stdout.readline().decode().strip()
+        assert address
+        nm = dbus.bus.BusConnection(address)
+        nm.request_name("org.freedesktop.NetworkManager")
+        daemon.system_bus_address = address
+        daemon.start()
+        a = wait_until(lambda: (lambda x: x["state"] == "backoff" and x)(
+            account_state(daemon, ACCOUNT)), 60, "the failed first run")
+        assert a["retry_in"] >= 25, a
+        assert "Watching NetworkManager" in daemon.log_text()
+
+        front = tlsfront.Front(radicale, port=port)
+        t0 = time.monotonic()
+        for state in (20, 70):      # NM_STATE_DISCONNECTED, then NM_STATE_CONNECTED_GLOBAL
+            msg = dbus.lowlevel.SignalMessage("/org/freedesktop/NetworkManager",
+                                              "org.freedesktop.NetworkManager",
+                                              "StateChanged")
+            msg.append(dbus.UInt32(state))
+            nm.send_message(msg)
+        nm.flush()
+        wait_until(lambda: synced(daemon, ACCOUNT), 20, "the sync once the network is back")
+        took = time.monotonic() - t0
+        print("synced %.1f s after NetworkManager said the network is back" % took)
+        assert took < 10, took
+        assert "the network is back" in daemon.log_text()
+        nm.close()
+    finally:
+        if front:
+            front.stop()
+        bus.terminate()
+        bus.wait(timeout=10)
+
+
+def test_without_networkmanager_offline_retries_are_capped(ks, daemon):
+    ks.accounts[ACCOUNT] = {"url": "http://127.0.0.1:9/", "username": "u"}
+    ks.write_config()
+    daemon.start()
+    wait_until(lambda: (lambda x: x["state"] == "backoff" and x)(
+        account_state(daemon, ACCOUNT)), 60, "the failed first run")
+    assert "no NetworkManager: runs that find no network are retried every minute" in \
+        daemon.log_text()
+
+
+# ---- make install ------------------------------------------------------------------------------
+
+def test_make_install_paths(tmp_path):
+    """PREFIX=~/.local puts the user unit where systemd looks for it, and /usr/local keeps
+    lib/systemd/user."""
+    src = os.path.join(os.path.dirname(__file__), "..", "..")
+    build = os.environ.get("KSYNC_BUILD", "/work/main/build/plain")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_RUNTIME_DIR": str(tmp_path),
+           "LANG": "C.UTF-8"}
+    prefix = home / ".local"
+    b = os.path.relpath(build, os.path.abspath(src))
+    p = subprocess.run(["make", "-s", "-C", src, "install", "PREFIX=%s" % prefix, "B=%s" % b],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    unit = prefix / "share" / "systemd" / "user" / "ksyncd.service"
+    assert unit.is_file(), p.stdout
+    assert "ExecStart=%s/bin/ksyncd" % prefix in unit.read_text()
+    assert "Note: systemd does not look" not in p.stdout, p.stdout
+    paths = subprocess.run(["systemd-analyze", "--user", "unit-paths"], env=env,
+                           capture_output=True, text=True, timeout=60).stdout.split()
+    assert str(unit.parent) in paths, paths
+    svc = prefix / "share" / "dbus-1" / "services" / "io.ksync.Sync1.service"
+    assert "Exec=%s/bin/ksyncd" % prefix in svc.read_text()
+    for f in ("bin/ksyncd", "bin/ksyncctl", "share/man/man1/ksyncctl.1",
+              "share/man/man5/ksync.conf.5", "share/man/man8/ksyncd.8"):
+        assert (prefix / f).is_file(), f
+
+    dest = tmp_path / "dest"
+    p = subprocess.run(["make", "-s", "-C", src, "install", "PREFIX=/usr/local",
+                        "DESTDIR=%s" % dest, "B=%s" % b], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert (dest / "usr/local/lib/systemd/user/ksyncd.service").is_file()
+
+
+def test_make_says_run_make_deps(tmp_path):
+    src = os.path.join(os.path.dirname(__file__), "..", "..")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "PKG_CONFIG_LIBDIR": str(tmp_path / "no-pc"), "PKG_CONFIG_PATH": ""}
+    p = subprocess.run(["make", "-C", src, "all", "B=%s" % (tmp_path / "build")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+    out = p.stdout + p.stderr
+    assert "pkg-config cannot find: libcurl" in out and "make deps" in out, out
+    assert "error:" not in out and "fatal" not in out, out
+    assert not (tmp_path / "build").exists()

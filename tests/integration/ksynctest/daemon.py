@@ -61,6 +61,8 @@ class Daemon:
         self.log = open(self.log_path, "wb")
         self.proc = None
         self.log_level = log_level
+        # No system bus unless a test gives one (a fake NetworkManager's).
+        self.system_bus_address = "unix:path=%s" % (ks.runtime_dir / "no-system-bus")
 
     def make_activatable(self, log_level="info"):
         """Lets the bus start ksyncd by D-Bus activation, as an installed
@@ -70,7 +72,8 @@ class Daemon:
             % (self.ks.ksyncd, log_level))
 
     def env(self, **extra):
-        return self.ks.env(DBUS_SESSION_BUS_ADDRESS=self.address, **extra)
+        return self.ks.env(DBUS_SESSION_BUS_ADDRESS=self.address,
+                           DBUS_SYSTEM_BUS_ADDRESS=self.system_bus_address, **extra)
 
     def start(self, wait_ready=True):
         self.proc = subprocess.Popen(
