@@ -7,7 +7,10 @@ Run by `make demo` (which builds ksyncd and sets KSYNC_BUILD). Steps:
      contacts, events (one recurring, with a moved occurrence) and tasks (tests/demo_data.py);
   2. write a ksync config for it in a temporary HOME and run `ksyncd --once`;
   3. show the files ksync wrote;
-  4. point khard, khal and todoman at those files and show what they list.
+  4. point khard, khal and todoman at those files and show what they list;
+  5. the service itself: on a private session bus, `ksyncctl status` starts ksyncd by D-Bus
+     activation, an event made with `khal new` reaches the server within seconds (ksyncd
+     watches the files), and `ksyncctl status` shows the account afterwards.
 
 Nothing outside the temporary directory is touched; it is removed at the end unless --keep.
 """
@@ -28,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from ksynctest import servers  # noqa: E402
+from ksynctest.daemon import Daemon  # noqa: E402
 from ksynctest.ksync import KsyncHome  # noqa: E402
 import demo_data  # noqa: E402
 
@@ -264,6 +268,84 @@ def show_readers(home):
     return ok
 
 
+# ------------------------------------------------------------------------------- service
+
+SERVICE_WAIT = 60
+
+
+def ctl(bus, *args):
+    r = bus.ctl(*args, timeout=RUN_TIMEOUT)
+    print(f"$ ksyncctl {' '.join(args)}")
+    if r.stdout.strip():
+        print(indent(r.stdout))
+    if r.stderr.strip():
+        print(indent(r.stderr, "  ! "))
+    return r
+
+
+def account_idle_ok(bus):
+    import json
+    r = bus.ctl("status", "--json", timeout=RUN_TIMEOUT)
+    if r.rc != 0:
+        return False
+    for a in json.loads(r.stdout)["accounts"]:
+        if a["name"] == ACCOUNT:
+            return a["state"] == "idle" and a["last_result"] == "ok"
+    return False
+
+
+def wait_for(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def show_service(home, server):
+    heading("5. The service: ksyncd started by D-Bus, an edit in khal on the server in seconds")
+    print("A private session bus whose io.ksync.Sync1.service file runs the demo's ksyncd, as\n"
+          "an installed ksync's does (`make install`); the first ksyncctl call starts it.")
+    bus = Daemon(home)
+    try:
+        bus.make_activatable()
+        r = ctl(bus, "status")
+        if r.rc != 0:
+            print("demo: ksyncctl status failed")
+            return False
+        if not wait_for(lambda: account_idle_ok(bus), SERVICE_WAIT):
+            print(f"demo: ksyncd did not finish its first run within {SERVICE_WAIT} s")
+            return False
+        tz = local_timezone()
+        _, cals = collection_dirs(home)
+        personal = [d for d in cals if holds(d, "VEVENT")][0]
+        cal_href = [h for h, c in server.collections().items()
+                    if c["kind"] == "calendar" and "personal" in h][0]
+        before = set(server.list(cal_href))
+        day = (dt.date.today() + dt.timedelta(days=1)).strftime("%Y-%m-%d")
+        name = section_name(personal, set())
+        print()
+        ok = run_reader(home, tz, [KHAL, "new", "-a", name, day, "10:00", "11:00",
+                                   "Written with khal"], "A new event (khal)")
+        if not ok:
+            return False
+        t0 = time.monotonic()
+        if not wait_for(lambda: set(server.list(cal_href)) - before, SERVICE_WAIT):
+            print(f"demo: the event did not reach the server within {SERVICE_WAIT} s")
+            return False
+        took = time.monotonic() - t0
+        new = sorted(set(server.list(cal_href)) - before)
+        print(f"On the server {took:.1f} s later: {new[0]}\n"
+              "(ksyncd saw the new file through inotify and sent it after a 2 s pause for "
+              "more edits.)")
+        wait_for(lambda: account_idle_ok(bus), SERVICE_WAIT)
+        print()
+        return ctl(bus, "status").rc == 0
+    finally:
+        bus.stop()
+
+
 # ------------------------------------------------------------------------------- main
 
 def main():
@@ -295,6 +377,7 @@ def main():
         if run_ksync(home, server):
             show_tree(home)
             ok = show_readers(home)
+            ok = show_service(home, server) and ok
     except KeyboardInterrupt:
         print("\ndemo: interrupted")
     except Exception as e:
@@ -305,8 +388,9 @@ def main():
         heading("Done" if ok else "Done, with errors")
         if ok:
             print("ksync brought the server's contacts, events and tasks down as plain .vcf/.ics "
-                  "files,\nand khard, khal and todoman read them as they are. See README.md to "
-                  "set up a real account.")
+                  "files,\nkhard, khal and todoman read them as they are, and ksyncd sent an "
+                  "event made in khal\nto the server within seconds. See README.md to set up "
+                  "a real account.")
         print("The demo server is stopped.")
         if args.keep:
             h = tmp / "user" / "home"

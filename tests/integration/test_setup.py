@@ -843,3 +843,23 @@ def test_make_says_run_make_deps(tmp_path):
     assert "pkg-config cannot find: libcurl" in out and "make deps" in out, out
     assert "error:" not in out and "fatal" not in out, out
     assert not (tmp_path / "build").exists()
+
+
+# ---- make demo ---------------------------------------------------------------------------------
+
+def test_demo_runs_end_to_end():
+    """What `make demo` runs: --once, the readers, then ksyncd started by D-Bus activation
+    sending an event made with khal to the server within seconds."""
+    demo = os.path.join(os.path.dirname(__file__), "..", "demo.py")
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": "UTC",
+           "KSYNC_BUILD": os.environ.get("KSYNC_BUILD", "/work/main/build/plain")}
+    p = subprocess.run(["/usr/bin/python3", demo], env=env, capture_output=True, text=True,
+                       timeout=300, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    out = p.stdout
+    assert "5. The service" in out
+    assert "$ ksyncctl status" in out and "Account demo" in out, out[-3000:]
+    import re
+    m = re.search(r"On the server ([0-9.]+) s later", out)
+    assert m and float(m.group(1)) < 15, out[-3000:]
+    assert "state      idle" in out and "Done\n" in out, out[-3000:]
