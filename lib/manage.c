@@ -329,7 +329,7 @@ int ks_manage_proppatch_body(bool calendar, const char *displayname, const char 
 
 const char *ks_manage_auth_message(void)
 {
-	return "the server refused the credentials (HTTP 401/403): check the username and the "
+	return "the server refused the credentials (HTTP 401): check the username and the "
 	       "password (for Infomaniak the username is the account id shown in the Manager, "
 	       "such as AB12345, not the e-mail address); with two-factor authentication on, "
 	       "the account password is refused: create an application password (Infomaniak: "
