@@ -42,7 +42,8 @@
 #define LIST_SECS 3600
 /* Deletions within this long of the first are counted together by the mass-deletion guard. */
 #define GUARD_WINDOW_SECS 3600
-/* A file found missing is looked for again this much later before its item is deleted. */
+/* A file found missing is looked for again this long after its directory last changed before
+ * its item is deleted. */
 #define SECOND_LOOK_MS 1000
 
 int ks_engine_collection_dir(const ks_engine *e, const char *account, const ks_collection *col,
@@ -2786,15 +2787,32 @@ static void report_ignored(coll_run *c, const ks_local_change *ch)
 			  ch->filename, strerror(-ch->error));
 }
 
+/* How long to wait before the second look: until SECOND_LOOK_MS have passed since the
+ * directory last changed. A directory quiet for that long holds no file in transit, and
+ * costs no wait. */
+static unsigned second_look_wait_ms(const coll_run *c)
+{
+	struct stat st;
+	struct timespec now;
+
+	if (fstat(c->dirfd, &st) < 0 || clock_gettime(CLOCK_REALTIME, &now) < 0)
+		return SECOND_LOOK_MS;
+	int64_t since = ((int64_t) now.tv_sec - st.st_mtim.tv_sec) * 1000 +
+			(now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
+	return since >= SECOND_LOOK_MS ? 0 : since < 0 ? SECOND_LOOK_MS
+						       : (unsigned) (SECOND_LOOK_MS - since);
+}
+
 /* A file missing now may be away for a moment: moved out and back, or replaced in two steps
  * by a program. A deletion is sent only when a second look, a little later, still misses the
  * file and finds its item under no other name; the others are left to a later run. */
 static int confirm_deletions(coll_run *c, ks_scan_result *sr, size_t *n_deleted)
 {
 	ks_scan_result again = {};
+	unsigned wait = second_look_wait_ms(c);
 	int r;
 
-	for (unsigned waited = 0; waited < SECOND_LOOK_MS && !cancelled(c->R); waited += 50)
+	for (unsigned waited = 0; waited < wait && !cancelled(c->R); waited += 50)
 		(void) nanosleep(&(struct timespec) { .tv_nsec = 50 * 1000000 }, NULL);
 	if (cancelled(c->R))
 		return -ECANCELED;
