@@ -1,8 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+/* The sync engine's own declarations: what an engine holds, and the state and the functions
+ * the parts of one run share (account.c, collections.c, sync.c, pull.c, fetch.c, push.c,
+ * conflict.c, local.c, guard.c, run.c). */
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "buf_p.h"
 #include "cache_p.h"
+#include "dav_p.h"
+#include "item_p.h"
 #include "ksync.h"
+#include "limits.h"
+#include "merge_p.h"
+#include "scan_p.h"
 
 /* What an engine holds: the data directory and its cache connection. */
 struct ks_engine {
@@ -27,3 +42,227 @@ int ks_engine_open_collection_dir(const ks_engine *e, const char *account,
  * NULL). */
 int ks_engine_lock_account(const ks_engine *e, const char *account, bool wait, int *ret_fd,
 			   char **reterr_msg);
+
+/* A damaged cache found in a run (-EUCLEAN) is checked page by page; when damaged it is set
+ * aside and a new one opened. 1 when a new cache was made, 0 when the check found nothing,
+ * or a negative errno. */
+int ks_engine_recover_cache(ks_engine *e);
+
+/* ---- one run of an account: the state every part of the engine shares ------------------- */
+
+static inline bool ks_str_eq(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+typedef struct run {
+	ks_engine *e;
+	const ks_account_config *acc;
+	const ks_sync_opts *o;
+	ks_dav *dav;
+	bool damaged;		/* the cache answered -EUCLEAN */
+	bool first_pass;	/* a damaged cache gets a second pass: keep its -EUCLEAN quiet */
+} run;
+
+typedef struct href_list {
+	char **v;
+	size_t n, cap;
+} href_list;
+
+/* Per-collection state while it syncs. */
+typedef struct coll_run {
+	run *R;
+	ks_collection *col;
+	char label[KS_NAME_MAX + 16];	/* contacts/<name> */
+	size_t rows_at_start;	/* items of the collection when its run started */
+	int dirfd;
+	char *dir;		/* the directory's path, for messages */
+	const char *ext;
+	bool full;		/* listing everything: items not seen are gone */
+	/* hrefs to fetch, as the server serves them ([0]) and as vCard 4.0 ([1], in address
+	 * books that offer it), and to delete */
+	href_list fetch[2];
+	char **gone;
+	size_t n_gone, cap_gone;
+	char **seen;		/* full listings: every href the server has, sorted later */
+	size_t n_seen, cap_seen;
+	href_list missing[2];	/* hrefs the multigets left out, fetched one by one after them */
+	bool truncated;
+	int cb_error;
+	unsigned added, updated, deleted, skipped, failed_fetch;
+	unsigned failed_push;	/* of failed_fetch, the local changes that could not be sent */
+	unsigned skipped_outside;	/* listed hrefs outside the collection */
+	unsigned fetched;
+	unsigned pushed, pushed_deletes, conflicts, deferred;
+	unsigned held;		/* server changes not applied that no upload takes care of */
+	unsigned refused;	/* local changes the server (or ksync) refused */
+	ks_refusal *refusals;	/* earlier refusals, by file name, while the push runs */
+	size_t n_refusals;
+	ks_intent *intents;	/* uploads a crash interrupted */
+	size_t n_intents;
+	char **uploaded;	/* hrefs this run sent, sorted before the read-back listing */
+	size_t n_uploaded, cap_uploaded;
+	bool read_back;		/* the listing after the uploads: fetch those again */
+	char **untracked_uids;	/* UID and file name pairs of local files without a row */
+	size_t n_untracked, cap_untracked;
+	bool untracked_known;
+} coll_run;
+
+
+typedef struct fetched_item {
+	char *href;
+	char *etag;
+	char *data;
+	size_t len;
+} fetched_item;
+
+typedef struct batch {
+	coll_run *c;
+	char **hrefs;		/* borrowed from c->fetch */
+	bool vcard4;		/* cards asked for as vCard 4.0 */
+	size_t n_hrefs;
+	fetched_item *items;
+	size_t n_items;
+	ks_buf body;
+} batch;
+
+
+typedef struct push_item {
+	coll_run *c;
+	ks_local_change *ch;
+	ks_intent_op op;
+	char *href;
+	char *body;		/* what is sent: the file's bytes, with a UID added if it had none */
+	size_t len;
+	char hash[65];
+	ks_item_info info;
+	struct stat st;		/* the file as it was when body was read or written */
+	ks_dav_request req;
+	bool needs_merge;
+	bool refetch;
+	bool done;
+} push_item;
+
+/* What the file of a cached item is like next to its row (ks_local_file_state()). */
+enum {
+	KS_FILE_AS_RECORDED,	/* as ksync wrote or last saw it */
+	KS_FILE_EDITED,		/* its bytes differ */
+	KS_FILE_MISSING,
+	KS_FILE_OTHER,		/* no regular file (a symlink, a FIFO) */
+};
+
+/* ---- run.c: events and small lists ------------------------------------------------------- */
+
+/* Hands ev to the caller's on_event. */
+void ks_run_emit(run *R, const ks_sync_event *ev);
+/* Emits an event of type t for coll (NULL: the account) with err and a message made from fmt,
+ * control characters, C1 controls and bidi overrides escaped (a server's words or a file name
+ * cannot forge a log line). -EUCLEAN marks the run's cache as damaged. */
+void ks_run_fail(run *R, ks_sync_event_type t, const char *coll, int err, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+/* Whether the run was asked to stop (SIGTERM). */
+bool ks_run_cancelled(const run *R);
+/* Appends a copy of s to the array *v of *n strings (capacity *cap), at most
+ * KS_COLLECTION_MAX_ITEMS (-E2BIG). -ENOMEM. */
+int ks_strv_push(char ***v, size_t *n, size_t *cap, const char *s);
+void ks_strv_free(char **v, size_t n);
+/* qsort() and bsearch() comparison of two char * elements. */
+int ks_strv_cmp(const void *a, const void *b);
+
+/* ---- account.c, collections.c: an account's run, its collections ------------------------- */
+
+/* Brings the cached collections *known of the run's account in line with a home listing
+ * remote: new ones get a directory name and a row, changed properties are saved, and those
+ * gone from the server are removed with their files when the mass-deletion guard lets them
+ * go (a collection left out of the listing but still on the server is kept). Collections not
+ * to be synced this run are taken out of *known. Returns the number of collections that could
+ * not be recorded or removed (each reported), or a negative errno. */
+int ks_collections_reconcile(run *R, ks_collection *remote, size_t n_remote,
+			     ks_collection **known, size_t *n_known);
+
+/* ---- sync.c: one collection both ways ---------------------------------------------------- */
+
+/* Syncs col both ways: pull, push, the read-back of the uploads. remote is what a home
+ * listing said of the collection right now, or NULL. Failures are reported; -ENOENT when the
+ * collection is gone from the server (and no listing was made this run). */
+int ks_sync_collection(run *R, ks_collection *col, const ks_collection *remote);
+/* Reports the collection's failure line for items that could not be fetched or sent. */
+void ks_sync_report_failed(coll_run *c);
+
+/* ---- pull.c: the server's changes into the files and the cache --------------------------- */
+
+/* Lists what changed on the server (sync-collection with the stored token, a full listing, or
+ * a PROPFIND with etags), fetches it, applies it, deletes what the server deleted, and stores
+ * the new token. remote is what a home listing said of the collection right now, or NULL.
+ * Failures are reported here. */
+int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force);
+/* Whether this run uploaded href (c->uploaded sorted). */
+bool ks_coll_uploaded_here(const coll_run *c, const char *href);
+/* Forgets one listing round; with keep_seen the hrefs a full listing saw stay. */
+void ks_coll_reset_lists(coll_run *c, bool keep_seen);
+
+/* ---- fetch.c: items from the server into the files and the cache ------------------------- */
+
+/* Fetches c->fetch (multigets, several in flight; what they leave out by GET afterwards) and
+ * applies each answer: files first, then rows, one transaction per batch. */
+int ks_fetch_all(coll_run *c);
+/* The server's current version of href, asked as vCard 4.0 with vcard4: 0 with data and etag,
+ * -ENOENT when it has none. */
+int ks_fetch_one(coll_run *c, const char *href, bool vcard4, char **ret, size_t *ret_len,
+		 char **ret_etag);
+/* Whether a card is to be asked for as vCard 4.0: the version of data in an address book that
+ * offers it. */
+bool ks_wants_vcard4(const coll_run *c, const char *data, size_t len);
+/* The intent a crash left for href, or NULL. Borrowed. */
+const ks_intent *ks_coll_find_intent(const coll_run *c, const char *href);
+/* A file of the collection could not be written or deleted: the collection fails with the
+ * path and the cause, reported once; returns the error to fail with. */
+int ks_coll_file_failed(coll_run *c, const char *what, const char *name, int r);
+
+/* ---- guard.c: the mass-deletion guard ---------------------------------------------------- */
+
+/* Lets n_delete deletions happen or stops the collection (-EDQUOT, reported): see guard.c.
+ * side names where they would happen, why what points at them, remedy what else to do. */
+int ks_guard_deletions(coll_run *c, size_t n_delete, const char *side, const char *why,
+		       const char *remedy);
+
+/* ---- push.c, conflict.c: local changes to the server, merges ----------------------------- */
+
+/* Scans the directory and sends every local change; merges what both sides changed. */
+int ks_push_collection(coll_run *c);
+/* A random version 4 UUID in out. -EIO when no random bytes could be had. */
+int ks_random_uid(char out[37]);
+/* Both sides changed p's item (or the server lost it): merges and brings both sides to the
+ * result, keeping the losing version of any conflict. */
+int ks_conflict_resolve(coll_run *c, push_item *p);
+/* The account's conflict policy as the merge takes it. */
+ks_conflict_policy ks_coll_policy(const coll_run *c);
+/* PUT with a condition (if_match, or If-None-Match: * without it); *ret_etag is the answer's
+ * ETag (NULL without one); errmsg gets the failure. */
+int ks_conflict_put(coll_run *c, const char *href, const char *data, size_t len,
+		    const char *if_match, char **ret_etag, char *errmsg, size_t errmsg_len);
+/* Reads href back after an upload (answered without an ETag): the cache holds what the server
+ * stores, and so does the file unless it was edited again meanwhile. */
+int ks_conflict_read_back(coll_run *c, const char *href, const char *filename, const char *sent,
+			  size_t sent_len, const struct stat *st);
+
+/* ---- local.c: the files and rows of a collection ----------------------------------------- */
+
+/* KS_FILE_* for the file of it, or a negative errno. */
+int ks_local_file_state(coll_run *c, const ks_cache_item *it);
+int64_t ks_stat_mtime_ns(const struct stat *st);
+/* Writes data over the item file name (atomically, flushed), unless the file changed since
+ * expected (NULL: no check) was taken. 1 when written (*ret_st its new stat), 0 when left. */
+int ks_local_replace_file(coll_run *c, const char *name, const struct stat *expected,
+			  const char *data, size_t len, struct stat *ret_st);
+/* Keeps the version data that lost a conflict under conflicts/<account>/<collection>/ and
+ * records it (a copy kept before is reused). *ret_path (optional) gets where. */
+int ks_local_keep_copy(coll_run *c, const char *filename, const char *uid, const char *data,
+		       size_t len, const char *side, const char *winner, const char *summary,
+		       char **ret_path);
+/* Records that the server holds data at href with etag (NULL: unknown) and the file filename
+ * (with stat st) holds it too, and clears the intent: one transaction. */
+int ks_local_record_item(coll_run *c, const char *href, const char *etag, const char *filename,
+			 const char *data, size_t len, const struct stat *st);
+/* Forgets the row of href and its intent. */
+int ks_local_forget_item(coll_run *c, const char *href);

@@ -1,0 +1,384 @@
+/* SPDX-License-Identifier: MIT */
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "engine_p.h"
+#include "fsutil_p.h"
+#include "hash_p.h"
+#include "macro.h"
+#include "vdir_p.h"
+
+static int assign_dir_name(run *R, ks_collection *col, ks_collection *known, size_t n_known);
+static int replace_str(char **dst, const char *src);
+static int refresh_collection(ks_collection *col, const ks_collection *remote);
+static int on_gone_check(const ks_ms_response *r, void *userdata);
+static int collection_gone(run *R, const char *href);
+static int move_aside(run *R, const char *label, int dirfd, const char *name, char **ret_path);
+static int cmp_local_row(const void *key, const void *elem);
+static int file_is_ksyncs(ks_cache *cache, ks_local_row *rows, size_t n, int dirfd,
+			  const char *name);
+static int remove_collection_files(run *R, const ks_collection *col);
+
+/* Brings the cached collections in line with a home listing: new ones get a directory name
+ * and a row, changed properties are saved, and those gone from the server are removed with
+ * their files, if the mass-deletion guard lets them go. Returns the number of collections
+ * that could not be recorded or removed. */
+int ks_collections_reconcile(run *R, ks_collection *remote, size_t n_remote, ks_collection **known,
+		     size_t *n_known)
+{
+	ks_cache *cache = R->e->cache;
+	int failed = 0, r;
+
+	for (size_t i = 0; i < *n_known; i++) {
+		ks_collection *k = &(*known)[i];
+		bool present = false;
+		for (size_t j = 0; j < n_remote && !present; j++)
+			present = strcmp(k->href, remote[j].href) == 0;
+		if (present)
+			continue;
+		char label[KS_NAME_MAX + 16];
+		snprintf(label, sizeof(label), "%s/%s",
+			 k->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars", k->name);
+		r = collection_gone(R, k->href);
+		if (r == 0) {
+			ks_run_fail(R, KS_SYNC_NOTICE, label, 0, "the listing of the collections did "
+				  "not name %s, which the server still has; nothing changed", k->href);
+			continue;
+		}
+		int n = r > 0 ? ks_cache_count_items(cache, k->id) : 0;
+		if (r < 0 || n < 0) {
+			r = r < 0 ? r : n;
+			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, label, r, "the listing of the "
+				  "collections did not name %s, and asking it failed (%s); nothing "
+				  "changed", k->href, strerror(-r));
+			failed++;
+			goto skip;
+		}
+		if (n > 0 && k->enabled && !R->o->allow_mass_delete) {
+			/* A collection going away takes all its items with it: the mass-deletion
+			 * guard stops that whatever the size. */
+			_cleanup_free_ char *dir = NULL;
+			(void) ks_engine_collection_dir(R->e, R->acc->name, k, &dir);
+			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, label, -EDQUOT,
+				  "the server no longer has this collection (%s: deleted, or moved?); "
+				  "its %d items are kept in '%s' and nothing was deleted. If it was "
+				  "deleted on purpose, run `ksyncctl sync --allow-mass-delete %s` to "
+				  "remove it here too (what was not sent is kept under conflicts/)",
+				  k->href, n, dir ? dir : k->name, R->acc->name);
+			failed++;
+			goto skip;
+		}
+		r = remove_collection_files(R, k);
+		if (r >= 0)
+			r = ks_cache_delete_collection(cache, k->id);
+		if (r < 0) {
+			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, label, r,
+				  "cannot remove the collection deleted on the server: %s",
+				  strerror(-r));
+			failed++;
+			goto skip;
+		}
+		if (k->enabled)
+			ks_run_fail(R, KS_SYNC_NOTICE, label, 0, "the collection was deleted on the "
+				  "server; it was removed here with its %d items", n);
+skip:
+		/* Not synced this run either way: it is no longer listed. */
+		ks_collection_done(k);
+		memmove(k, k + 1, (*n_known - i - 1) * sizeof(*k));
+		(*n_known)--;
+		i--;
+	}
+	for (size_t j = 0; j < n_remote; j++) {
+		ks_collection *col = NULL;
+		for (size_t i = 0; i < *n_known && !col; i++)
+			if (strcmp((*known)[i].href, remote[j].href) == 0)
+				col = &(*known)[i];
+		if (col) {
+			r = refresh_collection(col, &remote[j]);
+			if (r > 0)
+				r = ks_cache_save_collection(cache, col);
+		} else {
+			/* New collections follow `collections =`, except one just created here. */
+			bool enable = R->acc->collections != KS_NEW_COLLECTIONS_NONE ||
+				      (R->o->enable_href && strcmp(R->o->enable_href, remote[j].href) == 0);
+			ks_collection fresh = {
+				.account = strdup(R->acc->name),
+				.href = strdup(remote[j].href),
+				.kind = remote[j].kind,
+				.enabled = enable,
+				.supports_sync = remote[j].supports_sync,
+			};
+			r = fresh.account && fresh.href ? 0 : -ENOMEM;
+			if (r >= 0)
+				r = assign_dir_name(R, &fresh, *known, *n_known);
+			if (r >= 0)
+				r = refresh_collection(&fresh, &remote[j]);
+			if (r >= 0)
+				r = ks_cache_save_collection(cache, &fresh);
+			if (r >= 0) {
+				ks_collection *nk = realloc(*known, (*n_known + 1) * sizeof(*nk));
+				if (!nk)
+					r = -ENOMEM;
+				else {
+					*known = nk;
+					(*known)[(*n_known)++] = fresh;
+				}
+			}
+			if (r < 0)
+				ks_collection_done(&fresh);
+		}
+		if (r == -ENOMEM)
+			return r;
+		if (r < 0) {
+			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, remote[j].href, r,
+				  "cannot record the collection: %s", strerror(-r));
+			failed++;
+		}
+	}
+	return failed;
+}
+
+static int assign_dir_name(run *R, ks_collection *col, ks_collection *known, size_t n_known)
+{
+	_cleanup_free_ char *base = NULL;
+	int r = ks_vdir_collection_name(col->href, &base);
+
+	if (r < 0)
+		return r;
+	for (unsigned i = 1; i < 1000; i++) {
+		_cleanup_free_ char *name = NULL;
+		if (i == 1)
+			name = strdup(base);
+		else if (asprintf(&name, "%s-%u", base, i) < 0)
+			name = NULL;
+		if (!name)
+			return -ENOMEM;
+		bool taken = false;
+		for (size_t j = 0; j < n_known && !taken; j++)
+			taken = known[j].kind == col->kind && known[j].name &&
+				strcmp(known[j].name, name) == 0;
+		if (!taken) {
+			col->name = TAKE_PTR(name);
+			return 0;
+		}
+	}
+	return -EEXIST;
+}
+
+static int replace_str(char **dst, const char *src)
+{
+	if (ks_str_eq(*dst, src))
+		return 0;
+	char *n = src ? strdup(src) : NULL;
+	if (src && !n)
+		return -ENOMEM;
+	free(*dst);
+	*dst = n;
+	return 1;
+}
+
+/* Updates the cached collection from the server's listing; returns 1 when a row changed. */
+static int refresh_collection(ks_collection *col, const ks_collection *remote)
+{
+	int changed = 0, r;
+
+	r = replace_str(&col->displayname, remote->displayname);
+	if (r < 0)
+		return r;
+	changed |= r;
+	r = replace_str(&col->color, remote->color);
+	if (r < 0)
+		return r;
+	changed |= r;
+	r = replace_str(&col->description, remote->description);
+	if (r < 0)
+		return r;
+	changed |= r;
+	if (col->components != remote->components || col->readonly != remote->readonly ||
+	    col->vcard4 != remote->vcard4) {
+		col->components = remote->components;
+		col->readonly = remote->readonly;
+		col->vcard4 = remote->vcard4;
+		changed = 1;
+	}
+	if (!col->supports_sync && remote->supports_sync && remote->sync_token) {
+		col->supports_sync = true;
+		changed = 1;
+	}
+	return changed;
+}
+
+static int on_gone_check(const ks_ms_response *r, void *userdata)
+{
+	int *state = userdata;
+
+	/* Depth 0: this is the collection itself, whatever form its href takes. Some servers
+	 * (Xandikos) answer a missing one with a 207 whose response says 404. */
+	if (r->status == 404 || r->status == 410)
+		*state = 1;
+	return 0;
+}
+
+/* Whether the collection at href is gone from the server (1), still there (0), or the server
+ * did not say (a negative errno). A home listing that leaves a collection out may be wrong (a
+ * server or a proxy glitch, a 207 naming nothing): only the collection's own 404 counts. */
+static int collection_gone(run *R, const char *href)
+{
+	static const char body[] =
+		"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+		"<d:propfind xmlns:d=\"DAV:\"><d:prop><d:resourcetype/></d:prop></d:propfind>\n";
+	int state = 0;
+	ks_dav_request req = {
+		.method = "PROPFIND", .url = href, .depth = "0", .body = body,
+		.body_len = sizeof(body) - 1, .on_response = on_gone_check, .userdata = &state,
+	};
+	int r = ks_dav_run_one(R->dav, &req);
+
+	ks_dav_request_done(&req);
+	if (r == -ENOENT)
+		return 1;
+	return r < 0 ? r : state;
+}
+
+/* Moves the entry name of dirfd under conflicts/<account>/<label>/ (a free name there), where
+ * the user finds what a removed collection held that ksync had not written. */
+static int move_aside(run *R, const char *label, int dirfd, const char *name, char **ret_path)
+{
+	_cleanup_free_ char *rel = NULL;
+	int fd, r;
+
+	if (asprintf(&rel, "conflicts/%s/%s", R->acc->name, label) < 0)
+		return -ENOMEM;
+	r = ks_fs_open_beneath(R->e->data_dir, rel, true, &fd, NULL);
+	if (r < 0)
+		return r;
+	for (unsigned i = 0; i < 1000; i++) {
+		_cleanup_free_ char *to = NULL;
+		if ((i == 0 ? asprintf(&to, "%s", name) : asprintf(&to, "%s.%u", name, i)) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		if (faccessat(fd, to, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+			continue;
+		r = ks_neg_errno(renameat(dirfd, name, fd, to));
+		if (r >= 0)
+			r = ks_fs_fsync_dir(fd);
+		if (r >= 0 && asprintf(ret_path, "%s/%s/%s", R->e->data_dir, rel, to) < 0)
+			r = -ENOMEM;
+		break;
+	}
+	close(fd);
+	return r;
+}
+
+static int cmp_local_row(const void *key, const void *elem)
+{
+	return strcmp(key, ((const ks_local_row *) elem)->filename);
+}
+
+/* Whether the file name of dirfd is the item file ksync wrote and nothing else: a row names
+ * it, and its stat, or else its content, is what the row recorded. */
+static int file_is_ksyncs(ks_cache *cache, ks_local_row *rows, size_t n, int dirfd,
+			  const char *name)
+{
+	ks_local_row *row = bsearch(name, rows, n, sizeof(*rows), cmp_local_row);
+	_cleanup_free_ char *data = NULL;
+	struct stat st;
+	size_t len = 0;
+	char hex[65];
+	int r;
+
+	if (!row || fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	if (ks_scan_stat_matches(&st, row->mtime_ns, row->ino, row->size))
+		return 1;
+	r = ks_cache_fill_local_row(cache, row);
+	if (r >= 0)
+		r = ks_fs_read_file(dirfd, name, KS_CARD_MAX, &data, &len);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0 || !row->hash)
+		return 0;
+	ks_sha256_hex(data, len, hex);
+	return strcmp(hex, row->hash) == 0;
+}
+
+/* Removes the directory of a collection the server no longer has. Only what ksync wrote is
+ * deleted: item files as their rows recorded them, and the displayname and color files.
+ * Everything else (an edit not sent, a new item, a file that is no item) is moved under
+ * conflicts/ first, recorded and reported, so that nothing of the user's is lost. */
+static int remove_collection_files(run *R, const ks_collection *col)
+{
+	_cleanup_free_ char *parent = NULL;
+	char label[KS_NAME_MAX + 16];
+	ks_local_row *rows = NULL;
+	size_t n_rows = 0;
+	unsigned kept = 0;
+	DIR *d;
+	struct dirent *de;
+	int pfd, fd, r;
+
+	snprintf(label, sizeof(label), "%s/%s",
+		 col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars", col->name);
+	if (asprintf(&parent, "%s/%s", col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts"
+									    : "calendars",
+		     R->acc->name) < 0)
+		return -ENOMEM;
+	/* Never through a symlink: the files deleted are ksync's own, nobody else's. */
+	r = ks_fs_open_beneath(R->e->data_dir, parent, false, &pfd, NULL);
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	fd = openat(pfd, col->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		r = errno == ENOENT ? 0 : -errno;
+		close(pfd);
+		return r;
+	}
+	r = ks_cache_list_local(R->e->cache, col->id, &rows, &n_rows);
+	d = r >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		r = r < 0 ? r : -errno;
+		close(fd);
+		close(pfd);
+		ks_local_rows_free(rows, n_rows);
+		return r;
+	}
+	while (r >= 0 && (de = readdir(d))) {
+		const char *name = de->d_name;
+		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+			continue;
+		if (strcmp(name, "displayname") == 0 || strcmp(name, "color") == 0 ||
+		    ks_fs_is_temp_name(name)) {
+			r = ks_neg_errno(unlinkat(dirfd(d), name, 0));
+			continue;
+		}
+		r = file_is_ksyncs(R->e->cache, rows, n_rows, dirfd(d), name);
+		if (r > 0) {
+			r = ks_neg_errno(unlinkat(dirfd(d), name, 0));
+			continue;
+		}
+		_cleanup_free_ char *kept_path = NULL;
+		if (r >= 0)
+			r = move_aside(R, label, dirfd(d), name, &kept_path);
+		if (r >= 0)
+			r = ks_cache_add_conflict(R->e->cache, R->acc->name, label, NULL, name,
+						  kept_path, "server", "collection removed");
+		if (r >= 0) {
+			kept++;
+			ks_run_fail(R, KS_SYNC_NOTICE, label, 0, "'%s' was not sent to the server "
+				  "before the collection was removed there; it is kept in %s", name,
+				  kept_path);
+		}
+	}
+	closedir(d);
+	ks_local_rows_free(rows, n_rows);
+	if (r >= 0)
+		r = ks_neg_errno(unlinkat(pfd, col->name, AT_REMOVEDIR));
+	if (r >= 0)
+		r = ks_fs_fsync_dir(pfd);
+	close(pfd);
+	return r;
+}

@@ -1,0 +1,808 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "engine_p.h"
+#include "fsutil_p.h"
+#include "hash_p.h"
+#include "macro.h"
+#include "vdir_p.h"
+
+typedef struct staged {
+	fetched_item *f;
+	ks_item_info info;
+	char *filename;
+	struct stat st;
+	char hash[65];
+	bool is_new;
+	bool skip_write;	/* the file already holds these bytes */
+	bool adopt;		/* an untracked local file with this UID becomes the item */
+	bool ours;		/* a new row for a local file (an upload a crash cut off) */
+} staged;
+
+typedef struct get_slot {
+	batch *b;
+	const char *href;
+} get_slot;
+
+static void batch_clear_items(batch *b);
+static int restore_crlf(const char *data, size_t len, char **ret, size_t *ret_len);
+static int on_multiget(const ks_ms_response *r, void *userdata);
+static int untracked_differs(coll_run *c, const char *name, const char *data, size_t len);
+static int untracked_same(coll_run *c, const char *name, const char *data, size_t len,
+			  struct stat *ret_st);
+static int find_untracked(coll_run *c);
+static const char *untracked_with_uid(const coll_run *c, const char *uid);
+static int repair_damaged(coll_run *c, const ks_cache_item *it);
+static int pick_filename(coll_run *c, const fetched_item *f, const ks_item_info *info,
+			 const staged *batch_items, size_t n_batch, char **ret);
+static int apply_batch(coll_run *c, batch *b);
+static int multiget_body(coll_run *c, batch *b);
+static int note_missing(coll_run *c, const batch *b);
+static int on_get_done(ks_dav_request *req, void *userdata);
+static int fetch_missing(coll_run *c);
+static int on_batch_done(ks_dav_request *req, void *userdata);
+
+int ks_fetch_all(coll_run *c)
+{
+	size_t nb0 = (c->fetch[0].n + KS_MULTIGET_BATCH - 1) / KS_MULTIGET_BATCH;
+	size_t nb = nb0 + (c->fetch[1].n + KS_MULTIGET_BATCH - 1) / KS_MULTIGET_BATCH;
+	batch *bs;
+	ks_dav_request *reqs;
+	int r = 0;
+
+	if (nb == 0)
+		return 0;
+	/* Request bodies are built as requests start, so memory stays at a few batches. */
+	bs = calloc(nb, sizeof(*bs));
+	reqs = calloc(nb, sizeof(*reqs));
+	if (!bs || !reqs) {
+		free(bs);
+		free(reqs);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < nb; i++) {
+		bool v4 = i >= nb0;
+		const href_list *l = &c->fetch[v4];
+		size_t off = (v4 ? i - nb0 : i) * KS_MULTIGET_BATCH;
+		bs[i].c = c;
+		bs[i].vcard4 = v4;
+		bs[i].hrefs = l->v + off;
+		bs[i].n_hrefs = KS_MIN((size_t) KS_MULTIGET_BATCH, l->n - off);
+		r = multiget_body(c, &bs[i]);
+		if (r < 0)
+			goto out;
+		reqs[i] = (ks_dav_request) {
+			.method = "REPORT",
+			.url = c->col->href,
+			.depth = "1",
+			.body = bs[i].body.data,
+			.body_len = bs[i].body.len,
+			.on_response = on_multiget,
+			.userdata = &bs[i],
+			.on_done = on_batch_done,
+		};
+	}
+	r = ks_dav_run(c->R->dav, reqs, nb);
+	if (r >= 0 && c->cb_error)
+		r = c->cb_error;
+	if (r >= 0)
+		r = fetch_missing(c);
+out:
+	for (size_t i = 0; i < nb; i++) {
+		batch_clear_items(&bs[i]);
+		ks_buf_done(&bs[i].body);
+		ks_dav_request_done(&reqs[i]);
+	}
+	free(bs);
+	free(reqs);
+	return r;
+}
+
+static void batch_clear_items(batch *b)
+{
+	for (size_t i = 0; i < b->n_items; i++) {
+		free(b->items[i].href);
+		free(b->items[i].etag);
+		free(b->items[i].data);
+	}
+	free(b->items);
+	b->items = NULL;
+	b->n_items = 0;
+}
+
+/* XML parsers turn CRLF into LF (XML 1.0, 2.11), so calendar-data and address-data arrive
+ * with bare LF unless the server wrote CR as "&#13;". vCard and iCalendar lines end in CRLF
+ * (RFC 6350 3.2, RFC 5545 3.1): without any CR, put them back, which gives the bytes the
+ * server holds for every item stored as the standards require. */
+static int restore_crlf(const char *data, size_t len, char **ret, size_t *ret_len)
+{
+	size_t lf = 0;
+	bool has_cr = memchr(data, '\r', len) != NULL;
+
+	if (!has_cr)
+		for (size_t i = 0; i < len; i++)
+			lf += data[i] == '\n';
+	char *out = malloc(len + lf + 1);
+	if (!out)
+		return -ENOMEM;
+	size_t o = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (!has_cr && data[i] == '\n')
+			out[o++] = '\r';
+		out[o++] = data[i];
+	}
+	out[o] = 0;
+	*ret = out;
+	*ret_len = o;
+	return 0;
+}
+
+static int on_multiget(const ks_ms_response *r, void *userdata)
+{
+	batch *b = userdata;
+	_cleanup_free_ char *href = NULL;
+	int k;
+
+	if (!r->data)
+		return 0;
+	k = ks_href_normalize(ks_dav_base_url(b->c->R->dav), r->href, &href);
+	if (k == -ENOMEM)
+		return k;
+	if (k < 0)
+		return 0;
+	/* Only what was asked for: a server cannot slip in items under other names. */
+	bool asked = false;
+	for (size_t i = 0; i < b->n_hrefs && !asked; i++)
+		asked = strcmp(b->hrefs[i], href) == 0;
+	if (!asked)
+		return 0;
+	/* One answer per href: a second one would become a second file for one row, which the
+	 * next scan would take for a new local item and upload. */
+	for (size_t i = 0; i < b->n_items; i++)
+		if (strcmp(b->items[i].href, href) == 0) {
+			b->c->skipped++;
+			ks_run_fail(b->c->R, KS_SYNC_ITEM_SKIPPED, b->c->label, -ENOTUNIQ,
+				  "ignoring a second answer for '%.200s' in one multiget", href);
+			return 0;
+		}
+	fetched_item *ni = realloc(b->items, (b->n_items + 1) * sizeof(*ni));
+	if (!ni)
+		return -ENOMEM;
+	b->items = ni;
+	fetched_item *it = &b->items[b->n_items];
+	*it = (fetched_item) { .href = TAKE_PTR(href), .etag = r->etag ? strdup(r->etag) : NULL };
+	b->n_items++;
+	return restore_crlf(r->data, r->data_len, &it->data, &it->len);
+}
+
+/* An untracked file already named name: 0 when it holds exactly data (a crash left it, or an
+ * upload just made it) or does not exist, 1 when it holds something else. */
+static int untracked_differs(coll_run *c, const char *name, const char *data, size_t len)
+{
+	_cleanup_free_ char *cur = NULL;
+	size_t n = 0;
+	int r = ks_fs_read_file(c->dirfd, name, KS_CARD_MAX, &cur, &n);
+
+	if (r == -ENOENT)
+		return 0;
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return 1;
+	return n == len && memcmp(cur, data, len) == 0 ? 0 : 1;
+}
+
+/* 1 when the untracked file name holds exactly data, with its stat in *ret_st, taken before
+ * and checked after the read so that an edit in between is not missed; 0 otherwise. */
+static int untracked_same(coll_run *c, const char *name, const char *data, size_t len,
+			  struct stat *ret_st)
+{
+	struct stat st;
+	int r;
+
+	if (fstatat(c->dirfd, name, ret_st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(ret_st->st_mode))
+		return 0;
+	r = untracked_differs(c, name, data, len);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	if (fstatat(c->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !ks_scan_stat_matches(&st,
+				  (int64_t) ret_st->st_mtim.tv_sec * 1000000000 +
+					  ret_st->st_mtim.tv_nsec,
+				  (int64_t) ret_st->st_ino, (int64_t) ret_st->st_size))
+		return 0;
+	return 1;
+}
+
+/* Local item files without a row, by UID: created here while the server got an item with
+ * the same UID (or uploaded before a crash kept their row from being written). Read once per
+ * run, and only when the server has new items. */
+static int find_untracked(coll_run *c)
+{
+	ks_scan_result sr = {};
+	/* Read-only: this runs inside apply_batch()'s transaction, where the scan could not
+	 * open its own to record touched files (the push's scan records them). */
+	int r = ks_scan_collection(c->R->e->cache, c->col->id, c->dirfd, c->ext, true, &sr);
+
+	c->untracked_known = true;
+	if (r < 0)
+		return r;
+	for (size_t i = 0; r >= 0 && i < sr.n_changes; i++) {
+		ks_local_change *ch = &sr.changes[i];
+		ks_item_info info = {};
+		if (ch->kind != KS_LOCAL_NEW || !ch->data)
+			continue;
+		if (ks_item_parse_info(ch->data, ch->len, &info, NULL) >= 0 && info.uid) {
+			r = ks_strv_push(&c->untracked_uids, &c->n_untracked, &c->cap_untracked,
+				      info.uid);
+			if (r >= 0)
+				r = ks_strv_push(&c->untracked_uids, &c->n_untracked,
+					      &c->cap_untracked, ch->filename);
+		}
+		ks_item_info_done(&info);
+	}
+	ks_scan_result_done(&sr);
+	return r;
+}
+
+static const char *untracked_with_uid(const coll_run *c, const char *uid)
+{
+	for (size_t i = 0; uid && i + 1 < c->n_untracked; i += 2)
+		if (strcmp(c->untracked_uids[i], uid) == 0)
+			return c->untracked_uids[i + 1];
+	return NULL;
+}
+
+const ks_intent *ks_coll_find_intent(const coll_run *c, const char *href)
+{
+	for (size_t i = 0; i < c->n_intents; i++)
+		if (strcmp(c->intents[i].href, href) == 0)
+			return &c->intents[i];
+	return NULL;
+}
+
+/* An edited file that does not parse as an item: kept as a conflict copy, after which the
+ * server's version may replace it (1). 0 when the file is a valid item (an edit to send). */
+static int repair_damaged(coll_run *c, const ks_cache_item *it)
+{
+	_cleanup_free_ char *data = NULL, *kept = NULL;
+	size_t len = 0;
+	ks_item_info info = {};
+	int r = ks_fs_read_file(c->dirfd, it->filename, KS_CARD_MAX, &data, &len);
+
+	if (r == -ENOMEM)
+		return r;
+	if (r >= 0) {
+		r = ks_item_parse_info(data, len, &info, NULL);
+		ks_item_info_done(&info);
+		if (r == -ENOMEM)
+			return r;
+		if (r >= 0)
+			return 0;
+		r = ks_local_keep_copy(c, it->filename, it->uid, data, len, "damaged", "server",
+			      "damaged local file", &kept);
+		if (r < 0)
+			return r;
+	}
+	ks_run_fail(c->R, KS_SYNC_NOTICE, c->label, 0,
+		  "'%s' was damaged and is restored from the server%s%s", it->filename,
+		  kept ? "; the damaged file is kept in " : "", kept ? kept : "");
+	return 1;
+}
+
+static int pick_filename(coll_run *c, const fetched_item *f, const ks_item_info *info,
+			 const staged *batch_items, size_t n_batch, char **ret)
+{
+	_cleanup_free_ char *base = NULL;
+	int r;
+
+	/* An upload that a crash cut off before its row was written: the item is the user's
+	 * file, which keeps its name (a second file with the same UID would be a duplicate). */
+	const ks_intent *in = ks_coll_find_intent(c, f->href);
+	if (in && in->op == KS_INTENT_CREATE && in->filename &&
+	    faccessat(c->dirfd, in->filename, F_OK, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    ks_cache_filename_taken(c->R->e->cache, c->col->id, in->filename, f->href) == 0) {
+		*ret = strdup(in->filename);
+		return *ret ? 0 : -ENOMEM;
+	}
+	r = ks_vdir_item_name(info->uid, f->href, &base);
+	if (r < 0)
+		return r;
+	for (unsigned attempt = 0; attempt < 100; attempt++) {
+		char *name;
+		if (attempt == 0)
+			r = asprintf(&name, "%s%s", base, c->ext);
+		else {
+			char hex[65];
+			ks_sha256_hex(f->href, strlen(f->href), hex);
+			r = asprintf(&name, "%s-%.*s%s", base, 8 + (int) attempt, hex, c->ext);
+		}
+		if (r < 0)
+			return -ENOMEM;
+		bool taken = false;
+		for (size_t i = 0; i < n_batch && !taken; i++)
+			taken = batch_items[i].filename && strcmp(batch_items[i].filename, name) == 0;
+		if (!taken) {
+			r = ks_cache_filename_taken(c->R->e->cache, c->col->id, name, f->href);
+			if (r >= 0 && r == 0)
+				r = untracked_differs(c, name, f->data, f->len);
+			if (r < 0) {
+				free(name);
+				return r;
+			}
+			taken = r > 0;
+		}
+		if (!taken) {
+			*ret = name;
+			return 0;
+		}
+		free(name);
+	}
+	return -EEXIST;
+}
+
+/* A file of the collection could not be written or deleted (a read-only directory, a full
+ * disk): the collection fails with the path and the cause, reported once. No row was
+ * written for it, so the next run fetches it again. */
+int ks_coll_file_failed(coll_run *c, const char *what, const char *name, int r)
+{
+	if (r == -ENOMEM)
+		return r;
+	if (c->cb_error)
+		return c->cb_error;
+	if (name)
+		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r, "cannot %s '%s/%s': %s",
+			  what, c->dir, name, strerror(-r));
+	else
+		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r, "cannot %s files in '%s': %s",
+			  what, c->dir, strerror(-r));
+	/* A directory that cannot be written stops this collection only, where -EACCES would
+	 * stop the account as a refused login does. */
+	c->cb_error = r == -EACCES || r == -EPERM ? -EROFS : r;
+	return c->cb_error;
+}
+
+/* Writes a batch of fetched items: files first (one flush for the batch), then their rows in
+ * one transaction. */
+static int apply_batch(coll_run *c, batch *b)
+{
+	ks_cache *cache = c->R->e->cache;
+	staged *st = calloc(b->n_items ? b->n_items : 1, sizeof(*st));
+	ks_fs_batch *fb = NULL;
+	size_t n = 0;
+	bool in_tx = false;
+	int r;
+
+	if (!st)
+		return -ENOMEM;
+	r = ks_fs_batch_new(c->dirfd, &fb);
+	if (r < 0)
+		goto out;
+	/* One transaction for the lookups and the rows of the batch: besides atomicity, it
+	 * spares SQLite a lock and unlock per statement. */
+	r = ks_cache_begin(cache);
+	if (r < 0)
+		goto out;
+	in_tx = true;
+	for (size_t i = 0; i < b->n_items; i++) {
+		fetched_item *f = &b->items[i];
+		staged *s = &st[n];
+		_cleanup_free_ char *why = NULL;
+		ks_cache_item old = {};
+
+		s->f = f;
+		r = ks_item_parse_info(f->data, f->len, &s->info, &why);
+		if (r == -ENOMEM)
+			goto out;
+		if (r >= 0 && c->col->kind == KS_COLLECTION_ADDRESSBOOK &&
+		    s->info.kind != KS_ITEM_VCARD) {
+			r = -EBADMSG;
+			why = strdup("not a vCard");
+		} else if (r >= 0 && c->col->kind == KS_COLLECTION_CALENDAR &&
+			   s->info.kind == KS_ITEM_VCARD) {
+			r = -EBADMSG;
+			why = strdup("not an iCalendar object");
+		}
+		if (r < 0) {
+			c->skipped++;
+			ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r, "skipping '%.200s': %s",
+				  f->href, why ? why : strerror(-r));
+			ks_item_info_done(&s->info);
+			continue;
+		}
+		r = ks_cache_get_item(cache, c->col->id, f->href, &old);
+		if (r < 0 && r != -ENOENT)
+			goto out;
+		s->is_new = r == -ENOENT;
+		r = 0;
+		if (!s->is_new) {
+			/* A file keeps its name across updates; one edited locally since ksync
+			 * wrote it is left alone, and the upload that follows merges the two. */
+			r = ks_local_file_state(c, &old);
+			bool renamed = false;
+			if (r == KS_FILE_MISSING) {
+				/* Renamed here (mv, an editor saving under another name): the
+				 * file with the item's UID is the item, maybe edited, and the push
+				 * that follows sends it, merged with this change. Writing the
+				 * server's version under the old name would make two files with
+				 * one UID. */
+				if (!c->untracked_known) {
+					r = find_untracked(c);
+					if (r < 0) {
+						ks_cache_item_done(&old);
+						goto out;
+					}
+				}
+				renamed = untracked_with_uid(c, old.uid) != NULL;
+				r = renamed ? KS_FILE_EDITED : KS_FILE_MISSING;
+			}
+			if (r == KS_FILE_EDITED && c->R->o->force && !renamed) {
+				/* --force repairs a file that is no item any more (truncated,
+				 * overwritten); the broken one is kept aside. */
+				r = repair_damaged(c, &old);
+				if (r == 0)
+					r = KS_FILE_EDITED;
+				else if (r > 0)
+					r = KS_FILE_MISSING;
+			}
+			if (r < 0 || r == KS_FILE_EDITED || r == KS_FILE_OTHER) {
+				ks_cache_item_done(&old);
+				ks_item_info_done(&s->info);
+				if (r < 0)
+					goto out;
+				/* The upload merges an edited file; nothing is sent for a symlink
+				 * or a FIFO, so the listing must name this change again until the
+				 * file is back. */
+				if (r == KS_FILE_OTHER)
+					c->held++;
+				c->deferred++;
+				continue;
+			}
+			ks_sha256_hex(f->data, f->len, s->hash);
+			s->skip_write = r == KS_FILE_AS_RECORDED && old.hash &&
+					strcmp(old.hash, s->hash) == 0;
+			if (s->skip_write) {
+				/* Same bytes (a new etag, a --force run, a read-back): only the
+				 * row changes, the file and its readers are left in peace. */
+				s->st.st_mtim.tv_sec = old.mtime_ns / 1000000000;
+				s->st.st_mtim.tv_nsec = old.mtime_ns % 1000000000;
+				s->st.st_ino = (ino_t) old.ino;
+				s->st.st_size = (off_t) old.size;
+			}
+			s->filename = TAKE_PTR(old.filename);
+			ks_cache_item_done(&old);
+		} else {
+			const char *mine = untracked_with_uid(c, s->info.uid);
+			if (!c->untracked_known) {
+				r = find_untracked(c);
+				if (r < 0)
+					goto out;
+				mine = untracked_with_uid(c, s->info.uid);
+			}
+			if (mine) {
+				s->ours = true;
+				s->filename = strdup(mine);
+				if (!s->filename) {
+					r = -ENOMEM;
+					goto out;
+				}
+				/* A file holding the server's very bytes (a crash or a rebuilt
+				 * cache left it) is the item as it is; another one is merged. */
+				r = untracked_same(c, mine, f->data, f->len, &s->st);
+				if (r < 0)
+					goto out;
+				s->skip_write = r > 0;
+				s->adopt = r == 0;
+			} else {
+				r = pick_filename(c, f, &s->info, st, n, &s->filename);
+				if (r < 0)
+					goto out;
+				const ks_intent *in = ks_coll_find_intent(c, f->href);
+				s->ours = in && in->op == KS_INTENT_CREATE && in->filename &&
+					  strcmp(in->filename, s->filename) == 0;
+			}
+		}
+		if (s->adopt) {
+			/* The user's own new file with this UID: it stays as it is, the row
+			 * has no base, and the upload merges the two versions. */
+			memset(&s->st, 0, sizeof(s->st));
+			n++;
+			continue;
+		}
+		if (!s->skip_write) {
+			r = ks_fs_batch_add(fb, s->filename, f->data, f->len, &s->st);
+			if (r < 0) {
+				r = ks_coll_file_failed(c, "write", s->filename, r);
+				goto out;
+			}
+		}
+		ks_sha256_hex(f->data, f->len, s->hash);
+		n++;
+	}
+	if (n == 0) {
+		r = 0;
+		goto out;
+	}
+	if (ks_fs_batch_count(fb) > 0)
+		r = ks_fs_batch_commit(fb);
+	if (r < 0) {
+		r = ks_coll_file_failed(c, "write", NULL, r);
+		goto out;
+	}
+	/* The files are durable before their rows: a crash in between leaves files the next
+	 * run rewrites with the same bytes, never a row pointing at a missing file. */
+	for (size_t i = 0; i < n; i++) {
+		ks_item_row row = {
+			.href = st[i].f->href,
+			.etag = st[i].adopt ? NULL : st[i].f->etag,
+			.filename = st[i].filename,
+			.data = st[i].adopt ? "" : st[i].f->data,
+			.len = st[i].adopt ? 0 : st[i].f->len,
+			.info = &st[i].info,
+			.hash = st[i].adopt ? NULL : st[i].hash,
+			.mtime_ns = (int64_t) st[i].st.st_mtim.tv_sec * 1000000000 +
+				    st[i].st.st_mtim.tv_nsec,
+			.ino = (int64_t) st[i].st.st_ino,
+			.size = (int64_t) st[i].st.st_size,
+		};
+		r = ks_cache_put_item(cache, c->col->id, &row);
+		if (r >= 0 && ks_coll_find_intent(c, row.href))
+			r = ks_cache_clear_intent(cache, c->col->id, row.href);
+		if (r < 0)
+			goto out;
+		if (st[i].is_new && !st[i].ours)
+			c->added++;	/* the user's own file found on the server is no addition */
+		else if (st[i].skip_write)
+			;	/* same bytes under a new etag: nothing changed for the user */
+		else if (!c->read_back || !ks_coll_uploaded_here(c, row.href))
+			c->updated++;	/* reading back this run's own uploads is no update */
+	}
+	r = ks_cache_commit(cache);
+	if (r >= 0)
+		in_tx = false;
+out:
+	if (in_tx)
+		ks_cache_rollback(cache);
+	for (size_t i = 0; i < b->n_items; i++) {
+		ks_item_info_done(&st[i].info);
+		free(st[i].filename);
+	}
+	free(st);
+	ks_fs_batch_free(fb);
+	return r;
+}
+
+static int multiget_body(coll_run *c, batch *b)
+{
+	bool card = c->col->kind == KS_COLLECTION_ADDRESSBOOK;
+	const char *open = !card ? "<c:calendar-multiget xmlns:d=\"DAV:\" "
+				   "xmlns:c=\"urn:ietf:params:xml:ns:caldav\"><d:prop>"
+				   "<d:getetag/><c:calendar-data/></d:prop>"
+			   : b->vcard4 ? "<a:addressbook-multiget xmlns:d=\"DAV:\" "
+					 "xmlns:a=\"urn:ietf:params:xml:ns:carddav\"><d:prop>"
+					 "<d:getetag/><a:address-data content-type=\"text/vcard\" "
+					 "version=\"4.0\"/></d:prop>"
+				       : "<a:addressbook-multiget xmlns:d=\"DAV:\" "
+					 "xmlns:a=\"urn:ietf:params:xml:ns:carddav\"><d:prop>"
+					 "<d:getetag/><a:address-data/></d:prop>";
+	int r;
+
+	r = ks_buf_puts(&b->body, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
+	if (r >= 0)
+		r = ks_buf_puts(&b->body, open);
+	for (size_t i = 0; r >= 0 && i < b->n_hrefs; i++) {
+		r = ks_buf_puts(&b->body, "<d:href>");
+		if (r >= 0)
+			r = ks_xml_escape(&b->body, b->hrefs[i]);
+		if (r >= 0)
+			r = ks_buf_puts(&b->body, "</d:href>");
+	}
+	if (r >= 0)
+		r = ks_buf_puts(&b->body, card ? "</a:addressbook-multiget>\n"
+					       : "</c:calendar-multiget>\n");
+	return r;
+}
+
+/* Hrefs a multiget did not answer are noted here and fetched one by one once every multiget
+ * has ended: never from inside the request loop, whose callback this runs in. They are never
+ * taken as deleted. */
+static int note_missing(coll_run *c, const batch *b)
+{
+	for (size_t i = 0; i < b->n_hrefs; i++) {
+		bool got = false;
+		for (size_t j = 0; j < b->n_items && !got; j++)
+			got = strcmp(b->items[j].href, b->hrefs[i]) == 0;
+		if (got)
+			continue;
+		href_list *l = &c->missing[b->vcard4];
+		int r = ks_strv_push(&l->v, &l->n, &l->cap, b->hrefs[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int on_get_done(ks_dav_request *req, void *userdata)
+{
+	get_slot *g = userdata;
+	coll_run *c = g->b->c;
+	int r = req->result;
+
+	if (r == -ENOENT)
+		return 0;	/* gone between listing and fetch: the next listing reports it */
+	if (r == -EFBIG) {
+		/* Like an item that does not parse: reported and skipped, so that it is not
+		 * downloaded again on every run until it changes. */
+		c->skipped++;
+		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r,
+			  "skipping '%.200s': it is over the %d MB limit for one item", g->href,
+			  KS_CARD_MAX >> 20);
+		return 0;
+	}
+	if (r < 0 || !req->body_text) {
+		c->failed_fetch++;
+		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r < 0 ? r : -EIO,
+			  "could not fetch '%.200s': %s", g->href,
+			  req->errmsg[0] ? req->errmsg : "empty response");
+		return 0;
+	}
+	fetched_item *ni = realloc(g->b->items, (g->b->n_items + 1) * sizeof(*ni));
+	if (!ni)
+		return -ENOMEM;
+	g->b->items = ni;
+	fetched_item *it = &ni[g->b->n_items];
+	*it = (fetched_item) {
+		.href = strdup(g->href),
+		.etag = req->etag ? strdup(req->etag) : NULL,
+		.len = req->body_text_len,
+		.data = TAKE_PTR(req->body_text),
+	};
+	g->b->n_items++;
+	return it->href ? 0 : -ENOMEM;
+}
+
+/* GETs the hrefs the multigets left out, a batch at a time, and applies what arrived. */
+static int fetch_missing(coll_run *c)
+{
+	int r = 0;
+
+	for (size_t v = 0; v < 2; v++) {
+		href_list *l = &c->missing[v];
+		for (size_t off = 0; r >= 0 && off < l->n; off += KS_MULTIGET_BATCH) {
+			size_t n = KS_MIN((size_t) KS_MULTIGET_BATCH, l->n - off);
+			batch b = { .c = c, .hrefs = l->v + off, .n_hrefs = n, .vcard4 = v };
+			get_slot *slots = calloc(n, sizeof(*slots));
+			ks_dav_request *reqs = calloc(n, sizeof(*reqs));
+			if (!slots || !reqs)
+				r = -ENOMEM;
+			for (size_t i = 0; r >= 0 && i < n; i++) {
+				slots[i] = (get_slot) { .b = &b, .href = b.hrefs[i] };
+				reqs[i] = (ks_dav_request) {
+					.method = "GET", .url = b.hrefs[i], .max_body = KS_CARD_MAX,
+					.accept = v ? "text/vcard; version=4.0" : NULL,
+					.userdata = &slots[i], .on_done = on_get_done,
+				};
+			}
+			if (r >= 0)
+				r = ks_dav_run(c->R->dav, reqs, n);
+			if (r >= 0 && ks_run_cancelled(c->R))
+				r = -ECANCELED;
+			if (r >= 0 && b.n_items)
+				r = apply_batch(c, &b);
+			for (size_t i = 0; reqs && i < n; i++)
+				ks_dav_request_done(&reqs[i]);
+			batch_clear_items(&b);
+			free(slots);
+			free(reqs);
+		}
+		ks_strv_free(l->v, l->n);
+		*l = (href_list) {};
+	}
+	return r;
+}
+
+static int on_batch_done(ks_dav_request *req, void *userdata)
+{
+	batch *b = userdata;
+	coll_run *c = b->c;
+	int r;
+
+	ks_buf_done(&b->body);
+	if (ks_run_cancelled(c->R)) {
+		batch_clear_items(b);
+		return -ECANCELED;
+	}
+	/* Malformed XML, or an item over the size cap, ends the parse at that point: what came
+	 * before is applied and the rest fetched one by one, so one bad item costs its batch
+	 * nothing. */
+	if (req->result == -ENOENT) {
+		/* A multiget answered 404 as a whole (SabreDAV 1.8, when one of its items was
+		 * deleted since the listing): each item is fetched on its own. */
+		ks_run_fail(c->R, KS_SYNC_NOTICE, c->label, 0, "%s; fetching its %zu item(s) one "
+			  "by one", req->errmsg, b->n_hrefs);
+		batch_clear_items(b);
+	} else if (req->result < 0 && req->result != -EBADMSG && req->result != -EFBIG) {
+		/* The whole batch failed: the collection fails this run, nothing is lost. */
+		c->cb_error = req->result;
+		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, req->result, "%s",
+			  req->errmsg[0] ? req->errmsg : strerror(-req->result));
+		batch_clear_items(b);
+		return 0;
+	}
+	if (req->result == -EBADMSG)
+		/* What came before the damage is used; the rest is fetched item by item. */
+		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, req->result,
+			  "%s; %zu of the %zu item(s) asked for had arrived, the rest are fetched "
+			  "one by one", req->errmsg, b->n_items, b->n_hrefs);
+	r = note_missing(c, b);
+	if (r >= 0)
+		r = apply_batch(c, b);
+	c->fetched += (unsigned) b->n_hrefs;
+	batch_clear_items(b);
+	if (r < 0)
+		return r;
+	ks_sync_event ev = {
+		.type = KS_SYNC_PROGRESS, .account = c->R->acc->name, .collection = c->label,
+		.done = c->fetched, .total = (unsigned) (c->fetch[0].n + c->fetch[1].n),
+	};
+	ks_run_emit(c->R, &ev);
+	return 0;
+}
+
+/* Whether the server is to be asked for a card as vCard 4.0: the version of data, the card
+ * sent or merged, in an address book that offers it. */
+bool ks_wants_vcard4(const coll_run *c, const char *data, size_t len)
+{
+	return c->col->vcard4 && memmem(data, KS_MIN(len, (size_t) 512), "VERSION:4.0", 11);
+}
+
+/* The server's current version of href: 0 with data and etag, -ENOENT when it has none. */
+int ks_fetch_one(coll_run *c, const char *href, bool vcard4, char **ret, size_t *ret_len,
+		     char **ret_etag)
+{
+	_cleanup_free_ char *h = strdup(href);
+	char *hrefs[1] = { h };
+	batch b = { .c = c, .hrefs = hrefs, .n_hrefs = 1, .vcard4 = vcard4 };
+	int r = h ? multiget_body(c, &b) : -ENOMEM;
+
+	if (r >= 0) {
+		ks_dav_request req = {
+			.method = "REPORT", .url = c->col->href, .depth = "1", .body = b.body.data,
+			.body_len = b.body.len, .on_response = on_multiget, .userdata = &b,
+		};
+		r = ks_dav_run_one(c->R->dav, &req);
+		ks_dav_request_done(&req);
+	}
+	ks_buf_done(&b.body);
+	if (r >= 0 && b.n_items == 0) {
+		/* Not in the multiget: ask for it alone before believing it is gone. */
+		ks_dav_request req = {
+			.method = "GET", .url = href, .max_body = KS_CARD_MAX,
+			.accept = vcard4 ? "text/vcard; version=4.0" : NULL,
+		};
+		r = ks_dav_run_one(c->R->dav, &req);
+		if (r >= 0 && req.body_text) {
+			b.items = calloc(1, sizeof(*b.items));
+			if (!b.items)
+				r = -ENOMEM;
+			else {
+				b.n_items = 1;
+				b.items[0].len = req.body_text_len;
+				b.items[0].data = TAKE_PTR(req.body_text);
+				b.items[0].etag = req.etag ? strdup(req.etag) : NULL;
+			}
+		} else if (r >= 0)
+			r = -ENOENT;
+		ks_dav_request_done(&req);
+	}
+	if (r >= 0) {
+		*ret = TAKE_PTR(b.items[0].data);
+		*ret_len = b.items[0].len;
+		*ret_etag = TAKE_PTR(b.items[0].etag);
+	}
+	batch_clear_items(&b);
+	return r;
+}

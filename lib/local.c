@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine_p.h"
+#include "fsutil_p.h"
+#include "hash_p.h"
+#include "macro.h"
+
+static int find_kept(int dirfd, const char *base, size_t base_len, const char *side,
+		     const char *ext, const char *data, size_t len, char **ret);
+
+/* Whether the file of a cached item was changed locally since ksync wrote or last saw it:
+ * KS_FILE_EDITED when it differs, KS_FILE_OTHER when it is no regular file (a symlink, a FIFO),
+ * KS_FILE_AS_RECORDED, KS_FILE_MISSING. */
+int ks_local_file_state(coll_run *c, const ks_cache_item *it)
+{
+	struct stat st;
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	char hex[65];
+
+	if (fstatat(c->dirfd, it->filename, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? KS_FILE_MISSING : -errno;
+	if (!S_ISREG(st.st_mode))
+		return KS_FILE_OTHER;
+	if (ks_scan_stat_matches(&st, it->mtime_ns, it->ino, it->size))
+		return KS_FILE_AS_RECORDED;
+	int r = ks_fs_read_file(c->dirfd, it->filename, KS_CARD_MAX, &data, &len);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return KS_FILE_EDITED;
+	ks_sha256_hex(data, len, hex);
+	return it->hash && strcmp(hex, it->hash) == 0 ? KS_FILE_AS_RECORDED : KS_FILE_EDITED;
+}
+
+int64_t ks_stat_mtime_ns(const struct stat *st)
+{
+	return (int64_t) st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/* Writes data over the item file name, unless the file changed since expected was taken (the
+ * user is editing it: the next run sees that). Returns 1 when written, 0 when left alone. */
+int ks_local_replace_file(coll_run *c, const char *name, const struct stat *expected,
+			const char *data, size_t len, struct stat *ret_st)
+{
+	struct stat st;
+	int r;
+
+	if (expected) {
+		if (fstatat(c->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno != ENOENT)
+				return -errno;
+		} else if (!ks_scan_stat_matches(&st, ks_stat_mtime_ns(expected),
+						 (int64_t) expected->st_ino,
+						 (int64_t) expected->st_size))
+			return 0;
+	}
+	r = ks_fs_write_atomic(c->dirfd, name, data, len, true);
+	if (r >= 0)
+		r = ks_fs_fsync_dir(c->dirfd);
+	if (r >= 0 && ret_st && fstatat(c->dirfd, name, ret_st, AT_SYMLINK_NOFOLLOW) < 0)
+		r = -errno;
+	return r < 0 ? r : 1;
+}
+
+/* Keeps a version that lost a conflict under conflicts/<account>/<collection>/ and records
+ * it. *ret_path (optional) gets where. */
+/* A copy of data kept earlier under dirfd as "<base>.<time>.<side><ext>": a run cut off after
+ * keeping it meets the same conflict again and must not keep a second copy. */
+static int find_kept(int dirfd, const char *base, size_t base_len, const char *side,
+		     const char *ext, const char *data, size_t len, char **ret)
+{
+	int fd = dup(dirfd);
+	DIR *d;
+	struct dirent *de;
+	char tail[64];
+
+	snprintf(tail, sizeof(tail), ".%s%s", side, ext);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	int r = 0;
+	while (r == 0 && (de = readdir(d))) {
+		size_t n = strlen(de->d_name), t = strlen(tail);
+		if (n <= base_len + t || strncmp(de->d_name, base, base_len) != 0 ||
+		    de->d_name[base_len] != '.' || strcmp(de->d_name + n - t, tail) != 0)
+			continue;
+		_cleanup_free_ char *cur = NULL;
+		size_t cl = 0;
+		if (ks_fs_read_file(dirfd, de->d_name, KS_CARD_MAX, &cur, &cl) < 0)
+			continue;
+		if (cl == len && memcmp(cur, data, len) == 0) {
+			*ret = strdup(de->d_name);
+			r = *ret ? 1 : -ENOMEM;
+		}
+	}
+	closedir(d);
+	return r;
+}
+
+/* Keeps a version that lost a conflict under conflicts/<account>/<collection>/ and records
+ * it: the copy first, then its row, both before the losing side is overwritten anywhere, so
+ * that a crash at any point leaves the version either where it was or kept (and a repeated
+ * conflict reuses the copy). *ret_path (optional) gets where. */
+int ks_local_keep_copy(coll_run *c, const char *filename, const char *uid, const char *data,
+		     size_t len, const char *side, const char *winner, const char *summary,
+		     char **ret_path)
+{
+	_cleanup_free_ char *dir = NULL, *name = NULL, *path = NULL;
+	char stamp[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	int fd, r = 0;
+
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	if (asprintf(&dir, "%s/conflicts/%s/%s", c->R->e->data_dir, c->R->acc->name, c->label) < 0)
+		return -ENOMEM;
+	size_t base = strlen(filename);
+	if (base > strlen(c->ext))
+		base -= strlen(c->ext);
+	/* The user's data goes nowhere a symlink in ksync's tree points to. */
+	r = ks_fs_open_beneath(c->R->e->data_dir, dir + strlen(c->R->e->data_dir) + 1, true, &fd,
+			       NULL);
+	if (r < 0) {
+		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r,
+			  "cannot keep the losing side of a conflict in '%s': %s; nothing was "
+			  "merged", dir,
+			  r == -ELOOP ? "a symbolic link is on the way, which ksync does not follow"
+				      : strerror(-r));
+		if (r != -ENOMEM && !c->cb_error)
+			c->cb_error = r;
+		return r;
+	}
+	r = find_kept(fd, filename, base, side, c->ext, data, len, &name);
+	for (unsigned i = 0; r == 0 && i < 100; i++) {
+		free(name);
+		name = NULL;
+		if ((i == 0 ? asprintf(&name, "%.*s.%s.%s%s", (int) base, filename, stamp, side, c->ext)
+			    : asprintf(&name, "%.*s.%s.%s-%u%s", (int) base, filename, stamp, side,
+				       i, c->ext)) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		if (faccessat(fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+			continue;
+		r = ks_fs_write_atomic(fd, name, data, len, true);
+		if (r >= 0)
+			r = ks_fs_fsync_dir(fd);
+		if (r >= 0)
+			r = 1;
+	}
+	close(fd);
+	if (r < 0)
+		return r;
+	if (asprintf(&path, "%s/%s", dir, name) < 0)
+		return -ENOMEM;
+	r = ks_cache_add_conflict(c->R->e->cache, c->R->acc->name, c->label, uid, filename, path,
+				  winner, summary);
+	if (r < 0)
+		return r;
+	c->conflicts++;
+	if (ret_path)
+		*ret_path = TAKE_PTR(path);
+	return 0;
+}
+
+/* Records that the server now holds data at href with etag (NULL: unknown, fetched later)
+ * and that the file name holds it too, and clears the intent: one transaction. */
+int ks_local_record_item(coll_run *c, const char *href, const char *etag, const char *filename,
+		       const char *data, size_t len, const struct stat *st)
+{
+	ks_item_info info = {};
+	char hex[65];
+	int r;
+
+	r = ks_item_parse_info(data, len, &info, NULL);
+	if (r == -ENOMEM)
+		return r;
+	ks_sha256_hex(data, len, hex);
+	ks_item_row row = {
+		.href = href, .etag = etag, .filename = filename, .data = data, .len = len,
+		.info = r >= 0 ? &info : NULL, .hash = hex, .mtime_ns = ks_stat_mtime_ns(st),
+		.ino = (int64_t) st->st_ino, .size = (int64_t) st->st_size,
+	};
+	r = ks_cache_begin(c->R->e->cache);
+	if (r >= 0) {
+		r = ks_cache_put_item(c->R->e->cache, c->col->id, &row);
+		if (r >= 0)
+			r = ks_cache_clear_intent(c->R->e->cache, c->col->id, href);
+		if (r >= 0)
+			r = ks_cache_commit(c->R->e->cache);
+		if (r < 0)
+			ks_cache_rollback(c->R->e->cache);
+	}
+	ks_item_info_done(&info);
+	return r;
+}
+
+int ks_local_forget_item(coll_run *c, const char *href)
+{
+	int r = ks_cache_begin(c->R->e->cache);
+
+	if (r < 0)
+		return r;
+	r = ks_cache_delete_item(c->R->e->cache, c->col->id, href);
+	if (r >= 0)
+		r = ks_cache_clear_intent(c->R->e->cache, c->col->id, href);
+	if (r >= 0)
+		r = ks_cache_commit(c->R->e->cache);
+	if (r < 0)
+		ks_cache_rollback(c->R->e->cache);
+	return r;
+}
