@@ -18,7 +18,7 @@ CFLAGS ?= -O2 -g
 PYTHON ?= /usr/bin/python3
 PKG_CONFIG ?= pkg-config
 
-PKGS := libcurl libxml-2.0 libical sqlite3 libsystemd
+PKGS := libcurl libxml-2.0 libical sqlite3 libsystemd nettle
 # What pkg-config cannot find, so that a missing -dev package is said in words, not as a
 # compiler error about a header.
 PKG_MISSING = $(shell for p in $(PKGS) $(1); do $(PKG_CONFIG) --exists $$p 2>/dev/null || \
@@ -27,6 +27,7 @@ PKG_MISSING = $(shell for p in $(PKGS) $(1); do $(PKG_CONFIG) --exists $$p 2>/de
 # Debian packages the build, the tests, the demo and the benchmark need.
 DEB_PACKAGES := gcc make pkg-config libc6-dev \
 	libcurl4-openssl-dev libxml2-dev libical-dev libsqlite3-dev libsystemd-dev libcmocka-dev \
+	nettle-dev \
 	radicale xandikos python3-dulwich khard khal todoman vdirsyncer \
 	python3-pytest python3-requests python3-configobj curl dbus dbus-daemon systemd mandoc \
 	sqlite3 procps time openssl strace util-linux gnome-keyring libsecret-tools \
