@@ -27,7 +27,7 @@ PKG_MISSING = $(shell for p in $(PKGS) $(1); do $(PKG_CONFIG) --exists $$p 2>/de
 # Debian packages the build, the tests, the demo and the benchmark need.
 DEB_PACKAGES := gcc make pkg-config libc6-dev \
 	libcurl4-openssl-dev libxml2-dev libical-dev libsqlite3-dev libsystemd-dev libcmocka-dev \
-	nettle-dev \
+	nettle-dev libunistring-dev \
 	radicale xandikos python3-dulwich khard khal todoman vdirsyncer \
 	python3-pytest python3-requests python3-configobj curl dbus dbus-daemon systemd mandoc \
 	sqlite3 procps time openssl strace util-linux gnome-keyring libsecret-tools \
@@ -50,7 +50,8 @@ endif
 KS_CFLAGS := -std=gnu17 $(WARN) -MMD -MP -iquote lib -D_GNU_SOURCE $(SAN_FLAGS) \
 	$(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 KS_LDFLAGS := $(SAN_FLAGS)
-KS_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -lm
+# libunistring has no pkg-config file in Debian 12.
+KS_LIBS := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -lunistring -lm
 TEST_LIBS := $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null)
 
 LIB_SRCS := $(sort $(wildcard lib/*.c))
@@ -85,6 +86,9 @@ pkgcheck:
 	@missing="$(call PKG_MISSING)"; if [ -n "$$missing" ]; then \
 		echo "pkg-config cannot find: $$missing (the -dev packages are missing?)"; \
 		echo "Run 'make deps' (as root) to install what the build needs."; exit 1; fi
+	@echo '#include <unicase.h>' | $(CC) -E -x c - >/dev/null 2>&1 || { \
+		echo "cannot find unicase.h (libunistring-dev is missing?)"; \
+		echo "Run 'make deps' (as root) to install what the build needs."; exit 1; }
 
 pkgcheck-tests:
 	@missing="$(call PKG_MISSING,cmocka)"; if [ -n "$$missing" ]; then \

@@ -10,7 +10,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unicase.h>
+#include <unictype.h>
 #include <unistd.h>
+#include <uninorm.h>
+#include <unistr.h>
 
 #include "buf_p.h"
 #include "cache_p.h"
@@ -31,36 +35,49 @@
 
 /* ---- normalization ------------------------------------------------------------------------ */
 
-/* Base letters of U+00C0..U+017F, lower case; 0 for what is not a letter (×, ÷). */
-static const char latin_base[] =
-	"aaaaaaaceeeeiiii" "dnooooo\0ouuuuyts"	/* C0..DF: Æ→a, Ð→d, Þ→t, ß→s */
-	"aaaaaaaceeeeiiii" "dnooooo\0ouuuuyty"	/* E0..FF */
-	"aaaaaaccccccccdd" "ddeeeeeeeeeegggg"	/* 100..11F */
-	"gggghhhhiiiiiiii" "iiiijjkkklllllll"	/* 120..13F */
-	"lllnnnnnnnnnoooo" "oooorrrrrrssssss"	/* 140..15F */
-	"ssttttttuuuuuuuu" "uuuuwwyyyzzzzzzs";	/* 160..17F */
+/* Latin letters that case folding and NFKD leave whole (a stroke, a bar, a hook or a ligature
+ * is not a combining mark), after case folding, with the letters a person writes for them. */
+static const struct {
+	ucs4_t c;
+	const char *base;
+} latin_whole[] = {
+	{ 0x00e6, "ae" },	/* æ */
+	{ 0x00f0, "d" },	/* ð */
+	{ 0x00f8, "o" },	/* ø */
+	{ 0x00fe, "th" },	/* þ */
+	{ 0x0111, "d" },	/* đ */
+	{ 0x0127, "h" },	/* ħ */
+	{ 0x0131, "i" },	/* ı */
+	{ 0x0138, "k" },	/* ĸ */
+	{ 0x0142, "l" },	/* ł */
+	{ 0x014b, "n" },	/* ŋ */
+	{ 0x0153, "oe" },	/* œ */
+	{ 0x0167, "t" },	/* ŧ */
+	{ 0x0199, "k" },	/* ƙ */
+	{ 0x01b4, "y" },	/* ƴ */
+	{ 0x0253, "b" },	/* ɓ */
+	{ 0x0257, "d" },	/* ɗ */
+};
 
-/* Decodes one UTF-8 sequence at s (valid UTF-8 assumed; a bad byte counts as itself). */
-static uint32_t utf8_next(const char **ps)
+/* The letters latin_whole gives for c; NULL when c is not one of them. */
+static const char *latin_base(ucs4_t c)
 {
-	const uint8_t *s = (const uint8_t *) *ps;
-	uint32_t c = s[0];
-	size_t n = 1;
+	for (size_t i = 0; c >= 0x80 && i < ELEMENTSOF(latin_whole); i++)
+		if (latin_whole[i].c == c)
+			return latin_whole[i].base;
+	return NULL;
+}
 
-	if (c >= 0xc0 && c < 0xe0 && (s[1] & 0xc0) == 0x80) {
-		c = (c & 0x1f) << 6 | (s[1] & 0x3f);
-		n = 2;
-	} else if (c >= 0xe0 && c < 0xf0 && (s[1] & 0xc0) == 0x80 && (s[2] & 0xc0) == 0x80) {
-		c = (c & 0x0f) << 12 | (uint32_t) (s[1] & 0x3f) << 6 | (s[2] & 0x3f);
-		n = 3;
-	} else if (c >= 0xf0 && (s[1] & 0xc0) == 0x80 && (s[2] & 0xc0) == 0x80 &&
-		   (s[3] & 0xc0) == 0x80) {
-		c = (c & 0x07) << 18 | (uint32_t) (s[1] & 0x3f) << 12 |
-		    (uint32_t) (s[2] & 0x3f) << 6 | (s[3] & 0x3f);
-		n = 4;
-	}
-	*ps += n;
-	return c;
+/* What a name loses: the combining marks that are accents on Latin, Greek and Cyrillic letters
+ * (the Combining Diacritical Marks blocks), invisible format characters (soft hyphen, joiners),
+ * and U+00B7, which joins Catalan "l·l" and is what NFKD leaves of "ŀ". The marks of other
+ * scripts stay: a Devanagari vowel sign or a Japanese voicing mark makes another name. */
+static bool is_dropped(ucs4_t c)
+{
+	return (c >= 0x300 && c <= 0x36f) || (c >= 0x1ab0 && c <= 0x1aff) ||
+	       (c >= 0x1dc0 && c <= 0x1dff) || (c >= 0x20d0 && c <= 0x20ff) ||
+	       (c >= 0xfe20 && c <= 0xfe2f) || c == 0xb7 ||
+	       uc_is_general_category(c, UC_CATEGORY_Cf);
 }
 
 static int str_cmp(const void *a, const void *b)
@@ -72,7 +89,8 @@ int ks_dup_name_key(const char *name, char **ret)
 {
 	_cleanup_(ks_buf_done) ks_buf w = {};
 	_cleanup_free_ char **words = NULL;
-	size_t n_words = 0, cap = 0;
+	_cleanup_free_ uint8_t *folded = NULL;
+	size_t n_words = 0, cap = 0, n = 0;
 	int r = 0;
 
 	assert(ret);
@@ -80,31 +98,34 @@ int ks_dup_name_key(const char *name, char **ret)
 		*ret = NULL;
 		return 0;
 	}
-	/* The folded text, words separated by NULs. */
-	for (const char *s = name; *s && r >= 0;) {
-		const char *at = s;
-		uint32_t c = utf8_next(&s);
-		char base = 0;
+	/* Unicode's compatibility caseless form: "ＭÜLLER", "Müller" and "mu\u0308ller" all become
+	 * "mu" U+0308 "ller"; ß becomes "ss", final sigma σ. A byte that is not UTF-8 becomes
+	 * U+FFFD, a separator. */
+	folded = u8_casefold((const uint8_t *) name, strlen(name), NULL, UNINORM_NFKD, NULL, &n);
+	if (!folded)
+		return errno > 0 ? -errno : -ENOMEM;
+	/* The folded text without accents, words separated by NULs. */
+	for (size_t i = 0; i < n && r >= 0;) {
+		ucs4_t c;
+		int k = u8_mbtouc(&c, folded + i, n - i);
+		const uint8_t *at = folded + i;
 
-		if (c < 0x80) {
-			char a = ks_ascii_lower((char) c);
-			if ((a >= 'a' && a <= 'z') || (a >= '0' && a <= '9'))
-				base = a;
-		} else if (c >= 0xc0 && c <= 0x17f)
-			base = latin_base[c - 0xc0];
-		else if (c >= 0x300 && c <= 0x36f)
-			continue;	/* a combining mark: "e\u0301" is "é" */
-		else if (c >= 0x80 && c <= 0xbf)
-			base = 0;	/* Latin-1 punctuation */
-		else {
-			/* Other scripts stay as written (a word character). */
-			r = ks_buf_append(&w, at, (size_t) (s - at));
+		i += (size_t) k;
+		if (is_dropped(c))
+			continue;
+		/* Letters, digits and the marks left are words; anything else separates them. */
+		if (!uc_is_general_category(c, UC_CATEGORY_L) &&
+		    !uc_is_general_category(c, UC_CATEGORY_N) &&
+		    !uc_is_general_category(c, UC_CATEGORY_M)) {
+			if (w.len > 0 && w.data[w.len - 1] != 0)
+				r = ks_buf_append(&w, "", 1);
 			continue;
 		}
+		const char *base = latin_base(c);
 		if (base)
-			r = ks_buf_append(&w, &base, 1);
-		else if (w.len > 0 && w.data[w.len - 1] != 0)
-			r = ks_buf_append(&w, "", 1);
+			r = ks_buf_append(&w, base, strlen(base));
+		else
+			r = ks_buf_append(&w, at, (size_t) k);
 	}
 	if (r < 0)
 		return r;

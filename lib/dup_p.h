@@ -11,11 +11,12 @@
  * Two cards are likely duplicates when they share a normalized name, an e-mail address or a
  * phone number; groups are the connected sets (union-find over the keys). */
 
-/* The name key: NFD combining marks dropped, Latin letters with diacritics (U+00C0-U+017F)
- * turned into their base letters, ASCII lower-cased, every run of characters other than
- * letters and digits a single separator, and the words sorted, so that "Müller, Jürgen",
- * "jurgen  MULLER" and "Jürgen Müller" have the same key. *ret is NULL when nothing is left.
- * Owned by the caller. */
+/* The name key: the name case-folded and decomposed (NFKD, libunistring), its accents dropped,
+ * Latin letters with a stroke or a hook and ligatures written as plain letters (ø o, đ d,
+ * æ ae), every run of characters other than letters, digits and marks a single separator,
+ * and the words sorted, so that "Müller, Jürgen", "jurgen  MULLER" and "Jürgen Müller",
+ * "Ștefan"/"Stefan", "ИВАН"/"иван" and "Straße"/"STRASSE" have the same key. *ret is NULL
+ * when nothing is left. Owned by the caller; -ENOMEM. */
 int ks_dup_name_key(const char *name, char **ret);
 
 /* The e-mail key: trimmed, "mailto:" dropped, ASCII lower-cased; NULL without an '@'. */

@@ -41,10 +41,31 @@ static void test_name_key(void **state)
 		{ "Rene\xcc\x81" "e Dupont", "dupont renee" },
 		{ "Renée Dupont", "dupont renee" },
 		{ "Łukasz Żółć", "lukasz zolc" },
-		{ "Ærøskøbing Straße", "aroskobing strase" },
+		{ "Ærøskøbing Straße", "aeroskobing strasse" },
+		{ "STRAUSS, Johann", "johann strauss" },
 		{ "Jean-Pierre O'Neil", "jean neil o pierre" },
-		{ "Анна Иванова", "Анна Иванова" },
-		{ "Иванова Анна", "Анна Иванова" },
+		/* U+2019 apostrophe */
+		{ "Jean-Pierre O\xe2\x80\x99Neil", "jean neil o pierre" },
+		/* Letters outside Latin-1 and Latin Extended-A. */
+		{ "Ștefan Popescu", "popescu stefan" },
+		/* S + U+0327 combining cedilla */
+		{ "S\xcc\xa7tefan Popescu", "popescu stefan" },
+		{ "Nguyễn Văn Đức", "duc nguyen van" },
+		{ "Nguyen Van Duc", "duc nguyen van" },
+		{ "İlker Işık", "ilker isik" },
+		{ "Gal·la Gaŀla", "galla galla" },
+		{ "ＪＯＨＮ ＳＭＩＴＨ", "john smith" },
+		/* Case in other scripts; Greek final sigma is sigma. */
+		{ "Анна Иванова", "анна иванова" },
+		{ "ИВАНОВА Анна", "анна иванова" },
+		{ "ΟΔΥΣΣΕΑΣ ΕΛΥΤΗΣ", "ελυτησ οδυσσεασ" },
+		{ "Οδυσσέας Ελύτης", "ελυτησ οδυσσεασ" },
+		/* Marks that are not accents make another name. */
+		{ "राम", "राम" },
+		/* カ U+3099 ク */
+		{ "ガク", "\xe3\x82\xab\xe3\x82\x99\xe3\x82\xaf" },
+		/* A byte that is not UTF-8 separates words. */
+		{ "Jos\xff" "Maria", "jos maria" },
 		{ "", NULL },
 		{ " ,.- ", NULL },
 		{ NULL, NULL },
@@ -135,6 +156,40 @@ static void test_groups(void **state)
 	for (size_t i = 0; i < n; i++)
 		ks_dup_card_done(&cards[i]);
 	free(cards);
+}
+
+/* Pairs of cards a person takes for the same name, in scripts and letters beyond Latin-1. */
+static void test_groups_unicode(void **state)
+{
+	static const char *const names[] = {
+		"Ștefan Popescu", "POPESCU, Stefan",
+		"ИВАН ПЕТРОВ", "Петров Иван",
+		"Nguyễn Thị Đào", "Nguyen Thi Dao",
+		"Jakob Strauß", "Jakob Strauss",
+		"Οδυσσέας Ελύτης", "ΟΔΥΣΣΕΑΣ ΕΛΥΤΗΣ",
+	};
+	size_t n = ELEMENTSOF(names);
+	ks_dup_card cards[ELEMENTSOF(names)] = {};
+	ks_dup_groups g = {};
+
+	for (size_t i = 0; i < n; i++) {
+		char *card;
+		assert_true(asprintf(&card, "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:u%zu\r\nFN:%s\r\n"
+				     "END:VCARD\r\n", i, names[i]) > 0);
+		assert_int_equal(ks_dup_card_parse(card, strlen(card), &cards[i]), 0);
+		free(card);
+	}
+	assert_int_equal(ks_dup_find_groups(cards, n, &g), 0);
+	assert_int_equal(g.n_groups, n / 2);
+	for (size_t k = 0; k < g.n_groups; k++) {
+		assert_int_equal(g.start[k + 1] - g.start[k], 2);
+		assert_int_equal(g.members[g.start[k]], 2 * k);
+		assert_int_equal(g.members[g.start[k] + 1], 2 * k + 1);
+		assert_int_equal(g.why[k], KS_DUP_BY_NAME);
+	}
+	ks_dup_groups_done(&g);
+	for (size_t i = 0; i < n; i++)
+		ks_dup_card_done(&cards[i]);
 }
 
 static void test_groups_large(void **state)
@@ -312,6 +367,7 @@ int main(void)
 		cmocka_unit_test(test_email_key),
 		cmocka_unit_test(test_phone_key),
 		cmocka_unit_test(test_groups),
+		cmocka_unit_test(test_groups_unicode),
 		cmocka_unit_test(test_groups_large),
 		cmocka_unit_test(test_merge_rules),
 		cmocka_unit_test(test_merge_long_lines_fold),
