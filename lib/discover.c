@@ -151,7 +151,9 @@ static int explain_no_principal(const char *url, const attempt *first, char **re
 		return ks_set_error(reterr_msg, -EOPNOTSUPP, "%s does not speak CalDAV/CardDAV "
 				    "(PROPFIND answered %ld): is it the server's DAV address?", url,
 				    st);
-	if (st >= 200 && st < 300 && first->r < 0)
+	/* A 2xx whose body was no multistatus (a web page); a body cut short is the
+	 * connection's failure, said below. */
+	if (st >= 200 && st < 300 && (first->r == -EBADMSG || first->r == -EPROTO))
 		return ks_set_error(reterr_msg, -EOPNOTSUPP, "%s does not speak CalDAV/CardDAV "
 				    "(PROPFIND answered %ld with something else than a WebDAV "
 				    "multistatus): is it the server's DAV address?", url, st);
