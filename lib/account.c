@@ -43,13 +43,13 @@ int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 			r = sync_account_once(e, a, o, false, &damaged);
 		else if (e->cache)
 			ks_run_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, -EUCLEAN,
-				  "the cache '%s/ksync.db' reported damage: %s", e->data_dir,
-				  k < 0 ? strerror(-k) : "its check found none; run again");
+				    "the cache '%s/ksync.db' reported damage: %s", e->data_dir,
+				    k < 0 ? strerror(-k) : "its check found none; run again");
 	}
 	if (!e->cache)
 		ks_run_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r,
-			  "the cache '%s/ksync.db' was set aside as damaged and a new one could not "
-			  "be made", e->data_dir);
+			    "the cache '%s/ksync.db' was set aside as damaged and a new one could "
+			    "not be made", e->data_dir);
 	return r;
 }
 
@@ -75,7 +75,7 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 	r = ks_secret_get(a, o->cancel, &password, &why);
 	if (r < 0 && r != -ENOKEY) {
 		ks_run_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "cannot get the password: %s",
-			  why ? why : strerror(-r));
+			    why ? why : strerror(-r));
 		free(why);
 		return r;
 	}
@@ -104,15 +104,18 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 		password = ks_secret_free(password);
 		if (r == -EBUSY)
 			ks_run_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r,
-				  "the cache '%s/ksync.db' is locked by another program (waited 5 s); "
-				  "end its transaction or close it and run again", e->data_dir);
+				    "the cache '%s/ksync.db' is locked by another program (waited "
+				    "5 s); end its transaction or close it and run again",
+				    e->data_dir);
 		else
 			ks_run_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r,
-				  "cannot write the cache '%s/ksync.db': %s", e->data_dir,
-				  strerror(-r));
+				    "cannot write the cache '%s/ksync.db': %s", e->data_dir,
+				    strerror(-r));
 		return r;
 	}
-	r = ks_session_new_with(a, password, &R.dav, &why);
+	r = o->remote ? 0 : ks_remote_dav_new(a, password, &R.remote, &why);
+	if (o->remote)
+		R.remote = o->remote;
 	password = ks_secret_free(password);
 	if (r < 0) {
 		close(lock_fd);
@@ -134,7 +137,7 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 	r = ks_cache_list_collections(e->cache, a->name, &known, &n_known);
 	if (r < 0) {
 		ks_run_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "cannot read the cache: %s",
-			  strerror(-r));
+			    strerror(-r));
 		goto out;
 	}
 	/* Listing the home sets finds new and removed collections and their new names and
@@ -164,7 +167,8 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 			r = -ECANCELED;
 			goto out;
 		}
-		r = ks_sync_collection(&R, col, listed ? find_remote(remote, n_remote, col->href) : NULL);
+		r = ks_sync_collection(&R, col, listed ? find_remote(remote, n_remote,
+								     col->href) : NULL);
 		if (r == -ENOENT && !listed) {
 			gone = true;
 			continue;
@@ -198,19 +202,20 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 out:
 	if (r == -EACCES)
 		r = credentials_refused(&R, auth_known, fingerprint);
-	if (ks_dav_retry_after(R.dav)) {
+	if (ks_remote_retry_after(R.remote)) {
 		/* The server is overloaded or rate-limits: the caller waits as long as it asked. */
 		char msg[128];
 		snprintf(msg, sizeof(msg), "the server asked to wait %u s before trying again",
-			 ks_dav_retry_after(R.dav));
+			 ks_remote_retry_after(R.remote));
 		ks_sync_event ev = { .type = KS_SYNC_NOTICE, .account = a->name, .message = msg,
-				     .retry_after = ks_dav_retry_after(R.dav) };
+				     .retry_after = ks_remote_retry_after(R.remote) };
 		ks_run_emit(&R, &ev);
 	}
 	ks_cache_account_done(&acc);
 	ks_collection_free_array(known, n_known);
 	ks_collection_free_array(remote, n_remote);
-	ks_dav_free(R.dav);
+	if (!o->remote)
+		ks_remote_free(R.remote);
 	close(lock_fd);
 	*ret_damaged = R.damaged;
 	return r < 0 ? r : failed;
@@ -223,7 +228,7 @@ static int lock_account(run *R, int *ret_fd)
 
 	if (r < 0 && r != -ENOMEM)
 		ks_run_fail(R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "%s",
-			  why ? why : "cannot lock the account");
+			    why ? why : "cannot lock the account");
 	return r;
 }
 
@@ -231,7 +236,7 @@ static int lock_account(run *R, int *ret_fd)
  * with one request unless discovery or a listing already saw the 401 (auth_known). */
 static int credentials_refused(run *R, bool auth_known, const char *fingerprint)
 {
-	if (!auth_known && ks_discover_check_auth(R->dav, R->acc->url) != -EACCES)
+	if (!auth_known && R->remote->ops->check_auth(R->remote) != -EACCES)
 		return -EPERM;	/* a 403 on something: not the credentials */
 	ks_sync_event ev = { .type = KS_SYNC_CREDENTIALS_REFUSED, .account = R->acc->name,
 			     .error = -EACCES, .credentials = fingerprint,
@@ -264,7 +269,8 @@ static int local_changes_pending(run *R)
 			break;
 		}
 		r = ks_scan_collection(R->e->cache, col->id, fd,
-				       col->kind == KS_COLLECTION_ADDRESSBOOK ? ".vcf" : ".ics", false,
+				       col->kind == KS_COLLECTION_ADDRESSBOOK ? ".vcf" : ".ics",
+				       false,
 				       &sr);
 		close(fd);
 		for (size_t k = 0; r == 0 && k < sr.n_changes; k++)
@@ -281,10 +287,10 @@ static int discover_account(run *R, ks_cache_account *acc)
 	int r;
 
 	ks_cache_account_done(acc);
-	r = ks_discover(R->dav, R->acc->url, acc, &why);
+	r = R->remote->ops->discover(R->remote, acc, &why);
 	if (r < 0) {
 		ks_run_fail(R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "discovery at %s failed: %s",
-			  R->acc->url, why ? why : strerror(-r));
+			    R->acc->url, why ? why : strerror(-r));
 		return r;
 	}
 	acc->discovered_at = (int64_t) time(NULL);
@@ -305,7 +311,8 @@ static int list_homes(run *R, ks_cache_account *acc, bool with_tokens, ks_collec
 		_cleanup_free_ char *why = NULL;
 		ks_collection *part = NULL;
 		size_t n_part = 0;
-		r = ks_list_home(R->dav, homes[h], with_tokens, &part, &n_part, &why);
+		r = R->remote->ops->list_home(R->remote, homes[h], with_tokens, &part, &n_part,
+					      &why);
 		if (r < 0) {
 			if (why && !strstr(why, homes[h])) {
 				char *w2;
@@ -315,7 +322,7 @@ static int list_homes(run *R, ks_cache_account *acc, bool with_tokens, ks_collec
 				}
 			}
 			ks_run_fail(R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "%s",
-				  why ? why : strerror(-r));
+				    why ? why : strerror(-r));
 			break;
 		}
 		ks_collection *na = realloc(all, (n_all + n_part + 1) * sizeof(*na));

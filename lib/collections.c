@@ -14,7 +14,6 @@
 static int assign_dir_name(run *R, ks_collection *col, ks_collection *known, size_t n_known);
 static int replace_str(char **dst, const char *src);
 static int refresh_collection(ks_collection *col, const ks_collection *remote);
-static int on_gone_check(const ks_ms_response *r, void *userdata);
 static int collection_gone(run *R, const char *href);
 static int move_aside(run *R, const char *label, int dirfd, const char *name, char **ret_path);
 static int cmp_local_row(const void *key, const void *elem);
@@ -27,7 +26,7 @@ static int remove_collection_files(run *R, const ks_collection *col);
  * their files, if the mass-deletion guard lets them go. Returns the number of collections
  * that could not be recorded or removed. */
 int ks_collections_reconcile(run *R, ks_collection *remote, size_t n_remote, ks_collection **known,
-		     size_t *n_known)
+			     size_t *n_known)
 {
 	ks_cache *cache = R->e->cache;
 	int failed = 0, r;
@@ -44,16 +43,18 @@ int ks_collections_reconcile(run *R, ks_collection *remote, size_t n_remote, ks_
 			 k->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars", k->name);
 		r = collection_gone(R, k->href);
 		if (r == 0) {
-			ks_run_fail(R, KS_SYNC_NOTICE, label, 0, "the listing of the collections did "
-				  "not name %s, which the server still has; nothing changed", k->href);
+			ks_run_fail(R, KS_SYNC_NOTICE, label, 0,
+				    "the listing of the collections did not name %s, which the "
+				    "server still has; nothing changed",
+				    k->href);
 			continue;
 		}
 		int n = r > 0 ? ks_cache_count_items(cache, k->id) : 0;
 		if (r < 0 || n < 0) {
 			r = r < 0 ? r : n;
 			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, label, r, "the listing of the "
-				  "collections did not name %s, and asking it failed (%s); nothing "
-				  "changed", k->href, strerror(-r));
+				    "collections did not name %s, and asking it failed (%s); "
+				    "nothing changed", k->href, strerror(-r));
 			failed++;
 			goto skip;
 		}
@@ -63,11 +64,12 @@ int ks_collections_reconcile(run *R, ks_collection *remote, size_t n_remote, ks_
 			_cleanup_free_ char *dir = NULL;
 			(void) ks_engine_collection_dir(R->e, R->acc->name, k, &dir);
 			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, label, -EDQUOT,
-				  "the server no longer has this collection (%s: deleted, or moved?); "
-				  "its %d items are kept in '%s' and nothing was deleted. If it was "
-				  "deleted on purpose, run `ksyncctl sync --allow-mass-delete %s` to "
-				  "remove it here too (what was not sent is kept under conflicts/)",
-				  k->href, n, dir ? dir : k->name, R->acc->name);
+				    "the server no longer has this collection (%s: deleted, or "
+				    "moved?); its %d items are kept in '%s' and nothing was "
+				    "deleted. If it was deleted on purpose, run `ksyncctl sync "
+				    "--allow-mass-delete %s` to remove it here too (what was not "
+				    "sent is kept under conflicts/)",
+				    k->href, n, dir ? dir : k->name, R->acc->name);
 			failed++;
 			goto skip;
 		}
@@ -76,14 +78,15 @@ int ks_collections_reconcile(run *R, ks_collection *remote, size_t n_remote, ks_
 			r = ks_cache_delete_collection(cache, k->id);
 		if (r < 0) {
 			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, label, r,
-				  "cannot remove the collection deleted on the server: %s",
-				  strerror(-r));
+				    "cannot remove the collection deleted on the server: %s",
+				    strerror(-r));
 			failed++;
 			goto skip;
 		}
 		if (k->enabled)
-			ks_run_fail(R, KS_SYNC_NOTICE, label, 0, "the collection was deleted on the "
-				  "server; it was removed here with its %d items", n);
+			ks_run_fail(R, KS_SYNC_NOTICE, label, 0,
+				    "the collection was deleted on the server; it was removed here "
+				    "with its %d items", n);
 skip:
 		/* Not synced this run either way: it is no longer listed. */
 		ks_collection_done(k);
@@ -103,7 +106,8 @@ skip:
 		} else {
 			/* New collections follow `collections =`, except one just created here. */
 			bool enable = R->acc->collections != KS_NEW_COLLECTIONS_NONE ||
-				      (R->o->enable_href && strcmp(R->o->enable_href, remote[j].href) == 0);
+				      (R->o->enable_href && strcmp(R->o->enable_href,
+								   remote[j].href) == 0);
 			ks_collection fresh = {
 				.account = strdup(R->acc->name),
 				.href = strdup(remote[j].href),
@@ -134,7 +138,7 @@ skip:
 			return r;
 		if (r < 0) {
 			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, remote[j].href, r,
-				  "cannot record the collection: %s", strerror(-r));
+				    "cannot record the collection: %s", strerror(-r));
 			failed++;
 		}
 	}
@@ -211,36 +215,18 @@ static int refresh_collection(ks_collection *col, const ks_collection *remote)
 	return changed;
 }
 
-static int on_gone_check(const ks_ms_response *r, void *userdata)
-{
-	int *state = userdata;
-
-	/* Depth 0: this is the collection itself, whatever form its href takes. Some servers
-	 * (Xandikos) answer a missing one with a 207 whose response says 404. */
-	if (r->status == 404 || r->status == 410)
-		*state = 1;
-	return 0;
-}
-
 /* Whether the collection at href is gone from the server (1), still there (0), or the server
  * did not say (a negative errno). A home listing that leaves a collection out may be wrong (a
  * server or a proxy glitch, a 207 naming nothing): only the collection's own 404 counts. */
 static int collection_gone(run *R, const char *href)
 {
-	static const char body[] =
-		"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
-		"<d:propfind xmlns:d=\"DAV:\"><d:prop><d:resourcetype/></d:prop></d:propfind>\n";
-	int state = 0;
-	ks_dav_request req = {
-		.method = "PROPFIND", .url = href, .depth = "0", .body = body,
-		.body_len = sizeof(body) - 1, .on_response = on_gone_check, .userdata = &state,
-	};
-	int r = ks_dav_run_one(R->dav, &req);
+	ks_remote_reply reply = {};
+	int r = ks_remote_probe(R->remote, href, &reply);
 
-	ks_dav_request_done(&req);
+	ks_remote_reply_done(&reply);
 	if (r == -ENOENT)
 		return 1;
-	return r < 0 ? r : state;
+	return r < 0 ? r : 0;
 }
 
 /* Moves the entry name of dirfd under conflicts/<account>/<label>/ (a free name there), where
@@ -369,8 +355,9 @@ static int remove_collection_files(run *R, const ks_collection *col)
 		if (r >= 0) {
 			kept++;
 			ks_run_fail(R, KS_SYNC_NOTICE, label, 0, "'%s' was not sent to the server "
-				  "before the collection was removed there; it is kept in %s", name,
-				  kept_path);
+				    "before the collection was removed there; it is kept in %s",
+				    name,
+				    kept_path);
 		}
 	}
 	closedir(d);

@@ -25,16 +25,18 @@ int ks_conflict_resolve(coll_run *c, push_item *p)
 	r = ks_fetch_one(c, p->href, ks_wants_vcard4(c, p->body, p->len), &remote, &rlen, &etag);
 	if (r == -ENOENT) {
 		if (p->op == KS_INTENT_DELETE)
-			return ks_local_forget_item(c, p->href);
+			return ks_local_forget_item(&c->L, p->href);
 		/* Gone from the server, edited here: the edit wins and is uploaded anew. */
-		r = ks_conflict_put(c, p->href, p->body, p->len, NULL, &new_etag, errmsg, sizeof(errmsg));
+		r = ks_conflict_put(c, p->href, p->body, p->len, NULL, &new_etag, errmsg,
+				    sizeof(errmsg));
 		if (r < 0)
 			goto fail;
 		c->pushed++;
 		r = ks_strv_push(&c->uploaded, &c->n_uploaded, &c->cap_uploaded, p->href);
 		if (r >= 0)
-			r = ks_local_record_item(c, p->href, new_etag, name, p->body, p->len, &p->st);
-		if (r >= 0 && !new_etag && !c->col->supports_sync)
+			r = ks_local_record_item(&c->L, p->href, new_etag, name, p->body, p->len,
+						 &p->st);
+		if (r >= 0 && !new_etag && !c->L.col->supports_sync)
 			r = ks_conflict_read_back(c, p->href, name, p->body, p->len, &p->st);
 		return r;
 	}
@@ -42,14 +44,14 @@ int ks_conflict_resolve(coll_run *c, push_item *p)
 		goto fail;
 	if (p->op == KS_INTENT_DELETE) {
 		/* Deleted here, changed on the server: the change wins and comes back. */
-		r = ks_local_replace_file(c, name, NULL, remote, rlen, &nst);
+		r = ks_local_replace_file(&c->L, name, NULL, remote, rlen, &nst);
 		if (r > 0)
-			r = ks_local_record_item(c, p->href, etag, name, remote, rlen, &nst);
+			r = ks_local_record_item(&c->L, p->href, etag, name, remote, rlen, &nst);
 		if (r >= 0) {
 			c->updated++;
-			ks_run_fail(c->R, KS_SYNC_NOTICE, c->label, 0,
-				  "'%s' was deleted here but changed on the server; the server's "
-				  "version is back", name);
+			ks_run_fail(c->R, KS_SYNC_NOTICE, c->L.label, 0,
+				    "'%s' was deleted here but changed on the server; the server's "
+				    "version is back", name);
 		}
 		return r;
 	}
@@ -64,7 +66,7 @@ int ks_conflict_resolve(coll_run *c, push_item *p)
 			return create_elsewhere(c, p);
 	}
 	if (p->op == KS_INTENT_UPDATE) {
-		r = ks_cache_get_item_data(c->R->e->cache, c->col->id, p->href, &base, &blen);
+		r = ks_cache_get_item_data(c->R->e->cache, c->L.col->id, p->href, &base, &blen);
 		/* No row, or a row adopted without a base: a two-way merge. */
 		if (r == -ENOENT || (r >= 0 && blen == 0)) {
 			free(base);
@@ -94,25 +96,27 @@ int ks_conflict_resolve(coll_run *c, push_item *p)
 		/* The losing version is kept before either side is overwritten. */
 		bool server_won = policy == KS_CONFLICT_SERVER_WINS;
 		_cleanup_free_ char *kept = NULL;
-		r = ks_local_keep_copy(c, name, p->info.uid, server_won ? p->body : remote,
-			      server_won ? p->len : rlen, server_won ? "local" : "server",
-			      server_won ? "server" : "local",
-			      whole ? "the whole item" : m.summary, &kept);
+		r = ks_conflict_keep(c, name, p->info.uid, server_won ? p->body : remote,
+				     server_won ? p->len : rlen, server_won ? "local" : "server",
+				     server_won ? "server" : "local",
+				     whole ? "the whole item" : m.summary, &kept);
 		if (r < 0)
 			goto out;
-		ks_run_fail(c->R, KS_SYNC_CONFLICT, c->label, 0,
-			  "conflict in '%s' (%s): the %s version won; the %s version is kept in %s",
-			  name, whole ? "not mergeable" : m.summary ? m.summary : "content",
-			  server_won ? "server" : "local", server_won ? "local" : "server", kept);
+		ks_run_fail(c->R, KS_SYNC_CONFLICT, c->L.label, 0,
+			    "conflict in '%s' (%s): the %s version won; the %s version is kept in "
+			    "%s",
+			    name, whole ? "not mergeable" : m.summary ? m.summary : "content",
+			    server_won ? "server" : "local", server_won ? "local" : "server", kept);
 	}
 	const char *result_etag = etag;
 	if (!m.same_as_remote) {
-		r = ks_conflict_put(c, p->href, m.data, m.len, etag, &new_etag, errmsg, sizeof(errmsg));
+		r = ks_conflict_put(c, p->href, m.data, m.len, etag, &new_etag, errmsg,
+				    sizeof(errmsg));
 		if (r == -ESTALE) {
 			c->deferred++;
-			ks_run_fail(c->R, KS_SYNC_NOTICE, c->label, r,
-				  "'%s' changed on the server again while it was merged; it will be "
-				  "merged on the next run", name);
+			ks_run_fail(c->R, KS_SYNC_NOTICE, c->L.label, r,
+				    "'%s' changed on the server again while it was merged; it will "
+				    "be merged on the next run", name);
 			r = 0;
 			goto out;
 		}
@@ -125,7 +129,7 @@ int ks_conflict_resolve(coll_run *c, push_item *p)
 			goto out;
 	}
 	if (!m.same_as_local || p->op == KS_INTENT_CREATE) {
-		r = ks_local_replace_file(c, name, &p->st, m.data, m.len, &nst);
+		r = ks_local_replace_file(&c->L, name, &p->st, m.data, m.len, &nst);
 		if (r < 0)
 			goto out;
 		if (r == 0) {
@@ -134,13 +138,13 @@ int ks_conflict_resolve(coll_run *c, push_item *p)
 			goto out;
 		}
 	}
-	r = ks_local_record_item(c, p->href, result_etag, name, m.data, m.len, &nst);
-	if (r >= 0 && !result_etag && !c->col->supports_sync)
+	r = ks_local_record_item(&c->L, p->href, result_etag, name, m.data, m.len, &nst);
+	if (r >= 0 && !result_etag && !c->L.col->supports_sync)
 		r = ks_conflict_read_back(c, p->href, name, m.data, m.len, &nst);
 	goto out;
 fail:
-	ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r, "could not merge '%s': %s", name,
-		  errmsg[0] ? errmsg : strerror(-r));
+	ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, r, "could not merge '%s': %s", name,
+		    errmsg[0] ? errmsg : strerror(-r));
 	c->failed_fetch++;
 	c->failed_push++;
 	if (ks_error_scope_of(r) != KS_SCOPE_ACCOUNT)
@@ -183,17 +187,18 @@ static int create_elsewhere(coll_run *c, push_item *p)
 		r = ks_vdir_item_name(p->info.uid, NULL, &base);
 		if (r < 0)
 			return r;
-		if (asprintf(&href, "%s%s-%02x%02x%02x%02x%s", c->col->href, base, rnd[0], rnd[1],
-			     rnd[2], rnd[3], c->ext) < 0)
+		if (asprintf(&href, "%s%s-%02x%02x%02x%02x%s", c->L.col->href, base, rnd[0], rnd[1],
+			     rnd[2], rnd[3], c->L.ext) < 0)
 			return -ENOMEM;
 		/* The intent moves with the upload, so that a crash leaves it where the item
 		 * may now be. */
 		r = ks_cache_begin(c->R->e->cache);
 		if (r >= 0)
-			r = ks_cache_add_intent(c->R->e->cache, c->col->id, href, KS_INTENT_CREATE,
+			r = ks_cache_add_intent(c->R->e->cache, c->L.col->id, href,
+						KS_INTENT_CREATE,
 						p->ch->filename, p->hash);
 		if (r >= 0)
-			r = ks_cache_clear_intent(c->R->e->cache, c->col->id, p->href);
+			r = ks_cache_clear_intent(c->R->e->cache, c->L.col->id, p->href);
 		if (r >= 0)
 			r = ks_cache_commit(c->R->e->cache);
 		if (r < 0) {
@@ -202,19 +207,22 @@ static int create_elsewhere(coll_run *c, push_item *p)
 		}
 		free(p->href);
 		p->href = TAKE_PTR(href);
-		r = ks_conflict_put(c, p->href, p->body, p->len, NULL, &etag, errmsg, sizeof(errmsg));
+		r = ks_conflict_put(c, p->href, p->body, p->len, NULL, &etag, errmsg,
+				    sizeof(errmsg));
 		if (r < 0)
 			continue;
 		c->pushed++;
 		r = ks_strv_push(&c->uploaded, &c->n_uploaded, &c->cap_uploaded, p->href);
 		if (r >= 0)
-			r = ks_local_record_item(c, p->href, etag, p->ch->filename, p->body, p->len, &p->st);
-		if (r >= 0 && !etag && !c->col->supports_sync)
-			r = ks_conflict_read_back(c, p->href, p->ch->filename, p->body, p->len, &p->st);
+			r = ks_local_record_item(&c->L, p->href, etag, p->ch->filename, p->body,
+						 p->len, &p->st);
+		if (r >= 0 && !etag && !c->L.col->supports_sync)
+			r = ks_conflict_read_back(c, p->href, p->ch->filename, p->body, p->len,
+						  &p->st);
 		return r;
 	}
-	ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r, "could not upload '%s': %s",
-		  p->ch->filename, errmsg[0] ? errmsg : strerror(-r));
+	ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, r, "could not upload '%s': %s",
+		    p->ch->filename, errmsg[0] ? errmsg : strerror(-r));
 	c->failed_fetch++;
 	c->failed_push++;
 	return ks_error_scope_of(r) == KS_SCOPE_ACCOUNT ? r : 0;
@@ -224,20 +232,17 @@ static int create_elsewhere(coll_run *c, push_item *p)
 int ks_conflict_put(coll_run *c, const char *href, const char *data, size_t len,
 		    const char *if_match, char **ret_etag, char *errmsg, size_t errmsg_len)
 {
-	ks_dav_request req = {
-		.method = "PUT", .url = href, .body = data, .body_len = len,
-		.content_type = c->col->kind == KS_COLLECTION_ADDRESSBOOK
-					? "text/vcard; charset=utf-8"
-					: "text/calendar; charset=utf-8",
-		.if_match = if_match, .if_none_match = if_match ? NULL : "*",
+	ks_remote_write w = {
+		.op = KS_REMOTE_PUT, .href = href, .data = data, .len = len,
+		.card = c->L.col->kind == KS_COLLECTION_ADDRESSBOOK, .if_match = if_match,
 	};
-	int r = ks_dav_run_one(c->R->dav, &req);
+	int r = ks_remote_write_one(c->R->remote, &w);
 
 	if (r >= 0)
-		*ret_etag = TAKE_PTR(req.etag);
+		*ret_etag = TAKE_PTR(w.reply.etag);
 	else if (errmsg)
-		snprintf(errmsg, errmsg_len, "%s", req.errmsg);
-	ks_dav_request_done(&req);
+		snprintf(errmsg, errmsg_len, "%s", w.reply.errmsg);
+	ks_remote_reply_done(&w.reply);
 	return r;
 }
 
@@ -245,7 +250,7 @@ int ks_conflict_put(coll_run *c, const char *href, const char *data, size_t len,
  * the item back; the cache holds what the server stores, and so does the file unless it was
  * edited again meanwhile. */
 int ks_conflict_read_back(coll_run *c, const char *href, const char *filename, const char *sent,
-		     size_t sent_len, const struct stat *st)
+			  size_t sent_len, const struct stat *st)
 {
 	_cleanup_free_ char *data = NULL, *etag = NULL;
 	size_t len = 0;
@@ -255,11 +260,30 @@ int ks_conflict_read_back(coll_run *c, const char *href, const char *filename, c
 	if (r < 0)
 		return r;
 	if (len != sent_len || memcmp(data, sent, len) != 0) {
-		r = ks_local_replace_file(c, filename, st, data, len, &nst);
+		r = ks_local_replace_file(&c->L, filename, st, data, len, &nst);
 		if (r < 0)
 			return r;
 		if (r == 0)
 			return 0;	/* edited meanwhile: next run */
 	}
-	return ks_local_record_item(c, href, etag, filename, data, len, &nst);
+	return ks_local_record_item(&c->L, href, etag, filename, data, len, &nst);
+}
+
+int ks_conflict_keep(coll_run *c, const char *filename, const char *uid, const char *data,
+		     size_t len, const char *side, const char *winner, const char *summary,
+		     char **ret_path)
+{
+	_cleanup_free_ char *why = NULL;
+	int r = ks_local_keep_copy(&c->L, filename, uid, data, len, side, winner, summary, ret_path,
+				   &why);
+
+	if (r >= 0) {
+		c->conflicts++;
+		return r;
+	}
+	if (why)
+		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->L.label, r, "%s", why);
+	if (why && r != -ENOMEM && !c->cb_error)
+		c->cb_error = r;
+	return r;
 }

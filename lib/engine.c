@@ -106,8 +106,9 @@ int ks_engine_new(const char *data_dir, ks_engine **ret)
 	if (stat(db, &seen) == 0 && seen.st_size == 0)
 		/* SQLite takes an empty file for an empty database: say why everything is
 		 * listed and matched again. */
-		ks_log(KS_LOG_WARNING, "The cache '%s' is empty: a new one is built from the server "
-		       "and the files; nothing is deleted on either side", db);
+		ks_log(KS_LOG_WARNING,
+		       "The cache '%s' is empty: a new one is built from the server and the files; "
+		       "nothing is deleted on either side", db);
 	r = ks_cache_open(db, &e->cache);
 	if (r == -EUCLEAN) {
 		r = set_aside(db, &seen);
@@ -209,9 +210,11 @@ int ks_engine_lock_account(const ks_engine *e, const char *account, bool wait, i
 		buf[strcspn(buf, "\n")] = 0;
 		close(fd);
 		if (r == -EWOULDBLOCK)
-			return ks_set_error(reterr_msg, -EBUSY, "another ksync process%s%s is syncing "
-					    "this account (lock %s); try again later, or wait for it "
-					    "with --wait", buf[0] ? " with pid " : "", buf, path);
+			return ks_set_error(reterr_msg, -EBUSY,
+					    "another ksync process%s%s is syncing this account "
+					    "(lock %s); try again later, or wait for it with "
+					    "--wait",
+					    buf[0] ? " with pid " : "", buf, path);
 		goto failed;
 	}
 	char pid[32];
@@ -225,6 +228,7 @@ int ks_engine_lock_account(const ks_engine *e, const char *account, bool wait, i
 	return 0;
 failed:
 	return ks_set_error(reterr_msg, r, "cannot lock the account with '%s': %s", path,
-			    r == -ELOOP ? "a symbolic link is on the way, which ksync does not follow"
+			    r == -ELOOP ? "a symbolic link is on the way, which ksync does not "
+					  "follow"
 					: strerror(-r));
 }

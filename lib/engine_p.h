@@ -17,6 +17,7 @@
 #include "ksync.h"
 #include "limits.h"
 #include "merge_p.h"
+#include "remote_p.h"
 #include "scan_p.h"
 
 /* What an engine holds: the data directory and its cache connection. */
@@ -59,7 +60,7 @@ typedef struct run {
 	ks_engine *e;
 	const ks_account_config *acc;
 	const ks_sync_opts *o;
-	ks_dav *dav;
+	ks_remote *remote;	/* the account's server */
 	bool damaged;		/* the cache answered -EUCLEAN */
 	bool first_pass;	/* a damaged cache gets a second pass: keep its -EUCLEAN quiet */
 } run;
@@ -69,15 +70,24 @@ typedef struct href_list {
 	size_t n, cap;
 } href_list;
 
+/* The local store of one collection: its directory, opened without following a link, and its
+ * rows in the cache. The engine and the duplicate merge reach an item's file and row through
+ * it (lib/local.c). */
+typedef struct ks_local {
+	ks_engine *e;
+	const char *account;
+	ks_collection *col;
+	char label[KS_NAME_MAX + 16];	/* contacts/<name> */
+	const char *ext;		/* ".vcf" or ".ics" */
+	int dirfd;			/* -1 when not open */
+	char *dir;			/* the directory's path, for messages */
+} ks_local;
+
 /* Per-collection state while it syncs. */
 typedef struct coll_run {
 	run *R;
-	ks_collection *col;
-	char label[KS_NAME_MAX + 16];	/* contacts/<name> */
+	ks_local L;		/* the collection's files and rows */
 	size_t rows_at_start;	/* items of the collection when its run started */
-	int dirfd;
-	char *dir;		/* the directory's path, for messages */
-	const char *ext;
 	bool full;		/* listing everything: items not seen are gone */
 	/* hrefs to fetch, as the server serves them ([0]) and as vCard 4.0 ([1], in address
 	 * books that offer it), and to delete */
@@ -123,7 +133,6 @@ typedef struct batch {
 	size_t n_hrefs;
 	fetched_item *items;
 	size_t n_items;
-	ks_buf body;
 } batch;
 
 
@@ -132,12 +141,11 @@ typedef struct push_item {
 	ks_local_change *ch;
 	ks_intent_op op;
 	char *href;
-	char *body;		/* what is sent: the file's bytes, with a UID added if it had none */
+	char *body;		/* what is sent: the bytes of the file (a UID added when none) */
 	size_t len;
 	char hash[65];
 	ks_item_info info;
 	struct stat st;		/* the file as it was when body was read or written */
-	ks_dav_request req;
 	bool needs_merge;
 	bool refetch;
 	bool done;
@@ -235,6 +243,11 @@ int ks_random_uid(char out[37]);
 /* Both sides changed p's item (or the server lost it): merges and brings both sides to the
  * result, keeping the losing version of any conflict. */
 int ks_conflict_resolve(coll_run *c, push_item *p);
+/* Keeps a losing version (ks_local_keep_copy()) and counts the conflict; a failure fails the
+ * collection, reported. */
+int ks_conflict_keep(coll_run *c, const char *filename, const char *uid, const char *data,
+		     size_t len, const char *side, const char *winner, const char *summary,
+		     char **ret_path);
 /* The account's conflict policy as the merge takes it. */
 ks_conflict_policy ks_coll_policy(const coll_run *c);
 /* PUT with a condition (if_match, or If-None-Match: * without it); *ret_etag is the answer's
@@ -246,23 +259,31 @@ int ks_conflict_put(coll_run *c, const char *href, const char *data, size_t len,
 int ks_conflict_read_back(coll_run *c, const char *href, const char *filename, const char *sent,
 			  size_t sent_len, const struct stat *st);
 
-/* ---- local.c: the files and rows of a collection ----------------------------------------- */
+/* ---- local.c: the local store, a collection's files and rows ----------------------------- */
 
+/* Fills *l for col of account (its label, extension and directory path), not yet open.
+ * -ENOMEM. Cleared with ks_local_done(). */
+int ks_local_init(ks_local *l, ks_engine *e, const char *account, ks_collection *col);
+/* Opens the collection's directory, made with create when missing, never through a symbolic
+ * link (-ELOOP); *reterr_path (if not NULL) names the directory that failed. */
+int ks_local_open(ks_local *l, bool create, char **reterr_path);
+void ks_local_done(ks_local *l);
 /* KS_FILE_* for the file of it, or a negative errno. */
-int ks_local_file_state(coll_run *c, const ks_cache_item *it);
+int ks_local_file_state(ks_local *l, const ks_cache_item *it);
 int64_t ks_stat_mtime_ns(const struct stat *st);
 /* Writes data over the item file name (atomically, flushed), unless the file changed since
  * expected (NULL: no check) was taken. 1 when written (*ret_st its new stat), 0 when left. */
-int ks_local_replace_file(coll_run *c, const char *name, const struct stat *expected,
+int ks_local_replace_file(ks_local *l, const char *name, const struct stat *expected,
 			  const char *data, size_t len, struct stat *ret_st);
 /* Keeps the version data that lost a conflict under conflicts/<account>/<collection>/ and
- * records it (a copy kept before is reused). *ret_path (optional) gets where. */
-int ks_local_keep_copy(coll_run *c, const char *filename, const char *uid, const char *data,
+ * records it (a copy kept before is reused). *ret_path (optional) gets where; a failure
+ * leaves a message in *reterr_msg. */
+int ks_local_keep_copy(ks_local *l, const char *filename, const char *uid, const char *data,
 		       size_t len, const char *side, const char *winner, const char *summary,
-		       char **ret_path);
+		       char **ret_path, char **reterr_msg);
 /* Records that the server holds data at href with etag (NULL: unknown) and the file filename
  * (with stat st) holds it too, and clears the intent: one transaction. */
-int ks_local_record_item(coll_run *c, const char *href, const char *etag, const char *filename,
+int ks_local_record_item(ks_local *l, const char *href, const char *etag, const char *filename,
 			 const char *data, size_t len, const struct stat *st);
 /* Forgets the row of href and its intent. */
-int ks_local_forget_item(coll_run *c, const char *href);
+int ks_local_forget_item(ks_local *l, const char *href);

@@ -22,14 +22,9 @@ typedef struct staged {
 	bool ours;		/* a new row for a local file (an upload a crash cut off) */
 } staged;
 
-typedef struct get_slot {
-	batch *b;
-	const char *href;
-} get_slot;
-
 static void batch_clear_items(batch *b);
-static int restore_crlf(const char *data, size_t len, char **ret, size_t *ret_len);
-static int on_multiget(const ks_ms_response *r, void *userdata);
+static int on_item(const ks_remote_item *ri, void *userdata);
+static int add_item(batch *b, const char *href, const char *etag, const char *data, size_t len);
 static int untracked_differs(coll_run *c, const char *name, const char *data, size_t len);
 static int untracked_same(coll_run *c, const char *name, const char *data, size_t len,
 			  struct stat *ret_st);
@@ -39,65 +34,54 @@ static int repair_damaged(coll_run *c, const ks_cache_item *it);
 static int pick_filename(coll_run *c, const fetched_item *f, const ks_item_info *info,
 			 const staged *batch_items, size_t n_batch, char **ret);
 static int apply_batch(coll_run *c, batch *b);
-static int multiget_body(coll_run *c, batch *b);
 static int note_missing(coll_run *c, const batch *b);
-static int on_get_done(ks_dav_request *req, void *userdata);
+static int get_into(batch *b, const char *href);
 static int fetch_missing(coll_run *c);
-static int on_batch_done(ks_dav_request *req, void *userdata);
+static int on_batch_done(ks_remote_batch *rb, void *userdata);
 
 int ks_fetch_all(coll_run *c)
 {
 	size_t nb0 = (c->fetch[0].n + KS_MULTIGET_BATCH - 1) / KS_MULTIGET_BATCH;
 	size_t nb = nb0 + (c->fetch[1].n + KS_MULTIGET_BATCH - 1) / KS_MULTIGET_BATCH;
 	batch *bs;
-	ks_dav_request *reqs;
+	ks_remote_batch *rbs;
 	int r = 0;
 
 	if (nb == 0)
 		return 0;
-	/* Request bodies are built as requests start, so memory stays at a few batches. */
 	bs = calloc(nb, sizeof(*bs));
-	reqs = calloc(nb, sizeof(*reqs));
-	if (!bs || !reqs) {
+	rbs = calloc(nb, sizeof(*rbs));
+	if (!bs || !rbs) {
 		free(bs);
-		free(reqs);
+		free(rbs);
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < nb; i++) {
 		bool v4 = i >= nb0;
 		const href_list *l = &c->fetch[v4];
 		size_t off = (v4 ? i - nb0 : i) * KS_MULTIGET_BATCH;
-		bs[i].c = c;
-		bs[i].vcard4 = v4;
-		bs[i].hrefs = l->v + off;
-		bs[i].n_hrefs = KS_MIN((size_t) KS_MULTIGET_BATCH, l->n - off);
-		r = multiget_body(c, &bs[i]);
-		if (r < 0)
-			goto out;
-		reqs[i] = (ks_dav_request) {
-			.method = "REPORT",
-			.url = c->col->href,
-			.depth = "1",
-			.body = bs[i].body.data,
-			.body_len = bs[i].body.len,
-			.on_response = on_multiget,
-			.userdata = &bs[i],
-			.on_done = on_batch_done,
+		bs[i] = (batch) {
+			.c = c, .vcard4 = v4, .hrefs = l->v + off,
+			.n_hrefs = KS_MIN((size_t) KS_MULTIGET_BATCH, l->n - off),
+		};
+		rbs[i] = (ks_remote_batch) {
+			.collection = c->L.col->href,
+			.card = c->L.col->kind == KS_COLLECTION_ADDRESSBOOK,
+			.hrefs = bs[i].hrefs, .n_hrefs = bs[i].n_hrefs, .vcard4 = v4,
+			.on_item = on_item, .userdata = &bs[i],
 		};
 	}
-	r = ks_dav_run(c->R->dav, reqs, nb);
+	r = ks_remote_fetch(c->R->remote, rbs, nb, on_batch_done, NULL);
 	if (r >= 0 && c->cb_error)
 		r = c->cb_error;
 	if (r >= 0)
 		r = fetch_missing(c);
-out:
 	for (size_t i = 0; i < nb; i++) {
 		batch_clear_items(&bs[i]);
-		ks_buf_done(&bs[i].body);
-		ks_dav_request_done(&reqs[i]);
+		ks_remote_reply_done(&rbs[i].reply);
 	}
 	free(bs);
-	free(reqs);
+	free(rbs);
 	return r;
 }
 
@@ -113,42 +97,14 @@ static void batch_clear_items(batch *b)
 	b->n_items = 0;
 }
 
-/* XML parsers turn CRLF into LF (XML 1.0, 2.11), so calendar-data and address-data arrive
- * with bare LF unless the server wrote CR as "&#13;". vCard and iCalendar lines end in CRLF
- * (RFC 6350 3.2, RFC 5545 3.1): without any CR, put them back, which gives the bytes the
- * server holds for every item stored as the standards require. */
-static int restore_crlf(const char *data, size_t len, char **ret, size_t *ret_len)
-{
-	size_t lf = 0;
-	bool has_cr = memchr(data, '\r', len) != NULL;
-
-	if (!has_cr)
-		for (size_t i = 0; i < len; i++)
-			lf += data[i] == '\n';
-	char *out = malloc(len + lf + 1);
-	if (!out)
-		return -ENOMEM;
-	size_t o = 0;
-	for (size_t i = 0; i < len; i++) {
-		if (!has_cr && data[i] == '\n')
-			out[o++] = '\r';
-		out[o++] = data[i];
-	}
-	out[o] = 0;
-	*ret = out;
-	*ret_len = o;
-	return 0;
-}
-
-static int on_multiget(const ks_ms_response *r, void *userdata)
+/* An item of a multiget's answer. */
+static int on_item(const ks_remote_item *ri, void *userdata)
 {
 	batch *b = userdata;
 	_cleanup_free_ char *href = NULL;
 	int k;
 
-	if (!r->data)
-		return 0;
-	k = ks_href_normalize(ks_dav_base_url(b->c->R->dav), r->href, &href);
+	k = ks_href_normalize(ks_remote_base_url(b->c->R->remote), ri->href, &href);
 	if (k == -ENOMEM)
 		return k;
 	if (k < 0)
@@ -164,18 +120,31 @@ static int on_multiget(const ks_ms_response *r, void *userdata)
 	for (size_t i = 0; i < b->n_items; i++)
 		if (strcmp(b->items[i].href, href) == 0) {
 			b->c->skipped++;
-			ks_run_fail(b->c->R, KS_SYNC_ITEM_SKIPPED, b->c->label, -ENOTUNIQ,
-				  "ignoring a second answer for '%.200s' in one multiget", href);
+			ks_run_fail(b->c->R, KS_SYNC_ITEM_SKIPPED, b->c->L.label, -ENOTUNIQ,
+				    "ignoring a second answer for '%.200s' in one multiget", href);
 			return 0;
 		}
+	return add_item(b, href, ri->etag, ri->data, ri->len);
+}
+
+/* Adds a copy of an item to the batch's items. */
+static int add_item(batch *b, const char *href, const char *etag, const char *data, size_t len)
+{
 	fetched_item *ni = realloc(b->items, (b->n_items + 1) * sizeof(*ni));
 	if (!ni)
 		return -ENOMEM;
 	b->items = ni;
-	fetched_item *it = &b->items[b->n_items];
-	*it = (fetched_item) { .href = TAKE_PTR(href), .etag = r->etag ? strdup(r->etag) : NULL };
+	fetched_item *it = &ni[b->n_items];
+	*it = (fetched_item) {
+		.href = strdup(href), .etag = etag ? strdup(etag) : NULL, .data = malloc(len + 1),
+		.len = len,
+	};
 	b->n_items++;
-	return restore_crlf(r->data, r->data_len, &it->data, &it->len);
+	if (!it->href || (etag && !it->etag) || !it->data)
+		return -ENOMEM;
+	memcpy(it->data, data, len);
+	it->data[len] = 0;
+	return 0;
 }
 
 /* An untracked file already named name: 0 when it holds exactly data (a crash left it, or an
@@ -184,7 +153,7 @@ static int untracked_differs(coll_run *c, const char *name, const char *data, si
 {
 	_cleanup_free_ char *cur = NULL;
 	size_t n = 0;
-	int r = ks_fs_read_file(c->dirfd, name, KS_CARD_MAX, &cur, &n);
+	int r = ks_fs_read_file(c->L.dirfd, name, KS_CARD_MAX, &cur, &n);
 
 	if (r == -ENOENT)
 		return 0;
@@ -203,12 +172,12 @@ static int untracked_same(coll_run *c, const char *name, const char *data, size_
 	struct stat st;
 	int r;
 
-	if (fstatat(c->dirfd, name, ret_st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(ret_st->st_mode))
+	if (fstatat(c->L.dirfd, name, ret_st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(ret_st->st_mode))
 		return 0;
 	r = untracked_differs(c, name, data, len);
 	if (r != 0)
 		return r < 0 ? r : 0;
-	if (fstatat(c->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	if (fstatat(c->L.dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    !ks_scan_stat_matches(&st,
 				  (int64_t) ret_st->st_mtim.tv_sec * 1000000000 +
 					  ret_st->st_mtim.tv_nsec,
@@ -225,7 +194,10 @@ static int find_untracked(coll_run *c)
 	ks_scan_result sr = {};
 	/* Read-only: this runs inside apply_batch()'s transaction, where the scan could not
 	 * open its own to record touched files (the push's scan records them). */
-	int r = ks_scan_collection(c->R->e->cache, c->col->id, c->dirfd, c->ext, true, &sr);
+						 int r = ks_scan_collection(c->R->e->cache,
+									    c->L.col->id,
+									    c->L.dirfd, c->L.ext,
+									    true, &sr);
 
 	c->untracked_known = true;
 	if (r < 0)
@@ -237,10 +209,10 @@ static int find_untracked(coll_run *c)
 			continue;
 		if (ks_item_parse_info(ch->data, ch->len, &info, NULL) >= 0 && info.uid) {
 			r = ks_strv_push(&c->untracked_uids, &c->n_untracked, &c->cap_untracked,
-				      info.uid);
+					 info.uid);
 			if (r >= 0)
 				r = ks_strv_push(&c->untracked_uids, &c->n_untracked,
-					      &c->cap_untracked, ch->filename);
+						 &c->cap_untracked, ch->filename);
 		}
 		ks_item_info_done(&info);
 	}
@@ -271,7 +243,7 @@ static int repair_damaged(coll_run *c, const ks_cache_item *it)
 	_cleanup_free_ char *data = NULL, *kept = NULL;
 	size_t len = 0;
 	ks_item_info info = {};
-	int r = ks_fs_read_file(c->dirfd, it->filename, KS_CARD_MAX, &data, &len);
+	int r = ks_fs_read_file(c->L.dirfd, it->filename, KS_CARD_MAX, &data, &len);
 
 	if (r == -ENOMEM)
 		return r;
@@ -282,14 +254,14 @@ static int repair_damaged(coll_run *c, const ks_cache_item *it)
 			return r;
 		if (r >= 0)
 			return 0;
-		r = ks_local_keep_copy(c, it->filename, it->uid, data, len, "damaged", "server",
-			      "damaged local file", &kept);
+		r = ks_conflict_keep(c, it->filename, it->uid, data, len, "damaged", "server",
+				     "damaged local file", &kept);
 		if (r < 0)
 			return r;
 	}
-	ks_run_fail(c->R, KS_SYNC_NOTICE, c->label, 0,
-		  "'%s' was damaged and is restored from the server%s%s", it->filename,
-		  kept ? "; the damaged file is kept in " : "", kept ? kept : "");
+	ks_run_fail(c->R, KS_SYNC_NOTICE, c->L.label, 0,
+		    "'%s' was damaged and is restored from the server%s%s", it->filename,
+		    kept ? "; the damaged file is kept in " : "", kept ? kept : "");
 	return 1;
 }
 
@@ -303,8 +275,8 @@ static int pick_filename(coll_run *c, const fetched_item *f, const ks_item_info 
 	 * file, which keeps its name (a second file with the same UID would be a duplicate). */
 	const ks_intent *in = ks_coll_find_intent(c, f->href);
 	if (in && in->op == KS_INTENT_CREATE && in->filename &&
-	    faccessat(c->dirfd, in->filename, F_OK, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    ks_cache_filename_taken(c->R->e->cache, c->col->id, in->filename, f->href) == 0) {
+	    faccessat(c->L.dirfd, in->filename, F_OK, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    ks_cache_filename_taken(c->R->e->cache, c->L.col->id, in->filename, f->href) == 0) {
 		*ret = strdup(in->filename);
 		return *ret ? 0 : -ENOMEM;
 	}
@@ -314,19 +286,20 @@ static int pick_filename(coll_run *c, const fetched_item *f, const ks_item_info 
 	for (unsigned attempt = 0; attempt < 100; attempt++) {
 		char *name;
 		if (attempt == 0)
-			r = asprintf(&name, "%s%s", base, c->ext);
+			r = asprintf(&name, "%s%s", base, c->L.ext);
 		else {
 			char hex[65];
 			ks_sha256_hex(f->href, strlen(f->href), hex);
-			r = asprintf(&name, "%s-%.*s%s", base, 8 + (int) attempt, hex, c->ext);
+			r = asprintf(&name, "%s-%.*s%s", base, 8 + (int) attempt, hex, c->L.ext);
 		}
 		if (r < 0)
 			return -ENOMEM;
 		bool taken = false;
 		for (size_t i = 0; i < n_batch && !taken; i++)
-			taken = batch_items[i].filename && strcmp(batch_items[i].filename, name) == 0;
+			taken = batch_items[i].filename && strcmp(batch_items[i].filename,
+								  name) == 0;
 		if (!taken) {
-			r = ks_cache_filename_taken(c->R->e->cache, c->col->id, name, f->href);
+			r = ks_cache_filename_taken(c->R->e->cache, c->L.col->id, name, f->href);
 			if (r >= 0 && r == 0)
 				r = untracked_differs(c, name, f->data, f->len);
 			if (r < 0) {
@@ -354,11 +327,12 @@ int ks_coll_file_failed(coll_run *c, const char *what, const char *name, int r)
 	if (c->cb_error)
 		return c->cb_error;
 	if (name)
-		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r, "cannot %s '%s/%s': %s",
-			  what, c->dir, name, strerror(-r));
+		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->L.label, r, "cannot %s '%s/%s': %s",
+			    what, c->L.dir, name, strerror(-r));
 	else
-		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r, "cannot %s files in '%s': %s",
-			  what, c->dir, strerror(-r));
+		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->L.label, r,
+			    "cannot %s files in '%s': %s",
+			    what, c->L.dir, strerror(-r));
 	/* A directory that cannot be written stops this collection only, where -EACCES would
 	 * stop the account as a refused login does. */
 	c->cb_error = r == -EACCES || r == -EPERM ? -EROFS : r;
@@ -378,7 +352,7 @@ static int apply_batch(coll_run *c, batch *b)
 
 	if (!st)
 		return -ENOMEM;
-	r = ks_fs_batch_new(c->dirfd, &fb);
+	r = ks_fs_batch_new(c->L.dirfd, &fb);
 	if (r < 0)
 		goto out;
 	/* One transaction for the lookups and the rows of the batch: besides atomicity, it
@@ -397,23 +371,24 @@ static int apply_batch(coll_run *c, batch *b)
 		r = ks_item_parse_info(f->data, f->len, &s->info, &why);
 		if (r == -ENOMEM)
 			goto out;
-		if (r >= 0 && c->col->kind == KS_COLLECTION_ADDRESSBOOK &&
+		if (r >= 0 && c->L.col->kind == KS_COLLECTION_ADDRESSBOOK &&
 		    s->info.kind != KS_ITEM_VCARD) {
 			r = -EBADMSG;
 			why = strdup("not a vCard");
-		} else if (r >= 0 && c->col->kind == KS_COLLECTION_CALENDAR &&
+		} else if (r >= 0 && c->L.col->kind == KS_COLLECTION_CALENDAR &&
 			   s->info.kind == KS_ITEM_VCARD) {
 			r = -EBADMSG;
 			why = strdup("not an iCalendar object");
 		}
 		if (r < 0) {
 			c->skipped++;
-			ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r, "skipping '%.200s': %s",
-				  f->href, why ? why : strerror(-r));
+			ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, r,
+				    "skipping '%.200s': %s",
+				    f->href, why ? why : strerror(-r));
 			ks_item_info_done(&s->info);
 			continue;
 		}
-		r = ks_cache_get_item(cache, c->col->id, f->href, &old);
+		r = ks_cache_get_item(cache, c->L.col->id, f->href, &old);
 		if (r < 0 && r != -ENOENT)
 			goto out;
 		s->is_new = r == -ENOENT;
@@ -421,7 +396,7 @@ static int apply_batch(coll_run *c, batch *b)
 		if (!s->is_new) {
 			/* A file keeps its name across updates; one edited locally since ksync
 			 * wrote it is left alone, and the upload that follows merges the two. */
-			r = ks_local_file_state(c, &old);
+			r = ks_local_file_state(&c->L, &old);
 			bool renamed = false;
 			if (r == KS_FILE_MISSING) {
 				/* Renamed here (mv, an editor saving under another name): the
@@ -548,9 +523,9 @@ static int apply_batch(coll_run *c, batch *b)
 			.ino = (int64_t) st[i].st.st_ino,
 			.size = (int64_t) st[i].st.st_size,
 		};
-		r = ks_cache_put_item(cache, c->col->id, &row);
+		r = ks_cache_put_item(cache, c->L.col->id, &row);
 		if (r >= 0 && ks_coll_find_intent(c, row.href))
-			r = ks_cache_clear_intent(cache, c->col->id, row.href);
+			r = ks_cache_clear_intent(cache, c->L.col->id, row.href);
 		if (r < 0)
 			goto out;
 		if (st[i].is_new && !st[i].ours)
@@ -575,37 +550,6 @@ out:
 	return r;
 }
 
-static int multiget_body(coll_run *c, batch *b)
-{
-	bool card = c->col->kind == KS_COLLECTION_ADDRESSBOOK;
-	const char *open = !card ? "<c:calendar-multiget xmlns:d=\"DAV:\" "
-				   "xmlns:c=\"urn:ietf:params:xml:ns:caldav\"><d:prop>"
-				   "<d:getetag/><c:calendar-data/></d:prop>"
-			   : b->vcard4 ? "<a:addressbook-multiget xmlns:d=\"DAV:\" "
-					 "xmlns:a=\"urn:ietf:params:xml:ns:carddav\"><d:prop>"
-					 "<d:getetag/><a:address-data content-type=\"text/vcard\" "
-					 "version=\"4.0\"/></d:prop>"
-				       : "<a:addressbook-multiget xmlns:d=\"DAV:\" "
-					 "xmlns:a=\"urn:ietf:params:xml:ns:carddav\"><d:prop>"
-					 "<d:getetag/><a:address-data/></d:prop>";
-	int r;
-
-	r = ks_buf_puts(&b->body, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
-	if (r >= 0)
-		r = ks_buf_puts(&b->body, open);
-	for (size_t i = 0; r >= 0 && i < b->n_hrefs; i++) {
-		r = ks_buf_puts(&b->body, "<d:href>");
-		if (r >= 0)
-			r = ks_xml_escape(&b->body, b->hrefs[i]);
-		if (r >= 0)
-			r = ks_buf_puts(&b->body, "</d:href>");
-	}
-	if (r >= 0)
-		r = ks_buf_puts(&b->body, card ? "</a:addressbook-multiget>\n"
-					       : "</c:calendar-multiget>\n");
-	return r;
-}
-
 /* Hrefs a multiget did not answer are noted here and fetched one by one once every multiget
  * has ended: never from inside the request loop, whose callback this runs in. They are never
  * taken as deleted. */
@@ -625,43 +569,34 @@ static int note_missing(coll_run *c, const batch *b)
 	return 0;
 }
 
-static int on_get_done(ks_dav_request *req, void *userdata)
+/* One item fetched on its own into b: its GET failing for a reason of that item is reported
+ * (a deleted one is simply not there), while other failures count against the run. */
+static int get_into(batch *b, const char *href)
 {
-	get_slot *g = userdata;
-	coll_run *c = g->b->c;
-	int r = req->result;
+	coll_run *c = b->c;
+	ks_remote_reply reply = {};
+	int r = ks_remote_get(c->R->remote, href, b->vcard4, &reply);
 
 	if (r == -ENOENT)
-		return 0;	/* gone between listing and fetch: the next listing reports it */
-	if (r == -EFBIG) {
+		r = 0;	/* gone between listing and fetch: the next listing reports it */
+	else if (r == -EFBIG) {
 		/* Like an item that does not parse: reported and skipped, so that it is not
 		 * downloaded again on every run until it changes. */
 		c->skipped++;
-		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r,
-			  "skipping '%.200s': it is over the %d MB limit for one item", g->href,
-			  KS_CARD_MAX >> 20);
-		return 0;
-	}
-	if (r < 0 || !req->body_text) {
+		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, r,
+			    "skipping '%.200s': it is over the %d MB limit for one item", href,
+			    KS_CARD_MAX >> 20);
+		r = 0;
+	} else if (r < 0 || !reply.body) {
 		c->failed_fetch++;
-		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r < 0 ? r : -EIO,
-			  "could not fetch '%.200s': %s", g->href,
-			  req->errmsg[0] ? req->errmsg : "empty response");
-		return 0;
-	}
-	fetched_item *ni = realloc(g->b->items, (g->b->n_items + 1) * sizeof(*ni));
-	if (!ni)
-		return -ENOMEM;
-	g->b->items = ni;
-	fetched_item *it = &ni[g->b->n_items];
-	*it = (fetched_item) {
-		.href = strdup(g->href),
-		.etag = req->etag ? strdup(req->etag) : NULL,
-		.len = req->body_text_len,
-		.data = TAKE_PTR(req->body_text),
-	};
-	g->b->n_items++;
-	return it->href ? 0 : -ENOMEM;
+		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, r < 0 ? r : -EIO,
+			    "could not fetch '%.200s': %s", href,
+			    reply.errmsg[0] ? reply.errmsg : "empty response");
+		r = r == -ENOMEM ? r : 0;
+	} else
+		r = add_item(b, href, reply.etag, reply.body, reply.body_len);
+	ks_remote_reply_done(&reply);
+	return r;
 }
 
 /* GETs the hrefs the multigets left out, a batch at a time, and applies what arrived. */
@@ -674,29 +609,14 @@ static int fetch_missing(coll_run *c)
 		for (size_t off = 0; r >= 0 && off < l->n; off += KS_MULTIGET_BATCH) {
 			size_t n = KS_MIN((size_t) KS_MULTIGET_BATCH, l->n - off);
 			batch b = { .c = c, .hrefs = l->v + off, .n_hrefs = n, .vcard4 = v };
-			get_slot *slots = calloc(n, sizeof(*slots));
-			ks_dav_request *reqs = calloc(n, sizeof(*reqs));
-			if (!slots || !reqs)
-				r = -ENOMEM;
 			for (size_t i = 0; r >= 0 && i < n; i++) {
-				slots[i] = (get_slot) { .b = &b, .href = b.hrefs[i] };
-				reqs[i] = (ks_dav_request) {
-					.method = "GET", .url = b.hrefs[i], .max_body = KS_CARD_MAX,
-					.accept = v ? "text/vcard; version=4.0" : NULL,
-					.userdata = &slots[i], .on_done = on_get_done,
-				};
+				r = get_into(&b, b.hrefs[i]);
+				if (r >= 0 && ks_run_cancelled(c->R))
+					r = -ECANCELED;
 			}
-			if (r >= 0)
-				r = ks_dav_run(c->R->dav, reqs, n);
-			if (r >= 0 && ks_run_cancelled(c->R))
-				r = -ECANCELED;
 			if (r >= 0 && b.n_items)
 				r = apply_batch(c, &b);
-			for (size_t i = 0; reqs && i < n; i++)
-				ks_dav_request_done(&reqs[i]);
 			batch_clear_items(&b);
-			free(slots);
-			free(reqs);
 		}
 		ks_strv_free(l->v, l->n);
 		*l = (href_list) {};
@@ -704,13 +624,13 @@ static int fetch_missing(coll_run *c)
 	return r;
 }
 
-static int on_batch_done(ks_dav_request *req, void *userdata)
+static int on_batch_done(ks_remote_batch *rb, void *userdata)
 {
-	batch *b = userdata;
+	batch *b = rb->userdata;
 	coll_run *c = b->c;
+	const ks_remote_reply *reply = &rb->reply;
 	int r;
 
-	ks_buf_done(&b->body);
 	if (ks_run_cancelled(c->R)) {
 		batch_clear_items(b);
 		return -ECANCELED;
@@ -718,25 +638,25 @@ static int on_batch_done(ks_dav_request *req, void *userdata)
 	/* Malformed XML, or an item over the size cap, ends the parse at that point: what came
 	 * before is applied and the rest fetched one by one, so one bad item costs its batch
 	 * nothing. */
-	if (req->result == -ENOENT) {
+	if (reply->result == -ENOENT) {
 		/* A multiget answered 404 as a whole (SabreDAV 1.8, when one of its items was
 		 * deleted since the listing): each item is fetched on its own. */
-		ks_run_fail(c->R, KS_SYNC_NOTICE, c->label, 0, "%s; fetching its %zu item(s) one "
-			  "by one", req->errmsg, b->n_hrefs);
+		ks_run_fail(c->R, KS_SYNC_NOTICE, c->L.label, 0, "%s; fetching its %zu item(s) one "
+			    "by one", reply->errmsg, b->n_hrefs);
 		batch_clear_items(b);
-	} else if (req->result < 0 && req->result != -EBADMSG && req->result != -EFBIG) {
+	} else if (reply->result < 0 && reply->result != -EBADMSG && reply->result != -EFBIG) {
 		/* The whole batch failed: the collection fails this run, nothing is lost. */
-		c->cb_error = req->result;
-		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, req->result, "%s",
-			  req->errmsg[0] ? req->errmsg : strerror(-req->result));
+		c->cb_error = reply->result;
+		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->L.label, reply->result, "%s",
+			    reply->errmsg[0] ? reply->errmsg : strerror(-reply->result));
 		batch_clear_items(b);
 		return 0;
 	}
-	if (req->result == -EBADMSG)
+	if (reply->result == -EBADMSG)
 		/* What came before the damage is used; the rest is fetched item by item. */
-		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, req->result,
-			  "%s; %zu of the %zu item(s) asked for had arrived, the rest are fetched "
-			  "one by one", req->errmsg, b->n_items, b->n_hrefs);
+		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, reply->result,
+			    "%s; %zu of the %zu item(s) asked for had arrived, the rest are "
+			    "fetched one by one", reply->errmsg, b->n_items, b->n_hrefs);
 	r = note_missing(c, b);
 	if (r >= 0)
 		r = apply_batch(c, b);
@@ -745,7 +665,7 @@ static int on_batch_done(ks_dav_request *req, void *userdata)
 	if (r < 0)
 		return r;
 	ks_sync_event ev = {
-		.type = KS_SYNC_PROGRESS, .account = c->R->acc->name, .collection = c->label,
+		.type = KS_SYNC_PROGRESS, .account = c->R->acc->name, .collection = c->L.label,
 		.done = c->fetched, .total = (unsigned) (c->fetch[0].n + c->fetch[1].n),
 	};
 	ks_run_emit(c->R, &ev);
@@ -756,47 +676,39 @@ static int on_batch_done(ks_dav_request *req, void *userdata)
  * sent or merged, in an address book that offers it. */
 bool ks_wants_vcard4(const coll_run *c, const char *data, size_t len)
 {
-	return c->col->vcard4 && memmem(data, KS_MIN(len, (size_t) 512), "VERSION:4.0", 11);
+	return c->L.col->vcard4 && memmem(data, KS_MIN(len, (size_t) 512), "VERSION:4.0", 11);
+}
+
+static int one_done(ks_remote_batch *rb, void *userdata)
+{
+	return 0;
 }
 
 /* The server's current version of href: 0 with data and etag, -ENOENT when it has none. */
 int ks_fetch_one(coll_run *c, const char *href, bool vcard4, char **ret, size_t *ret_len,
-		     char **ret_etag)
+		 char **ret_etag)
 {
 	_cleanup_free_ char *h = strdup(href);
 	char *hrefs[1] = { h };
 	batch b = { .c = c, .hrefs = hrefs, .n_hrefs = 1, .vcard4 = vcard4 };
-	int r = h ? multiget_body(c, &b) : -ENOMEM;
+	ks_remote_batch rb = {
+		.collection = c->L.col->href, .card = c->L.col->kind == KS_COLLECTION_ADDRESSBOOK,
+		.hrefs = hrefs, .n_hrefs = 1, .vcard4 = vcard4, .on_item = on_item, .userdata = &b,
+	};
+	int r = h ? ks_remote_fetch(c->R->remote, &rb, 1, one_done, NULL) : -ENOMEM;
 
-	if (r >= 0) {
-		ks_dav_request req = {
-			.method = "REPORT", .url = c->col->href, .depth = "1", .body = b.body.data,
-			.body_len = b.body.len, .on_response = on_multiget, .userdata = &b,
-		};
-		r = ks_dav_run_one(c->R->dav, &req);
-		ks_dav_request_done(&req);
-	}
-	ks_buf_done(&b.body);
+	if (r >= 0)
+		r = rb.reply.result;
+	ks_remote_reply_done(&rb.reply);
 	if (r >= 0 && b.n_items == 0) {
 		/* Not in the multiget: ask for it alone before believing it is gone. */
-		ks_dav_request req = {
-			.method = "GET", .url = href, .max_body = KS_CARD_MAX,
-			.accept = vcard4 ? "text/vcard; version=4.0" : NULL,
-		};
-		r = ks_dav_run_one(c->R->dav, &req);
-		if (r >= 0 && req.body_text) {
-			b.items = calloc(1, sizeof(*b.items));
-			if (!b.items)
-				r = -ENOMEM;
-			else {
-				b.n_items = 1;
-				b.items[0].len = req.body_text_len;
-				b.items[0].data = TAKE_PTR(req.body_text);
-				b.items[0].etag = req.etag ? strdup(req.etag) : NULL;
-			}
-		} else if (r >= 0)
+		ks_remote_reply reply = {};
+		r = ks_remote_get(c->R->remote, href, vcard4, &reply);
+		if (r >= 0 && reply.body)
+			r = add_item(&b, href, reply.etag, reply.body, reply.body_len);
+		else if (r >= 0)
 			r = -ENOENT;
-		ks_dav_request_done(&req);
+		ks_remote_reply_done(&reply);
 	}
 	if (r >= 0) {
 		*ret = TAKE_PTR(b.items[0].data);

@@ -18,9 +18,9 @@
  * user may do. The deletions that pass are counted before they are made, so that a crash can
  * only make the guard stricter; runs that delete nothing write nothing. */
 int ks_guard_deletions(coll_run *c, size_t n_delete, const char *side, const char *why,
-			   const char *remedy)
+		       const char *remedy)
 {
-	ks_collection *col = c->col;
+	ks_collection *col = c->L.col;
 	int64_t now = (int64_t) time(NULL);
 	bool open = col->guard_base >= 0 && now >= col->guard_at &&
 		    now - col->guard_at < GUARD_WINDOW_SECS;
@@ -34,11 +34,11 @@ int ks_guard_deletions(coll_run *c, size_t n_delete, const char *side, const cha
 	if (n_delete == 0)
 		return 0;
 	if ((all || most) && !c->R->o->allow_mass_delete) {
-		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, -EDQUOT,
-			  "refusing to delete %zu of %zu items %s (%s); nothing was deleted. %s"
-			  "If this is intended, run `ksyncctl sync --allow-mass-delete %s/%s` (or "
-			  "ksyncd --once --allow-mass-delete)", n_delete, base, side, why,
-			  remedy ? remedy : "", c->R->acc->name, c->label);
+		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->L.label, -EDQUOT,
+			    "refusing to delete %zu of %zu items %s (%s); nothing was deleted. "
+			    "%sIf this is intended, run `ksyncctl sync --allow-mass-delete %s/%s` "
+			    "(or ksyncd --once --allow-mass-delete)", n_delete, base, side, why,
+			    remedy ? remedy : "", c->R->acc->name, c->L.label);
 		return -EDQUOT;
 	}
 	r = ks_cache_set_collection_guard(c->R->e->cache, col->id, at, (int64_t) base,

@@ -212,6 +212,9 @@ typedef struct ks_sync_opts {
 	 * sends nothing and returns -EKEYREVOKED, so that a wrong password is not tried again
 	 * and again (repeated failed logins can lock an account). NULL: none. */
 	const char *refused_credentials;
+	/* The server to sync with instead of the account's URL (the engine's tests hand in a
+	 * store held in memory); NULL: the account's server. Borrowed. */
+	struct ks_remote *remote;
 	ks_sync_event_fn on_event;
 	void *userdata;
 } ks_sync_opts;

@@ -10,6 +10,7 @@
 #include "fsutil_p.h"
 #include "hash_p.h"
 #include "macro.h"
+#include "text_p.h"
 
 static int find_kept(int dirfd, const char *base, size_t base_len, const char *side,
 		     const char *ext, const char *data, size_t len, char **ret);
@@ -17,20 +18,20 @@ static int find_kept(int dirfd, const char *base, size_t base_len, const char *s
 /* Whether the file of a cached item was changed locally since ksync wrote or last saw it:
  * KS_FILE_EDITED when it differs, KS_FILE_OTHER when it is no regular file (a symlink, a FIFO),
  * KS_FILE_AS_RECORDED, KS_FILE_MISSING. */
-int ks_local_file_state(coll_run *c, const ks_cache_item *it)
+int ks_local_file_state(ks_local *l, const ks_cache_item *it)
 {
 	struct stat st;
 	_cleanup_free_ char *data = NULL;
 	size_t len = 0;
 	char hex[65];
 
-	if (fstatat(c->dirfd, it->filename, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstatat(l->dirfd, it->filename, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? KS_FILE_MISSING : -errno;
 	if (!S_ISREG(st.st_mode))
 		return KS_FILE_OTHER;
 	if (ks_scan_stat_matches(&st, it->mtime_ns, it->ino, it->size))
 		return KS_FILE_AS_RECORDED;
-	int r = ks_fs_read_file(c->dirfd, it->filename, KS_CARD_MAX, &data, &len);
+	int r = ks_fs_read_file(l->dirfd, it->filename, KS_CARD_MAX, &data, &len);
 	if (r == -ENOMEM)
 		return r;
 	if (r < 0)
@@ -46,14 +47,14 @@ int64_t ks_stat_mtime_ns(const struct stat *st)
 
 /* Writes data over the item file name, unless the file changed since expected was taken (the
  * user is editing it: the next run sees that). Returns 1 when written, 0 when left alone. */
-int ks_local_replace_file(coll_run *c, const char *name, const struct stat *expected,
-			const char *data, size_t len, struct stat *ret_st)
+int ks_local_replace_file(ks_local *l, const char *name, const struct stat *expected,
+			  const char *data, size_t len, struct stat *ret_st)
 {
 	struct stat st;
 	int r;
 
 	if (expected) {
-		if (fstatat(c->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (fstatat(l->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			if (errno != ENOENT)
 				return -errno;
 		} else if (!ks_scan_stat_matches(&st, ks_stat_mtime_ns(expected),
@@ -61,10 +62,10 @@ int ks_local_replace_file(coll_run *c, const char *name, const struct stat *expe
 						 (int64_t) expected->st_size))
 			return 0;
 	}
-	r = ks_fs_write_atomic(c->dirfd, name, data, len, true);
+	r = ks_fs_write_atomic(l->dirfd, name, data, len, true);
 	if (r >= 0)
-		r = ks_fs_fsync_dir(c->dirfd);
-	if (r >= 0 && ret_st && fstatat(c->dirfd, name, ret_st, AT_SYMLINK_NOFOLLOW) < 0)
+		r = ks_fs_fsync_dir(l->dirfd);
+	if (r >= 0 && ret_st && fstatat(l->dirfd, name, ret_st, AT_SYMLINK_NOFOLLOW) < 0)
 		r = -errno;
 	return r < 0 ? r : 1;
 }
@@ -112,9 +113,9 @@ static int find_kept(int dirfd, const char *base, size_t base_len, const char *s
  * it: the copy first, then its row, both before the losing side is overwritten anywhere, so
  * that a crash at any point leaves the version either where it was or kept (and a repeated
  * conflict reuses the copy). *ret_path (optional) gets where. */
-int ks_local_keep_copy(coll_run *c, const char *filename, const char *uid, const char *data,
-		     size_t len, const char *side, const char *winner, const char *summary,
-		     char **ret_path)
+int ks_local_keep_copy(ks_local *l, const char *filename, const char *uid, const char *data,
+		       size_t len, const char *side, const char *winner, const char *summary,
+		       char **ret_path, char **reterr_msg)
 {
 	_cleanup_free_ char *dir = NULL, *name = NULL, *path = NULL;
 	char stamp[32];
@@ -124,31 +125,27 @@ int ks_local_keep_copy(coll_run *c, const char *filename, const char *uid, const
 
 	gmtime_r(&now, &tm);
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
-	if (asprintf(&dir, "%s/conflicts/%s/%s", c->R->e->data_dir, c->R->acc->name, c->label) < 0)
+	if (asprintf(&dir, "%s/conflicts/%s/%s", l->e->data_dir, l->account, l->label) < 0)
 		return -ENOMEM;
 	size_t base = strlen(filename);
-	if (base > strlen(c->ext))
-		base -= strlen(c->ext);
+	if (base > strlen(l->ext))
+		base -= strlen(l->ext);
 	/* The user's data goes nowhere a symlink in ksync's tree points to. */
-	r = ks_fs_open_beneath(c->R->e->data_dir, dir + strlen(c->R->e->data_dir) + 1, true, &fd,
+	r = ks_fs_open_beneath(l->e->data_dir, dir + strlen(l->e->data_dir) + 1, true, &fd,
 			       NULL);
-	if (r < 0) {
-		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r,
-			  "cannot keep the losing side of a conflict in '%s': %s; nothing was "
-			  "merged", dir,
-			  r == -ELOOP ? "a symbolic link is on the way, which ksync does not follow"
-				      : strerror(-r));
-		if (r != -ENOMEM && !c->cb_error)
-			c->cb_error = r;
-		return r;
-	}
-	r = find_kept(fd, filename, base, side, c->ext, data, len, &name);
+	if (r < 0)
+		return ks_set_error(reterr_msg, r, "cannot keep the losing side of a conflict in "
+				    "'%s': %s; nothing was merged", dir,
+				    r == -ELOOP ? "a symbolic link is on the way, which ksync does "
+				    "not follow" : strerror(-r));
+	r = find_kept(fd, filename, base, side, l->ext, data, len, &name);
 	for (unsigned i = 0; r == 0 && i < 100; i++) {
 		free(name);
 		name = NULL;
-		if ((i == 0 ? asprintf(&name, "%.*s.%s.%s%s", (int) base, filename, stamp, side, c->ext)
+		if ((i == 0 ? asprintf(&name, "%.*s.%s.%s%s", (int) base, filename, stamp, side,
+				       l->ext)
 			    : asprintf(&name, "%.*s.%s.%s-%u%s", (int) base, filename, stamp, side,
-				       i, c->ext)) < 0) {
+				       i, l->ext)) < 0) {
 			r = -ENOMEM;
 			break;
 		}
@@ -165,11 +162,10 @@ int ks_local_keep_copy(coll_run *c, const char *filename, const char *uid, const
 		return r;
 	if (asprintf(&path, "%s/%s", dir, name) < 0)
 		return -ENOMEM;
-	r = ks_cache_add_conflict(c->R->e->cache, c->R->acc->name, c->label, uid, filename, path,
+	r = ks_cache_add_conflict(l->e->cache, l->account, l->label, uid, filename, path,
 				  winner, summary);
 	if (r < 0)
 		return r;
-	c->conflicts++;
 	if (ret_path)
 		*ret_path = TAKE_PTR(path);
 	return 0;
@@ -177,8 +173,8 @@ int ks_local_keep_copy(coll_run *c, const char *filename, const char *uid, const
 
 /* Records that the server now holds data at href with etag (NULL: unknown, fetched later)
  * and that the file name holds it too, and clears the intent: one transaction. */
-int ks_local_record_item(coll_run *c, const char *href, const char *etag, const char *filename,
-		       const char *data, size_t len, const struct stat *st)
+int ks_local_record_item(ks_local *l, const char *href, const char *etag, const char *filename,
+			 const char *data, size_t len, const struct stat *st)
 {
 	ks_item_info info = {};
 	char hex[65];
@@ -193,32 +189,57 @@ int ks_local_record_item(coll_run *c, const char *href, const char *etag, const 
 		.info = r >= 0 ? &info : NULL, .hash = hex, .mtime_ns = ks_stat_mtime_ns(st),
 		.ino = (int64_t) st->st_ino, .size = (int64_t) st->st_size,
 	};
-	r = ks_cache_begin(c->R->e->cache);
+	r = ks_cache_begin(l->e->cache);
 	if (r >= 0) {
-		r = ks_cache_put_item(c->R->e->cache, c->col->id, &row);
+		r = ks_cache_put_item(l->e->cache, l->col->id, &row);
 		if (r >= 0)
-			r = ks_cache_clear_intent(c->R->e->cache, c->col->id, href);
+			r = ks_cache_clear_intent(l->e->cache, l->col->id, href);
 		if (r >= 0)
-			r = ks_cache_commit(c->R->e->cache);
+			r = ks_cache_commit(l->e->cache);
 		if (r < 0)
-			ks_cache_rollback(c->R->e->cache);
+			ks_cache_rollback(l->e->cache);
 	}
 	ks_item_info_done(&info);
 	return r;
 }
 
-int ks_local_forget_item(coll_run *c, const char *href)
+int ks_local_forget_item(ks_local *l, const char *href)
 {
-	int r = ks_cache_begin(c->R->e->cache);
+	int r = ks_cache_begin(l->e->cache);
 
 	if (r < 0)
 		return r;
-	r = ks_cache_delete_item(c->R->e->cache, c->col->id, href);
+	r = ks_cache_delete_item(l->e->cache, l->col->id, href);
 	if (r >= 0)
-		r = ks_cache_clear_intent(c->R->e->cache, c->col->id, href);
+		r = ks_cache_clear_intent(l->e->cache, l->col->id, href);
 	if (r >= 0)
-		r = ks_cache_commit(c->R->e->cache);
+		r = ks_cache_commit(l->e->cache);
 	if (r < 0)
-		ks_cache_rollback(c->R->e->cache);
+		ks_cache_rollback(l->e->cache);
 	return r;
+}
+
+int ks_local_init(ks_local *l, ks_engine *e, const char *account, ks_collection *col)
+{
+	bool card = col->kind == KS_COLLECTION_ADDRESSBOOK;
+
+	*l = (ks_local) {
+		.e = e, .account = account, .col = col, .ext = card ? ".vcf" : ".ics", .dirfd = -1,
+	};
+	snprintf(l->label, sizeof(l->label), "%s/%s", card ? "contacts" : "calendars", col->name);
+	return ks_engine_collection_dir(e, account, col, &l->dir);
+}
+
+int ks_local_open(ks_local *l, bool create, char **reterr_path)
+{
+	return ks_engine_open_collection_dir(l->e, l->account, l->col, create, &l->dirfd,
+					     reterr_path);
+}
+
+void ks_local_done(ks_local *l)
+{
+	if (l->dirfd >= 0)
+		close(l->dirfd);
+	free(l->dir);
+	*l = (ks_local) { .dirfd = -1 };
 }

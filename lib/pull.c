@@ -7,12 +7,9 @@
 #include "macro.h"
 
 static bool is_collection_href(const coll_run *c, const char *href);
-static int on_listing(const ks_ms_response *r, void *userdata);
-static bool token_rejected(const ks_dav_request *req);
-static int run_listing(coll_run *c, ks_dav_request *req);
-static int sync_report(coll_run *c, const char *token, ks_dav_request *req);
-static int propfind_listing(coll_run *c, ks_dav_request *req);
-static int on_ctag(const ks_ms_response *r, void *userdata);
+static int on_listing(const ks_remote_member *r, void *userdata);
+static bool token_rejected(const ks_remote_reply *req);
+static int list(coll_run *c, bool sync, const char *token, ks_remote_reply *ret);
 static int fetch_ctag(coll_run *c, char **ret);
 static int delete_items(coll_run *c, char **hrefs, size_t n);
 static int collect_unseen(const char *href, const char *etag, const char *filename, void *userdata);
@@ -24,8 +21,8 @@ static int delete_unseen(coll_run *c);
 int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force)
 {
 	run *R = c->R;
-	ks_collection *col = c->col;
-	ks_dav_request req = {};
+	ks_collection *col = c->L.col;
+	ks_remote_reply req = {};
 	_cleanup_free_ char *new_token = NULL, *ctag = NULL, *round_token = NULL;
 	int r;
 
@@ -52,7 +49,8 @@ int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force)
 		if (r == -ENOENT)
 			goto out;	/* gone: the caller lists the home sets */
 		if (r < 0) {
-			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r, "%s", strerror(-r));
+			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->L.label, r, "%s",
+				    strerror(-r));
 			goto out;
 		}
 		if (!force && ctag && col->ctag && strcmp(ctag, col->ctag) == 0)
@@ -63,22 +61,23 @@ int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force)
 		const char *token = force ? NULL : col->sync_token;
 		c->full = !token;
 		for (unsigned round = 0; round < 10000; round++) {
-			r = sync_report(c, token, &req);
+			r = list(c, true, token, &req);
 			if (r < 0 && token && round == 0 && token_rejected(&req)) {
 				/* The token expired: list everything once. */
-				ks_run_fail(R, KS_SYNC_NOTICE, c->label, r, "the stored sync-token was "
-					  "refused (%s); listing the whole collection",
-					  req.errmsg[0] ? req.errmsg : strerror(-r));
-				ks_dav_request_done(&req);
+				ks_run_fail(R, KS_SYNC_NOTICE, c->L.label, r,
+					    "the stored sync-token was refused (%s); listing the "
+					    "whole collection",
+					    req.errmsg[0] ? req.errmsg : strerror(-r));
+				ks_remote_reply_done(&req);
 				ks_coll_reset_lists(c, false);
 				token = NULL;
 				c->full = true;
-				r = sync_report(c, NULL, &req);
+				r = list(c, true, NULL, &req);
 			}
 			if (r < 0 && !token && round == 0 &&
 			    (r == -EOPNOTSUPP || r == -EPROTO || req.status == 403)) {
 				/* No sync-collection after all: fall back to etag listings. */
-				ks_dav_request_done(&req);
+				ks_remote_reply_done(&req);
 				ks_coll_reset_lists(c, false);
 				col->supports_sync = false;
 				(void) ks_cache_save_collection(R->e->cache, col);
@@ -87,8 +86,8 @@ int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force)
 			if (r == -ENOENT && !remote)
 				goto out;	/* gone: the caller lists the home sets */
 			if (r < 0) {
-				ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r, "%s",
-					  req.errmsg[0] ? req.errmsg : strerror(-r));
+				ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->L.label, r, "%s",
+					    req.errmsg[0] ? req.errmsg : strerror(-r));
 				goto out;
 			}
 			/* Deletions first: an item the server moved (a deletion and an
@@ -102,9 +101,10 @@ int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force)
 			if (r < 0)
 				goto failed;
 			free(new_token);
-			new_token = req.sync_token && *req.sync_token ? strdup(req.sync_token) : NULL;
+			new_token = req.sync_token && *req.sync_token ? strdup(req.sync_token)
+								      : NULL;
 			bool truncated = c->truncated || req.status == 507;
-			ks_dav_request_done(&req);
+			ks_remote_reply_done(&req);
 			if (truncated && (!new_token || (token && strcmp(new_token, token) == 0 &&
 							 c->fetch[0].n + c->fetch[1].n == 0 &&
 							 c->n_gone == 0))) {
@@ -112,10 +112,10 @@ int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force)
 				 * same one, having listed nothing) cannot be completed, and taken
 				 * as complete it would delete what it left out. */
 				r = -EBADMSG;
-				ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r,
-					  "the server truncated the listing of %s (507) without a "
-					  "sync-token to continue from; nothing was deleted",
-					  col->href);
+				ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->L.label, r,
+					    "the server truncated the listing of %s (507) without "
+					    "a sync-token to continue from; nothing was deleted",
+					    col->href);
 				goto out;
 			}
 			if (c->failed_fetch || c->held)
@@ -154,13 +154,13 @@ int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force)
 	}
 	if (!col->supports_sync) {
 		c->full = true;
-		r = propfind_listing(c, &req);
+		r = list(c, false, NULL, &req);
 		if (r < 0) {
-			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r, "%s",
-				  req.errmsg[0] ? req.errmsg : strerror(-r));
+			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->L.label, r, "%s",
+				    req.errmsg[0] ? req.errmsg : strerror(-r));
 			goto out;
 		}
-		ks_dav_request_done(&req);
+		ks_remote_reply_done(&req);
 		r = ks_fetch_all(c);
 		if (r >= 0)
 			r = delete_unseen(c);
@@ -183,18 +183,18 @@ int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force)
 	goto out;
 failed:
 	if (!c->cb_error)
-		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r, "%s", strerror(-r));
+		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->L.label, r, "%s", strerror(-r));
 out:
-	ks_dav_request_done(&req);
+	ks_remote_reply_done(&req);
 	return r;
 }
 
 static bool is_collection_href(const coll_run *c, const char *href)
 {
-	size_t n = strlen(c->col->href);
+	size_t n = strlen(c->L.col->href);
 	/* The collection itself, with or without its trailing slash. */
-	return strcmp(href, c->col->href) == 0 ||
-	       (strlen(href) == n - 1 && strncmp(href, c->col->href, n - 1) == 0);
+	return strcmp(href, c->L.col->href) == 0 ||
+	       (strlen(href) == n - 1 && strncmp(href, c->L.col->href, n - 1) == 0);
 }
 
 /* Whether this run uploaded href (c->uploaded is sorted before the read-back listing). */
@@ -205,7 +205,7 @@ bool ks_coll_uploaded_here(const coll_run *c, const char *href)
 }
 
 /* A listing entry (sync-collection or PROPFIND Depth 1): decide fetch or delete. */
-static int on_listing(const ks_ms_response *r, void *userdata)
+static int on_listing(const ks_remote_member *r, void *userdata)
 {
 	coll_run *c = userdata;
 	_cleanup_free_ char *href = NULL;
@@ -220,13 +220,13 @@ static int on_listing(const ks_ms_response *r, void *userdata)
 			c->truncated = true;
 		return 0;
 	}
-	k = ks_href_normalize(ks_dav_base_url(c->R->dav), r->href, &href);
+	k = ks_href_normalize(ks_remote_base_url(c->R->remote), r->href, &href);
 	if (k == -ENOMEM)
 		return k;
 	if (k < 0) {
 		c->skipped++;
-		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, -EINVAL,
-			  "ignoring unusable href '%.200s' from the server", r->href);
+		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, -EINVAL,
+			    "ignoring unusable href '%.200s' from the server", r->href);
 		return 0;
 	}
 	if (is_collection_href(c, href)) {
@@ -238,13 +238,13 @@ static int on_listing(const ks_ms_response *r, void *userdata)
 	 * business of this collection, neither to write nor to delete: it is reported (a few
 	 * times per run, a server may list any number) and left alone. A member collection
 	 * (a trailing slash) is not an item either, and nothing to report. */
-	size_t n = strlen(c->col->href);
-	if (strncmp(href, c->col->href, n) != 0) {
+	size_t n = strlen(c->L.col->href);
+	if (strncmp(href, c->L.col->href, n) != 0) {
 		c->skipped++;
 		if (c->skipped_outside++ < 3)
-			ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, -EINVAL,
-				  "ignoring '%.200s' from the server: it is not in the collection",
-				  r->href);
+			ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, -EINVAL,
+				    "ignoring '%.200s' from the server: it is not in the "
+				    "collection", r->href);
 		return 0;
 	}
 	if (strchr(href + n, '/'))
@@ -258,15 +258,15 @@ static int on_listing(const ks_ms_response *r, void *userdata)
 		if (k < 0)
 			return k;
 	}
-	k = ks_cache_get_item(c->R->e->cache, c->col->id, href, &it);
+	k = ks_cache_get_item(c->R->e->cache, c->L.col->id, href, &it);
 	if (k < 0 && k != -ENOENT)
 		return k;
 	bool same = k >= 0 && r->etag && it.etag && strcmp(it.etag, r->etag) == 0;
 	ks_cache_item_done(&it);
 	/* This run's own uploads are read back: some servers store them changed and still
 	 * answer with an ETag (Radicale reorders an event's properties). */
-	if (same && c->read_back && ks_coll_uploaded_here(c, href))
-		same = false;
+				if (same && c->read_back && ks_coll_uploaded_here(c, href))
+				same = false;
 	if (same && !c->R->o->force)
 		return 0;
 	/* A server that converts cards (SabreDAV, Cyrus: vCard 3.0 unless asked otherwise)
@@ -274,8 +274,8 @@ static int on_listing(const ks_ms_response *r, void *userdata)
 	 * loses nothing: a card keeps the version its author wrote, and a 4.0 card written
 	 * elsewhere keeps what 3.0 cannot say. */
 	int v4 = 0;
-	if (c->col->vcard4) {
-		v4 = k >= 0 ? ks_cache_item_is_vcard4(c->R->e->cache, c->col->id, href) : 1;
+	if (c->L.col->vcard4) {
+		v4 = k >= 0 ? ks_cache_item_is_vcard4(c->R->e->cache, c->L.col->id, href) : 1;
 		if (v4 < 0)
 			return v4;
 	}
@@ -283,113 +283,38 @@ static int on_listing(const ks_ms_response *r, void *userdata)
 	return ks_strv_push(&l->v, &l->n, &l->cap, href);
 }
 
-static bool token_rejected(const ks_dav_request *req)
+static bool token_rejected(const ks_remote_reply *req)
 {
 	/* RFC 6578 3.2: 403 or 409 with DAV:valid-sync-token; some servers answer 400, and
 	 * Xandikos a 500, for a token they no longer know. */
 	if (req->status == 403 || req->status == 409 || req->status == 400)
-		return !req->body_text || strstr(req->body_text, "valid-sync-token") ||
-		       req->status == 400;
+		return !req->body || strstr(req->body, "valid-sync-token") || req->status == 400;
 	return req->status == 500;
 }
 
-/* Runs a listing request inside one read transaction: the cache lookup for every member
- * then costs no lock of its own. */
-static int run_listing(coll_run *c, ks_dav_request *req)
+/* Lists the collection (sync-collection with token, or a PROPFIND of etags without sync),
+ * each member going to on_listing, inside one read transaction: the cache lookup for every
+ * member then costs no lock of its own. */
+static int list(coll_run *c, bool sync, const char *token, ks_remote_reply *ret)
 {
 	int r = ks_cache_begin_read(c->R->e->cache);
 	if (r < 0)
 		return r;
-	r = ks_dav_run_one(c->R->dav, req);
+	r = ks_remote_list(c->R->remote, c->L.col->href, sync, token, on_listing, c, ret);
 	ks_cache_end_read(c->R->e->cache);
 	return r;
 }
 
-static int sync_report(coll_run *c, const char *token, ks_dav_request *req)
-{
-	ks_buf body = {};
-	int r;
-
-	r = ks_buf_puts(&body, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
-			       "<d:sync-collection xmlns:d=\"DAV:\"><d:sync-token>");
-	if (r >= 0 && token)
-		r = ks_xml_escape(&body, token);
-	if (r >= 0)
-		r = ks_buf_puts(&body, "</d:sync-token><d:sync-level>1</d:sync-level>"
-				       "<d:prop><d:getetag/></d:prop></d:sync-collection>\n");
-	if (r < 0) {
-		ks_buf_done(&body);
-		return r;
-	}
-	*req = (ks_dav_request) {
-		.method = "REPORT",
-		.url = c->col->href,
-		.depth = "0",
-		.body = body.data,
-		.body_len = body.len,
-		.on_response = on_listing,
-		.userdata = c,
-	};
-	r = run_listing(c, req);
-	ks_buf_done(&body);
-	return r;
-}
-
-static int propfind_listing(coll_run *c, ks_dav_request *req)
-{
-	static const char body[] =
-		"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
-		"<d:propfind xmlns:d=\"DAV:\"><d:prop><d:getetag/><d:resourcetype/></d:prop>"
-		"</d:propfind>\n";
-
-	*req = (ks_dav_request) {
-		.method = "PROPFIND",
-		.url = c->col->href,
-		.depth = "1",
-		.body = body,
-		.body_len = sizeof(body) - 1,
-		.on_response = on_listing,
-		.userdata = c,
-	};
-	return run_listing(c, req);
-}
-
-static int on_ctag(const ks_ms_response *r, void *userdata)
-{
-	char **ctag = userdata;
-
-	if (r->ctag && !*ctag) {
-		*ctag = strdup(r->ctag);
-		if (!*ctag)
-			return -ENOMEM;
-	}
-	return 0;
-}
-
-/* PROPFIND Depth 0 for getctag, for collections without sync-collection. */
+/* The collection's getctag, for collections without sync-collection. */
 static int fetch_ctag(coll_run *c, char **ret)
 {
-	static const char body[] =
-		"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
-		"<d:propfind xmlns:d=\"DAV:\" xmlns:cs=\"http://calendarserver.org/ns/\">"
-		"<d:prop><cs:getctag/></d:prop></d:propfind>\n";
+	ks_remote_reply reply = {};
 	char *ctag = NULL;
-	ks_dav_request req = {
-		.method = "PROPFIND",
-		.url = c->col->href,
-		.depth = "0",
-		.body = body,
-		.body_len = sizeof(body) - 1,
-		.on_response = on_ctag,
-		.userdata = &ctag,
-	};
-	int r = ks_dav_run_one(c->R->dav, &req);
+	int r = ks_remote_ctag(c->R->remote, c->L.col->href, &ctag, &reply);
 
-	ks_dav_request_done(&req);
-	if (r < 0) {
-		free(ctag);
+	ks_remote_reply_done(&reply);
+	if (r < 0)
 		return r;
-	}
 	free(*ret);
 	*ret = ctag;
 	return 0;
@@ -424,7 +349,7 @@ static int delete_items(coll_run *c, char **hrefs, size_t n)
 
 	for (size_t i = 0; i < n; i++) {
 		ks_cache_item it = {};
-		r = ks_cache_get_item(cache, c->col->id, hrefs[i], &it);
+		r = ks_cache_get_item(cache, c->L.col->id, hrefs[i], &it);
 		if (r == -ENOENT) {
 			r = 0;
 			continue;
@@ -433,7 +358,7 @@ static int delete_items(coll_run *c, char **hrefs, size_t n)
 			return r;
 		/* Deleted on the server, edited here: the edit wins. Only the row goes; the
 		 * file, untracked now, is uploaded again as a new item. */
-		r = ks_local_file_state(c, &it);
+		r = ks_local_file_state(&c->L, &it);
 		if (r < 0 || r == KS_FILE_EDITED || r == KS_FILE_OTHER) {
 			ks_cache_item_done(&it);
 			if (r < 0)
@@ -441,7 +366,7 @@ static int delete_items(coll_run *c, char **hrefs, size_t n)
 			any = true;
 			continue;
 		}
-		if (unlinkat(c->dirfd, it.filename, 0) < 0 && errno != ENOENT) {
+		if (unlinkat(c->L.dirfd, it.filename, 0) < 0 && errno != ENOENT) {
 			r = ks_coll_file_failed(c, "delete", it.filename, -errno);
 			ks_cache_item_done(&it);
 			return r;
@@ -451,7 +376,7 @@ static int delete_items(coll_run *c, char **hrefs, size_t n)
 	}
 	if (!any)
 		return 0;
-	r = ks_fs_fsync_dir(c->dirfd);
+	r = ks_fs_fsync_dir(c->L.dirfd);
 	if (r < 0)
 		return r;
 	/* Rows go after the files: a crash in between leaves rows whose files are gone, which
@@ -460,10 +385,10 @@ static int delete_items(coll_run *c, char **hrefs, size_t n)
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < n; i++) {
-		r = ks_cache_delete_item(cache, c->col->id, hrefs[i]);
+		r = ks_cache_delete_item(cache, c->L.col->id, hrefs[i]);
 		/* A deletion this account sent before a crash: its intent is fulfilled. */
 		if (r >= 0 && ks_coll_find_intent(c, hrefs[i]))
-			r = ks_cache_clear_intent(cache, c->col->id, hrefs[i]);
+			r = ks_cache_clear_intent(cache, c->L.col->id, hrefs[i]);
 		if (r < 0) {
 			ks_cache_rollback(cache);
 			return r;
@@ -498,14 +423,15 @@ static int delete_remote_gone(coll_run *c, char **hrefs, size_t n)
 
 	for (size_t i = 0; i < n; i++) {
 		ks_cache_item it = {};
-		r = ks_cache_get_item(c->R->e->cache, c->col->id, hrefs[i], &it);
+		r = ks_cache_get_item(c->R->e->cache, c->L.col->id, hrefs[i], &it);
 		ks_cache_item_done(&it);
 		if (r < 0 && r != -ENOENT)
 			return r;
 		known += r >= 0;
 	}
-	r = ks_guard_deletions(c, known, "locally", "the server no longer lists them: was it emptied?",
-			    NULL);
+	r = ks_guard_deletions(c, known, "locally",
+			       "the server no longer lists them: was it emptied?",
+			       NULL);
 	if (r < 0)
 		return r;
 	return delete_items(c, hrefs, n);
@@ -518,7 +444,7 @@ static int delete_unseen(coll_run *c)
 
 	if (c->n_seen > 1)
 		qsort(c->seen, c->n_seen, sizeof(char *), ks_strv_cmp);
-	r = ks_cache_foreach_item(c->R->e->cache, c->col->id, collect_unseen, &u);
+	r = ks_cache_foreach_item(c->R->e->cache, c->L.col->id, collect_unseen, &u);
 	if (r >= 0)
 		r = delete_remote_gone(c, u.hrefs, u.n);
 	ks_strv_free(u.hrefs, u.n);

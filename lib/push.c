@@ -15,7 +15,7 @@
 static void push_item_done(push_item *p);
 static int refuse_item(coll_run *c, push_item *p, long status, const char *body,
 		       size_t body_len, const char *why);
-static int on_push_done(ks_dav_request *req, void *userdata);
+static int on_push_done(ks_remote_write *w, void *userdata);
 static int refuse_readonly(coll_run *c, ks_local_change *ch);
 static int refused_here(const coll_run *c, const ks_local_change *ch, const push_item *p,
 			char **ret_why);
@@ -39,14 +39,14 @@ int ks_push_collection(coll_run *c)
 {
 	ks_scan_result sr = {};
 	push_item *items = NULL;
-	ks_dav_request *reqs = NULL;
+	ks_remote_write *writes = NULL;
 	size_t n = 0, n_deleted = 0;
 	int r;
 
-	r = ks_scan_collection(c->R->e->cache, c->col->id, c->dirfd, c->ext, false, &sr);
+	r = ks_scan_collection(c->R->e->cache, c->L.col->id, c->L.dirfd, c->L.ext, false, &sr);
 	if (r < 0) {
-		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r,
-			  "cannot read the local directory: %s", strerror(-r));
+		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->L.label, r,
+			    "cannot read the local directory: %s", strerror(-r));
 		return r;
 	}
 	r = match_renames(c, &sr);
@@ -69,14 +69,15 @@ int ks_push_collection(coll_run *c)
 	if (sr.n_changes == 0)
 		goto out;
 	r = ks_guard_deletions(c, n_deleted, "on the server",
-			    "their files are missing here: was the directory emptied, removed or "
-			    "unmounted?", "If the files were removed by mistake, `ksyncctl sync "
-			    "--force` fetches them again. ");
+			       "their files are missing here: was the directory emptied, removed "
+			       "or unmounted?",
+			       "If the files were removed by mistake, `ksyncctl sync "
+			       "--force` fetches them again. ");
 	if (r < 0)
 		goto out;
 	items = calloc(sr.n_changes, sizeof(*items));
-	reqs = calloc(sr.n_changes, sizeof(*reqs));
-	if (!items || !reqs) {
+	writes = calloc(sr.n_changes, sizeof(*writes));
+	if (!items || !writes) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -89,7 +90,7 @@ int ks_push_collection(coll_run *c)
 			goto out;
 		if (r > 0)
 			continue;
-		if (c->col->readonly) {
+		if (c->L.col->readonly) {
 			r = refuse_readonly(c, ch);
 			if (r < 0)
 				goto out;
@@ -115,7 +116,7 @@ int ks_push_collection(coll_run *c)
 	 * point is followed by a run that knows what may have reached the server. */
 	r = ks_cache_begin(c->R->e->cache);
 	for (size_t i = 0; r >= 0 && i < n; i++)
-		r = ks_cache_add_intent(c->R->e->cache, c->col->id, items[i].href, items[i].op,
+		r = ks_cache_add_intent(c->R->e->cache, c->L.col->id, items[i].href, items[i].op,
 					items[i].ch->filename,
 					items[i].op == KS_INTENT_DELETE ? NULL : items[i].hash);
 	if (r >= 0)
@@ -124,47 +125,39 @@ int ks_push_collection(coll_run *c)
 		ks_cache_rollback(c->R->e->cache);
 		goto out;
 	}
+	/* A row without an etag cannot be conditioned: the server's version is fetched and
+	 * merged instead of being overwritten blindly. Those are left out of the writes. */
+	size_t m = 0;
 	for (size_t i = 0; i < n; i++) {
 		push_item *p = &items[i];
-		reqs[i] = (ks_dav_request) {
-			.method = p->op == KS_INTENT_DELETE ? "DELETE" : "PUT",
-			.url = p->href,
-			.body = p->body,
-			.body_len = p->len,
-			.content_type = p->op == KS_INTENT_DELETE ? NULL
-					: c->col->kind == KS_COLLECTION_ADDRESSBOOK
-						? "text/vcard; charset=utf-8"
-						: "text/calendar; charset=utf-8",
-			.if_match = p->op == KS_INTENT_CREATE ? NULL : p->ch->etag,
-			.if_none_match = p->op == KS_INTENT_CREATE ? "*" : NULL,
-			.userdata = p,
-			.on_done = on_push_done,
-		};
-		/* A row without an etag cannot be conditioned: the server's version is fetched
-		 * and merged instead of being overwritten blindly. */
 		if (p->op != KS_INTENT_CREATE && !p->ch->etag) {
-			reqs[i].method = "PROPFIND";
 			p->needs_merge = true;
+			continue;
 		}
+		writes[m++] = (ks_remote_write) {
+			.op = p->op == KS_INTENT_DELETE ? KS_REMOTE_DELETE : KS_REMOTE_PUT,
+			.href = p->href,
+			.data = p->body,
+			.len = p->len,
+			.card = c->L.col->kind == KS_COLLECTION_ADDRESSBOOK,
+			.if_match = p->op == KS_INTENT_CREATE ? NULL : p->ch->etag,
+			.userdata = p,
+		};
 	}
 	if (ks_run_cancelled(c->R)) {
 		r = -ECANCELED;
 		goto out;
 	}
-	/* Items needing a merge without a request are left out of the run. */
-	size_t m = 0;
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(reqs[i].method, "PROPFIND") != 0)
-			reqs[m++] = reqs[i];
-	r = ks_dav_run(c->R->dav, reqs, m);
+	r = ks_remote_write_all(c->R->remote, writes, m, on_push_done, NULL);
 	for (size_t i = 0; i < m; i++)
-		ks_dav_request_done(&reqs[i]);
+		ks_remote_reply_done(&writes[i].reply);
 	if (r < 0)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		push_item *p = &items[i];
 		if (p->refetch) {
-			r = ks_conflict_read_back(c, p->href, p->ch->filename, p->body, p->len, &p->st);
+			r = ks_conflict_read_back(c, p->href, p->ch->filename, p->body, p->len,
+						  &p->st);
 			if (r < 0 && ks_error_scope_of(r) == KS_SCOPE_ACCOUNT)
 				goto out;
 		}
@@ -176,14 +169,15 @@ int ks_push_collection(coll_run *c)
 	}
 	r = 0;
 out:
-	/* Every failure is reported once; the guard and ks_coll_file_failed() reported their own. */
+	/* Every failure is reported once; the guard and ks_coll_file_failed() reported their
+	 * own. */
 	if (r < 0 && r != -EDQUOT && r != c->cb_error)
-		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, r,
-			  "cannot send local changes: %s", strerror(-r));
+		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->L.label, r,
+			    "cannot send local changes: %s", strerror(-r));
 	for (size_t i = 0; items && i < n; i++)
 		push_item_done(&items[i]);
 	free(items);
-	free(reqs);
+	free(writes);
 	ks_scan_result_done(&sr);
 	return r;
 }
@@ -193,7 +187,7 @@ static void push_item_done(push_item *p)
 	free(p->href);
 	free(p->body);
 	ks_item_info_done(&p->info);
-	ks_dav_request_done(&p->req);
+
 }
 
 int ks_random_uid(char out[37])
@@ -237,9 +231,9 @@ static int refuse_item(coll_run *c, push_item *p, long status, const char *body,
 	};
 	r = ks_cache_begin(c->R->e->cache);
 	if (r >= 0)
-		r = ks_cache_add_refusal(c->R->e->cache, c->col->id, &rf);
+		r = ks_cache_add_refusal(c->R->e->cache, c->L.col->id, &rf);
 	if (r >= 0 && status)
-		r = ks_cache_clear_intent(c->R->e->cache, c->col->id, p->href);
+		r = ks_cache_clear_intent(c->R->e->cache, c->L.col->id, p->href);
 	if (r >= 0)
 		r = ks_cache_commit(c->R->e->cache);
 	if (r < 0) {
@@ -249,34 +243,38 @@ static int refuse_item(coll_run *c, push_item *p, long status, const char *body,
 	c->refused++;
 	c->skipped++;
 	if (status)
-		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, -EPERM, "the server refused %s'%s': "
-			  "%s; the file is kept and sent again once it changes",
-			  p->op == KS_INTENT_DELETE ? "the deletion of " : "", p->ch->filename,
-			  reason);
+		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, -EPERM,
+			    "the server refused %s'%s': %s; the file is kept and sent again once "
+			    "it changes",
+			    p->op == KS_INTENT_DELETE ? "the deletion of " : "", p->ch->filename,
+			    reason);
 	else
-		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, -EPERM, "not sending '%s': %s; it "
-			  "is sent once the file changes", p->ch->filename, reason);
+		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, -EPERM,
+			    "not sending '%s': %s; it is sent once the file changes",
+			    p->ch->filename, reason);
 	return 0;
 }
 
-static int on_push_done(ks_dav_request *req, void *userdata)
+static int on_push_done(ks_remote_write *w, void *userdata)
 {
-	push_item *p = userdata;
+	push_item *p = w->userdata;
 	coll_run *c = p->c;
+	const ks_remote_reply *req = &w->reply;
 	int r = req->result;
 
 	if (p->op == KS_INTENT_DELETE) {
 		if (r == 0 || r == -ENOENT) {
 			c->pushed_deletes++;
-			return ks_local_forget_item(c, p->href);
+			return ks_local_forget_item(&c->L, p->href);
 		}
 	} else if (r == 0) {
 		c->pushed++;
-		p->refetch = !req->etag && !c->col->supports_sync;
+		p->refetch = !req->etag && !c->L.col->supports_sync;
 		r = ks_strv_push(&c->uploaded, &c->n_uploaded, &c->cap_uploaded, p->href);
 		if (r < 0)
 			return r;
-		return ks_local_record_item(c, p->href, req->etag, p->ch->filename, p->body, p->len, &p->st);
+		return ks_local_record_item(&c->L, p->href, req->etag, p->ch->filename, p->body,
+					    p->len, &p->st);
 	}
 	if (r == -ESTALE || (r == -ENOENT && p->op == KS_INTENT_UPDATE)) {
 		p->needs_merge = true;
@@ -286,11 +284,11 @@ static int on_push_done(ks_dav_request *req, void *userdata)
 	 * no tasks, a UID another item has) is that item's failure: the other uploads of the
 	 * run and the other collections go on. */
 	if (ks_refusal_is_item_status(req->status))
-		return refuse_item(c, p, req->status, req->body_text, req->body_text_len, NULL);
+		return refuse_item(c, p, req->status, req->body, req->body_len, NULL);
 	c->failed_fetch++;
 	c->failed_push++;
-	ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r, "could not upload '%s': %s",
-		  p->ch->filename, req->errmsg[0] ? req->errmsg : strerror(-r));
+	ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, r, "could not upload '%s': %s",
+		    p->ch->filename, req->errmsg[0] ? req->errmsg : strerror(-r));
 	/* A network or credentials failure stops the collection; a refused item does not. */
 	return ks_error_scope_of(r) == KS_SCOPE_ACCOUNT ? r : 0;
 }
@@ -305,31 +303,32 @@ static int refuse_readonly(coll_run *c, ks_local_change *ch)
 	int r;
 
 	if (ch->kind == KS_LOCAL_NEW || ch->kind == KS_LOCAL_MODIFIED) {
-		r = ks_local_keep_copy(c, ch->filename, ch->uid, ch->data, ch->len, "local", "server",
-			      "read-only collection", &kept);
+		r = ks_conflict_keep(c, ch->filename, ch->uid, ch->data, ch->len, "local", "server",
+				     "read-only collection", &kept);
 		if (r < 0)
 			return r;
 	}
 	if (ch->kind == KS_LOCAL_NEW) {
-		r = ks_neg_errno(unlinkat(c->dirfd, ch->filename, 0));
+		r = ks_neg_errno(unlinkat(c->L.dirfd, ch->filename, 0));
 		if (r >= 0)
-			r = ks_fs_fsync_dir(c->dirfd);
+			r = ks_fs_fsync_dir(c->L.dirfd);
 	} else {
-		r = ks_cache_get_item_data(c->R->e->cache, c->col->id, ch->href, &base, &blen);
+		r = ks_cache_get_item_data(c->R->e->cache, c->L.col->id, ch->href, &base, &blen);
 		if (r >= 0)
-			r = ks_local_replace_file(c, ch->filename, ch->kind == KS_LOCAL_MODIFIED ? &ch->st : NULL,
-					 base, blen, &nst);
+			r = ks_local_replace_file(&c->L, ch->filename,
+						  ch->kind == KS_LOCAL_MODIFIED ? &ch->st : NULL,
+						  base, blen, &nst);
 		if (r > 0)
 			r = ks_cache_set_item_stat(c->R->e->cache, ch->id, ks_stat_mtime_ns(&nst),
 						   (int64_t) nst.st_ino, (int64_t) nst.st_size);
 	}
 	if (r < 0)
 		return r;
-	ks_run_fail(c->R, KS_SYNC_CONFLICT, c->label, -EROFS,
-		  "'%s' is in a read-only collection: the local %s was not sent and the server's "
-		  "version is back%s%s", ch->filename,
-		  ch->kind == KS_LOCAL_DELETED ? "deletion" : "change",
-		  kept ? "; the local version is kept in " : "", kept ? kept : "");
+	ks_run_fail(c->R, KS_SYNC_CONFLICT, c->L.label, -EROFS,
+		    "'%s' is in a read-only collection: the local %s was not sent and the server's "
+		    "version is back%s%s", ch->filename,
+		    ch->kind == KS_LOCAL_DELETED ? "deletion" : "change",
+		    kept ? "; the local version is kept in " : "", kept ? kept : "");
 	return 0;
 }
 
@@ -356,7 +355,7 @@ static int refused_here(const coll_run *c, const ks_local_change *ch, const push
 		{ KS_COMP_VTODO, KS_ITEM_VTODO, "tasks" },
 		{ KS_COMP_VJOURNAL, KS_ITEM_VJOURNAL, "journal entries" },
 	};
-	const ks_collection *col = c->col;
+	const ks_collection *col = c->L.col;
 	char *why = NULL;
 
 	if (col->kind == KS_COLLECTION_CALENDAR && col->components) {
@@ -366,7 +365,8 @@ static int refused_here(const coll_run *c, const ks_local_change *ch, const push
 			if (comps[i].kind == p->info.kind)
 				bit = comps[i].bit;
 			if (col->components & comps[i].bit)
-				snprintf(takes + strlen(takes), sizeof(takes) - strlen(takes), "%s%s",
+				snprintf(takes + strlen(takes), sizeof(takes) - strlen(takes),
+					 "%s%s",
 					 takes[0] ? " and " : "", comps[i].plural);
 		}
 		if (bit && !(col->components & bit) &&
@@ -408,7 +408,7 @@ static int give_new_uid(coll_run *c, push_item *p)
 	r = ks_item_parse_info(p->body, p->len, &p->info, &why);
 	if (r < 0 || !p->info.uid || strcmp(p->info.uid, uid) != 0)
 		return r == -ENOMEM ? r : -EBADMSG;
-	r = ks_local_replace_file(c, p->ch->filename, &p->ch->st, p->body, p->len, &p->st);
+	r = ks_local_replace_file(&c->L, p->ch->filename, &p->ch->st, p->body, p->len, &p->st);
 	if (r == 0)
 		c->deferred++;
 	if (r > 0)
@@ -454,7 +454,8 @@ static int prepare_push(coll_run *c, ks_local_change *ch, const push_item *prepa
 		why = NULL;
 		r = ks_item_parse_info(p->body, p->len, &p->info, &why);
 		if (r >= 0) {
-			r = ks_local_replace_file(c, ch->filename, &ch->st, p->body, p->len, &p->st);
+			r = ks_local_replace_file(&c->L, ch->filename, &ch->st, p->body, p->len,
+						  &p->st);
 			if (r == 0) {
 				c->deferred++;
 				return 0;
@@ -463,7 +464,7 @@ static int prepare_push(coll_run *c, ks_local_change *ch, const push_item *prepa
 	}
 	if (r == -ENOMEM)
 		return r;
-	bool card = c->col->kind == KS_COLLECTION_ADDRESSBOOK;
+	bool card = c->L.col->kind == KS_COLLECTION_ADDRESSBOOK;
 	if (r >= 0 && (p->info.kind == KS_ITEM_VCARD) != card) {
 		r = -EBADMSG;
 		free(why);
@@ -471,9 +472,9 @@ static int prepare_push(coll_run *c, ks_local_change *ch, const push_item *prepa
 	}
 	if (r < 0) {
 		c->skipped++;
-		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, r,
-			  "not uploading '%s': %s; fix the file and it is sent on the next run",
-			  ch->filename, why ? why : strerror(-r));
+		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, r,
+			    "not uploading '%s': %s; fix the file and it is sent on the next run",
+			    ch->filename, why ? why : strerror(-r));
 		return 0;
 	}
 	ks_sha256_hex(p->body, p->len, p->hash);
@@ -494,28 +495,30 @@ static int prepare_push(coll_run *c, ks_local_change *ch, const push_item *prepa
 	 * sent, so that neither version is merged into the other or left behind. */
 	_cleanup_free_ char *twin = NULL;
 	ks_cache_item other = {};
-	r = ks_cache_get_item_by_uid(c->R->e->cache, c->col->id, p->info.uid, &other);
+	r = ks_cache_get_item_by_uid(c->R->e->cache, c->L.col->id, p->info.uid, &other);
 	if (r >= 0)
 		twin = TAKE_PTR(other.filename);
 	ks_cache_item_done(&other);
 	if (r < 0 && r != -ENOENT)
 		return r;
 	for (size_t i = 0; !twin && i < n_prepared; i++)
-		if (prepared[i].op == KS_INTENT_CREATE && strcmp(prepared[i].info.uid, p->info.uid) == 0)
+		if (prepared[i].op == KS_INTENT_CREATE && strcmp(prepared[i].info.uid,
+								 p->info.uid) == 0)
 			twin = strdup(prepared[i].ch->filename);
 	if (twin) {
 		r = give_new_uid(c, p);
 		if (r <= 0)
 			return r;
-		ks_run_fail(c->R, KS_SYNC_NOTICE, c->label, 0, "'%s' had the UID of '%s'; it got a new "
-			  "UID and is uploaded as an item of its own", ch->filename, twin);
+		ks_run_fail(c->R, KS_SYNC_NOTICE, c->L.label, 0,
+			    "'%s' had the UID of '%s'; it got a new UID and is uploaded as an item "
+			    "of its own", ch->filename, twin);
 	}
 	_cleanup_free_ char *base = NULL;
 	r = ks_vdir_item_name(p->info.uid, NULL, &base);
 	if (r < 0)
 		return r;
 	p->op = KS_INTENT_CREATE;
-	if (asprintf(&p->href, "%s%s%s", c->col->href, base, c->ext) < 0) {
+	if (asprintf(&p->href, "%s%s%s", c->L.col->href, base, c->L.ext) < 0) {
 		p->href = NULL;
 		return -ENOMEM;
 	}
@@ -542,11 +545,12 @@ static int match_renames(coll_run *c, ks_scan_result *sr)
 		}
 		for (size_t j = 0; r >= 0 && j < sr->n_changes; j++) {
 			ks_local_change *old = &sr->changes[j];
-			if (old->kind != KS_LOCAL_DELETED || !old->uid || strcmp(old->uid, info.uid))
+			if (old->kind != KS_LOCAL_DELETED || !old->uid || strcmp(old->uid,
+										 info.uid))
 				continue;
 			_cleanup_free_ char *base = NULL;
 			size_t blen = 0;
-			r = ks_cache_get_item_data(c->R->e->cache, c->col->id, old->href, &base,
+			r = ks_cache_get_item_data(c->R->e->cache, c->L.col->id, old->href, &base,
 						   &blen);
 			if (r < 0)
 				break;
@@ -587,13 +591,14 @@ static void report_ignored(coll_run *c, const ks_local_change *ch)
 						 : "a special file";
 
 	if (what)
-		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, ch->error,
-			  "ignoring '%s/%s': it is %s, not a regular file; it is not read, sent "
-			  "or deleted on the server", c->dir, ch->filename, what);
+		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, ch->error,
+			    "ignoring '%s/%s': it is %s, not a regular file; it is not read, sent "
+			    "or deleted on the server", c->L.dir, ch->filename, what);
 	else
-		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, ch->error,
-			  "ignoring '%s/%s': %s; it is not sent or deleted on the server", c->dir,
-			  ch->filename, strerror(-ch->error));
+		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, ch->error,
+			    "ignoring '%s/%s': %s; it is not sent or deleted on the server",
+			    c->L.dir,
+			    ch->filename, strerror(-ch->error));
 }
 
 /* How long to wait before the second look: until SECOND_LOOK_MS have passed since the
@@ -604,7 +609,7 @@ static unsigned second_look_wait_ms(const coll_run *c)
 	struct stat st;
 	struct timespec now;
 
-	if (fstat(c->dirfd, &st) < 0 || clock_gettime(CLOCK_REALTIME, &now) < 0)
+	if (fstat(c->L.dirfd, &st) < 0 || clock_gettime(CLOCK_REALTIME, &now) < 0)
 		return SECOND_LOOK_MS;
 	int64_t since = ((int64_t) now.tv_sec - st.st_mtim.tv_sec) * 1000 +
 			(now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
@@ -625,7 +630,7 @@ static int confirm_deletions(coll_run *c, ks_scan_result *sr, size_t *n_deleted)
 		(void) nanosleep(&(struct timespec) { .tv_nsec = 50 * 1000000 }, NULL);
 	if (ks_run_cancelled(c->R))
 		return -ECANCELED;
-	r = ks_scan_collection(c->R->e->cache, c->col->id, c->dirfd, c->ext, true, &again);
+	r = ks_scan_collection(c->R->e->cache, c->L.col->id, c->L.dirfd, c->L.ext, true, &again);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; r >= 0 && i < sr->n_changes; i++) {
@@ -671,7 +676,7 @@ static const ks_refusal *find_refusal(const coll_run *c, const char *filename)
 static int load_refusals(coll_run *c, const ks_scan_result *sr)
 {
 	ks_cache *cache = c->R->e->cache;
-	int r = ks_cache_list_refusals(cache, c->col->id, &c->refusals, &c->n_refusals);
+	int r = ks_cache_list_refusals(cache, c->L.col->id, &c->refusals, &c->n_refusals);
 
 	for (size_t i = 0; r >= 0 && i < c->n_refusals; i++) {
 		ks_refusal *rf = &c->refusals[i];
@@ -681,7 +686,7 @@ static int load_refusals(coll_run *c, const ks_scan_result *sr)
 				  strcmp(sr->changes[j].filename, rf->filename) == 0;
 		if (pending && !c->R->o->force)
 			continue;
-		r = ks_cache_clear_refusal(cache, c->col->id, rf->filename);
+		r = ks_cache_clear_refusal(cache, c->L.col->id, rf->filename);
 		free(rf->filename);
 		rf->filename = strdup("");	/* matches no file */
 		if (r >= 0 && !rf->filename)
@@ -692,8 +697,8 @@ static int load_refusals(coll_run *c, const ks_scan_result *sr)
 
 /* 1 when ch was refused before and has not changed since: it is not sent again, and says
  * why. 0 when it is to be sent (a changed file's refusal is forgotten). */
-static int still_refused(coll_run *c, const ks_local_change *ch)
-{
+				 static int still_refused(coll_run *c, const ks_local_change *ch)
+				 {
 	const ks_refusal *rf = find_refusal(c, ch->filename);
 
 	if (!rf)
@@ -701,14 +706,14 @@ static int still_refused(coll_run *c, const ks_local_change *ch)
 	bool same = ch->kind == KS_LOCAL_DELETED ? rf->op == KS_INTENT_DELETE
 						 : rf->hash && strcmp(rf->hash, ch->hash) == 0;
 	if (!same)
-		return ks_cache_clear_refusal(c->R->e->cache, c->col->id, ch->filename);
+		return ks_cache_clear_refusal(c->R->e->cache, c->L.col->id, ch->filename);
 	c->refused++;
 	c->skipped++;
-	ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->label, -EPERM, "not sending %s'%s': %s%s; %s",
-		  ch->kind == KS_LOCAL_DELETED ? "the deletion of " : "", ch->filename,
-		  rf->status ? "the server refused it: " : "", rf->reason,
-		  ch->kind == KS_LOCAL_DELETED ? "the item stays on the server, and `ksyncctl "
-						 "sync --force` brings its file back"
+	ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, -EPERM, "not sending %s'%s': %s%s; %s",
+		    ch->kind == KS_LOCAL_DELETED ? "the deletion of " : "", ch->filename,
+		    rf->status ? "the server refused it: " : "", rf->reason,
+		    ch->kind == KS_LOCAL_DELETED ? "the item stays on the server, and `ksyncctl "
+		    "sync --force` brings its file back"
 					       : "it is sent once the file changes");
 	return 1;
 }

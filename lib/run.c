@@ -58,7 +58,8 @@ void ks_run_fail(run *R, ks_sync_event_type t, const char *coll, int err, const 
 			return;
 	}
 	ks_sync_event ev = {
-		.type = t, .account = R->acc->name, .collection = coll, .error = err, .message = msg,
+		.type = t, .account = R->acc->name, .collection = coll, .error = err,
+		.message = msg,
 	};
 	ks_run_emit(R, &ev);
 }

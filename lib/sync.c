@@ -18,17 +18,16 @@ static int drop_stale_intents(coll_run *c);
  * or NULL when the home sets were not listed this run. */
 int ks_sync_collection(run *R, ks_collection *col, const ks_collection *remote)
 {
-	coll_run c = { .R = R, .col = col, .dirfd = -1 };
-	unsigned req0 = ks_dav_request_count(R->dav);
-	int r;
+	coll_run c = { .R = R };
+	unsigned req0 = ks_remote_request_count(R->remote);
+	int r = ks_local_init(&c.L, R->e, R->acc->name, col);
 
-	snprintf(c.label, sizeof(c.label), "%s/%s",
-		 col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars", col->name);
-	c.ext = col->kind == KS_COLLECTION_ADDRESSBOOK ? ".vcf" : ".ics";
+	if (r < 0)
+		return r;
 	r = ks_cache_count_items(R->e->cache, col->id);
 	if (r < 0) {
-		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r, "cannot read the cache: %s",
-			  strerror(-r));
+		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c.L.label, r, "cannot read the cache: %s",
+			    strerror(-r));
 		goto out;
 	}
 	c.rows_at_start = (size_t) r;
@@ -37,21 +36,21 @@ int ks_sync_collection(run *R, ks_collection *col, const ks_collection *remote)
 		goto out;
 	r = write_metadata(&c);
 	if (r < 0) {
-		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r,
-			  "cannot write displayname/color: %s", strerror(-r));
+		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c.L.label, r,
+			    "cannot write displayname/color: %s", strerror(-r));
 		goto out;
 	}
 	/* Uploads a crash interrupted: the listing below tells what reached the server, and
 	 * the conditional requests of the upload make a repeated one harmless. */
 	r = ks_cache_list_intents(R->e->cache, col->id, &c.intents, &c.n_intents);
 	if (r < 0) {
-		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c.label, r, "cannot read the cache: %s",
-			  strerror(-r));
+		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c.L.label, r, "cannot read the cache: %s",
+			    strerror(-r));
 		goto out;
 	}
 	if (c.n_intents)
 		ks_log(KS_LOG_INFO, "%s/%s: resuming %zu interrupted upload(s)", R->acc->name,
-		       c.label, c.n_intents);
+		       c.L.label, c.n_intents);
 
 	r = ks_pull_collection(&c, remote, R->o->force);
 	if (r >= 0)
@@ -83,10 +82,10 @@ int ks_sync_collection(run *R, ks_collection *col, const ks_collection *remote)
 	{
 		ks_sync_event ev = {
 			.type = KS_SYNC_COLLECTION_DONE, .account = R->acc->name,
-			.collection = c.label, .added = c.added, .updated = c.updated,
+			.collection = c.L.label, .added = c.added, .updated = c.updated,
 			.deleted = c.deleted, .skipped = c.skipped, .uploaded = c.pushed,
 			.removed = c.pushed_deletes, .conflicts = c.conflicts,
-			.requests = ks_dav_request_count(R->dav) - req0,
+			.requests = ks_remote_request_count(R->remote) - req0,
 		};
 		ks_run_emit(R, &ev);
 	}
@@ -108,9 +107,7 @@ static void coll_run_done(coll_run *c)
 	}
 	ks_strv_free(c->gone, c->n_gone);
 	ks_strv_free(c->seen, c->n_seen);
-	if (c->dirfd >= 0)
-		close(c->dirfd);
-	free(c->dir);
+	ks_local_done(&c->L);
 }
 
 /* Opens the collection's directory. A missing one is made for a collection without items;
@@ -123,37 +120,36 @@ static int open_collection_dir(run *R, coll_run *c, size_t n_rows)
 	_cleanup_free_ char *where = NULL;
 	int r;
 
-	r = ks_engine_collection_dir(R->e, R->acc->name, c->col, &c->dir);
-	if (r < 0)
-		return r;
-	r = ks_engine_open_collection_dir(R->e, R->acc->name, c->col, false, &c->dirfd, &where);
+	r = ks_local_open(&c->L, false, &where);
 	if (r == -ENOENT && (n_rows == 0 || R->o->force || R->o->allow_mass_delete)) {
 		free(where);
 		where = NULL;
-		r = ks_engine_open_collection_dir(R->e, R->acc->name, c->col, true, &c->dirfd, &where);
+		r = ks_local_open(&c->L, true, &where);
 	} else if (r == -ENOENT) {
 		r = -ENOMEDIUM;
-		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r,
-			  "the directory '%s' is missing (renamed, removed, or on a file system that "
-			  "is not mounted?); nothing was deleted on the server. Put it back, run "
-			  "`ksyncctl sync --force %s/%s` to fetch its %zu items again, or `ksyncctl "
-			  "sync --allow-mass-delete %s/%s` to delete them on the server too",
-			  where ? where : c->dir, R->acc->name, c->label, n_rows, R->acc->name,
-			  c->label);
+		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->L.label, r,
+			    "the directory '%s' is missing (renamed, removed, or on a file system "
+			    "that is not mounted?); nothing was deleted on the server. Put it "
+			    "back, run `ksyncctl sync --force %s/%s` to fetch its %zu items again, "
+			    "or `ksyncctl sync --allow-mass-delete %s/%s` to delete them on the "
+			    "server too",
+			    where ? where : c->L.dir, R->acc->name, c->L.label, n_rows,
+			    R->acc->name,
+			    c->L.label);
 		return r;
 	}
 	if (r == -ELOOP)
-		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r,
-			  "'%s' is a symbolic link: ksync does not follow links below its data "
-			  "directory, so nothing was read, written or deleted through it; put the "
-			  "directory back in its place", where ? where : c->dir);
+		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->L.label, r,
+			    "'%s' is a symbolic link: ksync does not follow links below its data "
+			    "directory, so nothing was read, written or deleted through it; put "
+			    "the directory back in its place", where ? where : c->L.dir);
 	else if (r < 0)
-		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->label, r,
-			  "cannot open the local directory '%s': %s", where ? where : c->dir,
-			  strerror(-r));
+		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->L.label, r,
+			    "cannot open the local directory '%s': %s", where ? where : c->L.dir,
+			    strerror(-r));
 	if (r < 0)
 		return r;
-	(void) ks_fs_clean_temp(c->dirfd);
+	(void) ks_fs_clean_temp(c->L.dirfd);
 	return 0;
 }
 
@@ -161,17 +157,17 @@ static int write_metadata(coll_run *c)
 {
 	int r = 0;
 
-	if (c->col->displayname && *c->col->displayname) {
+	if (c->L.col->displayname && *c->L.col->displayname) {
 		_cleanup_free_ char *v = NULL;
-		if (asprintf(&v, "%s\n", c->col->displayname) < 0)
+		if (asprintf(&v, "%s\n", c->L.col->displayname) < 0)
 			return -ENOMEM;
-		r = ks_fs_write_if_changed(c->dirfd, "displayname", v);
+		r = ks_fs_write_if_changed(c->L.dirfd, "displayname", v);
 	}
-	if (r >= 0 && c->col->color) {
+	if (r >= 0 && c->L.col->color) {
 		_cleanup_free_ char *v = NULL;
-		if (asprintf(&v, "%s\n", c->col->color) < 0)
+		if (asprintf(&v, "%s\n", c->L.col->color) < 0)
 			return -ENOMEM;
-		r = ks_fs_write_if_changed(c->dirfd, "color", v);
+		r = ks_fs_write_if_changed(c->L.dirfd, "color", v);
 	}
 	return r < 0 ? r : 0;
 }
@@ -183,15 +179,17 @@ void ks_sync_report_failed(coll_run *c)
 	unsigned fetch = c->failed_fetch - c->failed_push, push = c->failed_push;
 
 	if (fetch && push)
-		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, -EIO, "%u item(s) could not "
-			  "be fetched and %u local change(s) not sent; they will be retried", fetch,
-			  push);
+		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->L.label, -EIO,
+			    "%u item(s) could not be fetched and %u local change(s) not sent; they "
+			    "will be retried",
+			    fetch,
+			    push);
 	else if (push)
-		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, -EIO, "%u local change(s) "
-			  "could not be sent; they will be retried", push);
+		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->L.label, -EIO, "%u local change(s) "
+			    "could not be sent; they will be retried", push);
 	else
-		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->label, -EIO, "%u item(s) could not "
-			  "be fetched; they will be retried", fetch);
+		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->L.label, -EIO,
+			    "%u item(s) could not be fetched; they will be retried", fetch);
 }
 
 /* An interrupted upload of a file the user deleted since: the listing just done brought in
@@ -202,14 +200,14 @@ static int drop_stale_intents(coll_run *c)
 	for (size_t i = 0; i < c->n_intents; i++) {
 		const ks_intent *in = &c->intents[i];
 		if (in->op == KS_INTENT_DELETE || !in->filename ||
-		    faccessat(c->dirfd, in->filename, F_OK, AT_SYMLINK_NOFOLLOW) == 0 ||
+		    faccessat(c->L.dirfd, in->filename, F_OK, AT_SYMLINK_NOFOLLOW) == 0 ||
 		    errno != ENOENT)
 			continue;
 		ks_cache_item it = {};
-		int r = ks_cache_get_item(c->R->e->cache, c->col->id, in->href, &it);
+		int r = ks_cache_get_item(c->R->e->cache, c->L.col->id, in->href, &it);
 		ks_cache_item_done(&it);
 		if (r == -ENOENT)
-			r = ks_cache_clear_intent(c->R->e->cache, c->col->id, in->href);
+			r = ks_cache_clear_intent(c->R->e->cache, c->L.col->id, in->href);
 		if (r < 0)
 			return r;
 	}
