@@ -28,7 +28,8 @@ PKG_MISSING = $(shell for p in $(PKGS) $(1); do $(PKG_CONFIG) --exists $$p 2>/de
 DEB_PACKAGES := gcc make pkg-config libc6-dev \
 	libcurl4-openssl-dev libxml2-dev libical-dev libsqlite3-dev libsystemd-dev libcmocka-dev \
 	nettle-dev libunistring-dev \
-	radicale xandikos python3-dulwich khard khal todoman vdirsyncer \
+	radicale xandikos python3-dulwich davical postgresql php-cli php-pgsql php-sabre-dav \
+	php-sqlite3 khard khal todoman vdirsyncer \
 	python3-pytest python3-requests python3-configobj curl dbus dbus-daemon systemd mandoc \
 	sqlite3 procps time openssl strace util-linux gnome-keyring libsecret-tools \
 	python3-dbus
