@@ -1,8 +1,12 @@
 """Fixtures for ksync's integration tests.
 
 `server` starts a fresh Radicale or Xandikos (each test gets its own, on a free loopback port,
-stopped at teardown even when the test fails); `ks` is a fresh HOME/XDG environment for ksyncd
-and the readers. A missing server binary is an error, never a skip.
+stopped at teardown even when the test fails); a test marked `all_servers` gets DAViCal and
+SabreDAV too. `ks` is a fresh HOME/XDG environment for ksyncd and the readers. A missing server
+is an error, never a skip.
+
+KSYNC_TEST_SERVERS=davical,sabredav (a comma-separated list of kinds) narrows `server` to those
+kinds, for example to run the all_servers tests on the two PHP servers only.
 """
 
 import os
@@ -16,6 +20,28 @@ from ksynctest import ksync, servers  # noqa: E402
 from ksynctest.daemon import Daemon  # noqa: E402
 
 SERVER_KINDS = ["radicale", "xandikos"]
+# Production servers, slower to start and to serve: only for the tests marked all_servers (the
+# pull, push, conflict, collection and duplicates cases that differ from server to server).
+ALL_SERVER_KINDS = SERVER_KINDS + ["davical", "sabredav"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "all_servers: run on DAViCal and SabreDAV as well as "
+                            "on Radicale and Xandikos")
+
+
+def pytest_generate_tests(metafunc):
+    if "server" not in metafunc.fixturenames:
+        return
+    marked = metafunc.definition.get_closest_marker("all_servers") is not None
+    kinds = ALL_SERVER_KINDS if marked else SERVER_KINDS
+    wanted = os.environ.get("KSYNC_TEST_SERVERS")
+    if wanted:
+        unknown = set(wanted.split(",")) - set(ALL_SERVER_KINDS)
+        if unknown:
+            raise pytest.UsageError("KSYNC_TEST_SERVERS: unknown kinds %s" % sorted(unknown))
+        kinds = [k for k in kinds if k in wanted.split(",")]
+    metafunc.parametrize("server", kinds, indirect=True)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -35,7 +61,7 @@ def _log_tail_on_failure(request, srv):
         sys.stderr.write("\n--- %s log tail (%s) ---\n%s\n" % (srv.kind, srv.log_path, tail))
 
 
-@pytest.fixture(params=SERVER_KINDS)
+@pytest.fixture
 def server(request, tmp_path):
     srv = servers.start(request.param, tmp_path / "server")
     try:
@@ -62,8 +88,9 @@ def start_server(request, tmp_path):
 
     def start(kind, **options):
         d = tmp_path / ("extra-%s-%d" % (kind, len(started)))
-        srv = (servers.start_radicale(d, **options) if kind == "radicale"
-               else servers.start_xandikos(d, **options))
+        starters = {"radicale": servers.start_radicale, "xandikos": servers.start_xandikos,
+                    "davical": servers.start_davical, "sabredav": servers.start_sabredav}
+        srv = starters[kind](d, **options)
         started.append(srv)
         return srv
 

@@ -3,6 +3,7 @@
 These need no ksync binary; they prove that what the ksync tests rely on is itself right.
 """
 
+import os
 import re
 import subprocess
 import time
@@ -17,7 +18,7 @@ import vobject
 from ksynctest import gen, ksync, servers
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9@._+-]+$")
-EXPECTED_HOME_SETS = {"radicale": 1, "xandikos": 2}
+EXPECTED_HOME_SETS = {"radicale": 1, "xandikos": 2, "davical": 1, "sabredav": 2}
 
 
 # -- generators --------------------------------------------------------------------------------
@@ -109,20 +110,22 @@ def test_tasks_cover_status_due_priority():
 # -- servers -----------------------------------------------------------------------------------
 
 
+@pytest.mark.all_servers
 def test_server_layout(server):
     principal, cal_home, book_home = server.discover()
     assert (principal, cal_home, book_home) == (server.principal, server.calendar_home,
                                                 server.addressbook_home)
     assert len(server.home_sets) == EXPECTED_HOME_SETS[server.kind]
-    if server.kind == "radicale":
-        assert server.password is not None
-        anon = requests.request("PROPFIND", server.url + "user/", timeout=10,
-                                        headers={"Depth": "0"})
-        assert anon.status_code == 401
-    else:
+    if server.kind == "xandikos":
         assert server.password is None
+    else:
+        assert server.password is not None
+        anon = requests.request("PROPFIND", urllib.parse.urljoin(server.url, server.principal),
+                                timeout=10, headers={"Depth": "0"})
+        assert anon.status_code == 401
 
 
+@pytest.mark.all_servers
 def test_collections_and_properties(server):
     book = server.make_addressbook("people", "Kontakte Öffentlich")
     cal = server.make_calendar("work", "Arbeit & Büro", color="#ff8800")
@@ -130,27 +133,44 @@ def test_collections_and_properties(server):
     cols = server.collections()
     assert cols[book]["kind"] == "addressbook"
     assert cols[book]["displayname"] == "Kontakte Öffentlich"
-    assert cols[cal] == dict(cols[cal], kind="calendar", displayname="Arbeit & Büro",
-                             color="#ff8800")
+    # DAViCal 1.1 stores a displayname given in MKCALENDAR with its XML escaping and serves
+    # that text escaped once more.
+    want = "Arbeit &amp; Büro" if server.kind == "davical" else "Arbeit & Büro"
+    assert cols[cal] == dict(cols[cal], kind="calendar", displayname=want, color="#ff8800")
     assert cols[todo]["color"] == "#00aa33ff"
-    if server.kind == "radicale":
-        assert cols[todo]["components"] == ["VTODO"]
-        assert set(cols) == {book, cal, todo}
-    else:
+    if server.kind == "xandikos":
         assert "VTODO" in cols[todo]["components"]
         assert set(cols) == {book, cal, todo, server.calendar_home + "calendar/",
                              server.addressbook_home + "addressbook/"}
-    assert all(c["sync_token"] for c in cols.values())
+    else:
+        assert cols[todo]["components"] == ["VTODO"]
+        assert set(cols) == {book, cal, todo}
+    if server.kind == "sabredav":
+        # SabreDAV 1.8 has no sync-collection (RFC 6578), only CalendarServer's getctag.
+        assert not any(c["sync_token"] for c in cols.values())
+        assert all(c["ctag"] for c in cols.values())
+    else:
+        assert all(c["sync_token"] for c in cols.values())
 
 
+def sabredav_mangled(text):
+    """`text` as SabreDAV 1.8 stores it on PHP 8 when it misjudges the encoding of an item:
+    StringUtil::ensureUTF8() asks mb_detect_encoding() to choose between UTF-8 and ISO-8859-1,
+    PHP 8.1+ picks ISO-8859-1 for some valid UTF-8 (an item holding 'ı', U+0131, for one), and
+    the whole item is encoded to UTF-8 a second time."""
+    return text.encode("utf-8").decode("latin-1")
+
+
+@pytest.mark.all_servers
 def test_seed_then_http_roundtrip(server):
     book = server.make_addressbook("people")
     cal = server.make_calendar("work")
     contacts = gen.contacts(40)
     caldata = {**gen.events(30), **gen.tasks(15)}
-    before = server.collections()[book]["sync_token"]
+    state = "ctag" if server.kind == "sabredav" else "sync_token"
+    before = server.collections()[book][state]
     hrefs = server.seed(book, contacts)
-    assert server.collections()[book]["sync_token"] != before
+    assert server.collections()[book][state] != before
     chrefs = server.seed(cal, caldata)
     listed = server.list(book)
     assert set(listed) == set(hrefs.values())
@@ -158,16 +178,30 @@ def test_seed_then_http_roundtrip(server):
 
     got = server.contents(book)
     assert set(got) == set(listed)
-    for name, href in list(hrefs.items())[:10]:
+    mangled = 0
+    for name, href in hrefs.items():
         body = server.get(href)
         assert got[href][1] == body
         if server.kind == "xandikos":
             assert body == contacts[name]
-        else:
-            assert gen.unescape(gen.prop(body, "UID")) == name
-            assert gen.prop(body, "FN") == gen.prop(contacts[name], "FN")
+            continue
+        assert gen.unescape(gen.prop(body, "UID")) == name
+        want = gen.prop(contacts[name], "FN")
+        if server.kind == "sabredav" and gen.prop(body, "FN") != want:
+            want = sabredav_mangled(want)
+            mangled += 1
+        assert gen.prop(body, "FN") == want
+    if server.kind == "sabredav":
+        assert mangled == sum(1 for d in contacts.values() if "ı" in d.decode("utf-8")), \
+            "SabreDAV no longer re-encodes items holding an 'ı'"
     for name, href in list(chrefs.items())[:10]:
-        assert server.contents(cal)[href][1] == server.get(href)
+        body = server.get(href)
+        if server.kind == "sabredav":
+            # SabreDAV 1.8 drops every CR from calendar-data in a REPORT or PROPFIND answer
+            # ("to not screw up the xml output"); GET serves the stored CRLF.
+            assert server.contents(cal)[href][1] == body.replace(b"\r\n", b"\n")
+        else:
+            assert server.contents(cal)[href][1] == body
 
     # A second seed adds to the collection and leaves the rest alone.
     more = gen.contacts(5, seed=9)
@@ -192,6 +226,7 @@ def test_seed_then_http_roundtrip(server):
         server.get(href)
 
 
+@pytest.mark.all_servers
 def test_request_count(server):
     book = server.make_addressbook("people")
     hrefs = server.seed(book, gen.contacts(3))
@@ -215,6 +250,7 @@ def test_request_count(server):
     assert logged == wanted
 
 
+@pytest.mark.all_servers
 def test_seed_timing(server):
     book = server.make_addressbook("people")
     items = gen.contacts(300)
@@ -226,8 +262,9 @@ def test_seed_timing(server):
 
 
 def test_server_stops(tmp_path):
-    for kind in ("radicale", "xandikos"):
+    for kind in ("radicale", "xandikos", "davical", "sabredav"):
         srv = servers.start(kind, tmp_path / kind)
+        pg_pid = srv.postgres.proc.pid if srv.postgres is not None else None
         try:
             assert srv.alive()
         finally:
@@ -235,6 +272,11 @@ def test_server_stops(tmp_path):
         assert not srv.alive()
         with pytest.raises(requests.ConnectionError):
             requests.get(srv.url, timeout=5)
+        # No process of the server is left running: `php -S` workers, PostgreSQL's backends.
+        assert not servers._group_running(srv.proc.pid), "%s left processes" % kind
+        if pg_pid is not None:
+            assert not servers._group_running(pg_pid), "PostgreSQL left processes"
+            assert not os.path.exists(srv.postgres.base)
 
 
 # -- readers -----------------------------------------------------------------------------------

@@ -1,17 +1,28 @@
-"""Real Radicale and Xandikos servers on free loopback ports, with fresh storage.
+"""Real DAV servers on free loopback ports, with fresh storage: Radicale, Xandikos, DAViCal and
+SabreDAV, all from Debian packages.
 
 Each server runs as a child process in its own session, logs to a file in its directory, and is
 stopped by DavServer.stop(). Requests are counted from the server's own log: Radicale logs
 "<METHOD> request for '<path>' received from ..." at info level when a request arrives; Xandikos
-(aiohttp) writes one "aiohttp.access" line per request once the response is sent.
+(aiohttp) writes one "aiohttp.access" line per request once the response is sent. DAViCal and
+SabreDAV run under PHP's built-in web server (`php -S`), whose router scripts (ours, in
+tests/fixtures/) append "<METHOD> <uri>" to an access log when a request arrives.
+
+DAViCal keeps everything in PostgreSQL: each server gets its own cluster, a copy of a template
+made once per test session (initdb, DAViCal's create-database.sh, the test user), listening only
+on a unix socket in a temporary directory. SabreDAV 1.8 keeps its data in a fresh SQLite file.
 """
 
+import atexit
 import fcntl
+import glob
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import uuid
@@ -21,6 +32,18 @@ import requests
 
 RADICALE = "/usr/bin/radicale"
 XANDIKOS = "/usr/bin/xandikos"
+PHP = "/usr/bin/php"
+DAVICAL_HTDOCS = "/usr/share/davical/htdocs"
+DAVICAL_CREATE_DB = "/usr/share/davical/dba/create-database.sh"
+SABRE_AUTOLOAD = "/usr/share/php/Sabre/autoload.php"
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "fixtures")
+DAVICAL_ROUTER = os.path.join(FIXTURES, "davical", "router.php")
+SABRE_SERVER = os.path.join(FIXTURES, "sabredav", "server.php")
+# `php -S` answers one request at a time per process; ksync keeps several in flight.
+PHP_WORKERS = 4
+# Parallel uploads when seeding a server that has no storage the tests can write directly.
+SEED_THREADS = 4
 USERNAME = "user"
 PASSWORD = "s3cr3t-Pässword"
 
@@ -81,7 +104,8 @@ def parse_multistatus(body):
 
 
 class DavServer:
-    """A running DAV server. See start_radicale() and start_xandikos()."""
+    """A running DAV server. See start_radicale(), start_xandikos(), start_davical() and
+    start_sabredav()."""
 
     def __init__(self, kind, port, root, storage, log_path, proc, username, password,
                  principal, calendar_home, addressbook_home):
@@ -100,10 +124,16 @@ class DavServer:
         self.session = requests.Session()
         self.session.trust_env = False
         if password is not None:
-            self.session.auth = (username, password)
+            # UTF-8, as ksync (libcurl) sends it; requests would encode a str as Latin-1.
+            self.session.auth = (username.encode("utf-8"), password.encode("utf-8"))
         self._markers = 0
         self.prefix = ""
         self.rights_path = None
+        # DAViCal and SabreDAV: the router's access log (one "METHOD URI" line per request).
+        self.access_log = None
+        # DAViCal: its PostgreSQL cluster, stopped and removed with the server.
+        self.postgres = None
+        self._stopped = False
 
     def __repr__(self):
         return "<DavServer %s %s>" % (self.kind, self.url)
@@ -170,15 +200,15 @@ class DavServer:
         return href
 
     def make_calendar(self, name, displayname=None, components=("VEVENT", "VTODO"), color=None):
-        """MKCALENDAR. Xandikos has a fixed component set, so `components` is only sent to
-        Radicale."""
+        """MKCALENDAR. Xandikos has a fixed component set, so `components` is sent to every
+        server but Xandikos."""
         href = self.calendar_home + name + "/"
         props = ""
         if displayname is not None:
             props += "<D:displayname>%s</D:displayname>" % _xml_escape(displayname)
         if color is not None:
             props += "<I:calendar-color>%s</I:calendar-color>" % _xml_escape(color)
-        if components and self.kind == "radicale":
+        if components and self.kind != "xandikos":
             props += ("<C:supported-calendar-component-set>%s"
                       "</C:supported-calendar-component-set>") % "".join(
                           '<C:comp name="%s"/>' % c for c in components)
@@ -281,10 +311,10 @@ class DavServer:
         """{decoded item href path: (etag, bytes)} of every item of a collection, with the bytes
         exactly as the server sends them (CRLF kept).
 
-        Radicale: one multiget REPORT whose raw body is cut without an XML parser (a parser would
-        turn CRLF into LF). Xandikos: read from its git storage, which it serves verbatim
-        (its per-item cost over HTTP grows with the collection); the hrefs and etags are checked
-        against a PROPFIND listing."""
+        Radicale, DAViCal, SabreDAV: one multiget REPORT whose raw body is cut without an XML
+        parser (a parser would turn CRLF into LF). Xandikos: read from its git storage, which it
+        serves verbatim (its per-item cost over HTTP grows with the collection); the hrefs and
+        etags are checked against a PROPFIND listing."""
         listed = self.list(collection_href)
         if self.kind == "xandikos":
             out = self._xandikos_contents(collection_href)
@@ -345,14 +375,20 @@ class DavServer:
     def seed(self, href, items):
         """Write items {name: bytes} straight into the collection's storage (file name = name plus
         .vcf/.ics), then check over HTTP that the server serves all of them.
-        Returns {name: item href}."""
+        Returns {name: item href}.
+
+        DAViCal and SabreDAV derive tables from every item they store (DAViCal's calendar_item
+        and addressbook_resource, SabreDAV's occurrence range and component type), so they are
+        seeded with PUTs, several in parallel, which run exactly their own code."""
         if not items:
             return {}
         files = {name + _extension(data): data for name, data in items.items()}
         if self.kind == "radicale":
             self._seed_radicale(href, files)
-        else:
+        elif self.kind == "xandikos":
             self._seed_xandikos(href, files)
+        else:
+            self._seed_put(href, files)
         hrefs = {name: href + name + _extension(data) for name, data in items.items()}
         listed = self.list(href)
         missing = [h for h in hrefs.values() if href_path(h) not in listed]
@@ -360,6 +396,29 @@ class DavServer:
             raise ServerError("%s does not serve %d of %d seeded items in %s, e.g. %s" % (
                 self.kind, len(missing), len(hrefs), href, missing[:3]))
         return hrefs
+
+    def _seed_put(self, href, files):
+        from concurrent.futures import ThreadPoolExecutor
+
+        names = sorted(files)
+        chunks = [names[i::SEED_THREADS] for i in range(SEED_THREADS)]
+
+        def put_chunk(chunk):
+            with requests.Session() as s:
+                s.trust_env = False
+                s.auth = self.session.auth
+                for fname in chunk:
+                    data = files[fname]
+                    resp = s.put(urllib.parse.urljoin(self.url, href + fname), data=data,
+                                 headers={"Content-Type": _content_type(fname, data)},
+                                 timeout=HTTP_TIMEOUT, allow_redirects=False)
+                    if resp.status_code not in (200, 201, 204):
+                        raise ServerError("seeding %s%s on %s: HTTP %d: %s" % (
+                            href, fname, self.kind, resp.status_code, resp.text[:500]))
+
+        with ThreadPoolExecutor(max_workers=SEED_THREADS) as pool:
+            for f in [pool.submit(put_chunk, c) for c in chunks if c]:
+                f.result()
 
     def _collection_dir(self, href):
         path = href_path(href)
@@ -425,6 +484,9 @@ class DavServer:
     # -- request counting ------------------------------------------------------------------------
 
     def _log_requests(self):
+        if self.access_log is not None:
+            with open(self.access_log, "r", encoding="utf-8", errors="replace") as f:
+                return re.findall(r"^\S+ (\S+)$", f.read(), re.M)
         with open(self.log_path, "r", encoding="utf-8", errors="replace") as f:
             text = f.read()
         if self.kind == "radicale":
@@ -463,22 +525,17 @@ class DavServer:
     # -- lifetime --------------------------------------------------------------------------------
 
     def alive(self):
-        return self.proc.poll() is None
+        return self.proc.poll() is None and (self.postgres is None or self.postgres.alive())
 
     def stop(self):
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=5)
+        if self._stopped:
+            return
+        self._stopped = True
+        # The whole process group: `php -S` workers outlive their parent.
+        _stop_group(self.proc)
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres.remove()
         self.session.close()
 
 
@@ -598,11 +655,13 @@ def _server_env(home):
     return env
 
 
-def _spawn(argv, log_path, home, port):
+def _spawn(argv, log_path, home, port, extra_env=None):
+    env = _server_env(home)
+    env.update(extra_env or {})
     log = open(log_path, "ab")
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                env=_server_env(home), start_new_session=True, cwd=home)
+                                env=env, start_new_session=True, cwd=home)
     finally:
         log.close()
     deadline = time.monotonic() + START_TIMEOUT
@@ -624,19 +683,77 @@ def _spawn(argv, log_path, home, port):
         argv[0], port, START_TIMEOUT, log_path))
 
 
+# What each kind of server needs installed (Debian packages named in the Makefile).
+REQUIRED_FILES = {
+    "radicale": [RADICALE],
+    "xandikos": [XANDIKOS],
+    "davical": [PHP, DAVICAL_HTDOCS + "/caldav.php", DAVICAL_CREATE_DB, DAVICAL_ROUTER],
+    "sabredav": [PHP, SABRE_AUTOLOAD, SABRE_SERVER],
+}
+
+
+def _check_installed(kind):
+    missing = [p for p in REQUIRED_FILES[kind] if not os.path.exists(p)]
+    if missing:
+        raise ServerError("%s is not installed: %s missing (run make deps)" % (
+            kind, ", ".join(missing)))
+
+
+def _stop_group(proc, timeout=5):
+    """SIGTERM to the process group of `proc` (a session leader), SIGKILL to what is left after
+    `timeout` seconds; waits for `proc` itself."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    while time.monotonic() < deadline:
+        if not _group_running(proc.pid):
+            break
+        time.sleep(0.02)
+    else:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=timeout)
+
+
+def _group_running(pgid):
+    """Whether a process of group `pgid` still runs. Zombies do not count: children that
+    outlived the leader are reaped by init, sometimes seconds after they exited."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
 def _start(kind, tmpdir, build_argv):
-    """Start with retries: a free port can be taken between free_port() and the bind."""
-    if not os.access(RADICALE if kind == "radicale" else XANDIKOS, os.X_OK):
-        raise ServerError("%s is not installed (%s)" % (kind, RADICALE if kind == "radicale"
-                                                        else XANDIKOS))
+    """Start with retries: a free port can be taken between free_port() and the bind.
+    build_argv(root, port) returns (argv, storage) or (argv, storage, extra environment)."""
+    _check_installed(kind)
     last = None
     for attempt in range(3):
         root = os.path.join(str(tmpdir), "%s-%d" % (kind, attempt))
         os.makedirs(root, mode=0o700)
         port = free_port()
-        argv, storage = build_argv(root, port)
+        built = build_argv(root, port)
+        argv, storage = built[:2]
+        extra_env = built[2] if len(built) > 2 else None
         log_path = os.path.join(root, "server.log")
-        proc, ok = _spawn(argv, log_path, root, port)
+        proc, ok = _spawn(argv, log_path, root, port, extra_env)
         if ok:
             return root, port, storage, log_path, proc
         with open(log_path, "r", errors="replace") as f:
@@ -722,6 +839,259 @@ def start_xandikos(tmpdir, create_principal=True, principal="/%s/" % USERNAME,
                          prefix + principal + "contacts/")
 
 
+# -- DAViCal -------------------------------------------------------------------------------------
+
+def _pg_bindir():
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+                   key=lambda p: [int(x) for x in re.findall(r"\d+", p)])
+    if not found:
+        raise ServerError("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/postgres; "
+                          "run make deps)")
+    return os.path.dirname(found[-1])
+
+
+def _pg_identity():
+    """subprocess options that run PostgreSQL's programs as the 'postgres' system user when the
+    tests run as root (PostgreSQL refuses to run as root); none otherwise."""
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+    try:
+        pw = pwd.getpwnam("postgres")
+    except KeyError:
+        raise ServerError("the tests run as root and there is no 'postgres' user to run "
+                          "PostgreSQL as (package postgresql-common)") from None
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
+def _pg_dir(prefix):
+    """A fresh directory under the system temp dir that PostgreSQL's user owns. The test's own
+    temp dirs are private to the test's user, and PostgreSQL must reach its data dir."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    ident = _pg_identity()
+    if ident:
+        os.chown(path, ident["user"], ident["group"])
+    return path
+
+
+def _pg_env(home):
+    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC",
+            "HOME": home}
+
+
+class Postgres:
+    """A PostgreSQL cluster in `base` (data in base/data), listening only on the unix socket
+    base/.s.PGSQL.5432. Durability is switched off: a crash loses a test's server anyway."""
+
+    def __init__(self, base):
+        self.base = base
+        self.data = os.path.join(base, "data")
+        self.bindir = _pg_bindir()
+        self.proc = None
+        self.log_path = None
+
+    def run(self, argv, **kw):
+        """A PostgreSQL program as the cluster's owner; CompletedProcess, ServerError on
+        failure."""
+        p = subprocess.run([os.path.join(self.bindir, argv[0])] + argv[1:],
+                           env=_pg_env(self.base), cwd=self.base, stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=120, **_pg_identity(), **kw)
+        if p.returncode != 0:
+            raise ServerError("%s failed (%d): %s" % (" ".join(argv), p.returncode,
+                                                     (p.stdout + p.stderr)[-3000:].decode(
+                                                         "utf-8", "replace")))
+        return p
+
+    def initdb(self):
+        self.run(["initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                  "--locale=C.UTF-8", "--no-sync"])
+
+    def start(self, log_path):
+        self.log_path = log_path
+        log = open(log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [os.path.join(self.bindir, "postgres"), "-D", self.data, "-k", self.base,
+                 "-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off",
+                 "-c", "full_page_writes=off", "-c", "max_connections=40"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_pg_env(self.base),
+                cwd=self.base, start_new_session=True, **_pg_identity())
+        finally:
+            log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            ready = subprocess.run([os.path.join(self.bindir, "pg_isready"), "-q", "-h",
+                                    self.base, "-U", "postgres"], env=_pg_env(self.base),
+                                   stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+            if ready.returncode == 0:
+                return
+            time.sleep(0.05)
+        with open(log_path, "r", errors="replace") as f:
+            tail = f.read()[-3000:]
+        self.stop()
+        raise ServerError("PostgreSQL in %s did not start:\n%s" % (self.base, tail))
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        """Fast shutdown (SIGINT: sessions ended, no checkpoint wait for clients)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+        _stop_group(self.proc)
+        self.proc = None
+
+    def remove(self):
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def psql(self, dbname, sql):
+        return self.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.base, "-U",
+                         "postgres", "-d", dbname, "-c", sql])
+
+
+def _sql_literal(text):
+    return "'%s'" % text.replace("'", "''")
+
+
+_davical_template = {}
+
+
+def davical_template():
+    """Data dir of a stopped cluster holding the DAViCal database, made once per process by
+    DAViCal's own create-database.sh, with USERNAME/PASSWORD as a user and principal. Removed
+    when the process exits."""
+    if "data" in _davical_template:
+        return _davical_template["data"]
+    t = time.monotonic()
+    pg = Postgres(_pg_dir("ksynctest-davical-template-"))
+    atexit.register(pg.remove)
+    try:
+        pg.initdb()
+        pg.start(os.path.join(pg.base, "postgres.log"))
+        env = dict(_pg_env(pg.base), PGHOST=pg.base, PGUSER="postgres")
+        p = subprocess.run(["/bin/sh", DAVICAL_CREATE_DB, "davical", uuid.uuid4().hex],
+                           env=env, cwd=pg.base, stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=300)
+        out = (p.stdout + p.stderr).decode("utf-8", "replace")
+        if p.returncode != 0 or "ERROR" in out:
+            raise ServerError("DAViCal's create-database.sh failed (%d):\n%s" % (
+                p.returncode, out[-3000:]))
+        # A user as DAViCal's admin pages make one; '**' marks a plain-text password. Its
+        # home collections are only made by those pages, so the user starts with none, as on
+        # Radicale.
+        pg.psql("davical", (
+            "BEGIN; "
+            "INSERT INTO usr (user_no, active, email_ok, updated, username, password, fullname,"
+            " email) VALUES (2, TRUE, current_date, current_date, %s, %s, 'Test User',"
+            " 'user@ksync.example'); "
+            "INSERT INTO principal (type_id, user_no, displayname, default_privileges)"
+            " VALUES (1, 2, 'Test User', 0::BIT(24)); "
+            "SELECT setval('usr_user_no_seq', 2); COMMIT;") % (
+                _sql_literal(USERNAME), _sql_literal("**" + PASSWORD)))
+    finally:
+        pg.stop()
+    _davical_template["data"] = pg.data
+    _davical_template["seconds"] = time.monotonic() - t
+    return pg.data
+
+
+DAVICAL_CONFIG = """<?php
+/* Written by ksynctest/servers.py for one test's DAViCal; see tests/fixtures/davical/router.php
+   for how it is found. */
+$_SERVER['SERVER_NAME'] = '127.0.0.1';
+$c->domain_name = '127.0.0.1';
+$c->pg_connect[] = %s;
+$c->admin_email = 'admin@ksync.example';
+/* Collections exist only once made with MKCOL/MKCALENDAR, as on the other servers. */
+$c->collections_always_exist = false;
+"""
+
+
+def _php_string(text):
+    return "'%s'" % text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _php_argv(port, router, docroot=None):
+    argv = [PHP, "-d", "display_errors=0", "-d", "log_errors=1", "-d", "date.timezone=UTC",
+            "-d", "memory_limit=512M", "-S", "127.0.0.1:%d" % port]
+    if docroot:
+        argv += ["-t", docroot]
+    return argv + [router]
+
+
+def start_davical(tmpdir):
+    """DAViCal 1.1 (Debian's davical) under `php -S`, on its own PostgreSQL cluster (a copy of
+    davical_template()), with Basic auth for USERNAME/PASSWORD. The DAV tree is below
+    /caldav.php/: principal, calendar home and address book home are all /caldav.php/user/."""
+    _check_installed("davical")
+    template = davical_template()
+    tmpdir = str(tmpdir)
+    os.makedirs(tmpdir, mode=0o700, exist_ok=True)
+    pg = Postgres(_pg_dir("ksynctest-davical-"))
+    try:
+        subprocess.run(["cp", "-a", template, pg.data], check=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+        pg.start(os.path.join(tmpdir, "postgres.log"))
+        config = os.path.join(tmpdir, "davical-conf.php")
+        with open(config, "w", encoding="utf-8") as f:
+            f.write(DAVICAL_CONFIG % _php_string("host=%s dbname=davical user=davical_app" %
+                                                 pg.base))
+
+        def build(root, port):
+            access = os.path.join(root, "access.log")
+            env = {"PHP_CLI_SERVER_WORKERS": str(PHP_WORKERS),
+                   "KSYNCTEST_DAVICAL_CONFIG": config, "KSYNCTEST_ACCESS_LOG": access}
+            return _php_argv(port, DAVICAL_ROUTER, DAVICAL_HTDOCS), pg.base, env
+
+        root, port, storage, log_path, proc = _start("davical", tmpdir, build)
+    except BaseException:
+        pg.stop()
+        pg.remove()
+        raise
+    srv = DavServer("davical", port, root, storage, log_path, proc, USERNAME, PASSWORD,
+                    principal=None, calendar_home=None, addressbook_home=None)
+    srv.postgres = pg
+    srv.access_log = os.path.join(root, "access.log")
+    srv.url = "http://127.0.0.1:%d/caldav.php/" % port
+    return _check_layout(srv, "/caldav.php/user/", "/caldav.php/user/", "/caldav.php/user/")
+
+
+# -- SabreDAV -------------------------------------------------------------------------------------
+
+def start_sabredav(tmpdir):
+    """SabreDAV 1.8 (Debian's php-sabre-dav) under `php -S` with tests/fixtures/sabredav/
+    server.php: PDO SQLite backends on a fresh database, Basic auth for USERNAME/PASSWORD.
+    Principal /principals/user/, calendar home /calendars/user/, address book home
+    /addressbooks/user/."""
+
+    def build(root, port):
+        db = os.path.join(root, "sabredav.sqlite")
+        env = {"KSYNCTEST_SABRE_DB": db, "KSYNCTEST_ACCESS_LOG": os.path.join(root, "access.log"),
+               "PHP_CLI_SERVER_WORKERS": str(PHP_WORKERS)}
+        init_env = dict(_server_env(root), KSYNCTEST_USERNAME=USERNAME,
+                        KSYNCTEST_PASSWORD=PASSWORD, **env)
+        p = subprocess.run([PHP, SABRE_SERVER, "init"], env=init_env, cwd=root,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        if p.returncode != 0:
+            raise ServerError("php server.php init failed (%d): %s" % (
+                p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")[-3000:]))
+        return _php_argv(port, SABRE_SERVER), db, env
+
+    root, port, storage, log_path, proc = _start("sabredav", tmpdir, build)
+    srv = DavServer("sabredav", port, root, storage, log_path, proc, USERNAME, PASSWORD,
+                    principal=None, calendar_home=None, addressbook_home=None)
+    srv.access_log = os.path.join(root, "access.log")
+    return _check_layout(srv, "/principals/user/", "/calendars/user/", "/addressbooks/user/")
+
+
 def _check_layout(srv, principal, calendar_home, addressbook_home):
     """Fill in the server's principal and home sets from discovery; stop it and raise when they
     are not the expected ones."""
@@ -743,4 +1113,8 @@ def start(kind, tmpdir):
         return start_radicale(tmpdir)
     if kind == "xandikos":
         return start_xandikos(tmpdir)
+    if kind == "davical":
+        return start_davical(tmpdir)
+    if kind == "sabredav":
+        return start_sabredav(tmpdir)
     raise ValueError(kind)
