@@ -13,6 +13,7 @@ from ksynctest import checks, gen, servers
 ACCOUNT = "acct"
 
 
+@pytest.mark.all_servers
 def test_collections_and_their_properties(server, ks):
     book = server.make_addressbook("people", "Kontakte & Freunde")
     work = server.make_calendar("work", "Arbeit & Büro", components=("VEVENT", "VTODO"),
@@ -40,14 +41,16 @@ def test_collections_and_their_properties(server, ks):
     assert [r["name"] for r in rows.values() if r["kind"] == "calendar"].count("work") == 1
 
     assert rows[book]["kind"] == "addressbook" and rows[book]["name"] == "people"
-    assert rows[book]["displayname"] == "Kontakte & Freunde"
-    assert rows[work]["displayname"] == "Arbeit & Büro"
+    # DAViCal stores a displayname with its XML escaping and serves it escaped once more.
+    amp = "&amp;" if server.kind == "davical" else "&"
+    assert rows[book]["displayname"] == "Kontakte %s Freunde" % amp
+    assert rows[work]["displayname"] == "Arbeit %s Büro" % amp
     assert checks.normalize_color(rows[work]["color"]) == "#ff8800"
     assert checks.normalize_color(rows[todo]["color"]) == "#00aa33"
     todo_dir = ks.collection_dir(ACCOUNT, "calendar", "todo")
     assert (todo_dir / "color").read_text().strip().lower() == "#00aa33"
     assert (todo_dir / "displayname").read_text(encoding="utf-8").strip() == "Tâches"
-    if server.kind == "radicale":
+    if server.kind != "xandikos":
         assert checks.components_of(rows[todo]["components"]) == ["VTODO"]
         assert checks.components_of(rows[work]["components"]) == ["VEVENT", "VTODO"]
     else:
@@ -66,6 +69,7 @@ def test_collections_and_their_properties(server, ks):
     assert (odd_dir / "displayname").read_text(encoding="utf-8").strip() == "Café Zürich"
 
 
+@pytest.mark.all_servers
 def test_discovery_from_principal_url(server, ks):
     book = server.make_addressbook("people", "People")
     server.seed(book, gen.contacts(2))

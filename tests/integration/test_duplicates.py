@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ksynctest import checks, gen
+from ksynctest import checks, gen, servers
 from ksynctest.daemon import Daemon, wait_until
 from ksynctest.tlsfront import Front, Reply
 
@@ -81,6 +81,7 @@ def start(server, ks, daemon, items):
     return book
 
 
+@pytest.mark.all_servers
 def test_find_show_merge_undo(server, ks, daemon):
     book = start(server, ks, daemon, JANE)
     before = by_uid(server.contents(book))
@@ -296,6 +297,7 @@ def test_default_reference_is_the_most_complete(server, ks, daemon):
     assert "FN:DOE\\, Jane" in merged and "CATEGORIES:Family,Friends" in merged, merged
 
 
+@pytest.mark.all_servers
 def test_concurrent_server_edit_stops_merge(server, ks, daemon):
     items = {k: JANE[k] for k in ("jane-1", "jane-2")}
     book = start(server, ks, daemon, items)
@@ -318,6 +320,7 @@ def test_concurrent_server_edit_stops_merge(server, ks, daemon):
     assert any("jane@new.example" in c["emails"] for c in g2["cards"]), g2
 
 
+@pytest.mark.all_servers
 def test_edit_during_merge_is_not_lost(server, ks, daemon, tmp_path):
     """The edit lands between the checks and the DELETE of a removed card: the DELETE's
     If-Match fails, the merge stops, and the edited card stays on the server."""
@@ -335,7 +338,8 @@ def test_edit_during_merge_is_not_lost(server, ks, daemon, tmp_path):
 
     front = Front(backend=server, route=route)
     try:
-        ks.add_account(ACCOUNT, server, url=front.url_for("/", host="localhost"))
+        ks.add_account(ACCOUNT, server, url=front.url_for(servers.href_path(server.url),
+                                                          host="localhost"))
         daemon.start()
         wait_until(lambda: synced(daemon), 60, "the first sync")
         g = groups(daemon)[0]
@@ -370,6 +374,7 @@ def test_edit_during_merge_is_not_lost(server, ks, daemon, tmp_path):
     assert "EMAIL:jane@racing.example" in unfold(undone["jane-2"][2])
 
 
+@pytest.mark.all_servers
 def test_edit_of_reference_during_merge_changes_nothing(server, ks, daemon):
     """The reference card is edited between the checks and the PUT of the merged card: the
     PUT's If-Match fails, nothing is merged, and no copy is left behind."""
@@ -386,7 +391,8 @@ def test_edit_of_reference_during_merge_changes_nothing(server, ks, daemon):
 
     front = Front(backend=server, route=route)
     try:
-        ks.add_account(ACCOUNT, server, url=front.url_for("/", host="localhost"))
+        ks.add_account(ACCOUNT, server, url=front.url_for(servers.href_path(server.url),
+                                                          host="localhost"))
         daemon.start()
         wait_until(lambda: synced(daemon), 60, "the first sync")
         g = groups(daemon)[0]
@@ -406,6 +412,7 @@ def test_edit_of_reference_during_merge_changes_nothing(server, ks, daemon):
     assert r.rc != 0 and "no merge of duplicates to undo" in r.stderr, r.stderr
 
 
+@pytest.mark.all_servers
 def test_local_edit_not_lost(server, ks, daemon):
     """A card edited in its file and not yet sent: the merge either refuses (the edit is not
     synced yet) or, when the daemon's sync sent it first, merges the edited version. The edit
@@ -476,6 +483,7 @@ def test_readonly_book_refused(start_server, ks, daemon):
     assert server.contents(shared) == before
 
 
+@pytest.mark.all_servers
 def test_merge_all_and_bad_arguments(server, ks, daemon):
     items = dict(JANE)
     items["bob-2"] = card("bob-2", "Other Bob", "TEL:021 555 00 00")

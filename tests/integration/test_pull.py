@@ -5,11 +5,22 @@ import re
 import time
 from collections import Counter
 
+import pytest
+
 from ksynctest import checks, gen, servers
 
 ACCOUNT = "acct"
-# Radicale's principal is both home sets; Xandikos has /user/calendars/ and /user/contacts/.
-HOME_SETS = {"radicale": 1, "xandikos": 2}
+# Radicale's and DAViCal's principal is both home sets; Xandikos has /user/calendars/ and
+# /user/contacts/, SabreDAV /calendars/user/ and /addressbooks/user/.
+HOME_SETS = {"radicale": 1, "xandikos": 2, "davical": 1, "sabredav": 2}
+
+# ksync bug seen on SabreDAV 1.8, which has no sync-collection: the first sync of a collection
+# (a sync-collection REPORT refused, then PROPFIND Depth 1 and a multiget) leaves the cache's
+# collection.ctag NULL although the server reports getctag, so the next run takes the unchanged
+# collection for changed and lists it again.
+NO_CTAG_AFTER_FIRST_SYNC = (
+    "ksync stores no getctag after the first sync of a collection without sync-collection: "
+    "the next run lists every unchanged collection again (PROPFIND Depth 1)")
 
 
 def make_collections(server):
@@ -72,6 +83,8 @@ def _modify(data, old, new):
     return data.replace(old, new, 1)
 
 
+@pytest.mark.all_servers
+@pytest.mark.server_xfail(sabredav=NO_CTAG_AFTER_FIRST_SYNC)
 def test_remote_add_modify_delete(server, ks):
     (book, work, todo), _ = seed(server, 30, 20, 10, 8)
     ks.add_account(ACCOUNT, server)
@@ -148,14 +161,18 @@ def test_remote_add_modify_delete(server, ks):
     assert {k: v for k, v in files1.items() if k.startswith(todo_dir)} == \
         {k: v for k, v in files0.items() if k.startswith(todo_dir)}
 
-    # One sync-collection per collection, plus one multiget per changed collection.
+    # One sync-collection per collection, plus one multiget per changed collection. SabreDAV 1.8
+    # has no sync-collection: a getctag PROPFIND per collection, plus a PROPFIND Depth 1 and a
+    # multiget per changed collection.
     collections = len(server.collections())
     changed_collections = 2
-    limit = collections + changed_collections
+    limit = collections + changed_collections * (2 if server.kind == "sabredav" else 1)
     assert c1 - c0 <= limit, "re-sync after changes made %d requests (limit %d): %s" % (
         c1 - c0, limit, requests_between(server, c0, c1))
 
 
+@pytest.mark.all_servers
+@pytest.mark.server_xfail(sabredav=NO_CTAG_AFTER_FIRST_SYNC)
 def test_no_change_resync(server, ks):
     seed(server, 40, 30, 15, 6)
     ks.add_account(ACCOUNT, server)
@@ -179,6 +196,7 @@ def test_no_change_resync(server, ks):
         assert not checks.failure_lines(r.stderr, ACCOUNT), r.stderr
 
 
+@pytest.mark.all_servers
 def test_readers_show_server_items(server, ks):
     (book, work, todo), _ = seed(server, 60, 40, 20, 10)
     ks.add_account(ACCOUNT, server)
@@ -225,7 +243,7 @@ def test_readers_show_server_items(server, ks):
 
     tasks, _ = ks.todoman_list()
     assert Counter((t["list"], t["summary"], t["completed"]) for t in tasks) == Counter(todos)
-    assert Counter(t["list"] for t in tasks) == {"Arbeit & Büro": 20, "Tâches": 10}
+    assert Counter(t["list"] for t in tasks) == {lists[work]: 20, lists[todo]: 10}
 
 
 def test_unreachable_server_fails_only_its_account(radicale, ks):
@@ -275,6 +293,7 @@ def test_config_option_account_argument_password_command(radicale, ks):
     checks.check_tree_hygiene(ks)
 
 
+@pytest.mark.all_servers
 def test_collections_come_and_go(server, ks):
     """New collections appear at the next listing of the home sets (every run with --force,
     otherwise at most hourly); a collection deleted on the server goes away once allowed."""

@@ -138,9 +138,18 @@ def norm(data):
     return sorted(comps)
 
 
+def _server_stamps(got, want):
+    """`got` without what a server adds to every item it stores: DAViCal sets REV to the time
+    of the PUT in a vCard that has none."""
+    if b"BEGIN:VCARD" in want.upper() and get_prop(want, "VCARD", "REV") is None:
+        return set_prop(got, "VCARD", "REV", None)
+    return got
+
+
 def assert_same_item(got, want, what):
-    assert norm(got) == norm(want), "%s differ:\n--- got\n%s\n--- want\n%s" % (
-        what, crlf(got).decode("utf-8", "replace"), crlf(want).decode("utf-8", "replace"))
+    assert norm(_server_stamps(got, want)) == norm(want), \
+        "%s differ:\n--- got\n%s\n--- want\n%s" % (
+            what, crlf(got).decode("utf-8", "replace"), crlf(want).decode("utf-8", "replace"))
 
 
 def server_items(server, coll):
@@ -244,18 +253,33 @@ def check_quiet_rerun(server, ks):
 
 
 
+def ctag_only(server):
+    """SabreDAV 1.8 has no sync-collection: ksync compares the collection's getctag, which its
+    own uploads move too. The run after one that wrote to a collection can only tell by listing
+    it (PROPFIND Depth 1) that nobody else changed it: one request more per such collection."""
+    return server.kind == "sabredav"
+
+
 def check_settled(server, ks):
     """Two more runs after a sync that changed things: the first makes one request per
-    collection and changes no file and no item (only the collections' stored sync state may
-    move); the second changes nothing at all."""
+    collection (two per collection written to on a server with only a ctag) and changes no file
+    and no item (only the collections' stored sync state may move); the second changes nothing
+    at all."""
     before = checks.snapshot(ks)
     c0 = server.request_count()
     r = ks.sync()
     c1 = server.request_count()
     after = checks.snapshot(ks)
-    n = len(server.collections())
-    assert c1 - c0 == n, "re-run made %d requests, want %d (one per collection): %s" % (
-        c1 - c0, n, requests_between(server, c0, c1))
+    cols = sorted(server.collections())
+    n = len(cols)
+    made = requests_between(server, c0, c1)
+    if ctag_only(server):
+        assert n <= c1 - c0 <= 2 * n and set(made) == set(cols), \
+            "re-run made %d requests, want %d to %d (collections only): %s" % (
+                c1 - c0, n, 2 * n, made)
+    else:
+        assert c1 - c0 == n, "re-run made %d requests, want %d (one per collection): %s" % (
+            c1 - c0, n, made)
     assert not checks.failure_lines(r.stderr, ACCOUNT), r.stderr
 
     def items_only(snap):
@@ -316,6 +340,7 @@ def uid_of(name):
 
 # -- every kind of local change ------------------------------------------------------------------
 
+@pytest.mark.all_servers
 def test_local_create_edit_delete(server, ks):
     names = ["alice", "bob", "carol", "gina", "hank"]
     cards = {uid_of(n): card(uid_of(n), "%s Example" % n.capitalize(), "TEL:+41 21 000 00 0%d"
@@ -436,6 +461,7 @@ def test_local_create_edit_delete(server, ks):
     check_settled(server, ks)
 
 
+@pytest.mark.all_servers
 def test_run_after_push_writes_nothing(server, ks):
     """The run after one that sent changes makes one request per collection and writes
     nothing: no file, no row, not even the collection's sync state."""
@@ -451,8 +477,12 @@ def test_run_after_push_writes_nothing(server, ks):
     assert "; sent 1, deleted 0 on the server" in stdout_line(r, "calendars"), r.stdout
     check_converged(server, env.book, env.book_dir, ".vcf")
     check_converged(server, env.cal, env.cal_dir, ".ics")
-    check_quiet_rerun(server, ks)
+    if ctag_only(server):
+        check_settled(server, ks)
+    else:
+        check_quiet_rerun(server, ks)
 
+@pytest.mark.all_servers
 def test_editor_writes_and_leftovers_are_not_uploaded(server, ks):
     names = ["dave", "erin", "fred", "gus"]
     cards = {uid_of(n): card(uid_of(n), "%s Example" % n.capitalize()) for n in names}
@@ -468,8 +498,9 @@ def test_editor_writes_and_leftovers_are_not_uploaded(server, ks):
 
     # vim: the original renamed to a backup, the new text written, backup and swap left.
     dave_path = env.card_path(uid_of("dave"))
+    # The synced file: the server's version (DAViCal stamps a REV on every card it stores).
+    junk[env.book_dir / (dave_path.name + "~")] = dave_path.read_bytes()
     os.rename(dave_path, env.book_dir / (dave_path.name + "~"))
-    junk[env.book_dir / (dave_path.name + "~")] = cards[uid_of("dave")]
     dave = set_prop(cards[uid_of("dave")], "VCARD", "NOTE", "edited in vim")
     dave_path.write_bytes(dave)
     leave(env.book_dir, "." + dave_path.name + ".swp",
@@ -524,6 +555,7 @@ def test_editor_writes_and_leftovers_are_not_uploaded(server, ks):
 
 
 
+@pytest.mark.all_servers
 def test_local_rename_keeps_the_item(server, ks):
     """`mv a.vcf b.vcf`: the same UID under a new file name is neither lost nor doubled on the
     server."""
@@ -546,6 +578,7 @@ def test_local_rename_keeps_the_item(server, ks):
     check_settled(server, ks)
 
 
+@pytest.mark.all_servers
 def test_same_new_uid_on_both_sides(server, ks):
     """A new item with the same UID and file name created on the server and locally between
     two runs: one item on each side, neither version lost."""
@@ -588,6 +621,7 @@ def reader_name(ks, kind, coll):
     raise AssertionError("%s not among %s" % (coll, dirs))
 
 
+@pytest.mark.all_servers
 def test_khard_new_and_modify(server, ks):
     cards = {uid_of("alice"): card(uid_of("alice"), "Alice Example",
                                    "TEL;TYPE=cell:+41 79 000 00 00", "NOTE:from the server")}
@@ -633,6 +667,7 @@ def todoman_tasks(ks):
     return {t["summary"]: t for t in tasks}
 
 
+@pytest.mark.all_servers
 def test_todoman_new_and_done(server, ks):
     env = make_env(server, ks, cal_items={uid_of("t1"): todo(uid_of("t1"), "Pay rent"),
                                        uid_of("t2"): todo(uid_of("t2"), "Book train")})
@@ -670,6 +705,7 @@ def server_edit(env, coll, uid, fn):
     return new
 
 
+@pytest.mark.all_servers
 def test_merge_different_properties(server, ks):
     base = card(uid_of("alice"), "Alice Example", "TEL:+41 21 000 00 00", "NOTE:base note",
                 "ORG:Old Org")
@@ -743,6 +779,7 @@ def _check_conflict(ks, env, r, winner, loser, loser_data, winner_note):
     assert "1 conflict" in stdout_line(r, "contacts"), r.stdout
 
 
+@pytest.mark.all_servers
 def test_same_property_server_wins_by_default(server, ks):
     env, r, remote, local = _same_property_edits(server, ks)
     _check_conflict(ks, env, r, "server", "local", local, "server note")
@@ -760,6 +797,7 @@ def test_same_property_local_wins(server, ks, where):
     check_settled(server, ks)
 
 
+@pytest.mark.all_servers
 def test_event_same_property_conflict(server, ks):
     ev = event(uid_of("ev1"), "Planning", "LOCATION:Room 1")
     env = make_env(server, ks, cal_items={uid_of("ev1"): ev})
@@ -790,6 +828,7 @@ def test_event_same_property_conflict(server, ks):
         "%s/calendars/%s: conflict in '%s.ics' (" % (ACCOUNT, CAL, uid_of("ev1"))), r.stderr
     check_settled(server, ks)
 
+@pytest.mark.all_servers
 def test_deleted_locally_modified_on_server(server, ks):
     cards = {uid_of(n): card(uid_of(n), "%s Example" % n.capitalize()) for n in ("alice", "bob")}
     env = make_env(server, ks, cards)
@@ -808,6 +847,7 @@ def test_deleted_locally_modified_on_server(server, ks):
     check_settled(server, ks)
 
 
+@pytest.mark.all_servers
 def test_modified_locally_deleted_on_server(server, ks):
     cards = {uid_of(n): card(uid_of(n), "%s Example" % n.capitalize()) for n in ("alice", "bob")}
     cal_items = {uid_of("ev1"): event(uid_of("ev1"), "Planning")}
@@ -848,6 +888,7 @@ def test_identical_edits_are_no_conflict(server, ks):
     check_settled(server, ks)
 
 
+@pytest.mark.all_servers
 def test_event_merge_summary_on_server_location_locally(server, ks):
     ev = event(uid_of("ev1"), "Planning", "LOCATION:Room 1", "DESCRIPTION:agenda")
     rec = calendar(vevent(uid_of("rec"), "Weekly", "RRULE:FREQ=WEEKLY;COUNT=4"),
@@ -908,6 +949,7 @@ def test_todo_done_in_todoman_merges_with_server_summary(server, ks):
 
 # -- files that must not be uploaded -------------------------------------------------------------
 
+@pytest.mark.all_servers
 def test_bad_local_files_are_reported_not_uploaded(server, ks):
     cards = {uid_of("alice"): card(uid_of("alice"), "Alice Example", "NOTE:original")}
     env = make_env(server, ks, cards, {uid_of("ev1"): event(uid_of("ev1"), "Planning")})
@@ -1102,6 +1144,7 @@ def test_mass_delete_local_directory_removed(server, ks):
                    for ln in checks.failure_lines(r.stderr, ACCOUNT)), r.stderr
 
 
+@pytest.mark.all_servers
 def test_mass_delete_on_server(server, ks):
     env, cards = _twenty(server, ks)
     files_before = {p.name: p.read_bytes() for p in env.book_dir.glob("*.vcf")}
