@@ -154,6 +154,7 @@ def test_refused_upload_fails_only_its_item(scene, kind):
     checks.check_mirror(scene.ks, scene.server, ACCOUNT)
 
 
+@pytest.mark.all_servers
 def test_refused_deletion(scene):
     scene.faults.add(on("delete", scene.book + "c4.vcf"), Reply(403, [], b""), which="every")
     (scene.book_dir / "c4.vcf").unlink()
@@ -189,6 +190,7 @@ def test_refused_new_file_deleted_by_the_user(scene):
     assert scene.ks.query("SELECT * FROM intent") == []
 
 
+@pytest.mark.all_servers
 def test_refused_with_other_collections_in_flight(scene):
     """Every upload of a collection gets its answer even when the first ones are refused:
     nothing stops the requests still to start (SabreDAV refused all but 3 before)."""
@@ -247,6 +249,7 @@ def test_task_in_an_events_calendar_is_not_sent(radicale, ks):
         front.stop()
 
 
+@pytest.mark.all_servers
 def test_uid_changed_in_an_edit_is_not_sent(server, ks):
     faults = Faults()
     front = Front(backend=server, route=faults)
@@ -274,6 +277,7 @@ def test_uid_changed_in_an_edit_is_not_sent(server, ks):
 
 # -- multigets answered 404 as a whole ----------------------------------------------------------------
 
+@pytest.mark.all_servers
 def test_multiget_answered_404(scene):
     """SabreDAV 1.8 answers a multiget 404 as a whole when one of its items is gone: the
     items are fetched one by one, the gone one is simply not there."""
@@ -340,6 +344,7 @@ class Converting:
         return Reply(reply.status, headers, body if v4 else to_v3(body))
 
 
+@pytest.mark.all_servers
 def test_vcard_4_stays_4_on_a_converting_server(server, ks):
     faults = Faults()
     front = Front(backend=server, route=faults)
