@@ -160,6 +160,12 @@ int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force)
 				    req.errmsg[0] ? req.errmsg : strerror(-r));
 			goto out;
 		}
+		if (req.ctag) {
+			/* Asked for with the etags: true of what was listed, where a ctag
+			 * from before (or none, on a first sync) is not. */
+			free(ctag);
+			ctag = TAKE_PTR(req.ctag);
+		}
 		ks_remote_reply_done(&req);
 		r = ks_fetch_all(c);
 		if (r >= 0)

@@ -91,8 +91,9 @@ void ks_remote_reply_done(ks_remote_reply *r)
 		return;
 	free(r->etag);
 	free(r->sync_token);
+	free(r->ctag);
 	free(r->body);
-	r->etag = r->sync_token = r->body = NULL;
+	r->etag = r->sync_token = r->ctag = r->body = NULL;
 	r->body_len = 0;
 }
 
@@ -136,6 +137,7 @@ static void take_reply(ks_dav_request *req, ks_remote_reply *ret)
 typedef struct member_ctx {
 	ks_remote_member_fn fn;
 	void *userdata;
+	char *ctag;		/* the collection's own, from an etag listing */
 } member_ctx;
 
 static int on_member(const ks_ms_response *resp, void *userdata)
@@ -145,6 +147,12 @@ static int on_member(const ks_ms_response *resp, void *userdata)
 		.href = resp->href, .etag = resp->etag, .status = resp->status,
 	};
 
+	if (resp->ctag && (resp->resourcetype & KS_RT_COLLECTION) && !m->ctag) {
+		/* Read in the same request as the etags, it cannot be newer than they are. */
+		m->ctag = strdup(resp->ctag);
+		if (!m->ctag)
+			return -ENOMEM;
+	}
 	return m->fn(&member, m->userdata);
 }
 
@@ -153,8 +161,8 @@ static int dav_list(ks_remote *r, const char *collection, bool sync, const char 
 {
 	static const char propfind[] =
 		"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
-		"<d:propfind xmlns:d=\"DAV:\"><d:prop><d:getetag/><d:resourcetype/></d:prop>"
-		"</d:propfind>\n";
+		"<d:propfind xmlns:d=\"DAV:\" xmlns:cs=\"http://calendarserver.org/ns/\"><d:prop>"
+		"<d:getetag/><d:resourcetype/><cs:getctag/></d:prop></d:propfind>\n";
 	member_ctx m = { .fn = fn, .userdata = userdata };
 	ks_buf body = {};
 	int k = 0;
@@ -183,6 +191,7 @@ static int dav_list(ks_remote *r, const char *collection, bool sync, const char 
 	};
 	k = ks_dav_run_one(of(r)->dav, &req);
 	take_reply(&req, ret);
+	ret->ctag = TAKE_PTR(m.ctag);
 	ks_buf_done(&body);
 	return k;
 }

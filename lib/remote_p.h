@@ -23,6 +23,7 @@ typedef struct ks_remote_reply {
 	long status;		/* HTTP status, 0 when none came */
 	char *etag;		/* of the item written or read */
 	char *sync_token;	/* a listing's new token */
+	char *ctag;		/* the collection's getctag, as an etag listing found it */
 	char *body;		/* an item's bytes (get), or an error body */
 	size_t body_len;
 	char errmsg[KS_DAV_ERRMSG_MAX];
@@ -91,7 +92,8 @@ typedef struct ks_remote_write {
 typedef struct ks_remote_ops {
 	/* Lists a collection: its changes since token (RFC 6578; token NULL: every member)
 	 * with sync, or every member with its etag (PROPFIND Depth 1) without. fn gets each
-	 * member as it arrives; ret gets the new token and how it went. A token the server
+	 * member as it arrives; ret gets the new token (or, without sync, the collection's
+	 * getctag when the server gave one) and how it went. A token the server
 	 * refuses fails with its status (403/409 valid-sync-token, 400, or a 500). */
 	int (*list)(ks_remote *r, const char *collection, bool sync, const char *token,
 		    ks_remote_member_fn fn, void *userdata, ks_remote_reply *ret);

@@ -14,14 +14,6 @@ ACCOUNT = "acct"
 # /user/contacts/, SabreDAV /calendars/user/ and /addressbooks/user/.
 HOME_SETS = {"radicale": 1, "xandikos": 2, "davical": 1, "sabredav": 2}
 
-# ksync bug seen on SabreDAV 1.8, which has no sync-collection: the first sync of a collection
-# (a sync-collection REPORT refused, then PROPFIND Depth 1 and a multiget) leaves the cache's
-# collection.ctag NULL although the server reports getctag, so the next run takes the unchanged
-# collection for changed and lists it again.
-NO_CTAG_AFTER_FIRST_SYNC = (
-    "ksync stores no getctag after the first sync of a collection without sync-collection: "
-    "the next run lists every unchanged collection again (PROPFIND Depth 1)")
-
 
 def make_collections(server):
     """An address book, a calendar holding events and tasks side by side (as Infomaniak's do)
@@ -84,7 +76,6 @@ def _modify(data, old, new):
 
 
 @pytest.mark.all_servers
-@pytest.mark.server_xfail(sabredav=NO_CTAG_AFTER_FIRST_SYNC)
 def test_remote_add_modify_delete(server, ks):
     (book, work, todo), _ = seed(server, 30, 20, 10, 8)
     ks.add_account(ACCOUNT, server)
@@ -172,7 +163,6 @@ def test_remote_add_modify_delete(server, ks):
 
 
 @pytest.mark.all_servers
-@pytest.mark.server_xfail(sabredav=NO_CTAG_AFTER_FIRST_SYNC)
 def test_no_change_resync(server, ks):
     seed(server, 40, 30, 15, 6)
     ks.add_account(ACCOUNT, server)
