@@ -13,6 +13,7 @@
 #include "limits.h"
 #include "log_p.h"
 #include "macro.h"
+#include "xml_p.h"
 
 struct ks_dav {
 	CURLM *multi;
@@ -74,26 +75,28 @@ int ks_dav_status_to_errno(long status)
 	return -EPROTO;
 }
 
-static const char *reason_phrase(long status)
+const char *ks_http_reason(long status)
 {
 	static const struct {
 		long status;
 		const char *text;
 	} phrases[] = {
-		{ 400, " Bad Request" }, { 401, " Unauthorized" }, { 403, " Forbidden" },
-		{ 404, " Not Found" }, { 405, " Method Not Allowed" }, { 409, " Conflict" },
-		{ 410, " Gone" }, { 412, " Precondition Failed" }, { 413, " Content Too Large" },
-		{ 415, " Unsupported Media Type" }, { 429, " Too Many Requests" },
-		{ 500, " Internal Server Error" }, { 501, " Not Implemented" },
-		{ 502, " Bad Gateway" }, { 503, " Service Unavailable" },
-		{ 504, " Gateway Timeout" }, { 507, " Insufficient Storage" },
+		{ 207, "Multi-Status" }, { 400, "Bad Request" }, { 401, "Unauthorized" },
+		{ 403, "Forbidden" }, { 404, "Not Found" }, { 405, "Method Not Allowed" },
+		{ 409, "Conflict" }, { 410, "Gone" }, { 412, "Precondition Failed" },
+		{ 413, "Content Too Large" }, { 415, "Unsupported Media Type" },
+		{ 422, "Unprocessable Content" }, { 423, "Locked" }, { 429, "Too Many Requests" },
+		{ 500, "Internal Server Error" }, { 501, "Not Implemented" },
+		{ 502, "Bad Gateway" }, { 503, "Service Unavailable" },
+		{ 504, "Gateway Timeout" }, { 507, "Insufficient Storage" },
 	};
 
 	for (size_t i = 0; i < ELEMENTSOF(phrases); i++)
 		if (phrases[i].status == status)
 			return phrases[i].text;
-	return "";
+	return NULL;
 }
+
 
 static int curlcode_to_errno(CURLcode c)
 {
@@ -244,6 +247,20 @@ static void set_errmsg(ks_dav_request *req, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(req->errmsg, sizeof(req->errmsg), fmt, ap);
 	va_end(ap);
+}
+
+/* The message for a 207 to a request that wants none, from the status the body reports. */
+static void multistatus_failure(req_state *s, ks_dav_request *req)
+{
+	_cleanup_(ks_xml_error_done) ks_xml_error e = {};
+
+	(void) ks_xml_error_body(s->body.data, s->body.len, &e);
+	if (e.status)
+		set_errmsg(req, "%s %s: HTTP 207 Multi-Status reporting HTTP %d%s%s",
+			   req->method, s->url, e.status, REASON(e.status));
+	else
+		set_errmsg(req, "%s %s: HTTP 207 Multi-Status reporting no failure, taken for "
+			   "one", req->method, s->url);
 }
 
 static size_t on_header(char *buf, size_t size, size_t n, void *userdata)
@@ -569,7 +586,12 @@ static void req_finish(req_state *s, CURLcode code)
 		if (!s->status_checked)
 			(void) start_body(s);
 		r = ks_dav_status_to_errno(status);
-		if (r == 0 && s->is_multistatus) {
+		if (r == 0 && status == 207 && !req->on_response) {
+			/* A multistatus to a request on one resource (a PUT, a DELETE) is no
+			 * success: Xandikos refuses a PUT so, the failure inside. */
+			r = -EPROTO;
+			multistatus_failure(s, req);
+		} else if (r == 0 && s->is_multistatus) {
 			r = ks_ms_parser_finish(s->parser);
 			if (r < 0)
 				set_errmsg(req, "malformed XML in the %s response from %s: %s",
@@ -581,11 +603,11 @@ static void req_finish(req_state *s, CURLcode code)
 			set_errmsg(req, "%s %s answered %ld, not a multistatus",
 				   req->method, s->url, status);
 		} else if (r < 0 && req->retry_after && (status == 429 || status == 503)) {
-			set_errmsg(req, "%s %s: HTTP %ld%s, retry after %u s", req->method, s->url,
-				   status, reason_phrase(status), req->retry_after);
+			set_errmsg(req, "%s %s: HTTP %ld%s%s, retry after %u s", req->method,
+				   s->url, status, REASON(status), req->retry_after);
 		} else if (r < 0) {
-			set_errmsg(req, "%s %s: HTTP %ld%s", req->method, s->url, status,
-				   reason_phrase(status));
+			set_errmsg(req, "%s %s: HTTP %ld%s%s", req->method, s->url, status,
+				   REASON(status));
 		}
 	}
 	if (s->parser) {

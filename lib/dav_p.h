@@ -95,6 +95,10 @@ unsigned ks_dav_request_count(const ks_dav *d);
  * 412 → -ESTALE, 507 → -ENOSPC, 429/503 → -EAGAIN, 5xx → -EIO, 501/405 → -EOPNOTSUPP,
  * other → -EPROTO. */
 int ks_dav_status_to_errno(long status);
+/* The reason phrase of an HTTP status ("Precondition Failed"), or NULL for one not known. */
+const char *ks_http_reason(long status);
+/* The arguments for "%s%s" after a status code in a message: " Reason", or nothing. */
+#define REASON(status) ks_http_reason(status) ? " " : "", ks_http_reason(status) ?: ""
 
 /* Canonical form of an href or URL, used as the key everywhere: the path only, with
  * percent-encoding decoded where it is not needed and upper-case hex where it is ("%2F" and

@@ -281,9 +281,9 @@ static int on_push_done(ks_remote_write *w, void *userdata)
 		return 0;
 	}
 	/* A 4xx to one item's request (a strict server's validation, a calendar that takes
-	 * no tasks, a UID another item has) is that item's failure: the other uploads of the
-	 * run and the other collections go on. */
-	if (ks_refusal_is_item_status(req->status))
+	 * no tasks, a UID another item has), or a multistatus saying why, is that item's
+	 * failure: the other uploads of the run and the other collections go on. */
+	if (ks_refusal_is_item_status(req->status) || req->status == 207)
 		return refuse_item(c, p, req->status, req->body, req->body_len, NULL);
 	c->failed_fetch++;
 	c->failed_push++;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "buf_p.h"
+#include "dav_p.h"
 #include "ical_p.h"
 #include "macro.h"
 #include "refusal_p.h"
@@ -47,22 +48,6 @@ static const struct {
 					       "allows" },
 	{ "DAV:need-privileges", "no permission to write here" },
 };
-
-static const char *reason_phrase(long status)
-{
-	switch (status) {
-	case 400: return "Bad Request";
-	case 403: return "Forbidden";
-	case 405: return "Method Not Allowed";
-	case 409: return "Conflict";
-	case 410: return "Gone";
-	case 413: return "Content Too Large";
-	case 415: return "Unsupported Media Type";
-	case 422: return "Unprocessable Content";
-	case 423: return "Locked";
-	default: return NULL;
-	}
-}
 
 /* The first line of a vCard or iCalendar object whose name is name, unfolded (a prefix test
  * on each physical line is enough for the names looked for here). */
@@ -131,9 +116,10 @@ int ks_refusal_reason(long status, const char *body, size_t body_len, const char
 		r = ks_buf_puts(&b, local);
 	else if (words)
 		r = ks_buf_puts(&b, words);
+	else if (status == 207 && e.status)
+		r = ks_buf_printf(&b, "HTTP %d%s%s in a multistatus", e.status, REASON(e.status));
 	else
-		r = ks_buf_printf(&b, "HTTP %ld%s%s", status, reason_phrase(status) ? " " : "",
-				  reason_phrase(status) ? reason_phrase(status) : "");
+		r = ks_buf_printf(&b, "HTTP %ld%s%s", status, REASON(status));
 	if (r >= 0 && e.precondition[0])
 		r = ks_buf_printf(&b, " (%s)", e.precondition);
 	if (r >= 0 && e.text)

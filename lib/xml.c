@@ -1222,6 +1222,51 @@ static const char *ns_prefix(const xmlNode *n)
 	return NULL;
 }
 
+static bool is_dav(const xmlNode *n, const char *name)
+{
+	return n->type == XML_ELEMENT_NODE && n->ns && n->ns->href &&
+	       strcmp((const char *) n->ns->href, NS_DAV) == 0 &&
+	       strcmp((const char *) n->name, name) == 0;
+}
+
+static const xmlNode *dav_child(const xmlNode *n, const char *name)
+{
+	for (const xmlNode *c = n->children; c; c = c->next)
+		if (is_dav(c, name))
+			return c;
+	return NULL;
+}
+
+/* The status code of a <status> element, or 0. */
+static int status_of(const xmlNode *status)
+{
+	xmlChar *t = status ? xmlNodeGetContent(status) : NULL;
+	int code = t ? parse_status_line((const char *) t) : 0;
+
+	xmlFree(t);
+	return code > 0 ? code : 0;
+}
+
+/* The first <response> of a multistatus that reports a failure, in its own <status> or in
+ * a propstat's, and that status into *ret_status. */
+static const xmlNode *failed_response(const xmlNode *ms, int *ret_status)
+{
+	for (const xmlNode *resp = ms->children; resp; resp = resp->next) {
+		if (!is_dav(resp, "response"))
+			continue;
+		int code = status_of(dav_child(resp, "status"));
+		for (const xmlNode *ps = resp->children; ps && (code == 0 || code < 300);
+		     ps = ps->next)
+			if (is_dav(ps, "propstat"))
+				code = status_of(dav_child(ps, "status"));
+		if (code >= 300) {
+			*ret_status = code;
+			return resp;
+		}
+	}
+	return NULL;
+}
+
 int ks_xml_error_body(const char *body, size_t len, ks_xml_error *ret)
 {
 	ks_xml_error e = {};
@@ -1240,13 +1285,20 @@ int ks_xml_error_body(const char *body, size_t len, ks_xml_error *ret)
 	if (!doc)
 		return -EBADMSG;
 	const xmlNode *root = xmlDocGetRootElement(doc);
-	if (!root || doc->intSubset || strcmp((const char *) root->name, "error") != 0 ||
-	    !root->ns || strcmp((const char *) root->ns->href, NS_DAV) != 0) {
+	const xmlNode *err = NULL, *response = NULL;
+	if (root && !doc->intSubset && is_dav(root, "error"))
+		err = root;
+	else if (root && !doc->intSubset && is_dav(root, "multistatus")) {
+		response = failed_response(root, &e.status);
+		err = response ? dav_child(response, "error") : NULL;
+	} else {
 		xmlFreeDoc(doc);
 		return -EBADMSG;
 	}
 	ks_buf text = { .max = ERROR_TEXT_MAX * 4 };
-	for (const xmlNode *c = root->children; c && r >= 0; c = c->next) {
+	if (response && dav_child(response, "responsedescription"))
+		error_text(&text, dav_child(response, "responsedescription"));
+	for (const xmlNode *c = err ? err->children : NULL; c && r >= 0; c = c->next) {
 		if (c->type != XML_ELEMENT_NODE)
 			continue;
 		const char *ns = ns_prefix(c);

@@ -93,14 +93,18 @@ ks_ms_parser *ks_ms_parser_free(ks_ms_parser *p);
 /* What a DAV:error body (RFC 4918 16) says: the first precondition or postcondition named, as
  * "DAV:name", "CALDAV:name" or "CARDDAV:name" (empty when none of those), and the text of
  * DAV:responsedescription or SabreDAV's s:message, blanks folded, controls removed, at most
- * 300 bytes (NULL when none). text is owned by the struct (ks_xml_error_done()). */
+ * 300 bytes (NULL when none). text is owned by the struct (ks_xml_error_done()).
+ * A DAV:multistatus is read the same way at its first response that reports a failure (its
+ * DAV:error and responsedescription), whose status goes into status (0 when none does):
+ * some servers (Xandikos) answer a PUT they refuse with a 207. */
 typedef struct ks_xml_error {
 	char precondition[80];
 	char *text;
+	int status;
 } ks_xml_error;
 
-/* Reads an error body. -EBADMSG when it is no DAV:error document (an HTML page, a DOCTYPE,
- * more than 64 KB), -ENOMEM. */
+/* Reads an error body. -EBADMSG when it is neither a DAV:error nor a DAV:multistatus document
+ * (an HTML page, a DOCTYPE, more than 64 KB), -ENOMEM. */
 int ks_xml_error_body(const char *body, size_t len, ks_xml_error *ret);
 void ks_xml_error_done(ks_xml_error *e);
 

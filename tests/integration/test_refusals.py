@@ -30,6 +30,14 @@ def dav_error(condition, ns="urn:ietf:params:xml:ns:carddav", text=None):
             '<x:%s/>%s</d:error>' % (ns, condition, desc)).encode()
 
 
+def multistatus_refusal(href, status, condition):
+    """Xandikos's way of refusing a PUT: a 207 whose one response holds the failure."""
+    return ('<?xml version="1.0" encoding="utf-8"?>\n<ns0:multistatus xmlns:ns0="DAV:">'
+            '<ns0:response><ns0:href>%s</ns0:href><ns0:status>HTTP/1.1 %s</ns0:status>'
+            '<ns0:error><ns1:%s xmlns:ns1="urn:ietf:params:xml:ns:carddav"/></ns0:error>'
+            '</ns0:response></ns0:multistatus>' % (href, status, condition)).encode()
+
+
 def sabre_error(exception, message):
     return ('<?xml version="1.0" encoding="utf-8"?>\n<d:error xmlns:d="DAV:" '
             'xmlns:s="http://sabredav.org/ns"><s:sabredav-version>1.8.12</s:sabredav-version>'
@@ -113,6 +121,10 @@ REFUSALS = {
         None, r"HTTP 400 Bad Request: Invalid vCard: broken line"),
     "no-uid-conflict": (
         lambda: Reply(409, XML, dav_error("no-uid-conflict")),
+        None, r"another card on the server has this UID \(CARDDAV:no-uid-conflict\)"),
+    "multistatus-412": (
+        lambda: Reply(207, XML, multistatus_refusal("/c2.vcf", "412 Precondition Failed",
+                                                    "no-uid-conflict")),
         None, r"another card on the server has this UID \(CARDDAV:no-uid-conflict\)"),
     "need-privileges": (
         lambda: Reply(403, XML, dav_error("need-privileges", ns="DAV:")),

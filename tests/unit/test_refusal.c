@@ -25,6 +25,11 @@
 	"\"><x:" cond "/>" extra "</d:error>"
 #define CARDDAV "urn:ietf:params:xml:ns:carddav"
 #define CALDAV "urn:ietf:params:xml:ns:caldav"
+/* Xandikos answers a PUT whose UID another item has so. */
+#define MS(status, inner) "<?xml version=\"1.0\"?><d:multistatus xmlns:d=\"DAV:\">" \
+	"<d:response><d:href>/c/ok.ics</d:href><d:status>HTTP/1.1 200 OK</d:status></d:response>" \
+	"<d:response><d:href>/c/x.ics</d:href><d:status>HTTP/1.1 " status "</d:status>" inner \
+	"</d:response></d:multistatus>"
 #define SABRE(msg) "<?xml version=\"1.0\"?><d:error xmlns:d=\"DAV:\" " \
 	"xmlns:s=\"http://sabredav.org/ns\"><s:exception>X</s:exception><s:message>" msg \
 	"</s:message></d:error>"
@@ -64,6 +69,13 @@ static void test_reasons(void **state)
 		{ 403, "<html><body>Forbidden</body></html>", CARD3, "HTTP 403 Forbidden" },
 		{ 403, "<!DOCTYPE d:error [<!ENTITY x \"y\">]><d:error xmlns:d=\"DAV:\">&x;</d:error>",
 		  CARD3, "HTTP 403 Forbidden" },
+		{ 207, MS("412 Precondition Failed", "<d:error><x:no-uid-conflict xmlns:x=\""
+			  CALDAV "\"><d:href>/c/one.ics</d:href></x:no-uid-conflict></d:error>"),
+		  NULL, "another item on the server has this UID (CALDAV:no-uid-conflict)" },
+		{ 207, MS("403 Forbidden", "<d:responsedescription>read-only"
+			  "</d:responsedescription>"), NULL,
+		  "HTTP 403 Forbidden in a multistatus: read-only" },
+		{ 207, MS("200 OK", ""), NULL, "HTTP 207 Multi-Status" },
 		{ 422, NULL, NULL, "HTTP 422 Unprocessable Content" },
 		{ 418, NULL, NULL, "HTTP 418" },
 	};
@@ -119,12 +131,39 @@ static void test_error_body_text_is_one_safe_line(void **state)
 	assert_int_equal(ks_xml_error_body("<a/>", 4, &e), -EBADMSG);
 }
 
+static void test_multistatus_failure(void **state)
+{
+	/* The first response reporting a failure counts, in its status or a propstat's. */
+	static const char props[] = "<d:multistatus xmlns:d=\"DAV:\"><d:response><d:href>/a"
+				    "</d:href><d:propstat><d:prop/><d:status>HTTP/1.1 200 OK"
+				    "</d:status></d:propstat><d:propstat><d:prop/><d:status>"
+				    " HTTP/1.1 424 Failed Dependency </d:status></d:propstat>"
+				    "</d:response><d:response><d:href>/b</d:href><d:status>"
+				    "HTTP/1.1 500</d:status></d:response></d:multistatus>";
+	static const char fine[] = "<d:multistatus xmlns:d=\"DAV:\"><d:response><d:href>/a"
+				   "</d:href><d:status>HTTP/1.1 204</d:status></d:response>"
+				   "</d:multistatus>";
+	ks_xml_error e = {};
+
+	assert_int_equal(ks_xml_error_body(props, strlen(props), &e), 0);
+	assert_int_equal(e.status, 424);
+	assert_string_equal(e.precondition, "");
+	assert_null(e.text);
+	ks_xml_error_done(&e);
+	assert_int_equal(ks_xml_error_body(fine, strlen(fine), &e), 0);
+	assert_int_equal(e.status, 0);
+	ks_xml_error_done(&e);
+	static const char other_root[] = "<x:multistatus xmlns:x=\"urn:x\"/>";
+	assert_int_equal(ks_xml_error_body(other_root, strlen(other_root), &e), -EBADMSG);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_reasons),
 		cmocka_unit_test(test_item_status),
 		cmocka_unit_test(test_error_body_text_is_one_safe_line),
+		cmocka_unit_test(test_multistatus_failure),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
