@@ -194,10 +194,8 @@ static int find_untracked(coll_run *c)
 	ks_scan_result sr = {};
 	/* Read-only: this runs inside apply_batch()'s transaction, where the scan could not
 	 * open its own to record touched files (the push's scan records them). */
-						 int r = ks_scan_collection(c->R->e->cache,
-									    c->L.col->id,
-									    c->L.dirfd, c->L.ext,
-									    true, &sr);
+	int r = ks_scan_collection(c->R->e->cache, c->L.col->id, c->L.dirfd, c->L.ext, true,
+				   &sr);
 
 	c->untracked_known = true;
 	if (r < 0)

@@ -697,8 +697,8 @@ static int load_refusals(coll_run *c, const ks_scan_result *sr)
 
 /* 1 when ch was refused before and has not changed since: it is not sent again, and says
  * why. 0 when it is to be sent (a changed file's refusal is forgotten). */
-				 static int still_refused(coll_run *c, const ks_local_change *ch)
-				 {
+static int still_refused(coll_run *c, const ks_local_change *ch)
+{
 	const ks_refusal *rf = find_refusal(c, ch->filename);
 
 	if (!rf)
