@@ -17,6 +17,7 @@
 #include "ksync.h"
 #include "limits.h"
 #include "merge_p.h"
+#include "plan_p.h"
 #include "remote_p.h"
 #include "scan_p.h"
 
@@ -151,14 +152,6 @@ typedef struct push_item {
 	bool done;
 } push_item;
 
-/* What the file of a cached item is like next to its row (ks_local_file_state()). */
-enum {
-	KS_FILE_AS_RECORDED,	/* as ksync wrote or last saw it */
-	KS_FILE_EDITED,		/* its bytes differ */
-	KS_FILE_MISSING,
-	KS_FILE_OTHER,		/* no regular file (a symlink, a FIFO) */
-};
-
 /* ---- run.c: events and small lists ------------------------------------------------------- */
 
 /* Hands ev to the caller's on_event. */
@@ -268,7 +261,9 @@ int ks_local_init(ks_local *l, ks_engine *e, const char *account, ks_collection 
  * link (-ELOOP); *reterr_path (if not NULL) names the directory that failed. */
 int ks_local_open(ks_local *l, bool create, char **reterr_path);
 void ks_local_done(ks_local *l);
-/* KS_FILE_* for the file of it, or a negative errno. */
+/* The file of it next to its row: KS_PLAN_FILE_AS_RECORDED (as ksync wrote or last saw it),
+ * _EDITED (its bytes differ), _MISSING or _OTHER (no regular file: a symlink, a FIFO), or a
+ * negative errno. */
 int ks_local_file_state(ks_local *l, const ks_cache_item *it);
 int64_t ks_stat_mtime_ns(const struct stat *st);
 /* Writes data over the item file name (atomically, flushed), unless the file changed since

@@ -30,6 +30,10 @@ static int untracked_same(coll_run *c, const char *name, const char *data, size_
 			  struct stat *ret_st);
 static int find_untracked(coll_run *c);
 static const char *untracked_with_uid(const coll_run *c, const char *uid);
+static int file_damaged(coll_run *c, const ks_cache_item *it);
+static int item_file_state(coll_run *c, const ks_cache_item *it, ks_plan_file *ret);
+static int new_item_state(coll_run *c, const fetched_item *f, const ks_item_info *info,
+			  const char **ret_mine, struct stat *ret_st, ks_plan_file *ret);
 static int repair_damaged(coll_run *c, const ks_cache_item *it);
 static int pick_filename(coll_run *c, const fetched_item *f, const ks_item_info *info,
 			 const staged *batch_items, size_t n_batch, char **ret);
@@ -234,24 +238,91 @@ const ks_intent *ks_coll_find_intent(const coll_run *c, const char *href)
 	return NULL;
 }
 
-/* An edited file that does not parse as an item: kept as a conflict copy, after which the
- * server's version may replace it (1). 0 when the file is a valid item (an edit to send). */
-static int repair_damaged(coll_run *c, const ks_cache_item *it)
+/* Whether the file of it (edited) is no item any more: unreadable, or not parsing. */
+static int file_damaged(coll_run *c, const ks_cache_item *it)
 {
-	_cleanup_free_ char *data = NULL, *kept = NULL;
+	_cleanup_free_ char *data = NULL;
 	size_t len = 0;
 	ks_item_info info = {};
 	int r = ks_fs_read_file(c->L.dirfd, it->filename, KS_CARD_MAX, &data, &len);
 
 	if (r == -ENOMEM)
 		return r;
-	if (r >= 0) {
-		r = ks_item_parse_info(data, len, &info, NULL);
-		ks_item_info_done(&info);
-		if (r == -ENOMEM)
+	if (r < 0)
+		return 1;
+	r = ks_item_parse_info(data, len, &info, NULL);
+	ks_item_info_done(&info);
+	return r == -ENOMEM ? r : r < 0;
+}
+
+/* The state of the file of it, a cached item whose server version changed. */
+static int item_file_state(coll_run *c, const ks_cache_item *it, ks_plan_file *ret)
+{
+	int r = ks_local_file_state(&c->L, it);
+
+	if (r < 0)
+		return r;
+	switch (r) {
+	case KS_PLAN_FILE_AS_RECORDED:
+	case KS_PLAN_FILE_OTHER:
+		*ret = r;
+		return 0;
+	case KS_PLAN_FILE_MISSING:
+		/* Renamed here (mv, an editor saving under another name): the file with the
+		 * item's UID is the item. */
+		if (!c->untracked_known) {
+			r = find_untracked(c);
+			if (r < 0)
+				return r;
+		}
+		*ret = untracked_with_uid(c, it->uid) ? KS_PLAN_FILE_RENAMED : KS_PLAN_FILE_MISSING;
+		return 0;
+	}
+	/* Edited: only --force looks whether the edit left an item at all. */
+	r = c->R->o->force ? file_damaged(c, it) : 0;
+	if (r < 0)
+		return r;
+	*ret = r ? KS_PLAN_FILE_DAMAGED : KS_PLAN_FILE_EDITED;
+	return 0;
+}
+
+/* The state of a new item's file: a local file without a row that holds its UID (*ret_mine,
+ * with its stat in *ret_st when it holds the server's very bytes), or none. */
+static int new_item_state(coll_run *c, const fetched_item *f, const ks_item_info *info,
+			  const char **ret_mine, struct stat *ret_st, ks_plan_file *ret)
+{
+	int r;
+
+	if (!c->untracked_known) {
+		r = find_untracked(c);
+		if (r < 0)
 			return r;
-		if (r >= 0)
-			return 0;
+	}
+	*ret_mine = untracked_with_uid(c, info->uid);
+	if (!*ret_mine) {
+		*ret = KS_PLAN_FILE_NONE;
+		return 0;
+	}
+	/* A file holding the server's very bytes (a crash or a rebuilt cache left it) is the
+	 * item as it is; another one is merged. */
+	r = untracked_same(c, *ret_mine, f->data, f->len, ret_st);
+	if (r < 0)
+		return r;
+	*ret = r > 0 ? KS_PLAN_FILE_UNTRACKED_SAME : KS_PLAN_FILE_UNTRACKED_OTHER;
+	return 0;
+}
+
+/* --force on an edited file that is no item any more (truncated, overwritten): it is kept as
+ * a conflict copy, after which the server's version replaces it. */
+static int repair_damaged(coll_run *c, const ks_cache_item *it)
+{
+	_cleanup_free_ char *data = NULL, *kept = NULL;
+	size_t len = 0;
+	int r = ks_fs_read_file(c->L.dirfd, it->filename, KS_CARD_MAX, &data, &len);
+
+	if (r == -ENOMEM)
+		return r;
+	if (r >= 0) {
 		r = ks_conflict_keep(c, it->filename, it->uid, data, len, "damaged", "server",
 				     "damaged local file", &kept);
 		if (r < 0)
@@ -260,7 +331,7 @@ static int repair_damaged(coll_run *c, const ks_cache_item *it)
 	ks_run_fail(c->R, KS_SYNC_NOTICE, c->L.label, 0,
 		    "'%s' was damaged and is restored from the server%s%s", it->filename,
 		    kept ? "; the damaged file is kept in " : "", kept ? kept : "");
-	return 1;
+	return 0;
 }
 
 static int pick_filename(coll_run *c, const fetched_item *f, const ks_item_info *info,
@@ -390,109 +461,81 @@ static int apply_batch(coll_run *c, batch *b)
 		if (r < 0 && r != -ENOENT)
 			goto out;
 		s->is_new = r == -ENOENT;
-		r = 0;
-		if (!s->is_new) {
-			/* A file keeps its name across updates; one edited locally since ksync
-			 * wrote it is left alone, and the upload that follows merges the two. */
-			r = ks_local_file_state(&c->L, &old);
-			bool renamed = false;
-			if (r == KS_FILE_MISSING) {
-				/* Renamed here (mv, an editor saving under another name): the
-				 * file with the item's UID is the item, maybe edited, and the push
-				 * that follows sends it, merged with this change. Writing the
-				 * server's version under the old name would make two files with
-				 * one UID. */
-				if (!c->untracked_known) {
-					r = find_untracked(c);
-					if (r < 0) {
-						ks_cache_item_done(&old);
-						goto out;
-					}
-				}
-				renamed = untracked_with_uid(c, old.uid) != NULL;
-				r = renamed ? KS_FILE_EDITED : KS_FILE_MISSING;
-			}
-			if (r == KS_FILE_EDITED && c->R->o->force && !renamed) {
-				/* --force repairs a file that is no item any more (truncated,
-				 * overwritten); the broken one is kept aside. */
-				r = repair_damaged(c, &old);
-				if (r == 0)
-					r = KS_FILE_EDITED;
-				else if (r > 0)
-					r = KS_FILE_MISSING;
-			}
-			if (r < 0 || r == KS_FILE_EDITED || r == KS_FILE_OTHER) {
-				ks_cache_item_done(&old);
-				ks_item_info_done(&s->info);
-				if (r < 0)
-					goto out;
-				/* The upload merges an edited file; nothing is sent for a symlink
-				 * or a FIFO, so the listing must name this change again until the
-				 * file is back. */
-				if (r == KS_FILE_OTHER)
-					c->held++;
-				c->deferred++;
-				continue;
-			}
-			ks_sha256_hex(f->data, f->len, s->hash);
-			s->skip_write = r == KS_FILE_AS_RECORDED && old.hash &&
-					strcmp(old.hash, s->hash) == 0;
-			if (s->skip_write) {
-				/* Same bytes (a new etag, a --force run, a read-back): only the
-				 * row changes, the file and its readers are left in peace. */
+		ks_sha256_hex(f->data, f->len, s->hash);
+		const char *mine = NULL;
+		ks_plan_file file;
+		r = s->is_new ? new_item_state(c, f, &s->info, &mine, &s->st, &file)
+			      : item_file_state(c, &old, &file);
+		if (r < 0) {
+			ks_cache_item_done(&old);
+			goto out;
+		}
+		ks_plan_action action = ks_plan_fetched(file, old.hash && strcmp(old.hash,
+										   s->hash) == 0,
+							c->R->o->force);
+		switch (action) {
+		case KS_PLAN_DEFER:
+		case KS_PLAN_HOLD:
+			/* The upload merges an edited file; nothing is sent for a symlink or a
+			 * FIFO, so the listing must name this change again until the file is
+			 * back. */
+			ks_cache_item_done(&old);
+			ks_item_info_done(&s->info);
+			*s = (staged) {};
+			if (action == KS_PLAN_HOLD)
+				c->held++;
+			c->deferred++;
+			continue;
+		case KS_PLAN_REPAIR:
+			r = repair_damaged(c, &old);
+			break;
+		case KS_PLAN_RECORD:
+			s->skip_write = true;
+			if (!s->is_new) {
+				/* Only the row changes: the file and its readers are left in
+				 * peace. */
 				s->st.st_mtim.tv_sec = old.mtime_ns / 1000000000;
 				s->st.st_mtim.tv_nsec = old.mtime_ns % 1000000000;
 				s->st.st_ino = (ino_t) old.ino;
 				s->st.st_size = (off_t) old.size;
 			}
-			s->filename = TAKE_PTR(old.filename);
-			ks_cache_item_done(&old);
-		} else {
-			const char *mine = untracked_with_uid(c, s->info.uid);
-			if (!c->untracked_known) {
-				r = find_untracked(c);
-				if (r < 0)
-					goto out;
-				mine = untracked_with_uid(c, s->info.uid);
-			}
-			if (mine) {
-				s->ours = true;
-				s->filename = strdup(mine);
-				if (!s->filename) {
-					r = -ENOMEM;
-					goto out;
-				}
-				/* A file holding the server's very bytes (a crash or a rebuilt
-				 * cache left it) is the item as it is; another one is merged. */
-				r = untracked_same(c, mine, f->data, f->len, &s->st);
-				if (r < 0)
-					goto out;
-				s->skip_write = r > 0;
-				s->adopt = r == 0;
-			} else {
-				r = pick_filename(c, f, &s->info, st, n, &s->filename);
-				if (r < 0)
-					goto out;
-				const ks_intent *in = ks_coll_find_intent(c, f->href);
-				s->ours = in && in->op == KS_INTENT_CREATE && in->filename &&
-					  strcmp(in->filename, s->filename) == 0;
-			}
-		}
-		if (s->adopt) {
+			break;
+		case KS_PLAN_ADOPT:
 			/* The user's own new file with this UID: it stays as it is, the row
 			 * has no base, and the upload merges the two versions. */
+			s->adopt = true;
 			memset(&s->st, 0, sizeof(s->st));
-			n++;
-			continue;
+			break;
+		default:
+			break;
 		}
-		if (!s->skip_write) {
+		if (r < 0) {
+			ks_cache_item_done(&old);
+			goto out;
+		}
+		if (!s->is_new)
+			s->filename = TAKE_PTR(old.filename);
+		else if (mine) {
+			/* The user's own file with this UID: no addition. */
+			s->ours = true;
+			s->filename = strdup(mine);
+			r = s->filename ? 0 : -ENOMEM;
+		} else {
+			r = pick_filename(c, f, &s->info, st, n, &s->filename);
+			const ks_intent *in = ks_coll_find_intent(c, f->href);
+			s->ours = r >= 0 && in && in->op == KS_INTENT_CREATE && in->filename &&
+				  strcmp(in->filename, s->filename) == 0;
+		}
+		ks_cache_item_done(&old);
+		if (r < 0)
+			goto out;
+		if (!s->skip_write && !s->adopt) {
 			r = ks_fs_batch_add(fb, s->filename, f->data, f->len, &s->st);
 			if (r < 0) {
 				r = ks_coll_file_failed(c, "write", s->filename, r);
 				goto out;
 			}
 		}
-		ks_sha256_hex(f->data, f->len, s->hash);
 		n++;
 	}
 	if (n == 0) {

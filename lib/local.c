@@ -16,8 +16,8 @@ static int find_kept(int dirfd, const char *base, size_t base_len, const char *s
 		     const char *ext, const char *data, size_t len, char **ret);
 
 /* Whether the file of a cached item was changed locally since ksync wrote or last saw it:
- * KS_FILE_EDITED when it differs, KS_FILE_OTHER when it is no regular file (a symlink, a FIFO),
- * KS_FILE_AS_RECORDED, KS_FILE_MISSING. */
+ * KS_PLAN_FILE_EDITED when it differs, KS_PLAN_FILE_OTHER when it is no regular file (a
+ * symlink, a FIFO), KS_PLAN_FILE_AS_RECORDED, KS_PLAN_FILE_MISSING. */
 int ks_local_file_state(ks_local *l, const ks_cache_item *it)
 {
 	struct stat st;
@@ -26,18 +26,19 @@ int ks_local_file_state(ks_local *l, const ks_cache_item *it)
 	char hex[65];
 
 	if (fstatat(l->dirfd, it->filename, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return errno == ENOENT ? KS_FILE_MISSING : -errno;
+		return errno == ENOENT ? KS_PLAN_FILE_MISSING : -errno;
 	if (!S_ISREG(st.st_mode))
-		return KS_FILE_OTHER;
+		return KS_PLAN_FILE_OTHER;
 	if (ks_scan_stat_matches(&st, it->mtime_ns, it->ino, it->size))
-		return KS_FILE_AS_RECORDED;
+		return KS_PLAN_FILE_AS_RECORDED;
 	int r = ks_fs_read_file(l->dirfd, it->filename, KS_CARD_MAX, &data, &len);
 	if (r == -ENOMEM)
 		return r;
 	if (r < 0)
-		return KS_FILE_EDITED;
+		return KS_PLAN_FILE_EDITED;
 	ks_sha256_hex(data, len, hex);
-	return it->hash && strcmp(hex, it->hash) == 0 ? KS_FILE_AS_RECORDED : KS_FILE_EDITED;
+	return it->hash && strcmp(hex, it->hash) == 0 ? KS_PLAN_FILE_AS_RECORDED
+						       : KS_PLAN_FILE_EDITED;
 }
 
 int64_t ks_stat_mtime_ns(const struct stat *st)

@@ -365,11 +365,13 @@ static int delete_items(coll_run *c, char **hrefs, size_t n)
 		/* Deleted on the server, edited here: the edit wins. Only the row goes; the
 		 * file, untracked now, is uploaded again as a new item. */
 		r = ks_local_file_state(&c->L, &it);
-		if (r < 0 || r == KS_FILE_EDITED || r == KS_FILE_OTHER) {
+		if (r < 0) {
 			ks_cache_item_done(&it);
-			if (r < 0)
-				return r;
-			any = true;
+			return r;
+		}
+		any = true;
+		if (ks_plan_gone(r) != KS_PLAN_DELETE_FILE) {
+			ks_cache_item_done(&it);
 			continue;
 		}
 		if (unlinkat(c->L.dirfd, it.filename, 0) < 0 && errno != ENOENT) {
@@ -378,7 +380,6 @@ static int delete_items(coll_run *c, char **hrefs, size_t n)
 			return r;
 		}
 		ks_cache_item_done(&it);
-		any = true;
 	}
 	if (!any)
 		return 0;

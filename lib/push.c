@@ -16,6 +16,7 @@ static void push_item_done(push_item *p);
 static int refuse_item(coll_run *c, push_item *p, long status, const char *body,
 		       size_t body_len, const char *why);
 static int on_push_done(ks_remote_write *w, void *userdata);
+static ks_plan_change plan_change(ks_local_kind k);
 static int refuse_readonly(coll_run *c, ks_local_change *ch);
 static int refused_here(const coll_run *c, const ks_local_change *ch, const push_item *p,
 			char **ret_why);
@@ -83,14 +84,21 @@ int ks_push_collection(coll_run *c)
 	}
 	for (size_t i = 0; i < sr.n_changes; i++) {
 		ks_local_change *ch = &sr.changes[i];
-		if (ch->kind == KS_LOCAL_IGNORED || ch->kind == KS_LOCAL_MOVED)
-			continue;
-		r = still_refused(c, ch);
-		if (r < 0)
-			goto out;
-		if (r > 0)
-			continue;
-		if (c->L.col->readonly) {
+		ks_plan_local_in in = {
+			.change = plan_change(ch->kind),
+			.readonly = c->L.col->readonly,
+			.has_etag = ch->etag != NULL,
+		};
+		if (in.change != KS_PLAN_CHANGE_IGNORED && in.change != KS_PLAN_CHANGE_MOVED) {
+			r = still_refused(c, ch);
+			if (r < 0)
+				goto out;
+			in.refused = r > 0;
+		}
+		ks_plan_action action = ks_plan_local(&in);
+		if (action == KS_PLAN_NOTHING || action == KS_PLAN_REFUSE)
+			continue;	/* still_refused() said why */
+		if (action == KS_PLAN_REVERT) {
 			r = refuse_readonly(c, ch);
 			if (r < 0)
 				goto out;
@@ -106,6 +114,7 @@ int ks_push_collection(coll_run *c)
 			memset(&items[n], 0, sizeof(items[n]));
 			continue;
 		}
+		items[n].needs_merge = action == KS_PLAN_MERGE;
 		n++;
 	}
 	if (n == 0) {
@@ -125,15 +134,13 @@ int ks_push_collection(coll_run *c)
 		ks_cache_rollback(c->R->e->cache);
 		goto out;
 	}
-	/* A row without an etag cannot be conditioned: the server's version is fetched and
-	 * merged instead of being overwritten blindly. Those are left out of the writes. */
+	/* Those to merge without sending first (no etag to condition a write on) are left out
+	 * of the writes. */
 	size_t m = 0;
 	for (size_t i = 0; i < n; i++) {
 		push_item *p = &items[i];
-		if (p->op != KS_INTENT_CREATE && !p->ch->etag) {
-			p->needs_merge = true;
+		if (p->needs_merge)
 			continue;
-		}
 		writes[m++] = (ks_remote_write) {
 			.op = p->op == KS_INTENT_DELETE ? KS_REMOTE_DELETE : KS_REMOTE_PUT,
 			.href = p->href,
@@ -182,12 +189,27 @@ out:
 	return r;
 }
 
+static ks_plan_change plan_change(ks_local_kind k)
+{
+	switch (k) {
+	case KS_LOCAL_NEW:
+		return KS_PLAN_CHANGE_NEW;
+	case KS_LOCAL_MODIFIED:
+		return KS_PLAN_CHANGE_MODIFIED;
+	case KS_LOCAL_DELETED:
+		return KS_PLAN_CHANGE_DELETED;
+	case KS_LOCAL_MOVED:
+		return KS_PLAN_CHANGE_MOVED;
+	default:
+		return KS_PLAN_CHANGE_IGNORED;
+	}
+}
+
 static void push_item_done(push_item *p)
 {
 	free(p->href);
 	free(p->body);
 	ks_item_info_done(&p->info);
-
 }
 
 int ks_random_uid(char out[37])
@@ -262,12 +284,12 @@ static int on_push_done(ks_remote_write *w, void *userdata)
 	const ks_remote_reply *req = &w->reply;
 	int r = req->result;
 
-	if (p->op == KS_INTENT_DELETE) {
-		if (r == 0 || r == -ENOENT) {
-			c->pushed_deletes++;
-			return ks_local_forget_item(&c->L, p->href);
-		}
-	} else if (r == 0) {
+	switch (ks_plan_written(p->op == KS_INTENT_DELETE, p->op == KS_INTENT_UPDATE, r,
+				req->status)) {
+	case KS_PLAN_FORGET:
+		c->pushed_deletes++;
+		return ks_local_forget_item(&c->L, p->href);
+	case KS_PLAN_RECORD:
 		c->pushed++;
 		p->refetch = !req->etag && !c->L.col->supports_sync;
 		r = ks_strv_push(&c->uploaded, &c->n_uploaded, &c->cap_uploaded, p->href);
@@ -275,16 +297,16 @@ static int on_push_done(ks_remote_write *w, void *userdata)
 			return r;
 		return ks_local_record_item(&c->L, p->href, req->etag, p->ch->filename, p->body,
 					    p->len, &p->st);
-	}
-	if (r == -ESTALE || (r == -ENOENT && p->op == KS_INTENT_UPDATE)) {
+	case KS_PLAN_MERGE:
 		p->needs_merge = true;
 		return 0;
-	}
-	/* A 4xx to one item's request (a strict server's validation, a calendar that takes
-	 * no tasks, a UID another item has), or a multistatus saying why, is that item's
-	 * failure: the other uploads of the run and the other collections go on. */
-	if (ks_refusal_is_item_status(req->status) || req->status == 207)
+	case KS_PLAN_REFUSE:
+		/* That item's failure: the other uploads of the run and the other collections
+		 * go on. */
 		return refuse_item(c, p, req->status, req->body, req->body_len, NULL);
+	default:
+		break;
+	}
 	c->failed_fetch++;
 	c->failed_push++;
 	ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, r, "could not upload '%s': %s",
