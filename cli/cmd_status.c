@@ -97,7 +97,8 @@ static int print_collections(const ks_json *cols)
 			int64_t last = ks_json_get_int(c, "last_sync", 0);
 			const char *when = ctl_format_ago(last, ago);
 			if (res && strcmp(res, "ok") != 0)
-				r = table_addf(t, "%s, %s", when, res);
+				r = table_addf(t, "%s, %s", when, strcmp(res, "skipped") == 0 ?
+					       "not synced" : res);
 			else
 				r = table_add(t, when);
 		}

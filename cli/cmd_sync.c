@@ -224,6 +224,11 @@ static unsigned print_result(sync_state *s, const char *account, const char *tex
 		if (ks_json_get_bool(c, "ok", false)) {
 			describe_counts(c, counts, sizeof(counts));
 			(void) table_add(t, counts);
+		} else if (!ks_json_get_bool(c, "synced", true)) {
+			/* The message says "not synced: " and why. */
+			const char *err = ks_json_get_string(c, "error");
+			(void) table_add(t, err ? err : "not synced");
+			failed++;
 		} else {
 			const char *err = ks_json_get_string(c, "error");
 			(void) table_addf(t, "failed: %s", err ? err : "unknown error");

@@ -158,6 +158,10 @@ static void on_event(const ks_sync_event *ev, void *userdata)
 		clear_progress(s);
 		log_at(KS_LOG_WARNING, "%s/%s: %s", ev->account, ev->collection, ev->message);
 		break;
+	case KS_SYNC_COLLECTION_SKIPPED:
+		/* The account's failure, printed once above, says it for every collection. */
+		log_at(KS_LOG_INFO, "%s/%s: %s", ev->account, ev->collection, ev->message);
+		break;
 	}
 	fflush(stdout);
 }

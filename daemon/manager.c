@@ -128,15 +128,15 @@ static char *dup_or_null(const char *s)
 	return s ? strdup(s) : NULL;
 }
 
-static void results_free(Account *a)
+static void results_free(CollectionResult **v, size_t *n)
 {
-	for (size_t i = 0; i < a->n_results; i++) {
-		free(a->results[i].path);
-		free(a->results[i].error);
+	for (size_t i = 0; i < *n; i++) {
+		free((*v)[i].path);
+		free((*v)[i].error);
 	}
-	free(a->results);
-	a->results = NULL;
-	a->n_results = 0;
+	free(*v);
+	*v = NULL;
+	*n = 0;
 }
 
 static Account *account_free(Account *a)
@@ -146,7 +146,8 @@ static Account *account_free(Account *a)
 	sd_event_source_disable_unref(a->timer);
 	sd_event_source_disable_unref(a->debounce);
 	ks_account_config_done(&a->cfg);
-	results_free(a);
+	results_free(&a->results, &a->n_results);
+	results_free(&a->run_results, &a->n_run_results);
 	strv_free(a->errors, a->n_errors);
 	strv_free(a->notices, a->n_notices);
 	free(a->waiting_runs);
@@ -364,6 +365,47 @@ static void account_arm_after_run(Account *a)
 	(void) schedule(a, delay);
 }
 
+/* The JSON of SyncFinished (lib/ipc.h): what this run did to each collection it was to sync,
+ * and nothing about the others. NULL when out of memory. */
+static char *run_json(Account *a)
+{
+	char *json = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&json, &len);
+
+	if (!f)
+		return NULL;
+	fputs("{\"collections\":[", f);
+	for (size_t i = 0; i < a->n_run_results; i++) {
+		CollectionResult *c = &a->run_results[i];
+		fprintf(f, "%s{\"path\":", i ? "," : "");
+		json_fputs(f, c->path);
+		fprintf(f, ",\"ok\":%s,\"synced\":%s,\"error\":", c->ok ? "true" : "false",
+			c->not_synced ? "false" : "true");
+		json_fputs(f, c->error);
+		fprintf(f, ",\"added\":%u,\"updated\":%u,\"deleted\":%u,\"uploaded\":%u,"
+			   "\"removed\":%u,\"conflicts\":%u,\"skipped\":%u}",
+			c->added, c->updated, c->deleted, c->uploaded, c->removed, c->conflicts,
+			c->skipped);
+	}
+	fputs("],\"errors\":[", f);
+	for (size_t i = 0; i < a->n_errors; i++) {
+		fputs(i ? "," : "", f);
+		json_fputs(f, a->errors[i]);
+	}
+	fputs("],\"notices\":[", f);
+	for (size_t i = 0; i < a->n_notices; i++) {
+		fputs(i ? "," : "", f);
+		json_fputs(f, a->notices[i]);
+	}
+	fputs("]}", f);
+	if (fclose(f) != 0) {
+		free(json);
+		return NULL;
+	}
+	return json;
+}
+
 /* Credentials the server refused are not tried again: each try is a failed login, and
  * enough of them lock some accounts (Infomaniak). The account waits for them to change. */
 static const char refused_note[] = " — ksync stopped trying: repeated failed logins can lock "
@@ -378,9 +420,12 @@ static void run_done(Manager *m, Job *j, int r)
 	m->running_jobs--;
 	a->job = NULL;
 	if (r == -EKEYREVOKED) {
-		/* The credentials are still the refused ones: nothing was sent, nothing to say. */
+		/* The credentials are still the refused ones: nothing was sent; the collections
+		 * say why they were not synced. */
+		_cleanup_free_ char *json = run_json(a);
 		for (size_t i = 0; i < a->n_running; i++) {
-			bus_emit_finished(m, a->running_runs[i], a->cfg.name, false, "{}");
+			bus_emit_finished(m, a->running_runs[i], a->cfg.name, false,
+					  json ? json : "{}");
 			run_account_finished(m, a->running_runs[i], false);
 		}
 		free(a->running_runs);
@@ -406,9 +451,9 @@ static void run_done(Manager *m, Job *j, int r)
 	free(a->last_error);
 	a->last_error = NULL;
 	const char *first_failed = NULL;
-	for (size_t i = 0; i < a->n_results && !first_failed; i++)
-		if (!a->results[i].ok && a->results[i].time >= a->last_sync - 1)
-			first_failed = a->results[i].error;
+	for (size_t i = 0; i < a->n_run_results && !first_failed; i++)
+		if (!a->run_results[i].ok && !a->run_results[i].not_synced)
+			first_failed = a->run_results[i].error;
 	if (r < 0 && a->n_errors)
 		a->last_error = strdup(a->errors[a->n_errors - 1]);
 	else if (r != 0 && first_failed)
@@ -431,36 +476,7 @@ static void run_done(Manager *m, Job *j, int r)
 	a->backoff = a->last_result < 0 ? a->backoff + 1 : 0;
 
 	/* The JSON of SyncFinished for every run this one reports to. */
-	_cleanup_free_ char *json = NULL;
-	FILE *f;
-	size_t len = 0;
-	f = open_memstream(&json, &len);
-	if (f) {
-		fputs("{\"collections\":[", f);
-		for (size_t i = 0; i < a->n_results; i++) {
-			CollectionResult *c = &a->results[i];
-			fprintf(f, "%s{\"path\":", i ? "," : "");
-			json_fputs(f, c->path);
-			fprintf(f, ",\"ok\":%s,\"error\":", c->ok ? "true" : "false");
-			json_fputs(f, c->error);
-			fprintf(f, ",\"added\":%u,\"updated\":%u,\"deleted\":%u,\"uploaded\":%u,"
-				   "\"removed\":%u,\"conflicts\":%u,\"skipped\":%u}",
-				c->added, c->updated, c->deleted, c->uploaded, c->removed,
-				c->conflicts, c->skipped);
-		}
-		fputs("],\"errors\":[", f);
-		for (size_t i = 0; i < a->n_errors; i++) {
-			fputs(i ? "," : "", f);
-			json_fputs(f, a->errors[i]);
-		}
-		fputs("],\"notices\":[", f);
-		for (size_t i = 0; i < a->n_notices; i++) {
-			fputs(i ? "," : "", f);
-			json_fputs(f, a->notices[i]);
-		}
-		fputs("]}", f);
-		fclose(f);
-	}
+	_cleanup_free_ char *json = run_json(a);
 	bool ok = a->last_result == 0;
 	for (size_t i = 0; i < a->n_running; i++) {
 		bus_emit_finished(m, a->running_runs[i], a->cfg.name, ok, json ? json : "{}");
@@ -490,27 +506,58 @@ static void run_done(Manager *m, Job *j, int r)
 	start_queued(m);
 }
 
-static CollectionResult *result_for(Account *a, const char *path)
+static CollectionResult *result_in(CollectionResult **v, size_t *n, const char *path)
 {
-	for (size_t i = 0; i < a->n_results; i++)
-		if (strcmp(a->results[i].path, path) == 0)
-			return &a->results[i];
-	CollectionResult *n = realloc(a->results, (a->n_results + 1) * sizeof(*n));
-	if (!n)
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp((*v)[i].path, path) == 0)
+			return &(*v)[i];
+	CollectionResult *nv = realloc(*v, (*n + 1) * sizeof(*nv));
+	if (!nv)
 		return NULL;
-	a->results = n;
-	CollectionResult *c = &a->results[a->n_results];
+	*v = nv;
+	CollectionResult *c = &nv[*n];
 	*c = (CollectionResult) { .path = strdup(path) };
 	if (!c->path)
 		return NULL;
-	a->n_results++;
+	(*n)++;
 	return c;
+}
+
+/* Records what the run did to a collection, in the run's results and in the last result
+ * Status shows. */
+static void record_result(Account *a, const Msg *msg, bool ok, bool not_synced)
+{
+	CollectionResult *both[2] = {
+		msg->collection ? result_in(&a->run_results, &a->n_run_results, msg->collection)
+				: NULL,
+		msg->collection ? result_in(&a->results, &a->n_results, msg->collection) : NULL,
+	};
+	uint64_t now = now_sec();
+
+	for (size_t i = 0; i < ELEMENTSOF(both); i++) {
+		CollectionResult *c = both[i];
+		if (!c)
+			continue;
+		c->ok = ok;
+		c->not_synced = not_synced;
+		free(c->error);
+		c->error = ok ? NULL : dup_or_null(msg->message);
+		c->added = msg->added;
+		c->updated = msg->updated;
+		c->deleted = msg->deleted;
+		c->uploaded = msg->uploaded;
+		c->removed = msg->removed;
+		c->conflicts = msg->conflicts;
+		c->skipped = msg->skipped;
+		c->time = now;
+		if (ok)
+			c->synced = now;
+	}
 }
 
 static void handle_event(Manager *m, Msg *msg)
 {
 	Account *a = msg->job->account;
-	CollectionResult *c;
 
 	switch (msg->ev) {
 	case KS_SYNC_PROGRESS:
@@ -519,34 +566,19 @@ static void handle_event(Manager *m, Msg *msg)
 					  msg->done, msg->total);
 		break;
 	case KS_SYNC_COLLECTION_DONE:
-		c = msg->collection ? result_for(a, msg->collection) : NULL;
-		if (c) {
-			c->ok = true;
-			free(c->error);
-			c->error = NULL;
-			c->added = msg->added;
-			c->updated = msg->updated;
-			c->deleted = msg->deleted;
-			c->uploaded = msg->uploaded;
-			c->removed = msg->removed;
-			c->conflicts = msg->conflicts;
-			c->skipped = msg->skipped;
-			c->time = now_sec();
-		}
+		record_result(a, msg, true, false);
 		if (msg->added || msg->updated || msg->deleted || msg->uploaded || msg->removed)
 			log_at(KS_LOG_INFO, "%s/%s: %u added, %u updated, %u deleted; sent %u, "
 			       "deleted %u on the server", a->cfg.name, msg->collection, msg->added,
 			       msg->updated, msg->deleted, msg->uploaded, msg->removed);
 		break;
 	case KS_SYNC_COLLECTION_FAILED:
-		c = msg->collection ? result_for(a, msg->collection) : NULL;
-		if (c) {
-			c->ok = false;
-			free(c->error);
-			c->error = dup_or_null(msg->message);
-			c->time = now_sec();
-		}
+		record_result(a, msg, false, false);
 		log_at(KS_LOG_ERR, "%s/%s: %s", a->cfg.name, msg->collection, msg->message);
+		break;
+	case KS_SYNC_COLLECTION_SKIPPED:
+		record_result(a, msg, false, true);
+		log_at(KS_LOG_INFO, "%s/%s: %s", a->cfg.name, msg->collection, msg->message);
 		break;
 	case KS_SYNC_ACCOUNT_FAILED:
 		(void) strv_add(&a->errors, &a->n_errors, msg->message);
@@ -684,6 +716,7 @@ static int account_start(Account *a)
 	strv_free(a->notices, a->n_notices);
 	a->notices = NULL;
 	a->n_notices = 0;
+	results_free(&a->run_results, &a->n_run_results);
 	a->job = j;
 	r = start_thread(j);
 	if (r < 0) {
@@ -1296,7 +1329,10 @@ static void collection_state(const char *path, ks_collection_state *ret, void *u
 		CollectionResult *c = &a->results[i];
 		if (strcmp(c->path, path) != 0)
 			continue;
-		*ret = (ks_collection_state) { .last_sync = c->time, .ok = c->ok, .error = c->error };
+		*ret = (ks_collection_state) {
+			.last_sync = c->synced, .last_run = c->time, .error = c->error,
+			.result = c->ok ? "ok" : c->not_synced ? "skipped" : "failed",
+		};
 		return;
 	}
 }

@@ -13,13 +13,15 @@ typedef struct Manager Manager;
 typedef struct Account Account;
 typedef struct Job Job;
 
-/* What one collection did in the last run of its account. */
+/* What one collection did in a run of its account. */
 typedef struct CollectionResult {
 	char *path;		/* contacts/NAME */
 	bool ok;
+	bool not_synced;	/* the run did not reach it (the account failed first) */
 	char *error;
 	unsigned added, updated, deleted, uploaded, removed, conflicts, skipped;
-	uint64_t time;
+	uint64_t time;		/* when that run ended for it */
+	uint64_t synced;	/* when a sync of it last completed, 0: not since ksyncd started */
 } CollectionResult;
 
 struct Account {
@@ -41,8 +43,12 @@ struct Account {
 	uint64_t last_sync;	/* unix seconds, 0 = never */
 	int last_result;	/* 0 ok, negative errno */
 	char *last_error;
+	/* The last result of each collection (Status), and what the run under way or last
+	 * ended did (SyncFinished: only the collections that run was to sync). */
 	CollectionResult *results;
 	size_t n_results;
+	CollectionResult *run_results;
+	size_t n_run_results;
 	char **errors;		/* account-level messages of the run under way */
 	size_t n_errors;
 	char **notices;

@@ -29,7 +29,7 @@ static bool collection_is(const ks_collection *col, const char *name);
 /* The home sets are listed (new, removed and renamed collections) at most this often. */
 #define LIST_SECS 3600
 
-int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts *o)
+int ks_sync_account_run(ks_engine *e, const ks_account_config *a, const ks_sync_opts *o)
 {
 	run R = { .e = e, .acc = a, .o = o };
 	bool damaged = false;

@@ -581,6 +581,7 @@ static int fill_collection(sqlite3_stmt *s, void *e)
 								      : sqlite3_column_int64(s, 15),
 		.guard_deleted = sqlite3_column_int64(s, 16),
 		.vcard4 = sqlite3_column_int(s, 17),
+		.synced_at = sqlite3_column_int64(s, 18),
 	};
 	return col->account && col->href && col->name ? 0 : -ENOMEM;
 }
@@ -595,7 +596,7 @@ int ks_cache_list_collections(ks_cache *c, const char *account, ks_collection **
 	sqlite3_stmt *s;
 	int r = prepare(c, "SELECT id, account, href, kind, name, displayname, color, description, "
 			   "components, readonly, supports_sync, enabled, sync_token, ctag, "
-			   "guard_at, guard_base, guard_deleted, vcard4 "
+			   "guard_at, guard_base, guard_deleted, vcard4, synced_at "
 			   "FROM collection WHERE account = ?1 ORDER BY kind, name", &s);
 
 	if (r < 0)
@@ -675,6 +676,20 @@ int ks_cache_set_collection_guard(ks_cache *c, int64_t id, int64_t at, int64_t b
 		(void) sqlite3_bind_null(s, 2);
 	(void) sqlite3_bind_int64(s, 3, deleted);
 	(void) sqlite3_bind_int64(s, 4, id);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_set_collection_synced(ks_cache *c, int64_t id, int64_t at)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "UPDATE collection SET synced_at = ?1 WHERE id = ?2", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, at);
+	(void) sqlite3_bind_int64(s, 2, id);
 	r = step_done(s);
 	sqlite3_finalize(s);
 	return r;

@@ -51,6 +51,7 @@ typedef struct ks_collection {
 	int64_t guard_at;
 	int64_t guard_base;
 	int64_t guard_deleted;
+	int64_t synced_at;	/* when a sync of it last completed (unix seconds, 0: never) */
 } ks_collection;
 
 typedef struct ks_cache_item {
@@ -98,6 +99,8 @@ int ks_cache_set_collection_state(ks_cache *c, int64_t id, const char *sync_toke
 /* Stores the mass-deletion guard's window of collection id (base -1: none). */
 int ks_cache_set_collection_guard(ks_cache *c, int64_t id, int64_t at, int64_t base,
 				  int64_t deleted);
+/* Stores when a sync of collection id completed (unix seconds). */
+int ks_cache_set_collection_synced(ks_cache *c, int64_t id, int64_t at);
 int ks_cache_delete_collection(ks_cache *c, int64_t id);
 void ks_collection_done(ks_collection *col);
 void ks_collection_free_array(ks_collection *a, size_t n);

@@ -45,6 +45,18 @@ int ks_engine_open_collection_dir(const ks_engine *e, const char *account,
 int ks_engine_lock_account(const ks_engine *e, const char *account, bool wait, int *ret_fd,
 			   char **reterr_msg);
 
+/* The engine's run of an account (lib/account.c), as ks_sync_account() without the
+ * KS_SYNC_COLLECTION_SKIPPED events, which lib/report.c adds. */
+int ks_sync_account_run(ks_engine *e, const ks_account_config *a, const ks_sync_opts *o);
+
+/* A collection's completed sync is stored (collection.synced_at) again only once the time
+ * stored is this many seconds old, so that a run that changes nothing writes nothing. */
+#define KS_SYNCED_AT_STEP 600
+
+/* Records that col just completed a sync (lib/report.c): col->synced_at and its row, unless
+ * the stored time is less than KS_SYNCED_AT_STEP old. Errors of the cache. */
+int ks_report_collection_synced(ks_cache *c, ks_collection *col);
+
 /* A damaged cache found in a run (-EUCLEAN) is checked page by page; when damaged it is set
  * aside and a new one opened. 1 when a new cache was made, 0 when the check found nothing,
  * or a negative errno. */

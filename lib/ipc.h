@@ -20,8 +20,12 @@
  *        "last_result": "ok"|"failed"|null, "last_error": s|null, "next_sync": unix|null, "retry_in": seconds|null,
  *        "collections": [{"name": s, "path": "contacts/NAME", "kind": "addressbook"|
  *          "calendar", "displayname": s|null, "color": s|null, "components": [s],
- *          "readonly": b, "enabled": b, "items": n, "pending": n, "last_sync": unix|null,
- *          "last_result": "ok"|"failed"|null, "last_error": s|null, "dir": s}],
+ *          "readonly": b, "enabled": b, "items": n, "pending": n,
+ *          "last_sync": unix|null (the last completed sync; kept in ksync.db across
+ *          restarts), "last_run": unix|null (the last run that was to sync it, since
+ *          ksyncd started), "last_result": "ok"|"failed"|"skipped"|null (that run's:
+ *          skipped when the account failed before the collection was reached),
+ *          "last_error": s|null, "dir": s}],
  *        "conflicts": [{"collection": s, "file": s, "kept": s, "winner": s,
  *          "what": s|null, "time": unix}]}]}
  *   Collections(u version, s account) -> (s json)      account "" = all
@@ -77,9 +81,15 @@
  *   SyncStarted(u run_id, s account)
  *   SyncProgress(u run_id, s account, s collection, u done, u total)
  *   SyncFinished(u run_id, s account, b ok, s json)
- *       json: {"collections": [{"path": s, "ok": b, "error": s|null, "added": n,
- *              "updated": n, "deleted": n, "uploaded": n, "removed": n,
+ *       json: {"collections": [{"path": s, "ok": b, "synced": b, "error": s|null,
+ *              "added": n, "updated": n, "deleted": n, "uploaded": n, "removed": n,
  *              "conflicts": n, "skipped": n}], "errors": [s], "notices": [s]}
+ *       Only the collections this run was to sync (all enabled ones of the account, or the
+ *       one asked for), each once: "ok" when it synced, else "error" says why; "synced"
+ *       false when the run never reached it (the account failed first: "error" is
+ *       "not synced: ..."). Counters are what this run changed: "added", "updated",
+ *       "deleted" in the files (an upload of this run read back is none of them; a merge
+ *       that took server changes is an update), "uploaded" and "removed" on the server.
  *       A Sync call over several accounts ends with one SyncFinished per account, all
  *       with its run_id, then one with account "" summing them up.
  *

@@ -171,6 +171,9 @@ typedef enum ks_sync_event_type {
 	 * holds their fingerprint, for ks_sync_opts.refused_credentials; message is the
 	 * explanation, or NULL when a KS_SYNC_ACCOUNT_FAILED of the run already gave it. */
 	KS_SYNC_CREDENTIALS_REFUSED,
+	/* A collection the run was to sync and did not reach, because the account failed or
+	 * the run stopped: message says why ("not synced: ..."), error is the run's. */
+	KS_SYNC_COLLECTION_SKIPPED,
 } ks_sync_event_type;
 
 typedef struct ks_sync_event {
@@ -222,7 +225,9 @@ typedef struct ks_sync_opts {
 /* Brings every collection of the account down into the cache and the vdir tree.
  * Returns 0 when every collection synced, the number of failed collections (> 0), or a
  * negative errno when the account failed as a whole (credentials, discovery, network);
- * each failure is also reported through o->on_event with a message. -EACCES: the server
+ * each failure is also reported through o->on_event with a message. Every enabled
+ * collection in the run's scope gets one event that ends it: KS_SYNC_COLLECTION_DONE,
+ * KS_SYNC_COLLECTION_FAILED, or (when the account failed first) KS_SYNC_COLLECTION_SKIPPED. -EACCES: the server
  * refused the credentials (HTTP 401; a 401 or 403 on a collection is confirmed with one
  * request to the account's URL, and an unconfirmed one gives -EPERM);
  * -EKEYREVOKED: nothing was sent, the credentials are still o->refused_credentials. */
@@ -240,8 +245,10 @@ ks_error_scope ks_error_scope_of(int r);
 
 /* What a caller (the daemon) knows of a collection's last run. */
 typedef struct ks_collection_state {
-	uint64_t last_sync;	/* unix seconds, 0 when unknown */
-	bool ok;
+	uint64_t last_sync;	/* when a sync of it last completed, unix seconds; 0 when
+				 * unknown (the time stored in the cache is used then) */
+	uint64_t last_run;	/* when the last run that was to sync it ended, 0 when unknown */
+	const char *result;	/* that run's result: "ok", "failed" or "skipped"; NULL */
 	const char *error;	/* borrowed */
 } ks_collection_state;
 typedef void (*ks_collection_state_fn)(const char *path, ks_collection_state *ret, void *userdata);
@@ -249,8 +256,9 @@ typedef void (*ks_collection_state_fn)(const char *path, ks_collection_state *re
 /* The account's collections as a JSON array (lib/ipc.h, Collections), owned by the caller:
  * account, name, path, href, kind, displayname, color, components, readonly, enabled,
  * items, pending (local changes not sent yet, counted without writing anything),
- * last_sync, last_result, last_error (from state, which may be NULL), dir. With only_href,
- * just that collection's object (-ENOENT when there is none). */
+ * last_sync (state's, else the time the cache holds), last_run, last_result, last_error
+ * (from state, which may be NULL), dir. With only_href, just that collection's object
+ * (-ENOENT when there is none). */
 int ks_engine_collections_json(ks_engine *e, const char *account, const char *only_href,
 			       ks_collection_state_fn state, void *userdata, char **ret);
 /* The account's conflicts, newest first, as a JSON array (lib/ipc.h, Status). */

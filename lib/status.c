@@ -104,13 +104,21 @@ int ks_engine_collections_json(ks_engine *e, const char *account, const char *on
 		ks_json_write_int(&w, items < 0 ? 0 : items);
 		ks_json_write_key(&w, "pending");
 		ks_json_write_int(&w, pending < 0 ? 0 : pending);
+		/* The daemon knows the runs since it started; the cache knows, across restarts,
+		 * when a sync last completed. */
+		uint64_t last = st.last_sync ? st.last_sync : (uint64_t) KS_MAX(c->synced_at, 0);
 		ks_json_write_key(&w, "last_sync");
-		if (st.last_sync)
-			ks_json_write_uint(&w, st.last_sync);
+		if (last)
+			ks_json_write_uint(&w, last);
+		else
+			ks_json_write_null(&w);
+		ks_json_write_key(&w, "last_run");
+		if (st.last_run)
+			ks_json_write_uint(&w, st.last_run);
 		else
 			ks_json_write_null(&w);
 		ks_json_write_key(&w, "last_result");
-		ks_json_write_string(&w, !st.last_sync ? NULL : st.ok ? "ok" : "failed");
+		ks_json_write_string(&w, st.result);
 		ks_json_write_key(&w, "last_error");
 		ks_json_write_string(&w, st.error);
 		ks_json_write_key(&w, "dir");

@@ -79,6 +79,7 @@ int ks_sync_collection(run *R, ks_collection *col, const ks_collection *remote)
 		ks_sync_report_failed(&c);
 		goto out;
 	}
+	(void) ks_report_collection_synced(R->e->cache, col);
 	{
 		ks_sync_event ev = {
 			.type = KS_SYNC_COLLECTION_DONE, .account = R->acc->name,

@@ -131,6 +131,13 @@ class Daemon:
     def wait_exit(self, timeout=60):
         return self.proc.wait(timeout=timeout)
 
+    def stop_service(self):
+        """Stops ksyncd with SIGTERM and keeps the bus, so that start() runs it again."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        self.read_notifications()
+        self.notifications = []
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

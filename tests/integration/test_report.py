@@ -1,0 +1,156 @@
+"""What ksyncd tells the user (issue 14): reports of what a run did and nothing else, last
+sync times across restarts, pending files with their reasons."""
+
+import json
+import os
+import re
+import time
+
+from ksynctest import gen, servers
+from ksynctest.daemon import wait_until
+
+ACCOUNT = "acct"
+
+
+def status(d):
+    r = d.ctl("status", "--json")
+    assert r.rc == 0, "ksyncctl status --json: rc %d\n%s%s" % (r.rc, r.stdout, r.stderr)
+    return json.loads(r.stdout)
+
+
+def account_status(d):
+    accts = [a for a in status(d)["accounts"] if a["name"] == ACCOUNT]
+    assert len(accts) == 1
+    return accts[0]
+
+
+def synced_ok(d):
+    a = account_status(d)
+    return a["state"] == "idle" and a["last_result"] == "ok" and a
+
+
+def collection(a, path):
+    got = [c for c in a["collections"] if c["path"] == path]
+    assert len(got) == 1, (path, a["collections"])
+    return got[0]
+
+
+def result_lines(out):
+    """{"contacts/people": "up to date", ...} from the lines `ksyncctl sync` prints."""
+    lines = {}
+    for ln in out.splitlines():
+        m = re.match(r"^%s/(\S+):\s+(.*)$" % ACCOUNT, ln)
+        if m:
+            lines[m.group(1)] = m.group(2)
+    return lines
+
+
+def vcard(uid, fn):
+    return ("BEGIN:VCARD\r\nVERSION:3.0\r\nUID:%s\r\nFN:%s\r\nN:%s;;;;\r\nEND:VCARD\r\n"
+            % (uid, fn, fn)).encode()
+
+
+def setup_two(server, ks, daemon, n=3):
+    """An address book and a calendar, synced once by a running ksyncd."""
+    book = server.make_addressbook("people", "People")
+    server.seed(book, gen.contacts(n))
+    cal = server.make_calendar("work", "Work", components=("VEVENT",))
+    server.seed(cal, gen.events(n))
+    ks.add_account(ACCOUNT, server)
+    daemon.start()
+    wait_until(lambda: synced_ok(daemon), 60, "the first sync")
+    return book, cal
+
+
+def test_sync_of_one_collection_reports_only_it(server, ks, daemon):
+    """`ksyncctl sync acct/contacts/people` names that collection alone: the calendar,
+    which has a server change waiting, is not called "up to date"."""
+    book, cal = setup_two(server, ks, daemon)
+    ev = gen.events(1, seed=7)
+    name, data = next(iter(ev.items()))
+    server.put(cal + name, data)
+    r = daemon.ctl("sync", ACCOUNT + "/contacts/people")
+    assert r.rc == 0, r.stdout + r.stderr
+    lines = result_lines(r.stdout)
+    assert lines == {"contacts/people": "up to date"}, r.stdout
+    # The calendar's change was not fetched, and the next sync of it says so.
+    r = daemon.ctl("sync", ACCOUNT)
+    assert r.rc == 0, r.stdout + r.stderr
+    lines = result_lines(r.stdout)
+    assert lines["contacts/people"] == "up to date", r.stdout
+    assert lines["calendars/work"] == "1 new", r.stdout
+
+
+def test_failed_password_fetch_syncs_nothing_and_says_why(radicale, ks, daemon):
+    """A password that cannot be read: every collection says it was not synced and why,
+    none is "up to date", and an earlier count is not shown again."""
+    book, cal = setup_two(radicale, ks, daemon)
+    radicale.put(book + "new-one.vcf", vcard("new-one", "New One"))
+    r = daemon.ctl("sync", ACCOUNT)
+    assert result_lines(r.stdout)["contacts/people"] == "1 new", r.stdout
+    os.chmod(ks.accounts[ACCOUNT]["password_file"], 0o644)
+    r = daemon.ctl("sync", ACCOUNT)
+    assert r.rc != 0
+    lines = result_lines(r.stdout)
+    for path in ("contacts/people", "calendars/work"):
+        assert path in lines, r.stdout
+        assert lines[path].startswith("not synced: the account failed: cannot get the "
+                                      "password"), r.stdout
+    assert "up to date" not in r.stdout and "new" not in r.stdout.replace(
+        "not synced", ""), r.stdout
+    a = account_status(daemon)
+    c = collection(a, "contacts/people")
+    assert c["last_result"] == "skipped", c
+    assert c["last_error"].startswith("not synced"), c
+    assert c["last_sync"] and c["last_sync"] <= c["last_run"], c
+
+
+def test_server_down_reports_every_collection_not_synced(server, ks, daemon):
+    book, cal = setup_two(server, ks, daemon)
+    server.put(book + "new-one.vcf", vcard("new-one", "New One"))
+    r = daemon.ctl("sync", ACCOUNT)
+    assert result_lines(r.stdout)["contacts/people"] == "1 new", r.stdout
+    server.stop()
+    r = daemon.ctl("sync", ACCOUNT)
+    assert r.rc != 0
+    lines = result_lines(r.stdout)
+    assert {"contacts/people", "calendars/work"} <= set(lines), r.stdout
+    # The first collection meets the refused connection; the others were not tried.
+    texts = [lines[p] for p in sorted(lines)]
+    failed = [t for t in texts if t.startswith("failed: ")]
+    assert len(failed) == 1 and "Couldn't connect" in failed[0], r.stdout
+    for text in texts:
+        assert text in failed or text.startswith("not synced: the run stopped after "), \
+            r.stdout
+    assert "1 new" not in r.stdout and "up to date" not in r.stdout, r.stdout
+
+
+def test_collection_deleted_on_server_is_reported_once(server, ks, daemon):
+    book, cal = setup_two(server, ks, daemon, n=2)
+    server.request("DELETE", cal, expect=(200, 204))
+    r = daemon.ctl("sync", "--allow-mass-delete", ACCOUNT)
+    assert r.rc == 0, r.stdout + r.stderr
+    assert "the collection was deleted on the server" in r.stdout, r.stdout
+    r = daemon.ctl("sync", ACCOUNT)
+    assert r.rc == 0, r.stdout + r.stderr
+    assert result_lines(r.stdout)["contacts/people"] == "up to date", r.stdout
+    assert "calendars/work" not in r.stdout, r.stdout
+
+
+def test_last_sync_survives_a_restart(radicale, ks, daemon):
+    setup_two(radicale, ks, daemon)
+    before = {c["path"]: c["last_sync"] for c in account_status(daemon)["collections"]}
+    assert all(before.values()), before
+    daemon.stop_service()
+    # With the server gone, the restarted service cannot sync: the times it shows are the
+    # ones in ksync.db.
+    radicale.stop()
+    daemon.start()
+    a = wait_until(lambda: (lambda x: x["last_result"] == "failed" and x)(
+        account_status(daemon)), 60, "the failed run after the restart")
+    for c in a["collections"]:
+        assert c["last_sync"] == before[c["path"]], (c, before)
+        assert c["last_result"] in ("failed", "skipped"), c
+    r = daemon.ctl("status")
+    assert "never" not in r.stdout, r.stdout
+
