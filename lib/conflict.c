@@ -137,6 +137,8 @@ int ks_conflict_resolve(coll_run *c, push_item *p)
 			r = 0;
 			goto out;
 		}
+		if (!m.same_as_local)
+			c->updated++;	/* the file took the server's side of the merge */
 	}
 	r = ks_local_record_item(&c->L, p->href, result_etag, name, m.data, m.len, &nst);
 	if (r >= 0 && !result_etag && !c->L.col->supports_sync)

@@ -154,3 +154,26 @@ def test_last_sync_survives_a_restart(radicale, ks, daemon):
     r = daemon.ctl("status")
     assert "never" not in r.stdout, r.stdout
 
+
+def test_counters_are_what_the_run_changed(server, ks, daemon):
+    """A file sent is "sent", not also "new"; a merge that took the server's change is
+    "changed" here as well as "sent"."""
+    book, cal = setup_two(server, ks, daemon, n=2)
+    d = ks.collection_dir(ACCOUNT, "addressbook", "people")
+    (d / "mine@ksync.example.vcf").write_bytes(vcard("mine@ksync.example", "Mine Here"))
+    r = daemon.ctl("sync", ACCOUNT + "/contacts/people")
+    assert r.rc == 0, r.stdout + r.stderr
+    assert result_lines(r.stdout)["contacts/people"] == "1 sent", r.stdout
+
+    # Both sides change different properties of one card.
+    href = [h for h in server.list(book) if "mine" in h][0]
+    remote = server.get(href).replace(b"FN:Mine Here", b"FN:Mine Here\r\nTEL:+41 79 000 00 00")
+    server.put(href, remote)
+    path = d / "mine@ksync.example.vcf"
+    path.write_bytes(path.read_bytes().replace(b"FN:Mine Here",
+                                               b"FN:Mine Here\r\nEMAIL:mine@example.org"))
+    r = daemon.ctl("sync", ACCOUNT + "/contacts/people")
+    assert r.rc == 0, r.stdout + r.stderr
+    assert result_lines(r.stdout)["contacts/people"] == "1 changed; 1 sent", r.stdout
+    data = path.read_bytes()
+    assert b"TEL:+41 79 000 00 00" in data and b"EMAIL:mine@example.org" in data, data
