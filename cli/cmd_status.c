@@ -130,6 +130,42 @@ static int print_collections(const ks_json *cols)
 	return 0;
 }
 
+/* Each local change not on the server yet, and why: the daemon's log is not where anyone
+ * looks. */
+static void print_pending(const ks_json *cols)
+{
+	bool header = false;
+
+	for (size_t i = 0; i < ks_json_count(cols); i++) {
+		const ks_json *c = ks_json_at(cols, i);
+		const ks_json *files = ks_json_get(c, "pending_files");
+		int64_t n = ks_json_get_int(c, "pending", 0);
+
+		if (n <= 0)
+			continue;
+		if (!header)
+			fputs("\n  Not on the server yet:\n", stdout);
+		header = true;
+		for (size_t k = 0; k < ks_json_count(files); k++) {
+			const ks_json *f = ks_json_at(files, k);
+			fputs("    ", stdout);
+			ctl_fputs(ks_json_get_string(c, "path"), stdout);
+			fputc('/', stdout);
+			ctl_fputs(ks_json_get_string(f, "file"), stdout);
+			fputs(" (", stdout);
+			ctl_fputs(ks_json_get_string(f, "change"), stdout);
+			fputs("): ", stdout);
+			ctl_fputs(ks_json_get_string(f, "reason"), stdout);
+			fputc('\n', stdout);
+		}
+		if ((size_t) n > ks_json_count(files)) {
+			fputs("    ", stdout);
+			ctl_fputs(ks_json_get_string(c, "path"), stdout);
+			printf(": %lld more\n", (long long) n - (long long) ks_json_count(files));
+		}
+	}
+}
+
 /* The conflict's file as a path the user can open: a bare name is in its collection's
  * directory. */
 static char *conflict_file(const ks_json *conflict, const ks_json *cols)
@@ -229,6 +265,7 @@ static int print_account(const ks_json *a)
 		       pending == 1 ? "" : "s");
 
 	int r = print_collections(cols);
+	print_pending(cols);
 	print_conflicts(ks_json_get(a, "conflicts"), cols);
 	return r;
 }

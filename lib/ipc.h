@@ -20,7 +20,11 @@
  *        "last_result": "ok"|"failed"|null, "last_error": s|null, "next_sync": unix|null, "retry_in": seconds|null,
  *        "collections": [{"name": s, "path": "contacts/NAME", "kind": "addressbook"|
  *          "calendar", "displayname": s|null, "color": s|null, "components": [s],
- *          "readonly": b, "enabled": b, "items": n, "pending": n,
+ *          "readonly": b, "enabled": b, "items": n, "pending": n (local changes not
+ *          on the server yet), "pending_files": [{"file": s, "change": "new"|"modified"|
+ *          "deleted"|"renamed", "refused": b, "status": HTTP status|null, "since":
+ *          unix|null (of the refusal), "reason": s}]|null (the first 100, and why each
+ *          waits),
  *          "last_sync": unix|null (the last completed sync; kept in ksync.db across
  *          restarts), "last_run": unix|null (the last run that was to sync it, since
  *          ksyncd started), "last_result": "ok"|"failed"|"skipped"|null (that run's:

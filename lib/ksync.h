@@ -256,6 +256,8 @@ typedef void (*ks_collection_state_fn)(const char *path, ks_collection_state *re
 /* The account's collections as a JSON array (lib/ipc.h, Collections), owned by the caller:
  * account, name, path, href, kind, displayname, color, components, readonly, enabled,
  * items, pending (local changes not sent yet, counted without writing anything),
+ * pending_files (the first 100 of them, each with why it waits: a refusal that stands, an
+ * interrupted upload, a collection that does not sync or is read-only, the next sync),
  * last_sync (state's, else the time the cache holds), last_run, last_result, last_error
  * (from state, which may be NULL), dir. With only_href, just that collection's object
  * (-ENOENT when there is none). */

@@ -14,11 +14,83 @@
 #include "scan_p.h"
 #include "xml_p.h"
 
-static int pending_changes(ks_engine *e, const char *dir, const ks_collection *col)
+/* At most this many pending files are named per collection; "pending" counts them all. */
+#define PENDING_FILES_MAX 100
+
+/* Why a local change has not reached the server, in words. */
+static void pending_reason(const ks_collection *col, const ks_local_change *ch,
+			   const ks_refusal *rf, size_t n_rf, const ks_intent *in, size_t n_in,
+			   ks_json_writer *w)
+{
+	static const char *const kinds[] = {
+		[KS_LOCAL_NEW] = "new", [KS_LOCAL_MODIFIED] = "modified",
+		[KS_LOCAL_DELETED] = "deleted", [KS_LOCAL_MOVED] = "renamed",
+	};
+	const ks_refusal *refused = NULL;
+	bool interrupted = false;
+
+	for (size_t i = 0; i < n_rf && !refused; i++) {
+		if (strcmp(rf[i].filename, ch->filename) != 0)
+			continue;
+		/* Only a refusal of these very bytes (or of this deletion) still stands. */
+		if (ch->kind == KS_LOCAL_DELETED ? rf[i].op == KS_INTENT_DELETE
+						 : rf[i].hash && strcmp(rf[i].hash, ch->hash) == 0)
+			refused = &rf[i];
+	}
+	for (size_t i = 0; i < n_in && !interrupted; i++)
+		interrupted = (in[i].filename && strcmp(in[i].filename, ch->filename) == 0) ||
+			      (ch->href && strcmp(in[i].href, ch->href) == 0);
+
+	ks_json_write_object_begin(w);
+	ks_json_write_key(w, "file");
+	ks_json_write_string(w, ch->filename);
+	ks_json_write_key(w, "change");
+	ks_json_write_string(w, (size_t) ch->kind < ELEMENTSOF(kinds) && kinds[ch->kind] ?
+			     kinds[ch->kind] : "changed");
+	ks_json_write_key(w, "refused");
+	ks_json_write_bool(w, refused != NULL);
+	ks_json_write_key(w, "status");
+	if (refused && refused->status)
+		ks_json_write_int(w, refused->status);
+	else
+		ks_json_write_null(w);
+	ks_json_write_key(w, "since");
+	if (refused)
+		ks_json_write_int(w, refused->created_at);
+	else
+		ks_json_write_null(w);
+	ks_json_write_key(w, "reason");
+	_cleanup_free_ char *why = NULL;
+	if (refused && refused->status)
+		(void) asprintf(&why, "the server refused it (HTTP %d): %s; it is sent again once the "
+			   "file changes", refused->status, refused->reason);
+	else if (refused)
+		(void) asprintf(&why, "%s; it is sent once the file changes", refused->reason);
+	else if (!col->enabled)
+		(void) asprintf(&why, "the collection does not sync ('ksyncctl enable' turns it on)");
+	else if (col->readonly)
+		(void) asprintf(&why, "the collection is read-only: the next sync keeps this version "
+			   "as a conflict copy and puts the server's back");
+	else if (interrupted)
+		(void) asprintf(&why, "its upload was interrupted; the next sync finishes it");
+	else
+		(void) asprintf(&why, "not sent yet; the next sync sends it");
+	ks_json_write_string(w, why ? why : "not sent yet");
+	ks_json_write_object_end(w);
+}
+
+/* The local changes of a collection not on the server yet, counted without writing
+ * anything: the count, and "pending_files" with the first PENDING_FILES_MAX of them and
+ * why each waits written to w (nothing written when the directory cannot be read). */
+static int pending_changes(ks_engine *e, const char *dir, const ks_collection *col,
+			   ks_json_writer *w)
 {
 	ks_scan_result sr = {};
+	ks_refusal *rf = NULL;
+	ks_intent *in = NULL;
+	size_t n_rf = 0, n_in = 0;
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	int r;
+	int r, n = 0;
 
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
@@ -27,9 +99,20 @@ static int pending_changes(ks_engine *e, const char *dir, const ks_collection *c
 	close(fd);
 	if (r < 0)
 		return r;
-	int n = 0;
-	for (size_t i = 0; i < sr.n_changes; i++)
-		n += sr.changes[i].kind != KS_LOCAL_IGNORED;
+	/* Status reads what the runs recorded: a failure to read it loses only the reasons. */
+	(void) ks_cache_list_refusals(e->cache, col->id, &rf, &n_rf);
+	(void) ks_cache_list_intents(e->cache, col->id, &in, &n_in);
+	ks_json_write_key(w, "pending_files");
+	ks_json_write_array_begin(w);
+	for (size_t i = 0; i < sr.n_changes; i++) {
+		if (sr.changes[i].kind == KS_LOCAL_IGNORED)
+			continue;
+		if (n++ < PENDING_FILES_MAX)
+			pending_reason(col, &sr.changes[i], rf, n_rf, in, n_in, w);
+	}
+	ks_json_write_array_end(w);
+	ks_refusals_free(rf, n_rf);
+	ks_intents_free(in, n_in);
 	ks_scan_result_done(&sr);
 	return n;
 }
@@ -66,7 +149,6 @@ int ks_engine_collections_json(ks_engine *e, const char *account, const char *on
 			break;
 		}
 		int items = ks_cache_count_items(e->cache, c->id);
-		int pending = pending_changes(e, dir, c);
 		ks_collection_state st = {};
 		if (state)
 			state(path, &st, userdata);
@@ -102,6 +184,11 @@ int ks_engine_collections_json(ks_engine *e, const char *account, const char *on
 		ks_json_write_bool(&w, c->enabled);
 		ks_json_write_key(&w, "items");
 		ks_json_write_int(&w, items < 0 ? 0 : items);
+		int pending = pending_changes(e, dir, c, &w);
+		if (pending < 0) {
+			ks_json_write_key(&w, "pending_files");
+			ks_json_write_null(&w);
+		}
 		ks_json_write_key(&w, "pending");
 		ks_json_write_int(&w, pending < 0 ? 0 : pending);
 		/* The daemon knows the runs since it started; the cache knows, across restarts,

@@ -177,3 +177,44 @@ def test_counters_are_what_the_run_changed(server, ks, daemon):
     assert result_lines(r.stdout)["contacts/people"] == "1 changed; 1 sent", r.stdout
     data = path.read_bytes()
     assert b"TEL:+41 79 000 00 00" in data and b"EMAIL:mine@example.org" in data, data
+
+
+# ---- what is pending, and why --------------------------------------------------------------------
+
+def test_status_lists_pending_files_and_why(radicale, ks, daemon):
+    """A file the server refuses stays "pending 1": status names it and gives the server's
+    reason (in the text and in --json), and a file of a collection that does not sync says
+    that."""
+    from ksynctest.faults import event, write_file
+
+    book, cal = setup_two(radicale, ks, daemon, n=2)
+    d = ks.collection_dir(ACCOUNT, "calendar", "work")
+    bad = event("bad", "Both").replace(b"DTEND:20240610T100000Z\r\n",
+                                       b"DTEND:20240610T100000Z\r\nDURATION:PT1H\r\n")
+    write_file(d / "bad.ics", bad)
+    write_file(d / "good.ics", event("good", "Good"))
+    wait_until(lambda: any(h.endswith("good.ics") for h in radicale.list(cal)), 30,
+               "the good event on the server")
+
+    def refused():
+        c = collection(account_status(daemon), "calendars/work")
+        return c["pending"] == 1 and c["pending_files"] and c["pending_files"][0]["refused"] \
+            and c
+    c = wait_until(refused, 30, "the refusal in status")
+    f = c["pending_files"][0]
+    assert f["file"] == "bad.ics" and f["change"] == "new" and f["status"] == 400, f
+    assert "DTEND and DURATION together" in f["reason"], f
+    r = daemon.ctl("status")
+    assert re.search(r"calendars/work/bad\.ics \(new\): the server refused it \(HTTP 400\): "
+                     r"DTEND and DURATION together", r.stdout), r.stdout
+
+    r = daemon.ctl("disable", ACCOUNT + "/contacts/people")
+    assert r.rc == 0, r.stdout + r.stderr
+    pd = ks.collection_dir(ACCOUNT, "addressbook", "people")
+    (pd / "later.vcf").write_bytes(vcard("later", "Later"))
+    c = wait_until(lambda: (lambda x: x["pending"] == 1 and x)(
+        collection(account_status(daemon), "contacts/people")), 30, "the file in status")
+    assert c["pending_files"] == [{
+        "file": "later.vcf", "change": "new", "refused": False, "status": None,
+        "since": None,
+        "reason": "the collection does not sync ('ksyncctl enable' turns it on)"}], c
