@@ -222,8 +222,8 @@ static void print_conflicts(const ks_json *conflicts, const ks_json *cols)
 		ctl_fputs(ks_json_get_string(c, "kept"), stdout);
 		fputs(" (the other version)\n", stdout);
 	}
-	fputs("    Compare each copy with its file, merge by hand what you want to keep into the\n"
-	      "    file, then delete the copy.\n", stdout);
+	fputs("    Keep one side with 'ksyncctl conflicts resolve', or merge by hand what you want\n"
+	      "    to keep into the file, then delete the copy.\n", stdout);
 }
 
 static int print_account(const ks_json *a)

@@ -13,6 +13,7 @@
 #include "macro.h"
 
 bool arg_json;
+const char *ctl_verb;
 
 static const char no_bus_hint[] =
 	"ksyncctl: 'ksyncd --once' syncs every account once without a bus (for cron and "
@@ -29,6 +30,15 @@ int ctl_error(int r, const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', stderr);
 	return r;
+}
+
+int ctl_usage_error(void)
+{
+	if (ctl_verb)
+		fprintf(stderr, "ksyncctl: see 'ksyncctl %s --help'.\n", ctl_verb);
+	else
+		fputs("ksyncctl: see 'ksyncctl --help'.\n", stderr);
+	return -EINVAL;
 }
 
 int ctl_no_json(const char *verb)

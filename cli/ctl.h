@@ -35,11 +35,18 @@ int cmd_clients(int argc, char **argv);
 int cmd_reload(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_duplicates(int argc, char **argv);
+int cmd_conflicts(int argc, char **argv);
 
 /* Parses the config file at path as ksyncd would, printing its warnings and errors to
  * stderr and (unless quiet_when_clean and there are errors) the accounts ready to run to
  * stdout. -EINVAL when it has errors, the errno of reading it otherwise. */
 int ctl_config_report(const char *path, bool quiet_when_clean);
+
+/* The verb being run ("sync"), NULL before one is chosen. */
+extern const char *ctl_verb;
+
+/* After getopt reported a bad option: points at the verb's --help; returns -EINVAL. */
+int ctl_usage_error(void);
 
 /* Prints "ksyncctl: " and the message to stderr (%m is the error r) and returns r. */
 int ctl_error(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

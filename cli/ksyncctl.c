@@ -29,6 +29,8 @@ static const struct verb {
 	{ "config", cmd_config, "check [FILE]", "check ksync.conf without syncing" },
 	{ "duplicates", cmd_duplicates, "[list|show|merge|undo] ...",
 	  "find and merge duplicate contacts" },
+	{ "conflicts", cmd_conflicts, "[list|resolve ITEM --keep SIDE]",
+	  "list conflicts, or keep one side" },
 };
 
 static void help(void)
@@ -108,6 +110,7 @@ int main(int argc, char **argv)
 			_cleanup_free_ char *label = NULL;
 			if (asprintf(&label, "ksyncctl %s", name) >= 0)
 				argv[optind] = label;
+			ctl_verb = verbs[i].name;
 			r = verbs[i].run(argc - optind, argv + optind);
 			return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 		}

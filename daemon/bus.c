@@ -18,9 +18,16 @@ typedef struct PendingReply {
 	sd_bus_message *call;
 	char *account;
 	char *collection_href;	/* created collections: answer with their object */
+	char *json;		/* otherwise this object, with "synced": whether the run was ok */
 } PendingReply;
 
 static PendingReply *pending_replies;
+
+static void pending_reply_add(PendingReply *p)
+{
+	p->next = pending_replies;
+	pending_replies = p;
+}
 
 static int check_version(sd_bus_message *m, sd_bus_error *error)
 {
@@ -242,8 +249,7 @@ static void create_done(Manager *m, void *data, int r)
 	}
 	*p = (PendingReply) { .run_id = id, .call = sd_bus_message_ref(j->call),
 			      .account = strdup(j->account_name), .collection_href = TAKE_PTR(j->href) };
-	p->next = pending_replies;
-	pending_replies = p;
+	pending_reply_add(p);
 	create_job_free(j);
 }
 
@@ -753,6 +759,129 @@ static int method_undo_merge(sd_bus_message *m, void *userdata, sd_bus_error *er
 	return dup_start(man, m, j);
 }
 
+/* ---- conflicts ---------------------------------------------------------------------------- */
+
+static int method_conflicts(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	Manager *man = userdata;
+	_cleanup_free_ char *json = NULL;
+	const char *account;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read(m, "s", &account);
+	if (r < 0)
+		return r;
+	r = check_text(error, "account name", account, ARG_MAX_LEN, true);
+	if (r < 0)
+		return r;
+	if (*account && !manager_find_account(man, account))
+		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "No account '%s'.", account);
+	r = manager_conflicts_json(man, account, &json);
+	if (r < 0)
+		return sd_bus_error_set_errnof(error, -r, "Failed to list the conflicts: %m");
+	return sd_bus_reply_method_return(m, "s", json);
+}
+
+typedef struct ResolveJob {
+	sd_bus_message *call;
+	char *item;
+	char *keep;
+	char *json;
+	char *target;		/* ACCOUNT/COLLECTION to sync, when a file was written */
+	char *error;
+} ResolveJob;
+
+static void resolve_job_free(ResolveJob *j)
+{
+	sd_bus_message_unref(j->call);
+	free(j->item);
+	free(j->keep);
+	free(j->json);
+	free(j->target);
+	free(j->error);
+	free(j);
+}
+
+static int resolve_run(Manager *m, void *data)
+{
+	ResolveJob *j = data;
+	ks_engine *e = NULL;
+	int r = ks_engine_new(m->data_dir, &e);
+
+	if (r < 0)
+		return r;
+	r = ks_conflict_resolve(e, NULL, j->item, j->keep, &j->json, &j->target, &j->error);
+	ks_engine_free(e);
+	return r;
+}
+
+static void resolve_done(Manager *m, void *data, int r)
+{
+	ResolveJob *j = data;
+	uint32_t id = 0;
+
+	if (r < 0) {
+		(void) sd_bus_reply_method_errorf(j->call, KS_IPC_ERROR_FAILED, "%s",
+						  j->error ? j->error : strerror(-r));
+		resolve_job_free(j);
+		return;
+	}
+	log_at(KS_LOG_INFO, "Resolved conflict %s, keeping %s.", j->item, j->keep);
+	/* The version kept is an edit like any other: a sync of its collection sends it, and
+	 * the answer waits for that. */
+	if (j->target && manager_sync(m, j->target, false, false, false, false, &id) > 0) {
+		PendingReply *p = calloc(1, sizeof(*p));
+		if (p) {
+			*p = (PendingReply) { .run_id = id, .call = sd_bus_message_ref(j->call),
+					      .json = TAKE_PTR(j->json) };
+			pending_reply_add(p);
+			resolve_job_free(j);
+			return;
+		}
+	}
+	(void) sd_bus_reply_method_return(j->call, "s", j->json);
+	resolve_job_free(j);
+}
+
+static int method_resolve_conflict(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	Manager *man = userdata;
+	const char *item, *keep;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read(m, "ss", &item, &keep);
+	if (r < 0)
+		return r;
+	r = check_text(error, "conflict", item, ARG_MAX_LEN, false);
+	if (r >= 0)
+		r = check_text(error, "version to keep", keep, 16, false);
+	if (r < 0)
+		return r;
+	if (strcmp(keep, "local") != 0 && strcmp(keep, "server") != 0 && strcmp(keep, "both") != 0)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "Keep 'local', 'server' or 'both', not '%s'.", keep);
+	ResolveJob *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->item = strdup(item);
+	j->keep = strdup(keep);
+	if (!j->item || !j->keep) {
+		resolve_job_free(j);
+		return -ENOMEM;
+	}
+	j->call = sd_bus_message_ref(m);
+	r = manager_run_job(man, resolve_run, resolve_done, j);
+	if (r < 0) {
+		resolve_job_free(j);
+		return r;
+	}
+	return 1;	/* answered later */
+}
+
 static int method_clients(sd_bus_message *m, void *userdata, sd_bus_error *error)
 {
 	Manager *man = userdata;
@@ -807,6 +936,9 @@ static const sd_bus_vtable vtable[] = {
 	SD_BUS_METHOD("MergeDuplicates", "ussb", "s", method_merge_duplicates,
 		      SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD("UndoMerge", "us", "s", method_undo_merge, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("Conflicts", "us", "s", method_conflicts, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("ResolveConflict", "uss", "s", method_resolve_conflict,
+		      SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_SIGNAL("SyncStarted", "us", 0),
 	SD_BUS_SIGNAL("SyncProgress", "ussuu", 0),
 	SD_BUS_SIGNAL("SyncFinished", "usbs", 0),
@@ -848,17 +980,29 @@ void bus_run_complete(Manager *m, uint32_t run_id, bool ok)
 		}
 		*pp = p->next;
 		_cleanup_free_ char *json = NULL;
-		/* Answer with the new collection's own object. */
-		int r = manager_collection_json(m, p->account, p->collection_href, &json);
-		if (r < 0)
-			(void) sd_bus_reply_method_errorf(p->call, KS_IPC_ERROR_FAILED,
-							  "Created, but failed to read it back: %s",
-							  strerror(-r));
-		else
-			(void) sd_bus_reply_method_return(p->call, "s", json);
+		if (p->json) {
+			/* The object with the run's outcome added before its last brace. */
+			size_t l = strlen(p->json);
+			if (l > 0 && p->json[l - 1] == '}' &&
+			    asprintf(&json, "%.*s,\"synced\":%s}", (int) (l - 1), p->json,
+				     ok ? "true" : "false") >= 0)
+				(void) sd_bus_reply_method_return(p->call, "s", json);
+			else
+				(void) sd_bus_reply_method_return(p->call, "s", p->json);
+		} else {
+			/* Answer with the new collection's own object. */
+			int r = manager_collection_json(m, p->account, p->collection_href, &json);
+			if (r < 0)
+				(void) sd_bus_reply_method_errorf(p->call, KS_IPC_ERROR_FAILED,
+								  "Created, but failed to read it "
+								  "back: %s", strerror(-r));
+			else
+				(void) sd_bus_reply_method_return(p->call, "s", json);
+		}
 		sd_bus_message_unref(p->call);
 		free(p->account);
 		free(p->collection_href);
+		free(p->json);
 		free(p);
 	}
 }

@@ -1395,6 +1395,47 @@ int manager_collections_json(Manager *m, const char *account, char **ret)
 	return 0;
 }
 
+int manager_conflicts_json(Manager *m, const char *account, char **ret)
+{
+	_cleanup_free_ char *out = NULL;
+	ks_engine *e = NULL;
+	size_t len = 0;
+	bool first = true;
+	FILE *f;
+	int r;
+
+	r = ks_engine_new(m->data_dir, &e);
+	if (r < 0)
+		return r;
+	f = open_memstream(&out, &len);
+	if (!f) {
+		ks_engine_free(e);
+		return -ENOMEM;
+	}
+	fputs("{\"conflicts\":[", f);
+	for (size_t i = 0; r >= 0 && i < m->n_accounts; i++) {
+		Account *a = m->accounts[i];
+		_cleanup_free_ char *arr = NULL;
+		if (account && *account && strcmp(account, a->cfg.name) != 0)
+			continue;
+		r = ks_engine_conflicts_json(e, a->cfg.name, &arr);
+		if (r < 0)
+			break;
+		size_t l = strlen(arr);
+		if (l > 2) {
+			fprintf(f, "%s%.*s", first ? "" : ",", (int) (l - 2), arr + 1);
+			first = false;
+		}
+	}
+	fputs("]}", f);
+	fclose(f);
+	ks_engine_free(e);
+	if (r < 0)
+		return r;
+	*ret = TAKE_PTR(out);
+	return 0;
+}
+
 /* ,"key":[one string per line of text] */
 static void json_lines(FILE *f, const char *key, const char *text)
 {

@@ -129,6 +129,8 @@ Account *manager_find_account(Manager *m, const char *name);
 /* The JSON of Status() (lib/ipc.h). Owned by the caller. */
 int manager_status_json(Manager *m, char **ret);
 int manager_collections_json(Manager *m, const char *account, char **ret);
+/* {"conflicts": [...]} of account ("" or NULL: every account), lib/ipc.h Conflicts. */
+int manager_conflicts_json(Manager *m, const char *account, char **ret);
 /* The object of one collection, by href. -ENOENT when unknown. */
 int manager_collection_json(Manager *m, const char *account, const char *href, char **ret);
 /* Runs fn(data) in a worker thread; done(m, data, r) is called on the main loop after. */

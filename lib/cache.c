@@ -1244,6 +1244,19 @@ int ks_cache_add_conflict(ks_cache *c, const char *account, const char *collecti
 	return r;
 }
 
+int ks_cache_delete_conflict(ks_cache *c, int64_t id)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "DELETE FROM conflict WHERE id = ?1", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, id);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
 void ks_conflict_rows_free(ks_conflict_row *a, size_t n)
 {
 	for (size_t i = 0; a && i < n; i++) {

@@ -242,3 +242,5 @@ int ks_cache_add_conflict(ks_cache *c, const char *account, const char *collecti
  * ks_conflict_rows_free(). */
 int ks_cache_list_conflicts(ks_cache *c, const char *account, ks_conflict_row **ret, size_t *ret_n);
 void ks_conflict_rows_free(ks_conflict_row *a, size_t n);
+/* Forgets the conflict id (once resolved). */
+int ks_cache_delete_conflict(ks_cache *c, int64_t id);

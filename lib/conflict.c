@@ -12,7 +12,7 @@ static int create_elsewhere(coll_run *c, push_item *p);
 
 /* Both sides changed p's item (or the server lost it): merge and bring both sides to the
  * result, keeping the losing version of any conflict. */
-int ks_conflict_resolve(coll_run *c, push_item *p)
+int ks_conflict_merge(coll_run *c, push_item *p)
 {
 	_cleanup_free_ char *remote = NULL, *etag = NULL, *base = NULL, *new_etag = NULL;
 	ks_merge_result m = {};

@@ -247,7 +247,7 @@ int ks_push_collection(coll_run *c);
 int ks_random_uid(char out[37]);
 /* Both sides changed p's item (or the server lost it): merges and brings both sides to the
  * result, keeping the losing version of any conflict. */
-int ks_conflict_resolve(coll_run *c, push_item *p);
+int ks_conflict_merge(coll_run *c, push_item *p);
 /* Keeps a losing version (ks_local_keep_copy()) and counts the conflict; a failure fails the
  * collection, reported. */
 int ks_conflict_keep(coll_run *c, const char *filename, const char *uid, const char *data,

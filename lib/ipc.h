@@ -77,6 +77,18 @@
  *   UndoMerge(u version, s account) -> (s json)
  *       Undoes the last merge of account ("" = any): {"id", "account", "collection",
  *       "kept": uid, "restored": [uid], "backup": s, "notice": s|null}
+ *   Conflicts(u version, s account) -> (s json)      account "" = all
+ *       {"conflicts": [{"id": n, "account": s, "collection": s, "uid": s|null, "file": s,
+ *        "path": s|null (the item's file; null when its collection is gone), "kept": s
+ *        (the copy of the losing version), "winner": "server"|"local", "what": s|null,
+ *        "time": unix}]}: the open conflicts (whose copy still exists), newest first.
+ *   ResolveConflict(u version, s item, s keep) -> (s json)
+ *       item: an id, or ACCOUNT/COLLECTION/FILE; keep: "local", "server" or "both". The
+ *       version kept is written into the item's file ("both": the local one into a new
+ *       file with a new UID), the copy removed, and the collection synced, which sends it;
+ *       answers {"id", "account", "collection", "file", "kept", "new_file": s|null,
+ *       "changed": b, "synced": b (only when a file was written: whether that sync was
+ *       ok)} once that sync has ended.
  *   The four answer when the work (run in a worker thread) is done; failures are
  *   KS_IPC_ERROR_FAILED with a message for the user (KS_IPC_ERROR_NO_COLLECTION for an
  *   unknown address book in Duplicates).

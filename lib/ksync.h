@@ -263,8 +263,24 @@ typedef void (*ks_collection_state_fn)(const char *path, ks_collection_state *re
  * (-ENOENT when there is none). */
 int ks_engine_collections_json(ks_engine *e, const char *account, const char *only_href,
 			       ks_collection_state_fn state, void *userdata, char **ret);
-/* The account's conflicts, newest first, as a JSON array (lib/ipc.h, Status). */
+/* The account's open conflicts (those whose copy still exists), newest first, as a JSON
+ * array (lib/ipc.h, Status): id, account, collection, uid, file, kept, winner, what, time. */
 int ks_engine_conflicts_json(ks_engine *e, const char *account, char **ret);
+/* Resolves the newest open conflict (one whose copy still exists) that item names: its id
+ * (as ks_engine_conflicts_json() gives it) or ACCOUNT/COLLECTION/FILE, COLLECTION being
+ * contacts/NAME, calendars/NAME or NAME; account (NULL: any) narrows the search. keep is
+ * "local", "server" or "both". The version kept is written into the item's file, like any
+ * edit, for the next sync to send (nothing is sent here); "both" keeps the server's version
+ * in the item and writes the local one into a new file with a new UID, so that it becomes a
+ * new item. Then the copy and its record go. Done under the account's lock. *ret_json gets
+ * {"id", "account", "collection", "file", "kept", "new_file": s|null, "changed": b (a file
+ * was written, for a sync to send)}, owned by the caller; *ret_target (if not NULL) the
+ * collection to sync then, as ACCOUNT/COLLECTION, or NULL when nothing was written.
+ * -ENOENT: no such open conflict, or its collection is gone; -EROFS: a read-only
+ * collection, where only "server" is possible; -EINVAL; errors of the files and the cache.
+ * *reterr_msg (if not NULL) says why in words. */
+int ks_conflict_resolve(ks_engine *e, const char *account, const char *item, const char *keep,
+			char **ret_json, char **ret_target, char **reterr_msg);
 /* Enables or disables a collection, named by its directory name or "contacts/NAME" /
  * "calendars/NAME". -ENOENT when the account has no such collection. */
 int ks_engine_set_enabled(ks_engine *e, const char *account, const char *collection,

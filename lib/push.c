@@ -169,7 +169,7 @@ int ks_push_collection(coll_run *c)
 				goto out;
 		}
 		if (p->needs_merge) {
-			r = ks_conflict_resolve(c, p);
+			r = ks_conflict_merge(c, p);
 			if (r < 0)
 				goto out;
 		}

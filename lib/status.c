@@ -10,6 +10,7 @@
 #include "buf_p.h"
 #include "engine_p.h"
 #include "json_p.h"
+#include "limits.h"
 #include "macro.h"
 #include "scan_p.h"
 #include "xml_p.h"
@@ -227,16 +228,41 @@ int ks_engine_collections_json(ks_engine *e, const char *account, const char *on
 	return *ret ? 0 : -ENOMEM;
 }
 
+/* The item file a conflict is about, as a path; NULL when its collection is gone. */
+static char *conflict_file_path(ks_engine *e, const ks_conflict_row *row,
+				const ks_collection *cols, size_t n)
+{
+	for (size_t i = 0; row->filename && i < n; i++) {
+		char label[KS_NAME_MAX + 16];
+		_cleanup_free_ char *dir = NULL;
+		char *p = NULL;
+
+		snprintf(label, sizeof(label), "%s/%s",
+			 cols[i].kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars",
+			 cols[i].name);
+		if (strcmp(label, row->collection) != 0)
+			continue;
+		if (ks_engine_collection_dir(e, row->account, &cols[i], &dir) < 0 ||
+		    asprintf(&p, "%s/%s", dir, row->filename) < 0)
+			return NULL;
+		return p;
+	}
+	return NULL;
+}
+
 int ks_engine_conflicts_json(ks_engine *e, const char *account, char **ret)
 {
 	ks_conflict_row *rows = NULL;
-	size_t n = 0;
+	ks_collection *cols = NULL;
+	size_t n = 0, n_cols = 0;
 	ks_buf b = {};
 	ks_json_writer w;
 	int r = ks_cache_list_conflicts(e->cache, account, &rows, &n);
 
 	if (r < 0)
 		return r;
+	if (account)
+		(void) ks_cache_list_collections(e->cache, account, &cols, &n_cols);
 	ks_json_writer_init(&w, &b, false);
 	r = ks_json_write_array_begin(&w);
 	for (size_t i = 0; r >= 0 && i < n; i++) {
@@ -244,10 +270,19 @@ int ks_engine_conflicts_json(ks_engine *e, const char *account, char **ret)
 		if (access(rows[i].kept_path, F_OK) < 0)
 			continue;
 		ks_json_write_object_begin(&w);
+		ks_json_write_key(&w, "id");
+		ks_json_write_int(&w, rows[i].id);
+		ks_json_write_key(&w, "account");
+		ks_json_write_string(&w, rows[i].account);
 		ks_json_write_key(&w, "collection");
 		ks_json_write_string(&w, rows[i].collection);
+		ks_json_write_key(&w, "uid");
+		ks_json_write_string(&w, rows[i].uid);
 		ks_json_write_key(&w, "file");
 		ks_json_write_string(&w, rows[i].filename);
+		_cleanup_free_ char *path = conflict_file_path(e, &rows[i], cols, n_cols);
+		ks_json_write_key(&w, "path");
+		ks_json_write_string(&w, path);
 		ks_json_write_key(&w, "kept");
 		ks_json_write_string(&w, rows[i].kept_path);
 		ks_json_write_key(&w, "winner");
@@ -263,6 +298,7 @@ int ks_engine_conflicts_json(ks_engine *e, const char *account, char **ret)
 	if (r >= 0)
 		r = ks_json_writer_finish(&w);
 	ks_conflict_rows_free(rows, n);
+	ks_collection_free_array(cols, n_cols);
 	if (r < 0) {
 		ks_buf_done(&b);
 		return r;
