@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 from .ksync import Result
@@ -41,7 +42,14 @@ class Daemon:
         self.notifications = []
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.notify_path)
-        self.sock.setblocking(False)
+        # Read at once, as systemd does: a datagram socket holds only a few unread messages
+        # (net.unix.max_dgram_qlen), and past them ksyncd's sd_notify() would block.
+        self.sock.settimeout(0.2)
+        self._notes_lock = threading.Lock()
+        self._pending_notes = []
+        self._reading = True
+        self._reader = threading.Thread(target=self._read_loop, daemon=True)
+        self._reader.start()
         bus_sock = ks.runtime_dir / "bus"
         # The bus activates only what the test puts in its own service directory, never the
         # machine's services (a keyring daemon would start by itself there).
@@ -84,13 +92,22 @@ class Daemon:
             self.wait_notify("READY=1", READY_TIMEOUT)
         return self
 
-    def read_notifications(self):
-        while True:
+    def _read_loop(self):
+        while self._reading:
             try:
                 data = self.sock.recv(4096)
-            except BlockingIOError:
-                return self.notifications
-            self.notifications.extend(data.decode().split("\n"))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._notes_lock:
+                self._pending_notes.extend(data.decode().split("\n"))
+
+    def read_notifications(self):
+        with self._notes_lock:
+            self.notifications.extend(self._pending_notes)
+            self._pending_notes = []
+        return self.notifications
 
     def wait_notify(self, what, timeout):
         deadline = time.monotonic() + timeout
@@ -135,6 +152,7 @@ class Daemon:
         """Stops ksyncd with SIGTERM and keeps the bus, so that start() runs it again."""
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=30)
+        time.sleep(0.3)
         self.read_notifications()
         self.notifications = []
 
@@ -154,6 +172,8 @@ class Daemon:
                 self.bus.kill()
                 self.bus.wait()
         self.log.close()
+        self._reading = False
+        self._reader.join(timeout=5)
         self.sock.close()
 
 
