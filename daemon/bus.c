@@ -942,6 +942,8 @@ static const sd_bus_vtable vtable[] = {
 	SD_BUS_SIGNAL("SyncStarted", "us", 0),
 	SD_BUS_SIGNAL("SyncProgress", "ussuu", 0),
 	SD_BUS_SIGNAL("SyncFinished", "usbs", 0),
+	SD_BUS_SIGNAL("Alert", "sssss", 0),
+	SD_BUS_SIGNAL("AlertCleared", "ss", 0),
 	SD_BUS_VTABLE_END
 };
 
@@ -967,6 +969,21 @@ void bus_emit_finished(Manager *m, uint32_t run_id, const char *account, bool ok
 	if (m->bus)
 		(void) sd_bus_emit_signal(m->bus, KS_IPC_PATH, KS_IPC_INTERFACE, "SyncFinished", "usbs",
 					  run_id, account, ok, json);
+}
+
+void bus_emit_alert(Manager *m, const char *account, const char *kind, const char *collection,
+		    const char *summary, const char *body)
+{
+	if (m->bus)
+		(void) sd_bus_emit_signal(m->bus, KS_IPC_PATH, KS_IPC_INTERFACE, "Alert", "sssss",
+					  account, kind, collection, summary, body);
+}
+
+void bus_emit_alert_cleared(Manager *m, const char *account, const char *kind)
+{
+	if (m->bus)
+		(void) sd_bus_emit_signal(m->bus, KS_IPC_PATH, KS_IPC_INTERFACE, "AlertCleared", "ss",
+					  account, kind);
 }
 
 void bus_run_complete(Manager *m, uint32_t run_id, bool ok)

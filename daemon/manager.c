@@ -157,6 +157,7 @@ static Account *account_free(Account *a)
 	free(a->pending_collection);
 	free(a->refused_credentials);
 	free(a->refused_in_run);
+	alert_state_free(a);
 	free(a);
 	return NULL;
 }
@@ -423,6 +424,7 @@ static void run_done(Manager *m, Job *j, int r)
 		/* The credentials are still the refused ones: nothing was sent; the collections
 		 * say why they were not synced. */
 		_cleanup_free_ char *json = run_json(a);
+		alert_run_done(m, a, false);
 		for (size_t i = 0; i < a->n_running; i++) {
 			bus_emit_finished(m, a->running_runs[i], a->cfg.name, false,
 					  json ? json : "{}");
@@ -474,6 +476,7 @@ static void run_done(Manager *m, Job *j, int r)
 	}
 	a->refused_in_run = mfree(a->refused_in_run);
 	a->backoff = a->last_result < 0 ? a->backoff + 1 : 0;
+	alert_run_done(m, a, !j->only_collection);
 
 	/* The JSON of SyncFinished for every run this one reports to. */
 	_cleanup_free_ char *json = run_json(a);
@@ -566,6 +569,7 @@ static void handle_event(Manager *m, Msg *msg)
 					  msg->done, msg->total);
 		break;
 	case KS_SYNC_COLLECTION_DONE:
+		a->alert_reached = true;
 		record_result(a, msg, true, false);
 		if (msg->added || msg->updated || msg->deleted || msg->uploaded || msg->removed)
 			log_at(KS_LOG_INFO, "%s/%s: %u added, %u updated, %u deleted; sent %u, "
@@ -573,18 +577,25 @@ static void handle_event(Manager *m, Msg *msg)
 			       msg->updated, msg->deleted, msg->uploaded, msg->removed);
 		break;
 	case KS_SYNC_COLLECTION_FAILED:
+		a->alert_reached = true;
+		if (msg->error == -EDQUOT)
+			alert_note(a, ALERT_MASS_DELETION, msg->collection, msg->message);
 		record_result(a, msg, false, false);
 		log_at(KS_LOG_ERR, "%s/%s: %s", a->cfg.name, msg->collection, msg->message);
 		break;
 	case KS_SYNC_COLLECTION_SKIPPED:
+		a->alert_reached = true;
 		record_result(a, msg, false, true);
 		log_at(KS_LOG_INFO, "%s/%s: %s", a->cfg.name, msg->collection, msg->message);
 		break;
 	case KS_SYNC_ACCOUNT_FAILED:
+		a->alert_reached = true;
 		(void) strv_add(&a->errors, &a->n_errors, msg->message);
 		log_at(KS_LOG_ERR, "%s: %s", a->cfg.name, msg->message);
 		break;
 	case KS_SYNC_CREDENTIALS_REFUSED:
+		a->alert_reached = true;
+		alert_note(a, ALERT_CREDENTIALS, NULL, msg->message);
 		free(a->refused_in_run);
 		a->refused_in_run = TAKE_PTR(msg->credentials);
 		if (msg->message) {
@@ -593,11 +604,15 @@ static void handle_event(Manager *m, Msg *msg)
 		}
 		break;
 	case KS_SYNC_ITEM_SKIPPED:
+		if (msg->error == -EPERM)
+			alert_note(a, ALERT_REFUSED, msg->collection, msg->message);
 		(void) strv_add(&a->notices, &a->n_notices, msg->message);
 		log_at(KS_LOG_WARNING, "%s/%s: %s", a->cfg.name, msg->collection, msg->message);
 		break;
 	case KS_SYNC_CONFLICT:
 	case KS_SYNC_NOTICE:
+		if (msg->ev == KS_SYNC_CONFLICT)
+			alert_note(a, ALERT_CONFLICT, msg->collection, msg->message);
 		if (msg->retry_after > a->server_wait)
 			a->server_wait = msg->retry_after;
 		(void) strv_add(&a->notices, &a->n_notices, msg->message);
@@ -717,6 +732,7 @@ static int account_start(Account *a)
 	a->notices = NULL;
 	a->n_notices = 0;
 	results_free(&a->run_results, &a->n_run_results);
+	alert_run_reset(a);
 	a->job = j;
 	r = start_thread(j);
 	if (r < 0) {
@@ -1203,6 +1219,7 @@ int manager_new(const char *config_path, Manager **ret)
 			return -ENOMEM;
 		}
 		c->interval = 900;
+		c->notifications = true;
 		c->conflict = KS_CONFLICT_MODE_SERVER_WINS;
 		c->collections = KS_NEW_COLLECTIONS_ALL;
 		log_at(KS_LOG_INFO, "No configuration file '%s' yet; no accounts to sync.",

@@ -13,6 +13,29 @@ typedef struct Manager Manager;
 typedef struct Account Account;
 typedef struct Job Job;
 
+/* The causes of a desktop notification and of the Alert signal (daemon/notify.c). */
+typedef enum AlertKind {
+	ALERT_CONFLICT,		/* a conflict kept a copy */
+	ALERT_CREDENTIALS,	/* the server refused the credentials */
+	ALERT_MASS_DELETION,	/* the mass-deletion guard stopped a collection */
+	ALERT_REFUSED,		/* the server refuses an item */
+	_ALERT_MAX,
+} AlertKind;
+
+/* What has been said of one cause: its instances (one a line, sorted), and the
+ * notification that said it last, for the next one to replace. */
+typedef struct AlertState {
+	char *keys;
+	uint32_t notification_id;
+	sd_bus_slot *slot;	/* the Notify call under way */
+} AlertState;
+
+/* The instances of one cause a run met. */
+typedef struct AlertRun {
+	char **keys, **messages, **collections;
+	size_t n;
+} AlertRun;
+
 /* What one collection did in a run of its account. */
 typedef struct CollectionResult {
 	char *path;		/* contacts/NAME */
@@ -62,6 +85,9 @@ struct Account {
 	 * until they change or the user asks for a sync; timer runs only check locally. */
 	char *refused_credentials;
 	char *refused_in_run;	/* set by the run under way */
+	AlertState alert[_ALERT_MAX];
+	AlertRun alert_run[_ALERT_MAX];
+	bool alert_reached;	/* the run under way reached a collection or failed as a whole */
 };
 
 struct Manager {
@@ -156,6 +182,20 @@ void bus_emit_finished(Manager *m, uint32_t run_id, const char *account, bool ok
 		       const char *json);
 /* Called when a run id has ended for every account it covered. */
 void bus_run_complete(Manager *m, uint32_t run_id, bool ok);
+
+void bus_emit_alert(Manager *m, const char *account, const char *kind, const char *collection,
+		    const char *summary, const char *body);
+void bus_emit_alert_cleared(Manager *m, const char *account, const char *kind);
+
+/* notify.c */
+const char *alert_kind_name(AlertKind k);
+/* Notes that the run under way met an instance of a cause. */
+void alert_note(Account *a, AlertKind kind, const char *collection, const char *message);
+/* At the end of a run: says what is new (Alert signal, desktop notification), forgets what
+ * a run over the whole account no longer met. */
+void alert_run_done(Manager *m, Account *a, bool whole_account);
+void alert_run_reset(Account *a);
+void alert_state_free(Account *a);
 
 #include <stdio.h>
 /* Writes s as a JSON string (null for NULL). */

@@ -67,6 +67,7 @@ static const conf_key conf_keys[] = {
 	{ CONF_GENERAL, "timeout", conf_parse_timeout, offsetof(ks_config, timeout) },
 	{ CONF_GENERAL, "password_timeout", conf_parse_timeout,
 	  offsetof(ks_config, password_timeout) },
+	{ CONF_GENERAL, "notifications", conf_parse_bool, offsetof(ks_config, notifications) },
 	{ CONF_ACCOUNT, "provider", conf_parse_provider, offsetof(ks_account_config, provider) },
 	{ CONF_ACCOUNT, "url", conf_parse_url, offsetof(ks_account_config, url) },
 	{ CONF_ACCOUNT, "username", conf_parse_username, offsetof(ks_account_config, username) },
@@ -845,6 +846,7 @@ int ks_config_parse_text(const char *path, ks_buf *text, bool partial, ks_config
 	c->interval = CONFIG_DEFAULT_INTERVAL;
 	c->timeout = CONFIG_DEFAULT_TIMEOUT;
 	c->password_timeout = KS_SECRET_DEFAULT_TIMEOUT;
+	c->notifications = true;
 	c->path = strdup(path);
 	if (!c->path)
 		return config_fail(&ctx, -ENOMEM, reterr_msg);

@@ -108,6 +108,15 @@
  *       that took server changes is an update), "uploaded" and "removed" on the server.
  *       A Sync call over several accounts ends with one SyncFinished per account, all
  *       with its run_id, then one with account "" summing them up.
+ *   Alert(s account, s kind, s collection, s summary, s body)
+ *       A problem the user should hear of: kind "conflict" (a conflict kept a copy),
+ *       "credentials" (the server refused them), "mass-deletion" (the guard stopped a
+ *       collection) or "refused" (the server refuses an item); collection "" when it
+ *       concerns the account. Sent once per account and kind until what it says changes
+ *       (a new conflict, another collection or file); the desktop notification, unless
+ *       [general] notifications is off, says the same.
+ *   AlertCleared(s account, s kind)
+ *       A run over the whole account no longer met that kind of problem.
  *
  * Errors (D-Bus error names): KS_IPC_ERROR_VERSION, KS_IPC_ERROR_NO_ACCOUNT,
  * KS_IPC_ERROR_NO_COLLECTION, KS_IPC_ERROR_FAILED (message says why), plus the standard

@@ -66,6 +66,8 @@ typedef struct ks_config {
 	int collections;	/* KS_NEW_COLLECTIONS_*, default all */
 	unsigned timeout;	/* seconds, [general] timeout, default 60 */
 	unsigned password_timeout;	/* seconds, [general] password_timeout, default 60 */
+	bool notifications;	/* [general] notifications: desktop notifications of problems,
+				 * default on */
 	/* What ks_config_load_partial() left out: the problems ("path:line: message" lines,
 	 * NULL when none) and the names of the [account] sections they concern
 	 * (NULL-terminated, or NULL). */

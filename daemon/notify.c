@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-bus.h>
+
+#include "ipc.h"
+#include "macro.h"
+#include "manager.h"
+
+/* Problems the user should hear of without asking: a conflict that kept a copy, credentials
+ * the server refused, a collection the mass-deletion guard stopped, an item the server
+ * refuses. Each cause is said once per account until it changes (or goes away and comes
+ * back): as the Alert signal on ksyncd's own interface, and as a desktop notification
+ * (org.freedesktop.Notifications) unless [general] notifications is off. */
+
+static const char *const alert_names[_ALERT_MAX] = {
+	[ALERT_CONFLICT] = "conflict",
+	[ALERT_CREDENTIALS] = "credentials",
+	[ALERT_MASS_DELETION] = "mass-deletion",
+	[ALERT_REFUSED] = "refused",
+};
+
+const char *alert_kind_name(AlertKind k)
+{
+	return k < _ALERT_MAX ? alert_names[k] : NULL;
+}
+
+void alert_run_reset(Account *a)
+{
+	for (size_t k = 0; k < _ALERT_MAX; k++) {
+		AlertRun *ar = &a->alert_run[k];
+		for (size_t i = 0; i < ar->n; i++) {
+			free(ar->keys[i]);
+			free(ar->messages[i]);
+			free(ar->collections[i]);
+		}
+		free(ar->keys);
+		free(ar->messages);
+		free(ar->collections);
+		*ar = (AlertRun) {};
+	}
+	a->alert_reached = false;
+}
+
+void alert_state_free(Account *a)
+{
+	alert_run_reset(a);
+	for (size_t k = 0; k < _ALERT_MAX; k++) {
+		free(a->alert[k].keys);
+		a->alert[k].slot = sd_bus_slot_unref(a->alert[k].slot);
+		a->alert[k] = (AlertState) {};
+	}
+}
+
+/* What identifies one instance of a cause, so that the same thing said again in the next
+ * run is not news: the collection, and for a refusal the file the message quotes; every
+ * conflict is news. No newline: the instances are kept as lines. */
+static char *alert_key(AlertKind kind, const char *collection, const char *message)
+{
+	char *key = NULL;
+	int r = -1;
+
+	if (kind == ALERT_REFUSED && message) {
+		const char *q = strchr(message, '\'');
+		const char *end = q ? strstr(q + 1, "': ") : NULL;
+		if (end)
+			r = asprintf(&key, "%s/%.*s", collection ? collection : "",
+				     (int) (end - q - 1), q + 1);
+	}
+	if (r < 0 && kind == ALERT_CONFLICT)
+		r = asprintf(&key, "%s", message && *message ? message : "(conflict)");
+	if (r < 0)
+		r = asprintf(&key, "%s", collection && *collection ? collection : "(account)");
+	if (r < 0)
+		return NULL;
+	for (char *p = key; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+	return key;
+}
+
+void alert_note(Account *a, AlertKind kind, const char *collection, const char *message)
+{
+	AlertRun *ar = &a->alert_run[kind];
+	char *key = alert_key(kind, collection, message);
+
+	if (!key)
+		return;
+	for (size_t i = 0; i < ar->n; i++)
+		if (strcmp(ar->keys[i], key) == 0) {
+			free(key);
+			return;
+		}
+	char **k = realloc(ar->keys, (ar->n + 1) * sizeof(*k));
+	if (k)
+		ar->keys = k;
+	char **m = realloc(ar->messages, (ar->n + 1) * sizeof(*m));
+	if (m)
+		ar->messages = m;
+	char **c = realloc(ar->collections, (ar->n + 1) * sizeof(*c));
+	if (c)
+		ar->collections = c;
+	if (!k || !m || !c) {
+		free(key);
+		return;
+	}
+	ar->keys[ar->n] = key;
+	ar->messages[ar->n] = message ? strdup(message) : NULL;
+	ar->collections[ar->n] = collection ? strdup(collection) : NULL;
+	ar->n++;
+}
+
+/* Whether key is one of the lines of keys. */
+static bool has_line(const char *keys, const char *key)
+{
+	size_t n = strlen(key);
+
+	for (const char *p = keys; p && *p;) {
+		const char *nl = strchr(p, '\n');
+		size_t l = nl ? (size_t) (nl - p) : strlen(p);
+		if (l == n && strncmp(p, key, n) == 0)
+			return true;
+		p += l + (nl != NULL);
+	}
+	return false;
+}
+
+static int on_notify_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error)
+{
+	AlertState *st = userdata;
+	const sd_bus_error *e = sd_bus_message_get_error(reply);
+	uint32_t id;
+
+	st->slot = sd_bus_slot_unref(st->slot);
+	if (e) {
+		/* No notification service (a session without a desktop): the signal is there. */
+		log_at(KS_LOG_DEBUG, "No desktop notification: %s", e->message ? e->message : e->name);
+		return 0;
+	}
+	if (sd_bus_message_read(reply, "u", &id) >= 0)
+		st->notification_id = id;
+	return 0;
+}
+
+static void notify_desktop(Manager *m, AlertState *st, const char *summary, const char *body,
+			   bool urgent)
+{
+	if (!m->bus || !m->config->notifications)
+		return;
+	st->slot = sd_bus_slot_unref(st->slot);
+	/* Replaces the account's last notification of this cause, if it is still shown. */
+	int r = sd_bus_call_method_async(m->bus, &st->slot, "org.freedesktop.Notifications",
+					 "/org/freedesktop/Notifications",
+					 "org.freedesktop.Notifications", "Notify", on_notify_reply,
+					 st, "susssasa{sv}i", "ksync", st->notification_id,
+					 "dialog-warning", summary, body, 0, 2, "urgency", "y",
+					 (uint8_t) (urgent ? 2 : 1), "desktop-entry", "s", "ksyncd",
+					 (int32_t) -1);
+	if (r < 0)
+		log_at(KS_LOG_DEBUG, "Failed to send a desktop notification: %s", strerror(-r));
+}
+
+/* Tells of the instances of a cause that are new: the first one's message, and how many
+ * more there are. */
+static void say(Manager *m, Account *a, AlertKind kind, const AlertRun *ar, const char *known)
+{
+	static const char *const what[_ALERT_MAX] = {
+		[ALERT_CONFLICT] = "conflict",
+		[ALERT_CREDENTIALS] = "credentials refused",
+		[ALERT_MASS_DELETION] = "stopped before deleting",
+		[ALERT_REFUSED] = "refused by the server",
+	};
+	static const char *const hint[_ALERT_MAX] = {
+		[ALERT_CONFLICT] = "'ksyncctl conflicts' lists them and resolves them.",
+		[ALERT_CREDENTIALS] = "ksync tries again when ksync.conf or the password changes.",
+		[ALERT_MASS_DELETION] = "'ksyncctl status' says how to go on.",
+		[ALERT_REFUSED] = "'ksyncctl status' lists what is not sent, and why.",
+	};
+	_cleanup_free_ char *summary = NULL, *body = NULL;
+	size_t first = ar->n, fresh = 0;
+
+	for (size_t i = 0; i < ar->n; i++)
+		if (!has_line(known, ar->keys[i])) {
+			fresh++;
+			if (first == ar->n)
+				first = i;
+		}
+	if (fresh == 0)
+		return;
+	const char *coll = ar->collections[first];
+	const char *msg = ar->messages[first] ? ar->messages[first]
+			  : a->last_error ? a->last_error : "";
+	if (asprintf(&summary, "ksync: %s%s%s: %s", a->cfg.name, coll ? "/" : "", coll ? coll : "",
+		     what[kind]) < 0)
+		return;
+	if (fresh > 1 ? asprintf(&body, "%s (and %zu more)\n%s", msg, fresh - 1, hint[kind]) < 0
+		      : asprintf(&body, "%s\n%s", msg, hint[kind]) < 0)
+		return;
+	log_at(KS_LOG_NOTICE, "%s: %s", summary, msg);
+	bus_emit_alert(m, a->cfg.name, alert_names[kind], coll ? coll : "", summary, body);
+	notify_desktop(m, &a->alert[kind], summary, body,
+		       kind == ALERT_CREDENTIALS || kind == ALERT_MASS_DELETION);
+}
+
+static int cmp_str(const void *x, const void *y)
+{
+	return strcmp(*(char *const *) x, *(char *const *) y);
+}
+
+static bool has_line_in(char *const *v, size_t n, const char *s)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(v[i], s) == 0)
+			return true;
+	return false;
+}
+
+/* The run's instances of a cause as sorted lines, with those known before when keep_known;
+ * NULL when none. */
+static char *merged_keys(const AlertRun *ar, const char *known, bool keep_known)
+{
+	size_t n = ar->n, len = 0;
+	char *out = NULL;
+	FILE *f;
+
+	char **all = calloc(n + 1, sizeof(char *));
+	if (!all)
+		return NULL;
+	memcpy(all, ar->keys, n * sizeof(char *));
+	_cleanup_free_ char *copy = keep_known && known ? strdup(known) : NULL;
+	size_t total = n;
+	for (char *p = copy, *save = NULL, *tok; p && (tok = strtok_r(p, "\n", &save)); p = NULL) {
+		if (has_line_in(all, total, tok))
+			continue;
+		char **na = realloc(all, (total + 2) * sizeof(char *));
+		if (!na)
+			break;
+		all = na;
+		all[total++] = tok;
+	}
+	if (total == 0) {
+		free(all);
+		return NULL;
+	}
+	qsort(all, total, sizeof(char *), cmp_str);
+	f = open_memstream(&out, &len);
+	if (f) {
+		for (size_t i = 0; i < total; i++)
+			fprintf(f, "%s%s", i ? "\n" : "", all[i]);
+		if (fclose(f) != 0) {
+			free(out);
+			out = NULL;
+		}
+	}
+	free(all);
+	return out;
+}
+
+void alert_run_done(Manager *m, Account *a, bool whole_account)
+{
+	/* A run that did not look at everything cannot tell that a cause went away: it adds
+	 * what it found to what was known. */
+	bool complete = whole_account && a->alert_reached;
+
+	for (size_t k = 0; k < _ALERT_MAX; k++) {
+		AlertRun *ar = &a->alert_run[k];
+		AlertState *st = &a->alert[k];
+
+		say(m, a, (AlertKind) k, ar, st->keys);
+		_cleanup_free_ char *keys = merged_keys(ar, st->keys, !complete);
+		if (!keys && st->keys && complete)
+			bus_emit_alert_cleared(m, a->cfg.name, alert_names[k]);
+		if (keys || complete) {
+			free(st->keys);
+			st->keys = TAKE_PTR(keys);
+		}
+	}
+	alert_run_reset(a);
+}
