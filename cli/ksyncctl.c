@@ -31,6 +31,7 @@ static const struct verb {
 	  "find and merge duplicate contacts" },
 	{ "conflicts", cmd_conflicts, "[list|resolve ITEM --keep SIDE]",
 	  "list conflicts, or keep one side" },
+	{ "log", cmd_log, "[-f] [-n LINES]", "show ksyncd's log (journalctl --user -u ksyncd)" },
 };
 
 static void help(void)

@@ -20,6 +20,7 @@
 #include "manager.h"
 
 static int arg_log_level = KS_LOG_NOTICE;
+static bool arg_log_level_set;	/* --log-level given: the config's log_level does not count */
 static bool arg_once;
 static bool arg_force;
 static bool arg_allow_mass_delete;
@@ -306,7 +307,9 @@ static void help(void)
 	       "  --wait               wait for another ksync process syncing an account\n"
 	       "  -c, --config FILE    configuration file (default\n"
 	       "                       $XDG_CONFIG_HOME/ksync/ksync.conf)\n"
-	       "  --log-level LEVEL    err, warning, notice, info or debug (default notice)\n"
+	       "  --log-level LEVEL    err, warning, notice, info or debug (default: log_level\n"
+	       "                       of ksync.conf, else info for the service and notice\n"
+	       "                       with --once); debug traces every request\n"
 	       "  -h, --help           show this help\n"
 	       "  --version            show the version\n"
 	       "\n"
@@ -314,15 +317,13 @@ static void help(void)
 	       "See ksyncd(8) and ksync.conf(5).\n");
 }
 
-static int parse_level(const char *s)
+void log_use_config_level(int level, bool service)
 {
-	static const char *const names[] = { [KS_LOG_ERR] = "err", [KS_LOG_WARNING] = "warning",
-					     [KS_LOG_NOTICE] = "notice", [KS_LOG_INFO] = "info",
-					     [KS_LOG_DEBUG] = "debug" };
-	for (size_t i = 0; i < ELEMENTSOF(names); i++)
-		if (names[i] && strcmp(s, names[i]) == 0)
-			return (int) i;
-	return -EINVAL;
+	if (arg_log_level_set)
+		return;
+	/* The service says at info what each run pulled and pushed; --once prints that on
+	 * its standard output already. */
+	arg_log_level = level > 0 ? level : service ? KS_LOG_INFO : KS_LOG_NOTICE;
 }
 
 static int parse_argv(int argc, char **argv)
@@ -359,12 +360,13 @@ static int parse_argv(int argc, char **argv)
 			arg_config = optarg;
 			break;
 		case ARG_LOG_LEVEL: {
-			int l = parse_level(optarg);
+			int l = ks_log_level_parse(optarg);
 			if (l < 0) {
 				log_at(KS_LOG_ERR, "Unknown log level '%s'.", optarg);
 				return -EINVAL;
 			}
 			arg_log_level = l;
+			arg_log_level_set = true;
 			break;
 		}
 		case 'h':
@@ -416,6 +418,7 @@ int main(int argc, char **argv)
 		arg_config = default_path;
 	}
 	if (!arg_once) {
+		log_use_config_level(0, true);
 		r = run_daemon(arg_config);
 		return r == EX_CONFIG ? EX_CONFIG : r < 0 ? 1 : 0;
 	}
@@ -428,6 +431,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	int config_errors = r;
+	log_use_config_level(cfg->log_level, false);
 	if (cfg->warnings)
 		log_at(KS_LOG_WARNING, "%s", cfg->warnings);
 	if (config_errors > 0) {

@@ -1053,6 +1053,7 @@ static bool account_config_same(const ks_account_config *x, const ks_account_con
 
 static int apply_config(Manager *m, ks_config *c)
 {
+	log_use_config_level(c->log_level, true);
 	/* Accounts gone from the config stop (after their run); new ones start. */
 	for (size_t i = 0; i < m->n_accounts;) {
 		Account *a = m->accounts[i];

@@ -202,4 +202,6 @@ void alert_state_free(Account *a);
 void json_fputs(FILE *f, const char *s);
 
 void log_at(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The log level of ksync.conf (0: none), unless --log-level gave one. */
+void log_use_config_level(int level, bool service);
 int log_error_errno(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

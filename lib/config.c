@@ -59,6 +59,7 @@ static int conf_parse_bool(conf_ctx *ctx, const char *key, const char *value, vo
 static int conf_parse_conflict(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_collections(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_secret_ref(conf_ctx *ctx, const char *key, const char *value, void *field);
+static int conf_parse_log_level(conf_ctx *ctx, const char *key, const char *value, void *field);
 
 static const conf_key conf_keys[] = {
 	{ CONF_GENERAL, "interval", conf_parse_interval, offsetof(ks_config, interval) },
@@ -68,6 +69,7 @@ static const conf_key conf_keys[] = {
 	{ CONF_GENERAL, "password_timeout", conf_parse_timeout,
 	  offsetof(ks_config, password_timeout) },
 	{ CONF_GENERAL, "notifications", conf_parse_bool, offsetof(ks_config, notifications) },
+	{ CONF_GENERAL, "log_level", conf_parse_log_level, offsetof(ks_config, log_level) },
 	{ CONF_ACCOUNT, "provider", conf_parse_provider, offsetof(ks_account_config, provider) },
 	{ CONF_ACCOUNT, "url", conf_parse_url, offsetof(ks_account_config, url) },
 	{ CONF_ACCOUNT, "username", conf_parse_username, offsetof(ks_account_config, username) },
@@ -261,6 +263,30 @@ static int conf_parse_timeout(conf_ctx *ctx, const char *key, const char *value,
 		return conf_error(ctx, "%s '%s' is out of range; use 1s to %us", key, value,
 				  CONFIG_MAX_TIMEOUT);
 	*(unsigned *) field = v;
+	return 0;
+}
+
+int ks_log_level_parse(const char *s)
+{
+	static const char *const names[] = { [KS_LOG_ERR] = "err", [KS_LOG_WARNING] = "warning",
+					     [KS_LOG_NOTICE] = "notice", [KS_LOG_INFO] = "info",
+					     [KS_LOG_DEBUG] = "debug" };
+
+	for (size_t i = 0; s && i < ELEMENTSOF(names); i++)
+		if (names[i] && strcmp(s, names[i]) == 0)
+			return (int) i;
+	return -EINVAL;
+}
+
+static int conf_parse_log_level(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	int *level = field;
+	int l = ks_log_level_parse(value);
+
+	if (l < 0)
+		return conf_error(ctx, "invalid %s '%s' (err, warning, notice, info or debug)", key,
+				  value);
+	*level = l;
 	return 0;
 }
 

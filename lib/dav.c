@@ -524,6 +524,27 @@ fail:
 	return r;
 }
 
+/* One line per request at debug level: method, URL (without any user:password@ part),
+ * status, bytes each way and time. Never a header or a body: they carry credentials and the
+ * user's data. */
+static void trace(req_state *s, CURLcode code, long status)
+{
+	curl_off_t up = 0, down = 0, usec = 0;
+	const char *url = s->url, *scheme = strstr(url, "://");
+
+	(void) curl_easy_getinfo(s->easy, CURLINFO_SIZE_UPLOAD_T, &up);
+	(void) curl_easy_getinfo(s->easy, CURLINFO_SIZE_DOWNLOAD_T, &down);
+	(void) curl_easy_getinfo(s->easy, CURLINFO_TOTAL_TIME_T, &usec);
+	size_t host = scheme ? (size_t) (scheme + 3 - url) : 0;
+	const char *at = scheme ? strpbrk(url + host, "@/") : NULL;
+	size_t skip = at && *at == '@' ? (size_t) (at + 1 - url) - host : 0;
+	ks_log_debug("HTTP %s %.*s%s: %ld, %" CURL_FORMAT_CURL_OFF_T " bytes sent, %"
+		     CURL_FORMAT_CURL_OFF_T " received, %" CURL_FORMAT_CURL_OFF_T " ms%s%s",
+		     s->req->method, (int) host, url, url + host + skip, status, up, down,
+		     usec / 1000, code != CURLE_OK ? ": " : "",
+		     code != CURLE_OK ? curl_easy_strerror(code) : "");
+}
+
 static void req_finish(req_state *s, CURLcode code)
 {
 	ks_dav_request *req = s->req;
@@ -537,6 +558,7 @@ static void req_finish(req_state *s, CURLcode code)
 	(void) curl_easy_getinfo(s->easy, CURLINFO_REDIRECT_COUNT, &redirects);
 	s->dav->n_requests += 1 + (unsigned) redirects;
 	req->status = status;
+	trace(s, code, status);
 	if (eff)
 		req->effective_url = strdup(eff);
 

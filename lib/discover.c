@@ -7,6 +7,7 @@
 
 #include "buf_p.h"
 #include "discover_p.h"
+#include "log_p.h"
 #include "manage_p.h"
 #include "text_p.h"
 #include "macro.h"
@@ -224,6 +225,9 @@ int ks_discover(ks_dav *d, const char *base_url, ks_cache_account *ret, char **r
 		r = -ENOENT;
 		goto out;
 	}
+	ks_log_debug("discovery at %s: principal %s, calendar home %s, address book home %s",
+		     base_url, f.principal, f.calendar_home ? f.calendar_home : "(none)",
+		     f.addressbook_home ? f.addressbook_home : "(none)");
 	ret->principal = TAKE_PTR(f.principal);
 	ret->calendar_home = TAKE_PTR(f.calendar_home);
 	ret->addressbook_home = TAKE_PTR(f.addressbook_home);
@@ -343,6 +347,7 @@ int ks_list_home(ks_dav *d, const char *home, bool with_tokens, ks_collection **
 		}
 		ks_collection_free_array(l.a, l.n);
 	} else {
+		ks_log_debug("listing of %s: %zu collection(s)", home, l.n);
 		*ret = l.a;
 		*ret_n = l.n;
 	}

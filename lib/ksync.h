@@ -19,6 +19,9 @@ enum {
 
 typedef void (*ks_log_fn)(int level, const char *msg, void *userdata);
 
+/* "err", "warning", "notice", "info" or "debug" as KS_LOG_*; -EINVAL for anything else. */
+int ks_log_level_parse(const char *s);
+
 /* Installs the sink that receives the library's messages (none by default). The one global. */
 void ks_log_set_sink(ks_log_fn fn, void *userdata);
 
@@ -68,6 +71,7 @@ typedef struct ks_config {
 	unsigned password_timeout;	/* seconds, [general] password_timeout, default 60 */
 	bool notifications;	/* [general] notifications: desktop notifications of problems,
 				 * default on */
+	int log_level;		/* [general] log_level: KS_LOG_*, 0 when not set */
 	/* What ks_config_load_partial() left out: the problems ("path:line: message" lines,
 	 * NULL when none) and the names of the [account] sections they concern
 	 * (NULL-terminated, or NULL). */

@@ -218,3 +218,48 @@ def test_status_lists_pending_files_and_why(radicale, ks, daemon):
         "file": "later.vcf", "change": "new", "refused": False, "status": None,
         "since": None,
         "reason": "the collection does not sync ('ksyncctl enable' turns it on)"}], c
+
+
+# ---- logs ----------------------------------------------------------------------------------------
+
+def test_debug_traces_every_request_without_secrets(radicale, ks):
+    """log_level = debug in ksync.conf: discovery and each request (method, URL, status,
+    bytes, time), and never the password or an item's content."""
+    book = radicale.make_addressbook("people", "People")
+    radicale.seed(book, gen.contacts(3))
+    ks.extra_config = "[general]\nlog_level = debug\n"
+    ks.add_account(ACCOUNT, radicale)
+    r = ks.sync()
+    err = r.stderr
+    assert re.search(r"^discovery at %s: principal /user/" % re.escape(radicale.url), err,
+                     re.M), err[:3000]
+    assert re.search(r"^HTTP PROPFIND http://127\.0\.0\.1:\d+/\S*: 207, \d+ bytes sent, "
+                     r"\d+ received, \d+ ms$", err, re.M), err[:3000]
+    assert re.search(r"^HTTP REPORT http://127\.0\.0\.1:\d+/user/people/: 207, ", err, re.M)
+    assert radicale.password not in err and radicale.password not in r.stdout
+    assert "BEGIN:VCARD" not in err and "FN:" not in err, err[:3000]
+    # --log-level given wins over the file.
+    r = ks.sync("--log-level", "notice")
+    assert "HTTP " not in r.stderr, r.stderr
+
+
+def test_service_logs_what_each_run_changed(radicale, ks, daemon):
+    """With no --log-level, the service logs at info one line per collection that changed."""
+    book = radicale.make_addressbook("people", "People")
+    radicale.seed(book, gen.contacts(3))
+    ks.add_account(ACCOUNT, radicale)
+    daemon.log_level = None
+    daemon.start()
+    wait_until(lambda: synced_ok(daemon), 60, "the first sync")
+    assert re.search(r"^<?\d?>?%s/contacts/people: 3 added, 0 updated, 0 deleted" % ACCOUNT,
+                     daemon.log_text(), re.M), daemon.log_text()
+    assert "HTTP PROPFIND" not in daemon.log_text()
+
+
+def test_ksyncctl_log_runs_journalctl(ks, daemon):
+    r = daemon.ctl("log", "-n", "5")
+    assert r.rc == 0, r.stdout + r.stderr
+    # journalctl itself answered: there is no journal in the test's fresh HOME.
+    assert "-- No entries --" in r.stdout or "journal" in r.stderr.lower(), r
+    r = daemon.ctl("log", "-n", "many")
+    assert r.rc != 0 and "--lines takes a number" in r.stderr, r.stderr

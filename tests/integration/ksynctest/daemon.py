@@ -84,8 +84,9 @@ class Daemon:
                            DBUS_SYSTEM_BUS_ADDRESS=self.system_bus_address, **extra)
 
     def start(self, wait_ready=True):
+        level = ["--log-level", self.log_level] if self.log_level else []
         self.proc = subprocess.Popen(
-            [str(self.ks.ksyncd), "--log-level", self.log_level], stdin=subprocess.DEVNULL,
+            [str(self.ks.ksyncd)] + level, stdin=subprocess.DEVNULL,
             stdout=self.log, stderr=subprocess.STDOUT,
             env=self.env(NOTIFY_SOCKET=self.notify_path), cwd=self.ks.home)
         if wait_ready:
