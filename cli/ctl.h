@@ -37,6 +37,8 @@ int cmd_config(int argc, char **argv);
 int cmd_duplicates(int argc, char **argv);
 int cmd_conflicts(int argc, char **argv);
 int cmd_log(int argc, char **argv);
+int cmd_rename_collection(int argc, char **argv);
+int cmd_delete_collection(int argc, char **argv);
 
 /* Parses the config file at path as ksyncd would, printing its warnings and errors to
  * stderr and (unless quiet_when_clean and there are errors) the accounts ready to run to

@@ -351,6 +351,182 @@ static int method_create_calendar(sd_bus_message *m, void *userdata, sd_bus_erro
 	return method_create(m, userdata, error, true);
 }
 
+/* ---- renaming and deleting collections: on the server, then a sync ------------------------ */
+
+typedef struct CollJob {
+	sd_bus_message *call;
+	char *account;
+	char *name;		/* rename: the new name */
+	bool delete;
+	ks_collection_info info;
+	char *error;
+} CollJob;
+
+static void coll_job_free(CollJob *j)
+{
+	sd_bus_message_unref(j->call);
+	free(j->account);
+	free(j->name);
+	ks_collection_info_done(&j->info);
+	free(j->error);
+	free(j);
+}
+
+static int coll_run(Manager *m, void *data)
+{
+	CollJob *j = data;
+	const ks_account_config *a = ks_config_find_account(m->config, j->account);
+
+	if (!a)
+		return -ENOENT;
+	if (j->delete)
+		return ks_delete_collection(a, j->info.href, &j->error);
+	return ks_rename_collection(a, j->info.href, j->info.calendar, j->name, &j->error);
+}
+
+static void coll_done(Manager *m, void *data, int r)
+{
+	CollJob *j = data;
+	PendingReply *p = NULL;
+	uint32_t id = 0;
+
+	if (r < 0) {
+		(void) sd_bus_reply_method_errorf(j->call, KS_IPC_ERROR_FAILED, "Failed to %s %s/%s: %s",
+						  j->delete ? "delete" : "rename", j->account,
+						  j->info.path, j->error ? j->error : strerror(-r));
+		coll_job_free(j);
+		return;
+	}
+	log_at(KS_LOG_INFO, "%s/%s: %s on the server%s%s.", j->account, j->info.path,
+	       j->delete ? "deleted" : "renamed", j->delete ? "" : " to ", j->delete ? "" : j->name);
+	/* The run lists the home sets: it takes the new name, or removes the deleted
+	 * collection here through the same path as any collection gone from the server. */
+	r = j->delete ? manager_sync_deleted(m, j->account, j->info.href, &id)
+		      : manager_sync(m, j->account, false, false, false, true, &id);
+	if (r > 0)
+		p = calloc(1, sizeof(*p));
+	if (p && !j->delete)
+		*p = (PendingReply) { .run_id = id, .call = sd_bus_message_ref(j->call),
+				      .account = strdup(j->account),
+				      .collection_href = strdup(j->info.href) };
+	else if (p) {
+		char *json = NULL;
+		FILE *f;
+		size_t len = 0;
+		if ((f = open_memstream(&json, &len))) {
+			fputs("{\"account\":", f);
+			json_fputs(f, j->account);
+			fputs(",\"path\":", f);
+			json_fputs(f, j->info.path);
+			fputs(",\"href\":", f);
+			json_fputs(f, j->info.href);
+			fprintf(f, ",\"items\":%d}", j->info.items);
+			fclose(f);
+		}
+		*p = (PendingReply) { .run_id = id, .call = sd_bus_message_ref(j->call), .json = json };
+	}
+	if (!p || (!j->delete && (!p->account || !p->collection_href)) || (j->delete && !p->json)) {
+		if (p) {
+			sd_bus_message_unref(p->call);
+			free(p->account);
+			free(p->collection_href);
+			free(p->json);
+			free(p);
+		}
+		(void) sd_bus_reply_method_errorf(j->call, KS_IPC_ERROR_FAILED,
+						  "%s on the server, but failed to sync it: %s",
+						  j->delete ? "Deleted" : "Renamed",
+						  strerror(r < 0 ? -r : ENOMEM));
+		coll_job_free(j);
+		return;
+	}
+	pending_reply_add(p);
+	coll_job_free(j);
+}
+
+static int method_coll(sd_bus_message *m, Manager *man, sd_bus_error *error, bool delete)
+{
+	const char *target, *name = NULL;
+	int allow = false;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read(m, "s", &target);
+	if (r >= 0)
+		r = delete ? sd_bus_message_read(m, "b", &allow) : sd_bus_message_read(m, "s", &name);
+	if (r < 0)
+		return r;
+	r = check_text(error, "collection", target, ARG_MAX_LEN, false);
+	if (r >= 0 && name)
+		r = check_text(error, "name", name, 1024, false);
+	if (r < 0)
+		return r;
+	const char *slash = strchr(target, '/');
+	if (!slash || !slash[1])
+		return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+					 "Give the collection as ACCOUNT/COLLECTION.");
+	CollJob *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->delete = delete;
+	j->account = strndup(target, (size_t) (slash - target));
+	j->name = name ? strdup(name) : NULL;
+	if (!j->account || (name && !j->name)) {
+		coll_job_free(j);
+		return -ENOMEM;
+	}
+	if (!manager_find_account(man, j->account)) {
+		r = sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "No account '%s'.", j->account);
+		coll_job_free(j);
+		return r;
+	}
+	ks_engine *e = NULL;
+	r = ks_engine_new(man->data_dir, &e);
+	if (r >= 0)
+		r = ks_engine_find_collection(e, j->account, slash + 1, &j->info);
+	ks_engine_free(e);
+	if (r == -ENOENT || r == -EINVAL) {
+		r = sd_bus_error_setf(error, KS_IPC_ERROR_NO_COLLECTION, r == -ENOENT ?
+				      "Account '%s' has no collection '%s'." :
+				      "Account '%s' has an address book and a calendar called '%s': "
+				      "say contacts/NAME or calendars/NAME.", j->account, slash + 1);
+		coll_job_free(j);
+		return r;
+	}
+	if (r < 0) {
+		coll_job_free(j);
+		return sd_bus_error_set_errnof(error, -r, "Failed to read the cache: %m");
+	}
+	/* Deleting a collection deletes its items on both sides: the mass-deletion guard's
+	 * rule, with the same way to say yes. */
+	if (delete && j->info.items >= 2 && !allow) {
+		r = sd_bus_error_setf(error, KS_IPC_ERROR_FAILED, "%s/%s holds %d items; deleting it "
+				      "deletes them on the server and here. Confirm with "
+				      "--allow-mass-delete.", j->account, j->info.path,
+				      j->info.items);
+		coll_job_free(j);
+		return r;
+	}
+	j->call = sd_bus_message_ref(m);
+	r = manager_run_job(man, coll_run, coll_done, j);
+	if (r < 0) {
+		coll_job_free(j);
+		return r;
+	}
+	return 1;	/* answered once the sync that follows has ended */
+}
+
+static int method_rename_collection(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	return method_coll(m, userdata, error, false);
+}
+
+static int method_delete_collection(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	return method_coll(m, userdata, error, true);
+}
+
 /* ---- probing an account: discovery with settings the caller gives ------------------------ */
 
 typedef struct ProbeJob {
@@ -891,7 +1067,11 @@ static int method_clients(sd_bus_message *m, void *userdata, sd_bus_error *error
 	if (r < 0)
 		return r;
 	_cleanup_free_ char *why = NULL;
-	r = ks_clients_config(man->config, man->data_dir, NULL, 0, &json, &why);
+	ks_engine *e = NULL;
+	r = ks_engine_new(man->data_dir, &e);
+	if (r >= 0)
+		r = ks_engine_clients_config(e, man->config, &json, &why);
+	ks_engine_free(e);
 	if (r < 0)
 		return sd_bus_error_setf(error, KS_IPC_ERROR_FAILED,
 					 "Failed to write the readers' configuration: %s",
@@ -936,6 +1116,10 @@ static const sd_bus_vtable vtable[] = {
 	SD_BUS_METHOD("MergeDuplicates", "ussb", "s", method_merge_duplicates,
 		      SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD("UndoMerge", "us", "s", method_undo_merge, SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("RenameCollection", "uss", "s", method_rename_collection,
+		      SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("DeleteCollection", "usb", "s", method_delete_collection,
+		      SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD("Conflicts", "us", "s", method_conflicts, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD("ResolveConflict", "uss", "s", method_resolve_conflict,
 		      SD_BUS_VTABLE_UNPRIVILEGED),

@@ -51,6 +51,7 @@ typedef struct Msg {
 
 struct Job {
 	char *enable_href;
+	char *delete_href;
 	char *only_collection;
 	Manager *m;
 	Account *account;	/* NULL for a job that is not a sync run */
@@ -154,6 +155,7 @@ static Account *account_free(Account *a)
 	free(a->running_runs);
 	free(a->last_error);
 	free(a->pending_enable);
+	free(a->pending_delete);
 	free(a->pending_collection);
 	free(a->refused_credentials);
 	free(a->refused_in_run);
@@ -435,6 +437,7 @@ static void run_done(Manager *m, Job *j, int r)
 		a->n_running = 0;
 		ks_account_config_done(&j->cfg);
 		free(j->enable_href);
+		free(j->delete_href);
 		free(j->only_collection);
 		free(j->refused_credentials);
 		free(j);
@@ -490,6 +493,7 @@ static void run_done(Manager *m, Job *j, int r)
 	a->n_running = 0;
 	ks_account_config_done(&j->cfg);
 	free(j->enable_href);
+	free(j->delete_href);
 	free(j->only_collection);
 	free(j->refused_credentials);
 	free(j);
@@ -707,11 +711,14 @@ static int account_start(Account *a)
 	};
 	j->enable_href = TAKE_PTR(a->pending_enable);
 	j->opts.enable_href = j->enable_href;
+	j->delete_href = TAKE_PTR(a->pending_delete);
+	j->opts.delete_href = j->delete_href;
 	j->only_collection = TAKE_PTR(a->pending_collection);
 	j->opts.only_collection = j->only_collection;
 	if (a->refused_credentials && !(j->refused_credentials = strdup(a->refused_credentials))) {
 		ks_account_config_done(&j->cfg);
 		free(j->enable_href);
+		free(j->delete_href);
 		free(j->only_collection);
 		free(j);
 		return -ENOMEM;
@@ -738,6 +745,9 @@ static int account_start(Account *a)
 	if (r < 0) {
 		a->job = NULL;
 		ks_account_config_done(&j->cfg);
+		free(j->enable_href);
+		free(j->delete_href);
+		free(j->only_collection);
 		free(j->refused_credentials);
 		free(j);
 		return r;
@@ -892,6 +902,20 @@ int manager_sync_created(Manager *m, const char *account, const char *href, uint
 		return -ENOMEM;
 	free(a->pending_enable);
 	a->pending_enable = h;
+	return manager_sync(m, account, false, false, false, true, ret_run_id);
+}
+
+int manager_sync_deleted(Manager *m, const char *account, const char *href, uint32_t *ret_run_id)
+{
+	Account *a = manager_find_account(m, account);
+
+	if (!a)
+		return -ENOENT;
+	char *h = strdup(href);
+	if (!h)
+		return -ENOMEM;
+	free(a->pending_delete);
+	a->pending_delete = h;
 	return manager_sync(m, account, false, false, false, true, ret_run_id);
 }
 

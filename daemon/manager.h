@@ -57,6 +57,7 @@ struct Account {
 	bool pending;
 	bool pending_force, pending_mass, pending_local_only, pending_list;
 	char *pending_enable;	/* href of a collection just created, to enable */
+	char *pending_delete;	/* href of a collection just deleted on the server */
 	char *pending_collection;	/* the one collection asked for, NULL: all */
 	uint32_t *waiting_runs;	/* run ids to report in SyncFinished when the next run ends */
 	size_t n_waiting;
@@ -151,6 +152,9 @@ int manager_sync(Manager *m, const char *target, bool force, bool mass, bool loc
 /* A run of account that lists its collections and enables the new one at href (created a
  * moment ago), whatever `collections =` says. */
 int manager_sync_created(Manager *m, const char *account, const char *href, uint32_t *ret_run_id);
+/* A run of account that lists its collections and removes the one at href, deleted on the
+ * server a moment ago, whatever its size. */
+int manager_sync_deleted(Manager *m, const char *account, const char *href, uint32_t *ret_run_id);
 Account *manager_find_account(Manager *m, const char *name);
 /* The JSON of Status() (lib/ipc.h). Owned by the caller. */
 int manager_status_json(Manager *m, char **ret);

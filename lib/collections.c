@@ -58,7 +58,8 @@ int ks_collections_reconcile(run *R, ks_collection *remote, size_t n_remote, ks_
 			failed++;
 			goto skip;
 		}
-		if (n > 0 && k->enabled && !R->o->allow_mass_delete) {
+		if (n > 0 && k->enabled && !R->o->allow_mass_delete &&
+		    !(R->o->delete_href && strcmp(R->o->delete_href, k->href) == 0)) {
 			/* A collection going away takes all its items with it: the mass-deletion
 			 * guard stops that whatever the size. */
 			_cleanup_free_ char *dir = NULL;

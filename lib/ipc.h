@@ -77,6 +77,15 @@
  *   UndoMerge(u version, s account) -> (s json)
  *       Undoes the last merge of account ("" = any): {"id", "account", "collection",
  *       "kept": uid, "restored": [uid], "backup": s, "notice": s|null}
+ *   RenameCollection(u version, s account_collection, s name) -> (s json)
+ *       Sets the display name on the server (refused when another collection of that
+ *       kind shows it), then syncs the account, listing the home sets; answers the
+ *       collection's object as in Collections once that sync has ended.
+ *   DeleteCollection(u version, s account_collection, b allow_mass_delete) -> (s json)
+ *       Deletes the collection on the server (refused for two items or more without
+ *       allow_mass_delete), then syncs the account, which removes it here as any collection
+ *       deleted on the server; answers {"account", "path", "href", "items", "synced": b}
+ *       once that sync has ended.
  *   Conflicts(u version, s account) -> (s json)      account "" = all
  *       {"conflicts": [{"id": n, "account": s, "collection": s, "uid": s|null, "file": s,
  *        "path": s|null (the item's file; null when its collection is gone), "kept": s

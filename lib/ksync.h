@@ -211,6 +211,9 @@ typedef struct ks_sync_opts {
 	bool list_collections;
 	/* The href of a collection just created: enabled even with `collections = none`. */
 	const char *enable_href;
+	/* The href of a collection just deleted on the server on purpose: removed here like any
+	 * collection gone from the server, without the mass-deletion guard. */
+	const char *delete_href;
 	/* Sync only this collection (directory name, or "contacts/NAME" / "calendars/NAME"). */
 	const char *only_collection;
 	/* Set (by another thread or a signal handler) to stop at the next safe point; the run
@@ -287,6 +290,25 @@ int ks_engine_conflicts_json(ks_engine *e, const char *account, char **ret);
  * *reterr_msg (if not NULL) says why in words. */
 int ks_conflict_resolve(ks_engine *e, const char *account, const char *item, const char *keep,
 			char **ret_json, char **ret_target, char **reterr_msg);
+/* What the cache knows of one collection of an account. */
+typedef struct ks_collection_info {
+	char *href;
+	char *path;		/* "contacts/NAME" or "calendars/NAME" */
+	char *displayname;	/* NULL when none */
+	bool calendar;
+	bool readonly;
+	bool enabled;
+	int items;
+} ks_collection_info;
+
+/* The collection of account named by collection (its directory name, or "contacts/NAME" /
+ * "calendars/NAME"). -ENOENT when there is none; -EINVAL when a bare name is both an
+ * address book's and a calendar's (the caller asks for contacts/NAME or calendars/NAME).
+ * Fields owned by *ret (ks_collection_info_done()). */
+int ks_engine_find_collection(ks_engine *e, const char *account, const char *collection,
+			      ks_collection_info *ret);
+void ks_collection_info_done(ks_collection_info *i);
+
 /* Enables or disables a collection, named by its directory name or "contacts/NAME" /
  * "calendars/NAME". -ENOENT when the account has no such collection. */
 int ks_engine_set_enabled(ks_engine *e, const char *account, const char *collection,
@@ -344,6 +366,19 @@ int ks_create_addressbook(const ks_account_config *a, const char *name, const ch
  * take is reported to the log sink at KS_LOG_NOTICE. Otherwise as ks_create_addressbook(). */
 int ks_create_calendar(const ks_account_config *a, const char *name, unsigned components,
 		       const char *color, char **ret_href, char **reterr_msg);
+
+/* Gives the collection at href (a calendar, or an address book) the display name name with
+ * PROPPATCH, and reads it back. -EEXIST: another collection of that kind is called that
+ * (case aside); -EOPNOTSUPP: the server did not keep the name; -ENOENT: no such collection.
+ * The cache is not touched: a sync that lists the home sets brings the new name. */
+int ks_rename_collection(const ks_account_config *a, const char *href, bool calendar,
+			 const char *name, char **reterr_msg);
+
+/* Deletes the collection at href on the server, with everything in it (a collection already
+ * gone is no error). -EACCES: the server does not let the account delete it. The cache and
+ * the files are left to a sync that lists the home sets (ks_sync_opts.delete_href), which
+ * removes them through the same path as any collection deleted on the server. */
+int ks_delete_collection(const ks_account_config *a, const char *href, char **reterr_msg);
 
 /* The explanation given when a server refuses an account's credentials (HTTP 401): the
  * user name (Infomaniak: the account id) and, with two-factor authentication, an
@@ -405,6 +440,12 @@ typedef struct ks_client_collection {
  * data_dir, errors of reading the directories. */
 int ks_clients_config(const ks_config *c, const char *data_dir, const ks_client_collection *cols,
 		      size_t n_cols, char **ret_json, char **reterr_msg);
+
+/* ks_clients_config() for the enabled collections of the accounts of c that have their
+ * directory, as the cache e knows them (with their components, so that each reader gets a
+ * default of its kind). */
+int ks_engine_clients_config(ks_engine *e, const ks_config *c, char **ret_json,
+			     char **reterr_msg);
 
 /* ---- duplicate contacts ------------------------------------------------------------------- */
 

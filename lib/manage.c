@@ -685,6 +685,40 @@ static void complete_collection(session *s, const create_spec *c, const char *hr
 	}
 }
 
+/* -EEXIST when a collection of that kind in home already shows name (case aside), other than
+ * except (NULL: none): two of one name cannot be told apart, and todoman refuses to start
+ * with two lists of one name. */
+static int refuse_taken_name(session *s, const char *home, bool calendar, const char *name,
+			     const char *except, char **reterr_msg)
+{
+	_cleanup_free_ char *why = NULL;
+	ks_collection *cols = NULL;
+	size_t n = 0;
+	int r = ks_list_home(s->dav, home, false, &cols, &n, &why);
+
+	if (r == -EACCES)
+		return ks_set_error(reterr_msg, r, "%s", ks_manage_auth_message());
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0) {
+		/* What comes next says better what is wrong with the home set. */
+		ks_log_debug("cannot list %s to look for '%s': %s", home, name,
+			     why ? why : strerror(-r));
+		return 0;
+	}
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		const ks_collection *k = &cols[i];
+		if ((k->kind == KS_COLLECTION_CALENDAR) != calendar || !k->displayname ||
+		    strcasecmp(k->displayname, name) != 0 || (except && strcmp(k->href, except) == 0))
+			continue;
+		r = ks_set_error(reterr_msg, -EEXIST, "a%s %s called '%s' exists already (%s); "
+				 "choose another name", calendar ? "" : "n",
+				 calendar ? "calendar" : "address book", k->displayname, k->href);
+	}
+	ks_collection_free_array(cols, n);
+	return r;
+}
+
 static int create_collection(const ks_account_config *a, const create_spec *c,
 			     char **ret_href, char **reterr_msg)
 {
@@ -704,6 +738,9 @@ static int create_collection(const ks_account_config *a, const create_spec *c,
 			       "offers no %ss to this account",
 			       c->calendar ? "calendar-home-set" : "addressbook-home-set",
 			       s.homes.principal, what);
+	r = refuse_taken_name(&s, home, c->calendar, c->name, NULL, reterr_msg);
+	if (r < 0)
+		return r;
 	size_t hl = strlen(home);
 
 	for (unsigned attempt = 0; attempt < CREATE_ATTEMPTS; attempt++) {
@@ -820,6 +857,92 @@ int ks_create_calendar(const ks_account_config *a, const char *name, unsigned co
 	create_spec c = { .calendar = true, .name = name, .components = components, .color = col,
 			  .body = body };
 	return create_collection(a, &c, ret_href, reterr_msg);
+}
+
+int ks_rename_collection(const ks_account_config *a, const char *href, bool calendar,
+			 const char *name, char **reterr_msg)
+{
+	_cleanup_(session_done) session s = {};
+	_cleanup_(readback_done) readback rb = {};
+	_cleanup_free_ char *body = NULL;
+	const char *what = calendar ? "calendar" : "address book";
+	int r;
+
+	assert(a && href && name);
+	if (!*name)
+		return ks_set_error(reterr_msg, -EINVAL, "the new name is empty");
+	r = ks_manage_proppatch_body(calendar, name, NULL, NULL, &body);
+	if (r == -EINVAL)
+		return ks_set_error(reterr_msg, r, "the name holds characters that cannot be sent "
+				    "(invalid UTF-8 or control characters)");
+	if (r < 0)
+		return r;
+	r = session_open(a, true, NULL, &s, reterr_msg);
+	if (r < 0)
+		return r;
+	const char *home = calendar ? s.homes.calendar_home : s.homes.addressbook_home;
+	if (home) {
+		r = refuse_taken_name(&s, home, calendar, name, href, reterr_msg);
+		if (r < 0)
+			return r;
+	}
+	readback answer = {};
+	ks_dav_request req = {
+		.method = "PROPPATCH",
+		.url = href,
+		.body = body,
+		.body_len = strlen(body),
+		.on_response = on_readback,
+		.userdata = &answer,
+	};
+	r = ks_dav_run_one(s.dav, &req);
+	readback_done(&answer);
+	if (r < 0) {
+		r = ks_set_error(reterr_msg, r, "%s", req.status == 401 ? ks_manage_auth_message()
+				 : req.errmsg[0] ? req.errmsg : strerror(-r));
+		ks_dav_request_done(&req);
+		return r;
+	}
+	ks_dav_request_done(&req);
+	/* A 207 may refuse the property inside: what the server keeps is what counts. */
+	r = stat_href(&s, href, &rb, reterr_msg);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return ks_set_error(reterr_msg, -ENOENT, "the %s %s is not on the server any more",
+				    what, href);
+	if (!rb.displayname || strcmp(rb.displayname, name) != 0)
+		return ks_set_error(reterr_msg, -EOPNOTSUPP, "the server did not take the new name "
+				    "of %s (it shows '%s')", href,
+				    rb.displayname ? rb.displayname : "no name");
+	ks_log_debug("account '%s': renamed %s %s to '%s'", s.acc->name, what, href, name);
+	return 0;
+}
+
+int ks_delete_collection(const ks_account_config *a, const char *href, char **reterr_msg)
+{
+	_cleanup_(session_done) session s = {};
+	int r;
+
+	assert(a && href);
+	r = session_open(a, true, NULL, &s, reterr_msg);
+	if (r < 0)
+		return r;
+	ks_dav_request req = { .method = "DELETE", .url = href };
+	r = ks_dav_run_one(s.dav, &req);
+	if (r == -ENOENT)
+		r = 0;	/* gone already */
+	else if (r < 0 && req.status == 401)
+		r = ks_set_error(reterr_msg, r, "%s", ks_manage_auth_message());
+	else if (r < 0 && (req.status == 403 || req.status == 405))
+		r = ks_set_error(reterr_msg, r, "the server does not let this account delete %s "
+				 "(HTTP %ld)", href, req.status);
+	else if (r < 0)
+		r = ks_set_error(reterr_msg, r, "%s", req.errmsg[0] ? req.errmsg : strerror(-r));
+	ks_dav_request_done(&req);
+	if (r >= 0)
+		ks_log_debug("account '%s': deleted %s", s.acc->name, href);
+	return r;
 }
 
 static int probe(const ks_account_config *a, bool fetch, const char *password, char **ret_json,
@@ -1089,22 +1212,30 @@ static int gen_khal(const char *data_dir, const ks_client_collection *const *cal
 			r = ks_buf_puts(b, "\ntype = calendar\ncolor = auto\n");
 		if (r >= 0 && cal[i]->readonly)
 			r = ks_buf_puts(b, "readonly = True\n");
-		if (!def && (cal[i]->components & KS_COMP_VEVENT) && !cal[i]->readonly)
-			def = names[i];
 	}
+	/* The default is where `khal new` writes: a calendar for events, rather one of events
+	 * alone than a task list that takes events too. */
+	for (size_t pass = 0; pass < 2 && !def; pass++)
+		for (size_t i = 0; i < n && !def; i++)
+			if ((cal[i]->components & KS_COMP_VEVENT) && !cal[i]->readonly &&
+			    (pass == 1 || !(cal[i]->components & KS_COMP_VTODO)))
+				def = names[i];
 	if (r >= 0)
 		r = ks_buf_puts(b, "\n[default]\n");
 	if (r >= 0)
 		r = ks_buf_printf(b, "%sdefault_calendar = %s\n", def ? "" : "# ",
 				  def ? def : names[0]);
+	/* Without formats khal takes the locale's, which `khal new` may then not parse. */
 	if (r >= 0)
 		r = ks_buf_puts(b, "\n[locale]\n"
-				"# khal follows the system's locale and time zone; to choose, e.g.:\n"
-				"# timeformat = %H:%M\n"
-				"# dateformat = %Y-%m-%d\n"
-				"# longdateformat = %Y-%m-%d\n"
-				"# datetimeformat = %Y-%m-%d %H:%M\n"
-				"# longdatetimeformat = %Y-%m-%d %H:%M\n"
+				"# Dates as `khal new 2025-03-01 10:00 11:00 Title` takes them, in any "
+				"locale:\n"
+				"timeformat = %H:%M\n"
+				"dateformat = %Y-%m-%d\n"
+				"longdateformat = %Y-%m-%d\n"
+				"datetimeformat = %Y-%m-%d %H:%M\n"
+				"longdatetimeformat = %Y-%m-%d %H:%M\n"
+				"# khal follows the system's time zone; to choose, e.g.:\n"
 				"# firstweekday = 0\n"
 				"# local_timezone = Europe/Zurich\n"
 				"# default_timezone = Europe/Zurich\n");
@@ -1208,12 +1339,15 @@ static int gen_todoman(const char *data_dir, const ks_client_collection *const *
 		return r;
 	if (n == 0)
 		return ks_buf_puts(b, "# No calendar with tasks is synced yet.\n");
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++)
 		if (account && strcmp(account, lists[i]->account) != 0)
 			account = NULL;
-		if (!def && (lists[i]->components & KS_COMP_VTODO) && !lists[i]->readonly)
-			def = todoman_name(lists[i]);
-	}
+	/* Where `todoman new` writes: a task list, rather one of tasks alone. */
+	for (size_t pass = 0; pass < 2 && !def; pass++)
+		for (size_t i = 0; i < n && !def; i++)
+			if ((lists[i]->components & KS_COMP_VTODO) && !lists[i]->readonly &&
+			    (pass == 1 || !(lists[i]->components & KS_COMP_VEVENT)))
+				def = todoman_name(lists[i]);
 	/* One glob for every list: all calendars, or those of the one account. */
 	r = ks_buf_puts(b, "path = \"");
 	if (r >= 0)
@@ -1235,8 +1369,13 @@ static int gen_todoman(const char *data_dir, const ks_client_collection *const *
 		r = ks_buf_printf(b, "%sdefault_list = ", def ? "" : "# ");
 	if (r >= 0)
 		r = put_python_string(b, def ? def : todoman_name(lists[0]));
+	/* Without formats todoman takes the locale's, which `todoman new --due` may then not
+	 * parse. */
 	if (r >= 0)
-		r = ks_buf_puts(b, "\n# date_format = \"%Y-%m-%d\"\n# time_format = \"%H:%M\"\n");
+		r = ks_buf_puts(b, "\n\n# Dates as `todoman new --due \"2025-03-01 10:00\" Title` takes "
+				"them, in any locale:\n"
+				"date_format = \"%Y-%m-%d\"\ntime_format = \"%H:%M\"\n"
+				"dt_separator = \" \"\n");
 	return r;
 }
 

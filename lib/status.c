@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "buf_p.h"
@@ -317,6 +318,55 @@ static bool collection_matches(const ks_collection *c, const char *name)
 	return strcmp(name, c->name) == 0;
 }
 
+void ks_collection_info_done(ks_collection_info *i)
+{
+	free(i->href);
+	free(i->path);
+	free(i->displayname);
+	*i = (ks_collection_info) {};
+}
+
+int ks_engine_find_collection(ks_engine *e, const char *account, const char *collection,
+			      ks_collection_info *ret)
+{
+	ks_collection *cols = NULL;
+	size_t n = 0, found = 0, at = 0;
+	int r = ks_cache_list_collections(e->cache, account, &cols, &n);
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		if (collection_matches(&cols[i], collection)) {
+			found++;
+			at = i;
+		}
+	if (found != 1) {
+		ks_collection_free_array(cols, n);
+		return found ? -EINVAL : -ENOENT;
+	}
+	const ks_collection *c = &cols[at];
+	ks_collection_info info = {
+		.href = strdup(c->href),
+		.displayname = c->displayname ? strdup(c->displayname) : NULL,
+		.calendar = c->kind == KS_COLLECTION_CALENDAR,
+		.readonly = c->readonly,
+		.enabled = c->enabled,
+		.items = ks_cache_count_items(e->cache, c->id),
+	};
+	if (asprintf(&info.path, "%s/%s", info.calendar ? "calendars" : "contacts", c->name) < 0)
+		info.path = NULL;
+	r = info.href && info.path && (info.displayname || !c->displayname) ? 0 : -ENOMEM;
+	if (r >= 0 && info.items < 0)
+		r = info.items;
+	ks_collection_free_array(cols, n);
+	if (r < 0) {
+		ks_collection_info_done(&info);
+		return r;
+	}
+	*ret = info;
+	return 0;
+}
+
 int ks_engine_set_enabled(ks_engine *e, const char *account, const char *collection,
 			  bool enabled)
 {
@@ -397,5 +447,55 @@ int ks_engine_forget_account(ks_engine *e, const char *account, bool delete_file
 		r = remove_tree(fd, account);
 		close(fd);
 	}
+	return r;
+}
+
+int ks_engine_clients_config(ks_engine *e, const ks_config *c, char **ret_json,
+			     char **reterr_msg)
+{
+	ks_collection *all = NULL;
+	size_t n_all = 0;
+	int r = 0;
+
+	/* Every enabled collection of the configured accounts that has its directory, with
+	 * the components the server gave it, so that each reader gets its kind. */
+	for (size_t i = 0; r >= 0 && i < c->n_accounts; i++) {
+		ks_collection *cols = NULL;
+		size_t n = 0;
+		r = ks_cache_list_collections(e->cache, c->accounts[i].name, &cols, &n);
+		if (r < 0)
+			break;
+		for (size_t k = 0; k < n; k++) {
+			_cleanup_free_ char *dir = NULL;
+			struct stat st;
+			if (!cols[k].enabled ||
+			    ks_engine_collection_dir(e, cols[k].account, &cols[k], &dir) < 0 ||
+			    stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+				continue;
+			ks_collection *na = realloc(all, (n_all + 1) * sizeof(*na));
+			if (!na) {
+				r = -ENOMEM;
+				break;
+			}
+			all = na;
+			all[n_all++] = cols[k];
+			cols[k] = (ks_collection) {};
+		}
+		ks_collection_free_array(cols, n);
+	}
+	ks_client_collection *cc = calloc(n_all + 1, sizeof(*cc));
+	if (r >= 0 && !cc)
+		r = -ENOMEM;
+	for (size_t i = 0; r >= 0 && i < n_all; i++)
+		cc[i] = (ks_client_collection) {
+			.account = all[i].account, .dir = all[i].name,
+			.calendar = all[i].kind == KS_COLLECTION_CALENDAR,
+			.displayname = all[i].displayname, .color = all[i].color,
+			.components = all[i].components, .readonly = all[i].readonly,
+		};
+	if (r >= 0)
+		r = ks_clients_config(c, e->data_dir, cc, n_all, ret_json, reterr_msg);
+	free(cc);
+	ks_collection_free_array(all, n_all);
 	return r;
 }

@@ -1129,7 +1129,10 @@ def check_clients_config(ks, text):
         if key == "path":
             assert value.strip("'\"").startswith(str(ks.data_dir)), (line, text)
         else:
-            assert key in ("type", "color", "default_action", "readonly"), (line, text)
+            assert key in ("type", "color", "default_action", "readonly", "default_calendar",
+                           "default_list", "timeformat", "dateformat", "longdateformat",
+                           "datetimeformat", "longdatetimeformat", "date_format",
+                           "time_format", "dt_separator"), (line, text)
     dirs = {"khal": sorted(str(p) for p in ks.calendars_dir(ACCOUNT).iterdir()),
             "khard": sorted(str(p) for p in ks.contacts_dir(ACCOUNT).iterdir())}
     for reader, top in (("khal", "calendars"), ("khard", "addressbooks")):

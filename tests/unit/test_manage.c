@@ -843,8 +843,8 @@ static void test_create_addressbook(void **state)
 	assert_int_equal(ks_create_addressbook(&a, "Family & \"Friends\"", "Close <family>", &href,
 					       &err), 0);
 	assert_string_equal(href, "/p/card/family-friends/");
-	assert_string_equal(s.log[3].method, "MKCOL");
-	assert_string_equal(s.log[3].body, want);
+	assert_string_equal(s.log[4].method, "MKCOL");
+	assert_string_equal(s.log[4].body, want);
 	free(href);
 	fake_stop(&s);
 
@@ -854,11 +854,13 @@ static void test_create_addressbook(void **state)
 	assert_null(err);
 	assert_string_equal(href, "/p/card/family/");
 	trace = fake_trace(&s);
-	assert_string_equal(trace, "PROPFIND /\nPROPFIND /p/\nPROPFIND /p/card/family/\n"
-			    "MKCOL /p/card/family/\nPROPFIND /p/card/family/\n");
-	assert_true(s.log[3].auth);
-	assert_non_null(strstr(s.log[3].body, "<d:displayname>Family</d:displayname>"));
-	assert_string_equal(s.log[2].depth, "0");
+	assert_string_equal(trace, "PROPFIND /\nPROPFIND /p/\nPROPFIND /p/card/\n"
+			    "PROPFIND /p/card/family/\nMKCOL /p/card/family/\n"
+			    "PROPFIND /p/card/family/\n");
+	assert_true(s.log[4].auth);
+	assert_non_null(strstr(s.log[4].body, "<d:displayname>Family</d:displayname>"));
+	assert_string_equal(s.log[2].depth, "1");
+	assert_string_equal(s.log[3].depth, "0");
 	free(href);
 	fake_stop(&s);
 }
@@ -906,8 +908,9 @@ static void test_create_missing_as_207(void **state)
 	assert_int_equal(ks_create_addressbook(&a, "Family", NULL, &href, &err), 0);
 	assert_string_equal(href, "/p/card/family/");
 	trace = fake_trace(&s);
-	assert_string_equal(trace, "PROPFIND /\nPROPFIND /p/\nPROPFIND /p/card/family/\n"
-			    "MKCOL /p/card/family/\nPROPFIND /p/card/family/\n");
+	assert_string_equal(trace, "PROPFIND /\nPROPFIND /p/\nPROPFIND /p/card/\n"
+			    "PROPFIND /p/card/family/\nMKCOL /p/card/family/\n"
+			    "PROPFIND /p/card/family/\n");
 	free(href);
 	fake_stop(&s);
 	free(xandikos_missing);
@@ -924,8 +927,8 @@ static void test_create_taken(void **state)
 	assert_int_equal(strlen(href), strlen("/p/card/family-12345678/"));
 	assert_memory_equal(href, "/p/card/family-", 15);
 	assert_int_equal(strspn(href + 15, "0123456789abcdef"), 8);
-	assert_string_equal(s.log[4].method, "MKCOL");
-	assert_string_equal(s.log[4].path, href);
+	assert_string_equal(s.log[5].method, "MKCOL");
+	assert_string_equal(s.log[5].path, href);
 	free(href);
 	fake_stop(&s);
 }
@@ -976,6 +979,49 @@ static void test_create_refused(void **state)
 		free(err);
 		fake_stop(&s);
 	}
+}
+
+/* The home set already has a collection of that name: nothing is created. */
+static void h_name_taken(fake_server *s, const fake_req *rq, int *status, const char **body)
+{
+	if (answer_discovery(rq, status, body, ms_homes))
+		return;
+	if (strcmp(rq->method, "PROPFIND") == 0 && strcmp(rq->depth, "1") == 0) {
+		*status = 207;
+		*body = strcmp(rq->path, "/p/card/") == 0 ? ms_listing_card : ms_listing_cal;
+	} else if (strcmp(rq->method, "PROPFIND") == 0)
+		*status = 404;
+	else
+		*status = 201;
+}
+
+static void test_create_name_taken(void **state)
+{
+	_cleanup_free_ char *trace = NULL;
+	fake_server s;
+	char url[64], *href = NULL, *err = NULL;
+
+	fake_start(&s, h_name_taken);
+	ks_account_config a = test_account(&s, url, sizeof(url));
+	assert_int_equal(ks_create_addressbook(&a, "contacts", NULL, &href, &err), -EEXIST);
+	assert_null(href);
+	assert_string_equal(err, "an address book called 'Contacts' exists already "
+			    "(/p/card/default/); choose another name");
+	free(err);
+	err = NULL;
+	/* Another kind's name is no obstacle; a calendar's name is taken for calendars. */
+	assert_int_equal(ks_create_calendar(&a, "Work", 0, NULL, &href, &err), -EEXIST);
+	assert_non_null(strstr(err, "a calendar called 'Work' exists already"));
+	free(err);
+	err = NULL;
+	assert_int_equal(ks_rename_collection(&a, "/p/card/other/", false, "CONTACTS", &err),
+			 -EEXIST);
+	free(err);
+	trace = fake_trace(&s);
+	assert_null(strstr(trace, "MKCOL"));
+	assert_null(strstr(trace, "MKCALENDAR"));
+	assert_null(strstr(trace, "PROPPATCH"));
+	fake_stop(&s);
 }
 
 static void h_unauthorized(fake_server *s, const fake_req *rq, int *status, const char **body)
@@ -1078,12 +1124,13 @@ static void test_create_calendar(void **state)
 			 0);
 	assert_string_equal(href, "/p/cal/tasks/");
 	trace = fake_trace(&s);
-	assert_string_equal(trace, "PROPFIND /\nPROPFIND /p/\nPROPFIND /p/cal/tasks/\n"
-			    "MKCALENDAR /p/cal/tasks/\nPROPFIND /p/cal/tasks/\n"
-			    "PROPPATCH /p/cal/tasks/\nPROPFIND /p/cal/tasks/\n");
-	assert_non_null(strstr(s.log[3].body, "<c:comp name=\"VTODO\"/>"));
-	assert_non_null(strstr(s.log[5].body, "<ic:calendar-color>#FF8800</ic:calendar-color>"));
-	assert_null(strstr(s.log[5].body, "displayname"));
+	assert_string_equal(trace, "PROPFIND /\nPROPFIND /p/\nPROPFIND /p/cal/\n"
+			    "PROPFIND /p/cal/tasks/\nMKCALENDAR /p/cal/tasks/\n"
+			    "PROPFIND /p/cal/tasks/\nPROPPATCH /p/cal/tasks/\n"
+			    "PROPFIND /p/cal/tasks/\n");
+	assert_non_null(strstr(s.log[4].body, "<c:comp name=\"VTODO\"/>"));
+	assert_non_null(strstr(s.log[6].body, "<ic:calendar-color>#FF8800</ic:calendar-color>"));
+	assert_null(strstr(s.log[6].body, "displayname"));
 	assert_string_equal(n.text.data, "account 't': the server keeps its own component set "
 			    "(VEVENT, VTODO, VJOURNAL) for the new calendar /p/cal/tasks/ instead "
 			    "of VTODO\n");
@@ -1187,9 +1234,9 @@ static void test_create_description_patched(void **state)
 	fake_start(&s, h_book_desc);
 	ks_account_config a = test_account(&s, url, sizeof(url));
 	assert_int_equal(ks_create_addressbook(&a, "Family", "Close", &href, &err), 0);
-	assert_int_equal(s.n_log, 7);
-	assert_string_equal(s.log[5].method, "PROPPATCH");
-	assert_non_null(strstr(s.log[5].body, "<d:prop><a:addressbook-description>Close"
+	assert_int_equal(s.n_log, 8);
+	assert_string_equal(s.log[6].method, "PROPPATCH");
+	assert_non_null(strstr(s.log[6].body, "<d:prop><a:addressbook-description>Close"
 			       "</a:addressbook-description></d:prop>"));
 	free(href);
 	fake_stop(&s);
@@ -1314,6 +1361,7 @@ int main(void)
 		cmocka_unit_test(test_create_addressbook),
 		cmocka_unit_test(test_create_missing_as_207),
 		cmocka_unit_test(test_create_taken),
+		cmocka_unit_test(test_create_name_taken),
 		cmocka_unit_test(test_create_refused),
 		cmocka_unit_test(test_create_auth),
 		cmocka_unit_test(test_create_plain_collection),
