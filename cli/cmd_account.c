@@ -26,7 +26,7 @@ static void help(void)
 	       "                           --password-command CMD | --password-file FILE |\n"
 	       "                           --no-password) [--ca-file FILE]\n"
 	       "                           [--allow-insecure-http] [--interval DURATION]\n"
-	       "       ksyncctl account list\n"
+	       "       ksyncctl account list [--json]\n"
 	       "       ksyncctl account remove NAME [--delete-local-data]\n"
 	       "\n"
 	       "add     find the account's address books, calendars and task lists on the\n"
@@ -399,7 +399,7 @@ static int account_add(int argc, char **argv)
 			help();
 			return 0;
 		default:
-			return -EINVAL;
+			return ctl_usage_error();
 		}
 	}
 	if (optind + 1 != argc)
@@ -607,7 +607,9 @@ static int account_add(int argc, char **argv)
 
 static int account_list(int argc, char **argv)
 {
+	enum { ARG_JSON = 0x100 };
 	static const struct option options[] = {
+		{ "json", no_argument, NULL, ARG_JSON },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -620,11 +622,14 @@ static int account_list(int argc, char **argv)
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
 		switch (c) {
+		case ARG_JSON:
+			arg_json = true;
+			break;
 		case 'h':
 			help();
 			return 0;
 		default:
-			return -EINVAL;
+			return ctl_usage_error();
 		}
 	}
 	if (optind < argc)
@@ -641,6 +646,46 @@ static int account_list(int argc, char **argv)
 		return r;
 
 	const ks_json *accounts = ks_json_get(j, "accounts");
+	if (arg_json) {
+		/* The accounts as Status has them, without their collections and conflicts
+		 * ('ksyncctl collections --json' and 'ksyncctl conflicts --json' have those). */
+		_cleanup_(ks_buf_done) ks_buf b = {};
+		ks_json_writer w;
+		ks_json_writer_init(&w, &b, false);
+		ks_json_write_object_begin(&w);
+		ks_json_write_key(&w, "accounts");
+		ks_json_write_array_begin(&w);
+		for (size_t i = 0; i < ks_json_count(accounts); i++) {
+			const ks_json *a = ks_json_at(accounts, i);
+			const ks_json *cols = ks_json_get(a, "collections");
+			size_t enabled = 0;
+			for (size_t k = 0; k < ks_json_count(cols); k++)
+				enabled += ks_json_get_bool(ks_json_at(cols, k), "enabled", true);
+			ks_json_write_object_begin(&w);
+			static const char *const keys[] = { "name", "url", "state", "last_sync",
+							    "last_result", "last_error", "next_sync",
+							    "retry_in" };
+			for (size_t k = 0; k < ELEMENTSOF(keys); k++) {
+				const ks_json *v = ks_json_get(a, keys[k]);
+				ks_json_write_key(&w, keys[k]);
+				if (v)
+					ks_json_write_value(&w, v);
+				else
+					ks_json_write_null(&w);
+			}
+			ks_json_write_key(&w, "collections");
+			ks_json_write_int(&w, (int64_t) ks_json_count(cols));
+			ks_json_write_key(&w, "enabled");
+			ks_json_write_int(&w, (int64_t) enabled);
+			ks_json_write_object_end(&w);
+		}
+		ks_json_write_array_end(&w);
+		ks_json_write_object_end(&w);
+		r = ks_json_writer_finish(&w);
+		if (r < 0)
+			return ctl_error(r, "Failed to write JSON: %m");
+		return ctl_print_json(b.data);
+	}
 	if (ks_json_count(accounts) == 0) {
 		fputs("No accounts.\n", stdout);
 		return 0;
@@ -701,7 +746,7 @@ static int account_remove(int argc, char **argv)
 			help();
 			return 0;
 		default:
-			return -EINVAL;
+			return ctl_usage_error();
 		}
 	}
 	if (optind + 1 != argc)
@@ -732,12 +777,12 @@ int cmd_account(int argc, char **argv)
 	};
 	int r;
 
-	r = ctl_no_json("account");
-	if (r < 0)
-		return r;
 	if (argc < 2)
 		return ctl_error(-EINVAL, "account needs add, list or remove (see 'ksyncctl "
 				 "account --help').");
+	r = strcmp(argv[1], "list") == 0 ? 0 : ctl_no_json("account add and remove");
+	if (r < 0)
+		return r;
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		help();
 		return 0;

@@ -129,7 +129,7 @@ int cmd_add_calendar(int argc, char **argv)
 			help();
 			return 0;
 		default:
-			return -EINVAL;
+			return ctl_usage_error();
 		}
 	}
 	r = ctl_no_json("add-calendar");

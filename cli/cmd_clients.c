@@ -10,7 +10,9 @@
 
 int cmd_clients(int argc, char **argv)
 {
+	enum { ARG_JSON = 0x100 };
 	static const struct option options[] = {
+		{ "json", no_argument, NULL, ARG_JSON },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -29,22 +31,23 @@ int cmd_clients(int argc, char **argv)
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
 		switch (c) {
+		case ARG_JSON:
+			arg_json = true;
+			break;
 		case 'h':
-			printf("Usage: ksyncctl clients\n"
+			printf("Usage: ksyncctl clients [--json]\n"
 			       "\n"
 			       "Print configuration for khal, khard and todoman that reads the\n"
 			       "synced collections, ready to paste into their configuration\n"
 			       "files.\n"
 			       "\n"
+			       "  --json       print them as a JSON object, one string per reader\n"
 			       "  -h, --help   show this help\n");
 			return 0;
 		default:
-			return -EINVAL;
+			return ctl_usage_error();
 		}
 	}
-	r = ctl_no_json("clients");
-	if (r < 0)
-		return r;
 	if (optind < argc)
 		return ctl_error(-EINVAL, "clients takes no arguments.");
 
@@ -54,9 +57,12 @@ int cmd_clients(int argc, char **argv)
 	r = ctl_call(bus, "Clients", CTL_TIMEOUT_USEC, NULL, &reply, NULL);
 	if (r < 0)
 		return r;
-	r = ctl_reply_json(reply, &j, NULL);
+	const char *answer;
+	r = ctl_reply_json(reply, &j, &answer);
 	if (r < 0)
 		return r;
+	if (arg_json)
+		return ctl_print_json(answer);
 
 	for (size_t i = 0; i < ELEMENTSOF(clients); i++) {
 		const char *text = ks_json_get_string(j, clients[i].key);

@@ -45,7 +45,7 @@ int cmd_collections(int argc, char **argv)
 			help();
 			return 0;
 		default:
-			return -EINVAL;
+			return ctl_usage_error();
 		}
 	}
 	if (optind < argc)

@@ -67,6 +67,8 @@ int ctl_config_report(const char *path, bool quiet_when_clean)
 		fputs(".\n", stdout);
 	}
 	ks_config_free(c);
+	if (r > 0)
+		ctl_exit_status = CTL_EXIT_CONFIG;
 	return r > 0 ? -EINVAL : 0;
 }
 
@@ -86,7 +88,7 @@ static int config_check(int argc, char **argv)
 			help();
 			return 0;
 		default:
-			return -EINVAL;
+			return ctl_usage_error();
 		}
 	}
 	if (argc - optind > 1)

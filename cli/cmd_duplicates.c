@@ -417,7 +417,7 @@ int cmd_duplicates(int argc, char **argv)
 			help();
 			return 0;
 		default:
-			return -EINVAL;
+			return ctl_usage_error();
 		}
 	}
 	if (optind < argc && (strcmp(argv[optind], "list") == 0 || strcmp(argv[optind], "show") == 0 ||

@@ -35,7 +35,7 @@ static int set_enabled(int argc, char **argv, bool enable)
 				      : "Stop syncing this collection.");
 			return 0;
 		default:
-			return -EINVAL;
+			return ctl_usage_error();
 		}
 	}
 	r = ctl_no_json(verb);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "ctl.h"
+#include "ipc.h"
 #include "macro.h"
 
 int cmd_reload(int argc, char **argv)
@@ -28,7 +29,7 @@ int cmd_reload(int argc, char **argv)
 			       "  -h, --help   show this help\n");
 			return 0;
 		default:
-			return -EINVAL;
+			return ctl_usage_error();
 		}
 	}
 	r = ctl_no_json("reload");
@@ -40,5 +41,10 @@ int cmd_reload(int argc, char **argv)
 	r = ctl_bus_open(&bus);
 	if (r < 0)
 		return r;
-	return ctl_call(bus, "Reload", CTL_TIMEOUT_USEC, NULL, NULL, NULL);
+	_cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+	r = ctl_call(bus, "Reload", CTL_TIMEOUT_USEC, &e, NULL, NULL);
+	/* ksyncd refuses a reload only for the errors of the file. */
+	if (r < 0 && sd_bus_error_has_name(&e, KS_IPC_ERROR_FAILED))
+		ctl_exit_status = CTL_EXIT_CONFIG;
+	return r;
 }

@@ -12,11 +12,12 @@
 
 static void help(void)
 {
-	printf("Usage: ksyncctl status [--json]\n"
+	printf("Usage: ksyncctl [-v] status [--json]\n"
 	       "\n"
 	       "Show every account: its state, last and next sync and errors; its collections\n"
 	       "with item counts and local changes not yet sent; and the conflicts that left a\n"
-	       "copy to look at.\n"
+	       "copy to look at. With -v before the verb, also each collection's directory,\n"
+	       "address on the server and last run.\n"
 	       "\n"
 	       "  --json       print ksyncd's answer as JSON\n"
 	       "  -h, --help   show this help\n");
@@ -42,7 +43,7 @@ static int parse_argv(int argc, char **argv)
 			help();
 			return 0;
 		default:
-			return -EINVAL;
+			return ctl_usage_error();
 		}
 	}
 	if (optind < argc)
@@ -116,6 +117,18 @@ static int print_collections(const ks_json *cols)
 	} else
 		fputs("  no collections found yet\n", stdout);
 
+	for (size_t i = 0; arg_verbose && i < ks_json_count(cols); i++) {
+		/* -v: where each one lives, here and on the server, and when it was tried. */
+		const ks_json *c = ks_json_at(cols, i);
+		char when[CTL_TIME_MAX];
+		fputs("  ", stdout);
+		ctl_fputs(ks_json_get_string(c, "path"), stdout);
+		fputs(": ", stdout);
+		ctl_fputs(ks_json_get_string(c, "dir"), stdout);
+		fputs("\n      ", stdout);
+		ctl_fputs(ks_json_get_string(c, "href"), stdout);
+		printf(", last run %s\n", ctl_format_time(ks_json_get_int(c, "last_run", 0), when));
+	}
 	for (size_t i = 0; i < ks_json_count(cols); i++) {
 		const ks_json *c = ks_json_at(cols, i);
 		const char *err = ks_json_get_string(c, "last_error");

@@ -12,33 +12,43 @@
 
 #include "ctl.h"
 #include "ipc.h"
+#include "ksync.h"
 #include "macro.h"
 #include "table.h"
 
 static bool arg_force;
 static bool arg_allow_mass_delete;
+static bool arg_dry_run;
 static const char *arg_target = "";
 
 static void help(void)
 {
-	printf("Usage: ksyncctl sync [--force] [--allow-mass-delete] [ACCOUNT[/COLLECTION]]\n"
+	printf("Usage: ksyncctl sync [--force] [--allow-mass-delete] [--dry-run] [--json]\n"
+	       "                     [ACCOUNT[/COLLECTION]]\n"
 	       "\n"
 	       "Sync every account, one account, or one collection (its directory name, or\n"
 	       "contacts/NAME or calendars/NAME) now, and wait for the end. Progress is shown\n"
-	       "on a terminal. The exit status is 0 only when everything synced.\n"
+	       "on a terminal (with -v before the verb, on lines of its own elsewhere). The\n"
+	       "exit status is 0 only when everything synced; 4 when the credentials were\n"
+	       "refused or no password was had, 5 when the server could not be reached.\n"
 	       "\n"
 	       "  --force              ignore stored sync tokens and compare everything,\n"
 	       "                       restoring missing or damaged local files\n"
 	       "  --allow-mass-delete  let this run delete more than half of a collection\n"
+	       "  --dry-run            say what would be fetched, sent and deleted; change\n"
+	       "                       nothing\n"
+	       "  --json               print each account's result as JSON\n"
 	       "  -h, --help           show this help\n");
 }
 
 static int parse_argv(int argc, char **argv)
 {
-	enum { ARG_FORCE = 0x100, ARG_MASS };
+	enum { ARG_FORCE = 0x100, ARG_MASS, ARG_JSON, ARG_DRY_RUN };
 	static const struct option options[] = {
 		{ "force", no_argument, NULL, ARG_FORCE },
 		{ "allow-mass-delete", no_argument, NULL, ARG_MASS },
+		{ "json", no_argument, NULL, ARG_JSON },
+		{ "dry-run", no_argument, NULL, ARG_DRY_RUN },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
@@ -53,11 +63,17 @@ static int parse_argv(int argc, char **argv)
 		case ARG_MASS:
 			arg_allow_mass_delete = true;
 			break;
+		case ARG_JSON:
+			arg_json = true;
+			break;
+		case ARG_DRY_RUN:
+			arg_dry_run = true;
+			break;
 		case 'h':
 			help();
 			return 0;
 		default:
-			return -EINVAL;
+			return ctl_usage_error();
 		}
 	}
 	if (optind < argc)
@@ -71,6 +87,9 @@ static int parse_argv(int argc, char **argv)
 }
 
 typedef struct sync_state {
+	FILE *json;		/* --json: the accounts' results, as an array being written */
+	bool json_first;
+	int failure;		/* the worst CTL_EXIT_* of the accounts' failures, 0: none */
 	uint32_t run_id;
 	bool started;		/* the Sync call answered: run_id is known */
 	char *daemon;		/* unique bus name of the ksyncd that answered */
@@ -104,11 +123,17 @@ static void show_progress(sync_state *s, const char *fmt, ...)
 	char line[512];
 	va_list ap;
 
-	if (!s->progress)
+	if (!s->progress && !arg_verbose)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
+	if (!s->progress) {
+		/* -v without a terminal: each step on a line of its own. */
+		_cleanup_free_ char *plain = ctl_sanitize(line, false);
+		fprintf(stderr, "%s\n", plain ? plain : "");
+		return;
+	}
 
 	_cleanup_free_ char *safe = ctl_sanitize(line, false);
 	if (!safe)
@@ -270,7 +295,23 @@ static int on_finished(sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
 		return 0;
 	}
 	_cleanup_free_ char *safe = ctl_sanitize(account, false);
-	if (print_result(s, safe ? safe : "?", json) == 0 && !ok)
+	_cleanup_(ks_json_freep) ks_json *j = NULL;
+	if (ks_json_parse(json, strlen(json), &j, NULL) >= 0) {
+		const char *f = ks_json_get_string(j, "failure");
+		/* Credentials first, then the network: what the user has to fix. */
+		int kind = !f ? 0 : strcmp(f, "authentication") == 0 ? CTL_EXIT_AUTH
+			   : strcmp(f, "network") == 0 ? CTL_EXIT_NETWORK : CTL_EXIT_FAILURE;
+		if (kind == CTL_EXIT_AUTH || (kind && s->failure != CTL_EXIT_AUTH &&
+					      (kind == CTL_EXIT_NETWORK || !s->failure)))
+			s->failure = kind;
+	}
+	if (s->json) {
+		fprintf(s->json, "%s{\"account\":", s->json_first ? "" : ",");
+		ctl_json_fputs(s->json, account);
+		fprintf(s->json, ",\"ok\":%s,\"result\":%s}", ok ? "true" : "false",
+			*json ? json : "null");
+		s->json_first = false;
+	} else if (print_result(s, safe ? safe : "?", json) == 0 && !ok)
 		printf("%s: failed\n", safe ? safe : "?");
 	/* A run of a single account may end with that account's signal alone. */
 	if (s->account && strcmp(account, s->account) == 0) {
@@ -332,6 +373,57 @@ static int wait_for_end(sd_bus *bus, sync_state *s, const sigset_t *unblocked)
 	}
 }
 
+/* --dry-run: what a sync would do, in words or as JSON; nothing changes. */
+static int dry_run(void)
+{
+	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+	_cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+	_cleanup_(ks_json_freep) ks_json *j = NULL;
+	const char *text;
+	int r, failed = 0;
+
+	r = ctl_bus_open(&bus);
+	if (r < 0)
+		return r;
+	r = ctl_call(bus, "Preview", CTL_TIMEOUT_NETWORK_USEC, NULL, &reply, "sb", arg_target,
+		     arg_force);
+	if (r < 0)
+		return r;
+	r = ctl_reply_json(reply, &j, &text);
+	if (r < 0)
+		return r;
+	const ks_json *accounts = ks_json_get(j, "accounts");
+	for (size_t i = 0; i < ks_json_count(accounts); i++) {
+		const ks_json *a = ks_json_at(accounts, i);
+		const char *err = ks_json_get_string(a, "error");
+		if (err) {
+			ctl_error(-EIO, "%s: %s", ks_json_get_string(a, "account") ?: "?", err);
+			failed++;
+			continue;
+		}
+		for (size_t k = 0; k < ks_json_count(ks_json_get(a, "collections")); k++)
+			failed += ks_json_get_string(ks_json_at(ks_json_get(a, "collections"), k),
+						     "error") != NULL;
+		if (arg_json)
+			continue;
+		_cleanup_(ks_buf_done) ks_buf one = {};
+		ks_json_writer w;
+		_cleanup_free_ char *words = NULL;
+		ks_json_writer_init(&w, &one, false);
+		(void) ks_json_write_value(&w, a);
+		if (ks_json_writer_finish(&w) >= 0 &&
+		    ks_sync_preview_describe(one.data, true, &words) >= 0) {
+			_cleanup_free_ char *safe = ctl_sanitize(words, true);
+			fputs(safe ? safe : "", stdout);
+		}
+	}
+	if (arg_json)
+		r = ctl_print_json(text);
+	if (failed)
+		return ctl_error(-EIO, "Could not tell for everything.");
+	return r;
+}
+
 int cmd_sync(int argc, char **argv)
 {
 	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -340,12 +432,21 @@ int cmd_sync(int argc, char **argv)
 	sigset_t block, old;
 	int r;
 
+	_cleanup_free_ char *json_out = NULL;
+	size_t json_len = 0;
+
 	r = parse_argv(argc, argv);
 	if (r <= 0)
 		return r;
-	r = ctl_no_json("sync");
-	if (r < 0)
-		return r;
+	if (arg_dry_run)
+		return dry_run();
+	if (arg_json) {
+		s.json = open_memstream(&json_out, &json_len);
+		if (!s.json)
+			return ctl_error(-ENOMEM, "Out of memory.");
+		fputs("{\"accounts\":[", s.json);
+		s.json_first = true;
+	}
 	if (*arg_target) {
 		s.account = strndup(arg_target, strcspn(arg_target, "/"));
 		if (!s.account)
@@ -413,12 +514,21 @@ int cmd_sync(int argc, char **argv)
 			      "--user -u ksyncd'.");
 		goto finish;
 	}
+	if (s.json) {
+		fprintf(s.json, "],\"ok\":%s}", s.ok ? "true" : "false");
+		if (fclose(s.json) == 0)
+			(void) ctl_print_json(json_out);
+		s.json = NULL;
+	}
 	if (!s.ok) {
+		ctl_exit_status = s.failure ? s.failure : CTL_EXIT_FAILURE;
 		r = ctl_error(-EIO, "Not everything synced.");
 		goto finish;
 	}
 	r = 0;
 finish:
+	if (s.json)
+		fclose(s.json);
 	free(s.daemon);
 	free(s.account);
 	return r;

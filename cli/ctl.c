@@ -13,7 +13,9 @@
 #include "macro.h"
 
 bool arg_json;
+bool arg_verbose;
 const char *ctl_verb;
+int ctl_exit_status;
 
 static const char no_bus_hint[] =
 	"ksyncctl: 'ksyncd --once' syncs every account once without a bus (for cron and "
@@ -45,8 +47,8 @@ int ctl_no_json(const char *verb)
 {
 	if (!arg_json)
 		return 0;
-	return ctl_error(-EINVAL, "--json is available for status and collections, not for %s.",
-			 verb);
+	return ctl_error(-EINVAL, "%s prints no JSON; --json goes with status, sync, collections, "
+			 "account list, clients, conflicts and duplicates.", verb);
 }
 
 int ctl_bus_open(sd_bus **ret)
@@ -163,8 +165,10 @@ static int log_call_error(const char *method, int r, const sd_bus_error *e)
 	if (has_prefix(name, "org.freedesktop.DBus.Error.Spawn.") ||
 	    has_prefix(name, "org.freedesktop.systemd1.")) {
 		ctl_error(r, "D-Bus failed to start ksyncd: %s", safe);
-		if (explain_start_failure())
+		if (explain_start_failure()) {
+			ctl_exit_status = CTL_EXIT_CONFIG;
 			return r;
+		}
 		fputs("ksyncctl: See 'journalctl --user -u ksyncd' for why.\n", stderr);
 		fputs(no_bus_hint, stderr);
 		return r;
@@ -181,6 +185,13 @@ static int log_call_error(const char *method, int r, const sd_bus_error *e)
 			  "restart it ('systemctl --user restart ksyncd').", method);
 		return r;
 	}
+	/* An account ksync.conf does not have, or has with errors. */
+	if (strcmp(name, KS_IPC_ERROR_NO_ACCOUNT) == 0)
+		ctl_exit_status = CTL_EXIT_CONFIG;
+	else if (strcmp(name, KS_IPC_ERROR_AUTH) == 0)
+		ctl_exit_status = CTL_EXIT_AUTH;
+	else if (strcmp(name, KS_IPC_ERROR_NETWORK) == 0)
+		ctl_exit_status = CTL_EXIT_NETWORK;
 	if (!msg)
 		return ctl_error(r, "%s failed: %s", method, safe);
 	return log_lines(r, msg);
@@ -261,6 +272,22 @@ int ctl_print_json(const char *text)
 	fputs(b.data, stdout);
 	fputc('\n', stdout);
 	return 0;
+}
+
+void ctl_json_fputs(FILE *f, const char *s)
+{
+	_cleanup_(ks_buf_done) ks_buf b = {};
+	ks_json_writer w;
+
+	ks_json_writer_init(&w, &b, false);
+	if (s)
+		(void) ks_json_write_string(&w, s);
+	else
+		(void) ks_json_write_null(&w);
+	if (ks_json_writer_finish(&w) >= 0 && b.data)
+		fputs(b.data, f);
+	else
+		fputs("null", f);
 }
 
 char *ctl_sanitize(const char *s, bool multiline)

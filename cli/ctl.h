@@ -22,6 +22,20 @@
 
 /* --json given before the verb. */
 extern bool arg_json;
+/* -v, --verbose: more detail. */
+extern bool arg_verbose;
+
+/* The exit status of ksyncctl (ksyncctl(1), EXIT STATUS). */
+enum {
+	CTL_EXIT_FAILURE = 1,	/* something else failed: a collection, ksyncd, the bus */
+	CTL_EXIT_USAGE = 2,	/* an unknown option or verb, arguments missing or wrong */
+	CTL_EXIT_CONFIG = 3,	/* ksync.conf: errors, or an account it does not have */
+	CTL_EXIT_AUTH = 4,	/* the server refused the credentials, or no password */
+	CTL_EXIT_NETWORK = 5,	/* the server could not be reached, timed out, or TLS failed */
+};
+/* Set by a verb that knows what kind of failure it met (CTL_EXIT_*); 0 otherwise, and the
+ * exit status follows the error: -EINVAL is a usage error, anything else a failure. */
+extern int ctl_exit_status;
 
 int cmd_status(int argc, char **argv);
 int cmd_sync(int argc, char **argv);
@@ -78,6 +92,9 @@ int ctl_call(sd_bus *bus, const char *method, uint64_t timeout_usec, sd_bus_erro
 /* Reads the single JSON string of a reply into a tree (and, if ret_text is not NULL, the
  * text itself, borrowed from the reply). Logs. */
 int ctl_reply_json(sd_bus_message *reply, ks_json **ret, const char **ret_text);
+
+/* Writes s as a JSON string (null for NULL). */
+void ctl_json_fputs(FILE *f, const char *s);
 
 /* Prints a JSON text indented, to stdout. Logs a text that is not JSON. */
 int ctl_print_json(const char *text);

@@ -51,43 +51,61 @@ static void help(void)
 	}
 	printf("\n"
 	       "Options:\n"
-	       "  --json         print the answers of status, collections and duplicates as JSON\n"
+	       "  --json         print answers as JSON (status, sync, collections, account list,\n"
+	       "                 clients, conflicts, duplicates)\n"
+	       "  -v, --verbose  more detail\n"
 	       "  -h, --help     show this help\n"
-	       "  --version      show the version\n"
+	       "  -V, --version  show the version\n"
 	       "\n"
 	       "'ksyncctl VERB --help' shows the options of a verb. Without a verb, ksyncctl\n"
-	       "shows the status. See ksyncctl(1).\n");
+	       "shows the status. Exit status: 0 done, 1 failed, 2 usage error, 3 configuration\n"
+	       "error, 4 credentials refused or no password, 5 server unreachable. See\n"
+	       "ksyncctl(1).\n");
 }
 
 static int parse_argv(int argc, char **argv)
 {
-	enum { ARG_JSON = 0x100, ARG_VERSION };
+	enum { ARG_JSON = 0x100 };
 	static const struct option options[] = {
 		{ "json", no_argument, NULL, ARG_JSON },
+		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, ARG_VERSION },
+		{ "version", no_argument, NULL, 'V' },
 		{}
 	};
 	int c;
 
 	/* '+': options after the verb belong to the verb. */
-	while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0) {
+	while ((c = getopt_long(argc, argv, "+hvV", options, NULL)) >= 0) {
 		switch (c) {
 		case ARG_JSON:
 			arg_json = true;
 			break;
+		case 'v':
+			arg_verbose = true;
+			break;
 		case 'h':
 			help();
 			return 0;
-		case ARG_VERSION:
+		case 'V':
 			printf("ksyncctl %s (D-Bus interface %s version %u)\n", CTL_VERSION,
 			       KS_IPC_INTERFACE, KS_IPC_VERSION);
 			return 0;
 		default:
-			return -EINVAL;
+			return ctl_usage_error();
 		}
 	}
 	return 1;
+}
+
+/* What a verb's result means as an exit status. */
+static int exit_status(int r)
+{
+	if (r >= 0)
+		return EXIT_SUCCESS;
+	if (ctl_exit_status)
+		return ctl_exit_status;
+	return r == -EINVAL ? CTL_EXIT_USAGE : CTL_EXIT_FAILURE;
 }
 
 int main(int argc, char **argv)
@@ -96,13 +114,18 @@ int main(int argc, char **argv)
 
 	/* Only for the width of characters in aligned columns: numbers stay in the C locale. */
 	(void) setlocale(LC_CTYPE, "");
+	/* getopt's messages name the program as the user calls it, not by its path. */
+	static char self[] = "ksyncctl";
+	if (argc > 0)
+		argv[0] = self;
 	r = parse_argv(argc, argv);
 	if (r <= 0)
-		return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+		return r < 0 ? CTL_EXIT_USAGE : EXIT_SUCCESS;
 
 	if (optind >= argc) {
 		char *args[] = { (char *) "status", NULL };
-		return cmd_status(1, args) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+		ctl_verb = "status";
+		return exit_status(cmd_status(1, args));
 	}
 	const char *name = argv[optind];
 	if (strcmp(name, "help") == 0) {
@@ -117,8 +140,8 @@ int main(int argc, char **argv)
 				argv[optind] = label;
 			ctl_verb = verbs[i].name;
 			r = verbs[i].run(argc - optind, argv + optind);
-			return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+			return exit_status(r);
 		}
 	ctl_error(-EINVAL, "Unknown verb '%s'; 'ksyncctl --help' lists them.", name);
-	return EXIT_FAILURE;
+	return CTL_EXIT_USAGE;
 }

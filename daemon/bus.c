@@ -29,6 +29,26 @@ static void pending_reply_add(PendingReply *p)
 	pending_replies = p;
 }
 
+/* The error name of a failure that talked to the server: the credentials and the network
+ * have their own, so that a caller (ksyncctl's exit status) can tell them apart. */
+static const char *failure_name(int r)
+{
+	switch (r) {
+	case -EACCES:
+		return KS_IPC_ERROR_AUTH;
+	case -ECONNREFUSED:
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+	case -ENETDOWN:
+	case -ETIMEDOUT:
+	case -ECONNRESET:
+	case -EKEYREJECTED:
+		return KS_IPC_ERROR_NETWORK;
+	default:
+		return KS_IPC_ERROR_FAILED;
+	}
+}
+
 static int check_version(sd_bus_message *m, sd_bus_error *error)
 {
 	uint32_t v = 0;
@@ -229,7 +249,7 @@ static void create_done(Manager *m, void *data, int r)
 	uint32_t id = 0;
 
 	if (r < 0) {
-		(void) sd_bus_reply_method_errorf(j->call, KS_IPC_ERROR_FAILED,
+		(void) sd_bus_reply_method_errorf(j->call, failure_name(r),
 						  "Failed to create '%s' in account '%s': %s",
 						  j->name, j->account_name,
 						  j->error ? j->error : strerror(-r));
@@ -391,7 +411,7 @@ static void coll_done(Manager *m, void *data, int r)
 	uint32_t id = 0;
 
 	if (r < 0) {
-		(void) sd_bus_reply_method_errorf(j->call, KS_IPC_ERROR_FAILED, "Failed to %s %s/%s: %s",
+		(void) sd_bus_reply_method_errorf(j->call, failure_name(r), "Failed to %s %s/%s: %s",
 						  j->delete ? "delete" : "rename", j->account,
 						  j->info.path, j->error ? j->error : strerror(-r));
 		coll_job_free(j);
@@ -576,7 +596,7 @@ static void probe_done(Manager *m, void *data, int r)
 	ProbeJob *j = data;
 
 	if (r < 0)
-		(void) sd_bus_reply_method_errorf(j->call, KS_IPC_ERROR_FAILED, "%s",
+		(void) sd_bus_reply_method_errorf(j->call, failure_name(r), "%s",
 						  j->error ? j->error : strerror(-r));
 	else
 		(void) sd_bus_reply_method_return(j->call, "s", j->json ? j->json : "{}");
@@ -804,7 +824,7 @@ static void dup_done(Manager *m, void *data, int r)
 
 	if (r < 0) {
 		const char *name = r == -ENOENT && j->kind == DUP_LIST ? KS_IPC_ERROR_NO_COLLECTION
-								      : KS_IPC_ERROR_FAILED;
+								      : failure_name(r);
 		(void) sd_bus_reply_method_errorf(j->call, name, "%s",
 						  j->error ? j->error : strerror(-r));
 	} else
@@ -933,6 +953,131 @@ static int method_undo_merge(sd_bus_message *m, void *userdata, sd_bus_error *er
 		return -ENOMEM;
 	}
 	return dup_start(man, m, j);
+}
+
+/* ---- what a sync would do ---------------------------------------------------------------- */
+
+typedef struct PreviewJob {
+	sd_bus_message *call;
+	char *account;		/* NULL: every account */
+	char *collection;	/* NULL: every collection */
+	bool force;
+	char *json;
+} PreviewJob;
+
+static void preview_job_free(PreviewJob *j)
+{
+	sd_bus_message_unref(j->call);
+	free(j->account);
+	free(j->collection);
+	free(j->json);
+	free(j);
+}
+
+static int preview_run(Manager *m, void *data)
+{
+	PreviewJob *j = data;
+	ks_engine *e = NULL;
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f;
+	int r = ks_engine_new(m->data_dir, &e);
+
+	if (r < 0)
+		return r;
+	f = open_memstream(&out, &len);
+	if (!f) {
+		ks_engine_free(e);
+		return -ENOMEM;
+	}
+	fputs("{\"accounts\":[", f);
+	bool first = true;
+	for (size_t i = 0; i < m->config->n_accounts; i++) {
+		const ks_account_config *a = &m->config->accounts[i];
+		_cleanup_free_ char *json = NULL, *why = NULL;
+		if (j->account && strcmp(j->account, a->name) != 0)
+			continue;
+		ks_sync_opts o = { .force = j->force, .only_collection = j->collection,
+				   .cancel = &m->cancel };
+		r = ks_sync_preview(e, a, &o, &json, &why);
+		fputs(first ? "" : ",", f);
+		first = false;
+		if (r >= 0)
+			fputs(json, f);
+		else {
+			fputs("{\"account\":", f);
+			json_fputs(f, a->name);
+			fputs(",\"error\":", f);
+			json_fputs(f, why ? why : strerror(-r));
+			fputs("}", f);
+		}
+	}
+	fputs("]}", f);
+	ks_engine_free(e);
+	if (fclose(f) != 0) {
+		free(out);
+		return -ENOMEM;
+	}
+	j->json = out;
+	return 0;
+}
+
+static void preview_done(Manager *m, void *data, int r)
+{
+	PreviewJob *j = data;
+
+	if (r < 0)
+		(void) sd_bus_reply_method_errorf(j->call, KS_IPC_ERROR_FAILED,
+						  "Failed to look at what a sync would do: %s",
+						  strerror(-r));
+	else
+		(void) sd_bus_reply_method_return(j->call, "s", j->json);
+	preview_job_free(j);
+}
+
+static int method_preview(sd_bus_message *m, void *userdata, sd_bus_error *error)
+{
+	Manager *man = userdata;
+	const char *target;
+	int force;
+	int r = check_version(m, error);
+
+	if (r < 0)
+		return r;
+	r = sd_bus_message_read(m, "sb", &target, &force);
+	if (r < 0)
+		return r;
+	r = check_text(error, "target", target, ARG_MAX_LEN, true);
+	if (r < 0)
+		return r;
+	PreviewJob *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->force = force;
+	size_t n = strcspn(target, "/");
+	if (*target && !(j->account = strndup(target, n))) {
+		preview_job_free(j);
+		return -ENOMEM;
+	}
+	if (target[n] == '/' && target[n + 1] && !(j->collection = strdup(target + n + 1))) {
+		preview_job_free(j);
+		return -ENOMEM;
+	}
+	if (j->account && !manager_find_account(man, j->account)) {
+		_cleanup_free_ char *why = manager_explain_unknown_account(man, j->account);
+		r = why ? sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "%s", why)
+			: sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "No account '%s' in %s.",
+					    j->account, man->config_path);
+		preview_job_free(j);
+		return r;
+	}
+	j->call = sd_bus_message_ref(m);
+	r = manager_run_job(man, preview_run, preview_done, j);
+	if (r < 0) {
+		preview_job_free(j);
+		return r;
+	}
+	return 1;	/* answered later */
 }
 
 /* ---- conflicts ---------------------------------------------------------------------------- */
@@ -1120,6 +1265,7 @@ static const sd_bus_vtable vtable[] = {
 		      SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD("DeleteCollection", "usb", "s", method_delete_collection,
 		      SD_BUS_VTABLE_UNPRIVILEGED),
+	SD_BUS_METHOD("Preview", "usb", "s", method_preview, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD("Conflicts", "us", "s", method_conflicts, SD_BUS_VTABLE_UNPRIVILEGED),
 	SD_BUS_METHOD("ResolveConflict", "uss", "s", method_resolve_conflict,
 		      SD_BUS_VTABLE_UNPRIVILEGED),

@@ -25,6 +25,7 @@ static bool arg_once;
 static bool arg_force;
 static bool arg_allow_mass_delete;
 static bool arg_wait;
+static bool arg_dry_run;
 static const char *arg_config;
 static const char *arg_account;
 static bool log_prefix;		/* stderr goes to the journal: use <N> priority prefixes */
@@ -206,6 +207,18 @@ static int run_once(const ks_config *cfg)
 			.userdata = &st,
 			.cancel = &once_cancel,
 		};
+		if (arg_dry_run) {
+			_cleanup_free_ char *json = NULL, *why = NULL, *text = NULL;
+			r = ks_sync_preview(e, a, &o, &json, &why);
+			if (r >= 0)
+				r = ks_sync_preview_describe(json, true, &text);
+			if (r < 0) {
+				log_at(KS_LOG_ERR, "%s: %s", a->name, why ? why : strerror(-r));
+				st.failed++;
+			} else
+				fputs(text, stdout);
+			continue;
+		}
 		(void) ks_sync_account(e, a, &o);
 		if (once_cancel)
 			break;
@@ -305,6 +318,8 @@ static void help(void)
 	       "  --force              ignore stored sync tokens and compare everything\n"
 	       "  --allow-mass-delete  let this run delete more than half of a collection\n"
 	       "  --wait               wait for another ksync process syncing an account\n"
+	       "  --dry-run            with --once: say what would be fetched, sent and\n"
+	       "                       deleted, and change nothing\n"
 	       "  -c, --config FILE    configuration file (default\n"
 	       "                       $XDG_CONFIG_HOME/ksync/ksync.conf)\n"
 	       "  --log-level LEVEL    err, warning, notice, info or debug (default: log_level\n"
@@ -313,7 +328,8 @@ static void help(void)
 	       "  -h, --help           show this help\n"
 	       "  --version            show the version\n"
 	       "\n"
-	       "Exit status: 0 when every collection synced, 1 otherwise.\n"
+	       "Exit status: 0 when every collection synced, 1 when something failed, 2 for a\n"
+	       "usage error, 78 when ksync.conf leaves no account to run.\n"
 	       "See ksyncd(8) and ksync.conf(5).\n");
 }
 
@@ -328,12 +344,14 @@ void log_use_config_level(int level, bool service)
 
 static int parse_argv(int argc, char **argv)
 {
-	enum { ARG_ONCE = 0x100, ARG_FORCE, ARG_LOG_LEVEL, ARG_VERSION, ARG_MASS, ARG_WAIT };
+	enum { ARG_ONCE = 0x100, ARG_FORCE, ARG_LOG_LEVEL, ARG_VERSION, ARG_MASS, ARG_WAIT,
+	       ARG_DRY_RUN };
 	static const struct option options[] = {
 		{ "once", no_argument, NULL, ARG_ONCE },
 		{ "force", no_argument, NULL, ARG_FORCE },
 		{ "allow-mass-delete", no_argument, NULL, ARG_MASS },
 		{ "wait", no_argument, NULL, ARG_WAIT },
+		{ "dry-run", no_argument, NULL, ARG_DRY_RUN },
 		{ "config", required_argument, NULL, 'c' },
 		{ "log-level", required_argument, NULL, ARG_LOG_LEVEL },
 		{ "help", no_argument, NULL, 'h' },
@@ -355,6 +373,9 @@ static int parse_argv(int argc, char **argv)
 			break;
 		case ARG_WAIT:
 			arg_wait = true;
+			break;
+		case ARG_DRY_RUN:
+			arg_dry_run = true;
 			break;
 		case 'c':
 			arg_config = optarg;
@@ -383,6 +404,11 @@ static int parse_argv(int argc, char **argv)
 		arg_account = argv[optind++];
 	if (optind < argc) {
 		log_at(KS_LOG_ERR, "Too many arguments.");
+		return -EINVAL;
+	}
+	if (arg_dry_run && !arg_once) {
+		log_at(KS_LOG_ERR, "--dry-run goes with --once ('ksyncctl sync --dry-run' asks the "
+		       "service).");
 		return -EINVAL;
 	}
 	return 1;

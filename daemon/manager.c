@@ -368,9 +368,21 @@ static void account_arm_after_run(Account *a)
 	(void) schedule(a, delay);
 }
 
-/* The JSON of SyncFinished (lib/ipc.h): what this run did to each collection it was to sync,
- * and nothing about the others. NULL when out of memory. */
-static char *run_json(Account *a)
+/* What kind of failure a run met, for ksyncctl's exit status; NULL for none. */
+static const char *failure_kind(const Account *a, int r)
+{
+	if (r == 0)
+		return NULL;
+	if (r == -EACCES || r == -EKEYREVOKED || a->password_failed)
+		return "authentication";
+	if (is_offline(r) || r == -ETIMEDOUT || r == -ECONNRESET || r == -EKEYREJECTED)
+		return "network";
+	return "other";
+}
+
+/* The JSON of SyncFinished (lib/ipc.h): what this run (its result r) did to each collection
+ * it was to sync, and nothing about the others. NULL when out of memory. */
+static char *run_json(Account *a, int r)
 {
 	char *json = NULL;
 	size_t len = 0;
@@ -401,7 +413,9 @@ static char *run_json(Account *a)
 		fputs(i ? "," : "", f);
 		json_fputs(f, a->notices[i]);
 	}
-	fputs("]}", f);
+	fputs("],\"failure\":", f);
+	json_fputs(f, failure_kind(a, r));
+	fputs("}", f);
 	if (fclose(f) != 0) {
 		free(json);
 		return NULL;
@@ -425,7 +439,7 @@ static void run_done(Manager *m, Job *j, int r)
 	if (r == -EKEYREVOKED) {
 		/* The credentials are still the refused ones: nothing was sent; the collections
 		 * say why they were not synced. */
-		_cleanup_free_ char *json = run_json(a);
+		_cleanup_free_ char *json = run_json(a, r);
 		alert_run_done(m, a, false);
 		for (size_t i = 0; i < a->n_running; i++) {
 			bus_emit_finished(m, a->running_runs[i], a->cfg.name, false,
@@ -482,7 +496,7 @@ static void run_done(Manager *m, Job *j, int r)
 	alert_run_done(m, a, !j->only_collection);
 
 	/* The JSON of SyncFinished for every run this one reports to. */
-	_cleanup_free_ char *json = run_json(a);
+	_cleanup_free_ char *json = run_json(a, r);
 	bool ok = a->last_result == 0;
 	for (size_t i = 0; i < a->n_running; i++) {
 		bus_emit_finished(m, a->running_runs[i], a->cfg.name, ok, json ? json : "{}");
@@ -594,6 +608,9 @@ static void handle_event(Manager *m, Msg *msg)
 		break;
 	case KS_SYNC_ACCOUNT_FAILED:
 		a->alert_reached = true;
+		/* lib/sync.c words a failure to get the password so. */
+		if (msg->message && strncmp(msg->message, "cannot get the password", 23) == 0)
+			a->password_failed = true;
 		(void) strv_add(&a->errors, &a->n_errors, msg->message);
 		log_at(KS_LOG_ERR, "%s: %s", a->cfg.name, msg->message);
 		break;
@@ -740,6 +757,7 @@ static int account_start(Account *a)
 	a->n_notices = 0;
 	results_free(&a->run_results, &a->n_run_results);
 	alert_run_reset(a);
+	a->password_failed = false;
 	a->job = j;
 	r = start_thread(j);
 	if (r < 0) {

@@ -89,6 +89,7 @@ struct Account {
 	AlertState alert[_ALERT_MAX];
 	AlertRun alert_run[_ALERT_MAX];
 	bool alert_reached;	/* the run under way reached a collection or failed as a whole */
+	bool password_failed;	/* the run under way could not get the password */
 };
 
 struct Manager {

@@ -13,6 +13,10 @@
  *       target: "" (every account), "ACCOUNT" or "ACCOUNT/COLLECTION" where COLLECTION is
  *       the directory name or "contacts/NAME" / "calendars/NAME". Starts at once (or queues
  *       behind a run of the same account) and returns; SyncFinished tells the end.
+ *   Preview(u version, s target, b force) -> (s json)
+ *       What Sync would do, done nothing of: {"accounts": [the object of ks_sync_preview()
+ *       (lib/ksync.h), or {"account": s, "error": s}]}; answers when every account in
+ *       target has been looked at (one listing per collection).
  *   Status(u version) -> (s json)
  *       {"version": s, "config": {"path": s, "errors": [s], "warnings": [s],
  *        "invalid_accounts": [s]}, "accounts": [{"name": s, "url": s, "state": "idle"|
@@ -128,8 +132,10 @@
  *       A run over the whole account no longer met that kind of problem.
  *
  * Errors (D-Bus error names): KS_IPC_ERROR_VERSION, KS_IPC_ERROR_NO_ACCOUNT,
- * KS_IPC_ERROR_NO_COLLECTION, KS_IPC_ERROR_FAILED (message says why), plus the standard
- * org.freedesktop.DBus.Error.InvalidArgs. */
+ * KS_IPC_ERROR_NO_COLLECTION, KS_IPC_ERROR_FAILED (message says why), KS_IPC_ERROR_AUTH and
+ * KS_IPC_ERROR_NETWORK (methods that talk to the server: ProbeAccount, CreateAddressBook,
+ * CreateCalendar, RenameCollection, DeleteCollection, MergeDuplicates, UndoMerge), plus the
+ * standard org.freedesktop.DBus.Error.InvalidArgs. */
 
 #define KS_IPC_VERSION 2u
 #define KS_IPC_BUS_NAME "io.ksync.Sync1"
@@ -140,3 +146,7 @@
 #define KS_IPC_ERROR_NO_ACCOUNT "io.ksync.Sync1.Error.NoSuchAccount"
 #define KS_IPC_ERROR_NO_COLLECTION "io.ksync.Sync1.Error.NoSuchCollection"
 #define KS_IPC_ERROR_FAILED "io.ksync.Sync1.Error.Failed"
+/* Failures of methods that talk to the server: the credentials were refused, or the server
+ * could not be reached (refused or failed connection, timeout, unverifiable certificate). */
+#define KS_IPC_ERROR_AUTH "io.ksync.Sync1.Error.Authentication"
+#define KS_IPC_ERROR_NETWORK "io.ksync.Sync1.Error.Network"

@@ -242,6 +242,24 @@ typedef struct ks_sync_opts {
  * -EKEYREVOKED: nothing was sent, the credentials are still o->refused_credentials. */
 int ks_sync_account(ks_engine *e, const ks_account_config *a, const ks_sync_opts *o);
 
+/* What ks_sync_account() would do to the account's enabled collections (o->only_collection
+ * narrows them; o->force compares everything; o may be NULL), without doing it: the local
+ * side by the run's own scan, read-only, and the server's by one listing per collection
+ * (sync-collection from the stored token, or a PROPFIND of every etag), compared with the
+ * cache. Nothing is written or sent but those listings. *ret_json gets {"account": s,
+ * "first_sync": b (the cache knows no collection yet: a first sync lists the server's),
+ * "collections": [{"path": s, "readonly": b, "fetch_new": n, "fetch_changed": n,
+ * "delete_here": n, "send": n, "delete_on_server": n, "merge": n, "refused": n, each with
+ * "<key>_names": [the first 50 file names], "mass_deletion": b (the guard would stop the
+ * collection), "truncated": b, "error": s|null}]}, owned by the caller. Errors of the
+ * password and the cache, with *reterr_msg. */
+int ks_sync_preview(ks_engine *e, const ks_account_config *a, const ks_sync_opts *o,
+		    char **ret_json, char **reterr_msg);
+/* The JSON of ks_sync_preview() in words, a line per collection ("ACCOUNT/PATH: would fetch
+ * 2 new, ...", "nothing to do"), with names the names of the items under each line. *ret is
+ * owned by the caller. -EBADMSG for a text that is not such JSON. */
+int ks_sync_preview_describe(const char *json, bool names, char **ret);
+
 /* The error scope of a failure (STYLE: item, collection, account). */
 typedef enum ks_error_scope {
 	KS_SCOPE_ITEM,

@@ -384,7 +384,7 @@ def test_account_add_options(radicale, start_server, ks, daemon):
 
     r = daemon.ctl("account", "add", "bad", "--url", radicale.url, "--no-password",
                    "--interval", "10s")
-    assert r.rc == 1 and "--interval" in r.stderr, r.stderr
+    assert r.rc == 2 and "--interval" in r.stderr, r.stderr
     r = daemon.ctl("account", "add", "work", "--url", radicale.url, "--no-password")
     assert r.rc == 1 and "exists already" in r.stderr, r.stderr
 
@@ -409,7 +409,7 @@ def test_account_add_insecure_http_and_ca_file(radicale, ks, daemon, tmp_path):
     url = "http://%s:%d/" % (host, radicale.port)
     r = daemon.ctl("account", "add", "plain", "--url", url, "--username", radicale.username,
                    "--password-file", pw)
-    assert r.rc == 1 and "allow_insecure_http" in r.stderr, r.stderr
+    assert r.rc == 2 and "allow_insecure_http" in r.stderr, r.stderr
     r = daemon.ctl("account", "add", "plain", "--url", url, "--username", radicale.username,
                    "--password-file", pw, "--allow-insecure-http")
     assert r.rc == 0, r.stdout + r.stderr
@@ -420,7 +420,7 @@ def test_account_add_insecure_http_and_ca_file(radicale, ks, daemon, tmp_path):
     try:
         r = daemon.ctl("account", "add", "tls", "--url", front.url, "--username",
                        radicale.username, "--password-file", pw)
-        assert r.rc == 1 and "ca_file" in r.stderr, r.stderr
+        assert r.rc == 5 and "ca_file" in r.stderr, r.stderr    # the network (TLS)
         os.symlink(cert.cert, ks.home / "ca.pem")
         r = daemon.ctl("account", "add", "tls", "--url", front.url, "--username",
                        radicale.username, "--password-file", pw, "--ca-file", "ca.pem")
@@ -498,7 +498,7 @@ def test_broken_account_next_to_a_good_one(radicale, ks, daemon):
     assert "has errors; left out until it is fixed: broken" in r.stdout, r.stdout
     assert "unknown key 'usrname'" in r.stdout, r.stdout
     r = daemon.ctl("sync", "broken")
-    assert r.rc == 1
+    assert r.rc == 3    # a configuration error
     assert "Account 'broken' in %s has errors" % ks.config_path in r.stderr, r.stderr
     assert "unknown key 'usrname'" in r.stderr and "?" not in r.stderr, r.stderr
 
@@ -518,7 +518,7 @@ def test_only_broken_accounts_exit_with_ex_config(radicale, ks, daemon):
     # Started by D-Bus activation, as ksyncctl would: ksyncctl says why it cannot start.
     daemon.make_activatable()
     r = daemon.ctl("status")
-    assert r.rc == 1
+    assert r.rc == 3
     assert "ksyncd cannot start: no account of %s is free of errors" % ks.config_path \
         in r.stderr, r.stderr
     assert "ksync.conf:3: unknown key 'usrname' in [account broken]" in r.stderr, r.stderr
@@ -538,7 +538,7 @@ def test_config_check(ks, tmp_path):
                     "username = bob  # work\n\n[account b]\nurl = ftp://b.example/\n")
     p = subprocess.run([ctl, "config", "check"], env=ks.env(), capture_output=True,
                        text=True, timeout=30)
-    assert p.returncode == 1, p.stdout + p.stderr
+    assert p.returncode == 3, p.stdout + p.stderr
     lines = p.stderr.splitlines()
     assert "%s:2: interval '5' is too short; the minimum is 60s" % ks.config_path in lines, \
         p.stderr
@@ -565,7 +565,7 @@ def test_reload_errors_keep_their_line_breaks(radicale, ks, daemon):
     wait_until(lambda: synced(daemon, ACCOUNT), 60, "the first sync")
     ks.write_config(ks.config_text() + "[account x]\nbogus = 1\nother = 2\n")
     r = daemon.ctl("reload")
-    assert r.rc == 1
+    assert r.rc == 3
     lines = r.stderr.splitlines()
     assert "ksyncctl: %s:7: unknown key 'bogus' in [account x]" % ks.config_path in lines, \
         r.stderr
@@ -700,7 +700,7 @@ def test_401_during_sync_stops_the_account(radicale, ks, daemon):
 
     # ksyncctl sync tries once more (and stops again).
     r = daemon.ctl("sync", ACCOUNT)
-    assert r.rc == 1
+    assert r.rc == 4    # the credentials
     assert "application password" in r.stdout + r.stderr, r.stdout + r.stderr
     assert account_state(daemon, ACCOUNT)["state"] == "stopped"
     refused = failed_logins(radicale)
