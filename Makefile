@@ -11,6 +11,9 @@ else
 USERUNITDIR ?= $(PREFIX)/share/systemd/user
 endif
 DBUSSERVICEDIR ?= $(PREFIX)/share/dbus-1/services
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 DESTDIR ?=
 
 CC ?= cc
@@ -32,7 +35,7 @@ DEB_PACKAGES := gcc make pkg-config libc6-dev \
 	php-sqlite3 khard khal todoman vdirsyncer \
 	python3-pytest python3-requests python3-configobj curl dbus dbus-daemon systemd mandoc \
 	sqlite3 procps time openssl strace util-linux gnome-keyring libsecret-tools \
-	python3-dbus python3-gi
+	python3-dbus python3-gi zsh fish
 
 ifeq ($(SANITIZE),1)
 B := build/asan
@@ -183,7 +186,11 @@ bench: deps
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
-		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(USERUNITDIR) $(DESTDIR)$(DBUSSERVICEDIR)
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(USERUNITDIR) $(DESTDIR)$(DBUSSERVICEDIR) \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	install -m 0644 completions/ksyncctl.bash $(DESTDIR)$(BASHCOMPDIR)/ksyncctl
+	install -m 0644 completions/_ksyncctl $(DESTDIR)$(ZSHCOMPDIR)/_ksyncctl
+	install -m 0644 completions/ksyncctl.fish $(DESTDIR)$(FISHCOMPDIR)/ksyncctl.fish
 	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)/
 	for m in $(MANPAGES); do \
 		s=$${m##*.}; install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done
@@ -204,6 +211,8 @@ uninstall:
 	for m in $(MANPAGES); do s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; done
 	rm -f $(DESTDIR)$(USERUNITDIR)/ksyncd.service
 	rm -f $(DESTDIR)$(DBUSSERVICEDIR)/io.ksync.Sync1.service
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/ksyncctl $(DESTDIR)$(ZSHCOMPDIR)/_ksyncctl \
+		$(DESTDIR)$(FISHCOMPDIR)/ksyncctl.fish
 
 clean:
 	rm -rf build

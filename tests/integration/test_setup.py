@@ -821,7 +821,10 @@ def test_make_install_paths(tmp_path):
     svc = prefix / "share" / "dbus-1" / "services" / "io.ksync.Sync1.service"
     assert "Exec=%s/bin/ksyncd" % prefix in svc.read_text()
     for f in ("bin/ksyncd", "bin/ksyncctl", "share/man/man1/ksyncctl.1",
-              "share/man/man5/ksync.conf.5", "share/man/man8/ksyncd.8"):
+              "share/man/man5/ksync.conf.5", "share/man/man8/ksyncd.8",
+              "share/bash-completion/completions/ksyncctl",
+              "share/zsh/site-functions/_ksyncctl",
+              "share/fish/vendor_completions.d/ksyncctl.fish"):
         assert (prefix / f).is_file(), f
 
     dest = tmp_path / "dest"
