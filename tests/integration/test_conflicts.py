@@ -4,7 +4,6 @@ engine like any edit (issue 14)."""
 import json
 import re
 
-from ksynctest import servers
 from ksynctest.daemon import wait_until
 from ksynctest.faults import card, server_uids, uid_of, write_file
 
@@ -81,7 +80,7 @@ def test_list_and_resolve_keeping_each_side(server, ks, daemon):
 
 def test_resolve_keeping_both_makes_a_new_item(server, ks, daemon):
     book, d = sync_people(server, ks, daemon)
-    c = make_conflict(server, book, d, daemon, "c0", 1)
+    make_conflict(server, book, d, daemon, "c0", 1)
     r = daemon.ctl("conflicts", "resolve", "--json", "%s/people/c0.vcf" % ACCOUNT,
                    "--keep", "both")
     assert r.rc == 0, r.stdout + r.stderr

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from ksynctest import gen
 from ksynctest.daemon import wait_until
 from ksynctest.faults import card, event, write_file
 from ksynctest.notifications import Notifications

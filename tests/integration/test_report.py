@@ -4,9 +4,8 @@ sync times across restarts, pending files with their reasons."""
 import json
 import os
 import re
-import time
 
-from ksynctest import gen, servers
+from ksynctest import gen
 from ksynctest.daemon import wait_until
 
 ACCOUNT = "acct"
