@@ -228,7 +228,8 @@ static char *merged_keys(const AlertRun *ar, const char *known, bool keep_known)
 	char **all = calloc(n + 1, sizeof(char *));
 	if (!all)
 		return NULL;
-	memcpy(all, ar->keys, n * sizeof(char *));
+	if (n)
+		memcpy(all, ar->keys, n * sizeof(char *));
 	_cleanup_free_ char *copy = keep_known && known ? strdup(known) : NULL;
 	size_t total = n;
 	for (char *p = copy, *save = NULL, *tok; p && (tok = strtok_r(p, "\n", &save)); p = NULL) {
