@@ -39,7 +39,7 @@ ks_plan_action ks_plan_fetched(ks_plan_file file, bool same_bytes, bool force)
 	return KS_PLAN_DEFER;
 }
 
-ks_plan_action ks_plan_gone(ks_plan_file file)
+ks_plan_action ks_plan_gone(ks_plan_file file, bool deleting)
 {
 	switch (file) {
 	case KS_PLAN_FILE_NONE:
@@ -47,7 +47,9 @@ ks_plan_action ks_plan_gone(ks_plan_file file)
 	case KS_PLAN_FILE_UNTRACKED_OTHER:
 		return KS_PLAN_NOTHING;
 	case KS_PLAN_FILE_AS_RECORDED:
-		return KS_PLAN_DELETE_FILE;
+		/* Our own deletion, sent before a crash, of a file that is back since (moved
+		 * away and back): the user wants it after all, and it goes up as a new item. */
+		return deleting ? KS_PLAN_FORGET : KS_PLAN_DELETE_FILE;
 	case KS_PLAN_FILE_EDITED:
 	case KS_PLAN_FILE_DAMAGED:
 	case KS_PLAN_FILE_MISSING:

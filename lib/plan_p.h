@@ -75,9 +75,9 @@ typedef enum ks_plan_action {
  * EDITED. WRITE, RECORD, REPAIR, DEFER, HOLD or ADOPT. */
 ks_plan_action ks_plan_fetched(ks_plan_file file, bool same_bytes, bool force);
 
-/* The server no longer has an item whose file is file. NOTHING (no row), DELETE_FILE or
- * FORGET. */
-ks_plan_action ks_plan_gone(ks_plan_file file);
+/* The server no longer has an item whose file is file; deleting is true when a deletion of
+ * it was sent by a run a crash cut short. NOTHING (no row), DELETE_FILE or FORGET. */
+ks_plan_action ks_plan_gone(ks_plan_file file, bool deleting);
 
 /* A local change: what the scan found of a file next to its row. */
 typedef enum ks_plan_change {

@@ -271,8 +271,8 @@ static int on_listing(const ks_remote_member *r, void *userdata)
 	ks_cache_item_done(&it);
 	/* This run's own uploads are read back: some servers store them changed and still
 	 * answer with an ETag (Radicale reorders an event's properties). */
-				if (same && c->read_back && ks_coll_uploaded_here(c, href))
-				same = false;
+	if (same && c->read_back && ks_coll_uploaded_here(c, href))
+		same = false;
 	if (same && !c->R->o->force)
 		return 0;
 	/* A server that converts cards (SabreDAV, Cyrus: vCard 3.0 unless asked otherwise)
@@ -370,7 +370,8 @@ static int delete_items(coll_run *c, char **hrefs, size_t n)
 			return r;
 		}
 		any = true;
-		if (ks_plan_gone(r) != KS_PLAN_DELETE_FILE) {
+		const ks_intent *in = ks_coll_find_intent(c, hrefs[i]);
+		if (ks_plan_gone(r, in && in->op == KS_INTENT_DELETE) != KS_PLAN_DELETE_FILE) {
 			ks_cache_item_done(&it);
 			continue;
 		}

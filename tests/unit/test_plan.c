@@ -49,22 +49,25 @@ static void test_fetched_table(void **state)
 
 static void test_gone_table(void **state)
 {
-	static const ks_plan_action want[_KS_PLAN_FILE_MAX] = {
-		[KS_PLAN_FILE_NONE] = A(NOTHING),
-		[KS_PLAN_FILE_AS_RECORDED] = A(DELETE_FILE),
-		[KS_PLAN_FILE_EDITED] = A(FORGET),
-		[KS_PLAN_FILE_DAMAGED] = A(FORGET),
-		[KS_PLAN_FILE_MISSING] = A(FORGET),
-		[KS_PLAN_FILE_RENAMED] = A(FORGET),
-		[KS_PLAN_FILE_OTHER] = A(FORGET),
-		[KS_PLAN_FILE_UNTRACKED_SAME] = A(NOTHING),
-		[KS_PLAN_FILE_UNTRACKED_OTHER] = A(NOTHING),
+	/* [file][deleting] */
+	static const ks_plan_action want[_KS_PLAN_FILE_MAX][2] = {
+		[KS_PLAN_FILE_NONE] = { A(NOTHING), A(NOTHING) },
+		[KS_PLAN_FILE_AS_RECORDED] = { A(DELETE_FILE), A(FORGET) },
+		[KS_PLAN_FILE_EDITED] = { A(FORGET), A(FORGET) },
+		[KS_PLAN_FILE_DAMAGED] = { A(FORGET), A(FORGET) },
+		[KS_PLAN_FILE_MISSING] = { A(FORGET), A(FORGET) },
+		[KS_PLAN_FILE_RENAMED] = { A(FORGET), A(FORGET) },
+		[KS_PLAN_FILE_OTHER] = { A(FORGET), A(FORGET) },
+		[KS_PLAN_FILE_UNTRACKED_SAME] = { A(NOTHING), A(NOTHING) },
+		[KS_PLAN_FILE_UNTRACKED_OTHER] = { A(NOTHING), A(NOTHING) },
 	};
 
 	for (int f = 0; f < _KS_PLAN_FILE_MAX; f++)
-		if (ks_plan_gone(f) != want[f])
-			fail_msg("gone(%s): %s, want %s", ks_plan_file_name(f),
-				 ks_plan_action_name(ks_plan_gone(f)), ks_plan_action_name(want[f]));
+		for (int d = 0; d < 2; d++)
+			if (ks_plan_gone(f, d) != want[f][d])
+				fail_msg("gone(%s, deleting=%d): %s, want %s", ks_plan_file_name(f),
+					 d, ks_plan_action_name(ks_plan_gone(f, d)),
+					 ks_plan_action_name(want[f][d]));
 }
 
 static void test_local_table(void **state)
@@ -193,7 +196,7 @@ static void pull(model *m, enum server_change sc, bool force)
 	if (sc == S_UNCHANGED || (!m->row && !m->server))
 		return;
 	if (sc == S_GONE) {
-		a = ks_plan_gone(m->file);
+		a = ks_plan_gone(m->file, false);
 		assert_true(a == A(NOTHING) || a == A(DELETE_FILE) || a == A(FORGET));
 		if (a == A(DELETE_FILE)) {
 			/* Only a file as ksync left it is ever deleted. */
@@ -372,14 +375,16 @@ static void test_every_run(void **state)
 static void test_no_loss_cases(void **state)
 {
 	/* Deleted on the server, edited here: the edit stays and goes up as a new item. */
-	assert_int_equal(ks_plan_gone(KS_PLAN_FILE_EDITED), A(FORGET));
+	assert_int_equal(ks_plan_gone(KS_PLAN_FILE_EDITED, false), A(FORGET));
+	/* Moved away, deleted there by a run a crash cut short, moved back: the file stays. */
+	assert_int_equal(ks_plan_gone(KS_PLAN_FILE_AS_RECORDED, true), A(FORGET));
 	/* Renamed here while the server changed it: no second file with the UID. */
 	assert_int_equal(ks_plan_fetched(KS_PLAN_FILE_RENAMED, false, false), A(DEFER));
 	/* A new server item whose UID a new local file has: one item, merged. */
 	assert_int_equal(ks_plan_fetched(KS_PLAN_FILE_UNTRACKED_OTHER, false, false), A(ADOPT));
 	/* A symlink where the file was: nothing written through it, the change held. */
 	assert_int_equal(ks_plan_fetched(KS_PLAN_FILE_OTHER, false, true), A(HOLD));
-	assert_int_equal(ks_plan_gone(KS_PLAN_FILE_OTHER), A(FORGET));
+	assert_int_equal(ks_plan_gone(KS_PLAN_FILE_OTHER, false), A(FORGET));
 	/* Xandikos's 207 to a PUT is a refusal, not a success. */
 	assert_int_equal(ks_plan_written(false, false, -EPROTO, 207), A(REFUSE));
 	/* A refused change stays refused even in a read-only collection: not reverted. */
