@@ -193,23 +193,30 @@ void ks_sync_report_failed(coll_run *c)
 			    "%u item(s) could not be fetched; they will be retried", fetch);
 }
 
-/* An interrupted upload of a file the user deleted since: the listing just done brought in
- * whatever of it reached the server, and nothing is left to send, so its intent goes (it
- * would be "resumed" on every run). */
+/* Intents nothing is left to do for (each would be "resumed" on every run): an interrupted
+ * upload of a file the user deleted since (the listing just done brought in whatever of it
+ * reached the server), and an interrupted deletion of a file that is back (moved away and
+ * back: a deletion that reached the server took the row with it above, and the file goes up
+ * as a new item). */
 static int drop_stale_intents(coll_run *c)
 {
 	for (size_t i = 0; i < c->n_intents; i++) {
 		const ks_intent *in = &c->intents[i];
-		if (in->op == KS_INTENT_DELETE || !in->filename ||
-		    faccessat(c->L.dirfd, in->filename, F_OK, AT_SYMLINK_NOFOLLOW) == 0 ||
-		    errno != ENOENT)
+		bool deletion = in->op == KS_INTENT_DELETE;
+		if (!in->filename)
+			continue;
+		bool there = faccessat(c->L.dirfd, in->filename, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+		if (!there && errno != ENOENT)
+			continue;
+		if (there != deletion)
 			continue;
 		ks_cache_item it = {};
 		int r = ks_cache_get_item(c->R->e->cache, c->L.col->id, in->href, &it);
+		bool same_file = r >= 0 && it.filename && strcmp(it.filename, in->filename) == 0;
 		ks_cache_item_done(&it);
-		if (r == -ENOENT)
+		if (deletion ? same_file : r == -ENOENT)
 			r = ks_cache_clear_intent(c->R->e->cache, c->L.col->id, in->href);
-		if (r < 0)
+		if (r < 0 && r != -ENOENT)
 			return r;
 	}
 	return 0;
