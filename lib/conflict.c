@@ -31,12 +31,8 @@ int ks_conflict_merge(coll_run *c, push_item *p)
 				    sizeof(errmsg));
 		if (r < 0)
 			goto fail;
-		c->pushed++;
-		r = ks_strv_push(&c->uploaded, &c->n_uploaded, &c->cap_uploaded, p->href);
-		if (r >= 0)
-			r = ks_local_record_item(&c->L, p->href, new_etag, name, p->body, p->len,
-						 &p->st);
-		if (r >= 0 && !new_etag && !c->L.col->supports_sync)
+		r = ks_conflict_record_sent(c, p->href, new_etag, name, p->body, p->len, &p->st);
+		if (r > 0)
 			r = ks_conflict_read_back(c, p->href, name, p->body, p->len, &p->st);
 		return r;
 	}
@@ -109,6 +105,7 @@ int ks_conflict_merge(coll_run *c, push_item *p)
 			    server_won ? "server" : "local", server_won ? "local" : "server", kept);
 	}
 	const char *result_etag = etag;
+	bool sent = false;
 	if (!m.same_as_remote) {
 		r = ks_conflict_put(c, p->href, m.data, m.len, etag, &new_etag, errmsg,
 				    sizeof(errmsg));
@@ -122,11 +119,8 @@ int ks_conflict_merge(coll_run *c, push_item *p)
 		}
 		if (r < 0)
 			goto fail;
-		c->pushed++;
+		sent = true;
 		result_etag = new_etag;
-		r = ks_strv_push(&c->uploaded, &c->n_uploaded, &c->cap_uploaded, p->href);
-		if (r < 0)
-			goto out;
 	}
 	if (!m.same_as_local || p->op == KS_INTENT_CREATE) {
 		r = ks_local_replace_file(&c->L, name, &p->st, m.data, m.len, &nst);
@@ -140,8 +134,14 @@ int ks_conflict_merge(coll_run *c, push_item *p)
 		if (!m.same_as_local)
 			c->updated++;	/* the file took the server's side of the merge */
 	}
-	r = ks_local_record_item(&c->L, p->href, result_etag, name, m.data, m.len, &nst);
-	if (r >= 0 && !result_etag && !c->L.col->supports_sync)
+	if (sent)
+		r = ks_conflict_record_sent(c, p->href, result_etag, name, m.data, m.len, &nst);
+	else {
+		r = ks_local_record_item(&c->L, p->href, result_etag, name, m.data, m.len, &nst);
+		if (r >= 0)
+			r = !result_etag && !c->L.col->supports_sync;
+	}
+	if (r > 0)
 		r = ks_conflict_read_back(c, p->href, name, m.data, m.len, &nst);
 	goto out;
 fail:
@@ -213,12 +213,9 @@ static int create_elsewhere(coll_run *c, push_item *p)
 				    sizeof(errmsg));
 		if (r < 0)
 			continue;
-		c->pushed++;
-		r = ks_strv_push(&c->uploaded, &c->n_uploaded, &c->cap_uploaded, p->href);
-		if (r >= 0)
-			r = ks_local_record_item(&c->L, p->href, etag, p->ch->filename, p->body,
-						 p->len, &p->st);
-		if (r >= 0 && !etag && !c->L.col->supports_sync)
+		r = ks_conflict_record_sent(c, p->href, etag, p->ch->filename, p->body, p->len,
+					    &p->st);
+		if (r > 0)
 			r = ks_conflict_read_back(c, p->href, p->ch->filename, p->body, p->len,
 						  &p->st);
 		return r;
@@ -246,6 +243,23 @@ int ks_conflict_put(coll_run *c, const char *href, const char *data, size_t len,
 		snprintf(errmsg, errmsg_len, "%s", w.reply.errmsg);
 	ks_remote_reply_done(&w.reply);
 	return r;
+}
+
+int ks_conflict_record_sent(coll_run *c, const char *href, const char *etag,
+			    const char *filename, const char *data, size_t len,
+			    const struct stat *st)
+{
+	bool read_back_later = c->L.col->supports_sync;
+	int r;
+
+	c->pushed++;
+	r = ks_strv_push(&c->uploaded, &c->n_uploaded, &c->cap_uploaded, href);
+	if (r >= 0)
+		r = ks_local_record_item(&c->L, href, read_back_later ? NULL : etag, filename,
+					 data, len, st);
+	if (r < 0)
+		return r;
+	return !etag && !read_back_later;
 }
 
 /* After an upload without an ETag in the reply, or to see what a server made of it: read

@@ -259,6 +259,16 @@ ks_conflict_policy ks_coll_policy(const coll_run *c);
  * ETag (NULL without one); errmsg gets the failure. */
 int ks_conflict_put(coll_run *c, const char *href, const char *data, size_t len,
 		    const char *if_match, char **ret_etag, char *errmsg, size_t errmsg_len);
+/* Records an item this run has just sent (a PUT answered with etag, NULL without one): it is
+ * counted, noted for the read-back listing, and its row written. Where that listing follows
+ * (collections with sync-collection) the row waits for it without the etag, so that a crash
+ * before it leaves the item to be fetched again, rather than the cache holding bytes the
+ * server may store otherwise (Radicale re-serializes and still answers with an ETag).
+ * 1 when the item is to be read back at once (no etag, and no listing follows), 0, or a
+ * negative errno. */
+int ks_conflict_record_sent(coll_run *c, const char *href, const char *etag,
+			    const char *filename, const char *data, size_t len,
+			    const struct stat *st);
 /* Reads href back after an upload (answered without an ETag): the cache holds what the server
  * stores, and so does the file unless it was edited again meanwhile. */
 int ks_conflict_read_back(coll_run *c, const char *href, const char *filename, const char *sent,

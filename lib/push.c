@@ -290,13 +290,11 @@ static int on_push_done(ks_remote_write *w, void *userdata)
 		c->pushed_deletes++;
 		return ks_local_forget_item(&c->L, p->href);
 	case KS_PLAN_RECORD:
-		c->pushed++;
-		p->refetch = !req->etag && !c->L.col->supports_sync;
-		r = ks_strv_push(&c->uploaded, &c->n_uploaded, &c->cap_uploaded, p->href);
-		if (r < 0)
-			return r;
-		return ks_local_record_item(&c->L, p->href, req->etag, p->ch->filename, p->body,
+		/* Read back after every write, not from inside the request loop. */
+		r = ks_conflict_record_sent(c, p->href, req->etag, p->ch->filename, p->body,
 					    p->len, &p->st);
+		p->refetch = r > 0;
+		return r < 0 ? r : 0;
 	case KS_PLAN_MERGE:
 		p->needs_merge = true;
 		return 0;
