@@ -184,6 +184,22 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	KSYNC_BUILD=$(CURDIR)/$(B) $(PYTHON) bench/bench.py $(BENCH_ARGS)
 
+# The randomized sync tester (tests/integration/ksynctest/randomized.py) for as long as asked:
+# sequences of SOAK_STEPS operations on each of SOAK_SERVERS in turn, seeds from
+# KSYNC_RANDOM_SEED (default: a random one, printed) upwards, for SOAK_SECONDS. Findings are
+# shrunk (for at most KSYNC_RANDOM_SHRINK_SECONDS each) and saved under
+# tests/integration/random_cases/; KSYNC_RANDOM_DISABLE or KSYNC_RANDOM_ONLY pick the
+# operation families. `make check` runs a bounded slice (tests/integration/test_random.py).
+SOAK_SECONDS ?= 1800
+SOAK_SERVERS ?= radicale,xandikos
+SOAK_STEPS ?= 150
+
+.PHONY: soak
+soak: deps
+	@$(MAKE) --no-print-directory all
+	cd tests/integration && KSYNC_BUILD=$(CURDIR)/$(B) $(PYTHON) -m ksynctest.randomized \
+		--seconds $(SOAK_SECONDS) --servers $(SOAK_SERVERS) --steps $(SOAK_STEPS)
+
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
 		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(USERUNITDIR) $(DESTDIR)$(DBUSSERVICEDIR) \
