@@ -1164,7 +1164,6 @@ class Runner:
         self.runs = 0
         self.kills = 0
         self.sentinels = {}
-        self.expected_rc_signal = None
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -1236,7 +1235,7 @@ class Runner:
         fn = getattr(self, "do_" + op["op"].replace(".", "_"))
         if fn(op) is False:
             self.skipped += 1
-            self.note("      (skipped: its target is not there)")
+            self.note("      (not done: its target is not there, or the server refused it)")
         self.after_step()
 
     def after_step(self):
@@ -1278,7 +1277,7 @@ class Runner:
                 lines.append("    %s is now: %s" % (info["uid"], where))
         raise Finding("lost", "%d owed value(s) are in no server item, no file and no "
                       "conflict copy:\n  %s" % (len(lost), "\n  ".join(lines)),
-                      key="lost")
+                      key="lost:%s" % self.model.owed[lost[0]]["side"])
 
     def _where_is(self, uid):
         out = []
@@ -1551,7 +1550,7 @@ class Runner:
             r = self.run_ksyncd([answer])
         if r.rc != 0:
             raise Finding("quiet-run", "a quiet run exited %d:\n%s" % (r.rc, r.tail()),
-                          key="quiet-run")
+                          key=_quiet_key(r))
         self.world.refresh()
         self.check_tokens()
         self.check_mirror()
@@ -1559,8 +1558,8 @@ class Runner:
         before = checks.snapshot(self.ks)
         r2 = self.run_ksyncd([])
         if r2.rc != 0:
-            raise Finding("quiet-run", "the second quiet run exited %d:\n%s" % (r2.rc, r2.tail()),
-                          key="quiet-run")
+            raise Finding("quiet-run", "the second quiet run exited %d:\n%s" % (
+                r2.rc, r2.tail()), key=_quiet_key(r2))
         writes = ["%s %s" % (s.method, s.path) for s in r2.seen if s.method in WRITE_METHODS]
         problems = []
         if writes:
@@ -1641,7 +1640,7 @@ class Runner:
             problems.append("intents left: %s" % intents[:5])
         if problems:
             raise Finding("mirror", "after a quiet run:\n  " + "\n  ".join(problems[:30]),
-                          key="mirror")
+                          key="mirror:" + _mirror_category(problems[0]))
 
     # -- operations: server ------------------------------------------------------------------
 
@@ -1951,6 +1950,36 @@ class Runner:
             self._bring_back(slot, self.model.away[slot])
         for to in sorted(self.model.renamed):
             self._dir_back(to, self.model.renamed[to])
+
+
+MIRROR_CATEGORIES = [
+    ("collections", r"collections (not in the cache|the server does not have)"),
+    ("no-directory", r": no directory$"),
+    ("kind", r": kind \S+ in the cache"),
+    ("rows", r": cache rows "),
+    ("etag", r": etag \S+ in the cache"),
+    ("bytes", r"the cache's bytes differ"),
+    ("file-missing", r": its file \S+ is missing"),
+    ("file-differs", r"differs from the server's item"),
+    ("invalid-event", r"invalid event"),
+    ("stray-files", r"files that are no server item"),
+    ("server-duplicate-uid", r"UIDs in more than one server item"),
+    ("duplicate-uid", r"UIDs in more than one file"),
+    ("intents", r"^intents left"),
+]
+
+
+def _quiet_key(r):
+    m = re.search(r"HTTP \d{3}|refusing to delete|cannot \w+|could not \w+", r.stderr)
+    return "quiet-run:" + (m.group(0) if m else "other")
+
+
+def _mirror_category(problem):
+    """A name for the first thing a mirror check found, so that findings can be told apart."""
+    for name, pattern in MIRROR_CATEGORIES:
+        if re.search(pattern, problem):
+            return name
+    return "other"
 
 
 def _ctype(kind):
