@@ -48,9 +48,11 @@ moved away (where the name is still free; what cannot go back stays where it is)
 `ksyncd --once` without faults (--force when the settle says so, or when a file was
 overwritten with junk since the last settle: --force is how the user repairs such a file). A
 run that the mass-deletion guard stopped is answered as a user would: --force (the files come
-back) or --allow-mass-delete, as the settle says. The run must exit 0; then the server, the
-cache rows and the files agree item by item (by href, whatever the file names: a renamed file
-keeps its name), each UID is in one item per collection on the server and in one file, no
+back) or --allow-mass-delete, as the settle says, and --allow-mass-delete when --force does
+not help (a collection the server deleted); a run that still holds back a change the server
+refused earlier is followed by --force, which sends it again. The run must exit 0; then the
+server, the cache rows and the files agree item by item (by href, whatever the file names: a
+renamed file keeps its name), each UID is in one item per collection on the server and in one file, no
 intent is left, every event is valid (DTEND after DTSTART, not both DTEND and DURATION), and
 a second quiet run exits 0, sends no request that writes, and changes no file and no row.
 Collections created on the server since the last home listing may be missing from the cache
@@ -104,6 +106,7 @@ TOKEN_RE = re.compile(r"kt\d{5}")
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Memory|Thread)Sanitizer|runtime error: |"
                           r"AddressSanitizer:DEADLYSIGNAL|Assertion .* failed")
 GUARD_RE = re.compile(r"allow-mass-delete")
+REFUSED_RE = re.compile(r"the server refused|not sending '")
 WRITE_METHODS = {"PUT", "DELETE", "MKCOL", "MKCALENDAR", "PROPPATCH", "MOVE", "COPY", "POST"}
 BASE_TIME = _dt.datetime(2024, 6, 1, 0, 0)
 
@@ -1548,6 +1551,16 @@ class Runner:
                                                GUARD_RE.search(r.stderr)) else "--force"
             self.note("      the user answers with %s" % answer)
             r = self.run_ksyncd([answer])
+            if r.rc != 0 and answer == "--force" and GUARD_RE.search(r.stderr):
+                # --force brings files back, but not a collection the server deleted:
+                # the message then names --allow-mass-delete, and the user follows it.
+                self.note("      the user answers with --allow-mass-delete")
+                r = self.run_ksyncd(["--allow-mass-delete"])
+        if r.rc == 0 and REFUSED_RE.search(r.stderr):
+            # A refused change waits for its file to change; with the faults gone, the
+            # user sends it again as the message says.
+            self.note("      the user answers with --force")
+            r = self.run_ksyncd(["--force"])
         if r.rc != 0:
             raise Finding("quiet-run", "a quiet run exited %d:\n%s" % (r.rc, r.tail()),
                           key=_quiet_key(r))
