@@ -209,6 +209,9 @@ void ks_sync_report_failed(coll_run *c);
  * the new token. remote is what a home listing said of the collection right now, or NULL.
  * Failures are reported here. */
 int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force);
+/* Whether a listing failed because the server no longer knows the sync-token it was given
+ * (RFC 6578 3.2: 403 or 409 valid-sync-token; some servers answer 400, Xandikos 500). */
+bool ks_pull_token_rejected(const ks_remote_reply *req);
 /* Whether this run uploaded href (c->uploaded sorted). */
 bool ks_coll_uploaded_here(const coll_run *c, const char *href);
 /* Forgets one listing round; with keep_seen the hrefs a full listing saw stay. */

@@ -6,16 +6,13 @@
 #include <unistd.h>
 
 #include "buf_p.h"
-#include "dav_p.h"
 #include "engine_p.h"
 #include "json_p.h"
 #include "limits.h"
 #include "macro.h"
 #include "scan_p.h"
 #include "secret_p.h"
-#include "session_p.h"
 #include "text_p.h"
-#include "xml_p.h"
 
 /* What a sync would do, found without doing it: the local side by the same scan a run makes
  * (read-only), the server's by the listing a run would ask for (a sync-collection REPORT
@@ -32,7 +29,7 @@ typedef struct name_list {
 
 typedef struct preview {
 	ks_engine *e;
-	ks_dav *dav;
+	ks_remote *remote;
 	const ks_collection *col;
 	bool full;		/* a listing of everything: what it leaves out is gone */
 	bool truncated;
@@ -104,7 +101,7 @@ static bool edited_here(const preview *p, const char *href)
 	return false;
 }
 
-static int on_member(const ks_ms_response *r, void *userdata)
+static int on_member(const ks_remote_member *r, void *userdata)
 {
 	preview *p = userdata;
 	_cleanup_free_ char *href = NULL, *name = NULL;
@@ -115,7 +112,7 @@ static int on_member(const ks_ms_response *r, void *userdata)
 		p->truncated |= r->status == 507;
 		return 0;
 	}
-	k = ks_href_normalize(ks_dav_base_url(p->dav), r->href, &href);
+	k = ks_href_normalize(ks_remote_base_url(p->remote), r->href, &href);
 	if (k == -ENOMEM)
 		return k;
 	size_t n = strlen(p->col->href);
@@ -161,58 +158,34 @@ static int on_cached(const char *href, const char *etag, const char *filename, v
 	return list_add(&p->gone, filename);
 }
 
+/* The listing the run would make: sync-collection from the stored token, or (no token, a
+ * token the server no longer knows, no sync-collection) every member with its etag. */
 static int list_server(preview *p, bool force, char **reterr_msg)
 {
-	static const char propfind[] =
-		"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
-		"<d:propfind xmlns:d=\"DAV:\"><d:prop><d:getetag/><d:resourcetype/></d:prop>"
-		"</d:propfind>\n";
 	const ks_collection *col = p->col;
-	_cleanup_(ks_buf_done) ks_buf body = {};
-	ks_dav_request req = { .depth = "0", .url = col->href, .on_response = on_member,
-			       .userdata = p };
+	ks_remote_reply reply = {};
 	int r;
 
 	if (col->supports_sync && col->sync_token && !force) {
-		r = ks_buf_puts(&body, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
-				       "<d:sync-collection xmlns:d=\"DAV:\"><d:sync-token>");
-		if (r >= 0)
-			r = ks_xml_escape(&body, col->sync_token);
-		if (r >= 0)
-			r = ks_buf_puts(&body, "</d:sync-token><d:sync-level>1</d:sync-level>"
-					       "<d:prop><d:getetag/></d:prop></d:sync-collection>\n");
-		if (r < 0)
-			return r;
-		req.method = "REPORT";
-		req.body = body.data;
-		req.body_len = body.len;
-		r = ks_dav_run_one(p->dav, &req);
-		bool refused_token = r < 0 && (req.status == 400 || req.status == 403 ||
-					       req.status == 409 || req.status == 500);
-		if (r >= 0 || !refused_token) {
+		r = ks_remote_list(p->remote, col->href, true, col->sync_token, on_member, p, &reply);
+		if (r >= 0 || !ks_pull_token_rejected(&reply)) {
 			if (r < 0)
-				ks_set_error(reterr_msg, r, "%s", req.errmsg[0] ? req.errmsg
-									       : strerror(-r));
-			ks_dav_request_done(&req);
+				ks_set_error(reterr_msg, r, "%s", reply.errmsg[0] ? reply.errmsg
+										 : strerror(-r));
+			ks_remote_reply_done(&reply);
 			return r;
 		}
-		/* A token the server no longer knows: the run would list everything. */
-		ks_dav_request_done(&req);
+		ks_remote_reply_done(&reply);
 		list_done(&p->fetch_new);
 		list_done(&p->fetch_changed);
 		list_done(&p->gone);
 		list_done(&p->merge);
-		req = (ks_dav_request) { .url = col->href, .on_response = on_member, .userdata = p };
 	}
 	p->full = true;
-	req.method = "PROPFIND";
-	req.depth = "1";
-	req.body = propfind;
-	req.body_len = sizeof(propfind) - 1;
-	r = ks_dav_run_one(p->dav, &req);
+	r = ks_remote_list(p->remote, col->href, false, NULL, on_member, p, &reply);
 	if (r < 0)
-		ks_set_error(reterr_msg, r, "%s", req.errmsg[0] ? req.errmsg : strerror(-r));
-	ks_dav_request_done(&req);
+		ks_set_error(reterr_msg, r, "%s", reply.errmsg[0] ? reply.errmsg : strerror(-r));
+	ks_remote_reply_done(&reply);
 	if (r >= 0)
 		r = ks_cache_foreach_item(p->e->cache, col->id, on_cached, p);
 	return r;
@@ -298,7 +271,7 @@ int ks_sync_preview(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 	_cleanup_(ks_buf_done) ks_buf b = {};
 	_cleanup_free_ char *why = NULL;
 	ks_collection *cols = NULL;
-	ks_dav *dav = NULL;
+	ks_remote *remote = o ? o->remote : NULL;
 	char *password = NULL;
 	size_t n = 0;
 	ks_json_writer w;
@@ -307,7 +280,7 @@ int ks_sync_preview(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 	r = ks_cache_list_collections(e->cache, a->name, &cols, &n);
 	if (r < 0)
 		return ks_set_error(reterr_msg, r, "cannot read the cache: %s", strerror(-r));
-	r = ks_secret_get(a, o ? o->cancel : NULL, &password, &why);
+	r = remote ? 0 : ks_secret_get(a, o ? o->cancel : NULL, &password, &why);
 	if (r < 0 && r != -ENOKEY) {
 		r = ks_set_error(reterr_msg, r, "cannot get the password: %s",
 				 why ? why : strerror(-r));
@@ -315,7 +288,7 @@ int ks_sync_preview(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 	}
 	free(why);
 	why = NULL;
-	r = ks_session_new_with(a, password, &dav, &why);
+	r = remote ? 0 : ks_remote_dav_new(a, password, &remote, &why);
 	password = ks_secret_free(password);
 	if (r < 0) {
 		r = ks_set_error(reterr_msg, r, "%s", why ? why : strerror(-r));
@@ -333,7 +306,7 @@ int ks_sync_preview(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 	for (size_t i = 0; r >= 0 && i < n; i++) {
 		const ks_collection *col = &cols[i];
 		_cleanup_free_ char *err = NULL;
-		preview p = { .e = e, .dav = dav, .col = col };
+		preview p = { .e = e, .remote = remote, .col = col };
 		char path[KS_NAME_MAX + 16];
 
 		if (!col->enabled || !in_scope(col, o ? o->only_collection : NULL))
@@ -388,7 +361,8 @@ int ks_sync_preview(ks_engine *e, const ks_account_config *a, const ks_sync_opts
 		r = *ret_json ? 0 : -ENOMEM;
 	}
 out:
-	ks_dav_free(dav);
+	if (!o || remote != o->remote)
+		ks_remote_free(remote);
 	ks_collection_free_array(cols, n);
 	return r;
 }

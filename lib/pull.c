@@ -8,7 +8,6 @@
 
 static bool is_collection_href(const coll_run *c, const char *href);
 static int on_listing(const ks_remote_member *r, void *userdata);
-static bool token_rejected(const ks_remote_reply *req);
 static int list(coll_run *c, bool sync, const char *token, ks_remote_reply *ret);
 static int fetch_ctag(coll_run *c, char **ret);
 static int delete_items(coll_run *c, char **hrefs, size_t n);
@@ -62,7 +61,7 @@ int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force)
 		c->full = !token;
 		for (unsigned round = 0; round < 10000; round++) {
 			r = list(c, true, token, &req);
-			if (r < 0 && token && round == 0 && token_rejected(&req)) {
+			if (r < 0 && token && round == 0 && ks_pull_token_rejected(&req)) {
 				/* The token expired: list everything once. */
 				ks_run_fail(R, KS_SYNC_NOTICE, c->L.label, r,
 					    "the stored sync-token was refused (%s); listing the "
@@ -289,7 +288,7 @@ static int on_listing(const ks_remote_member *r, void *userdata)
 	return ks_strv_push(&l->v, &l->n, &l->cap, href);
 }
 
-static bool token_rejected(const ks_remote_reply *req)
+bool ks_pull_token_rejected(const ks_remote_reply *req)
 {
 	/* RFC 6578 3.2: 403 or 409 with DAV:valid-sync-token; some servers answer 400, and
 	 * Xandikos a 500, for a token they no longer know. */
