@@ -69,6 +69,10 @@ CLI_OBJS := $(CLI_SRCS:%.c=$(B)/%.o)
 
 TEST_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(B)/t/%)
+# Code some unit tests link besides their own file: the server held in memory that the
+# engine's test syncs with.
+TEST_HELPER_SRCS := tests/unit/memremote.c
+TEST_HELPER_OBJS := $(TEST_HELPER_SRCS:%.c=$(B)/%.o)
 
 BINS :=
 ifneq ($(DAEMON_SRCS),)
@@ -100,7 +104,7 @@ pkgcheck-tests:
 		echo "Run 'make deps' (as root) to install what the build and tests need."; exit 1; fi
 
 $(LIB_OBJS) $(DAEMON_OBJS) $(CLI_OBJS): | pkgcheck
-$(TEST_SRCS:tests/unit/%.c=$(B)/tests/unit/%.o): | pkgcheck-tests
+$(TEST_SRCS:tests/unit/%.c=$(B)/tests/unit/%.o) $(TEST_HELPER_OBJS): | pkgcheck-tests
 
 $(B)/%.o: %.c
 	@mkdir -p $(@D)
@@ -119,7 +123,9 @@ $(B)/ksyncctl: $(CLI_OBJS) $(LIBKSYNC)
 
 $(B)/t/%: $(B)/tests/unit/%.o $(LIBKSYNC)
 	@mkdir -p $(@D)
-	$(CC) $(KS_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIBKSYNC) $(KS_LIBS) $(TEST_LIBS)
+	$(CC) $(KS_LDFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LIBKSYNC) $(KS_LIBS) $(TEST_LIBS)
+
+$(B)/t/test_engine: $(B)/tests/unit/memremote.o
 
 build-tests: $(TEST_BINS)
 
@@ -234,7 +240,7 @@ clean:
 	rm -rf build
 
 -include $(LIB_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d) $(CLI_OBJS:.o=.d) \
-	$(TEST_SRCS:tests/unit/%.c=$(B)/tests/unit/%.d)
+	$(TEST_SRCS:tests/unit/%.c=$(B)/tests/unit/%.d) $(TEST_HELPER_OBJS:.o=.d)
 
 # ---- fuzzing (tests/fuzz/) ------------------------------------------------------------------
 # check-fuzz replays the corpora through standalone.c, built with $(CC) and the project's flags
