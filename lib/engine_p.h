@@ -241,6 +241,11 @@ int ks_coll_file_failed(coll_run *c, const char *what, const char *name, int r);
  * side names where they would happen, why what points at them, remedy what else to do. */
 int ks_guard_deletions(coll_run *c, size_t n_delete, const char *side, const char *why,
 		       const char *remedy);
+/* Whether the deletion of href (the file filename, NULL for a deletion on the server's side)
+ * was counted by the guard in an earlier run: sent then, its answer never came (the intent is
+ * left), or refused by the server and not sent again. Counted again, a deletion retried run
+ * after run would add up to a mass deletion. */
+bool ks_guard_counted_before(const coll_run *c, const char *href, const char *filename);
 
 /* ---- push.c, conflict.c: local changes to the server, merges ----------------------------- */
 

@@ -50,3 +50,16 @@ int ks_guard_deletions(coll_run *c, size_t n_delete, const char *side, const cha
 	col->guard_deleted = (int64_t) total;
 	return 0;
 }
+
+bool ks_guard_counted_before(const coll_run *c, const char *href, const char *filename)
+{
+	const ks_intent *in = href ? ks_coll_find_intent(c, href) : NULL;
+
+	if (in && in->op == KS_INTENT_DELETE)
+		return true;
+	for (size_t i = 0; filename && i < c->n_refusals; i++)
+		if (c->refusals[i].op == KS_INTENT_DELETE &&
+		    strcmp(c->refusals[i].filename, filename) == 0)
+			return true;
+	return false;
+}

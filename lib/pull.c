@@ -434,7 +434,7 @@ static int delete_remote_gone(coll_run *c, char **hrefs, size_t n)
 		ks_cache_item_done(&it);
 		if (r < 0 && r != -ENOENT)
 			return r;
-		known += r >= 0;
+		known += r >= 0 && !ks_guard_counted_before(c, hrefs[i], NULL);
 	}
 	r = ks_guard_deletions(c, known, "locally",
 			       "the server no longer lists them: was it emptied?",

@@ -69,7 +69,11 @@ int ks_push_collection(coll_run *c)
 		goto out;
 	if (sr.n_changes == 0)
 		goto out;
-	r = ks_guard_deletions(c, n_deleted, "on the server",
+	size_t n_new = 0;
+	for (size_t i = 0; i < sr.n_changes; i++)
+		n_new += sr.changes[i].kind == KS_LOCAL_DELETED &&
+			 !ks_guard_counted_before(c, sr.changes[i].href, sr.changes[i].filename);
+	r = ks_guard_deletions(c, n_new, "on the server",
 			       "their files are missing here: was the directory emptied, removed "
 			       "or unmounted?",
 			       "If the files were removed by mistake, `ksyncctl sync "

@@ -1057,6 +1057,58 @@ static void test_server_rewrites(void **state)
 		}
 }
 
+/* The answer to an upload lost after the server carried it out (a cut connection): the next
+ * run finds the item on the server and makes no second one. */
+static void test_answer_lost(void **state)
+{
+	env v;
+
+	env_init(&v);
+	seed_and_sync(&v, 2, 0);
+	_cleanup_free_ char *n1 = event("n1", "New", NULL);
+	write_file(v.cal_dir, "n1.ics", n1);
+	_cleanup_free_ char *e1 = read_file(v.cal_dir, "e1.ics");
+	_cleanup_free_ char *e1x = prop_set(e1, "SUMMARY", "Edited");
+	write_file(v.cal_dir, "e1.ics", e1x);
+	remove_file(v.cal_dir, "e2.ics");
+	assert_int_equal(mem_add_fault(v.m, &(mem_fault) { .kind = MEM_REQ_PUT, .count = 2,
+							     .err = -ECONNRESET, .applied = true }),
+			 0);
+	assert_int_equal(mem_add_fault(v.m, &(mem_fault) { .kind = MEM_REQ_DELETE, .count = 1,
+							     .err = -ECONNRESET, .applied = true }),
+			 0);
+	assert_true(env_sync(&v) != 0);
+	assert_int_equal(mem_count(v.m, v.cal), 2);
+	sync_ok(&v);
+	assert_int_equal(mem_count(v.m, v.cal), 2);
+	assert_int_equal(count_files(v.cal_dir), 2);
+	assert_same(&v, v.cal_dir, "n1.ics", v.cal, "n1.ics");
+	assert_same(&v, v.cal_dir, "e1.ics", v.cal, "e1.ics");
+	sync_quiet(&v);
+	env_done(&v);
+}
+
+/* A deletion the server refuses stays refused (its file is not sent again), run after run:
+ * the mass-deletion guard counts it once, not on every run until it adds up to "every item
+ * of the collection". */
+static void test_refused_deletion_counted_once(void **state)
+{
+	env v;
+
+	env_init(&v);
+	seed_and_sync(&v, 3, 0);
+	remove_file(v.cal_dir, "e1.ics");
+	assert_int_equal(mem_add_fault(v.m, &(mem_fault) {
+		.kind = MEM_REQ_DELETE, .count = 1, .status = 403,
+		.body = "<d:error xmlns:d=\"DAV:\"><d:need-privileges/></d:error>" }), 0);
+	for (unsigned i = 0; i < 4; i++) {
+		sync_ok(&v);
+		assert_non_null(server_item(&v, v.cal, "e1.ics"));
+	}
+	assert_int_equal(mem_requests(v.m, MEM_REQ_DELETE), 1);
+	env_done(&v);
+}
+
 /* Hrefs written as absolute URLs, or percent-encoded where they need not be: the same items. */
 static void test_href_forms(void **state)
 {
@@ -1100,6 +1152,8 @@ int main(void)
 		cmocka_unit_test(test_truncated_listing),
 		cmocka_unit_test(test_mass_deletion_guard),
 		cmocka_unit_test(test_server_rewrites),
+		cmocka_unit_test(test_answer_lost),
+		cmocka_unit_test(test_refused_deletion_counted_once),
 		cmocka_unit_test(test_href_forms),
 	};
 
