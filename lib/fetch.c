@@ -30,8 +30,9 @@ static int untracked_same(coll_run *c, const char *name, const char *data, size_
 			  struct stat *ret_st);
 static int find_untracked(coll_run *c);
 static const char *untracked_with_uid(const coll_run *c, const char *uid);
+static int take_renamed(coll_run *c, const char *name, ks_cache_item *it);
 static int file_damaged(coll_run *c, const ks_cache_item *it);
-static int item_file_state(coll_run *c, const ks_cache_item *it, ks_plan_file *ret);
+static int item_file_state(coll_run *c, ks_cache_item *it, ks_plan_file *ret);
 static int new_item_state(coll_run *c, const fetched_item *f, const ks_item_info *info,
 			  const char **ret_mine, struct stat *ret_st, ks_plan_file *ret);
 static int repair_damaged(coll_run *c, const ks_cache_item *it);
@@ -230,6 +231,30 @@ static const char *untracked_with_uid(const coll_run *c, const char *uid)
 	return NULL;
 }
 
+/* 1 when the untracked file name holds the bytes of the row it (a file renamed and nothing
+ * more): the row takes that name. 0 otherwise. */
+static int take_renamed(coll_run *c, const char *name, ks_cache_item *it)
+{
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	char hex[65];
+	int r = ks_fs_read_file(c->L.dirfd, name, KS_CARD_MAX, &data, &len);
+
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0 || !it->hash)
+		return 0;
+	ks_sha256_hex(data, len, hex);
+	if (strcmp(hex, it->hash) != 0)
+		return 0;
+	char *n = strdup(name);
+	if (!n)
+		return -ENOMEM;
+	free(it->filename);
+	it->filename = n;
+	return 1;
+}
+
 const ks_intent *ks_coll_find_intent(const coll_run *c, const char *href)
 {
 	for (size_t i = 0; i < c->n_intents; i++)
@@ -255,8 +280,11 @@ static int file_damaged(coll_run *c, const ks_cache_item *it)
 	return r == -ENOMEM ? r : r < 0;
 }
 
-/* The state of the file of it, a cached item whose server version changed. */
-static int item_file_state(coll_run *c, const ks_cache_item *it, ks_plan_file *ret)
+/* The state of the file of it, a cached item whose server version changed. A file only
+ * renamed here, its bytes still the row's, gives the row its new name and is as recorded:
+ * the push has nothing to send for it, so left to a merge that never comes, this change would
+ * be passed over for good once the token moves on. */
+static int item_file_state(coll_run *c, ks_cache_item *it, ks_plan_file *ret)
 {
 	int r = ks_local_file_state(&c->L, it);
 
@@ -275,7 +303,12 @@ static int item_file_state(coll_run *c, const ks_cache_item *it, ks_plan_file *r
 			if (r < 0)
 				return r;
 		}
-		*ret = untracked_with_uid(c, it->uid) ? KS_PLAN_FILE_RENAMED : KS_PLAN_FILE_MISSING;
+		const char *moved = untracked_with_uid(c, it->uid);
+		r = moved ? take_renamed(c, moved, it) : 0;
+		if (r < 0)
+			return r;
+		*ret = r > 0 ? KS_PLAN_FILE_AS_RECORDED : moved ? KS_PLAN_FILE_RENAMED
+							     : KS_PLAN_FILE_MISSING;
 		return 0;
 	}
 	/* Edited: only --force looks whether the edit left an item at all. */

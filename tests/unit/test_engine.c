@@ -760,6 +760,17 @@ static void test_renamed_file(void **state)
 	sync_ok(&v);
 	assert_int_equal(mem_changes(v.m), 0);
 	assert_int_equal(count_files(v.cal_dir), 3);
+	sync_quiet(&v);
+
+	/* Renamed here, changed on the server: the change goes into the renamed file. */
+	rename_file(v.cal_dir, "e3.ics", "dinner.ics");
+	_cleanup_free_ char *e3 = event("e3", "Dinner at eight", NULL);
+	server_put(&v, v.cal, "e3.ics", e3);
+	sync_ok(&v);
+	_cleanup_free_ char *dinner = read_file(v.cal_dir, "dinner.ics");
+	assert_string_equal(dinner, e3);
+	assert_int_equal(count_files(v.cal_dir), 3);
+	sync_quiet(&v);
 
 	_cleanup_free_ char *base = read_file(v.cal_dir, "e1.ics");
 	_cleanup_free_ char *loc = prop_set(base, "LOCATION", "Dr. Smith");
