@@ -271,7 +271,8 @@ static int cmp_local_row(const void *key, const void *elem)
 static int file_is_ksyncs(ks_cache *cache, ks_local_row *rows, size_t n, int dirfd,
 			  const char *name)
 {
-	ks_local_row *row = bsearch(name, rows, n, sizeof(*rows), cmp_local_row);
+	/* No rows is no array: bsearch() takes none (UBSan: a null argument). */
+	ks_local_row *row = n ? bsearch(name, rows, n, sizeof(*rows), cmp_local_row) : NULL;
 	_cleanup_free_ char *data = NULL;
 	struct stat st;
 	size_t len = 0;

@@ -1120,6 +1120,24 @@ static void test_refused_deletion_counted_once(void **state)
 	env_done(&v);
 }
 
+/* A collection the server no longer has, whose directory holds only a file not yet sent (the
+ * collection has no rows): the file is kept under conflicts/, the directory goes. */
+static void test_collection_removed_with_a_new_file(void **state)
+{
+	env v;
+
+	env_init(&v);
+	seed_and_sync(&v, 0, 1);
+	_cleanup_free_ char *n1 = event("n1", "Not sent yet", NULL);
+	write_file(v.cal_dir, "n1.ics", n1);
+	assert_int_equal(mem_remove_collection(v.m, v.cal), 0);
+	sync_ok(&v);
+	assert_int_equal(access(v.cal_dir, F_OK), -1);
+	_cleanup_free_ char *kept = conflict_copies(&v, "calendars/events");
+	assert_non_null(strstr(kept, "SUMMARY:Not sent yet"));
+	env_done(&v);
+}
+
 /* Hrefs written as absolute URLs, or percent-encoded where they need not be: the same items. */
 static void test_href_forms(void **state)
 {
@@ -1165,6 +1183,7 @@ int main(void)
 		cmocka_unit_test(test_server_rewrites),
 		cmocka_unit_test(test_answer_lost),
 		cmocka_unit_test(test_refused_deletion_counted_once),
+		cmocka_unit_test(test_collection_removed_with_a_new_file),
 		cmocka_unit_test(test_href_forms),
 	};
 
