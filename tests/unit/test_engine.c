@@ -106,7 +106,7 @@ typedef struct env {
 	char cal_dir[400], book_dir[400];
 	/* what the last run reported */
 	int r;
-	unsigned failed, account_failed, conflicts, skipped, guard;
+	unsigned failed, account_failed, conflicts, skipped, guard, credentials_refused;
 	unsigned added, updated, deleted, uploaded, removed;
 	ks_buf log;
 } env;
@@ -201,6 +201,9 @@ static void on_event(const ks_sync_event *ev, void *userdata)
 	case KS_SYNC_CONFLICT:
 		v->conflicts++;
 		break;
+	case KS_SYNC_CREDENTIALS_REFUSED:
+		v->credentials_refused++;
+		break;
 	default:
 		break;
 	}
@@ -228,6 +231,7 @@ static int env_sync_with(env *v, sync_flags fl)
 	unsigned reentries = mem_reentries(v->m);
 
 	v->failed = v->account_failed = v->conflicts = v->skipped = v->guard = 0;
+	v->credentials_refused = 0;
 	v->added = v->updated = v->deleted = v->uploaded = v->removed = 0;
 	ks_buf_reset(&v->log);
 	v->r = ks_sync_account(v->e, &v->acc, &o);
@@ -1191,6 +1195,33 @@ static void test_href_forms(void **state)
 		sync_quiet(&v);
 		env_done(&v);
 	}
+}
+
+/* A 401 on a collection's listing: one more request confirms that the credentials are
+ * refused, and the run says so (the daemon then stops trying them). A 403 saying why
+ * (need-privileges) is no refusal of the credentials. */
+static void test_credentials_refused(void **state)
+{
+	env v;
+
+	env_init(&v);
+	seed_and_sync(&v, 1, 1);
+	assert_int_equal(mem_add_fault(v.m, &(mem_fault) { .kind = MEM_REQ_LIST, .href = v.cal,
+							     .count = 1, .status = 401 }), 0);
+	mem_refuse_auth(v.m, true);
+	mem_reset_counters(v.m);
+	assert_int_equal(env_sync(&v), -EACCES);
+	assert_int_equal(v.credentials_refused, 1);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_AUTH), 1);
+
+	mem_refuse_auth(v.m, false);
+	assert_int_equal(mem_add_fault(v.m, &(mem_fault) {
+		.kind = MEM_REQ_LIST, .href = v.cal, .count = 1, .status = 403,
+		.body = "<d:error xmlns:d=\"DAV:\"><d:need-privileges/></d:error>" }), 0);
+	assert_int_equal(env_sync(&v), -EPERM);
+	assert_int_equal(v.credentials_refused, 0);
+	sync_quiet(&v);
+	env_done(&v);
 }
 
 /* A server change left to the push's merge (the file was edited here), the merge cut off (its
@@ -2306,6 +2337,7 @@ int main(void)
 		cmocka_unit_test(test_refused_deletion_counted_once),
 		cmocka_unit_test(test_collection_removed_with_a_new_file),
 		cmocka_unit_test(test_href_forms),
+		cmocka_unit_test(test_credentials_refused),
 		cmocka_unit_test(test_deferred_change_reverted),
 		cmocka_unit_test(test_edit_in_place),
 		cmocka_unit_test(test_random),
