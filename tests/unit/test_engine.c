@@ -109,6 +109,7 @@ typedef struct env {
 	unsigned failed, account_failed, conflicts, skipped, guard, credentials_refused;
 	unsigned added, updated, deleted, uploaded, removed;
 	ks_buf log;
+	struct env_left *left;	/* what to free if the test fails half way */
 } env;
 
 static const char *tmp_base(void)
@@ -135,16 +136,51 @@ static void rm_tree(const char *path)
 	(void) nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* What the environments of the running test hold, so that a test that fails half way (cmocka
+ * leaves it by a long jump) leaves no directory behind: its teardown frees what is left. */
+typedef struct env_left {
+	char root[256];
+	ks_engine *e;
+	mem_remote *m;
+} env_left;
+static env_left envs_left[8];
+
+static int env_teardown(void **state)
+{
+	for (size_t i = 0; i < ELEMENTSOF(envs_left); i++) {
+		env_left *l = &envs_left[i];
+		if (!l->root[0])
+			continue;
+		ks_engine_free(l->e);
+		mem_remote_free(l->m);
+		rm_tree(l->root);
+		*l = (env_left) {};
+	}
+	return 0;
+}
+
 /* Makes the server (a calendar "events" and an address book "book") and an engine on a new
  * data directory. */
 static void env_init(env *v)
 {
+	size_t k = 0;
+
 	*v = (env) {};
 	snprintf(v->root, sizeof(v->root), "%s/ksync-engine-XXXXXX", tmp_base());
 	assert_non_null(mkdtemp(v->root));
+	while (k < ELEMENTSOF(envs_left) - 1 && envs_left[k].root[0])
+		k++;
+	env_left *l = &envs_left[k];
+	assert_true(!l->root[0]);
+	/* The engine and the server live on the heap: after a long jump out of the test they
+	 * are still there to free. */
+	v->left = l;
+	snprintf(l->root, sizeof(l->root), "%s", v->root);
 	snprintf(v->data, sizeof(v->data), "%s/data", v->root);
 	assert_int_equal(ks_engine_new(v->data, &v->e), 0);
+	l->e = v->e;
 	assert_int_equal(mem_remote_new(&v->m), 0);
+	l->m = v->m;
 	assert_int_equal(mem_add_collection(v->m, KS_COLLECTION_CALENDAR, "events", "Events",
 					    NULL), 0);
 	assert_int_equal(mem_add_collection(v->m, KS_COLLECTION_ADDRESSBOOK, "book", "Book",
@@ -166,6 +202,8 @@ static void env_done(env *v)
 	mem_remote_free(v->m);
 	ks_buf_done(&v->log);
 	rm_tree(v->root);
+	if (v->left)
+		*v->left = (env_left) {};
 	*v = (env) {};
 }
 
@@ -2319,28 +2357,28 @@ static void test_random(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_first_sync),
-		cmocka_unit_test(test_server_changes),
-		cmocka_unit_test(test_local_changes),
-		cmocka_unit_test(test_both_edit),
-		cmocka_unit_test(test_server_deletes_local_edit),
-		cmocka_unit_test(test_local_delete_server_change),
-		cmocka_unit_test(test_renamed_file),
-		cmocka_unit_test(test_uid_clash),
-		cmocka_unit_test(test_multiget_leaves_out),
-		cmocka_unit_test(test_put_refused),
-		cmocka_unit_test(test_token_refused),
-		cmocka_unit_test(test_truncated_listing),
-		cmocka_unit_test(test_mass_deletion_guard),
-		cmocka_unit_test(test_server_rewrites),
-		cmocka_unit_test(test_answer_lost),
-		cmocka_unit_test(test_refused_deletion_counted_once),
-		cmocka_unit_test(test_collection_removed_with_a_new_file),
-		cmocka_unit_test(test_href_forms),
-		cmocka_unit_test(test_credentials_refused),
-		cmocka_unit_test(test_deferred_change_reverted),
-		cmocka_unit_test(test_edit_in_place),
-		cmocka_unit_test(test_random),
+		cmocka_unit_test_teardown(test_first_sync, env_teardown),
+		cmocka_unit_test_teardown(test_server_changes, env_teardown),
+		cmocka_unit_test_teardown(test_local_changes, env_teardown),
+		cmocka_unit_test_teardown(test_both_edit, env_teardown),
+		cmocka_unit_test_teardown(test_server_deletes_local_edit, env_teardown),
+		cmocka_unit_test_teardown(test_local_delete_server_change, env_teardown),
+		cmocka_unit_test_teardown(test_renamed_file, env_teardown),
+		cmocka_unit_test_teardown(test_uid_clash, env_teardown),
+		cmocka_unit_test_teardown(test_multiget_leaves_out, env_teardown),
+		cmocka_unit_test_teardown(test_put_refused, env_teardown),
+		cmocka_unit_test_teardown(test_token_refused, env_teardown),
+		cmocka_unit_test_teardown(test_truncated_listing, env_teardown),
+		cmocka_unit_test_teardown(test_mass_deletion_guard, env_teardown),
+		cmocka_unit_test_teardown(test_server_rewrites, env_teardown),
+		cmocka_unit_test_teardown(test_answer_lost, env_teardown),
+		cmocka_unit_test_teardown(test_refused_deletion_counted_once, env_teardown),
+		cmocka_unit_test_teardown(test_collection_removed_with_a_new_file, env_teardown),
+		cmocka_unit_test_teardown(test_href_forms, env_teardown),
+		cmocka_unit_test_teardown(test_credentials_refused, env_teardown),
+		cmocka_unit_test_teardown(test_deferred_change_reverted, env_teardown),
+		cmocka_unit_test_teardown(test_edit_in_place, env_teardown),
+		cmocka_unit_test_teardown(test_random, env_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
