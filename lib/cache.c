@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cache_p.h"
 #include "log_p.h"
@@ -24,6 +25,7 @@ struct ks_cache {
 	sqlite3 *db;
 	sqlite3_stmt *st[_ST_MAX];
 	int in_tx;
+	unsigned unsettled;	/* stats stored untrusted since ks_cache_take_unsettled() */
 };
 
 static const char *const stmt_sql[_ST_MAX] = {
@@ -368,6 +370,32 @@ static int bind_text(sqlite3_stmt *s, int i, const char *v)
 {
 	int rc = v ? sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(s, i);
 	return sqlite_to_errno(rc);
+}
+
+/* A file's stat says it is unchanged only if no write can give it the same one: the kernel
+ * stamps files from a coarse clock (one tick, 4 ms, on Linux before 6.13), so a stat taken
+ * while the clock is still in the tick of the file's mtime may be followed by a write within
+ * that tick that leaves mtime, inode and size as they were. Such a stat is stored with mtime
+ * 0, which no file has: the next scan reads the file, and ks_local_settle() stores the real
+ * stat once the tick is over. */
+static int64_t trusted_mtime(ks_cache *c, int64_t mtime_ns)
+{
+	struct timespec now;
+
+	if (mtime_ns == 0 || clock_gettime(CLOCK_REALTIME_COARSE, &now) < 0)
+		return mtime_ns;
+	if (mtime_ns < (int64_t) now.tv_sec * 1000000000 + now.tv_nsec)
+		return mtime_ns;
+	c->unsettled++;
+	return 0;
+}
+
+unsigned ks_cache_take_unsettled(ks_cache *c)
+{
+	unsigned n = c->unsettled;
+
+	c->unsettled = 0;
+	return n;
 }
 
 static int prepare(ks_cache *c, const char *sql, sqlite3_stmt **ret)
@@ -800,7 +828,7 @@ int ks_cache_put_item(ks_cache *c, int64_t coll, const ks_item_row *row)
 	(void) bind_text(s, 14, i ? i->status : NULL);
 	(void) sqlite3_bind_int(s, 15, i ? i->priority : 0);
 	(void) bind_text(s, 16, row->hash);
-	(void) sqlite3_bind_int64(s, 17, row->mtime_ns);
+	(void) sqlite3_bind_int64(s, 17, trusted_mtime(c, row->mtime_ns));
 	(void) sqlite3_bind_int64(s, 18, row->ino);
 	(void) sqlite3_bind_int64(s, 19, row->size);
 	int r = step_done(s);
@@ -933,6 +961,28 @@ int ks_cache_list_local(ks_cache *c, int64_t coll, ks_local_row **ret, size_t *r
 	return collect(s, sizeof(**ret), fill_local, free_local, (void **) ret, ret_n);
 }
 
+static int fill_unsettled(sqlite3_stmt *s, void *p)
+{
+	ks_local_row *e = p;
+
+	e->id = sqlite3_column_int64(s, 0);
+	e->filename = col_strdup(s, 1);
+	e->hash = col_strdup(s, 2);
+	return e->filename && e->hash ? 0 : -ENOMEM;
+}
+
+int ks_cache_list_unsettled(ks_cache *c, int64_t coll, ks_local_row **ret, size_t *ret_n)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "SELECT id, filename, hash FROM item WHERE collection = ?1 AND "
+			   "mtime_ns = 0 AND hash IS NOT NULL AND filename IS NOT NULL", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	return collect(s, sizeof(**ret), fill_unsettled, free_local, (void **) ret, ret_n);
+}
+
 int ks_cache_fill_local_row(ks_cache *c, ks_local_row *row)
 {
 	sqlite3_stmt *s;
@@ -1024,7 +1074,7 @@ int ks_cache_set_item_file(ks_cache *c, int64_t id, const char *filename, int64_
 	if (r < 0)
 		return r;
 	(void) bind_text(s, 1, filename);
-	(void) sqlite3_bind_int64(s, 2, mtime_ns);
+	(void) sqlite3_bind_int64(s, 2, trusted_mtime(c, mtime_ns));
 	(void) sqlite3_bind_int64(s, 3, ino);
 	(void) sqlite3_bind_int64(s, 4, size);
 	(void) sqlite3_bind_int64(s, 5, id);
@@ -1040,7 +1090,7 @@ int ks_cache_set_item_stat(ks_cache *c, int64_t id, int64_t mtime_ns, int64_t in
 
 	if (r < 0)
 		return r;
-	(void) sqlite3_bind_int64(s, 1, mtime_ns);
+	(void) sqlite3_bind_int64(s, 1, trusted_mtime(c, mtime_ns));
 	(void) sqlite3_bind_int64(s, 2, ino);
 	(void) sqlite3_bind_int64(s, 3, size);
 	(void) sqlite3_bind_int64(s, 4, id);

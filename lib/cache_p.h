@@ -162,6 +162,11 @@ typedef struct ks_local_row {
 } ks_local_row;
 
 int ks_cache_list_local(ks_cache *c, int64_t coll, ks_local_row **ret, size_t *ret_n);
+/* Rows whose stat was stored untrusted (mtime 0: taken within the clock tick of the file's
+ * mtime) and that have a hash: id, filename and hash filled. */
+int ks_cache_list_unsettled(ks_cache *c, int64_t coll, ks_local_row **ret, size_t *ret_n);
+/* How many stats were stored untrusted since the last call. */
+unsigned ks_cache_take_unsettled(ks_cache *c);
 /* Loads href, etag, uid and hash of a row from ks_cache_list_local(). */
 int ks_cache_fill_local_row(ks_cache *c, ks_local_row *row);
 void ks_local_rows_free(ks_local_row *a, size_t n);

@@ -310,5 +310,9 @@ int ks_local_keep_copy(ks_local *l, const char *filename, const char *uid, const
  * (with stat st) holds it too, and clears the intent: one transaction. */
 int ks_local_record_item(ks_local *l, const char *href, const char *etag, const char *filename,
 			 const char *data, size_t len, const struct stat *st);
+/* Stores the real stat of the collection's files whose stat was stored untrusted in this run
+ * (taken within the clock tick of their mtime, lib/cache.c), once the tick is over and the
+ * file is read again and found as recorded: the next run then need not read them. */
+int ks_local_settle(ks_local *l);
 /* Forgets the row of href and its intent. */
 int ks_local_forget_item(ks_local *l, const char *href);

@@ -244,3 +244,67 @@ void ks_local_done(ks_local *l)
 	free(l->dir);
 	*l = (ks_local) { .dirfd = -1 };
 }
+
+/* Waits (at most max_ms) until the coarse clock the kernel stamps files with is past
+ * mtime_ns. Whether it is. */
+static bool clock_past(int64_t mtime_ns, unsigned max_ms)
+{
+	for (unsigned waited = 0;; waited++) {
+		struct timespec now;
+		if (clock_gettime(CLOCK_REALTIME_COARSE, &now) < 0)
+			return false;
+		if ((int64_t) now.tv_sec * 1000000000 + now.tv_nsec > mtime_ns)
+			return true;
+		if (waited >= max_ms)
+			return false;
+		(void) nanosleep(&(struct timespec) { .tv_nsec = 1000000 }, NULL);
+	}
+}
+
+int ks_local_settle(ks_local *l)
+{
+	ks_cache *cache = l->e->cache;
+	ks_local_row *rows = NULL;
+	size_t n = 0;
+	bool in_tx = false;
+	int r;
+
+	if (ks_cache_take_unsettled(cache) == 0)
+		return 0;
+	r = ks_cache_list_unsettled(cache, l->col->id, &rows, &n);
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		_cleanup_free_ char *data = NULL;
+		struct stat before, after;
+		size_t len = 0;
+		char hex[65];
+		if (fstatat(l->dirfd, rows[i].filename, &before, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(before.st_mode) || !clock_past(ks_stat_mtime_ns(&before), 50))
+			continue;	/* the next scan looks at it */
+		/* Read once the tick is over: a write since gave it another mtime. */
+		r = ks_fs_read_file(l->dirfd, rows[i].filename, KS_CARD_MAX, &data, &len);
+		if (r == -ENOMEM)
+			break;
+		r = 0;
+		if (!data || fstatat(l->dirfd, rows[i].filename, &after, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !ks_scan_stat_matches(&after, ks_stat_mtime_ns(&before),
+					  (int64_t) before.st_ino, (int64_t) before.st_size))
+			continue;
+		ks_sha256_hex(data, len, hex);
+		if (strcmp(hex, rows[i].hash) != 0)
+			continue;	/* edited: the next scan sends it */
+		if (!in_tx) {
+			r = ks_cache_begin(cache);
+			in_tx = r >= 0;
+		}
+		if (r >= 0)
+			r = ks_cache_set_item_stat(cache, rows[i].id, ks_stat_mtime_ns(&before),
+						   (int64_t) before.st_ino, (int64_t) before.st_size);
+	}
+	if (in_tx && r >= 0)
+		r = ks_cache_commit(cache);
+	else if (in_tx)
+		ks_cache_rollback(cache);
+	ks_local_rows_free(rows, n);
+	return r;
+}
+

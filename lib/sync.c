@@ -92,6 +92,8 @@ int ks_sync_collection(run *R, ks_collection *col, const ks_collection *remote)
 	}
 	r = 0;
 out:
+	if (c.L.dirfd >= 0)
+		(void) ks_local_settle(&c.L);
 	coll_run_done(&c);
 	return r;
 }
