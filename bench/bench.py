@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""ksync benchmark: ksync, vdirsyncer and the raw server cost, side by side in fair rounds.
+"""ksync benchmark: ksync, vdirsyncer and the raw server cost, in fair rounds, plus the
+daemon's latency and many collections.
 
 Run by `make bench` (which sets KSYNC_BUILD); extra arguments go in BENCH_ARGS:
 
@@ -8,6 +9,9 @@ Run by `make bench` (which sets KSYNC_BUILD); extra arguments go in BENCH_ARGS:
 
 Parts (--parts, all by default; bench/README.md describes each in full):
   fair         every server kind: the clients side by side in rounds, medians (min-max);
+  latency      ksyncd as a service: a local file write until the item is on the server;
+  collections  100 calendars: ksync's no-change run, and one home-set PROPFIND against one
+               REPORT per collection, on every server kind;
 
 Results also go to bench/results/<timestamp>.json (bench/results/ is not tracked).
 """
@@ -43,6 +47,7 @@ from kinds import (SERVER_KINDS, TARGET_CPU_VS_VDIRSYNCER,  # noqa: E402
                    TARGET_INITIAL_VS_RAW_PARALLEL, TARGET_INITIAL_VS_RAW_SERIAL,
                    TARGET_NOCHANGE_CPU_PER_10K, TARGET_RSS_FROM_ITEMS, TARGET_RSS_MB, WarmUp,
                    logged_requests, summarize_requests)
+import extra  # noqa: E402
 import targets  # noqa: E402
 
 # The first listing of a freshly seeded Radicale collection parses every item: with 15,000 items
@@ -56,7 +61,7 @@ SCENARIO_TITLES = {
     "changed": "re-sync after {n} remote changes per collection",
     "upload": "upload of {u} local edits ({detail})",
 }
-PARTS = ("fair",)
+PARTS = ("fair", "latency", "collections")
 # --------------------------------------------------------------------------- fair rounds
 
 class Bench:
@@ -123,6 +128,8 @@ class Bench:
             log(f"seeded in {time.perf_counter() - t0:.1f} s")
             if "fair" in self.args.parts:
                 self.fair_rounds(server, kind, colls, result)
+            if "latency" in self.args.parts:
+                result["latency"] = extra.latency(self, server, kind, colls)
         finally:
             server.stop()
         self.results["servers"].append(result)
@@ -455,6 +462,12 @@ def fmt_n0(x):
     return "-" if x is None else f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
 
 
+# The parts that run once, after the servers' own parts (fair, latency).
+LATER_PARTS = {
+    "collections": extra.collections,
+}
+
+
 # --------------------------------------------------------------------------- main
 
 def tool_version(argv):
@@ -482,7 +495,7 @@ def parse_args(argv):
                    help="small sizes everywhere: "
                         + ", ".join(f"{k.name}={k.quick[0]}+{k.quick[1]}"
                                     for k in SERVER_KINDS.values())
-                        + " (explicit sizes win)")
+                        + ", 20 calendars (explicit sizes win)")
     p.add_argument("--changes", type=int, default=10,
                    help="items modified per collection before the 'changed' re-sync (10)")
     p.add_argument("--uploads", type=int, default=100,
@@ -501,6 +514,12 @@ def parse_args(argv):
                         "remove)")
     p.add_argument("--raw-parallel", type=int, default=1,
                    help="multigets curl keeps in flight (1: one after the other)")
+    p.add_argument("--latency-edits", type=int, default=None,
+                   help="local edits timed with ksyncd running, per server (5; quick 3)")
+    p.add_argument("--calendars", type=int, default=None,
+                   help="calendars of the collections part (100; quick 20)")
+    p.add_argument("--calendar-events", type=int, default=10,
+                   help="events in each calendar of the collections part (10)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per client run (600)")
     p.add_argument("--json", default=None, help="result file (bench/results/<timestamp>.json)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -517,6 +536,10 @@ def parse_args(argv):
             p.error(f"--items {spec!r}: want KIND=CONTACTS[+EVENTS] with KIND one of "
                     + ", ".join(SERVER_KINDS))
         a.sizes[m.group(1)] = (int(m.group(2)), int(m.group(3) or 0))
+    if a.latency_edits is None:
+        a.latency_edits = 3 if a.quick else 5
+    if a.calendars is None:
+        a.calendars = 20 if a.quick else 100
     a.clients = [c.strip() for c in a.clients.split(",") if c.strip()]
     a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
     a.parts = [s.strip() for s in a.parts.split(",") if s.strip()]
@@ -565,7 +588,7 @@ def main(argv=None):
         "measured run the warm-up requests (bench/README.md) run, not counted.")
     rc = 0
     try:
-        if "fair" in args.parts:
+        if "fair" in args.parts or "latency" in args.parts:
             for s in args.servers:
                 try:
                     bench.run_server(s)
@@ -574,6 +597,15 @@ def main(argv=None):
                     bench.results["servers"].append({"server": s,
                                                      "error": f"{type(e).__name__}: {e}"})
                     rc = 1
+        for part, fn in LATER_PARTS.items():
+            if part not in args.parts:
+                continue
+            try:
+                bench.results[part] = fn(bench)
+            except Exception as e:
+                log(f"bench: {part}: {type(e).__name__}: {e}")
+                bench.results[part] = {"error": f"{type(e).__name__}: {e}"}
+                rc = 1
         bench.results["targets"] = targets.targets(bench)
     except (KeyboardInterrupt, SystemExit) as e:
         rc = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 130

@@ -53,6 +53,24 @@ def targets(bench):
             add(f"{f['nedits']} local edits: files rewritten", title,
                 f"{ku['files_changed']:.0f}" if ku.get("files_changed") is not None else "-",
                 "0", up.get("target_files"))
+    for name, lat in s.get("latency", {}).items():
+        title = K.SERVER_KINDS[name].title
+        if lat.get("median") is not None:
+            add("local write to the server, ksyncd running", title,
+                fmt_s(lat["median"]) + f" ({fmt_s(lat['min'])}-{fmt_s(lat['max'])})",
+                "<= 1 s", lat["all_arrived"] and lat["median"] <= K.TARGET_LATENCY)
+    for name, res in s.get("collections", {}).items():
+        if "error" in res:
+            continue
+        title = K.SERVER_KINDS[name].title
+        kn = res["ksync_nochange"]
+        add(f"{res['collections']} collections, no-change run", title,
+            f"{kn['requests']:.0f} req, {fmt_s(kn['wall'])}",
+            "1 request per home set where that is cheaper", None)
+        h, r = res["homes"]["token+ctag"], res["reports"]
+        add("home PROPFIND vs per-collection requests", title,
+            f"{fmt_s(h['wall'])} vs {fmt_s(r['wall'])} wall, {fmt_s(h['server_cpu'])} vs "
+            f"{fmt_s(r['server_cpu'])} server CPU", "choose per server by measurement", None)
     if not rows:
         return []
     log("\nTargets of the performance issue, from this run (medians)")
