@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """ksync benchmark: ksync, vdirsyncer and the raw server cost, in fair rounds, plus the
-daemon's latency and many collections.
+daemon's latency, many collections and the client's cost at scale.
 
 Run by `make bench` (which sets KSYNC_BUILD); extra arguments go in BENCH_ARGS:
 
@@ -12,6 +12,8 @@ Parts (--parts, all by default; bench/README.md describes each in full):
   latency      ksyncd as a service: a local file write until the item is on the server;
   collections  100 calendars: ksync's no-change run, and one home-set PROPFIND against one
                REPORT per collection, on every server kind;
+  scale        ksync alone against bench/davserve.py (a streaming responder) at 10,000,
+               50,000 and 100,000 items;
 
 Results also go to bench/results/<timestamp>.json (bench/results/ is not tracked).
 """
@@ -48,6 +50,7 @@ from kinds import (SERVER_KINDS, TARGET_CPU_VS_VDIRSYNCER,  # noqa: E402
                    TARGET_NOCHANGE_CPU_PER_10K, TARGET_RSS_FROM_ITEMS, TARGET_RSS_MB, WarmUp,
                    logged_requests, summarize_requests)
 import extra  # noqa: E402
+import scale  # noqa: E402
 import targets  # noqa: E402
 
 # The first listing of a freshly seeded Radicale collection parses every item: with 15,000 items
@@ -61,7 +64,7 @@ SCENARIO_TITLES = {
     "changed": "re-sync after {n} remote changes per collection",
     "upload": "upload of {u} local edits ({detail})",
 }
-PARTS = ("fair", "latency", "collections")
+PARTS = ("fair", "latency", "collections", "scale", "profile")
 # --------------------------------------------------------------------------- fair rounds
 
 class Bench:
@@ -465,6 +468,7 @@ def fmt_n0(x):
 # The parts that run once, after the servers' own parts (fair, latency).
 LATER_PARTS = {
     "collections": extra.collections,
+    "scale": scale.scale,
 }
 
 
@@ -478,12 +482,16 @@ def tool_version(argv):
         return "?"
 
 
+def int_list(text):
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", default=",".join(PARTS),
                    help="comma-separated, of " + ", ".join(PARTS) + " (all)")
     p.add_argument("--rounds", type=int, default=3,
-                   help="rounds of every scenario in the fair part (3)")
+                   help="rounds of every scenario in the fair part and the scale part (3)")
     p.add_argument("--items", action="append", default=[], metavar="KIND=CONTACTS[+EVENTS]",
                    help="items seeded on a server kind, e.g. radicale=10000+5000; defaults: "
                         + ", ".join(f"{k.name}={k.sizes[0]}+{k.sizes[1]}"
@@ -495,7 +503,7 @@ def parse_args(argv):
                    help="small sizes everywhere: "
                         + ", ".join(f"{k.name}={k.quick[0]}+{k.quick[1]}"
                                     for k in SERVER_KINDS.values())
-                        + ", 20 calendars (explicit sizes win)")
+                        + ", scale at 3000 and 10000, 20 calendars (explicit sizes win)")
     p.add_argument("--changes", type=int, default=10,
                    help="items modified per collection before the 'changed' re-sync (10)")
     p.add_argument("--uploads", type=int, default=100,
@@ -520,6 +528,9 @@ def parse_args(argv):
                    help="calendars of the collections part (100; quick 20)")
     p.add_argument("--calendar-events", type=int, default=10,
                    help="events in each calendar of the collections part (10)")
+    p.add_argument("--scale-sizes", type=int_list, default=None,
+                   help="items of the scale part, two thirds contacts and one third events "
+                        "(10000,50000,100000; quick 3000,10000)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per client run (600)")
     p.add_argument("--json", default=None, help="result file (bench/results/<timestamp>.json)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -540,6 +551,8 @@ def parse_args(argv):
         a.latency_edits = 3 if a.quick else 5
     if a.calendars is None:
         a.calendars = 20 if a.quick else 100
+    if a.scale_sizes is None:
+        a.scale_sizes = [3000, 10000] if a.quick else [10000, 50000, 100000]
     a.clients = [c.strip() for c in a.clients.split(",") if c.strip()]
     a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
     a.parts = [s.strip() for s in a.parts.split(",") if s.strip()]

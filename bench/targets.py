@@ -53,6 +53,20 @@ def targets(bench):
             add(f"{f['nedits']} local edits: files rewritten", title,
                 f"{ku['files_changed']:.0f}" if ku.get("files_changed") is not None else "-",
                 "0", up.get("target_files"))
+    sc = s.get("scale")
+    if sc:
+        for n, row in sc.items():
+            if row.get("nochange_cpu_per_10k") is not None:
+                add("no-change CPU per 10,000 items", f"scale, {n} items",
+                    fmt_s(row["nochange_cpu_per_10k"]), "<= 25 ms",
+                    row["nochange_cpu_per_10k"] <= K.TARGET_NOCHANGE_CPU_PER_10K)
+        rss = {n: row["rss_mb"] for n, row in sc.items() if row.get("rss_mb")}
+        if rss:
+            lo, hi = min(rss), max(rss)
+            flat = rss[hi] <= rss[lo] * 1.10
+            add("peak RSS flat with size", f"scale, {lo} to {hi} items",
+                f"{rss[lo]:.1f} -> {rss[hi]:.1f} MB", "flat (<= +10%), < 20 MB",
+                flat and rss[hi] < K.TARGET_RSS_MB)
     for name, lat in s.get("latency", {}).items():
         title = K.SERVER_KINDS[name].title
         if lat.get("median") is not None:
