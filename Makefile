@@ -35,7 +35,7 @@ DEB_PACKAGES := gcc make pkg-config libc6-dev \
 	php-sqlite3 khard khal todoman vdirsyncer \
 	python3-pytest python3-requests python3-configobj curl dbus dbus-daemon systemd mandoc \
 	sqlite3 procps time openssl strace util-linux gnome-keyring libsecret-tools \
-	python3-dbus python3-gi zsh fish
+	python3-dbus python3-gi zsh fish linux-perf
 
 ifeq ($(SANITIZE),1)
 B := build/asan

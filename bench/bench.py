@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """ksync benchmark: ksync, vdirsyncer and the raw server cost, in fair rounds, plus the
-daemon's latency, many collections and the client's cost at scale.
+daemon's latency, many collections, the client's cost at scale and where its CPU goes.
 
 Run by `make bench` (which sets KSYNC_BUILD); extra arguments go in BENCH_ARGS:
 
@@ -14,6 +14,7 @@ Parts (--parts, all by default; bench/README.md describes each in full):
                REPORT per collection, on every server kind;
   scale        ksync alone against bench/davserve.py (a streaming responder) at 10,000,
                50,000 and 100,000 items;
+  profile      `perf record` of ksync's initial sync of 15,000 items: where its CPU goes.
 
 Results also go to bench/results/<timestamp>.json (bench/results/ is not tracked).
 """
@@ -469,6 +470,7 @@ def fmt_n0(x):
 LATER_PARTS = {
     "collections": extra.collections,
     "scale": scale.scale,
+    "profile": scale.profile,
 }
 
 
@@ -531,6 +533,8 @@ def parse_args(argv):
     p.add_argument("--scale-sizes", type=int_list, default=None,
                    help="items of the scale part, two thirds contacts and one third events "
                         "(10000,50000,100000; quick 3000,10000)")
+    p.add_argument("--profile-items", type=int, default=None,
+                   help="items of the profiled initial sync (15000; quick 3000)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per client run (600)")
     p.add_argument("--json", default=None, help="result file (bench/results/<timestamp>.json)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -553,6 +557,8 @@ def parse_args(argv):
         a.calendars = 20 if a.quick else 100
     if a.scale_sizes is None:
         a.scale_sizes = [3000, 10000] if a.quick else [10000, 50000, 100000]
+    if a.profile_items is None:
+        a.profile_items = 3000 if a.quick else 15000
     a.clients = [c.strip() for c in a.clients.split(",") if c.strip()]
     a.servers = [s.strip() for s in a.servers.split(",") if s.strip()]
     a.parts = [s.strip() for s in a.parts.split(",") if s.strip()]

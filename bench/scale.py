@@ -1,10 +1,14 @@
-"""ksync's own cost at scale against bench/davserve.py."""
+"""ksync's own cost at scale against bench/davserve.py, and where its CPU goes (perf)."""
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import davserve
@@ -187,3 +191,197 @@ def scale(bench):
 
 def _per10k(x, n):
     return x / n * 10000 if x is not None and n else None
+
+
+# --------------------------------------------------------------------------- profile
+
+CATEGORIES = (
+    "XML parsing", "libical", "SQLite", "hashing", "file creation and flushing", "HTTP",
+    "other: ksync's own code", "other: libc, loader, kernel",
+)
+
+# ksync's own functions by the module that defines them; the category of each module.
+MODULE_CATEGORY = {"xml": "XML parsing", "ical": "libical", "cache": "SQLite", "hash": "hashing",
+                   "fsutil": "file creation and flushing", "vdir": "file creation and flushing",
+                   "dav": "HTTP"}
+DSO_CATEGORY = (
+    (re.compile(r"libxml2"), "XML parsing"),
+    (re.compile(r"libical"), "libical"),
+    (re.compile(r"libsqlite3"), "SQLite"),
+    (re.compile(r"libcurl|libnghttp|libssl|libcrypto|libz\.|libbrotli|libzstd|libidn|libpsl|"
+                r"libgnutls|libssh|librtmp|libldap|liblber|libkrb|libgss"), "HTTP"),
+)
+NET_RE = re.compile(r"tcp_|sock_|inet_|unix_|__sys_send|__sys_recv|sys_sendmsg|sys_recvmsg|"
+                    r"ip_|skb|net_rx|do_sys_poll|ep_poll|__x64_sys_poll|__x64_sys_epoll|"
+                    r"__x64_sys_ppoll|do_select")
+FILE_RE = re.compile(r"ext4|jbd2|vfs_|openat|path_openat|do_fsync|fsync|fdatasync|syncfs|"
+                     r"sync_filesystem|rename|unlink|mkdir|filemap|writeback|"
+                     r"generic_perform_write|__x64_sys_write|__x64_sys_pwrite|__x64_sys_close|"
+                     r"fsnotify|d_alloc|dput|iput|getdents|statx|newfstat|btrfs|xfs_|"
+                     r"__x64_sys_ftruncate|__x64_sys_fchmod")
+
+
+def function_modules():
+    """{function name: module} for every function defined in lib/*.c and daemon/*.c."""
+    out = {}
+    pat = re.compile(r"^[A-Za-z_][\w \*]*?\b(\w+)\(")
+    for d in ("lib", "daemon"):
+        for path in sorted((ROOT / d).glob("*.c")):
+            mod = path.stem if d == "lib" else "daemon"
+            for line in path.read_text(errors="replace").splitlines():
+                m = pat.match(line)
+                if m and not line.rstrip().endswith(";") and not line.startswith(("typedef",
+                                                                                    "return")):
+                    out.setdefault(m.group(1), mod)
+    return out
+
+
+FRAME_RE = re.compile(r"^\s*([0-9a-f]+) (.*) \((.*)\)$")
+
+
+def read_samples(text):
+    """[(period, [(symbol, dso)] leaf first)] from `perf script -F period,ip,sym,dso`;
+    inlined frames take the dso of the real frame at their address."""
+    out = []
+    for block in text.split("\n\n"):
+        lines = [ln for ln in block.split("\n") if ln.strip()]
+        if not lines:
+            continue
+        try:
+            period = int(lines[0].split()[-1])
+        except ValueError:
+            continue
+        frames = []
+        for ln in lines[1:]:
+            m = FRAME_RE.match(ln)
+            if m:
+                frames.append([m.group(1), m.group(2), m.group(3)])
+        for i in range(len(frames) - 1, -1, -1):
+            if frames[i][2] == "inlined":
+                nxt = next((f for f in frames[i + 1:] if f[0] == frames[i][0] and
+                            f[2] != "inlined"), None)
+                frames[i][2] = nxt[2] if nxt else "?"
+        out.append((period, [(f[1], f[2]) for f in frames]))
+    return out
+
+
+def _clean_sym(sym):
+    return re.sub(r"\+0x[0-9a-f]+$", "", sym)
+
+
+def categorize(frames, modules, ksyncd_name):
+    """The category of one sample: the kernel part by what it does (file system, network),
+    the user part by the first frame outside libc that belongs to a known library or
+    module."""
+    kernel = [f for f in frames if f[1].startswith("[kernel")]
+    user = [f for f in frames if not f[1].startswith("[kernel")]
+    owner = None
+    for sym, dso in user:
+        name = _clean_sym(sym)
+        base = os.path.basename(dso)
+        if base == ksyncd_name:
+            mod = modules.get(name)
+            if mod is None:
+                continue
+            owner = MODULE_CATEGORY.get(mod, "other: ksync's own code")
+            break
+        cat = next((c for r, c in DSO_CATEGORY if r.search(base)), None)
+        if cat:
+            owner = cat
+            break
+    if kernel:
+        ks = " ".join(_clean_sym(s) for s, _ in kernel)
+        if owner == "SQLite":
+            return "SQLite"
+        if NET_RE.search(ks):
+            return "HTTP"
+        if FILE_RE.search(ks):
+            return "file creation and flushing"
+        return owner or "other: libc, loader, kernel"
+    return owner or "other: libc, loader, kernel"
+
+
+def profile(bench):
+    """perf record (cpu-clock, DWARF call chains) of `ksyncd --once` doing the initial sync of
+    --profile-items items from bench/davserve.py; shares by category and the top functions by
+    self time."""
+    a = bench.args
+    perf = shutil.which("perf")
+    n = a.profile_items
+    nc, ne = split(n)
+    log(f"\n=== profile: ksync's initial sync of {nc} contacts and {ne} events from "
+        "bench/davserve.py under `perf record`")
+    if not perf:
+        log("  perf is not installed (Debian package linux-perf): no profile")
+        return {"error": "perf not installed"}
+    sdir = bench.tmp / "profile"
+    resp = Responder(sdir / "server", nc, ne)
+    data = sdir / "perf.data"
+    try:
+        home = KsyncHome(sdir / "ksync", build=bench.ksync_build)
+        home.add_account(ACCOUNT, resp)
+        base = [perf, "record", "-q", "-F", "1000", "--call-graph", "dwarf,16384", "-o",
+                str(data)]
+        cmd = [str(home.ksyncd), "--once", "--config", str(home.config_path), ACCOUNT]
+        scope = "user and kernel"
+        m = run_measured(base + ["--"] + cmd, env=home.env(), cwd=home.home,
+                         log_path=sdir / "perf.log", timeout=bench.timeout)
+        if not m.ok:
+            # perf_event_paranoid may forbid kernel samples to a user who is not root.
+            shutil.rmtree(home.root, ignore_errors=True)
+            home = KsyncHome(sdir / "ksync2", build=bench.ksync_build)
+            home.add_account(ACCOUNT, resp)
+            cmd = [str(home.ksyncd), "--once", "--config", str(home.config_path), ACCOUNT]
+            scope = "user space only (perf may not sample the kernel here)"
+            m = run_measured(base + ["--all-user", "--"] + cmd, env=home.env(), cwd=home.home,
+                             log_path=sdir / "perf.log", timeout=bench.timeout)
+        if not m.ok:
+            raise RuntimeError(f"perf record: {m.error}: "
+                               + (sdir / "perf.log").read_text(errors="replace")[-1500:])
+        got = sum(1 for p in home.data_dir.rglob("*") if p.suffix in (".vcf", ".ics"))
+        script = subprocess.run([perf, "script", "-i", str(data), "-F", "comm,period,ip,sym,dso"],
+                                capture_output=True, text=True, errors="replace",
+                                timeout=bench.timeout)
+        if script.returncode != 0:
+            raise RuntimeError("perf script: " + script.stderr[-1500:])
+    finally:
+        resp.stop()
+    samples = read_samples(script.stdout)
+    modules = function_modules()
+    ksyncd_name = os.path.basename(str(home.ksyncd))
+    total = sum(p for p, _ in samples) or 1
+    cats, funcs = Counter(), Counter()
+    module_self = defaultdict(int)
+    scan = 0
+    for period, frames in samples:
+        cats[categorize(frames, modules, ksyncd_name)] += period
+        if any(_clean_sym(f[0]) == "recently_deleted" for f in frames):
+            scan += period
+        if frames:
+            sym, dso = frames[0]
+            funcs[(_clean_sym(sym), os.path.basename(dso))] += period
+            if os.path.basename(dso) == ksyncd_name:
+                module_self[modules.get(_clean_sym(sym), "?")] += period
+    res = {"items": n, "contacts": nc, "events": ne, "items_on_disk": got, "scope": scope,
+           "samples": len(samples), "wall": m.wall, "cpu": m.cpu, "user": m.user, "sys": m.sys,
+           "categories": {c: cats[c] / total for c in CATEGORIES if cats[c]},
+           "ext4_recently_deleted": scan / total,
+           "top": [{"function": f, "dso": d, "share": p / total}
+                   for (f, d), p in funcs.most_common(15)],
+           "ksync_modules_self": {k: v / total for k, v in
+                                  sorted(module_self.items(), key=lambda kv: -kv[1])}}
+    log(f"  {len(samples)} samples ({scope}); the run under perf: {fmt_s(m.wall)} wall, "
+        f"{fmt_s(m.cpu)} CPU ({fmt_s(m.sys)} sys); {got} items on disk")
+    log("  where the CPU goes (each sample counted once: kernel work by what it does, the "
+        "rest by the first frame outside libc):")
+    for c in CATEGORIES:
+        if cats[c]:
+            log(f"    {c:<32} {cats[c] / total * 100:5.1f} %")
+        if c == "file creation and flushing" and scan:
+            log(f"      of it ext4 skipping inodes freed in the last 30 s (a file system "
+                f"without a journal): {scan / total * 100:.1f} %")
+    log("  top 15 functions by self time:")
+    for t in res["top"]:
+        log(f"    {t['share'] * 100:5.1f} %  {t['function']}  ({t['dso']})")
+    bench.summary["profile"] = res
+    return res
