@@ -73,6 +73,7 @@ def latency(bench, server, kind, colls):
             path = local[coll.href][coll.uids[href]]
             marker = f"ksync-bench-latency-{i}-{int(time.time())}"
             before = server.request_count()
+            log0 = len(K.logged_requests(server, kind))
             n0 = len(daemon.read_notifications())
             polls = 0
             edit_file(path, coll.kind, marker)
@@ -88,11 +89,16 @@ def latency(bench, server, kind, colls):
                 time.sleep(POLL)
             status = _wait_status(daemon, n0, SETTLE_TIMEOUT)
             reqs = server.request_count() - before - polls
-            e = {"seconds": arrived, "requests": reqs, "status": status.split(": ", 1)[-1]}
+            target = urllib.parse.unquote(urllib.parse.urlsplit(href).path)
+            made = [q for q in K.logged_requests(server, kind)[log0:]
+                    if not (q[0] == "GET" and urllib.parse.unquote(
+                        urllib.parse.urlsplit(q[1]).path) == target)]
+            e = {"seconds": arrived, "requests": reqs, "status": status.split(": ", 1)[-1],
+                 "requests_made": K.summarize_requests(made)}
             out["edits"].append(e)
             log(f"  edit {i + 1}: " + (f"on the server after {fmt_s(arrived)}" if arrived
-                                       else "NOT on the server") + f", {reqs} requests by "
-                f"ksyncd, run {e['status']}")
+                                       else "NOT on the server") + f", run {e['status']}; "
+                f"{reqs} requests by ksyncd: {e['requests_made']}")
     finally:
         daemon.stop()
     got = [e["seconds"] for e in out["edits"] if e["seconds"] is not None]
