@@ -52,7 +52,8 @@ def targets(bench):
                 f"<= {f['nedits'] + f['collections']}", up.get("target_requests"))
             add(f"{f['nedits']} local edits: files rewritten", title,
                 f"{ku['files_changed']:.0f}" if ku.get("files_changed") is not None else "-",
-                "0", up.get("target_files"))
+                "0" if up.get("target_files") is not None else
+                "0 where the server keeps the bytes PUT (not this one)", up.get("target_files"))
     sc = s.get("scale")
     if sc:
         for n, row in sc.items():
