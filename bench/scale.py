@@ -350,11 +350,14 @@ def profile(bench):
     modules = function_modules()
     ksyncd_name = os.path.basename(str(home.ksyncd))
     total = sum(p for p, _ in samples) or 1
-    cats, funcs = Counter(), Counter()
+    cats, in_kernel, funcs = Counter(), Counter(), Counter()
     module_self = defaultdict(int)
     scan = 0
     for period, frames in samples:
-        cats[categorize(frames, modules, ksyncd_name)] += period
+        cat = categorize(frames, modules, ksyncd_name)
+        cats[cat] += period
+        if frames and frames[0][1].startswith("[kernel"):
+            in_kernel[cat] += period
         if any(_clean_sym(f[0]) == "recently_deleted" for f in frames):
             scan += period
         if frames:
@@ -365,6 +368,7 @@ def profile(bench):
     res = {"items": n, "contacts": nc, "events": ne, "items_on_disk": got, "scope": scope,
            "samples": len(samples), "wall": m.wall, "cpu": m.cpu, "user": m.user, "sys": m.sys,
            "categories": {c: cats[c] / total for c in CATEGORIES if cats[c]},
+           "categories_kernel": {c: in_kernel[c] / total for c in CATEGORIES if cats[c]},
            "ext4_recently_deleted": scan / total,
            "top": [{"function": f, "dso": d, "share": p / total}
                    for (f, d), p in funcs.most_common(15)],
@@ -376,10 +380,14 @@ def profile(bench):
         "rest by the first frame outside libc):")
     for c in CATEGORIES:
         if cats[c]:
-            log(f"    {c:<32} {cats[c] / total * 100:5.1f} %")
+            log(f"    {c:<32} {cats[c] / total * 100:5.1f} %   (in the kernel "
+                f"{in_kernel[c] / total * 100:4.1f} %)")
         if c == "file creation and flushing" and scan:
             log(f"      of it ext4 skipping inodes freed in the last 30 s (a file system "
                 f"without a journal): {scan / total * 100:.1f} %")
+    own = ", ".join(f"{k} {v * 100:.1f} %" for k, v in res["ksync_modules_self"].items()
+                    if v >= 0.002)
+    log(f"  self time in ksync's own code by module of lib/: {own or '-'}")
     log("  top 15 functions by self time:")
     for t in res["top"]:
         log(f"    {t['share'] * 100:5.1f} %  {t['function']}  ({t['dso']})")
