@@ -472,7 +472,10 @@ def scenario_checks(scenario, stats, kind, ncoll, nchanged_coll, nitems, nedits,
             out["target_files"] = None
             lines.append(check_line("ksync files rewritten", fmt_n0(kfiles),
                                     "0 applies where the server keeps the bytes PUT; this one "
-                                    "serializes items anew"))
+                                    "changes them"))
+            if kfiles == 0:
+                lines.append("  (ksync kept the bytes it sent: the server's copies differ from "
+                             "the local files, yet each PUT was answered with an ETag)")
         else:
             ok = out["target_files"] = kfiles == 0
             lines.append(check_line("ksync files rewritten", fmt_n0(kfiles),
