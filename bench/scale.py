@@ -208,6 +208,7 @@ DSO_CATEGORY = (
     (re.compile(r"libxml2"), "XML parsing"),
     (re.compile(r"libical"), "libical"),
     (re.compile(r"libsqlite3"), "SQLite"),
+    (re.compile(r"libnettle|libhogweed"), "hashing"),
     (re.compile(r"libcurl|libnghttp|libssl|libcrypto|libz\.|libbrotli|libzstd|libidn|libpsl|"
                 r"libgnutls|libssh|librtmp|libldap|liblber|libkrb|libgss"), "HTTP"),
 )
