@@ -462,6 +462,21 @@ def test_local_create_edit_delete(server, ks):
 
 
 @pytest.mark.all_servers
+def test_uploads_end_as_the_server_stores_them(server, ks):
+    """A server may store what it is sent otherwise (Radicale reorders properties, DAViCal
+    folds long lines, both still answering with an ETag): after the run, the file and the
+    cache hold the server's bytes, new items and edits alike."""
+    long_note = "NOTE:" + " ".join(["long line"] * 20)
+    env = make_env(server, ks, {uid_of("olga"): card(uid_of("olga"), "Olga Old")})
+    env.card_path(uid_of("pia")).write_bytes(card(uid_of("pia"), "Pia New", long_note))
+    olga = card(uid_of("olga"), "Olga Old", long_note, "TEL:+41 21 000 00 01")
+    write_in_place(env.card_path(uid_of("olga")), olga)
+    r = ks.sync()
+    assert not checks.failure_lines(r.stderr, ACCOUNT), r.stderr
+    checks.check_mirror(ks, server, ACCOUNT)
+
+
+@pytest.mark.all_servers
 def test_run_after_push_writes_nothing(server, ks):
     """The run after one that sent changes makes one request per collection and writes
     nothing: no file, no row, not even the collection's sync state."""
