@@ -13,6 +13,7 @@ static void coll_run_done(coll_run *c);
 static int open_collection_dir(run *R, coll_run *c, size_t n_rows);
 static int write_metadata(coll_run *c);
 static int drop_stale_intents(coll_run *c);
+static void keep_old_state(coll_run *c, char *token, char *ctag);
 
 /* Syncs one collection both ways. remote is what a home listing said about it right now,
  * or NULL when the home sets were not listed this run. */
@@ -20,10 +21,16 @@ int ks_sync_collection(run *R, ks_collection *col, const ks_collection *remote)
 {
 	coll_run c = { .R = R };
 	unsigned req0 = ks_remote_request_count(R->remote);
+	_cleanup_free_ char *token0 = col->sync_token ? strdup(col->sync_token) : NULL;
+	_cleanup_free_ char *ctag0 = col->ctag ? strdup(col->ctag) : NULL;
 	int r = ks_local_init(&c.L, R->e, R->acc->name, col);
 
 	if (r < 0)
 		return r;
+	if ((col->sync_token && !token0) || (col->ctag && !ctag0)) {
+		ks_local_done(&c.L);
+		return -ENOMEM;
+	}
 	r = ks_cache_count_items(R->e->cache, col->id);
 	if (r < 0) {
 		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c.L.label, r, "cannot read the cache: %s",
@@ -92,6 +99,8 @@ int ks_sync_collection(run *R, ks_collection *col, const ks_collection *remote)
 	}
 	r = 0;
 out:
+	if (c.failed_push)
+		keep_old_state(&c, token0, ctag0);
 	if (c.L.dirfd >= 0)
 		(void) ks_local_settle(&c.L);
 	coll_run_done(&c);
@@ -193,6 +202,23 @@ void ks_sync_report_failed(coll_run *c)
 	else
 		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->L.label, -EIO,
 			    "%u item(s) could not be fetched; they will be retried", fetch);
+}
+
+/* A local change that could not be sent may stand for a server change the pull left to its
+ * merge (a file edited on both sides): the token (or ctag) the pull stored would pass over
+ * that change for good if the user then took the edit back. The collection goes back to the
+ * state it had when the run began, so that the next listing names those changes again (what
+ * this run applied is listed with the etags it has now, and not fetched again). */
+static void keep_old_state(coll_run *c, char *token, char *ctag)
+{
+	ks_collection *col = c->L.col;
+
+	if (ks_cache_set_collection_state(c->R->e->cache, col->id, token, ctag) < 0)
+		return;
+	free(col->sync_token);
+	free(col->ctag);
+	col->sync_token = token ? strdup(token) : NULL;
+	col->ctag = ctag ? strdup(ctag) : NULL;
 }
 
 /* Intents nothing is left to do for (each would be "resumed" on every run): an interrupted

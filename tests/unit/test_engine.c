@@ -1269,9 +1269,6 @@ static void test_deferred_change_reverted(void **state)
 {
 	env v;
 
-	KNOWN_BUG("the pull stores the new sync-token past a server change it leaves to the "
-		  "push's merge; when that merge fails and the local edit is then undone, the "
-		  "change is never fetched");
 	env_init(&v);
 	seed_and_sync(&v, 1, 0);
 	_cleanup_free_ char *base = read_file(v.cal_dir, "e1.ics");
@@ -1290,11 +1287,6 @@ static void test_deferred_change_reverted(void **state)
 	env_done(&v);
 }
 
-/* A file rewritten in place (same inode, same size) within the tick of the clock that stamped
- * it when ksync wrote it: its stat is the one recorded, only its bytes differ. Kernels before
- * 6.13 (Debian 12 runs 6.1) stamp files from a clock that moves every 1 to 4 ms; the stat is
- * set back to what it was, as such a kernel leaves it. The edit must reach the server, merged
- * with the server's change meanwhile, not be overwritten by it. */
 /* An edit in place, same size, that leaves the file's mtime as it was: on a kernel that
  * stamps files from a coarse clock, an edit within the tick of the last write. Here the mtime
  * is ahead of the clock, which makes every stat of it one taken within its tick: the stat is
@@ -1799,35 +1791,6 @@ static const char *ext_of(unsigned c)
 	return c ? ".vcf" : ".ics";
 }
 
-/* Whether removing the property prop from the file data of collection c would give back the
- * bytes the cache holds as the item's last synced version: such a file no longer reads as
- * edited, which meets a known bug (test_deferred_change_reverted()). */
-static bool removal_restores_base(model *md, unsigned c, const char *data, unsigned prop)
-{
-	_cleanup_free_ char *uid = prop_get(data, "UID"), *x = NULL, *base = NULL;
-	ks_collection *cols = NULL;
-	size_t n_cols = 0, blen = 0;
-	bool same = false;
-
-	if (prop % 3 == 0 || !uid)
-		return false;
-	x = prop_set(data, props[c][prop % 3], NULL);
-	assert_int_equal(ks_cache_list_collections(md->v.e->cache, ACCOUNT, &cols, &n_cols), 0);
-	for (size_t i = 0; i < n_cols && !same; i++) {
-		ks_cache_item it = {};
-		if (strcmp(cols[i].href, coll_href(md, c)) != 0 ||
-		    ks_cache_get_item_by_uid(md->v.e->cache, cols[i].id, uid, &it) < 0) {
-			ks_cache_item_done(&it);
-			continue;
-		}
-		if (ks_cache_get_item_data(md->v.e->cache, cols[i].id, it.href, &base, &blen) >= 0)
-			same = blen == strlen(x) && memcmp(base, x, blen) == 0;
-		ks_cache_item_done(&it);
-	}
-	ks_collection_free_array(cols, n_cols);
-	return same;
-}
-
 /* Makes collection c on the server, as the scenario has it. */
 static void add_collection(model *md, unsigned c)
 {
@@ -1910,9 +1873,6 @@ static void run_step(model *md, const step *s)
 		_cleanup_free_ char *name = pick_file(md, c, s->pick);
 		_cleanup_free_ char *data = name ? read_file(dir, name) : NULL;
 		if (!data)
-			break;
-		if (!md->known_bugs && s->variant == 1 &&
-		    removal_restores_base(md, c, data, s->prop))
 			break;
 		_cleanup_free_ char *x = edit_item(md, c, data, s->prop, s->variant == 1);
 		if (s->variant != 2) {
