@@ -5,8 +5,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Duplicate contacts: the pure part (normalization, grouping, the merged card), without I/O.
- * lib/dup.c also holds the part that reads the cache and writes to the server.
+#include "vcard_p.h"
+
+/* Duplicate contacts: the pure part, without I/O: the keys, the grouping and the choice of a
+ * group's reference card (lib/dup_group.c), the merged card (lib/dup_merge.c). Reading the
+ * address books from the cache and listing them is lib/dup_list.c; the merge and its undo on
+ * the server and in the files is lib/dup_apply.c, with its journal in lib/dup_journal.c.
  *
  * Two cards are likely duplicates when they share a normalized name, an e-mail address or a
  * phone number; groups are the connected sets (union-find over the keys). */
@@ -66,6 +70,26 @@ typedef struct ks_dup_groups {
 int ks_dup_find_groups(const ks_dup_card *cards, size_t n, ks_dup_groups *ret);
 void ks_dup_groups_done(ks_dup_groups *g);
 
+/* The reference of group g of cards[0..): the most complete card: the most properties, then
+ * the most bytes (len[i]), then the smallest UID (uids[i]), so that the choice is the same on
+ * every run. Returns an index into cards. */
+size_t ks_dup_default_reference(const ks_dup_groups *groups, size_t g, const ks_dup_card *cards,
+				const size_t *len, const char *const *uids);
+
+/* The id of group g: "<name>:" and 8 hex digits of SHA-256 of account, href (the address
+ * book's) and the sorted UIDs (uids[i] of card i) of its members, so that the id stays while
+ * the same cards make the group. Owned by the caller; -ENOMEM. */
+int ks_dup_group_id(const ks_dup_groups *groups, size_t g, const char *const *uids,
+		    const char *account, const char *href, const char *name, char **ret);
+
+/* The unescaped text of a property value, without the blanks around it; *ret is NULL when
+ * nothing is left. Owned by the caller; -ENOMEM. */
+int ks_dup_text_value(const char *raw, char **ret);
+
+/* A value for showing: unescaped, on one line, at most 80 bytes cut on a UTF-8 boundary;
+ * "(image or data)" for PHOTO, LOGO, SOUND and KEY. NULL when out of memory. */
+char *ks_dup_display_value(const ks_vcard_prop *p);
+
 /* One line of a merged card, unfolded, for showing where it came from. */
 typedef struct ks_dup_line {
 	char *text;
@@ -104,3 +128,10 @@ void ks_dup_merged_done(ks_dup_merged *m);
  * caller) when something changed, 0 (and *ret untouched) when the card names none of them. */
 int ks_dup_rewrite_members(const char *data, size_t len, const char *const *old, size_t n_old,
 			   const char *keep, char **ret, size_t *ret_len);
+
+/* The names of the properties whose values differ between the cards parsed[0..n), as the
+ * merge compares values: a name differs when one of its values is not on every card (a NULL
+ * entry, a card that did not parse, has none). UID, VERSION, PRODID, REV and X- properties
+ * are left out. *ret (sorted, each name once) and its strings are owned by the caller, also
+ * on failure (-ENOMEM). */
+int ks_dup_differing_props(ks_vcard *const *parsed, size_t n, char ***ret, size_t *ret_n);

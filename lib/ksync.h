@@ -467,7 +467,7 @@ int ks_engine_clients_config(ks_engine *e, const ks_config *c, char **ret_json,
 
 /* ---- duplicate contacts ------------------------------------------------------------------- */
 
-/* Groups of likely duplicate contacts in the cache (lib/dup.c): cards sharing a normalized
+/* Groups of likely duplicate contacts in the cache (lib/dup_list.c): cards sharing a normalized
  * name, an e-mail address or a phone number, grouped transitively. A group is named by a
  * stable id, "<address book directory>:<8 hex digits>" (a hash of the account, the address
  * book and the sorted UIDs of its cards), which stays the same until its cards change.

@@ -84,7 +84,7 @@ const char *ks_conflict_policy_to_string(ks_conflict_policy p);
 /* The policy named s (ASCII case ignored), or _KS_CONFLICT_INVALID for NULL or another word. */
 ks_conflict_policy ks_conflict_policy_from_string(const char *s);
 
-/* Helpers shared with the other content-line writers (lib/dup.c). */
+/* Helpers shared with the other content-line writers (lib/dup_merge.c). */
 
 /* Appends one logical line s[0..n) and CRLF to b, folded at 75 octets and never inside a
  * UTF-8 sequence. Errors of ks_buf. */

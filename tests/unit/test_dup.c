@@ -158,6 +158,103 @@ static void test_groups(void **state)
 	free(cards);
 }
 
+/* The reference: the most properties, then the most bytes, then the smallest UID. */
+static void test_reference_and_id(void **state)
+{
+	size_t n = ELEMENTSOF(group_cards);
+	ks_dup_card *cards = calloc(n, sizeof(*cards));
+	size_t len[ELEMENTSOF(group_cards)] = {};
+	const char *uids[] = { "a", "b", "c", "d", "e", "f", "g", "h" };
+	const char *shuffled[] = { "e", "c", "b", "d", "a", "f", "g", "h" };
+	ks_dup_groups g = {};
+	char *id = NULL, *id2 = NULL;
+
+	assert_non_null(cards);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(ks_dup_card_parse(group_cards[i], strlen(group_cards[i]),
+						   &cards[i]), 0);
+	assert_int_equal(ks_dup_find_groups(cards, n, &g), 0);
+	/* 2 and 4 have four properties each, 0 three and 1 two. */
+	for (size_t i = 0; i < n; i++)
+		len[i] = 100;
+	assert_int_equal(ks_dup_default_reference(&g, 0, cards, len, uids), 2);
+	len[4] = 101;
+	assert_int_equal(ks_dup_default_reference(&g, 0, cards, len, uids), 4);
+	len[4] = 100;
+	uids[2] = "z";
+	assert_int_equal(ks_dup_default_reference(&g, 0, cards, len, uids), 4);
+	uids[2] = "c";
+
+	/* SHA-256 of "acct\0/dav/people/\0a\0b\0c\0e\0": the ids listed so far stay. */
+	assert_int_equal(ks_dup_group_id(&g, 0, uids, "acct", "/dav/people/", "people", &id), 0);
+	assert_string_equal(id, "people:8b130e39");
+	/* The same UIDs on other members: the same group. */
+	assert_int_equal(ks_dup_group_id(&g, 0, shuffled, "acct", "/dav/people/", "people",
+					 &id2), 0);
+	assert_string_equal(id2, id);
+	free(id2);
+	id2 = NULL;
+	uids[4] = "x";
+	assert_int_equal(ks_dup_group_id(&g, 0, uids, "acct", "/dav/people/", "people", &id2), 0);
+	assert_string_not_equal(id2, id);
+	free(id2);
+	id2 = NULL;
+	uids[4] = "e";
+	assert_int_equal(ks_dup_group_id(&g, 0, uids, "other", "/dav/people/", "people", &id2), 0);
+	assert_string_not_equal(id2, id);
+	free(id2);
+	free(id);
+	ks_dup_groups_done(&g);
+	for (size_t i = 0; i < n; i++)
+		ks_dup_card_done(&cards[i]);
+	free(cards);
+}
+
+/* What differs between the cards of a group, as "ksyncctl duplicates" shows it. */
+static void test_differing_props(void **state)
+{
+	static const char *const cards[] = {
+		"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:a\r\nFN:Jane Doe\r\n"
+		"EMAIL:jane@example.org\r\nTEL:+41 79 123 45 67\r\nX-FOO:1\r\nEND:VCARD\r\n",
+		"BEGIN:VCARD\r\nVERSION:4.0\r\nUID:b\r\nFN:jane  DOE\r\n"
+		"EMAIL:JANE@example.org\r\nTEL:079 123 45 67\r\nBDAY:19800203\r\nX-FOO:2\r\n"
+		"END:VCARD\r\n",
+		"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:c\r\nFN:Jane Doe\r\nEMAIL:jane@example.org\r\n"
+		"EMAIL:jd@example.org\r\nTEL:+41 79 123 45 67\r\nEND:VCARD\r\n",
+	};
+	ks_vcard *parsed[ELEMENTSOF(cards) + 1] = {};
+	size_t n_parsed[ELEMENTSOF(cards) + 1] = {};
+	char **names = NULL;
+	size_t n = 0;
+
+	for (size_t i = 0; i < ELEMENTSOF(cards); i++)
+		assert_int_equal(ks_vcard_parse(cards[i], strlen(cards[i]), &parsed[i],
+						&n_parsed[i], NULL), 0);
+	/* Values compared as the merge does: FN and TEL are the same on every card. */
+	assert_int_equal(ks_dup_differing_props(parsed, 3, &names, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(names[0], "BDAY");
+	assert_string_equal(names[1], "EMAIL");
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	/* Two cards alike differ in nothing; next to a card that did not parse, in all. */
+	ks_vcard *two[] = { parsed[0], parsed[0], NULL };
+	assert_int_equal(ks_dup_differing_props(two, 2, &names, &n), 0);
+	assert_int_equal(n, 0);
+	free(names);
+	assert_int_equal(ks_dup_differing_props(two, 3, &names, &n), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(names[0], "EMAIL");
+	assert_string_equal(names[1], "FN");
+	assert_string_equal(names[2], "TEL");
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	for (size_t i = 0; i < ELEMENTSOF(cards); i++)
+		ks_vcard_free_array(parsed[i], n_parsed[i]);
+}
+
 /* Pairs of cards a person takes for the same name, in scripts and letters beyond Latin-1. */
 static void test_groups_unicode(void **state)
 {
@@ -367,6 +464,8 @@ int main(void)
 		cmocka_unit_test(test_email_key),
 		cmocka_unit_test(test_phone_key),
 		cmocka_unit_test(test_groups),
+		cmocka_unit_test(test_reference_and_id),
+		cmocka_unit_test(test_differing_props),
 		cmocka_unit_test(test_groups_unicode),
 		cmocka_unit_test(test_groups_large),
 		cmocka_unit_test(test_merge_rules),

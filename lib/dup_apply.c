@@ -1,0 +1,679 @@
+/* SPDX-License-Identifier: MIT */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "buf_p.h"
+#include "cache_p.h"
+#include "dav_p.h"
+#include "dup_journal_p.h"
+#include "dup_plan_p.h"
+#include "engine_p.h"
+#include "fsutil_p.h"
+#include "hash_p.h"
+#include "json_p.h"
+#include "ksync.h"
+#include "limits.h"
+#include "macro.h"
+#include "scan_p.h"
+#include "session_p.h"
+#include "text_p.h"
+
+/* A merge of duplicates carried out, and undone: the plan of lib/dup_list.c applied on the
+ * server, in the files and in the cache, each step recorded in the journal
+ * (lib/dup_journal.c). It runs under the account's lock, so that no sync runs meanwhile. */
+
+typedef struct job {
+	ks_engine *e;
+	const ks_account_config *acc;
+	const ks_collection *col;
+	ks_dav *dav;
+	int dirfd;
+	int lock_fd;
+	char **reterr_msg;
+} job;
+
+static const char *vcard_type = "text/vcard; charset=utf-8";
+
+static int merge_run(ks_engine *e, const ks_config *c, dup_plan *p, dup_journal *J,
+		     char **reterr_msg);
+static int write_result(const dup_plan *p, const dup_journal *J, bool dry_run, char **ret);
+static int undo_run(ks_engine *e, const ks_config *c, dup_journal *J, ks_json_writer *w,
+		    char **reterr_msg);
+static int restore_name(job *j, const dup_jentry *en, char **ret);
+static int job_start(job *j, ks_engine *e, const ks_config *c, const char *account,
+		     const ks_collection *col, char **reterr_msg);
+static void job_done(job *j);
+static int check_local(job *j, const char *href, const char *label);
+static int check_intents(job *j, const char *const *hrefs, size_t n);
+static int check_server(job *j, const char *const *hrefs, const char *const *etags,
+			const char *const *labels, size_t n);
+static int send_one(job *j, const char *method, const char *href, const char *data, size_t len,
+		    const char *if_match, char **ret_etag, char *errmsg, size_t errlen);
+static int store_item(job *j, const char *href, const char *etag, const char *filename,
+		      const char *data, size_t len);
+static int drop_item(job *j, const char *href, const char *filename);
+static int64_t stat_ns(const struct stat *st);
+
+int ks_dup_merge(ks_engine *e, const ks_config *c, const char *id, const char *keep_uid,
+		 bool dry_run, char **ret_json, char **reterr_msg)
+{
+	_cleanup_(ks_dup_plan_done) dup_plan p = {};
+	dup_journal J = {};
+	int r;
+
+	assert(e && c && ret_json);
+	r = ks_dup_plan_make(e, c, id, keep_uid, &p, reterr_msg);
+	if (r < 0)
+		return r;
+	if (p.b.col.readonly)
+		return ks_set_error(reterr_msg, -EROFS, "the address book '%s' of account %s is read-only "
+			       "on the server: its cards cannot be merged", p.b.col.displayname
+			       ? p.b.col.displayname : p.b.col.name, p.b.account);
+	if (dry_run)
+		return write_result(&p, NULL, true, ret_json);
+
+	/* The plan is made again under the lock: a sync that ran meanwhile may have brought
+	 * new versions of the cards (or sent local edits of them), which the merge must use. */
+	_cleanup_free_ char *account = strdup(p.b.account);
+	int lock_fd = -1;
+	if (!account)
+		return -ENOMEM;
+	ks_dup_plan_done(&p);
+	/* A sync of the account waits for the merge, and the merge for a sync under way:
+	 * what it reads from the cache is read under the lock. */
+	r = ks_engine_lock_account(e, account, true, &lock_fd, reterr_msg);
+	if (r < 0)
+		return r;
+	r = ks_dup_plan_make(e, c, id, keep_uid, &p, reterr_msg);
+	if (r >= 0 && strcmp(p.b.account, account) != 0)
+		r = ks_set_error(reterr_msg, -ENOENT, "group %s moved to another account meanwhile; list "
+			    "the duplicates again", id);
+	if (r >= 0)
+		r = merge_run(e, c, &p, &J, reterr_msg);
+	if (r >= 0)
+		r = write_result(&p, &J, false, ret_json);
+	close(lock_fd);
+	ks_dup_journal_done(&J);
+	return r;
+}
+
+int ks_dup_undo(ks_engine *e, const ks_config *c, const char *account, char **ret_json,
+		char **reterr_msg)
+{
+	_cleanup_(ks_buf_done) ks_buf buf = {};
+	dup_journal J = {};
+	ks_json_writer w;
+	int r;
+
+	assert(e && c && ret_json);
+	if (account && *account && !ks_config_find_account(c, account))
+		return ks_set_error(reterr_msg, -ENOENT, "no account '%s' in %s", account, c->path);
+	r = ks_dup_journal_find_last(e, c, account, &J);
+	if (r == -ENOENT)
+		return ks_set_error(reterr_msg, r, "no merge of duplicates to undo");
+	if (r < 0)
+		return r;
+	int lock_fd = -1;
+	r = ks_engine_lock_account(e, J.account, true, &lock_fd, reterr_msg);
+	if (r < 0) {
+		ks_dup_journal_done(&J);
+		return r;
+	}
+	ks_json_writer_init(&w, &buf, false);
+	r = undo_run(e, c, &J, &w, reterr_msg);
+	close(lock_fd);
+	ks_dup_journal_done(&J);
+	if (r < 0)
+		return r;
+	return ks_dup_finish_json(&w, &buf, ret_json);
+}
+
+static int merge_run(ks_engine *e, const ks_config *c, dup_plan *p, dup_journal *J,
+		     char **reterr_msg)
+{
+	_cleanup_(job_done) job j = { .dirfd = -1, .lock_fd = -1 };
+	dup_book *b = &p->b;
+	size_t n_inv = p->n_members + p->n_groups;
+	_cleanup_free_ const char **hrefs = calloc(n_inv, sizeof(char *));
+	_cleanup_free_ const char **etags = calloc(n_inv, sizeof(char *));
+	_cleanup_free_ char **labels = calloc(n_inv, sizeof(char *));
+	_cleanup_free_ char *new_etag = NULL;
+	char errmsg[KS_DAV_ERRMSG_MAX] = "";
+	int r;
+
+	if (!hrefs || !etags || !labels)
+		return -ENOMEM;
+	r = job_start(&j, e, c, b->account, &b->col, reterr_msg);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n_inv; i++) {
+		size_t idx = i < p->n_members ? p->members[i] : p->groups[i - p->n_members];
+		const dup_book_item *it = &b->items[idx];
+		hrefs[i] = it->href;
+		etags[i] = it->etag;
+		labels[i] = ks_dup_label(b, idx);
+		if (!labels[i]) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	for (size_t i = 0; r >= 0 && i < n_inv; i++)
+		r = check_local(&j, hrefs[i], labels[i]);
+	if (r >= 0)
+		r = check_intents(&j, hrefs, n_inv);
+	if (r >= 0)
+		r = check_server(&j, hrefs, etags, (const char *const *) labels, n_inv);
+	if (r >= 0)
+		r = ks_dup_journal_begin(e, p, J);
+	if (r < 0)
+		goto out;
+
+	/* The merged card first: a failure here leaves every card as it was. */
+	const dup_book_item *ref = &b->items[p->ref];
+	r = send_one(&j, "PUT", ref->href, p->merged.data, p->merged.len,
+		     ref->etag ? ref->etag : "*", &new_etag,
+		     errmsg, sizeof(errmsg));
+	if (r < 0) {
+		/* Nothing changed anywhere: the copies are not needed. */
+		ks_dup_journal_remove(J);
+		if (r == -ESTALE)
+			r = ks_set_error(reterr_msg, r, "%s changed on the server meanwhile; nothing was "
+				    "merged. Run 'ksyncctl sync' and look at the group again.",
+				    labels[0]);
+		else
+			r = ks_set_error(reterr_msg, r, "cannot write the merged card: %s",
+				    errmsg[0] ? errmsg : strerror(-r));
+		goto out;
+	}
+	J->kept.done = true;
+	J->kept.etag_after = new_etag ? strdup(new_etag) : NULL;
+	r = store_item(&j, ref->href, new_etag, ref->filename, p->merged.data, p->merged.len);
+	if (r >= 0) {
+		/* The etag the undo expects is the one the cache now holds. */
+		ks_cache_item it = {};
+		if (ks_cache_get_item(e->cache, b->col.id, ref->href, &it) >= 0 && it.etag) {
+			free(J->kept.etag_after);
+			J->kept.etag_after = strdup(it.etag);
+		}
+		ks_cache_item_done(&it);
+		r = ks_dup_journal_set_state(J, "partial");
+	}
+	if (r < 0)
+		goto out;
+
+	for (size_t i = 0; r >= 0 && i < p->n_groups; i++) {
+		const dup_book_item *it = &b->items[p->groups[i]];
+		_cleanup_free_ char *et = NULL;
+		r = send_one(&j, "PUT", it->href, p->group_data[i], p->group_len[i],
+			     it->etag ? it->etag : "*", &et,
+			     errmsg, sizeof(errmsg));
+		if (r < 0)
+			break;
+		r = store_item(&j, it->href, et, it->filename, p->group_data[i], p->group_len[i]);
+		if (r >= 0) {
+			ks_cache_item ci = {};
+			if (ks_cache_get_item(e->cache, b->col.id, it->href, &ci) >= 0 && ci.etag)
+				J->groups[i].etag_after = strdup(ci.etag);
+			ks_cache_item_done(&ci);
+			J->groups[i].done = true;
+			r = ks_dup_journal_save(J);
+		}
+	}
+	if (r < 0) {
+		r = ks_set_error(reterr_msg, r, "the merged card was written, but a group card could not "
+			    "be updated (%s); the other cards were kept. 'ksyncctl duplicates undo' "
+			    "puts the reference card back.", r == -ESTALE
+				    ? "it changed on the server meanwhile"
+				    : errmsg[0] ? errmsg : strerror(-r));
+		goto out;
+	}
+
+	for (size_t i = 1; r >= 0 && i < p->n_members; i++) {
+		const dup_book_item *it = &b->items[p->members[i]];
+		r = send_one(&j, "DELETE", it->href, NULL, 0, it->etag ? it->etag : "*", NULL,
+			     errmsg, sizeof(errmsg));
+		if (r == -ENOENT)
+			r = 0;	/* gone already: what the merge wanted */
+		if (r < 0) {
+			r = ks_set_error(reterr_msg, r, "%s %s, so it was not removed; the merged card was "
+				    "written and the cards before it removed. Sync, then merge the "
+				    "group again, or undo with 'ksyncctl duplicates undo'.",
+				    labels[i], r == -ESTALE ? "changed on the server during the merge"
+							    : errmsg[0] ? errmsg : strerror(-r));
+			break;
+		}
+		r = drop_item(&j, it->href, it->filename);
+		if (r >= 0) {
+			J->removed[i - 1].done = true;
+			r = ks_dup_journal_save(J);
+		}
+	}
+	if (r >= 0)
+		r = ks_dup_journal_set_state(J, "done");
+out:
+	for (size_t i = 0; i < n_inv; i++)
+		free(labels[i]);
+	return r;
+}
+
+static int write_result(const dup_plan *p, const dup_journal *J, bool dry_run, char **ret)
+{
+	_cleanup_(ks_buf_done) ks_buf buf = {};
+	ks_json_writer w;
+
+	ks_json_writer_init(&w, &buf, false);
+	ks_json_write_object_begin(&w);
+	ks_dup_write_plan(&w, p);
+	ks_json_write_key(&w, "dry_run");
+	ks_json_write_bool(&w, dry_run);
+	ks_json_write_key(&w, "kept");
+	ks_json_write_string(&w, p->b.items[p->ref].uid);
+	ks_json_write_key(&w, "removed");
+	ks_json_write_array_begin(&w);
+	for (size_t i = 1; i < p->n_members; i++)
+		if (dry_run || (J && J->removed[i - 1].done))
+			ks_json_write_string(&w, p->b.items[p->members[i]].uid);
+	ks_json_write_array_end(&w);
+	ks_json_write_key(&w, "backup");
+	ks_json_write_string(&w, J ? J->dir : NULL);
+	ks_json_write_object_end(&w);
+	return ks_dup_finish_json(&w, &buf, ret);
+}
+
+static int undo_run(ks_engine *e, const ks_config *c, dup_journal *J, ks_json_writer *w,
+		    char **reterr_msg)
+{
+	_cleanup_(job_done) job j = { .dirfd = -1, .lock_fd = -1 };
+	ks_collection *cols = NULL, *col = NULL;
+	size_t n_cols = 0;
+	ks_cache_item kept = {};
+	_cleanup_free_ char *old = NULL, *et = NULL;
+	_cleanup_(ks_buf_done) ks_buf notices = {};
+	size_t len = 0;
+	char errmsg[KS_DAV_ERRMSG_MAX] = "";
+	int r;
+
+	r = ks_cache_list_collections(e->cache, J->account, &cols, &n_cols);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n_cols; i++)
+		if (cols[i].kind == KS_COLLECTION_ADDRESSBOOK && strcmp(cols[i].name, J->collection) == 0)
+			col = &cols[i];
+	if (!col) {
+		r = ks_set_error(reterr_msg, -ENOENT, "the address book %s of account %s is gone; the "
+			    "cards are kept in %s", J->collection, J->account, J->dir);
+		goto out;
+	}
+	if (col->readonly) {
+		r = ks_set_error(reterr_msg, -EROFS, "the address book %s is read-only now; the cards are "
+			    "kept in %s", J->collection, J->dir);
+		goto out;
+	}
+	r = job_start(&j, e, c, J->account, col, reterr_msg);
+	if (r < 0)
+		goto out;
+
+	/* An undo cut off halfway is taken up where it stopped: what it did is marked in the
+	 * journal step by step, and the kept card is then as the undo left it. */
+	if (strcmp(J->state, "undoing") != 0) {
+		r = ks_dup_journal_set_state(J, "undoing");
+		if (r < 0)
+			goto out;
+	}
+	const char *kept_etag = J->kept.undone ? J->kept.etag_undone : J->kept.etag_after;
+	/* The kept card must be as the merge (or the undo) left it: an edit since would be
+	 * lost. */
+	r = ks_cache_get_item(e->cache, col->id, J->kept.href, &kept);
+	if (r == -ENOENT || (r >= 0 && kept_etag &&
+			     (!kept.etag || strcmp(kept.etag, kept_etag) != 0))) {
+		r = ks_set_error(reterr_msg, -ESTALE, "the kept card (UID %s) changed since the merge; "
+			    "undo refused so that the change is not lost. The cards removed by the "
+			    "merge are kept in %s", J->kept.uid, J->dir);
+		goto out;
+	}
+	if (r < 0)
+		goto out;
+	r = check_local(&j, J->kept.href, "the kept card");
+	if (r < 0)
+		goto out;
+
+	if (!J->kept.undone) {
+		r = ks_dup_journal_read_copy(J, &J->kept, &old, &len);
+		if (r < 0) {
+			r = ks_set_error(reterr_msg, r, "cannot read the copy of the kept card in %s: %s",
+				    J->dir, strerror(-r));
+			goto out;
+		}
+		r = send_one(&j, "PUT", J->kept.href, old, len, kept_etag ? kept_etag : kept.etag,
+			     &et, errmsg, sizeof(errmsg));
+		if (r == -ESTALE) {
+			r = ks_set_error(reterr_msg, r, "the kept card (UID %s) changed on the server "
+				    "since the merge; undo refused. The cards removed by the merge are "
+				    "kept in %s", J->kept.uid, J->dir);
+			goto out;
+		}
+		if (r < 0) {
+			r = ks_set_error(reterr_msg, r, "cannot put the kept card back: %s",
+				    errmsg[0] ? errmsg : strerror(-r));
+			goto out;
+		}
+		r = store_item(&j, J->kept.href, et, kept.filename, old, len);
+		if (r >= 0)
+			r = ks_dup_journal_mark_undone(J, &J->kept, et);
+		if (r < 0)
+			goto out;
+	}
+
+	ks_json_write_object_begin(w);
+	ks_json_write_key(w, "id");
+	ks_json_write_string(w, J->id);
+	ks_json_write_key(w, "account");
+	ks_json_write_string(w, J->account);
+	ks_json_write_key(w, "collection");
+	ks_json_write_string(w, J->collection);
+	ks_json_write_key(w, "kept");
+	ks_json_write_string(w, J->kept.uid);
+	ks_json_write_key(w, "backup");
+	ks_json_write_string(w, J->dir);
+	ks_json_write_key(w, "restored");
+	ks_json_write_array_begin(w);
+	for (size_t i = 0; r >= 0 && i < J->n_removed; i++) {
+		dup_jentry *en = &J->removed[i];
+		_cleanup_free_ char *data = NULL, *etag = NULL, *name = NULL;
+		size_t dlen = 0;
+		if (!en->done)
+			continue;	/* never removed */
+		if (en->undone) {
+			ks_json_write_string(w, en->uid);	/* by the undo cut off before */
+			continue;
+		}
+		r = ks_dup_journal_read_copy(J, en, &data, &dlen);
+		if (r < 0)
+			break;
+		r = send_one(&j, "PUT", en->href, data, dlen, NULL, &etag, errmsg, sizeof(errmsg));
+		if (r == -ESTALE) {
+			/* Something is at that href again: it is not overwritten. */
+			r = ks_buf_printf(&notices, "%s%s exists again on the server and was left "
+					  "as it is (the old card is in %s/%s)", notices.len ? "; " : "",
+					  en->href, J->dir, en->file);
+			if (r >= 0)
+				r = ks_dup_journal_mark_undone(J, en, NULL);
+			continue;
+		}
+		if (r < 0) {
+			r = ks_set_error(reterr_msg, r, "cannot create the card %s again: %s", en->uid,
+				    errmsg[0] ? errmsg : strerror(-r));
+			break;
+		}
+		r = restore_name(&j, en, &name);
+		if (r >= 0)
+			r = store_item(&j, en->href, etag, name, data, dlen);
+		if (r >= 0)
+			r = ks_dup_journal_mark_undone(J, en, etag);
+		if (r >= 0)
+			ks_json_write_string(w, en->uid);
+	}
+	ks_json_write_array_end(w);
+	for (size_t i = 0; r >= 0 && i < J->n_groups; i++) {
+		dup_jentry *en = &J->groups[i];
+		_cleanup_free_ char *data = NULL, *etag = NULL;
+		size_t dlen = 0;
+		if (!en->done || !en->etag_after || en->undone)
+			continue;
+		r = ks_dup_journal_read_copy(J, en, &data, &dlen);
+		if (r >= 0)
+			r = send_one(&j, "PUT", en->href, data, dlen, en->etag_after, &etag, errmsg,
+				     sizeof(errmsg));
+		if (r == -ESTALE || r == -ENOENT) {
+			r = ks_buf_printf(&notices, "%sthe group card %s changed since the merge; "
+					  "its members were left as they are", notices.len ? "; " : "",
+					  en->uid);
+			if (r >= 0)
+				r = ks_dup_journal_mark_undone(J, en, NULL);
+			continue;
+		}
+		if (r >= 0)
+			r = store_item(&j, en->href, etag, en->filename, data, dlen);
+		if (r >= 0)
+			r = ks_dup_journal_mark_undone(J, en, etag);
+	}
+	if (r < 0)
+		goto out;
+	ks_json_write_key(w, "notice");
+	ks_json_write_string(w, notices.len ? notices.data : NULL);
+	ks_json_write_object_end(w);
+	r = ks_dup_journal_set_state(J, "undone");
+out:
+	ks_cache_item_done(&kept);
+	ks_collection_free_array(cols, n_cols);
+	return r;
+}
+
+/* A name for a restored card's file: its old one, unless another item took it since. */
+static int restore_name(job *j, const dup_jentry *en, char **ret)
+{
+	int r = ks_cache_filename_taken(j->e->cache, j->col->id, en->filename, en->href);
+
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return (*ret = strdup(en->filename)) ? 0 : -ENOMEM;
+	const char *dot = strrchr(en->filename, '.');
+	size_t base = dot ? (size_t) (dot - en->filename) : strlen(en->filename);
+	return asprintf(ret, "%.*s-restored%s", (int) base, en->filename, dot ? dot : "") < 0
+		       ? -ENOMEM : 0;
+}
+
+static int job_start(job *j, ks_engine *e, const ks_config *c, const char *account,
+		     const ks_collection *col, char **reterr_msg)
+{
+	_cleanup_free_ char *why = NULL;
+	int r;
+
+	*j = (job) { .e = e, .col = col, .dirfd = -1, .lock_fd = -1, .reterr_msg = reterr_msg };
+	j->acc = ks_config_find_account(c, account);
+	if (!j->acc)
+		return ks_set_error(reterr_msg, -ENOENT, "no account '%s' in %s", account, c->path);
+	_cleanup_free_ char *where = NULL;
+	r = ks_engine_open_collection_dir(e, account, col, false, &j->dirfd, &where);
+	if (r < 0)
+		return ks_set_error(reterr_msg, r, "cannot open %s: %s", where ? where : col->name,
+				    r == -ELOOP ? "a symbolic link is on the way, which ksync does "
+						  "not follow" : strerror(-r));
+	r = ks_session_new(j->acc, &j->dav, &why);
+	if (r < 0)
+		return ks_set_error(reterr_msg, r, "%s", why ? why : strerror(-r));
+	return 0;
+}
+
+static void job_done(job *j)
+{
+	ks_dav_free(j->dav);
+	if (j->dirfd >= 0)
+		close(j->dirfd);
+	if (j->lock_fd >= 0)
+		close(j->lock_fd);
+	*j = (job) { .dirfd = -1, .lock_fd = -1 };
+}
+
+/* Whether the file of the item at href is as ksync last wrote or saw it (no local edit that
+ * a sync has yet to send), and no upload of it is under way. */
+static int check_local(job *j, const char *href, const char *label)
+{
+	ks_cache_item it = {};
+	struct stat st;
+	int r = ks_cache_get_item(j->e->cache, j->col->id, href, &it);
+
+	if (r < 0)
+		return r;
+	if (fstatat(j->dirfd, it.filename, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		r = ks_set_error(j->reterr_msg, -EBUSY, "the file of %s (%s) was removed here and the "
+			    "removal is not synced yet: run 'ksyncctl sync' first", label,
+			    it.filename);
+	else if (!ks_scan_stat_matches(&st, it.mtime_ns, it.ino, it.size)) {
+		_cleanup_free_ char *data = NULL;
+		size_t len = 0;
+		char hex[65];
+		r = ks_fs_read_file(j->dirfd, it.filename, KS_CARD_MAX, &data, &len);
+		if (r >= 0) {
+			ks_sha256_hex(data, len, hex);
+			if (!it.hash || strcmp(hex, it.hash) != 0)
+				r = ks_set_error(j->reterr_msg, -EBUSY, "%s (%s) was edited here and the "
+					    "edit is not synced yet: run 'ksyncctl sync' first",
+					    label, it.filename);
+		}
+	}
+	ks_cache_item_done(&it);
+	return r;
+}
+
+static int check_intents(job *j, const char *const *hrefs, size_t n)
+{
+	ks_intent *in = NULL;
+	size_t n_in = 0;
+	int r = ks_cache_list_intents(j->e->cache, j->col->id, &in, &n_in);
+
+	for (size_t i = 0; r >= 0 && i < n_in; i++)
+		for (size_t k = 0; k < n; k++)
+			if (strcmp(in[i].href, hrefs[k]) == 0)
+				r = ks_set_error(j->reterr_msg, -EBUSY, "an upload of %s is under way: "
+					    "run 'ksyncctl sync' first", hrefs[k]);
+	ks_intents_free(in, n_in);
+	return r;
+}
+
+/* Asks the server for the items at hrefs (GET, in parallel) and checks that each still has
+ * the etag the cache holds: before anything is written, so that a card changed elsewhere
+ * since the last sync stops the merge with nothing changed. */
+static int check_server(job *j, const char *const *hrefs, const char *const *etags,
+			const char *const *labels, size_t n)
+{
+	_cleanup_free_ ks_dav_request *reqs = calloc(n + 1, sizeof(*reqs));
+	int r;
+
+	if (!reqs)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		reqs[i] = (ks_dav_request) { .method = "GET", .url = hrefs[i], .accept = vcard_type };
+	r = ks_dav_run(j->dav, reqs, n);
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		if (reqs[i].result == -ENOENT)
+			r = ks_set_error(j->reterr_msg, -ESTALE, "%s was deleted on the server since the "
+				    "last sync; nothing was merged. Run 'ksyncctl sync' and list "
+				    "the duplicates again.", labels[i]);
+		else if (reqs[i].result < 0)
+			r = ks_set_error(j->reterr_msg, reqs[i].result, "cannot read %s from the server: "
+				    "%s", labels[i], reqs[i].errmsg[0] ? reqs[i].errmsg
+								       : strerror(-reqs[i].result));
+		else if (etags[i] && reqs[i].etag && strcmp(etags[i], reqs[i].etag) != 0)
+			r = ks_set_error(j->reterr_msg, -ESTALE, "%s changed on the server since the last "
+				    "sync; nothing was merged. Run 'ksyncctl sync' and look at the "
+				    "group again.", labels[i]);
+	}
+	for (size_t i = 0; i < n; i++)
+		ks_dav_request_done(&reqs[i]);
+	return r;
+}
+
+/* A conditional PUT or DELETE; *ret_etag (PUT) gets the reply's ETag or NULL. */
+static int send_one(job *j, const char *method, const char *href, const char *data, size_t len,
+		    const char *if_match, char **ret_etag, char *errmsg, size_t errlen)
+{
+	ks_dav_request req = {
+		.method = method, .url = href, .body = data, .body_len = len,
+		.content_type = data ? vcard_type : NULL, .if_match = if_match,
+		.if_none_match = if_match ? NULL : "*",
+	};
+	int r = ks_dav_run_one(j->dav, &req);
+
+	if (r >= 0 && ret_etag)
+		*ret_etag = TAKE_PTR(req.etag);
+	if (r < 0 && errmsg)
+		snprintf(errmsg, errlen, "%s", req.errmsg);
+	ks_dav_request_done(&req);
+	return r;
+}
+
+/* Writes the item's file and its row as the server now holds it: read back, since servers
+ * may store a card otherwise than it was sent (Radicale writes it anew), and the file and
+ * the cache should hold the server's bytes. When the read fails, what was sent (with the
+ * reply's etag) is recorded; the next sync corrects it. */
+static int store_item(job *j, const char *href, const char *etag, const char *filename,
+		      const char *data, size_t len)
+{
+	_cleanup_free_ char *got = NULL, *got_etag = NULL;
+	ks_item_info info = {};
+	struct stat st;
+	char hex[65];
+	int r;
+
+	ks_dav_request req = { .method = "GET", .url = href, .accept = vcard_type };
+	r = ks_dav_run_one(j->dav, &req);
+	if (r >= 0 && req.body_text && req.etag) {
+		got = TAKE_PTR(req.body_text);
+		got_etag = TAKE_PTR(req.etag);
+		data = got;
+		len = strlen(got);
+		etag = got_etag;
+	}
+	ks_dav_request_done(&req);
+	r = ks_fs_write_atomic(j->dirfd, filename, data, len, true);
+	if (r >= 0)
+		r = ks_fs_fsync_dir(j->dirfd);
+	if (r >= 0 && fstatat(j->dirfd, filename, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		r = -errno;
+	if (r < 0)
+		return r;
+	r = ks_item_parse_info(data, len, &info, NULL);
+	if (r == -ENOMEM)
+		return r;
+	ks_sha256_hex(data, len, hex);
+	ks_item_row row = {
+		.href = href, .etag = etag, .filename = filename, .data = data, .len = len,
+		.info = r >= 0 ? &info : NULL, .hash = hex, .mtime_ns = stat_ns(&st),
+		.ino = (int64_t) st.st_ino, .size = (int64_t) st.st_size,
+	};
+	r = ks_cache_begin(j->e->cache);
+	if (r >= 0) {
+		r = ks_cache_put_item(j->e->cache, j->col->id, &row);
+		if (r >= 0)
+			r = ks_cache_commit(j->e->cache);
+		if (r < 0)
+			ks_cache_rollback(j->e->cache);
+	}
+	ks_item_info_done(&info);
+	return r;
+}
+
+/* The server no longer has href: its file goes, then its row (a crash between the two
+ * leaves a row for a missing file, which the next sync's listing clears). */
+static int drop_item(job *j, const char *href, const char *filename)
+{
+	int r = 0;
+
+	if (unlinkat(j->dirfd, filename, 0) < 0 && errno != ENOENT)
+		return -errno;
+	r = ks_fs_fsync_dir(j->dirfd);
+	if (r >= 0)
+		r = ks_cache_begin(j->e->cache);
+	if (r >= 0) {
+		r = ks_cache_delete_item(j->e->cache, j->col->id, href);
+		if (r >= 0)
+			r = ks_cache_commit(j->e->cache);
+		if (r < 0)
+			ks_cache_rollback(j->e->cache);
+	}
+	return r;
+}
+
+static int64_t stat_ns(const struct stat *st)
+{
+	return (int64_t) st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
