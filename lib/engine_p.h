@@ -316,3 +316,10 @@ int ks_local_record_item(ks_local *l, const char *href, const char *etag, const 
 int ks_local_settle(ks_local *l);
 /* Forgets the row of href and its intent. */
 int ks_local_forget_item(ks_local *l, const char *href);
+/* Removes the item file name (gone already is fine) and flushes the directory. */
+int ks_local_remove_file(ks_local *l, const char *name);
+/* Opens conflicts/<account>/<collection>, or its subdirectory sub (when not NULL), below the
+ * data directory without following a symbolic link (-ELOOP), made with create when missing.
+ * *reterr_path (if not NULL) names the directory that failed. *ret_fd is the caller's. */
+int ks_local_open_conflicts(ks_local *l, const char *sub, bool create, int *ret_fd,
+			    char **reterr_path);

@@ -220,6 +220,30 @@ int ks_local_forget_item(ks_local *l, const char *href)
 	return r;
 }
 
+int ks_local_remove_file(ks_local *l, const char *name)
+{
+	if (unlinkat(l->dirfd, name, 0) < 0 && errno != ENOENT)
+		return -errno;
+	return ks_fs_fsync_dir(l->dirfd);
+}
+
+int ks_local_open_conflicts(ks_local *l, const char *sub, bool create, int *ret_fd,
+			    char **reterr_path)
+{
+	_cleanup_free_ char *rel = NULL;
+	size_t at = 0;
+	int r;
+
+	if (asprintf(&rel, "conflicts/%s/%s%s%s", l->account, l->label, sub ? "/" : "",
+		     sub ? sub : "") < 0)
+		return -ENOMEM;
+	r = ks_fs_open_beneath(l->e->data_dir, rel, create, ret_fd, &at);
+	if (r < 0 && reterr_path &&
+	    asprintf(reterr_path, "%s%s%.*s", l->e->data_dir, at ? "/" : "", (int) at, rel) < 0)
+		*reterr_path = NULL;
+	return r;
+}
+
 int ks_local_init(ks_local *l, ks_engine *e, const char *account, ks_collection *col)
 {
 	bool card = col->kind == KS_COLLECTION_ADDRESSBOOK;
