@@ -55,8 +55,8 @@ static const ks_remote_ops dav_ops = {
 	.free = dav_free,
 };
 
-int ks_remote_dav_new(const ks_account_config *a, const char *password, ks_remote **ret,
-		      char **reterr_msg)
+static int remote_new(const ks_account_config *a, bool fetch_password, const char *password,
+		      ks_remote **ret, char **reterr_msg)
 {
 	dav_remote *d = calloc(1, sizeof(*d));
 	int r;
@@ -69,13 +69,25 @@ int ks_remote_dav_new(const ks_account_config *a, const char *password, ks_remot
 		free(d);
 		return -ENOMEM;
 	}
-	r = ks_session_new_with(a, password, &d->dav, reterr_msg);
+	r = fetch_password ? ks_session_new(a, &d->dav, reterr_msg)
+			   : ks_session_new_with(a, password, &d->dav, reterr_msg);
 	if (r < 0) {
 		dav_free(&d->r);
 		return r;
 	}
 	*ret = &d->r;
 	return 0;
+}
+
+int ks_remote_dav_new(const ks_account_config *a, const char *password, ks_remote **ret,
+		      char **reterr_msg)
+{
+	return remote_new(a, false, password, ret, reterr_msg);
+}
+
+int ks_remote_dav_open(const ks_account_config *a, ks_remote **ret, char **reterr_msg)
+{
+	return remote_new(a, true, NULL, ret, reterr_msg);
 }
 
 ks_remote *ks_remote_free(ks_remote *r)

@@ -134,6 +134,9 @@ struct ks_remote {
  * (password may be NULL). *ret is freed with ks_remote_free(). Errors as ks_session_new(). */
 int ks_remote_dav_new(const ks_account_config *a, const char *password, ks_remote **ret,
 		      char **reterr_msg);
+/* ks_remote_dav_new() with the password fetched as the account says, as ks_session_new()
+ * does (and with its errors). */
+int ks_remote_dav_open(const ks_account_config *a, ks_remote **ret, char **reterr_msg);
 /* Frees r (NULL is fine); returns NULL. */
 ks_remote *ks_remote_free(ks_remote *r);
 
