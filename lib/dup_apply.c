@@ -10,7 +10,6 @@
 
 #include "buf_p.h"
 #include "cache_p.h"
-#include "dav_p.h"
 #include "dup_journal_p.h"
 #include "dup_plan_p.h"
 #include "engine_p.h"
@@ -21,7 +20,7 @@
 #include "limits.h"
 #include "macro.h"
 #include "scan_p.h"
-#include "session_p.h"
+#include "remote_p.h"
 #include "text_p.h"
 
 /* A merge of duplicates carried out, and undone: the plan of lib/dup_list.c applied on the
@@ -32,13 +31,11 @@ typedef struct job {
 	ks_engine *e;
 	const ks_account_config *acc;
 	const ks_collection *col;
-	ks_dav *dav;
+	ks_remote *remote;	/* the account's server */
 	int dirfd;
 	int lock_fd;
 	char **reterr_msg;
 } job;
-
-static const char *vcard_type = "text/vcard; charset=utf-8";
 
 static int merge_run(ks_engine *e, const ks_config *c, dup_plan *p, dup_journal *J,
 		     char **reterr_msg);
@@ -53,8 +50,8 @@ static int check_local(job *j, const char *href, const char *label);
 static int check_intents(job *j, const char *const *hrefs, size_t n);
 static int check_server(job *j, const char *const *hrefs, const char *const *etags,
 			const char *const *labels, size_t n);
-static int send_one(job *j, const char *method, const char *href, const char *data, size_t len,
-		    const char *if_match, char **ret_etag, char *errmsg, size_t errlen);
+static int send_one(job *j, const char *href, const char *data, size_t len, const char *if_match,
+		    char **ret_etag, char *errmsg, size_t errlen);
 static int store_item(job *j, const char *href, const char *etag, const char *filename,
 		      const char *data, size_t len);
 static int drop_item(job *j, const char *href, const char *filename);
@@ -176,7 +173,7 @@ static int merge_run(ks_engine *e, const ks_config *c, dup_plan *p, dup_journal 
 
 	/* The merged card first: a failure here leaves every card as it was. */
 	const dup_book_item *ref = &b->items[p->ref];
-	r = send_one(&j, "PUT", ref->href, p->merged.data, p->merged.len,
+	r = send_one(&j, ref->href, p->merged.data, p->merged.len,
 		     ref->etag ? ref->etag : "*", &new_etag,
 		     errmsg, sizeof(errmsg));
 	if (r < 0) {
@@ -210,7 +207,7 @@ static int merge_run(ks_engine *e, const ks_config *c, dup_plan *p, dup_journal 
 	for (size_t i = 0; r >= 0 && i < p->n_groups; i++) {
 		const dup_book_item *it = &b->items[p->groups[i]];
 		_cleanup_free_ char *et = NULL;
-		r = send_one(&j, "PUT", it->href, p->group_data[i], p->group_len[i],
+		r = send_one(&j, it->href, p->group_data[i], p->group_len[i],
 			     it->etag ? it->etag : "*", &et,
 			     errmsg, sizeof(errmsg));
 		if (r < 0)
@@ -236,7 +233,7 @@ static int merge_run(ks_engine *e, const ks_config *c, dup_plan *p, dup_journal 
 
 	for (size_t i = 1; r >= 0 && i < p->n_members; i++) {
 		const dup_book_item *it = &b->items[p->members[i]];
-		r = send_one(&j, "DELETE", it->href, NULL, 0, it->etag ? it->etag : "*", NULL,
+		r = send_one(&j, it->href, NULL, 0, it->etag ? it->etag : "*", NULL,
 			     errmsg, sizeof(errmsg));
 		if (r == -ENOENT)
 			r = 0;	/* gone already: what the merge wanted */
@@ -350,7 +347,7 @@ static int undo_run(ks_engine *e, const ks_config *c, dup_journal *J, ks_json_wr
 				    J->dir, strerror(-r));
 			goto out;
 		}
-		r = send_one(&j, "PUT", J->kept.href, old, len, kept_etag ? kept_etag : kept.etag,
+		r = send_one(&j, J->kept.href, old, len, kept_etag ? kept_etag : kept.etag,
 			     &et, errmsg, sizeof(errmsg));
 		if (r == -ESTALE) {
 			r = ks_set_error(reterr_msg, r, "the kept card (UID %s) changed on the server "
@@ -396,7 +393,7 @@ static int undo_run(ks_engine *e, const ks_config *c, dup_journal *J, ks_json_wr
 		r = ks_dup_journal_read_copy(J, en, &data, &dlen);
 		if (r < 0)
 			break;
-		r = send_one(&j, "PUT", en->href, data, dlen, NULL, &etag, errmsg, sizeof(errmsg));
+		r = send_one(&j, en->href, data, dlen, NULL, &etag, errmsg, sizeof(errmsg));
 		if (r == -ESTALE) {
 			/* Something is at that href again: it is not overwritten. */
 			r = ks_buf_printf(&notices, "%s%s exists again on the server and was left "
@@ -428,7 +425,7 @@ static int undo_run(ks_engine *e, const ks_config *c, dup_journal *J, ks_json_wr
 			continue;
 		r = ks_dup_journal_read_copy(J, en, &data, &dlen);
 		if (r >= 0)
-			r = send_one(&j, "PUT", en->href, data, dlen, en->etag_after, &etag, errmsg,
+			r = send_one(&j, en->href, data, dlen, en->etag_after, &etag, errmsg,
 				     sizeof(errmsg));
 		if (r == -ESTALE || r == -ENOENT) {
 			r = ks_buf_printf(&notices, "%sthe group card %s changed since the merge; "
@@ -486,7 +483,7 @@ static int job_start(job *j, ks_engine *e, const ks_config *c, const char *accou
 		return ks_set_error(reterr_msg, r, "cannot open %s: %s", where ? where : col->name,
 				    r == -ELOOP ? "a symbolic link is on the way, which ksync does "
 						  "not follow" : strerror(-r));
-	r = ks_session_new(j->acc, &j->dav, &why);
+	r = ks_remote_dav_open(j->acc, &j->remote, &why);
 	if (r < 0)
 		return ks_set_error(reterr_msg, r, "%s", why ? why : strerror(-r));
 	return 0;
@@ -494,7 +491,7 @@ static int job_start(job *j, ks_engine *e, const ks_config *c, const char *accou
 
 static void job_done(job *j)
 {
-	ks_dav_free(j->dav);
+	ks_remote_free(j->remote);
 	if (j->dirfd >= 0)
 		close(j->dirfd);
 	if (j->lock_fd >= 0)
@@ -548,55 +545,50 @@ static int check_intents(job *j, const char *const *hrefs, size_t n)
 	return r;
 }
 
-/* Asks the server for the items at hrefs (GET, in parallel) and checks that each still has
- * the etag the cache holds: before anything is written, so that a card changed elsewhere
- * since the last sync stops the merge with nothing changed. */
+/* Asks the server for the items at hrefs (GET) and checks that each still has the etag the
+ * cache holds: before anything is written, so that a card changed elsewhere since the last
+ * sync stops the merge with nothing changed. */
 static int check_server(job *j, const char *const *hrefs, const char *const *etags,
 			const char *const *labels, size_t n)
 {
-	_cleanup_free_ ks_dav_request *reqs = calloc(n + 1, sizeof(*reqs));
-	int r;
+	int r = 0;
 
-	if (!reqs)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++)
-		reqs[i] = (ks_dav_request) { .method = "GET", .url = hrefs[i], .accept = vcard_type };
-	r = ks_dav_run(j->dav, reqs, n);
 	for (size_t i = 0; r >= 0 && i < n; i++) {
-		if (reqs[i].result == -ENOENT)
+		ks_remote_reply got = {};
+		int k = ks_remote_get(j->remote, hrefs[i], false, &got);
+
+		if (k == -ENOENT)
 			r = ks_set_error(j->reterr_msg, -ESTALE, "%s was deleted on the server since the "
 				    "last sync; nothing was merged. Run 'ksyncctl sync' and list "
 				    "the duplicates again.", labels[i]);
-		else if (reqs[i].result < 0)
-			r = ks_set_error(j->reterr_msg, reqs[i].result, "cannot read %s from the server: "
-				    "%s", labels[i], reqs[i].errmsg[0] ? reqs[i].errmsg
-								       : strerror(-reqs[i].result));
-		else if (etags[i] && reqs[i].etag && strcmp(etags[i], reqs[i].etag) != 0)
+		else if (k < 0)
+			r = ks_set_error(j->reterr_msg, k, "cannot read %s from the server: %s",
+				    labels[i], got.errmsg[0] ? got.errmsg : strerror(-k));
+		else if (etags[i] && got.etag && strcmp(etags[i], got.etag) != 0)
 			r = ks_set_error(j->reterr_msg, -ESTALE, "%s changed on the server since the last "
 				    "sync; nothing was merged. Run 'ksyncctl sync' and look at the "
 				    "group again.", labels[i]);
+		ks_remote_reply_done(&got);
 	}
-	for (size_t i = 0; i < n; i++)
-		ks_dav_request_done(&reqs[i]);
 	return r;
 }
 
-/* A conditional PUT or DELETE; *ret_etag (PUT) gets the reply's ETag or NULL. */
-static int send_one(job *j, const char *method, const char *href, const char *data, size_t len,
-		    const char *if_match, char **ret_etag, char *errmsg, size_t errlen)
+/* A conditional PUT (data) or DELETE (data NULL): If-Match: if_match, or If-None-Match: *
+ * without it. *ret_etag (PUT) gets the reply's ETag or NULL; errmsg the failure. */
+static int send_one(job *j, const char *href, const char *data, size_t len, const char *if_match,
+		    char **ret_etag, char *errmsg, size_t errlen)
 {
-	ks_dav_request req = {
-		.method = method, .url = href, .body = data, .body_len = len,
-		.content_type = data ? vcard_type : NULL, .if_match = if_match,
-		.if_none_match = if_match ? NULL : "*",
+	ks_remote_write w = {
+		.op = data ? KS_REMOTE_PUT : KS_REMOTE_DELETE, .href = href, .data = data,
+		.len = len, .card = true, .if_match = if_match,
 	};
-	int r = ks_dav_run_one(j->dav, &req);
+	int r = ks_remote_write_one(j->remote, &w);
 
 	if (r >= 0 && ret_etag)
-		*ret_etag = TAKE_PTR(req.etag);
+		*ret_etag = TAKE_PTR(w.reply.etag);
 	if (r < 0 && errmsg)
-		snprintf(errmsg, errlen, "%s", req.errmsg);
-	ks_dav_request_done(&req);
+		snprintf(errmsg, errlen, "%s", w.reply.errmsg);
+	ks_remote_reply_done(&w.reply);
 	return r;
 }
 
@@ -613,16 +605,19 @@ static int store_item(job *j, const char *href, const char *etag, const char *fi
 	char hex[65];
 	int r;
 
-	ks_dav_request req = { .method = "GET", .url = href, .accept = vcard_type };
-	r = ks_dav_run_one(j->dav, &req);
-	if (r >= 0 && req.body_text && req.etag) {
-		got = TAKE_PTR(req.body_text);
-		got_etag = TAKE_PTR(req.etag);
+	/* A card in vCard 4.0 is asked for as such where the address book offers it, as the
+	 * engine asks: a server that converts cards would serve 3.0 otherwise. */
+	ks_remote_reply rb = {};
+	bool vcard4 = j->col->vcard4 && memmem(data, KS_MIN(len, (size_t) 512), "VERSION:4.0", 11);
+	r = ks_remote_get(j->remote, href, vcard4, &rb);
+	if (r >= 0 && rb.body && rb.etag) {
+		got = TAKE_PTR(rb.body);
+		got_etag = TAKE_PTR(rb.etag);
 		data = got;
-		len = strlen(got);
+		len = rb.body_len;
 		etag = got_etag;
 	}
-	ks_dav_request_done(&req);
+	ks_remote_reply_done(&rb);
 	r = ks_fs_write_atomic(j->dirfd, filename, data, len, true);
 	if (r >= 0)
 		r = ks_fs_fsync_dir(j->dirfd);

@@ -5,11 +5,13 @@ the listing of a group spanning 10,000 contacts is timed."""
 
 import json
 import time
+import urllib.parse
 
 import pytest
 
 from ksynctest import checks, gen, servers
 from ksynctest.daemon import Daemon, wait_until
+from ksynctest.faults import Converting, Faults
 from ksynctest.tlsfront import Front, Reply
 
 ACCOUNT = "acct"
@@ -436,6 +438,37 @@ def test_local_edit_not_lost(server, ks, daemon):
     after = by_uid(server.contents(book))
     assert sorted(after) == ["jane-1"], r.stdout
     assert any("local edit" in ln for ln in unfold(after["jane-1"][2])), after
+
+
+def test_merged_vcard_4_stays_4_on_a_converting_server(server, ks, daemon):
+    """On a server that serves cards as 3.0 unless asked for 4.0 (SabreDAV 4, Cyrus), the
+    merged 4.0 card is read back as 4.0, as the sync reads back its uploads: the file keeps
+    what 3.0 cannot hold and the server's bytes."""
+    book = server.make_addressbook(BOOK, "People")
+    server.seed(book, {
+        "jane-a": card("jane-a", "Jane Doe", "KIND:individual", "ANNIVERSARY:20100601",
+                       "EMAIL:jane@work.example", version="4.0"),
+        "jane-b": card("jane-b", "Jane Doe", "EMAIL:jane@home.example", version="4.0"),
+    })
+    faults = Faults()
+    front = Front(backend=server, route=faults)
+    conv = Converting(faults, book, {urllib.parse.urlsplit(h).path for h in server.home_sets})
+    f = ks.collection_dir(ACCOUNT, "addressbook", BOOK) / "jane-a.vcf"
+    try:
+        ks.add_account(ACCOUNT, server, url=front.url_for(servers.href_path(server.url),
+                                                          host="localhost"))
+        daemon.start()
+        wait_until(lambda: synced(daemon), 60, "the first sync")
+        assert b"KIND:individual" in f.read_bytes()
+        g = groups(daemon)[0]
+        ok(daemon.ctl("duplicates", "merge", "--keep", "jane-a", g["id"]), "merge")
+    finally:
+        front.stop()
+    got = f.read_bytes()
+    assert b"VERSION:4.0" in got and b"KIND:individual" in got, got
+    assert b"jane@home.example" in got, got
+    assert got == by_uid(server.contents(book))["jane-a"][2]
+    assert conv.asked[-1], conv.asked
 
 
 RIGHTS_RO = """\

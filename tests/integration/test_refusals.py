@@ -12,9 +12,9 @@ import urllib.parse
 import pytest
 
 from ksynctest import checks, gen
-from ksynctest.faults import (Faults, card, decoded, describe, event, local_uids, on,
+from ksynctest.faults import (Converting, Faults, card, describe, event, local_uids, on,
                               server_uids, write_file)
-from ksynctest.tlsfront import Front, Reply, Transform
+from ksynctest.tlsfront import Front, Reply
 
 ACCOUNT = "acct"
 BOOK = "people"
@@ -312,48 +312,6 @@ def test_multiget_answered_404(scene):
 def card4(uid, fn, *extra):
     return gen.serialize(["BEGIN:VCARD", "VERSION:4.0", "UID:" + uid, "FN:" + fn, "N:;%s;;;" % fn]
                          + list(extra) + ["END:VCARD"])
-
-
-def to_v3(body):
-    """What SabreDAV 4 or Cyrus serve a 4.0 card as when asked for no version: 3.0, KIND and
-    ANNIVERSARY gone (the converters keep them as X- properties; gone is enough here)."""
-    body = body.replace(b"VERSION:4.0", b"VERSION:3.0")
-    return re.sub(rb"(?m)^(KIND|ANNIVERSARY)[;:][^\r\n]*\r?\n", b"", body)
-
-
-class Converting:
-    """Front rules for an address book on a server that converts cards to 3.0 unless asked
-    for 4.0, and says it offers 4.0 (supported-address-data)."""
-
-    def __init__(self, faults, book, homes):
-        self.asked = []
-        faults.add(lambda s: s.method == "PROPFIND" and s.header("Depth") == "1" and
-                   urllib.parse.unquote(urllib.parse.urlsplit(s.path).path) in homes,
-                   Transform(self.offer), which="every")
-        faults.add(on("multiget", book), Transform(self.multiget), which="every")
-        faults.add(on("get", book), Transform(self.get), which="every")
-
-    def offer(self, seen, reply):
-        headers, body = decoded(reply)
-        prop = (b'<supported-address-data xmlns="urn:ietf:params:xml:ns:carddav">'
-                b'<address-data-type content-type="text/vcard" version="3.0"/>'
-                b'<address-data-type content-type="text/vcard" version="4.0"/>'
-                b'</supported-address-data>')
-        body = re.sub(rb"(<(?:\w+:)?prop>)(?=(?:(?!</(?:\w+:)?prop>).)*addressbook)",
-                      lambda m: m.group(1) + prop, body, flags=re.S)
-        return Reply(reply.status, headers, body)
-
-    def multiget(self, seen, reply):
-        v4 = b'version="4.0"' in seen.body
-        self.asked.append(v4)
-        headers, body = decoded(reply)
-        return Reply(reply.status, headers, body if v4 else to_v3(body))
-
-    def get(self, seen, reply):
-        v4 = "version=4.0" in (seen.header("Accept") or "")
-        self.asked.append(v4)
-        headers, body = decoded(reply)
-        return Reply(reply.status, headers, body if v4 else to_v3(body))
 
 
 @pytest.mark.all_servers
