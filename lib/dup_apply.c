@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,13 +12,9 @@
 #include "dup_journal_p.h"
 #include "dup_plan_p.h"
 #include "engine_p.h"
-#include "fsutil_p.h"
-#include "hash_p.h"
 #include "json_p.h"
 #include "ksync.h"
-#include "limits.h"
 #include "macro.h"
-#include "scan_p.h"
 #include "remote_p.h"
 #include "text_p.h"
 
@@ -27,13 +22,11 @@
  * server, in the files and in the cache, each step recorded in the journal
  * (lib/dup_journal.c). It runs under the account's lock, so that no sync runs meanwhile. */
 
+/* What a merge or an undo works on: the address book's files and rows, and the server. */
 typedef struct job {
-	ks_engine *e;
 	const ks_account_config *acc;
-	const ks_collection *col;
+	ks_local L;		/* the address book's directory and rows */
 	ks_remote *remote;	/* the account's server */
-	int dirfd;
-	int lock_fd;
 	char **reterr_msg;
 } job;
 
@@ -44,7 +37,7 @@ static int undo_run(ks_engine *e, const ks_config *c, dup_journal *J, ks_json_wr
 		    char **reterr_msg);
 static int restore_name(job *j, const dup_jentry *en, char **ret);
 static int job_start(job *j, ks_engine *e, const ks_config *c, const char *account,
-		     const ks_collection *col, char **reterr_msg);
+		     ks_collection *col, char **reterr_msg);
 static void job_done(job *j);
 static int check_local(job *j, const char *href, const char *label);
 static int check_intents(job *j, const char *const *hrefs, size_t n);
@@ -55,7 +48,6 @@ static int send_one(job *j, const char *href, const char *data, size_t len, cons
 static int store_item(job *j, const char *href, const char *etag, const char *filename,
 		      const char *data, size_t len);
 static int drop_item(job *j, const char *href, const char *filename);
-static int64_t stat_ns(const struct stat *st);
 
 int ks_dup_merge(ks_engine *e, const ks_config *c, const char *id, const char *keep_uid,
 		 bool dry_run, char **ret_json, char **reterr_msg)
@@ -134,7 +126,7 @@ int ks_dup_undo(ks_engine *e, const ks_config *c, const char *account, char **re
 static int merge_run(ks_engine *e, const ks_config *c, dup_plan *p, dup_journal *J,
 		     char **reterr_msg)
 {
-	_cleanup_(job_done) job j = { .dirfd = -1, .lock_fd = -1 };
+	_cleanup_(job_done) job j = { .L.dirfd = -1 };
 	dup_book *b = &p->b;
 	size_t n_inv = p->n_members + p->n_groups;
 	_cleanup_free_ const char **hrefs = calloc(n_inv, sizeof(char *));
@@ -286,7 +278,7 @@ static int write_result(const dup_plan *p, const dup_journal *J, bool dry_run, c
 static int undo_run(ks_engine *e, const ks_config *c, dup_journal *J, ks_json_writer *w,
 		    char **reterr_msg)
 {
-	_cleanup_(job_done) job j = { .dirfd = -1, .lock_fd = -1 };
+	_cleanup_(job_done) job j = { .L.dirfd = -1 };
 	ks_collection *cols = NULL, *col = NULL;
 	size_t n_cols = 0;
 	ks_cache_item kept = {};
@@ -455,7 +447,7 @@ out:
 /* A name for a restored card's file: its old one, unless another item took it since. */
 static int restore_name(job *j, const dup_jentry *en, char **ret)
 {
-	int r = ks_cache_filename_taken(j->e->cache, j->col->id, en->filename, en->href);
+	int r = ks_cache_filename_taken(j->L.e->cache, j->L.col->id, en->filename, en->href);
 
 	if (r < 0)
 		return r;
@@ -468,17 +460,18 @@ static int restore_name(job *j, const dup_jentry *en, char **ret)
 }
 
 static int job_start(job *j, ks_engine *e, const ks_config *c, const char *account,
-		     const ks_collection *col, char **reterr_msg)
+		     ks_collection *col, char **reterr_msg)
 {
-	_cleanup_free_ char *why = NULL;
+	_cleanup_free_ char *why = NULL, *where = NULL;
 	int r;
 
-	*j = (job) { .e = e, .col = col, .dirfd = -1, .lock_fd = -1, .reterr_msg = reterr_msg };
+	*j = (job) { .L.dirfd = -1, .reterr_msg = reterr_msg };
 	j->acc = ks_config_find_account(c, account);
 	if (!j->acc)
 		return ks_set_error(reterr_msg, -ENOENT, "no account '%s' in %s", account, c->path);
-	_cleanup_free_ char *where = NULL;
-	r = ks_engine_open_collection_dir(e, account, col, false, &j->dirfd, &where);
+	r = ks_local_init(&j->L, e, account, col);
+	if (r >= 0)
+		r = ks_local_open(&j->L, false, &where);
 	if (r < 0)
 		return ks_set_error(reterr_msg, r, "cannot open %s: %s", where ? where : col->name,
 				    r == -ELOOP ? "a symbolic link is on the way, which ksync does "
@@ -492,49 +485,39 @@ static int job_start(job *j, ks_engine *e, const ks_config *c, const char *accou
 static void job_done(job *j)
 {
 	ks_remote_free(j->remote);
-	if (j->dirfd >= 0)
-		close(j->dirfd);
-	if (j->lock_fd >= 0)
-		close(j->lock_fd);
-	*j = (job) { .dirfd = -1, .lock_fd = -1 };
+	ks_local_done(&j->L);
+	*j = (job) { .L.dirfd = -1 };
 }
 
-/* Whether the file of the item at href is as ksync last wrote or saw it (no local edit that
- * a sync has yet to send), and no upload of it is under way. */
+/* Whether the file of the item at href is as ksync last wrote or saw it: no local edit that a
+ * sync has yet to send. */
 static int check_local(job *j, const char *href, const char *label)
 {
 	ks_cache_item it = {};
-	struct stat st;
-	int r = ks_cache_get_item(j->e->cache, j->col->id, href, &it);
+	int r = ks_cache_get_item(j->L.e->cache, j->L.col->id, href, &it);
 
-	if (r < 0)
-		return r;
-	if (fstatat(j->dirfd, it.filename, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (r >= 0)
+		r = ks_local_file_state(&j->L, &it);
+	if (r == KS_PLAN_FILE_MISSING)
 		r = ks_set_error(j->reterr_msg, -EBUSY, "the file of %s (%s) was removed here and the "
 			    "removal is not synced yet: run 'ksyncctl sync' first", label,
 			    it.filename);
-	else if (!ks_scan_stat_matches(&st, it.mtime_ns, it.ino, it.size)) {
-		_cleanup_free_ char *data = NULL;
-		size_t len = 0;
-		char hex[65];
-		r = ks_fs_read_file(j->dirfd, it.filename, KS_CARD_MAX, &data, &len);
-		if (r >= 0) {
-			ks_sha256_hex(data, len, hex);
-			if (!it.hash || strcmp(hex, it.hash) != 0)
-				r = ks_set_error(j->reterr_msg, -EBUSY, "%s (%s) was edited here and the "
-					    "edit is not synced yet: run 'ksyncctl sync' first",
-					    label, it.filename);
-		}
-	}
+	else if (r == KS_PLAN_FILE_EDITED)
+		r = ks_set_error(j->reterr_msg, -EBUSY, "%s (%s) was edited here and the edit is not "
+			    "synced yet: run 'ksyncctl sync' first", label, it.filename);
+	else if (r == KS_PLAN_FILE_OTHER)
+		r = ks_set_error(j->reterr_msg, -EBUSY, "the file of %s (%s) is no regular file (a "
+			    "symbolic link?), which ksync leaves alone: make it a file again", label,
+			    it.filename);
 	ks_cache_item_done(&it);
-	return r;
+	return r < 0 ? r : 0;
 }
 
 static int check_intents(job *j, const char *const *hrefs, size_t n)
 {
 	ks_intent *in = NULL;
 	size_t n_in = 0;
-	int r = ks_cache_list_intents(j->e->cache, j->col->id, &in, &n_in);
+	int r = ks_cache_list_intents(j->L.e->cache, j->L.col->id, &in, &n_in);
 
 	for (size_t i = 0; r >= 0 && i < n_in; i++)
 		for (size_t k = 0; k < n; k++)
@@ -600,15 +583,13 @@ static int store_item(job *j, const char *href, const char *etag, const char *fi
 		      const char *data, size_t len)
 {
 	_cleanup_free_ char *got = NULL, *got_etag = NULL;
-	ks_item_info info = {};
 	struct stat st;
-	char hex[65];
 	int r;
 
 	/* A card in vCard 4.0 is asked for as such where the address book offers it, as the
 	 * engine asks: a server that converts cards would serve 3.0 otherwise. */
 	ks_remote_reply rb = {};
-	bool vcard4 = j->col->vcard4 && memmem(data, KS_MIN(len, (size_t) 512), "VERSION:4.0", 11);
+	bool vcard4 = j->L.col->vcard4 && memmem(data, KS_MIN(len, (size_t) 512), "VERSION:4.0", 11);
 	r = ks_remote_get(j->remote, href, vcard4, &rb);
 	if (r >= 0 && rb.body && rb.etag) {
 		got = TAKE_PTR(rb.body);
@@ -618,31 +599,9 @@ static int store_item(job *j, const char *href, const char *etag, const char *fi
 		etag = got_etag;
 	}
 	ks_remote_reply_done(&rb);
-	r = ks_fs_write_atomic(j->dirfd, filename, data, len, true);
+	r = ks_local_replace_file(&j->L, filename, NULL, data, len, &st);
 	if (r >= 0)
-		r = ks_fs_fsync_dir(j->dirfd);
-	if (r >= 0 && fstatat(j->dirfd, filename, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		r = -errno;
-	if (r < 0)
-		return r;
-	r = ks_item_parse_info(data, len, &info, NULL);
-	if (r == -ENOMEM)
-		return r;
-	ks_sha256_hex(data, len, hex);
-	ks_item_row row = {
-		.href = href, .etag = etag, .filename = filename, .data = data, .len = len,
-		.info = r >= 0 ? &info : NULL, .hash = hex, .mtime_ns = stat_ns(&st),
-		.ino = (int64_t) st.st_ino, .size = (int64_t) st.st_size,
-	};
-	r = ks_cache_begin(j->e->cache);
-	if (r >= 0) {
-		r = ks_cache_put_item(j->e->cache, j->col->id, &row);
-		if (r >= 0)
-			r = ks_cache_commit(j->e->cache);
-		if (r < 0)
-			ks_cache_rollback(j->e->cache);
-	}
-	ks_item_info_done(&info);
+		r = ks_local_record_item(&j->L, href, etag, filename, data, len, &st);
 	return r;
 }
 
@@ -650,25 +609,8 @@ static int store_item(job *j, const char *href, const char *etag, const char *fi
  * leaves a row for a missing file, which the next sync's listing clears). */
 static int drop_item(job *j, const char *href, const char *filename)
 {
-	int r = 0;
+	int r = ks_local_remove_file(&j->L, filename);
 
-	if (unlinkat(j->dirfd, filename, 0) < 0 && errno != ENOENT)
-		return -errno;
-	r = ks_fs_fsync_dir(j->dirfd);
-	if (r >= 0)
-		r = ks_cache_begin(j->e->cache);
-	if (r >= 0) {
-		r = ks_cache_delete_item(j->e->cache, j->col->id, href);
-		if (r >= 0)
-			r = ks_cache_commit(j->e->cache);
-		if (r < 0)
-			ks_cache_rollback(j->e->cache);
-	}
-	return r;
-}
-
-static int64_t stat_ns(const struct stat *st)
-{
-	return (int64_t) st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+	return r < 0 ? r : ks_local_forget_item(&j->L, href);
 }
 
