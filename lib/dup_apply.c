@@ -53,7 +53,7 @@ int ks_dup_merge(ks_engine *e, const ks_config *c, const char *id, const char *k
 		 bool dry_run, char **ret_json, char **reterr_msg)
 {
 	_cleanup_(ks_dup_plan_done) dup_plan p = {};
-	dup_journal J = {};
+	dup_journal J = { .dirfd = -1 };
 	int r;
 
 	assert(e && c && ret_json);
@@ -96,14 +96,14 @@ int ks_dup_undo(ks_engine *e, const ks_config *c, const char *account, char **re
 		char **reterr_msg)
 {
 	_cleanup_(ks_buf_done) ks_buf buf = {};
-	dup_journal J = {};
+	dup_journal J = { .dirfd = -1 };
 	ks_json_writer w;
 	int r;
 
 	assert(e && c && ret_json);
 	if (account && *account && !ks_config_find_account(c, account))
 		return ks_set_error(reterr_msg, -ENOENT, "no account '%s' in %s", account, c->path);
-	r = ks_dup_journal_find_last(e, c, account, &J);
+	r = ks_dup_journal_find_last(e, c, account, &J, reterr_msg);
 	if (r == -ENOENT)
 		return ks_set_error(reterr_msg, r, "no merge of duplicates to undo");
 	if (r < 0)
@@ -159,7 +159,7 @@ static int merge_run(ks_engine *e, const ks_config *c, dup_plan *p, dup_journal 
 	if (r >= 0)
 		r = check_server(&j, hrefs, etags, (const char *const *) labels, n_inv);
 	if (r >= 0)
-		r = ks_dup_journal_begin(e, p, J);
+		r = ks_dup_journal_begin(&j.L, p, J, reterr_msg);
 	if (r < 0)
 		goto out;
 

@@ -15,6 +15,7 @@
 #include "json_p.h"
 #include "limits.h"
 #include "macro.h"
+#include "text_p.h"
 
 /* The journal of a merge of duplicates and the copies of the cards it changes: see
  * dup_journal_p.h. */
@@ -23,7 +24,9 @@
 
 static int jentry_of(const dup_book_item *it, dup_jentry *ret);
 static void write_jentry(ks_json_writer *w, const dup_jentry *e);
-static int journal_load(const char *dir, dup_journal *ret);
+static int find_in_books(int fd, const char *data_dir, const char *root, const char *account,
+			 dup_journal *best);
+static int journal_load(int fd, const char *dir, dup_journal *ret);
 static int read_jentries(const ks_json *arr, dup_jentry **ret, size_t *ret_n);
 static int read_jentry(const ks_json *j, dup_jentry *e);
 static char *json_dup(const ks_json *j, const char *key);
@@ -31,20 +34,25 @@ static void jentry_done(dup_jentry *e);
 
 /* Keeps a copy of every card the merge overwrites or removes, and the journal, before any
  * request: a crash or a failure at any later point leaves them to restore from. */
-int ks_dup_journal_begin(ks_engine *e, const dup_plan *p, dup_journal *J)
+int ks_dup_journal_begin(ks_local *l, const dup_plan *p, dup_journal *J, char **reterr_msg)
 {
 	const dup_book *b = &p->b;
+	_cleanup_free_ char *name = NULL, *where = NULL;
 	struct timespec ts;
 	char stamp[32];
 	struct tm tm;
-	int fd, r;
+	int r;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
 	J->time_ns = (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-	if (asprintf(&J->dir, "%s/conflicts/%s/contacts/%s/merge-%s-%s", e->data_dir, b->account,
-		     b->col.name, stamp, strchr(p->id, ':') + 1) < 0) {
+	if (asprintf(&name, "merge-%s-%s", stamp, strchr(p->id, ':') + 1) < 0) {
+		name = NULL;
+		return -ENOMEM;
+	}
+	if (asprintf(&J->dir, "%s/conflicts/%s/%s/%s", l->e->data_dir, l->account, l->label,
+		     name) < 0) {
 		J->dir = NULL;
 		return -ENOMEM;
 	}
@@ -56,9 +64,6 @@ int ks_dup_journal_begin(ks_engine *e, const dup_plan *p, dup_journal *J)
 	J->groups = calloc(p->n_groups + 1, sizeof(dup_jentry));
 	if (!J->id || !J->account || !J->collection || !J->state || !J->removed || !J->groups)
 		return -ENOMEM;
-	r = ks_fs_mkdir_p(J->dir);
-	if (r < 0)
-		return r;
 	r = jentry_of(&b->items[p->ref], &J->kept);
 	for (size_t i = 1; r >= 0 && i < p->n_members; i++) {
 		r = jentry_of(&b->items[p->members[i]], &J->removed[J->n_removed]);
@@ -70,20 +75,23 @@ int ks_dup_journal_begin(ks_engine *e, const dup_plan *p, dup_journal *J)
 	}
 	if (r < 0)
 		return r;
-	fd = open(J->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	/* The user's cards go nowhere a symbolic link in ksync's tree points to. */
+	r = ks_local_open_conflicts(l, name, true, &J->dirfd, &where);
+	if (r < 0)
+		return ks_set_error(reterr_msg, r, "cannot keep copies of the cards in '%s': %s; "
+				    "nothing was merged", where ? where : J->dir,
+				    r == -ELOOP ? "a symbolic link is on the way, which ksync does "
+						  "not follow" : strerror(-r));
 	for (size_t i = 0; r >= 0 && i < p->n_members; i++) {
 		const dup_book_item *it = &b->items[p->members[i]];
-		r = ks_fs_write_atomic(fd, it->filename, it->data, it->len, true);
+		r = ks_fs_write_atomic(J->dirfd, it->filename, it->data, it->len, true);
 	}
 	for (size_t i = 0; r >= 0 && i < p->n_groups; i++) {
 		const dup_book_item *it = &b->items[p->groups[i]];
-		r = ks_fs_write_atomic(fd, it->filename, it->data, it->len, true);
+		r = ks_fs_write_atomic(J->dirfd, it->filename, it->data, it->len, true);
 	}
 	if (r >= 0)
-		r = ks_fs_fsync_dir(fd);
-	close(fd);
+		r = ks_fs_fsync_dir(J->dirfd);
 	if (r >= 0)
 		r = ks_dup_journal_save(J);
 	return r;
@@ -94,7 +102,7 @@ int ks_dup_journal_save(const dup_journal *J)
 {
 	_cleanup_(ks_buf_done) ks_buf b = {};
 	ks_json_writer w;
-	int fd, r;
+	int r;
 
 	ks_json_writer_init(&w, &b, true);
 	ks_json_write_object_begin(&w);
@@ -126,14 +134,8 @@ int ks_dup_journal_save(const dup_journal *J)
 	r = ks_json_writer_finish(&w);
 	if (r < 0)
 		return r;
-	fd = open(J->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	r = ks_fs_write_atomic(fd, JOURNAL, b.data, b.len, true);
-	if (r >= 0)
-		r = ks_fs_fsync_dir(fd);
-	close(fd);
-	return r;
+	r = ks_fs_write_atomic(J->dirfd, JOURNAL, b.data, b.len, true);
+	return r < 0 ? r : ks_fs_fsync_dir(J->dirfd);
 }
 
 int ks_dup_journal_set_state(dup_journal *J, const char *state)
@@ -159,92 +161,58 @@ int ks_dup_journal_mark_undone(dup_journal *J, dup_jentry *en, const char *etag)
 
 void ks_dup_journal_remove(const dup_journal *J)
 {
-	int fd = open(J->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	const char *name = strrchr(J->dir, '/');
 
-	if (fd < 0)
+	if (J->dirfd < 0 || !name)
 		return;
-	(void) unlinkat(fd, JOURNAL, 0);
-	(void) unlinkat(fd, J->kept.file, 0);
+	(void) unlinkat(J->dirfd, JOURNAL, 0);
+	(void) unlinkat(J->dirfd, J->kept.file, 0);
 	for (size_t i = 0; i < J->n_removed; i++)
-		(void) unlinkat(fd, J->removed[i].file, 0);
+		(void) unlinkat(J->dirfd, J->removed[i].file, 0);
 	for (size_t i = 0; i < J->n_groups; i++)
-		(void) unlinkat(fd, J->groups[i].file, 0);
-	close(fd);
-	(void) rmdir(J->dir);
+		(void) unlinkat(J->dirfd, J->groups[i].file, 0);
+	/* The directory's own parent, whatever links came to be on the path since. */
+	int parent = openat(J->dirfd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (parent >= 0) {
+		(void) unlinkat(parent, name + 1, AT_REMOVEDIR);
+		close(parent);
+	}
 }
 
 int ks_dup_journal_read_copy(const dup_journal *J, const dup_jentry *en, char **ret,
 			     size_t *ret_len)
 {
-	int fd = open(J->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r;
-
-	if (fd < 0)
-		return -errno;
-	r = ks_fs_read_file(fd, en->file, KS_CARD_MAX, ret, ret_len);
-	close(fd);
-	return r;
+	return ks_fs_read_file(J->dirfd, en->file, KS_CARD_MAX, ret, ret_len);
 }
 
-/* The newest merge of account (any for NULL) that can be undone, by its journal. */
 int ks_dup_journal_find_last(ks_engine *e, const ks_config *c, const char *account,
-			     dup_journal *ret)
+			     dup_journal *ret, char **reterr_msg)
 {
-	dup_journal best = {};
+	dup_journal best = { .dirfd = -1 };
 	int r = 0;
 
 	for (size_t a = 0; r >= 0 && a < c->n_accounts; a++) {
 		const char *name = c->accounts[a].name;
 		_cleanup_free_ char *root = NULL;
-		DIR *books;
-		struct dirent *be;
+		size_t at = 0;
+		int fd = -1;
 
 		if (account && *account && strcmp(account, name) != 0)
 			continue;
-		if (asprintf(&root, "%s/conflicts/%s/contacts", e->data_dir, name) < 0)
+		if (asprintf(&root, "conflicts/%s/contacts", name) < 0)
 			return -ENOMEM;
-		books = opendir(root);
-		if (!books)
-			continue;
-		while (r >= 0 && (be = readdir(books))) {
-			_cleanup_free_ char *bdir = NULL;
-			DIR *merges;
-			struct dirent *me;
-
-			if (be->d_name[0] == '.')
-				continue;
-			if (asprintf(&bdir, "%s/%s", root, be->d_name) < 0) {
-				r = -ENOMEM;
-				break;
-			}
-			merges = opendir(bdir);
-			if (!merges)
-				continue;
-			while (r >= 0 && (me = readdir(merges))) {
-				_cleanup_free_ char *mdir = NULL;
-				dup_journal J = {};
-
-				if (strncmp(me->d_name, "merge-", 6) != 0)
-					continue;
-				if (asprintf(&mdir, "%s/%s", bdir, me->d_name) < 0) {
-					r = -ENOMEM;
-					break;
-				}
-				/* A journal that cannot be read is not a merge to undo. */
-				if (journal_load(mdir, &J) < 0)
-					continue;
-				if ((strcmp(J.state, "done") == 0 || strcmp(J.state, "partial") == 0 ||
-				     strcmp(J.state, "undoing") == 0) &&
-				    strcmp(J.account, name) == 0 &&
-				    (!best.dir || J.time_ns > best.time_ns)) {
-					ks_dup_journal_done(&best);
-					best = J;
-				} else
-					ks_dup_journal_done(&J);
-			}
-			closedir(merges);
+		r = ks_fs_open_beneath(e->data_dir, root, false, &fd, &at);
+		if (r == -ELOOP) {
+			r = ks_set_error(reterr_msg, r, "cannot look for merges to undo in '%s/%.*s': a "
+				    "symbolic link is on the way, which ksync does not follow",
+				    e->data_dir, (int) at, root);
+			break;
 		}
-		closedir(books);
+		if (r < 0) {
+			r = 0;	/* no merge was kept there */
+			continue;
+		}
+		r = find_in_books(fd, e->data_dir, root, name, &best);
 	}
 	if (r < 0) {
 		ks_dup_journal_done(&best);
@@ -258,6 +226,8 @@ int ks_dup_journal_find_last(ks_engine *e, const ks_config *c, const char *accou
 
 void ks_dup_journal_done(dup_journal *J)
 {
+	if (J->dirfd >= 0)
+		close(J->dirfd);
 	free(J->dir);
 	free(J->id);
 	free(J->account);
@@ -270,7 +240,70 @@ void ks_dup_journal_done(dup_journal *J)
 	for (size_t i = 0; i < J->n_groups; i++)
 		jentry_done(&J->groups[i]);
 	free(J->groups);
-	*J = (dup_journal) {};
+	*J = (dup_journal) { .dirfd = -1 };
+}
+
+/* Looks through the address books' directories in fd (data_dir/root, taken) for the newest
+ * merge of account that can be undone, newer than *best. Directories that are symbolic links
+ * are not ksync's and are passed over. */
+static int find_in_books(int fd, const char *data_dir, const char *root, const char *account,
+			 dup_journal *best)
+{
+	DIR *books = fdopendir(fd);
+	struct dirent *be;
+	int r = 0;
+
+	if (!books) {
+		close(fd);
+		return 0;
+	}
+	while (r >= 0 && (be = readdir(books))) {
+		DIR *merges;
+		struct dirent *me;
+
+		if (be->d_name[0] == '.')
+			continue;
+		int bfd = openat(dirfd(books), be->d_name,
+				 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (bfd < 0)
+			continue;
+		merges = fdopendir(bfd);
+		if (!merges) {
+			close(bfd);
+			continue;
+		}
+		while (r >= 0 && (me = readdir(merges))) {
+			_cleanup_free_ char *mdir = NULL;
+			dup_journal J = { .dirfd = -1 };
+
+			if (strncmp(me->d_name, "merge-", 6) != 0)
+				continue;
+			int mfd = openat(bfd, me->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+					 O_CLOEXEC);
+			if (mfd < 0)
+				continue;
+			if (asprintf(&mdir, "%s/%s/%s/%s", data_dir, root, be->d_name,
+				     me->d_name) < 0) {
+				close(mfd);
+				r = -ENOMEM;
+				break;
+			}
+			/* A journal that cannot be read is not a merge to undo. */
+			if (journal_load(mfd, mdir, &J) < 0)
+				continue;
+			if ((strcmp(J.state, "done") == 0 || strcmp(J.state, "partial") == 0 ||
+			     strcmp(J.state, "undoing") == 0) &&
+			    strcmp(J.account, account) == 0 &&
+			    (!best->dir || J.time_ns > best->time_ns)) {
+				ks_dup_journal_done(best);
+				*best = J;
+			} else
+				ks_dup_journal_done(&J);
+		}
+		closedir(merges);
+	}
+	closedir(books);
+	return r;
 }
 
 static int jentry_of(const dup_book_item *it, dup_jentry *ret)
@@ -307,24 +340,22 @@ static void write_jentry(ks_json_writer *w, const dup_jentry *e)
 	ks_json_write_object_end(w);
 }
 
-static int journal_load(const char *dir, dup_journal *ret)
+/* Reads the journal of the merge directory fd (which it takes), whose path is dir. */
+static int journal_load(int fd, const char *dir, dup_journal *ret)
 {
 	_cleanup_free_ char *text = NULL;
 	_cleanup_(ks_json_freep) ks_json *j = NULL;
-	dup_journal J = {};
+	dup_journal J = { .dirfd = fd };
 	size_t len = 0;
-	int fd, r;
+	int r;
 
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
 	r = ks_fs_read_file(fd, JOURNAL, KS_JSON_MAX_TEXT, &text, &len);
-	close(fd);
-	if (r < 0)
+	if (r >= 0)
+		r = ks_json_parse(text, len, &j, NULL);
+	if (r < 0) {
+		ks_dup_journal_done(&J);
 		return r;
-	r = ks_json_parse(text, len, &j, NULL);
-	if (r < 0)
-		return r;
+	}
 	J.dir = strdup(dir);
 	J.id = json_dup(j, "id");
 	J.account = json_dup(j, "account");

@@ -25,8 +25,10 @@ typedef struct dup_jentry {
 	char *etag_undone;
 } dup_jentry;
 
+/* Made with { .dirfd = -1 }. */
 typedef struct dup_journal {
 	char *dir;		/* the backup directory, holding the copies and the journal */
+	int dirfd;		/* open on it, -1 when not */
 	char *id, *account, *collection;
 	/* "started" (copies kept, nothing sent), "partial" (the merged card written), "done",
 	 * "undoing", "undone" */
@@ -42,8 +44,10 @@ typedef struct dup_journal {
 void ks_dup_journal_done(dup_journal *J);
 
 /* Keeps a copy of every card p changes or removes, and a journal in state "started", before
- * any request: a crash or a failure at any later point leaves them to restore from. */
-int ks_dup_journal_begin(ks_engine *e, const dup_plan *p, dup_journal *J);
+ * any request, in a new directory below the conflicts directory of l (never through a symbolic
+ * link: -ELOOP): a crash or a failure at any later point leaves them to restore from. Where the
+ * directory cannot be made, *reterr_msg (if not NULL) says why. */
+int ks_dup_journal_begin(ks_local *l, const dup_plan *p, dup_journal *J, char **reterr_msg);
 /* Writes the journal (atomically, flushed): the undo of a merge must survive a crash. */
 int ks_dup_journal_save(const dup_journal *J);
 /* Sets the state and saves the journal. */
@@ -57,6 +61,8 @@ void ks_dup_journal_remove(const dup_journal *J);
 int ks_dup_journal_read_copy(const dup_journal *J, const dup_jentry *en, char **ret,
 			     size_t *ret_len);
 /* The newest merge of account (any for NULL or "") that can be undone ("partial", "done" or
- * "undoing"), by its journal; -ENOENT when there is none. */
+ * "undoing"), by its journal; -ENOENT when there is none. Directories are opened as the
+ * local store opens them: -ELOOP (*reterr_msg says where) when a symbolic link is on the way
+ * to an account's copies. */
 int ks_dup_journal_find_last(ks_engine *e, const ks_config *c, const char *account,
-			     dup_journal *ret);
+			     dup_journal *ret, char **reterr_msg);

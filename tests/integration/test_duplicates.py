@@ -471,6 +471,40 @@ def test_merged_vcard_4_stays_4_on_a_converting_server(server, ks, daemon):
     assert conv.asked[-1], conv.asked
 
 
+def test_copies_never_kept_through_a_symbolic_link(server, ks, daemon, tmp_path):
+    """The copies and the journal of a merge go under conflicts/ as the sync's conflict copies
+    do, never through a symbolic link: with one on the way, the merge stops before it writes
+    anything and the undo does not read through it; nothing is written where it points."""
+    book = start(server, ks, daemon, {k: JANE[k] for k in ("jane-1", "jane-2")})
+    g = groups(daemon)[0]
+    before = by_uid(server.contents(book))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = ks.data_dir / "conflicts" / ACCOUNT
+    link.parent.mkdir(exist_ok=True)
+    link.symlink_to(elsewhere)
+    r = daemon.ctl("duplicates", "merge", "--keep", "jane-1", g["id"])
+    assert r.rc != 0, r.stdout
+    assert "symbolic link" in r.stderr and "nothing was merged" in r.stderr, r.stderr
+    assert by_uid(server.contents(book)) == before
+    assert not list(elsewhere.iterdir())
+
+    link.unlink()
+    ok(daemon.ctl("duplicates", "merge", "--keep", "jane-1", g["id"]), "merge")
+    assert sorted(by_uid(server.contents(book))) == ["jane-1"]
+    # The merge's copies moved away, a link in their place: the undo refuses to follow it.
+    moved = tmp_path / "moved"
+    link.rename(moved)
+    link.symlink_to(moved)
+    r = daemon.ctl("duplicates", "undo")
+    assert r.rc != 0 and "symbolic link" in r.stderr, r.stderr
+    assert sorted(by_uid(server.contents(book))) == ["jane-1"]
+    link.unlink()
+    moved.rename(link)
+    ok(daemon.ctl("duplicates", "undo"), "undo")
+    assert by_uid(server.contents(book)).keys() == before.keys()
+
+
 RIGHTS_RO = """\
 [root]
 user: .+
