@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,7 @@ static int check_server(job *j, const char *const *hrefs, const char *const *eta
 static int send_one(job *j, const char *href, const char *data, size_t len, const char *if_match,
 		    char **ret_etag, char *errmsg, size_t errlen);
 static int store_item(job *j, const char *href, const char *etag, const char *filename,
-		      const char *data, size_t len);
+		      const char *data, size_t len, char **ret_etag);
 static int drop_item(job *j, const char *href, const char *filename);
 
 int ks_dup_merge(ks_engine *e, const ks_config *c, const char *id, const char *keep_uid,
@@ -182,17 +183,11 @@ static int merge_run(ks_engine *e, const ks_config *c, dup_plan *p, dup_journal 
 	}
 	J->kept.done = true;
 	J->kept.etag_after = new_etag ? strdup(new_etag) : NULL;
-	r = store_item(&j, ref->href, new_etag, ref->filename, p->merged.data, p->merged.len);
-	if (r >= 0) {
-		/* The etag the undo expects is the one the cache now holds. */
-		ks_cache_item it = {};
-		if (ks_cache_get_item(e->cache, b->col.id, ref->href, &it) >= 0 && it.etag) {
-			free(J->kept.etag_after);
-			J->kept.etag_after = strdup(it.etag);
-		}
-		ks_cache_item_done(&it);
+	/* The etag the undo expects is the one the server holds now, as read back. */
+	r = store_item(&j, ref->href, new_etag, ref->filename, p->merged.data, p->merged.len,
+		       &J->kept.etag_after);
+	if (r >= 0)
 		r = ks_dup_journal_set_state(J, "partial");
-	}
 	if (r < 0)
 		goto out;
 
@@ -204,12 +199,9 @@ static int merge_run(ks_engine *e, const ks_config *c, dup_plan *p, dup_journal 
 			     errmsg, sizeof(errmsg));
 		if (r < 0)
 			break;
-		r = store_item(&j, it->href, et, it->filename, p->group_data[i], p->group_len[i]);
+		r = store_item(&j, it->href, et, it->filename, p->group_data[i], p->group_len[i],
+			       &J->groups[i].etag_after);
 		if (r >= 0) {
-			ks_cache_item ci = {};
-			if (ks_cache_get_item(e->cache, b->col.id, it->href, &ci) >= 0 && ci.etag)
-				J->groups[i].etag_after = strdup(ci.etag);
-			ks_cache_item_done(&ci);
 			J->groups[i].done = true;
 			r = ks_dup_journal_save(J);
 		}
@@ -352,7 +344,7 @@ static int undo_run(ks_engine *e, const ks_config *c, dup_journal *J, ks_json_wr
 				    errmsg[0] ? errmsg : strerror(-r));
 			goto out;
 		}
-		r = store_item(&j, J->kept.href, et, kept.filename, old, len);
+		r = store_item(&j, J->kept.href, et, kept.filename, old, len, &et);
 		if (r >= 0)
 			r = ks_dup_journal_mark_undone(J, &J->kept, et);
 		if (r < 0)
@@ -402,7 +394,7 @@ static int undo_run(ks_engine *e, const ks_config *c, dup_journal *J, ks_json_wr
 		}
 		r = restore_name(&j, en, &name);
 		if (r >= 0)
-			r = store_item(&j, en->href, etag, name, data, dlen);
+			r = store_item(&j, en->href, etag, name, data, dlen, &etag);
 		if (r >= 0)
 			r = ks_dup_journal_mark_undone(J, en, etag);
 		if (r >= 0)
@@ -428,7 +420,7 @@ static int undo_run(ks_engine *e, const ks_config *c, dup_journal *J, ks_json_wr
 			continue;
 		}
 		if (r >= 0)
-			r = store_item(&j, en->href, etag, en->filename, data, dlen);
+			r = store_item(&j, en->href, etag, en->filename, data, dlen, &etag);
 		if (r >= 0)
 			r = ks_dup_journal_mark_undone(J, en, etag);
 	}
@@ -578,12 +570,19 @@ static int send_one(job *j, const char *href, const char *data, size_t len, cons
 /* Writes the item's file and its row as the server now holds it: read back, since servers
  * may store a card otherwise than it was sent (Radicale writes it anew), and the file and
  * the cache should hold the server's bytes. When the read fails, what was sent (with the
- * reply's etag) is recorded; the next sync corrects it. */
+ * reply's etag) is recorded; the next sync corrects it. *ret_etag (replaced) gets the etag
+ * the server holds, as far as known.
+ *
+ * A file edited here since the merge looked at it is the user's: it is left as it is, and so
+ * is its row, so that the next sync merges the edit with what the server now holds, as it
+ * does for any edit made while the server changed. Returns 1 when the file and its row were
+ * written, 0 when the file was left. */
 static int store_item(job *j, const char *href, const char *etag, const char *filename,
-		      const char *data, size_t len)
+		      const char *data, size_t len, char **ret_etag)
 {
 	_cleanup_free_ char *got = NULL, *got_etag = NULL;
-	struct stat st;
+	struct stat st, cur, *expected = NULL;
+	ks_cache_item row = {};
 	int r;
 
 	/* A card in vCard 4.0 is asked for as such where the address book offers it, as the
@@ -599,18 +598,53 @@ static int store_item(job *j, const char *href, const char *etag, const char *fi
 		etag = got_etag;
 	}
 	ks_remote_reply_done(&rb);
-	r = ks_local_replace_file(&j->L, filename, NULL, data, len, &st);
-	if (r >= 0)
-		r = ks_local_record_item(&j->L, href, etag, filename, data, len, &st);
-	return r;
+	if (etag && (!*ret_etag || strcmp(*ret_etag, etag) != 0)) {
+		char *e = strdup(etag);
+		if (!e)
+			return -ENOMEM;
+		free(*ret_etag);
+		*ret_etag = e;
+	}
+
+	r = ks_cache_get_item(j->L.e->cache, j->L.col->id, href, &row);
+	if (r >= 0 && strcmp(row.filename, filename) == 0)
+		r = ks_local_file_state(&j->L, &row);
+	else if (r >= 0 || r == -ENOENT)
+		r = KS_PLAN_FILE_MISSING;	/* a card put back, under a name of its own */
+	ks_cache_item_done(&row);
+	if (r == KS_PLAN_FILE_AS_RECORDED) {
+		/* Checked again right before the file is replaced. */
+		if (fstatat(j->L.dirfd, filename, &cur, AT_SYMLINK_NOFOLLOW) == 0)
+			expected = &cur;
+		else if (errno != ENOENT)
+			r = -errno;
+	}
+	if (r < 0)
+		return r;
+	if (r == KS_PLAN_FILE_EDITED || r == KS_PLAN_FILE_OTHER)
+		return 0;
+	r = ks_local_replace_file(&j->L, filename, expected, data, len, &st);
+	if (r <= 0)
+		return r;
+	r = ks_local_record_item(&j->L, href, etag, filename, data, len, &st);
+	return r < 0 ? r : 1;
 }
 
 /* The server no longer has href: its file goes, then its row (a crash between the two
- * leaves a row for a missing file, which the next sync's listing clears). */
+ * leaves a row for a missing file, which the next sync's listing clears). A file edited here
+ * since the merge looked at it stays: only its row goes, and the next sync sends the file as
+ * a new card, as it does with any edit of a card deleted on the server. */
 static int drop_item(job *j, const char *href, const char *filename)
 {
-	int r = ks_local_remove_file(&j->L, filename);
+	ks_cache_item row = {};
+	int r = ks_cache_get_item(j->L.e->cache, j->L.col->id, href, &row);
 
+	if (r >= 0)
+		r = ks_local_file_state(&j->L, &row);
+	else if (r == -ENOENT)
+		r = KS_PLAN_FILE_AS_RECORDED;
+	ks_cache_item_done(&row);
+	if (r == KS_PLAN_FILE_AS_RECORDED || r == KS_PLAN_FILE_MISSING)
+		r = ks_local_remove_file(&j->L, filename);
 	return r < 0 ? r : ks_local_forget_item(&j->L, href);
 }
-

@@ -376,6 +376,49 @@ def test_edit_during_merge_is_not_lost(server, ks, daemon, tmp_path):
     assert "EMAIL:jane@racing.example" in unfold(undone["jane-2"][2])
 
 
+@pytest.mark.parametrize("which", ["kept", "removed"])
+def test_file_edited_during_merge_is_not_lost(server, ks, daemon, which):
+    """A card's file is edited here while the merge runs, after its checks (on the merged
+    card's PUT, or on the removed card's DELETE): the merge leaves the edited file and its row
+    as they are, as the sync leaves a file edited while the server changed, and the next sync
+    brings the edit to the server: merged into the kept card, or as the removed card again."""
+    book = server.make_addressbook(BOOK, "People")
+    server.seed(book, {k: JANE[k] for k in ("jane-1", "jane-2")})
+    d = ks.collection_dir(ACCOUNT, "addressbook", BOOK)
+    uid = "jane-1" if which == "kept" else "jane-2"
+    method = "PUT" if which == "kept" else "DELETE"
+    edited = []
+
+    def route(front, seen):
+        if seen.method == method and not edited:
+            f = d / (uid + ".vcf")
+            data = f.read_bytes().replace(b"END:VCARD", b"TITLE:Edited here\r\nEND:VCARD")
+            tmp = f.with_name(".edit.tmp")
+            tmp.write_bytes(data)
+            tmp.rename(f)
+            edited.append(data)
+        return None
+
+    front = Front(backend=server, route=route)
+    try:
+        ks.add_account(ACCOUNT, server, url=front.url_for(servers.href_path(server.url),
+                                                          host="localhost"))
+        daemon.start()
+        wait_until(lambda: synced(daemon), 60, "the first sync")
+        g = groups(daemon)[0]
+        r = ok(daemon.ctl("duplicates", "merge", "--keep", "jane-1", g["id"]), "merge")
+        assert edited, "no %s was sent" % method
+        assert (d / (uid + ".vcf")).read_bytes() == edited[0]
+        ok(daemon.ctl("sync"), "sync")
+    finally:
+        front.stop()
+    after = by_uid(server.contents(book))
+    assert "TITLE:Edited here" in unfold(after[uid][2]), (r.stdout, after[uid][2])
+    assert "EMAIL;TYPE=home:jane@home.example" in unfold(after["jane-1"][2])
+    assert sorted(after) == (["jane-1"] if which == "kept" else ["jane-1", "jane-2"])
+    checks.check_mirror(ks, server, ACCOUNT)
+
+
 @pytest.mark.all_servers
 def test_edit_of_reference_during_merge_changes_nothing(server, ks, daemon):
     """The reference card is edited between the checks and the PUT of the merged card: the
