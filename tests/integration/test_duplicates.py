@@ -12,7 +12,7 @@ import pytest
 from ksynctest import checks, gen, servers
 from ksynctest.daemon import Daemon, wait_until
 from ksynctest.faults import Converting, Faults
-from ksynctest.tlsfront import Front, Reply
+from ksynctest.tlsfront import Front, Reply, Stall
 
 ACCOUNT = "acct"
 BOOK = "people"
@@ -546,6 +546,60 @@ def test_copies_never_kept_through_a_symbolic_link(server, ks, daemon, tmp_path)
     moved.rename(link)
     ok(daemon.ctl("duplicates", "undo"), "undo")
     assert by_uid(server.contents(book)).keys() == before.keys()
+
+
+def test_timeout_applies_to_the_merge(server, ks, daemon):
+    """The account's `timeout` holds for the merge's requests as for a sync's: a server that
+    goes silent is given up after it, and nothing is merged."""
+    book = server.make_addressbook(BOOK, "People")
+    server.seed(book, {k: JANE[k] for k in ("jane-1", "jane-2")})
+    stalled = []
+    merging = []
+
+    def route(front, seen):
+        if merging and not stalled:
+            stalled.append(seen.method)
+            return Stall(12)
+        return None
+
+    front = Front(backend=server, route=route)
+    try:
+        ks.add_account(ACCOUNT, server, url=front.url_for(servers.href_path(server.url),
+                                                          host="localhost"))
+        ks.accounts[ACCOUNT]["timeout"] = "2"
+        ks.write_config()
+        daemon.start()
+        wait_until(lambda: synced(daemon), 60, "the first sync")
+        g = groups(daemon)[0]
+        before = by_uid(server.contents(book))
+        merging.append(True)
+        t0 = time.monotonic()
+        r = daemon.ctl("duplicates", "merge", "--keep", "jane-1", g["id"])
+        elapsed = time.monotonic() - t0
+    finally:
+        front.stop()
+    assert stalled, "the merge sent no request"
+    assert r.rc != 0 and "timed out: the server sent no data for 2 s" in r.stderr, r.stderr
+    assert elapsed < 12, "the stalled request was not cut: %.1f s" % elapsed
+    assert by_uid(server.contents(book)) == before
+
+
+def test_book_reached_through_a_symbolic_link_refused(server, ks, daemon, tmp_path):
+    """The merge opens the address book's directory as the sync does, never through a
+    symbolic link on the way (here the account's directory): it refuses before any change,
+    and nothing is written where the link points."""
+    book = start(server, ks, daemon, {k: JANE[k] for k in ("jane-1", "jane-2")})
+    g = groups(daemon)[0]
+    before = by_uid(server.contents(book))
+    account_dir = ks.collection_dir(ACCOUNT, "addressbook", BOOK).parent
+    elsewhere = tmp_path / "elsewhere"
+    account_dir.rename(elsewhere)
+    account_dir.symlink_to(elsewhere)
+    files = {f.name: f.read_bytes() for f in (elsewhere / BOOK).iterdir()}
+    r = daemon.ctl("duplicates", "merge", "--keep", "jane-1", g["id"])
+    assert r.rc != 0 and "symbolic link" in r.stderr, r.stderr
+    assert by_uid(server.contents(book)) == before
+    assert {f.name: f.read_bytes() for f in (elsewhere / BOOK).iterdir()} == files
 
 
 RIGHTS_RO = """\
