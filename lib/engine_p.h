@@ -316,6 +316,9 @@ int ks_local_record_item(ks_local *l, const char *href, const char *etag, const 
 int ks_local_settle(ks_local *l);
 /* Forgets the row of href and its intent. */
 int ks_local_forget_item(ks_local *l, const char *href);
+/* Whether a card is to be asked for as vCard 4.0: data is 4.0, and the address book offers
+ * 4.0 (servers that convert cards serve 3.0 otherwise). */
+bool ks_local_wants_vcard4(const ks_local *l, const char *data, size_t len);
 /* Removes the item file name (gone already is fine) and flushes the directory. */
 int ks_local_remove_file(ks_local *l, const char *name);
 /* Opens conflicts/<account>/<collection>, or its subdirectory sub (when not NULL), below the

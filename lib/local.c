@@ -220,6 +220,11 @@ int ks_local_forget_item(ks_local *l, const char *href)
 	return r;
 }
 
+bool ks_local_wants_vcard4(const ks_local *l, const char *data, size_t len)
+{
+	return l->col->vcard4 && memmem(data, KS_MIN(len, (size_t) 512), "VERSION:4.0", 11);
+}
+
 int ks_local_remove_file(ks_local *l, const char *name)
 {
 	if (unlinkat(l->dirfd, name, 0) < 0 && errno != ENOENT)

@@ -148,12 +148,27 @@ static void test_remove_file(void **state)
 	assert_int_equal(ks_local_remove_file(&f->l, "d.vcf"), -EISDIR);
 }
 
+static void test_wants_vcard4(void **state)
+{
+	fixture *f = *state;
+	static const char v4[] = "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:a\r\nEND:VCARD\r\n";
+	static const char v3[] = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:a\r\nEND:VCARD\r\n";
+
+	assert_false(ks_local_wants_vcard4(&f->l, v4, strlen(v4)));
+	f->col.vcard4 = true;
+	assert_true(ks_local_wants_vcard4(&f->l, v4, strlen(v4)));
+	assert_false(ks_local_wants_vcard4(&f->l, v3, strlen(v3)));
+	/* Only the bytes given count. */
+	assert_false(ks_local_wants_vcard4(&f->l, v4, 20));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_creates_and_refuses_links, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_conflicts_refuses_links, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wants_vcard4, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
