@@ -585,11 +585,8 @@ static int store_item(job *j, const char *href, const char *etag, const char *fi
 	ks_cache_item row = {};
 	int r;
 
-	/* A card in vCard 4.0 is asked for as such where the address book offers it, as the
-	 * engine asks: a server that converts cards would serve 3.0 otherwise. */
 	ks_remote_reply rb = {};
-	bool vcard4 = j->L.col->vcard4 && memmem(data, KS_MIN(len, (size_t) 512), "VERSION:4.0", 11);
-	r = ks_remote_get(j->remote, href, vcard4, &rb);
+	r = ks_remote_get(j->remote, href, ks_local_wants_vcard4(&j->L, data, len), &rb);
 	if (r >= 0 && rb.body && rb.etag) {
 		got = TAKE_PTR(rb.body);
 		got_etag = TAKE_PTR(rb.etag);
