@@ -436,13 +436,18 @@ out:
 	return r;
 }
 
-/* A name for a restored card's file: its old one, unless another item took it since. */
+/* A name for a restored card's file: its old one, unless another item took it since or a
+ * file is there (one kept because it was edited during the merge, and not synced since). */
 static int restore_name(job *j, const dup_jentry *en, char **ret)
 {
 	int r = ks_cache_filename_taken(j->L.e->cache, j->L.col->id, en->filename, en->href);
 
 	if (r < 0)
 		return r;
+	if (r == 0 && faccessat(j->L.dirfd, en->filename, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		r = 1;
+	else if (r == 0 && errno != ENOENT)
+		return -errno;
 	if (r == 0)
 		return (*ret = strdup(en->filename)) ? 0 : -ENOMEM;
 	const char *dot = strrchr(en->filename, '.');

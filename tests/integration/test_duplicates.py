@@ -376,12 +376,13 @@ def test_edit_during_merge_is_not_lost(server, ks, daemon, tmp_path):
     assert "EMAIL:jane@racing.example" in unfold(undone["jane-2"][2])
 
 
-@pytest.mark.parametrize("which", ["kept", "removed"])
+@pytest.mark.parametrize("which", ["kept", "removed", "removed-then-undo"])
 def test_file_edited_during_merge_is_not_lost(server, ks, daemon, which):
     """A card's file is edited here while the merge runs, after its checks (on the merged
     card's PUT, or on the removed card's DELETE): the merge leaves the edited file and its row
     as they are, as the sync leaves a file edited while the server changed, and the next sync
-    brings the edit to the server: merged into the kept card, or as the removed card again."""
+    brings the edit to the server: merged into the kept card, or as the removed card again.
+    An undo right after the merge puts the removed card back beside the edited file."""
     book = server.make_addressbook(BOOK, "People")
     server.seed(book, {k: JANE[k] for k in ("jane-1", "jane-2")})
     d = ks.collection_dir(ACCOUNT, "addressbook", BOOK)
@@ -409,14 +410,27 @@ def test_file_edited_during_merge_is_not_lost(server, ks, daemon, which):
         r = ok(daemon.ctl("duplicates", "merge", "--keep", "jane-1", g["id"]), "merge")
         assert edited, "no %s was sent" % method
         assert (d / (uid + ".vcf")).read_bytes() == edited[0]
+        if which == "removed-then-undo":
+            ok(daemon.ctl("duplicates", "undo"), "undo")
         ok(daemon.ctl("sync"), "sync")
     finally:
         front.stop()
-    after = by_uid(server.contents(book))
-    assert "TITLE:Edited here" in unfold(after[uid][2]), (r.stdout, after[uid][2])
-    assert "EMAIL;TYPE=home:jane@home.example" in unfold(after["jane-1"][2])
-    assert sorted(after) == (["jane-1"] if which == "kept" else ["jane-1", "jane-2"])
-    checks.check_mirror(ks, server, ACCOUNT)
+    after = server.contents(book)
+    texts = [unfold(data) for _, data in after.values()]
+    assert any("TITLE:Edited here" in t for t in texts), (r.stdout, texts)
+    if which == "removed-then-undo":
+        # The old jane-2 is back; the edit is on the server too, as jane-2 itself when the
+        # daemon's sync sent it before the undo, or else as a copy with a UID of its own.
+        assert any("UID:jane-2" in t and "NOTE:Likes tea" in t and
+                   "TITLE:Edited here" not in t for t in texts), texts
+        assert not any("jane@home.example" in ln for ln in unfold(by_uid(after)["jane-1"][2]))
+    else:
+        after = by_uid(after)
+        assert "TITLE:Edited here" in unfold(after[uid][2]), (r.stdout, after[uid][2])
+        assert "EMAIL;TYPE=home:jane@home.example" in unfold(after["jane-1"][2])
+        assert sorted(after) == (["jane-1"] if which == "kept" else ["jane-1", "jane-2"])
+    # The card put back beside the edited file is in a file of another name.
+    checks.check_mirror(ks, server, ACCOUNT, user_names=which == "removed-then-undo")
 
 
 @pytest.mark.all_servers
