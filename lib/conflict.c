@@ -22,7 +22,7 @@ int ks_conflict_merge(coll_run *c, push_item *p)
 	char errmsg[512] = "";
 	int r;
 
-	r = ks_fetch_one(c, p->href, ks_wants_vcard4(c, p->body, p->len), &remote, &rlen, &etag);
+	r = ks_fetch_one(c, p->href, ks_local_wants_vcard4(&c->L, p->body, p->len), &remote, &rlen, &etag);
 	if (r == -ENOENT) {
 		if (p->op == KS_INTENT_DELETE)
 			return ks_local_forget_item(&c->L, p->href);
@@ -271,7 +271,7 @@ int ks_conflict_read_back(coll_run *c, const char *href, const char *filename, c
 	_cleanup_free_ char *data = NULL, *etag = NULL;
 	size_t len = 0;
 	struct stat nst = *st;
-	int r = ks_fetch_one(c, href, ks_wants_vcard4(c, sent, sent_len), &data, &len, &etag);
+	int r = ks_fetch_one(c, href, ks_local_wants_vcard4(&c->L, sent, sent_len), &data, &len, &etag);
 
 	if (r < 0)
 		return r;

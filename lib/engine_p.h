@@ -226,9 +226,6 @@ int ks_fetch_all(coll_run *c);
  * -ENOENT when it has none. */
 int ks_fetch_one(coll_run *c, const char *href, bool vcard4, char **ret, size_t *ret_len,
 		 char **ret_etag);
-/* Whether a card is to be asked for as vCard 4.0: the version of data in an address book that
- * offers it. */
-bool ks_wants_vcard4(const coll_run *c, const char *data, size_t len);
 /* The intent a crash left for href, or NULL. Borrowed. */
 const ks_intent *ks_coll_find_intent(const coll_run *c, const char *href);
 /* A file of the collection could not be written or deleted: the collection fails with the

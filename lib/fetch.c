@@ -748,11 +748,6 @@ static int on_batch_done(ks_remote_batch *rb, void *userdata)
 
 /* Whether the server is to be asked for a card as vCard 4.0: the version of data, the card
  * sent or merged, in an address book that offers it. */
-bool ks_wants_vcard4(const coll_run *c, const char *data, size_t len)
-{
-	return c->L.col->vcard4 && memmem(data, KS_MIN(len, (size_t) 512), "VERSION:4.0", 11);
-}
-
 static int one_done(ks_remote_batch *rb, void *userdata)
 {
 	return 0;

@@ -71,8 +71,6 @@ int ks_local_replace_file(ks_local *l, const char *name, const struct stat *expe
 	return r < 0 ? r : 1;
 }
 
-/* Keeps a version that lost a conflict under conflicts/<account>/<collection>/ and records
- * it. *ret_path (optional) gets where. */
 /* A copy of data kept earlier under dirfd as "<base>.<time>.<side><ext>": a run cut off after
  * keeping it meets the same conflict again and must not keep a second copy. */
 static int find_kept(int dirfd, const char *base, size_t base_len, const char *side,
@@ -132,8 +130,7 @@ int ks_local_keep_copy(ks_local *l, const char *filename, const char *uid, const
 	if (base > strlen(l->ext))
 		base -= strlen(l->ext);
 	/* The user's data goes nowhere a symlink in ksync's tree points to. */
-	r = ks_fs_open_beneath(l->e->data_dir, dir + strlen(l->e->data_dir) + 1, true, &fd,
-			       NULL);
+	r = ks_local_open_conflicts(l, NULL, true, &fd, NULL);
 	if (r < 0)
 		return ks_set_error(reterr_msg, r, "cannot keep the losing side of a conflict in "
 				    "'%s': %s; nothing was merged", dir,
