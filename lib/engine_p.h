@@ -226,6 +226,11 @@ int ks_fetch_all(coll_run *c);
  * -ENOENT when it has none. */
 int ks_fetch_one(coll_run *c, const char *href, bool vcard4, char **ret, size_t *ret_len,
 		 char **ret_etag);
+/* The state of the file of it, a cached item the server changed or deleted. A file only
+ * renamed here, its bytes still the row's, gives it its new name and is as recorded: the
+ * rename is no change to send, and the server's change (or deletion) applies to it. Only
+ * --force tells a damaged file from an edited one. */
+int ks_coll_file_state(coll_run *c, ks_cache_item *it, ks_plan_file *ret);
 /* The intent a crash left for href, or NULL. Borrowed. */
 const ks_intent *ks_coll_find_intent(const coll_run *c, const char *href);
 /* A file of the collection could not be written or deleted: the collection fails with the

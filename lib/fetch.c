@@ -29,10 +29,9 @@ static int untracked_differs(coll_run *c, const char *name, const char *data, si
 static int untracked_same(coll_run *c, const char *name, const char *data, size_t len,
 			  struct stat *ret_st);
 static int find_untracked(coll_run *c);
-static const char *untracked_with_uid(const coll_run *c, const char *uid);
+static int untracked_with_uid(coll_run *c, const char *uid, const char *href, const char **ret);
 static int take_renamed(coll_run *c, const char *name, ks_cache_item *it);
 static int file_damaged(coll_run *c, const ks_cache_item *it);
-static int item_file_state(coll_run *c, ks_cache_item *it, ks_plan_file *ret);
 static int new_item_state(coll_run *c, const fetched_item *f, const ks_item_info *info,
 			  const char **ret_mine, struct stat *ret_st, ks_plan_file *ret);
 static int repair_damaged(coll_run *c, const ks_cache_item *it);
@@ -223,12 +222,24 @@ static int find_untracked(coll_run *c)
 	return r;
 }
 
-static const char *untracked_with_uid(const coll_run *c, const char *uid)
+/* The file without a row holding uid, as the run found them, into *ret (NULL when none). A
+ * file a row took since (an item of this run's fetches with that UID) is no longer one. */
+static int untracked_with_uid(coll_run *c, const char *uid, const char *href, const char **ret)
 {
-	for (size_t i = 0; uid && i + 1 < c->n_untracked; i += 2)
-		if (strcmp(c->untracked_uids[i], uid) == 0)
-			return c->untracked_uids[i + 1];
-	return NULL;
+	*ret = NULL;
+	for (size_t i = 0; uid && i + 1 < c->n_untracked; i += 2) {
+		if (strcmp(c->untracked_uids[i], uid) != 0)
+			continue;
+		int r = ks_cache_filename_taken(c->R->e->cache, c->L.col->id,
+						c->untracked_uids[i + 1], href);
+		if (r < 0)
+			return r;
+		if (r == 0) {
+			*ret = c->untracked_uids[i + 1];
+			return 0;
+		}
+	}
+	return 0;
 }
 
 /* 1 when the untracked file name holds the bytes of the row it (a file renamed and nothing
@@ -280,11 +291,7 @@ static int file_damaged(coll_run *c, const ks_cache_item *it)
 	return r == -ENOMEM ? r : r < 0;
 }
 
-/* The state of the file of it, a cached item whose server version changed. A file only
- * renamed here, its bytes still the row's, gives the row its new name and is as recorded:
- * the push has nothing to send for it, so left to a merge that never comes, this change would
- * be passed over for good once the token moves on. */
-static int item_file_state(coll_run *c, ks_cache_item *it, ks_plan_file *ret)
+int ks_coll_file_state(coll_run *c, ks_cache_item *it, ks_plan_file *ret)
 {
 	int r = ks_local_file_state(&c->L, it);
 
@@ -303,8 +310,10 @@ static int item_file_state(coll_run *c, ks_cache_item *it, ks_plan_file *ret)
 			if (r < 0)
 				return r;
 		}
-		const char *moved = untracked_with_uid(c, it->uid);
-		r = moved ? take_renamed(c, moved, it) : 0;
+		const char *moved;
+		r = untracked_with_uid(c, it->uid, it->href, &moved);
+		if (r >= 0 && moved)
+			r = take_renamed(c, moved, it);
 		if (r < 0)
 			return r;
 		*ret = r > 0 ? KS_PLAN_FILE_AS_RECORDED : moved ? KS_PLAN_FILE_RENAMED
@@ -331,7 +340,9 @@ static int new_item_state(coll_run *c, const fetched_item *f, const ks_item_info
 		if (r < 0)
 			return r;
 	}
-	*ret_mine = untracked_with_uid(c, info->uid);
+	r = untracked_with_uid(c, info->uid, f->href, ret_mine);
+	if (r < 0)
+		return r;
 	if (!*ret_mine) {
 		*ret = KS_PLAN_FILE_NONE;
 		return 0;
@@ -498,7 +509,7 @@ static int apply_batch(coll_run *c, batch *b)
 		const char *mine = NULL;
 		ks_plan_file file;
 		r = s->is_new ? new_item_state(c, f, &s->info, &mine, &s->st, &file)
-			      : item_file_state(c, &old, &file);
+			      : ks_coll_file_state(c, &old, &file);
 		if (r < 0) {
 			ks_cache_item_done(&old);
 			goto out;

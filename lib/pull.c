@@ -363,14 +363,15 @@ static int delete_items(coll_run *c, char **hrefs, size_t n)
 			return r;
 		/* Deleted on the server, edited here: the edit wins. Only the row goes; the
 		 * file, untracked now, is uploaded again as a new item. */
-		r = ks_local_file_state(&c->L, &it);
+		ks_plan_file file;
+		r = ks_coll_file_state(c, &it, &file);
 		if (r < 0) {
 			ks_cache_item_done(&it);
 			return r;
 		}
 		any = true;
 		const ks_intent *in = ks_coll_find_intent(c, hrefs[i]);
-		if (ks_plan_gone(r, in && in->op == KS_INTENT_DELETE) != KS_PLAN_DELETE_FILE) {
+		if (ks_plan_gone(file, in && in->op == KS_INTENT_DELETE) != KS_PLAN_DELETE_FILE) {
 			ks_cache_item_done(&it);
 			continue;
 		}
@@ -380,6 +381,12 @@ static int delete_items(coll_run *c, char **hrefs, size_t n)
 			return r;
 		}
 		ks_cache_item_done(&it);
+		/* The files without a row found so far may count the one just deleted (a
+		 * file only renamed): they are looked for again when needed. */
+		ks_strv_free(c->untracked_uids, c->n_untracked);
+		c->untracked_uids = NULL;
+		c->n_untracked = c->cap_untracked = 0;
+		c->untracked_known = false;
 	}
 	if (!any)
 		return 0;

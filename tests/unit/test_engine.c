@@ -863,6 +863,37 @@ static void test_renamed_file(void **state)
 	env_done(&v);
 }
 
+/* A file only renamed here while the server deleted its item, or moved it to another href:
+ * the rename is no change, so the deletion takes the renamed file, and the moved item keeps
+ * one file, whatever the listing's order (a full listing deletes after it fetches). */
+static void test_renamed_file_and_server_deletion_or_move(void **state)
+{
+	env v;
+
+	for (int force = 0; force < 2; force++) {
+		env_init(&v);
+		seed_and_sync(&v, 3, 0);
+		/* The moved item comes first in the listing's order, the deleted one after. */
+		rename_file(v.cal_dir, "e2.ics", "lunch.ics");
+		_cleanup_free_ char *h2 = href_in(v.cal, "e2.ics"), *to = href_in(v.cal, "x2.ics");
+		assert_int_equal(mem_move(v.m, h2, to), 0);
+		rename_file(v.cal_dir, "e3.ics", "dinner.ics");
+		_cleanup_free_ char *h3 = href_in(v.cal, "e3.ics");
+		assert_int_equal(mem_delete(v.m, h3), 0);
+		if (env_sync_with(&v, (sync_flags) { .force = force }) != 0 || v.failed)
+			FAIL("the sync failed:\n%s", v.log.data ? v.log.data : "");
+		assert_null(file_by_uid(v.cal_dir, "e3"));
+		assert_null(server_by_uid(&v, v.cal, "e3"));
+		_cleanup_free_ char *name = file_by_uid(v.cal_dir, "e2");
+		assert_non_null(name);
+		assert_int_equal(count_files(v.cal_dir), 2);
+		assert_same(&v, v.cal_dir, name, v.cal, "x2.ics");
+		assert_int_equal(mem_count(v.m, v.cal), 2);
+		sync_quiet(&v);
+		env_done(&v);
+	}
+}
+
 /* Two new files with one UID are two items; a new file whose UID's resource holds another
  * item goes to a resource of its own (the no-loss issue, item 3). */
 static void test_uid_clash(void **state)
@@ -2316,6 +2347,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_server_deletes_local_edit, env_teardown),
 		cmocka_unit_test_teardown(test_local_delete_server_change, env_teardown),
 		cmocka_unit_test_teardown(test_renamed_file, env_teardown),
+		cmocka_unit_test_teardown(test_renamed_file_and_server_deletion_or_move,
+					  env_teardown),
 		cmocka_unit_test_teardown(test_uid_clash, env_teardown),
 		cmocka_unit_test_teardown(test_multiget_leaves_out, env_teardown),
 		cmocka_unit_test_teardown(test_put_refused, env_teardown),
