@@ -35,7 +35,7 @@ DEB_PACKAGES := gcc make pkg-config libc6-dev \
 	php-sqlite3 khard khal todoman vdirsyncer \
 	python3-pytest python3-requests python3-configobj curl dbus dbus-daemon systemd mandoc \
 	sqlite3 procps time openssl strace util-linux gnome-keyring libsecret-tools \
-	python3-dbus python3-gi zsh fish linux-perf
+	python3-dbus python3-gi zsh fish linux-perf python3-pytest-xdist
 
 ifeq ($(SANITIZE),1)
 B := build/asan
@@ -168,9 +168,14 @@ check-unit: $(TEST_BINS)
 
 INTEGRATION_TESTS := $(wildcard tests/integration/test_*.py)
 
+# The integration tests spend most of their time waiting on servers and runs, each with its
+# own ports, directories and bus: several run at once.
+TEST_JOBS ?= 3
+
 check-integration: all
 ifneq ($(INTEGRATION_TESTS),)
-	KSYNC_BUILD=$(CURDIR)/$(B) $(PYTHON) -m pytest -p no:cacheprovider -q tests/integration
+	KSYNC_BUILD=$(CURDIR)/$(B) $(PYTHON) -m pytest -p no:cacheprovider -q -rfEs \
+		-n $(TEST_JOBS) tests/integration
 else
 	@echo "integration: no tests yet"
 endif
