@@ -84,14 +84,12 @@ int ks_dup_journal_begin(ks_local *l, const dup_plan *p, dup_journal *J, char **
 						  "not follow" : strerror(-r));
 	for (size_t i = 0; r >= 0 && i < p->n_members; i++) {
 		const dup_book_item *it = &b->items[p->members[i]];
-		r = ks_fs_write_atomic(J->dirfd, it->filename, it->data, it->len, true);
+		r = ks_fs_write_atomic(J->dirfd, it->filename, it->data, it->len);
 	}
 	for (size_t i = 0; r >= 0 && i < p->n_groups; i++) {
 		const dup_book_item *it = &b->items[p->groups[i]];
-		r = ks_fs_write_atomic(J->dirfd, it->filename, it->data, it->len, true);
+		r = ks_fs_write_atomic(J->dirfd, it->filename, it->data, it->len);
 	}
-	if (r >= 0)
-		r = ks_fs_fsync_dir(J->dirfd);
 	if (r >= 0)
 		r = ks_dup_journal_save(J);
 	return r;
@@ -134,8 +132,7 @@ int ks_dup_journal_save(const dup_journal *J)
 	r = ks_json_writer_finish(&w);
 	if (r < 0)
 		return r;
-	r = ks_fs_write_atomic(J->dirfd, JOURNAL, b.data, b.len, true);
-	return r < 0 ? r : ks_fs_fsync_dir(J->dirfd);
+	return ks_fs_write_atomic(J->dirfd, JOURNAL, b.data, b.len);
 }
 
 int ks_dup_journal_set_state(dup_journal *J, const char *state)

@@ -151,7 +151,7 @@ static int write_temp(int dirfd, const char *tmp, const void *data, size_t len, 
 	return 0;
 }
 
-int ks_fs_write_atomic(int dirfd, const char *name, const void *data, size_t len, bool sync)
+int ks_fs_write_atomic(int dirfd, const char *name, const void *data, size_t len)
 {
 	char tmp[512];
 	int fd, r;
@@ -162,7 +162,7 @@ int ks_fs_write_atomic(int dirfd, const char *name, const void *data, size_t len
 	r = write_temp(dirfd, tmp, data, len, &fd);
 	if (r < 0)
 		return r;
-	if (sync && fdatasync(fd) < 0)
+	if (fdatasync(fd) < 0)
 		r = -errno;
 	if (close(fd) < 0 && r == 0)
 		r = -errno;
@@ -170,9 +170,12 @@ int ks_fs_write_atomic(int dirfd, const char *name, const void *data, size_t len
 	 * after a power loss. */
 	if (r == 0)
 		r = ks_neg_errno(renameat(dirfd, tmp, dirfd, name));
-	if (r < 0)
+	if (r < 0) {
 		(void) unlinkat(dirfd, tmp, 0);
-	else
+		return r;
+	}
+	r = ks_fs_fsync_dir(dirfd);
+	if (r == 0)
 		ks_step("file");
 	return r;
 }
@@ -359,10 +362,7 @@ int ks_fs_write_if_changed(int dirfd, const char *name, const char *content)
 	r = ks_fs_read_file(dirfd, name, 64 * 1024, &old, NULL);
 	if (r >= 0 && strcmp(old, content) == 0)
 		return 0;
-	r = ks_fs_write_atomic(dirfd, name, content, strlen(content), true);
-	if (r < 0)
-		return r;
-	r = ks_fs_fsync_dir(dirfd);
+	r = ks_fs_write_atomic(dirfd, name, content, strlen(content));
 	return r < 0 ? r : 1;
 }
 

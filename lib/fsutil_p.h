@@ -18,11 +18,11 @@ int ks_fs_mkdir_p(const char *path);
 int ks_fs_open_beneath(const char *base, const char *rel, bool create, int *ret_fd,
 		       size_t *reterr_at);
 
-/* Writes data to dirfd/name atomically: ".name.tmp" opened O_EXCL|O_NOFOLLOW with mode 0600,
- * written, optionally fdatasync'ed (sync), renamed over name. The directory is not fsync'ed:
- * the caller does that once per batch (ks_fs_fsync_dir). The temp file is unlinked on failure.
- * A stale temp file from a crash is replaced. */
-int ks_fs_write_atomic(int dirfd, const char *name, const void *data, size_t len, bool sync);
+/* Writes data to dirfd/name durably and atomically: a temp file (".ksync-name.tmp") opened
+ * O_EXCL|O_NOFOLLOW with mode 0600, written, fdatasync'ed, renamed over name, and the
+ * directory flushed. The temp file is unlinked on failure; a stale one from a crash is
+ * replaced. Many files at once go through a ks_fs_batch, flushed together. */
+int ks_fs_write_atomic(int dirfd, const char *name, const void *data, size_t len);
 
 /* A batch of files staged as temp files and then renamed into place together, so that a batch
  * of many files costs one flush of the file system, not one per file. */

@@ -25,9 +25,10 @@ int ks_log_level_parse(const char *s);
 /* Installs the sink that receives the library's messages (none by default). The one global. */
 void ks_log_set_sink(ks_log_fn fn, void *userdata);
 
-/* A hook called after every durable step (a file batch flushed, a transaction committed, a
- * reply to a request that changes the server received). Crash tests install one that
- * ends the process at the Nth step. The only other global besides the log sink. */
+/* A hook called after every durable step (a file written and its directory flushed, a file
+ * batch flushed, a transaction committed, a reply to a request that changes the server
+ * received). Crash tests install one that ends the process at the Nth step. The only other
+ * global besides the log sink. */
 typedef void (*ks_step_fn)(const char *what, void *userdata);
 void ks_set_step_hook(ks_step_fn fn, void *userdata);
 

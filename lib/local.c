@@ -63,9 +63,7 @@ int ks_local_replace_file(ks_local *l, const char *name, const struct stat *expe
 						 (int64_t) expected->st_size))
 			return 0;
 	}
-	r = ks_fs_write_atomic(l->dirfd, name, data, len, true);
-	if (r >= 0)
-		r = ks_fs_fsync_dir(l->dirfd);
+	r = ks_fs_write_atomic(l->dirfd, name, data, len);
 	if (r >= 0 && ret_st && fstatat(l->dirfd, name, ret_st, AT_SYMLINK_NOFOLLOW) < 0)
 		r = -errno;
 	return r < 0 ? r : 1;
@@ -149,9 +147,7 @@ int ks_local_keep_copy(ks_local *l, const char *filename, const char *uid, const
 		}
 		if (faccessat(fd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
 			continue;
-		r = ks_fs_write_atomic(fd, name, data, len, true);
-		if (r >= 0)
-			r = ks_fs_fsync_dir(fd);
+		r = ks_fs_write_atomic(fd, name, data, len);
 		if (r >= 0)
 			r = 1;
 	}

@@ -274,13 +274,11 @@ static int resolve_locked(ks_engine *e, const ks_conflict_row *c, const char *ke
 		/* The new file first: were the run cut off after the item's file was written,
 		 * the local version would be left only in the copy. */
 		if (r >= 0)
-			r = ks_fs_write_atomic(dfd, new_name, fresh, fresh_len, true);
+			r = ks_fs_write_atomic(dfd, new_name, fresh, fresh_len);
 		if (r >= 0 && strcmp(copy_side, "server") == 0)
-			r = ks_fs_write_atomic(dfd, c->filename, copy, copy_len, true);
+			r = ks_fs_write_atomic(dfd, c->filename, copy, copy_len);
 	} else
-		r = ks_fs_write_atomic(dfd, c->filename, copy, copy_len, true);
-	if (r >= 0)
-		r = ks_fs_fsync_dir(dfd);
+		r = ks_fs_write_atomic(dfd, c->filename, copy, copy_len);
 	if (r < 0) {
 		r = ks_set_error(reterr_msg, r, "cannot write into %s: %s", c->collection,
 				 strerror(-r));

@@ -40,7 +40,7 @@ static void test_write_atomic(void **state)
 	size_t n = 0;
 	struct stat st;
 
-	assert_int_equal(ks_fs_write_atomic(dfd, "a.vcf", "hello", 5, true), 0);
+	assert_int_equal(ks_fs_write_atomic(dfd, "a.vcf", "hello", 5), 0);
 	assert_int_equal(ks_fs_read_file(dfd, "a.vcf", 100, &s, &n), 0);
 	assert_int_equal(n, 5);
 	assert_string_equal(s, "hello");
@@ -51,7 +51,7 @@ static void test_write_atomic(void **state)
 	int fd = openat(dfd, ".ksync-a.vcf.tmp", O_WRONLY | O_CREAT, 0600);
 	assert_true(fd >= 0);
 	close(fd);
-	assert_int_equal(ks_fs_write_atomic(dfd, "a.vcf", "bye", 3, false), 0);
+	assert_int_equal(ks_fs_write_atomic(dfd, "a.vcf", "bye", 3), 0);
 	assert_int_equal(faccessat(dfd, ".ksync-a.vcf.tmp", F_OK, 0), -1);
 	assert_int_equal(ks_fs_read_file(dfd, "a.vcf", 2, &s, &n), -EFBIG);
 	assert_int_equal(symlinkat("/etc/passwd", dfd, "link.vcf"), 0);
@@ -124,7 +124,7 @@ static void test_mkdir_p(void **state)
 	assert_int_equal(stat(p, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0700);
 	snprintf(p, sizeof(p), "%s/file", dir);
-	assert_int_equal(ks_fs_write_atomic(dfd, "file", "", 0, false), 0);
+	assert_int_equal(ks_fs_write_atomic(dfd, "file", "", 0), 0);
 	snprintf(p, sizeof(p), "%s/file/sub", dir);
 	assert_int_equal(ks_fs_mkdir_p(p), -ENOTDIR);
 }

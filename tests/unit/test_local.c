@@ -137,7 +137,7 @@ static void test_remove_file(void **state)
 	fixture *f = *state;
 
 	assert_int_equal(ks_local_open(&f->l, true, NULL), 0);
-	assert_int_equal(ks_fs_write_atomic(f->l.dirfd, "a.vcf", "x", 1, false), 0);
+	assert_int_equal(ks_fs_write_atomic(f->l.dirfd, "a.vcf", "x", 1), 0);
 	assert_int_equal(ks_local_remove_file(&f->l, "a.vcf"), 0);
 	assert_int_equal(faccessat(f->l.dirfd, "a.vcf", F_OK, AT_SYMLINK_NOFOLLOW), -1);
 	assert_int_equal(errno, ENOENT);

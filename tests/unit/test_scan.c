@@ -64,7 +64,7 @@ static void tracked(const char *name, const char *data)
 	 * trusted (lib/cache.c). */
 	struct timespec before[2] = { { 0, UTIME_OMIT }, { time(NULL) - 60, 0 } };
 
-	assert_int_equal(ks_fs_write_atomic(dfd, name, data, strlen(data), false), 0);
+	assert_int_equal(ks_fs_write_atomic(dfd, name, data, strlen(data)), 0);
 	assert_int_equal(utimensat(dfd, name, before, 0), 0);
 	assert_int_equal(fstatat(dfd, name, &st, 0), 0);
 	ks_sha256_hex(data, strlen(data), hex);
