@@ -471,7 +471,8 @@ static bool host_is_loopback(const char *host, size_t len)
 	if (inet_pton(AF_INET, a, &a4) == 1)
 		return (ntohl(a4.s_addr) >> 24) == 127;
 	if (inet_pton(AF_INET6, a, &a6) == 1)
-		return IN6_IS_ADDR_LOOPBACK(&a6);
+		return IN6_IS_ADDR_LOOPBACK(&a6) ||
+		       (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
 	return false;
 }
 

@@ -189,6 +189,10 @@ static const struct valid_case {
 	{ .name = "http to [::1]",
 	  .text = "[account t]\nurl = http://[::1]:8080/dav/\n",
 	  .interval = 900, .n_accounts = 1, .account = "t", .url = "http://[::1]:8080/dav/" },
+	{ .name = "http to 127.0.0.1 written as IPv6",
+	  .text = "[account t]\nurl = http://[::ffff:127.0.0.1]:5232/\n",
+	  .interval = 900, .n_accounts = 1, .account = "t",
+	  .url = "http://[::ffff:127.0.0.1]:5232/" },
 	{ .name = "http elsewhere allowed with the flag",
 	  .text = "[account t]\nurl = http://dav.lan/\nallow_insecure_http = yes\n",
 	  .interval = 900, .n_accounts = 1, .account = "t", .url = "http://dav.lan/",
@@ -516,12 +520,14 @@ static const struct {
 	  "unencrypted; use https:// or set allow_insecure_http = true" },
 	{ "not quite loopback",
 	  "[account a]\nurl = http://localhost.example/\n[account b]\nurl = http://[::2]/\n"
-	  "[account c]\nurl = http://128.0.0.1/\n",
+	  "[account c]\nurl = http://128.0.0.1/\n[account d]\nurl = http://[::ffff:10.0.0.1]/\n",
 	  "ksync.conf:1: account 'a': plain http:// to 'localhost.example' would send the "
 	  "password unencrypted; use https:// or set allow_insecure_http = true\n"
 	  "ksync.conf:3: account 'b': plain http:// to '::2' would send the "
 	  "password unencrypted; use https:// or set allow_insecure_http = true\n"
 	  "ksync.conf:5: account 'c': plain http:// to '128.0.0.1' would send the "
+	  "password unencrypted; use https:// or set allow_insecure_http = true\n"
+	  "ksync.conf:7: account 'd': plain http:// to '::ffff:10.0.0.1' would send the "
 	  "password unencrypted; use https:// or set allow_insecure_http = true" },
 	{ "several validation errors, all reported",
 	  "[account a]\nusername = u\n[account b]\n" URL
