@@ -305,8 +305,11 @@ static int on_collection(const ks_ms_response *r, void *userdata)
 				: KS_COMP_VEVENT | KS_COMP_VTODO | KS_COMP_VJOURNAL,
 		.readonly = r->has_privileges &&
 			    !(r->privileges & (KS_PRIV_WRITE | KS_PRIV_WRITE_CONTENT)),
-		/* Unknown without the token: tried, and given up on the first refusal. */
-		.supports_sync = r->has_sync_report || r->sync_token || !l->with_tokens,
+		/* A server that lists its reports says whether sync-collection is one of them;
+		 * otherwise it is tried (without tokens asked, the token cannot tell), and
+		 * given up on the first refusal. */
+		.supports_sync = r->has_sync_report || r->sync_token ||
+				 (!l->with_tokens && !r->has_report_set),
 		.enabled = true,
 		.sync_token = r->sync_token ? strdup(r->sync_token) : NULL,
 		.ctag = r->ctag ? strdup(r->ctag) : NULL,

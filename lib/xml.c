@@ -170,6 +170,7 @@ typedef struct prop_flags {
 	bool has_resourcetype;
 	bool has_components;
 	bool has_privileges;
+	bool has_report_set;
 	bool has_sync_report;
 	bool vcard4;
 } prop_flags;
@@ -443,6 +444,7 @@ static int propstat_end(ks_ms_parser *p)
 	p->flags.has_resourcetype |= n->has_resourcetype;
 	p->flags.has_components |= n->has_components;
 	p->flags.has_privileges |= n->has_privileges;
+	p->flags.has_report_set |= n->has_report_set;
 	p->flags.has_sync_report |= n->has_sync_report;
 	p->flags.vcard4 |= n->vcard4;
 	return 0;
@@ -505,6 +507,7 @@ static int response_end(ks_ms_parser *p)
 		.has_resourcetype = p->flags.has_resourcetype,
 		.has_components = p->flags.has_components,
 		.has_privileges = p->flags.has_privileges,
+		.has_report_set = p->flags.has_report_set,
 		.has_sync_report = p->flags.has_sync_report,
 		.vcard4 = p->flags.vcard4,
 	};
@@ -621,6 +624,9 @@ static void property_start(ks_ms_parser *p, uint8_t id, const xmlChar **attrs, i
 			break;
 		case EL_CURRENT_USER_PRIVILEGE_SET:
 			fl->has_privileges = true;
+			break;
+		case EL_SUPPORTED_REPORT_SET:
+			fl->has_report_set = true;
 			break;
 		}
 		return;

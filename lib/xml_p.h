@@ -57,6 +57,7 @@ typedef struct ks_ms_response {
 	bool has_resourcetype;
 	bool has_components;
 	bool has_privileges;
+	bool has_report_set;	/* a supported-report-set came (with a 2xx status) */
 	bool has_sync_report;	/* supported-report-set lists DAV:sync-collection */
 	bool vcard4;		/* supported-address-data offers vCard version 4.0 */
 } ks_ms_response;

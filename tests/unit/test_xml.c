@@ -119,6 +119,8 @@ static void dump_response(ks_buf *b, const ks_ms_response *r)
 		assert_int_equal(r->privileges, 0);
 	if (r->has_sync_report)
 		assert_int_equal(ks_buf_puts(b, "sync-report\n"), 0);
+	else if (r->has_report_set)
+		assert_int_equal(ks_buf_puts(b, "reports-without-sync\n"), 0);
 	assert_int_equal(ks_buf_puts(b, "--\n"), 0);
 }
 
@@ -730,10 +732,15 @@ static void test_propstat_order_and_merge(void **state)
 		{ "<sync-token>no</sync-token><propstat><sync-token>no</sync-token><prop>"
 		  "<resourcetype><sync-token/></resourcetype></prop></propstat>",
 		  "href=/x\nrt=\n--\n" },
-		/* sync-collection only counts inside supported-report/report */
+		/* sync-collection only counts inside supported-report/report; a report set
+		 * without it says the collection has none (SabreDAV 1.8) */
 		{ "<propstat><prop><supported-report-set><supported-report><sync-collection/>"
 		  "</supported-report><report><sync-collection/></report></supported-report-set>"
 		  "</prop></propstat>",
+		  "href=/x\nreports-without-sync\n--\n" },
+		/* ... but not one that came with a 404 */
+		{ "<propstat><prop><supported-report-set/></prop>"
+		  "<status>HTTP/1.1 404 Not Found</status></propstat>",
 		  "href=/x\n--\n" },
 		/* privileges, one by one */
 		{ "<propstat><prop><current-user-privilege-set><privilege><read/></privilege>"
