@@ -51,7 +51,10 @@ ifeq ($(WERROR),1)
 WARN += -Werror
 endif
 
-KS_CFLAGS := -std=gnu17 $(WARN) -MMD -MP -iquote lib -D_GNU_SOURCE $(SAN_FLAGS) \
+# lib/util holds the few headers lib/ shares with daemon/ and cli/ (which name them
+# "util/NAME.h"); inside lib/ they are found by their own names too.
+KS_INCLUDES := -iquote lib -iquote lib/util
+KS_CFLAGS := -std=gnu17 $(WARN) -MMD -MP $(KS_INCLUDES) -D_GNU_SOURCE $(SAN_FLAGS) \
 	$(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 KS_LDFLAGS := $(SAN_FLAGS)
 # libunistring has no pkg-config file in Debian 12.
@@ -265,7 +268,7 @@ FUZZ_PACKAGES := clang libclang-rt-14-dev
 
 FUZZ_B := build/fuzz
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-FUZZ_CFLAGS := -std=gnu17 $(WARN) -MMD -MP -iquote lib -D_GNU_SOURCE -O1 -g $(FUZZ_SAN) \
+FUZZ_CFLAGS := -std=gnu17 $(WARN) -MMD -MP $(KS_INCLUDES) -D_GNU_SOURCE -O1 -g $(FUZZ_SAN) \
 	$(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_B)/%.o)
 FUZZ_LIB := $(FUZZ_B)/lib/libksync.a

@@ -13,8 +13,8 @@
 #include "buf_p.h"
 #include "ctl.h"
 #include "ksync.h"
-#include "macro.h"
 #include "table.h"
+#include "util/macro.h"
 
 /* As [account NAME] in ksync.conf: the name becomes a directory name. */
 #define ACCOUNT_NAME_MAX 64

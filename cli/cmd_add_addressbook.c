@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 #include "ctl.h"
-#include "macro.h"
+#include "util/macro.h"
 
 static void help(void)
 {

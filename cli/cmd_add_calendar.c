@@ -8,7 +8,7 @@
 #include <strings.h>
 
 #include "ctl.h"
-#include "macro.h"
+#include "util/macro.h"
 
 /* The components a calendar collection can be made for (RFC 4791 section 5.2.3). */
 static const char *const known_components[] = { "VEVENT", "VTODO", "VJOURNAL" };

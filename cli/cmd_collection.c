@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "ctl.h"
-#include "macro.h"
+#include "util/macro.h"
 
 /* rename-collection and delete-collection: on the server, then a sync that lists the home
  * sets takes the new name, or removes the collection here. */

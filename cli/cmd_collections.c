@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "ctl.h"
-#include "macro.h"
 #include "table.h"
+#include "util/macro.h"
 
 static void help(void)
 {

@@ -7,7 +7,7 @@
 
 #include "ctl.h"
 #include "ksync.h"
-#include "macro.h"
+#include "util/macro.h"
 
 static void help(void)
 {

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "ctl.h"
-#include "macro.h"
+#include "util/macro.h"
 
 static const char *arg_keep;
 

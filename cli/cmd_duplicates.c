@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "ctl.h"
-#include "macro.h"
 #include "table.h"
+#include "util/macro.h"
 
 /* Columns of differing fields shown per group; the JSON has them all. */
 #define FIELD_COLS 5

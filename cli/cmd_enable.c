@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "ctl.h"
-#include "macro.h"
+#include "util/macro.h"
 
 /* enable and disable: one call, SetEnabled, with a different flag. */
 static int set_enabled(int argc, char **argv, bool enable)

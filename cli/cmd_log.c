@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "ctl.h"
-#include "macro.h"
+#include "util/macro.h"
 
 static void help(void)
 {

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 
 #include "ctl.h"
-#include "ipc.h"
-#include "macro.h"
+#include "util/ipc.h"
+#include "util/macro.h"
 
 int cmd_reload(int argc, char **argv)
 {

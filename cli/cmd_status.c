@@ -7,8 +7,8 @@
 #include <time.h>
 
 #include "ctl.h"
-#include "macro.h"
 #include "table.h"
+#include "util/macro.h"
 
 static void help(void)
 {

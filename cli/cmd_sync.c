@@ -11,10 +11,10 @@
 #include <unistd.h>
 
 #include "ctl.h"
-#include "ipc.h"
 #include "ksync.h"
-#include "macro.h"
 #include "table.h"
+#include "util/ipc.h"
+#include "util/macro.h"
 
 static bool arg_force;
 static bool arg_allow_mass_delete;

@@ -8,9 +8,9 @@
 #include <wchar.h>
 
 #include "ctl.h"
-#include "ipc.h"
 #include "ksync.h"
-#include "macro.h"
+#include "util/ipc.h"
+#include "util/macro.h"
 
 bool arg_json;
 bool arg_verbose;

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "ctl.h"
-#include "ipc.h"
-#include "macro.h"
+#include "util/ipc.h"
+#include "util/macro.h"
 
 static const struct verb {
 	const char *name;

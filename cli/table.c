@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "ctl.h"
-#include "macro.h"
 #include "table.h"
+#include "util/macro.h"
 
 struct table {
 	size_t n_cols;

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "macro.h"
+#include "util/macro.h"
 
 /* A table of text printed in aligned columns, cells sanitized for the terminal. */
 typedef struct table table;

@@ -7,9 +7,9 @@
 #include <systemd/sd-bus.h>
 
 
-#include "ipc.h"
-#include "macro.h"
 #include "manager.h"
+#include "util/ipc.h"
+#include "util/macro.h"
 
 /* A method call answered when a sync run it started has ended. */
 typedef struct PendingReply {

@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 #include "ksync.h"
-#include "macro.h"
 #include "manager.h"
+#include "util/macro.h"
 
 static int arg_log_level = KS_LOG_NOTICE;
 static bool arg_log_level_set;	/* --log-level given: the config's log_level does not count */

@@ -13,8 +13,8 @@
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
 
-#include "macro.h"
 #include "manager.h"
+#include "util/macro.h"
 
 /* A local edit is sent this long after the last file notification, so that an editor's
  * save (temp file, rename, chmod) is one run, not several. */
@@ -380,7 +380,7 @@ static const char *failure_kind(const Account *a, int r)
 	return "other";
 }
 
-/* The JSON of SyncFinished (lib/ipc.h): what this run (its result r) did to each collection
+/* The JSON of SyncFinished (lib/util/ipc.h): what this run (its result r) did to each collection
  * it was to sync, and nothing about the others. NULL when out of memory. */
 static char *run_json(Account *a, int r)
 {

@@ -157,10 +157,10 @@ int manager_sync_created(Manager *m, const char *account, const char *href, uint
  * server a moment ago, whatever its size. */
 int manager_sync_deleted(Manager *m, const char *account, const char *href, uint32_t *ret_run_id);
 Account *manager_find_account(Manager *m, const char *name);
-/* The JSON of Status() (lib/ipc.h). Owned by the caller. */
+/* The JSON of Status() (lib/util/ipc.h). Owned by the caller. */
 int manager_status_json(Manager *m, char **ret);
 int manager_collections_json(Manager *m, const char *account, char **ret);
-/* {"conflicts": [...]} of account ("" or NULL: every account), lib/ipc.h Conflicts. */
+/* {"conflicts": [...]} of account ("" or NULL: every account), lib/util/ipc.h Conflicts. */
 int manager_conflicts_json(Manager *m, const char *account, char **ret);
 /* The object of one collection, by href. -ENOENT when unknown. */
 int manager_collection_json(Manager *m, const char *account, const char *href, char **ret);

@@ -5,9 +5,9 @@
 #include <string.h>
 #include <systemd/sd-bus.h>
 
-#include "ipc.h"
-#include "macro.h"
 #include "manager.h"
+#include "util/ipc.h"
+#include "util/macro.h"
 
 /* Problems the user should hear of without asking: a conflict that kept a copy, credentials
  * the server refused, a collection the mass-deletion guard stopped, an item the server

@@ -10,7 +10,7 @@
 #include "macro.h"
 
 /* JSON (RFC 8259): a parser building a read-only tree, and a writer appending to a ks_buf.
- * Used for the structured answers of the D-Bus interface (lib/ipc.h). */
+ * Used for the structured answers of the D-Bus interface (lib/util/ipc.h). */
 
 /* Largest text ks_json_parse() accepts. */
 #define KS_JSON_MAX_TEXT (16 * 1024 * 1024)

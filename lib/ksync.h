@@ -281,7 +281,7 @@ typedef struct ks_collection_state {
 } ks_collection_state;
 typedef void (*ks_collection_state_fn)(const char *path, ks_collection_state *ret, void *userdata);
 
-/* The account's collections as a JSON array (lib/ipc.h, Collections), owned by the caller:
+/* The account's collections as a JSON array (lib/util/ipc.h, Collections), owned by the caller:
  * account, name, path, href, kind, displayname, color, components, readonly, enabled,
  * items, pending (local changes not sent yet, counted without writing anything),
  * pending_files (the first 100 of them, each with why it waits: a refusal that stands, an
@@ -292,7 +292,7 @@ typedef void (*ks_collection_state_fn)(const char *path, ks_collection_state *re
 int ks_engine_collections_json(ks_engine *e, const char *account, const char *only_href,
 			       ks_collection_state_fn state, void *userdata, char **ret);
 /* The account's open conflicts (those whose copy still exists), newest first, as a JSON
- * array (lib/ipc.h, Status): id, account, collection, uid, file, kept, winner, what, time. */
+ * array (lib/util/ipc.h, Status): id, account, collection, uid, file, kept, winner, what, time. */
 int ks_engine_conflicts_json(ks_engine *e, const char *account, char **ret);
 /* Resolves the newest open conflict (one whose copy still exists) that item names: its id
  * (as ks_engine_conflicts_json() gives it) or ACCOUNT/COLLECTION/FILE, COLLECTION being
@@ -405,7 +405,7 @@ int ks_delete_collection(const ks_account_config *a, const char *href, char **re
 const char *ks_credentials_refused_message(void);
 
 /* Discovery and a listing of the home sets of an account that is not yet configured,
- * touching no cache and no file. *ret_json gets the object AddAccount answers (lib/ipc.h):
+ * touching no cache and no file. *ret_json gets the object AddAccount answers (lib/util/ipc.h):
  * {"name", "url", "principal", "collections": [{"href", "kind", "displayname",
  * "components", "readonly"}]}, owned by the caller. On -EACCES the message explains
  * application passwords for accounts with two-factor authentication. */
@@ -472,7 +472,7 @@ int ks_engine_clients_config(ks_engine *e, const ks_config *c, char **ret_json,
  * name, an e-mail address or a phone number, grouped transitively. A group is named by a
  * stable id, "<address book directory>:<8 hex digits>" (a hash of the account, the address
  * book and the sorted UIDs of its cards), which stays the same until its cards change.
- * JSON shapes are documented in lib/ipc.h. *reterr_msg (if not NULL) gets a sentence for the
+ * JSON shapes are documented in lib/util/ipc.h. *reterr_msg (if not NULL) gets a sentence for the
  * user on failure, owned by the caller. */
 
 /* The groups of the address books of account (every account of c for NULL or ""), or of

@@ -15,7 +15,7 @@ import time
 from .ksync import Result
 
 READY_TIMEOUT = 20
-# KS_IPC_VERSION of lib/ipc.h, which every method takes first.
+# KS_IPC_VERSION of lib/util/ipc.h, which every method takes first.
 IPC_VERSION = 2
 
 SESSION_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
