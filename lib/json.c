@@ -571,11 +571,47 @@ void ks_json_writer_init(ks_json_writer *w, ks_buf *buf, bool pretty)
 	*w = (ks_json_writer) { .buf = buf, .pretty = pretty };
 }
 
+int ks_json_writer_new(bool pretty, ks_json_writer **ret)
+{
+	ks_json_writer *w = malloc(sizeof(*w));
+
+	assert(ret);
+	if (!w)
+		return -ENOMEM;
+	ks_json_writer_init(w, &w->own, pretty);
+	*ret = w;
+	return 0;
+}
+
+ks_json_writer *ks_json_writer_free(ks_json_writer *w)
+{
+	if (!w)
+		return NULL;
+	assert(w->buf == &w->own);
+	ks_buf_done(&w->own);
+	free(w);
+	return NULL;
+}
+
 int ks_json_writer_finish(const ks_json_writer *w)
 {
 	if (w->error)
 		return w->error;
 	return w->done ? 0 : -EINVAL;
+}
+
+int ks_json_writer_steal(ks_json_writer *w, char **ret)
+{
+	int r = ks_json_writer_finish(w);
+
+	assert(ret);
+	if (r < 0)
+		return r;
+	char *text = ks_buf_steal(w->buf);
+	if (!text)
+		return -ENOMEM;
+	*ret = text;
+	return 0;
 }
 
 static int writer_fail(ks_json_writer *w, int r)

@@ -3,6 +3,7 @@
 
 /* libksync: the only header daemon/ and cli/ include. */
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -507,3 +508,138 @@ int ks_dup_merge(ks_engine *e, const ks_config *c, const char *id, const char *k
  * group cards their old members. -ENOENT: no merge to undo. */
 int ks_dup_undo(ks_engine *e, const ks_config *c, const char *account, char **ret_json,
 		char **reterr_msg);
+
+/* ---- JSON --------------------------------------------------------------------------------- */
+
+/* JSON (RFC 8259), the form of the D-Bus answers (lib/util/ipc.h): a parser building a
+ * read-only tree, and a streaming writer. Both check UTF-8, so that what ksyncd sends and
+ * what ksyncctl reads are always valid JSON and valid D-Bus strings. */
+
+/* Largest text ks_json_parse() accepts. */
+#define KS_JSON_MAX_TEXT (16 * 1024 * 1024)
+/* Deepest nesting of arrays and objects, for the parser and the writer. */
+#define KS_JSON_MAX_DEPTH 64
+/* Most values (of any type, members included) in one parsed text. */
+#define KS_JSON_MAX_VALUES (1024 * 1024)
+
+typedef enum ks_json_type {
+	KS_JSON_NULL,
+	KS_JSON_BOOL,
+	KS_JSON_NUMBER,
+	KS_JSON_STRING,
+	KS_JSON_ARRAY,
+	KS_JSON_OBJECT,
+	_KS_JSON_TYPE_MAX,
+	_KS_JSON_TYPE_INVALID = -EINVAL,
+} ks_json_type;
+
+/* One value of a parsed text; the root owns the whole tree. */
+typedef struct ks_json ks_json;
+
+/* Parses len bytes of text (one JSON value, surrounded by optional whitespace; no BOM).
+ * Strings must be valid UTF-8 and are returned as UTF-8; \u escapes are decoded, surrogate
+ * pairs included. On success *ret is the root, owned by the caller (ks_json_free()).
+ * -EBADMSG: not JSON (syntax, bad UTF-8, a lone surrogate, a U+0000 character, trailing data);
+ * -ERANGE: a number beyond the range of a double; -E2BIG: more than KS_JSON_MAX_TEXT bytes,
+ * KS_JSON_MAX_DEPTH levels or KS_JSON_MAX_VALUES values; -ENOMEM.
+ * On failure *reterr_offset (if not NULL) is the byte offset where parsing stopped. */
+int ks_json_parse(const char *text, size_t len, ks_json **ret, size_t *reterr_offset);
+
+/* Frees a tree returned by ks_json_parse(). Accepts NULL; returns NULL. Never pass a value
+ * borrowed from inside a tree. */
+ks_json *ks_json_free(ks_json *j);
+/* For __attribute__((cleanup)). */
+static inline void ks_json_freep(ks_json **j)
+{
+	if (*j)
+		ks_json_free(*j);
+}
+
+/* The type of j; KS_JSON_NULL for a NULL pointer, so that a missing member reads as null. */
+ks_json_type ks_json_get_type(const ks_json *j);
+
+/* Number of elements of an array or members of an object; 0 for anything else. */
+size_t ks_json_count(const ks_json *j);
+
+/* Element i of an array or value of member i of an object, or NULL when out of range.
+ * Borrowed from the tree. */
+const ks_json *ks_json_at(const ks_json *j, size_t i);
+
+/* Name of member i of an object, or NULL. Borrowed from the tree. */
+const char *ks_json_key_at(const ks_json *j, size_t i);
+
+/* Value of member key of an object (the last one when a key is repeated), or NULL when j
+ * is not an object or has no such member. Borrowed from the tree. */
+const ks_json *ks_json_get(const ks_json *j, const char *key);
+
+/* The string of a string value, or NULL for any other type. Borrowed from the tree. */
+const char *ks_json_string(const ks_json *j);
+
+/* True for the JSON literal true; false for anything else. */
+bool ks_json_is_true(const ks_json *j);
+
+/* The value of a number, stored in *ret when it is integral and fits in int64_t (exactly,
+ * when written without fraction or exponent). -EINVAL for any other type; -ERANGE for a
+ * number with a non-zero fraction or out of range. */
+int ks_json_int(const ks_json *j, int64_t *ret);
+
+/* The value of any number, stored in *ret. -EINVAL for any other type. */
+int ks_json_double(const ks_json *j, double *ret);
+
+/* Shorthands for a member of an object, for front ends reading known shapes: the string, or
+ * NULL when missing or not a string; the boolean, or def; the integer, or def. */
+const char *ks_json_get_string(const ks_json *j, const char *key);
+bool ks_json_get_bool(const ks_json *j, const char *key, bool def);
+int64_t ks_json_get_int(const ks_json *j, const char *key, int64_t def);
+
+/* The writer. Every call appends to the text, or records the first error and does nothing
+ * from then on; each call returns that first error (or 0), so that a sequence of calls can
+ * be checked once, with ks_json_writer_finish() or ks_json_writer_steal(). Misuse (a value
+ * where a key is due, a key outside an object, unbalanced ends, nesting deeper than
+ * KS_JSON_MAX_DEPTH) is -EINVAL; -ENOMEM when memory runs out. */
+typedef struct ks_json_writer ks_json_writer;
+
+/* A new writer, with a buffer of its own, owned by the caller (ks_json_writer_free()).
+ * pretty: one element per line, indented by two spaces; otherwise no whitespace at all. */
+int ks_json_writer_new(bool pretty, ks_json_writer **ret);
+/* Frees a writer of ks_json_writer_new() and its text. Accepts NULL; returns NULL. */
+ks_json_writer *ks_json_writer_free(ks_json_writer *w);
+/* For __attribute__((cleanup)). */
+static inline void ks_json_writer_freep(ks_json_writer **w)
+{
+	if (*w)
+		ks_json_writer_free(*w);
+}
+
+/* 0 when exactly one complete value was written, the first error otherwise (-EINVAL for an
+ * incomplete value). */
+int ks_json_writer_finish(const ks_json_writer *w);
+/* When exactly one complete value was written, hands its text to the caller (*ret, a
+ * NUL-terminated string to free()) and returns 0; the first error otherwise, as
+ * ks_json_writer_finish(). The writer then holds nothing and takes no more values. */
+int ks_json_writer_steal(ks_json_writer *w, char **ret);
+
+int ks_json_write_object_begin(ks_json_writer *w);
+int ks_json_write_object_end(ks_json_writer *w);
+int ks_json_write_array_begin(ks_json_writer *w);
+int ks_json_write_array_end(ks_json_writer *w);
+
+/* A member name; the member's value follows with any of the calls below. */
+int ks_json_write_key(ks_json_writer *w, const char *key);
+
+/* A string, escaped as needed. NULL writes null. Bytes that are not valid UTF-8 are written
+ * as U+FFFD, so that the result is always valid UTF-8 (D-Bus refuses anything else). */
+int ks_json_write_string(ks_json_writer *w, const char *s);
+int ks_json_write_string_len(ks_json_writer *w, const char *s, size_t len);
+
+int ks_json_write_int(ks_json_writer *w, int64_t v);
+int ks_json_write_uint(ks_json_writer *w, uint64_t v);
+/* A finite double, written so that it reads back as the same value; -EINVAL for NaN and
+ * infinities, which JSON cannot express. */
+int ks_json_write_double(ks_json_writer *w, double v);
+int ks_json_write_bool(ks_json_writer *w, bool v);
+int ks_json_write_null(ks_json_writer *w);
+
+/* Writes a parsed value (and everything inside it). Numbers keep the text they were parsed
+ * from. */
+int ks_json_write_value(ks_json_writer *w, const ks_json *j);

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "json_p.h"
+#include "ksync.h"
 #include "macro.h"
 
 /* Parses text and writes it back compactly. */
@@ -487,6 +488,42 @@ static void test_writer_buffer_cap(void **state)
 	ks_buf_done(&b);
 }
 
+/* The writer of ks_json_writer_new(), as the front ends have it: its own buffer, the text
+ * handed over once, nothing more taken after. */
+static void test_writer_own(void **state)
+{
+	for (int pretty = 0; pretty <= 1; pretty++) {
+		ks_json_writer *w = NULL;
+		char *text = NULL;
+
+		assert_int_equal(ks_json_writer_new(pretty, &w), 0);
+		assert_int_equal(ks_json_writer_steal(w, &text), -EINVAL);
+		assert_null(text);
+		assert_int_equal(ks_json_write_object_begin(w), 0);
+		assert_int_equal(ks_json_write_key(w, "s"), 0);
+		assert_int_equal(ks_json_write_string(w, "a\xff\n"), 0);
+		assert_int_equal(ks_json_write_key(w, "n"), 0);
+		assert_int_equal(ks_json_write_uint(w, 7), 0);
+		assert_int_equal(ks_json_writer_steal(w, &text), -EINVAL);
+		assert_int_equal(ks_json_write_object_end(w), 0);
+		assert_int_equal(ks_json_writer_finish(w), 0);
+		assert_int_equal(ks_json_writer_steal(w, &text), 0);
+		assert_string_equal(text, pretty ? "{\n  \"s\": \"a\xef\xbf\xbd\\n\",\n  \"n\": 7\n}"
+					 : "{\"s\":\"a\xef\xbf\xbd\\n\",\"n\":7}");
+		free(text);
+		/* Spent: a second value would make the text two. */
+		assert_int_equal(ks_json_write_null(w), -EINVAL);
+		assert_null(ks_json_writer_free(w));
+	}
+
+	/* A writer abandoned half way is freed with what it holds. */
+	_cleanup_(ks_json_writer_freep) ks_json_writer *w = NULL;
+	assert_int_equal(ks_json_writer_new(false, &w), 0);
+	assert_int_equal(ks_json_write_array_begin(w), 0);
+	assert_int_equal(ks_json_write_string(w, "left"), 0);
+	assert_null(ks_json_writer_free(NULL));
+}
+
 /* A pretty-printed parse of a compact text parses to the same compact text. */
 static void test_pretty_roundtrip(void **state)
 {
@@ -561,6 +598,7 @@ int main(void)
 		cmocka_unit_test(test_writer_strings),
 		cmocka_unit_test(test_writer_numbers),
 		cmocka_unit_test(test_writer_buffer_cap),
+		cmocka_unit_test(test_writer_own),
 		cmocka_unit_test(test_pretty_roundtrip),
 		cmocka_unit_test(test_mutations),
 	};
