@@ -10,7 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "buf_p.h"
 #include "ctl.h"
 #include "ksync.h"
 #include "table.h"
@@ -137,12 +136,20 @@ static void on_prompt_signal(int sig)
 	raise(sig);
 }
 
-/* Reads one line from fd into a new string, without its line ending. */
+/* Longest password line read. */
+#define SECRET_LINE_MAX (64 * 1024)
+
+/* Reads one line from fd into a new string, without its line ending. The line is read into
+ * one allocation that never moves, so that no copy of the password stays behind in freed
+ * memory. -EFBIG past SECRET_LINE_MAX bytes; -ENODATA for an empty line. */
 static int read_secret_line(int fd, char **ret)
 {
-	_cleanup_(ks_buf_done) ks_buf b = { .max = 64 * 1024 };
+	char *line = malloc(SECRET_LINE_MAX + 1);
+	size_t len = 0;
 	int r = 0;
 
+	if (!line)
+		return -ENOMEM;
 	for (;;) {
 		char c;
 		ssize_t n = read(fd, &c, 1);
@@ -155,21 +162,24 @@ static int read_secret_line(int fd, char **ret)
 		}
 		if (n == 0 || c == '\n')
 			break;
-		r = ks_buf_append(&b, &c, 1);
-		if (r < 0)
+		if (len == SECRET_LINE_MAX) {
+			r = -EFBIG;
 			break;
+		}
+		line[len++] = c;
 	}
-	while (r >= 0 && b.len > 0 && b.data[b.len - 1] == '\r')
-		b.data[--b.len] = 0;
-	if (r >= 0 && b.len == 0)
+	while (r >= 0 && len > 0 && line[len - 1] == '\r')
+		len--;
+	if (r >= 0 && len == 0)
 		r = -ENODATA;
 	if (r < 0) {
-		if (b.data)
-			explicit_bzero(b.data, b.len);
+		explicit_bzero(line, len);
+		free(line);
 		return r;
 	}
-	*ret = ks_buf_steal(&b);
-	return *ret ? 0 : -ENOMEM;
+	line[len] = 0;
+	*ret = line;
+	return 0;
 }
 
 /* Asks for the password on the terminal, without echo; without a terminal, reads the first
@@ -649,42 +659,41 @@ static int account_list(int argc, char **argv)
 	if (arg_json) {
 		/* The accounts as Status has them, without their collections and conflicts
 		 * ('ksyncctl collections --json' and 'ksyncctl conflicts --json' have those). */
-		_cleanup_(ks_buf_done) ks_buf b = {};
-		ks_json_writer w;
-		ks_json_writer_init(&w, &b, false);
-		ks_json_write_object_begin(&w);
-		ks_json_write_key(&w, "accounts");
-		ks_json_write_array_begin(&w);
+		_cleanup_(ks_json_writer_freep) ks_json_writer *w = NULL;
+		_cleanup_free_ char *out = NULL;
+		r = ks_json_writer_new(false, &w);
+		if (r < 0)
+			return ctl_error(r, "Out of memory.");
+		ks_json_write_object_begin(w);
+		ks_json_write_key(w, "accounts");
+		ks_json_write_array_begin(w);
 		for (size_t i = 0; i < ks_json_count(accounts); i++) {
 			const ks_json *a = ks_json_at(accounts, i);
 			const ks_json *cols = ks_json_get(a, "collections");
 			size_t enabled = 0;
 			for (size_t k = 0; k < ks_json_count(cols); k++)
 				enabled += ks_json_get_bool(ks_json_at(cols, k), "enabled", true);
-			ks_json_write_object_begin(&w);
+			ks_json_write_object_begin(w);
 			static const char *const keys[] = { "name", "url", "state", "last_sync",
 							    "last_result", "last_error", "next_sync",
 							    "retry_in" };
 			for (size_t k = 0; k < ELEMENTSOF(keys); k++) {
 				const ks_json *v = ks_json_get(a, keys[k]);
-				ks_json_write_key(&w, keys[k]);
-				if (v)
-					ks_json_write_value(&w, v);
-				else
-					ks_json_write_null(&w);
+				ks_json_write_key(w, keys[k]);
+				ks_json_write_value(w, v);
 			}
-			ks_json_write_key(&w, "collections");
-			ks_json_write_int(&w, (int64_t) ks_json_count(cols));
-			ks_json_write_key(&w, "enabled");
-			ks_json_write_int(&w, (int64_t) enabled);
-			ks_json_write_object_end(&w);
+			ks_json_write_key(w, "collections");
+			ks_json_write_int(w, (int64_t) ks_json_count(cols));
+			ks_json_write_key(w, "enabled");
+			ks_json_write_int(w, (int64_t) enabled);
+			ks_json_write_object_end(w);
 		}
-		ks_json_write_array_end(&w);
-		ks_json_write_object_end(&w);
-		r = ks_json_writer_finish(&w);
+		ks_json_write_array_end(w);
+		ks_json_write_object_end(w);
+		r = ks_json_writer_steal(w, &out);
 		if (r < 0)
 			return ctl_error(r, "Failed to write JSON: %m");
-		return ctl_print_json(b.data);
+		return ctl_print_json(out);
 	}
 	if (ks_json_count(accounts) == 0) {
 		fputs("No accounts.\n", stdout);

@@ -87,8 +87,7 @@ static int parse_argv(int argc, char **argv)
 }
 
 typedef struct sync_state {
-	FILE *json;		/* --json: the accounts' results, as an array being written */
-	bool json_first;
+	ks_json_writer *json;	/* --json: the accounts' results, as an array being written */
 	int failure;		/* the worst CTL_EXIT_* of the accounts' failures, 0: none */
 	uint32_t run_id;
 	bool started;		/* the Sync call answered: run_id is known */
@@ -306,11 +305,14 @@ static int on_finished(sd_bus_message *m, void *userdata, sd_bus_error *ret_erro
 			s->failure = kind;
 	}
 	if (s->json) {
-		fprintf(s->json, "%s{\"account\":", s->json_first ? "" : ",");
-		ctl_json_fputs(s->json, account);
-		fprintf(s->json, ",\"ok\":%s,\"result\":%s}", ok ? "true" : "false",
-			*json ? json : "null");
-		s->json_first = false;
+		(void) ks_json_write_object_begin(s->json);
+		(void) ks_json_write_key(s->json, "account");
+		(void) ks_json_write_string(s->json, account);
+		(void) ks_json_write_key(s->json, "ok");
+		(void) ks_json_write_bool(s->json, ok);
+		(void) ks_json_write_key(s->json, "result");
+		(void) ks_json_write_value(s->json, j);
+		(void) ks_json_write_object_end(s->json);
 	} else if (print_result(s, safe ? safe : "?", json) == 0 && !ok)
 		printf("%s: failed\n", safe ? safe : "?");
 	/* A run of a single account may end with that account's signal alone. */
@@ -406,13 +408,11 @@ static int dry_run(void)
 						     "error") != NULL;
 		if (arg_json)
 			continue;
-		_cleanup_(ks_buf_done) ks_buf one = {};
-		ks_json_writer w;
-		_cleanup_free_ char *words = NULL;
-		ks_json_writer_init(&w, &one, false);
-		(void) ks_json_write_value(&w, a);
-		if (ks_json_writer_finish(&w) >= 0 &&
-		    ks_sync_preview_describe(one.data, true, &words) >= 0) {
+		_cleanup_(ks_json_writer_freep) ks_json_writer *w = NULL;
+		_cleanup_free_ char *one = NULL, *words = NULL;
+		if (ks_json_writer_new(false, &w) >= 0 && ks_json_write_value(w, a) >= 0 &&
+		    ks_json_writer_steal(w, &one) >= 0 &&
+		    ks_sync_preview_describe(one, true, &words) >= 0) {
 			_cleanup_free_ char *safe = ctl_sanitize(words, true);
 			fputs(safe ? safe : "", stdout);
 		}
@@ -432,20 +432,18 @@ int cmd_sync(int argc, char **argv)
 	sigset_t block, old;
 	int r;
 
-	_cleanup_free_ char *json_out = NULL;
-	size_t json_len = 0;
-
 	r = parse_argv(argc, argv);
 	if (r <= 0)
 		return r;
 	if (arg_dry_run)
 		return dry_run();
 	if (arg_json) {
-		s.json = open_memstream(&json_out, &json_len);
-		if (!s.json)
-			return ctl_error(-ENOMEM, "Out of memory.");
-		fputs("{\"accounts\":[", s.json);
-		s.json_first = true;
+		r = ks_json_writer_new(false, &s.json);
+		if (r < 0)
+			return ctl_error(r, "Out of memory.");
+		(void) ks_json_write_object_begin(s.json);
+		(void) ks_json_write_key(s.json, "accounts");
+		(void) ks_json_write_array_begin(s.json);
 	}
 	if (*arg_target) {
 		s.account = strndup(arg_target, strcspn(arg_target, "/"));
@@ -515,10 +513,17 @@ int cmd_sync(int argc, char **argv)
 		goto finish;
 	}
 	if (s.json) {
-		fprintf(s.json, "],\"ok\":%s}", s.ok ? "true" : "false");
-		if (fclose(s.json) == 0)
-			(void) ctl_print_json(json_out);
-		s.json = NULL;
+		_cleanup_free_ char *out = NULL;
+		(void) ks_json_write_array_end(s.json);
+		(void) ks_json_write_key(s.json, "ok");
+		(void) ks_json_write_bool(s.json, s.ok);
+		(void) ks_json_write_object_end(s.json);
+		r = ks_json_writer_steal(s.json, &out);
+		if (r < 0) {
+			ctl_error(r, "Failed to write the results as JSON: %m");
+			goto finish;
+		}
+		(void) ctl_print_json(out);
 	}
 	if (!s.ok) {
 		ctl_exit_status = s.failure ? s.failure : CTL_EXIT_FAILURE;
@@ -527,8 +532,7 @@ int cmd_sync(int argc, char **argv)
 	}
 	r = 0;
 finish:
-	if (s.json)
-		fclose(s.json);
+	ks_json_writer_free(s.json);
 	free(s.daemon);
 	free(s.account);
 	return r;

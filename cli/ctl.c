@@ -256,38 +256,24 @@ int ctl_reply_json(sd_bus_message *reply, ks_json **ret, const char **ret_text)
 int ctl_print_json(const char *text)
 {
 	_cleanup_(ks_json_freep) ks_json *j = NULL;
-	_cleanup_(ks_buf_done) ks_buf b = {};
-	ks_json_writer w;
+	_cleanup_(ks_json_writer_freep) ks_json_writer *w = NULL;
+	_cleanup_free_ char *out = NULL;
 	size_t off = 0;
 	int r;
 
 	r = ks_json_parse(text, strlen(text), &j, &off);
 	if (r < 0)
 		return ctl_error(r, "ksyncd answered with invalid JSON (at byte %zu): %m", off);
-	ks_json_writer_init(&w, &b, true);
-	(void) ks_json_write_value(&w, j);
-	r = ks_json_writer_finish(&w);
+	r = ks_json_writer_new(true, &w);
+	if (r >= 0)
+		(void) ks_json_write_value(w, j);
+	if (r >= 0)
+		r = ks_json_writer_steal(w, &out);
 	if (r < 0)
 		return ctl_error(r, "Failed to format JSON: %m");
-	fputs(b.data, stdout);
+	fputs(out, stdout);
 	fputc('\n', stdout);
 	return 0;
-}
-
-void ctl_json_fputs(FILE *f, const char *s)
-{
-	_cleanup_(ks_buf_done) ks_buf b = {};
-	ks_json_writer w;
-
-	ks_json_writer_init(&w, &b, false);
-	if (s)
-		(void) ks_json_write_string(&w, s);
-	else
-		(void) ks_json_write_null(&w);
-	if (ks_json_writer_finish(&w) >= 0 && b.data)
-		fputs(b.data, f);
-	else
-		fputs("null", f);
 }
 
 char *ctl_sanitize(const char *s, bool multiline)

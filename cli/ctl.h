@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <systemd/sd-bus.h>
 
-#include "json_p.h"
+#include "ksync.h"
 
 #define CTL_VERSION "0.1"
 
@@ -92,9 +92,6 @@ int ctl_call(sd_bus *bus, const char *method, uint64_t timeout_usec, sd_bus_erro
 /* Reads the single JSON string of a reply into a tree (and, if ret_text is not NULL, the
  * text itself, borrowed from the reply). Logs. */
 int ctl_reply_json(sd_bus_message *reply, ks_json **ret, const char **ret_text);
-
-/* Writes s as a JSON string (null for NULL). */
-void ctl_json_fputs(FILE *f, const char *s);
 
 /* Prints a JSON text indented, to stdout. Logs a text that is not JSON. */
 int ctl_print_json(const char *text);
