@@ -918,6 +918,21 @@ int ks_json_write_null(ks_json_writer *w)
 	return writer_scalar(w, "null");
 }
 
+int ks_json_write_text(ks_json_writer *w, const char *text)
+{
+	ks_json *j = NULL;
+	int r;
+
+	if (w->error)
+		return w->error;
+	r = ks_json_parse(text, strlen(text), &j, NULL);
+	if (r < 0)
+		return writer_fail(w, r);
+	r = ks_json_write_value(w, j);
+	ks_json_free(j);
+	return r;
+}
+
 int ks_json_write_value(ks_json_writer *w, const ks_json *j)
 {
 	int r;

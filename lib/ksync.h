@@ -643,3 +643,6 @@ int ks_json_write_null(ks_json_writer *w);
 /* Writes a parsed value (and everything inside it). Numbers keep the text they were parsed
  * from. */
 int ks_json_write_value(ks_json_writer *w, const ks_json *j);
+/* Writes the value of a JSON text (the answer of another ks_*_json() call, say), parsed
+ * first: a text that is not JSON is the writer's error, as for ks_json_parse(). */
+int ks_json_write_text(ks_json_writer *w, const char *text);

@@ -492,10 +492,10 @@ static void test_writer_buffer_cap(void **state)
  * handed over once, nothing more taken after. */
 static void test_writer_own(void **state)
 {
-	for (int pretty = 0; pretty <= 1; pretty++) {
-		ks_json_writer *w = NULL;
-		char *text = NULL;
+	_cleanup_(ks_json_writer_freep) ks_json_writer *w = NULL;
+	char *text = NULL;
 
+	for (int pretty = 0; pretty <= 1; pretty++) {
 		assert_int_equal(ks_json_writer_new(pretty, &w), 0);
 		assert_int_equal(ks_json_writer_steal(w, &text), -EINVAL);
 		assert_null(text);
@@ -511,17 +511,35 @@ static void test_writer_own(void **state)
 		assert_string_equal(text, pretty ? "{\n  \"s\": \"a\xef\xbf\xbd\\n\",\n  \"n\": 7\n}"
 					 : "{\"s\":\"a\xef\xbf\xbd\\n\",\"n\":7}");
 		free(text);
+		text = NULL;
 		/* Spent: a second value would make the text two. */
 		assert_int_equal(ks_json_write_null(w), -EINVAL);
-		assert_null(ks_json_writer_free(w));
+		w = ks_json_writer_free(w);
+		assert_null(w);
 	}
 
-	/* A writer abandoned half way is freed with what it holds. */
-	_cleanup_(ks_json_writer_freep) ks_json_writer *w = NULL;
+	/* Texts from elsewhere go in as values, checked. */
+	assert_int_equal(ks_json_writer_new(false, &w), 0);
+	assert_int_equal(ks_json_write_array_begin(w), 0);
+	assert_int_equal(ks_json_write_text(w, " {\"a\": [1, \"\\u00e9\"]} "), 0);
+	assert_int_equal(ks_json_write_text(w, "null"), 0);
+	assert_int_equal(ks_json_write_array_end(w), 0);
+	assert_int_equal(ks_json_writer_steal(w, &text), 0);
+	assert_string_equal(text, "[{\"a\":[1,\"\xc3\xa9\"]},null]");
+	free(text);
+	w = ks_json_writer_free(w);
+	assert_int_equal(ks_json_writer_new(false, &w), 0);
+	assert_int_equal(ks_json_write_array_begin(w), 0);
+	assert_int_equal(ks_json_write_text(w, "{\"a\":"), -EBADMSG);
+	assert_int_equal(ks_json_write_array_end(w), -EBADMSG);
+	assert_int_equal(ks_json_writer_finish(w), -EBADMSG);
+	w = ks_json_writer_free(w);
+
+	/* A writer abandoned half way is freed with what it holds (the cleanup at the end). */
+	assert_null(ks_json_writer_free(NULL));
 	assert_int_equal(ks_json_writer_new(false, &w), 0);
 	assert_int_equal(ks_json_write_array_begin(w), 0);
 	assert_int_equal(ks_json_write_string(w, "left"), 0);
-	assert_null(ks_json_writer_free(NULL));
 }
 
 /* A pretty-printed parse of a compact text parses to the same compact text. */
