@@ -430,18 +430,20 @@ static void coll_done(Manager *m, void *data, int r)
 				      .account = strdup(j->account),
 				      .collection_href = strdup(j->info.href) };
 	else if (p) {
+		_cleanup_(ks_json_writer_freep) ks_json_writer *w = NULL;
 		char *json = NULL;
-		FILE *f;
-		size_t len = 0;
-		if ((f = open_memstream(&json, &len))) {
-			fputs("{\"account\":", f);
-			json_fputs(f, j->account);
-			fputs(",\"path\":", f);
-			json_fputs(f, j->info.path);
-			fputs(",\"href\":", f);
-			json_fputs(f, j->info.href);
-			fprintf(f, ",\"items\":%d}", j->info.items);
-			fclose(f);
+		if (ks_json_writer_new(false, &w) >= 0) {
+			(void) ks_json_write_object_begin(w);
+			(void) ks_json_write_key(w, "account");
+			(void) ks_json_write_string(w, j->account);
+			(void) ks_json_write_key(w, "path");
+			(void) ks_json_write_string(w, j->info.path);
+			(void) ks_json_write_key(w, "href");
+			(void) ks_json_write_string(w, j->info.href);
+			(void) ks_json_write_key(w, "items");
+			(void) ks_json_write_int(w, j->info.items);
+			(void) ks_json_write_object_end(w);
+			(void) ks_json_writer_steal(w, &json);
 		}
 		*p = (PendingReply) { .run_id = id, .call = sd_bus_message_ref(j->call), .json = json };
 	}
@@ -977,21 +979,19 @@ static void preview_job_free(PreviewJob *j)
 static int preview_run(Manager *m, void *data)
 {
 	PreviewJob *j = data;
+	_cleanup_(ks_json_writer_freep) ks_json_writer *w = NULL;
 	ks_engine *e = NULL;
-	char *out = NULL;
-	size_t len = 0;
-	FILE *f;
-	int r = ks_engine_new(m->data_dir, &e);
+	int r;
 
+	r = ks_json_writer_new(false, &w);
 	if (r < 0)
 		return r;
-	f = open_memstream(&out, &len);
-	if (!f) {
-		ks_engine_free(e);
-		return -ENOMEM;
-	}
-	fputs("{\"accounts\":[", f);
-	bool first = true;
+	r = ks_engine_new(m->data_dir, &e);
+	if (r < 0)
+		return r;
+	(void) ks_json_write_object_begin(w);
+	(void) ks_json_write_key(w, "accounts");
+	(void) ks_json_write_array_begin(w);
 	for (size_t i = 0; i < m->config->n_accounts; i++) {
 		const ks_account_config *a = &m->config->accounts[i];
 		_cleanup_free_ char *json = NULL, *why = NULL;
@@ -1000,26 +1000,21 @@ static int preview_run(Manager *m, void *data)
 		ks_sync_opts o = { .force = j->force, .only_collection = j->collection,
 				   .cancel = &m->cancel };
 		r = ks_sync_preview(e, a, &o, &json, &why);
-		fputs(first ? "" : ",", f);
-		first = false;
-		if (r >= 0)
-			fputs(json, f);
-		else {
-			fputs("{\"account\":", f);
-			json_fputs(f, a->name);
-			fputs(",\"error\":", f);
-			json_fputs(f, why ? why : strerror(-r));
-			fputs("}", f);
+		if (r >= 0) {
+			(void) ks_json_write_text(w, json);
+			continue;
 		}
+		(void) ks_json_write_object_begin(w);
+		(void) ks_json_write_key(w, "account");
+		(void) ks_json_write_string(w, a->name);
+		(void) ks_json_write_key(w, "error");
+		(void) ks_json_write_string(w, why ? why : strerror(-r));
+		(void) ks_json_write_object_end(w);
 	}
-	fputs("]}", f);
 	ks_engine_free(e);
-	if (fclose(f) != 0) {
-		free(out);
-		return -ENOMEM;
-	}
-	j->json = out;
-	return 0;
+	(void) ks_json_write_array_end(w);
+	(void) ks_json_write_object_end(w);
+	return ks_json_writer_steal(w, &j->json);
 }
 
 static void preview_done(Manager *m, void *data, int r)
@@ -1316,6 +1311,33 @@ void bus_emit_alert_cleared(Manager *m, const char *account, const char *kind)
 					  account, kind);
 }
 
+/* The JSON object text with "synced": ok added after its members. -EBADMSG when it is no
+ * object. */
+static int with_synced(const char *object, bool ok, char **ret)
+{
+	_cleanup_(ks_json_writer_freep) ks_json_writer *w = NULL;
+	_cleanup_(ks_json_freep) ks_json *j = NULL;
+	int r;
+
+	r = ks_json_parse(object, strlen(object), &j, NULL);
+	if (r < 0)
+		return r;
+	if (ks_json_get_type(j) != KS_JSON_OBJECT)
+		return -EBADMSG;
+	r = ks_json_writer_new(false, &w);
+	if (r < 0)
+		return r;
+	(void) ks_json_write_object_begin(w);
+	for (size_t i = 0; i < ks_json_count(j); i++) {
+		(void) ks_json_write_key(w, ks_json_key_at(j, i));
+		(void) ks_json_write_value(w, ks_json_at(j, i));
+	}
+	(void) ks_json_write_key(w, "synced");
+	(void) ks_json_write_bool(w, ok);
+	(void) ks_json_write_object_end(w);
+	return ks_json_writer_steal(w, ret);
+}
+
 void bus_run_complete(Manager *m, uint32_t run_id, bool ok)
 {
 	bus_emit_finished(m, run_id, "", ok, "{}");
@@ -1328,11 +1350,8 @@ void bus_run_complete(Manager *m, uint32_t run_id, bool ok)
 		*pp = p->next;
 		_cleanup_free_ char *json = NULL;
 		if (p->json) {
-			/* The object with the run's outcome added before its last brace. */
-			size_t l = strlen(p->json);
-			if (l > 0 && p->json[l - 1] == '}' &&
-			    asprintf(&json, "%.*s,\"synced\":%s}", (int) (l - 1), p->json,
-				     ok ? "true" : "false") >= 0)
+			/* The object with the run's outcome added. */
+			if (with_synced(p->json, ok, &json) >= 0)
 				(void) sd_bus_reply_method_return(p->call, "s", json);
 			else
 				(void) sd_bus_reply_method_return(p->call, "s", p->json);

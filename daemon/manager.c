@@ -75,24 +75,6 @@ typedef struct Run {
 	bool ok;
 } Run;
 
-void json_fputs(FILE *f, const char *s)
-{
-	if (!s) {
-		fputs("null", f);
-		return;
-	}
-	fputc('"', f);
-	for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(f, "\\%c", *p);
-		else if (*p < 0x20)
-			fprintf(f, "\\u%04x", *p);
-		else
-			fputc(*p, f);
-	}
-	fputc('"', f);
-}
-
 static void *mfree(void *p)
 {
 	free(p);
@@ -127,6 +109,11 @@ static int strv_add(char ***v, size_t *n, const char *s)
 static char *dup_or_null(const char *s)
 {
 	return s ? strdup(s) : NULL;
+}
+
+static bool str_same(const char *x, const char *y)
+{
+	return (!x && !y) || (x && y && strcmp(x, y) == 0);
 }
 
 static void results_free(CollectionResult **v, size_t *n)
@@ -380,46 +367,61 @@ static const char *failure_kind(const Account *a, int r)
 	return "other";
 }
 
-/* The JSON of SyncFinished (lib/util/ipc.h): what this run (its result r) did to each collection
- * it was to sync, and nothing about the others. NULL when out of memory. */
+/* "key": [the strings of v] */
+static void json_strings(ks_json_writer *w, const char *key, char *const *v, size_t n)
+{
+	(void) ks_json_write_key(w, key);
+	(void) ks_json_write_array_begin(w);
+	for (size_t i = 0; i < n; i++)
+		(void) ks_json_write_string(w, v[i]);
+	(void) ks_json_write_array_end(w);
+}
+
+/* The JSON of SyncFinished (lib/util/ipc.h): what this run (its result r) did to each
+ * collection it was to sync, and nothing about the others. NULL when out of memory. */
 static char *run_json(Account *a, int r)
 {
+	_cleanup_(ks_json_writer_freep) ks_json_writer *w = NULL;
 	char *json = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&json, &len);
 
-	if (!f)
+	if (ks_json_writer_new(false, &w) < 0)
 		return NULL;
-	fputs("{\"collections\":[", f);
+	(void) ks_json_write_object_begin(w);
+	(void) ks_json_write_key(w, "collections");
+	(void) ks_json_write_array_begin(w);
 	for (size_t i = 0; i < a->n_run_results; i++) {
-		CollectionResult *c = &a->run_results[i];
-		fprintf(f, "%s{\"path\":", i ? "," : "");
-		json_fputs(f, c->path);
-		fprintf(f, ",\"ok\":%s,\"synced\":%s,\"error\":", c->ok ? "true" : "false",
-			c->not_synced ? "false" : "true");
-		json_fputs(f, c->error);
-		fprintf(f, ",\"added\":%u,\"updated\":%u,\"deleted\":%u,\"uploaded\":%u,"
-			   "\"removed\":%u,\"conflicts\":%u,\"skipped\":%u}",
-			c->added, c->updated, c->deleted, c->uploaded, c->removed, c->conflicts,
-			c->skipped);
+		const CollectionResult *c = &a->run_results[i];
+		const struct {
+			const char *key;
+			unsigned n;
+		} counts[] = {
+			{ "added", c->added }, { "updated", c->updated }, { "deleted", c->deleted },
+			{ "uploaded", c->uploaded }, { "removed", c->removed },
+			{ "conflicts", c->conflicts }, { "skipped", c->skipped },
+		};
+		(void) ks_json_write_object_begin(w);
+		(void) ks_json_write_key(w, "path");
+		(void) ks_json_write_string(w, c->path);
+		(void) ks_json_write_key(w, "ok");
+		(void) ks_json_write_bool(w, c->ok);
+		(void) ks_json_write_key(w, "synced");
+		(void) ks_json_write_bool(w, !c->not_synced);
+		(void) ks_json_write_key(w, "error");
+		(void) ks_json_write_string(w, c->error);
+		for (size_t k = 0; k < ELEMENTSOF(counts); k++) {
+			(void) ks_json_write_key(w, counts[k].key);
+			(void) ks_json_write_uint(w, counts[k].n);
+		}
+		(void) ks_json_write_object_end(w);
 	}
-	fputs("],\"errors\":[", f);
-	for (size_t i = 0; i < a->n_errors; i++) {
-		fputs(i ? "," : "", f);
-		json_fputs(f, a->errors[i]);
-	}
-	fputs("],\"notices\":[", f);
-	for (size_t i = 0; i < a->n_notices; i++) {
-		fputs(i ? "," : "", f);
-		json_fputs(f, a->notices[i]);
-	}
-	fputs("],\"failure\":", f);
-	json_fputs(f, failure_kind(a, r));
-	fputs("}", f);
-	if (fclose(f) != 0) {
-		free(json);
+	(void) ks_json_write_array_end(w);
+	json_strings(w, "errors", a->errors, a->n_errors);
+	json_strings(w, "notices", a->notices, a->n_notices);
+	(void) ks_json_write_key(w, "failure");
+	(void) ks_json_write_string(w, failure_kind(a, r));
+	(void) ks_json_write_object_end(w);
+	if (ks_json_writer_steal(w, &json) < 0)
 		return NULL;
-	}
 	return json;
 }
 
@@ -844,18 +846,19 @@ static bool collection_known(Manager *m, const char *account, const char *collec
 {
 	ks_engine *e = NULL;
 	_cleanup_free_ char *json = NULL;
+	_cleanup_(ks_json_freep) ks_json *list = NULL;
 	bool known = false;
 
 	if (ks_engine_new(m->data_dir, &e) < 0)
 		return true;	/* let the run say what is wrong */
 	/* Setting it enabled to what it is would change nothing; ask by listing instead. */
-	if (ks_engine_collections_json(e, account, NULL, NULL, NULL, &json) >= 0) {
-		_cleanup_free_ char *a = NULL;
+	if (ks_engine_collections_json(e, account, NULL, NULL, NULL, &json) >= 0 &&
+	    ks_json_parse(json, strlen(json), &list, NULL) >= 0) {
 		const char *name = strncmp(collection, "contacts/", 9) == 0 ? collection + 9
 				   : strncmp(collection, "calendars/", 10) == 0 ? collection + 10
 				   : collection;
-		if (asprintf(&a, "\"name\":\"%s\"", name) >= 0 && strstr(json, a))
-			known = true;
+		for (size_t i = 0; i < ks_json_count(list) && !known; i++)
+			known = str_same(ks_json_get_string(ks_json_at(list, i), "name"), name);
 	}
 	ks_engine_free(e);
 	return known;
@@ -1078,11 +1081,6 @@ static int on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userda
 }
 
 /* ---- accounts from the config ------------------------------------------------------------- */
-
-static bool str_same(const char *x, const char *y)
-{
-	return (!x && !y) || (x && y && strcmp(x, y) == 0);
-}
 
 static bool account_config_same(const ks_account_config *x, const ks_account_config *y)
 {
@@ -1413,167 +1411,160 @@ int manager_collection_json(Manager *m, const char *account, const char *href, c
 	return r;
 }
 
-int manager_collections_json(Manager *m, const char *account, char **ret)
+/* Writes the elements of a JSON array text into the array w has open. */
+static int write_elements(ks_json_writer *w, const char *array)
 {
-	_cleanup_free_ char *out = NULL;
+	_cleanup_(ks_json_freep) ks_json *j = NULL;
+	int r = ks_json_parse(array, strlen(array), &j, NULL);
+
+	for (size_t i = 0; r >= 0 && i < ks_json_count(j); i++)
+		r = ks_json_write_value(w, ks_json_at(j, i));
+	return r;
+}
+
+/* {"KEY": [...]}: the arrays list(account) gives, one after the other, for the accounts asked
+ * for ("" or NULL: every account). */
+static int accounts_json(Manager *m, const char *account, const char *key,
+			 int (*list)(ks_engine *e, Account *a, char **ret), char **ret)
+{
+	_cleanup_(ks_json_writer_freep) ks_json_writer *w = NULL;
 	ks_engine *e = NULL;
-	size_t len = 0;
-	FILE *f;
 	int r;
 
+	r = ks_json_writer_new(false, &w);
+	if (r < 0)
+		return r;
 	r = ks_engine_new(m->data_dir, &e);
 	if (r < 0)
 		return r;
-	f = open_memstream(&out, &len);
-	if (!f) {
-		ks_engine_free(e);
-		return -ENOMEM;
-	}
-	/* One array over the accounts asked for: each account's array without its brackets. */
-	fputs("{\"collections\":[", f);
-	bool first = true;
+	(void) ks_json_write_object_begin(w);
+	(void) ks_json_write_key(w, key);
+	(void) ks_json_write_array_begin(w);
 	for (size_t i = 0; r >= 0 && i < m->n_accounts; i++) {
 		Account *a = m->accounts[i];
 		_cleanup_free_ char *arr = NULL;
 		if (account && *account && strcmp(account, a->cfg.name) != 0)
 			continue;
-		r = ks_engine_collections_json(e, a->cfg.name, NULL, collection_state, a, &arr);
-		if (r < 0)
-			break;
-		size_t l = strlen(arr);
-		if (l > 2) {
-			fprintf(f, "%s%.*s", first ? "" : ",", (int) (l - 2), arr + 1);
-			first = false;
-		}
+		r = list(e, a, &arr);
+		if (r >= 0)
+			r = write_elements(w, arr);
 	}
-	fputs("]}", f);
-	fclose(f);
 	ks_engine_free(e);
 	if (r < 0)
 		return r;
-	*ret = TAKE_PTR(out);
-	return 0;
+	(void) ks_json_write_array_end(w);
+	(void) ks_json_write_object_end(w);
+	return ks_json_writer_steal(w, ret);
+}
+
+static int list_collections(ks_engine *e, Account *a, char **ret)
+{
+	return ks_engine_collections_json(e, a->cfg.name, NULL, collection_state, a, ret);
+}
+
+static int list_conflicts(ks_engine *e, Account *a, char **ret)
+{
+	return ks_engine_conflicts_json(e, a->cfg.name, ret);
+}
+
+int manager_collections_json(Manager *m, const char *account, char **ret)
+{
+	return accounts_json(m, account, "collections", list_collections, ret);
 }
 
 int manager_conflicts_json(Manager *m, const char *account, char **ret)
 {
-	_cleanup_free_ char *out = NULL;
-	ks_engine *e = NULL;
-	size_t len = 0;
-	bool first = true;
-	FILE *f;
-	int r;
-
-	r = ks_engine_new(m->data_dir, &e);
-	if (r < 0)
-		return r;
-	f = open_memstream(&out, &len);
-	if (!f) {
-		ks_engine_free(e);
-		return -ENOMEM;
-	}
-	fputs("{\"conflicts\":[", f);
-	for (size_t i = 0; r >= 0 && i < m->n_accounts; i++) {
-		Account *a = m->accounts[i];
-		_cleanup_free_ char *arr = NULL;
-		if (account && *account && strcmp(account, a->cfg.name) != 0)
-			continue;
-		r = ks_engine_conflicts_json(e, a->cfg.name, &arr);
-		if (r < 0)
-			break;
-		size_t l = strlen(arr);
-		if (l > 2) {
-			fprintf(f, "%s%.*s", first ? "" : ",", (int) (l - 2), arr + 1);
-			first = false;
-		}
-	}
-	fputs("]}", f);
-	fclose(f);
-	ks_engine_free(e);
-	if (r < 0)
-		return r;
-	*ret = TAKE_PTR(out);
-	return 0;
+	return accounts_json(m, account, "conflicts", list_conflicts, ret);
 }
 
-/* ,"key":[one string per line of text] */
-static void json_lines(FILE *f, const char *key, const char *text)
+/* "key": [one string per line of text] */
+static void json_lines(ks_json_writer *w, const char *key, const char *text)
 {
-	fprintf(f, ",\"%s\":[", key);
+	(void) ks_json_write_key(w, key);
+	(void) ks_json_write_array_begin(w);
 	for (const char *p = text; p && *p;) {
 		size_t n = strcspn(p, "\n");
-		_cleanup_free_ char *line = strndup(p, n);
 
-		fputs(p == text ? "" : ",", f);
-		json_fputs(f, line ? line : "");
+		(void) ks_json_write_string_len(w, p, n);
 		p += n + (p[n] == '\n');
 	}
-	fputc(']', f);
+	(void) ks_json_write_array_end(w);
+}
+
+/* A number, or null when it is 0 (never, none). */
+static void json_time(ks_json_writer *w, const char *key, uint64_t t)
+{
+	(void) ks_json_write_key(w, key);
+	if (t)
+		(void) ks_json_write_uint(w, t);
+	else
+		(void) ks_json_write_null(w);
 }
 
 int manager_status_json(Manager *m, char **ret)
 {
-	_cleanup_free_ char *out = NULL;
+	_cleanup_(ks_json_writer_freep) ks_json_writer *w = NULL;
 	ks_engine *e = NULL;
-	size_t len = 0;
-	FILE *f;
 	int r;
 
+	r = ks_json_writer_new(false, &w);
+	if (r < 0)
+		return r;
 	r = ks_engine_new(m->data_dir, &e);
 	if (r < 0)
 		return r;
-	f = open_memstream(&out, &len);
-	if (!f) {
-		ks_engine_free(e);
-		return -ENOMEM;
-	}
-	fputs("{\"version\":\"0.1\",\"config\":{\"path\":", f);
-	json_fputs(f, m->config_path);
-	json_lines(f, "errors", m->config_errors);
-	json_lines(f, "warnings", m->config->warnings);
-	fputs(",\"invalid_accounts\":[", f);
-	for (size_t i = 0; m->config->invalid_accounts && m->config->invalid_accounts[i]; i++) {
-		fputs(i ? "," : "", f);
-		json_fputs(f, m->config->invalid_accounts[i]);
-	}
-	fputs("]},\"accounts\":[", f);
+	(void) ks_json_write_object_begin(w);
+	(void) ks_json_write_key(w, "version");
+	(void) ks_json_write_string(w, "0.1");
+	(void) ks_json_write_key(w, "config");
+	(void) ks_json_write_object_begin(w);
+	(void) ks_json_write_key(w, "path");
+	(void) ks_json_write_string(w, m->config_path);
+	json_lines(w, "errors", m->config_errors);
+	json_lines(w, "warnings", m->config->warnings);
+	(void) ks_json_write_key(w, "invalid_accounts");
+	(void) ks_json_write_array_begin(w);
+	for (size_t i = 0; m->config->invalid_accounts && m->config->invalid_accounts[i]; i++)
+		(void) ks_json_write_string(w, m->config->invalid_accounts[i]);
+	(void) ks_json_write_array_end(w);
+	(void) ks_json_write_object_end(w);
+	(void) ks_json_write_key(w, "accounts");
+	(void) ks_json_write_array_begin(w);
 	for (size_t i = 0; r >= 0 && i < m->n_accounts; i++) {
 		Account *a = m->accounts[i];
 		_cleanup_free_ char *cols = NULL, *conflicts = NULL;
-		r = ks_engine_collections_json(e, a->cfg.name, NULL, collection_state, a, &cols);
+		r = list_collections(e, a, &cols);
 		if (r >= 0)
-			r = ks_engine_conflicts_json(e, a->cfg.name, &conflicts);
+			r = list_conflicts(e, a, &conflicts);
 		if (r < 0)
 			break;
-		fprintf(f, "%s{\"name\":", i ? "," : "");
-		json_fputs(f, a->cfg.name);
-		fputs(",\"url\":", f);
-		json_fputs(f, a->cfg.url);
-		fprintf(f, ",\"state\":\"%s\"",
-			a->job ? "syncing" : a->refused_credentials ? "stopped" :
-			a->retry_in ? "backoff" : "idle");
-		if (a->last_sync)
-			fprintf(f, ",\"last_sync\":%llu,\"last_result\":\"%s\"",
-				(unsigned long long) a->last_sync, a->last_result ? "failed" : "ok");
-		else
-			fputs(",\"last_sync\":null,\"last_result\":null", f);
-		fputs(",\"last_error\":", f);
-		json_fputs(f, a->last_error);
-		if (a->next_sync && !a->job)
-			fprintf(f, ",\"next_sync\":%llu", (unsigned long long) a->next_sync);
-		else
-			fputs(",\"next_sync\":null", f);
-		if (a->retry_in)
-			fprintf(f, ",\"retry_in\":%llu", (unsigned long long) a->retry_in);
-		else
-			fputs(",\"retry_in\":null", f);
-		fprintf(f, ",\"collections\":%s,\"conflicts\":%s}", cols, conflicts);
+		(void) ks_json_write_object_begin(w);
+		(void) ks_json_write_key(w, "name");
+		(void) ks_json_write_string(w, a->cfg.name);
+		(void) ks_json_write_key(w, "url");
+		(void) ks_json_write_string(w, a->cfg.url);
+		(void) ks_json_write_key(w, "state");
+		(void) ks_json_write_string(w, a->job ? "syncing"
+					    : a->refused_credentials ? "stopped"
+					    : a->retry_in ? "backoff" : "idle");
+		json_time(w, "last_sync", a->last_sync);
+		(void) ks_json_write_key(w, "last_result");
+		(void) ks_json_write_string(w, !a->last_sync ? NULL
+					    : a->last_result ? "failed" : "ok");
+		(void) ks_json_write_key(w, "last_error");
+		(void) ks_json_write_string(w, a->last_error);
+		json_time(w, "next_sync", a->job ? 0 : a->next_sync);
+		json_time(w, "retry_in", a->retry_in);
+		(void) ks_json_write_key(w, "collections");
+		(void) ks_json_write_text(w, cols);
+		(void) ks_json_write_key(w, "conflicts");
+		r = ks_json_write_text(w, conflicts);
+		(void) ks_json_write_object_end(w);
 	}
-	fputs("]}", f);
-	fclose(f);
 	ks_engine_free(e);
 	if (r < 0)
 		return r;
-	*ret = TAKE_PTR(out);
-	return 0;
+	(void) ks_json_write_array_end(w);
+	(void) ks_json_write_object_end(w);
+	return ks_json_writer_steal(w, ret);
 }

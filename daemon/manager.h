@@ -202,10 +202,6 @@ void alert_run_done(Manager *m, Account *a, bool whole_account);
 void alert_run_reset(Account *a);
 void alert_state_free(Account *a);
 
-#include <stdio.h>
-/* Writes s as a JSON string (null for NULL). */
-void json_fputs(FILE *f, const char *s);
-
 void log_at(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The log level of ksync.conf (0: none), unless --log-level gave one. */
 void log_use_config_level(int level, bool service);

@@ -271,3 +271,23 @@ def test_retry_after_is_honoured(ks, daemon):
         assert a["next_sync"] >= time.time() + 280, a
     finally:
         httpd.shutdown()
+
+
+def test_file_name_that_is_not_utf8_reaches_the_bus(radicale, ks, daemon):
+    """A run's message naming a file whose name is not UTF-8 goes out as valid JSON, the bad
+    byte as U+FFFD: D-Bus refuses a string that is not UTF-8, and the account's SyncFinished
+    would be lost with it."""
+    seed(radicale, 2)
+    ks.add_account(ACCOUNT, radicale)
+    daemon.start()
+    wait_until(lambda: synced_ok(daemon), 60, "the first sync")
+    d = ks.collection_dir(ACCOUNT, "addressbook", "people")
+    (d / os.fsdecode(b"bad\xff.vcf")).write_bytes(b"not a vCard\r\n")
+    r = daemon.ctl("--json", "sync", ACCOUNT)
+    got = json.loads(r.stdout)
+    accounts = [a for a in got["accounts"] if a["account"] == ACCOUNT]
+    assert len(accounts) == 1, got
+    notices = accounts[0]["result"]["notices"]
+    assert any("'bad\ufffd.vcf'" in n for n in notices), notices
+    a = account_status(daemon)
+    assert a["state"] == "idle", a
