@@ -183,11 +183,33 @@ else
 	@echo "integration: no tests yet"
 endif
 
+# daemon/ and cli/ see the library through lib/ksync.h and lib/util/*.h only (named
+# "util/NAME.h"); besides those they include their own headers, next to them. Every other
+# header of lib/ is private to it.
+FRONT_SRCS = $(wildcard daemon/*.[ch] cli/*.[ch])
+
 lint:
 	@if command -v mandoc >/dev/null && [ -n "$(MANPAGES)" ]; then \
 		mandoc -Tlint -W warning $(MANPAGES) || exit 1; fi
 	@if grep -nE '\<(sprintf|strcpy|strcat|atoi|system|gets)[[:space:]]*\(' lib/*.c; then \
 		echo "lint: banned call in lib/"; exit 1; fi
+	@bad=$$(for f in $(FRONT_SRCS); do \
+		grep -nE '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' $$f | \
+		while IFS= read -r l; do \
+			h=$${l#*\"}; h=$${h%%\"*}; \
+			case $$h in \
+			*..*|/*|util/*/*) ;; \
+			ksync.h) continue;; \
+			util/*.h) [ -f lib/$$h ] && continue;; \
+			*/*) ;; \
+			*) [ -f $${f%/*}/$$h ] && continue;; \
+			esac; \
+			echo "$$f:$${l%%:*}: includes \"$$h\""; \
+		done; \
+	done); \
+	if [ -n "$$bad" ]; then echo "$$bad"; \
+		echo "lint: daemon/ and cli/ may include only lib/ksync.h, lib/util/*.h (as" \
+			"\"util/NAME.h\") and their own headers"; exit 1; fi
 	@echo "lint: ok"
 
 demo: deps
