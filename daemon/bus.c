@@ -7,6 +7,7 @@
 #include <systemd/sd-bus.h>
 
 
+#include "log.h"
 #include "manager.h"
 #include "util/ipc.h"
 #include "util/macro.h"

@@ -6,7 +6,6 @@
 #include <sys/signalfd.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,11 +15,10 @@
 #include <unistd.h>
 
 #include "ksync.h"
+#include "log.h"
 #include "manager.h"
 #include "util/macro.h"
 
-static int arg_log_level = KS_LOG_NOTICE;
-static bool arg_log_level_set;	/* --log-level given: the config's log_level does not count */
 static bool arg_once;
 static bool arg_force;
 static bool arg_allow_mass_delete;
@@ -28,38 +26,7 @@ static bool arg_wait;
 static bool arg_dry_run;
 static const char *arg_config;
 static const char *arg_account;
-static bool log_prefix;		/* stderr goes to the journal: use <N> priority prefixes */
 static bool stderr_tty;
-
-static void __attribute__((format(printf, 2, 0))) logv(int level, const char *fmt, va_list ap)
-{
-	if (level > arg_log_level)
-		return;
-	if (log_prefix)
-		fprintf(stderr, "<%d>", level);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-}
-
-void log_at(int level, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	logv(level, fmt, ap);
-	va_end(ap);
-}
-
-int log_error_errno(int r, const char *fmt, ...)
-{
-	va_list ap;
-
-	errno = r < 0 ? -r : r;
-	va_start(ap, fmt);
-	logv(KS_LOG_ERR, fmt, ap);
-	va_end(ap);
-	return r;
-}
 
 /* KSYNC_TEST_CRASH_AFTER=N: the crash tests' hook, ending the process at once (as kill -9
  * would, without flushing anything) right after the Nth durable step. */
@@ -69,11 +36,6 @@ static void crash_hook(const char *what, void *userdata)
 {
 	if (++crash_steps >= crash_after)
 		_exit(100);
-}
-
-static void lib_log(int level, const char *msg, void *userdata)
-{
-	log_at(level, "%s", msg);
 }
 
 /* ksyncd --once: SIGTERM and SIGINT stop the run at its next safe point (a password command
@@ -113,7 +75,7 @@ static void on_event(const ks_sync_event *ev, void *userdata)
 
 	switch (ev->type) {
 	case KS_SYNC_PROGRESS:
-		if (stderr_tty && !log_prefix && ev->total >= 200) {
+		if (stderr_tty && !log_to_journal() && ev->total >= 200) {
 			fprintf(stderr, "\r\033[K%s/%s: %u/%u items", ev->account, ev->collection,
 				ev->done, ev->total);
 			s->progress_shown = true;
@@ -121,7 +83,7 @@ static void on_event(const ks_sync_event *ev, void *userdata)
 		break;
 	case KS_SYNC_COLLECTION_DONE:
 		clear_progress(s);
-		if (arg_log_level >= KS_LOG_INFO || ev->added || ev->updated || ev->deleted ||
+		if (log_get_max_level() >= KS_LOG_INFO || ev->added || ev->updated || ev->deleted ||
 		    ev->skipped || ev->uploaded || ev->removed || ev->conflicts) {
 			printf("%s/%s: %u added, %u updated, %u deleted", ev->account,
 			       ev->collection, ev->added, ev->updated, ev->deleted);
@@ -333,15 +295,6 @@ static void help(void)
 	       "See ksyncd(8) and ksync.conf(5).\n");
 }
 
-void log_use_config_level(int level, bool service)
-{
-	if (arg_log_level_set)
-		return;
-	/* The service says at info what each run pulled and pushed; --once prints that on
-	 * its standard output already. */
-	arg_log_level = level > 0 ? level : service ? KS_LOG_INFO : KS_LOG_NOTICE;
-}
-
 static int parse_argv(int argc, char **argv)
 {
 	enum { ARG_ONCE = 0x100, ARG_FORCE, ARG_LOG_LEVEL, ARG_VERSION, ARG_MASS, ARG_WAIT,
@@ -386,8 +339,7 @@ static int parse_argv(int argc, char **argv)
 				log_at(KS_LOG_ERR, "Unknown log level '%s'.", optarg);
 				return -EINVAL;
 			}
-			arg_log_level = l;
-			arg_log_level_set = true;
+			log_set_max_level(l);
 			break;
 		}
 		case 'h':
@@ -422,12 +374,11 @@ int main(int argc, char **argv)
 
 	/* Everything ksyncd creates holds personal data. */
 	umask(0077);
-	log_prefix = getenv("JOURNAL_STREAM") != NULL;
+	log_open();
 	stderr_tty = isatty(STDERR_FILENO);
 	r = parse_argv(argc, argv);
 	if (r <= 0)
 		return r < 0 ? 2 : 0;
-	ks_log_set_sink(lib_log, NULL);
 	const char *ca = getenv("KSYNC_TEST_CRASH_AFTER");
 	if (ca && *ca) {
 		crash_after = strtoul(ca, NULL, 10);

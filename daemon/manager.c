@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
 
+#include "log.h"
 #include "manager.h"
 #include "util/macro.h"
 

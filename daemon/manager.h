@@ -201,8 +201,3 @@ void alert_note(Account *a, AlertKind kind, const char *collection, const char *
 void alert_run_done(Manager *m, Account *a, bool whole_account);
 void alert_run_reset(Account *a);
 void alert_state_free(Account *a);
-
-void log_at(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* The log level of ksync.conf (0: none), unless --log-level gave one. */
-void log_use_config_level(int level, bool service);
-int log_error_errno(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <systemd/sd-bus.h>
 
+#include "log.h"
 #include "manager.h"
 #include "util/ipc.h"
 #include "util/macro.h"
