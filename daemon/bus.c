@@ -7,6 +7,7 @@
 #include <systemd/sd-bus.h>
 
 
+#include "bus.h"
 #include "log.h"
 #include "manager.h"
 #include "util/ipc.h"
@@ -1273,30 +1274,6 @@ static const sd_bus_vtable vtable[] = {
 	SD_BUS_VTABLE_END
 };
 
-void bus_emit_started(Manager *m, uint32_t run_id, const char *account)
-{
-	if (m->bus)
-		(void) sd_bus_emit_signal(m->bus, KS_IPC_PATH, KS_IPC_INTERFACE, "SyncStarted", "us",
-					  run_id, account);
-}
-
-void bus_emit_progress(Manager *m, uint32_t run_id, const char *account, const char *collection,
-		       unsigned done, unsigned total)
-{
-	if (m->bus)
-		(void) sd_bus_emit_signal(m->bus, KS_IPC_PATH, KS_IPC_INTERFACE, "SyncProgress",
-					  "ussuu", run_id, account, collection ? collection : "",
-					  done, total);
-}
-
-void bus_emit_finished(Manager *m, uint32_t run_id, const char *account, bool ok,
-		       const char *json)
-{
-	if (m->bus)
-		(void) sd_bus_emit_signal(m->bus, KS_IPC_PATH, KS_IPC_INTERFACE, "SyncFinished", "usbs",
-					  run_id, account, ok, json);
-}
-
 void bus_emit_alert(Manager *m, const char *account, const char *kind, const char *collection,
 		    const char *summary, const char *body)
 {
@@ -1310,6 +1287,39 @@ void bus_emit_alert_cleared(Manager *m, const char *account, const char *kind)
 	if (m->bus)
 		(void) sd_bus_emit_signal(m->bus, KS_IPC_PATH, KS_IPC_INTERFACE, "AlertCleared", "ss",
 					  account, kind);
+}
+
+/* ---- the runs, as the manager tells them ----------------------------------------------- */
+
+static void on_run_started(Manager *m, Account *a, void *userdata)
+{
+	for (size_t i = 0; m->bus && i < a->n_running; i++)
+		(void) sd_bus_emit_signal(m->bus, KS_IPC_PATH, KS_IPC_INTERFACE, "SyncStarted", "us",
+					  a->running_runs[i], a->cfg.name);
+}
+
+static void on_run_event(Manager *m, Account *a, const ks_sync_event *ev, void *userdata)
+{
+	if (ev->type != KS_SYNC_PROGRESS)
+		return;
+	for (size_t i = 0; m->bus && i < a->n_running; i++)
+		(void) sd_bus_emit_signal(m->bus, KS_IPC_PATH, KS_IPC_INTERFACE, "SyncProgress",
+					  "ussuu", a->running_runs[i], a->cfg.name,
+					  ev->collection ? ev->collection : "", ev->done, ev->total);
+}
+
+static void emit_finished(Manager *m, uint32_t run_id, const char *account, bool ok,
+			  const char *json)
+{
+	if (m->bus)
+		(void) sd_bus_emit_signal(m->bus, KS_IPC_PATH, KS_IPC_INTERFACE, "SyncFinished", "usbs",
+					  run_id, account, ok, json);
+}
+
+static void on_run_reported(Manager *m, Account *a, uint32_t run_id, bool ok, const char *json,
+			    void *userdata)
+{
+	emit_finished(m, run_id, a->cfg.name, ok, json);
 }
 
 /* The JSON object text with "synced": ok added after its members. -EBADMSG when it is no
@@ -1339,9 +1349,11 @@ static int with_synced(const char *object, bool ok, char **ret)
 	return ks_json_writer_steal(w, ret);
 }
 
-void bus_run_complete(Manager *m, uint32_t run_id, bool ok)
+/* The end of a run id: its last SyncFinished (account ""), and the answers of the method
+ * calls that waited for it. */
+static void on_run_complete(Manager *m, uint32_t run_id, bool ok, void *userdata)
 {
-	bus_emit_finished(m, run_id, "", ok, "{}");
+	emit_finished(m, run_id, "", ok, "{}");
 	for (PendingReply **pp = &pending_replies; *pp;) {
 		PendingReply *p = *pp;
 		if (p->run_id != run_id) {
@@ -1432,10 +1444,20 @@ static int on_name_lost(sd_bus_message *m, void *userdata, sd_bus_error *error)
 	return 0;
 }
 
+static const ManagerListener listener = {
+	.run_started = on_run_started,
+	.run_event = on_run_event,
+	.run_reported = on_run_reported,
+	.run_complete = on_run_complete,
+};
+
 int bus_setup(Manager *m)
 {
 	int r;
 
+	r = manager_add_listener(m, &listener, NULL);
+	if (r < 0)
+		return log_error_errno(r, "Failed to listen to the runs: %m");
 	r = sd_bus_open_user(&m->bus);
 	if (r < 0)
 		return log_error_errno(r, "Failed to connect to the user bus: %m");

@@ -14,9 +14,11 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include "bus.h"
 #include "ksync.h"
 #include "log.h"
 #include "manager.h"
+#include "notify.h"
 #include "util/macro.h"
 
 static bool arg_once;
@@ -222,6 +224,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 static int run_daemon(const char *config_path)
 {
 	Manager *m = NULL;
+	Notifier *n = NULL;
 	sd_event *e = NULL;
 	int r;
 
@@ -250,6 +253,11 @@ static int run_daemon(const char *config_path)
 	r = bus_setup(m);
 	if (r < 0)
 		goto out;
+	r = notify_new(m, &n);
+	if (r < 0) {
+		log_error_errno(r, "Failed to set up the notifications: %m");
+		goto out;
+	}
 	bus_watch_network(m);
 	r = manager_start(m, e);
 	if (r < 0) {
@@ -262,7 +270,9 @@ static int run_daemon(const char *config_path)
 	if (r < 0)
 		log_error_errno(r, "Event loop failed: %m");
 out:
+	/* The manager first: freeing its accounts ends the notifications under way. */
 	manager_free(m);
+	notify_free(n);
 	sd_event_unref(e);
 	return r;
 }

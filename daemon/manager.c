@@ -40,12 +40,11 @@ typedef struct Msg {
 	struct Msg *next;
 	MsgType type;
 	Job *job;
-	ks_sync_event_type ev;
+	/* MSG_EVENT: the event, its strings pointing at the copies below (account: NULL, the
+	 * job's account is meant) */
+	ks_sync_event ev;
 	char *collection;
 	char *message;
-	int error;
-	unsigned done, total, added, updated, deleted, skipped, uploaded, removed, conflicts;
-	unsigned retry_after;
 	char *credentials;
 	int result;
 } Msg;
@@ -75,6 +74,11 @@ typedef struct Run {
 	unsigned remaining;
 	bool ok;
 } Run;
+
+typedef struct Listener {
+	const ManagerListener *ops;
+	void *userdata;
+} Listener;
 
 static void *mfree(void *p)
 {
@@ -128,10 +132,32 @@ static void results_free(CollectionResult **v, size_t *n)
 	*n = 0;
 }
 
+/* ---- listeners -------------------------------------------------------------------------- */
+
+int manager_add_listener(Manager *m, const ManagerListener *ops, void *userdata)
+{
+	Listener *nl = realloc(m->listeners, (m->n_listeners + 1) * sizeof(*nl));
+
+	if (!nl)
+		return -ENOMEM;
+	m->listeners = nl;
+	nl[m->n_listeners++] = (Listener) { .ops = ops, .userdata = userdata };
+	return 0;
+}
+
+#define TELL(m, event, ...)                                                             \
+	do {                                                                            \
+		for (size_t _i = 0; _i < (m)->n_listeners; _i++)                        \
+			if ((m)->listeners[_i].ops->event)                              \
+				(m)->listeners[_i].ops->event((m), __VA_ARGS__,         \
+							      (m)->listeners[_i].userdata); \
+	} while (0)
+
 static Account *account_free(Account *a)
 {
 	if (!a)
 		return NULL;
+	TELL(a->m, account_freed, a);
 	sd_event_source_disable_unref(a->timer);
 	sd_event_source_disable_unref(a->debounce);
 	ks_account_config_done(&a->cfg);
@@ -147,7 +173,6 @@ static Account *account_free(Account *a)
 	free(a->pending_collection);
 	free(a->refused_credentials);
 	free(a->refused_in_run);
-	alert_state_free(a);
 	free(a);
 	return NULL;
 }
@@ -181,13 +206,14 @@ static void on_sync_event(const ks_sync_event *ev, void *userdata)
 	if (!msg)
 		return;
 	*msg = (Msg) {
-		.type = MSG_EVENT, .job = j, .ev = ev->type,
+		.type = MSG_EVENT, .job = j, .ev = *ev,
 		.collection = dup_or_null(ev->collection), .message = dup_or_null(ev->message),
-		.error = ev->error, .done = ev->done, .total = ev->total, .added = ev->added,
-		.updated = ev->updated, .deleted = ev->deleted, .skipped = ev->skipped,
-		.uploaded = ev->uploaded, .removed = ev->removed, .conflicts = ev->conflicts,
-		.retry_after = ev->retry_after, .credentials = dup_or_null(ev->credentials),
+		.credentials = dup_or_null(ev->credentials),
 	};
+	msg->ev.account = NULL;
+	msg->ev.collection = msg->collection;
+	msg->ev.message = msg->message;
+	msg->ev.credentials = msg->credentials;
 	post(j->m, msg);
 }
 
@@ -282,7 +308,7 @@ static void run_account_finished(Manager *m, uint32_t id, bool ok)
 		return;
 	bool all_ok = run->ok;
 	*run = m->runs[--m->n_runs];
-	bus_run_complete(m, id, all_ok);
+	TELL(m, run_complete, id, all_ok);
 }
 
 static int schedule(Account *a, uint64_t delay_sec);
@@ -443,10 +469,9 @@ static void run_done(Manager *m, Job *j, int r)
 		/* The credentials are still the refused ones: nothing was sent; the collections
 		 * say why they were not synced. */
 		_cleanup_free_ char *json = run_json(a, r);
-		alert_run_done(m, a, false);
+		TELL(m, run_ended, a, false);
 		for (size_t i = 0; i < a->n_running; i++) {
-			bus_emit_finished(m, a->running_runs[i], a->cfg.name, false,
-					  json ? json : "{}");
+			TELL(m, run_reported, a, a->running_runs[i], false, json ? json : "{}");
 			run_account_finished(m, a->running_runs[i], false);
 		}
 		free(a->running_runs);
@@ -496,13 +521,13 @@ static void run_done(Manager *m, Job *j, int r)
 	}
 	a->refused_in_run = mfree(a->refused_in_run);
 	a->backoff = a->last_result < 0 ? a->backoff + 1 : 0;
-	alert_run_done(m, a, !j->only_collection);
+	TELL(m, run_ended, a, !j->only_collection);
 
 	/* The JSON of SyncFinished for every run this one reports to. */
 	_cleanup_free_ char *json = run_json(a, r);
 	bool ok = a->last_result == 0;
 	for (size_t i = 0; i < a->n_running; i++) {
-		bus_emit_finished(m, a->running_runs[i], a->cfg.name, ok, json ? json : "{}");
+		TELL(m, run_reported, a, a->running_runs[i], ok, json ? json : "{}");
 		run_account_finished(m, a->running_runs[i], ok);
 	}
 	free(a->running_runs);
@@ -549,12 +574,12 @@ static CollectionResult *result_in(CollectionResult **v, size_t *n, const char *
 
 /* Records what the run did to a collection, in the run's results and in the last result
  * Status shows. */
-static void record_result(Account *a, const Msg *msg, bool ok, bool not_synced)
+static void record_result(Account *a, const ks_sync_event *ev, bool ok, bool not_synced)
 {
 	CollectionResult *both[2] = {
-		msg->collection ? result_in(&a->run_results, &a->n_run_results, msg->collection)
-				: NULL,
-		msg->collection ? result_in(&a->results, &a->n_results, msg->collection) : NULL,
+		ev->collection ? result_in(&a->run_results, &a->n_run_results, ev->collection)
+			       : NULL,
+		ev->collection ? result_in(&a->results, &a->n_results, ev->collection) : NULL,
 	};
 	uint64_t now = now_sec();
 
@@ -565,84 +590,68 @@ static void record_result(Account *a, const Msg *msg, bool ok, bool not_synced)
 		c->ok = ok;
 		c->not_synced = not_synced;
 		free(c->error);
-		c->error = ok ? NULL : dup_or_null(msg->message);
-		c->added = msg->added;
-		c->updated = msg->updated;
-		c->deleted = msg->deleted;
-		c->uploaded = msg->uploaded;
-		c->removed = msg->removed;
-		c->conflicts = msg->conflicts;
-		c->skipped = msg->skipped;
+		c->error = ok ? NULL : dup_or_null(ev->message);
+		c->added = ev->added;
+		c->updated = ev->updated;
+		c->deleted = ev->deleted;
+		c->uploaded = ev->uploaded;
+		c->removed = ev->removed;
+		c->conflicts = ev->conflicts;
+		c->skipped = ev->skipped;
 		c->time = now;
 		if (ok)
 			c->synced = now;
 	}
 }
 
-static void handle_event(Manager *m, Msg *msg)
+static void handle_event(Manager *m, Account *a, const ks_sync_event *ev)
 {
-	Account *a = msg->job->account;
-
-	switch (msg->ev) {
+	switch (ev->type) {
 	case KS_SYNC_PROGRESS:
-		for (size_t i = 0; i < a->n_running; i++)
-			bus_emit_progress(m, a->running_runs[i], a->cfg.name, msg->collection,
-					  msg->done, msg->total);
 		break;
 	case KS_SYNC_COLLECTION_DONE:
-		a->alert_reached = true;
-		record_result(a, msg, true, false);
-		if (msg->added || msg->updated || msg->deleted || msg->uploaded || msg->removed)
+		record_result(a, ev, true, false);
+		if (ev->added || ev->updated || ev->deleted || ev->uploaded || ev->removed)
 			log_at(KS_LOG_INFO, "%s/%s: %u added, %u updated, %u deleted; sent %u, "
-			       "deleted %u on the server", a->cfg.name, msg->collection, msg->added,
-			       msg->updated, msg->deleted, msg->uploaded, msg->removed);
+			       "deleted %u on the server", a->cfg.name, ev->collection, ev->added,
+			       ev->updated, ev->deleted, ev->uploaded, ev->removed);
 		break;
 	case KS_SYNC_COLLECTION_FAILED:
-		a->alert_reached = true;
-		if (msg->error == -EDQUOT)
-			alert_note(a, ALERT_MASS_DELETION, msg->collection, msg->message);
-		record_result(a, msg, false, false);
-		log_at(KS_LOG_ERR, "%s/%s: %s", a->cfg.name, msg->collection, msg->message);
+		record_result(a, ev, false, false);
+		log_at(KS_LOG_ERR, "%s/%s: %s", a->cfg.name, ev->collection, ev->message);
 		break;
 	case KS_SYNC_COLLECTION_SKIPPED:
-		a->alert_reached = true;
-		record_result(a, msg, false, true);
-		log_at(KS_LOG_INFO, "%s/%s: %s", a->cfg.name, msg->collection, msg->message);
+		record_result(a, ev, false, true);
+		log_at(KS_LOG_INFO, "%s/%s: %s", a->cfg.name, ev->collection, ev->message);
 		break;
 	case KS_SYNC_ACCOUNT_FAILED:
-		a->alert_reached = true;
 		/* lib/sync.c words a failure to get the password so. */
-		if (msg->message && strncmp(msg->message, "cannot get the password", 23) == 0)
+		if (ev->message && strncmp(ev->message, "cannot get the password", 23) == 0)
 			a->password_failed = true;
-		(void) strv_add(&a->errors, &a->n_errors, msg->message);
-		log_at(KS_LOG_ERR, "%s: %s", a->cfg.name, msg->message);
+		(void) strv_add(&a->errors, &a->n_errors, ev->message);
+		log_at(KS_LOG_ERR, "%s: %s", a->cfg.name, ev->message);
 		break;
 	case KS_SYNC_CREDENTIALS_REFUSED:
-		a->alert_reached = true;
-		alert_note(a, ALERT_CREDENTIALS, NULL, msg->message);
 		free(a->refused_in_run);
-		a->refused_in_run = TAKE_PTR(msg->credentials);
-		if (msg->message) {
-			(void) strv_add(&a->errors, &a->n_errors, msg->message);
-			log_at(KS_LOG_ERR, "%s: %s", a->cfg.name, msg->message);
+		a->refused_in_run = dup_or_null(ev->credentials);
+		if (ev->message) {
+			(void) strv_add(&a->errors, &a->n_errors, ev->message);
+			log_at(KS_LOG_ERR, "%s: %s", a->cfg.name, ev->message);
 		}
 		break;
 	case KS_SYNC_ITEM_SKIPPED:
-		if (msg->error == -EPERM)
-			alert_note(a, ALERT_REFUSED, msg->collection, msg->message);
-		(void) strv_add(&a->notices, &a->n_notices, msg->message);
-		log_at(KS_LOG_WARNING, "%s/%s: %s", a->cfg.name, msg->collection, msg->message);
+		(void) strv_add(&a->notices, &a->n_notices, ev->message);
+		log_at(KS_LOG_WARNING, "%s/%s: %s", a->cfg.name, ev->collection, ev->message);
 		break;
 	case KS_SYNC_CONFLICT:
 	case KS_SYNC_NOTICE:
-		if (msg->ev == KS_SYNC_CONFLICT)
-			alert_note(a, ALERT_CONFLICT, msg->collection, msg->message);
-		if (msg->retry_after > a->server_wait)
-			a->server_wait = msg->retry_after;
-		(void) strv_add(&a->notices, &a->n_notices, msg->message);
-		log_at(KS_LOG_NOTICE, "%s/%s: %s", a->cfg.name, msg->collection, msg->message);
+		if (ev->retry_after > a->server_wait)
+			a->server_wait = ev->retry_after;
+		(void) strv_add(&a->notices, &a->n_notices, ev->message);
+		log_at(KS_LOG_NOTICE, "%s/%s: %s", a->cfg.name, ev->collection, ev->message);
 		break;
 	}
+	TELL(m, run_event, a, ev);
 }
 
 static int on_queue(sd_event_source *s, int fd, uint32_t revents, void *userdata)
@@ -663,9 +672,12 @@ static int on_queue(sd_event_source *s, int fd, uint32_t revents, void *userdata
 		if (!msg)
 			break;
 		switch (msg->type) {
-		case MSG_EVENT:
-			handle_event(m, msg);
+		case MSG_EVENT: {
+			Account *a = msg->job->account;
+			msg->ev.account = a->cfg.name;
+			handle_event(m, a, &msg->ev);
 			break;
+		}
 		case MSG_RUN_DONE:
 			run_done(m, msg->job, msg->result);
 			break;
@@ -759,7 +771,6 @@ static int account_start(Account *a)
 	a->notices = NULL;
 	a->n_notices = 0;
 	results_free(&a->run_results, &a->n_run_results);
-	alert_run_reset(a);
 	a->password_failed = false;
 	a->job = j;
 	r = start_thread(j);
@@ -773,8 +784,7 @@ static int account_start(Account *a)
 		free(j);
 		return r;
 	}
-	for (size_t i = 0; i < a->n_running; i++)
-		bus_emit_started(m, a->running_runs[i], a->cfg.name);
+	TELL(m, run_started, a);
 	(void) sd_notifyf(false, "STATUS=syncing %s", a->cfg.name);
 	return 0;
 }
@@ -1350,6 +1360,7 @@ Manager *manager_free(Manager *m)
 		free(m->watches[i].account);
 	free(m->watches);
 	free(m->runs);
+	free(m->listeners);
 	sd_event_source_disable_unref(m->efd_source);
 	sd_event_source_disable_unref(m->config_debounce);
 	free(m->config_errors);

@@ -9,32 +9,14 @@
 
 #include "ksync.h"
 
+/* The manager: accounts, their timers and file notifications, and sync runs in worker
+ * threads. It calls nothing else of daemon/ but the log: what the outside must hear of a run
+ * (bus.c's signals and answers, notify.c's alerts) it tells the listeners those files add
+ * with manager_add_listener(). */
+
 typedef struct Manager Manager;
 typedef struct Account Account;
 typedef struct Job Job;
-
-/* The causes of a desktop notification and of the Alert signal (daemon/notify.c). */
-typedef enum AlertKind {
-	ALERT_CONFLICT,		/* a conflict kept a copy */
-	ALERT_CREDENTIALS,	/* the server refused the credentials */
-	ALERT_MASS_DELETION,	/* the mass-deletion guard stopped a collection */
-	ALERT_REFUSED,		/* the server refuses an item */
-	_ALERT_MAX,
-} AlertKind;
-
-/* What has been said of one cause: its instances (one a line, sorted), and the
- * notification that said it last, for the next one to replace. */
-typedef struct AlertState {
-	char *keys;
-	uint32_t notification_id;
-	sd_bus_slot *slot;	/* the Notify call under way */
-} AlertState;
-
-/* The instances of one cause a run met. */
-typedef struct AlertRun {
-	char **keys, **messages, **collections;
-	size_t n;
-} AlertRun;
 
 /* What one collection did in a run of its account. */
 typedef struct CollectionResult {
@@ -86,11 +68,29 @@ struct Account {
 	 * until they change or the user asks for a sync; timer runs only check locally. */
 	char *refused_credentials;
 	char *refused_in_run;	/* set by the run under way */
-	AlertState alert[_ALERT_MAX];
-	AlertRun alert_run[_ALERT_MAX];
-	bool alert_reached;	/* the run under way reached a collection or failed as a whole */
 	bool password_failed;	/* the run under way could not get the password */
 };
+
+/* What the manager tells of its runs. Any callback may be NULL; all are called on the main
+ * loop, for each event in the order the listeners were added. */
+typedef struct ManagerListener {
+	/* a's run started; a->running_runs are the run ids it reports to. */
+	void (*run_started)(Manager *m, Account *a, void *userdata);
+	/* An event of a's run under way (ev->account is a's name), once the manager has
+	 * recorded what it keeps of it. */
+	void (*run_event)(Manager *m, Account *a, const ks_sync_event *ev, void *userdata);
+	/* a's run ended and its outcome is recorded (last_error and the results).
+	 * whole_account: the run was to look at every collection of the account. */
+	void (*run_ended)(Manager *m, Account *a, bool whole_account, void *userdata);
+	/* After run_ended, for each run id the run reported to: its outcome, and the JSON of
+	 * SyncFinished (lib/util/ipc.h). */
+	void (*run_reported)(Manager *m, Account *a, uint32_t run_id, bool ok, const char *json,
+			     void *userdata);
+	/* Every account run id covered has ended (ok: all of them went well). */
+	void (*run_complete)(Manager *m, uint32_t run_id, bool ok, void *userdata);
+	/* a is about to be freed (gone from the config, or the manager ends). */
+	void (*account_freed)(Manager *m, Account *a, void *userdata);
+} ManagerListener;
 
 struct Manager {
 	sd_event *event;
@@ -131,12 +131,17 @@ struct Manager {
 	size_t n_runs;
 	unsigned running_jobs;
 	bool stopping;
+	struct Listener *listeners;
+	size_t n_listeners;
 };
 
 /* -EINVAL when the config file has errors and no account is left to run (the caller exits
  * with EX_CONFIG); the errors are logged. */
 int manager_new(const char *config_path, Manager **ret);
 Manager *manager_free(Manager *m);
+/* Adds a listener: ops (borrowed, usually static) is called with userdata until the manager
+ * is freed. */
+int manager_add_listener(Manager *m, const ManagerListener *ops, void *userdata);
 /* Attaches to the event loop: signals, timers, file notifications. */
 int manager_start(Manager *m, sd_event *e);
 /* Parses the config file again; on any error the old one stays. Returns 0 or -errno, with
@@ -175,29 +180,3 @@ bool manager_busy(Manager *m);
 /* The network is back (NetworkManager says so): accounts waiting in backoff after a
  * network failure run now. */
 void manager_network_up(Manager *m);
-
-/* bus.c */
-int bus_setup(Manager *m);
-/* Watches NetworkManager's state on the system bus, when both are there (never fatal). */
-void bus_watch_network(Manager *m);
-void bus_emit_started(Manager *m, uint32_t run_id, const char *account);
-void bus_emit_progress(Manager *m, uint32_t run_id, const char *account, const char *collection,
-		       unsigned done, unsigned total);
-void bus_emit_finished(Manager *m, uint32_t run_id, const char *account, bool ok,
-		       const char *json);
-/* Called when a run id has ended for every account it covered. */
-void bus_run_complete(Manager *m, uint32_t run_id, bool ok);
-
-void bus_emit_alert(Manager *m, const char *account, const char *kind, const char *collection,
-		    const char *summary, const char *body);
-void bus_emit_alert_cleared(Manager *m, const char *account, const char *kind);
-
-/* notify.c */
-const char *alert_kind_name(AlertKind k);
-/* Notes that the run under way met an instance of a cause. */
-void alert_note(Account *a, AlertKind kind, const char *collection, const char *message);
-/* At the end of a run: says what is new (Alert signal, desktop notification), forgets what
- * a run over the whole account no longer met. */
-void alert_run_done(Manager *m, Account *a, bool whole_account);
-void alert_run_reset(Account *a);
-void alert_state_free(Account *a);

@@ -5,16 +5,54 @@
 #include <string.h>
 #include <systemd/sd-bus.h>
 
+#include "bus.h"
 #include "log.h"
 #include "manager.h"
-#include "util/ipc.h"
+#include "notify.h"
 #include "util/macro.h"
 
 /* Problems the user should hear of without asking: a conflict that kept a copy, credentials
  * the server refused, a collection the mass-deletion guard stopped, an item the server
  * refuses. Each cause is said once per account until it changes (or goes away and comes
  * back): as the Alert signal on ksyncd's own interface, and as a desktop notification
- * (org.freedesktop.Notifications) unless [general] notifications is off. */
+ * (org.freedesktop.Notifications) unless [general] notifications is off. What the runs meet
+ * comes from the manager, as one of its listeners. */
+
+/* The causes of a desktop notification and of the Alert signal. */
+typedef enum AlertKind {
+	ALERT_CONFLICT,		/* a conflict kept a copy */
+	ALERT_CREDENTIALS,	/* the server refused the credentials */
+	ALERT_MASS_DELETION,	/* the mass-deletion guard stopped a collection */
+	ALERT_REFUSED,		/* the server refuses an item */
+	_ALERT_MAX,
+} AlertKind;
+
+/* What has been said of one cause: its instances (one a line, sorted), and the
+ * notification that said it last, for the next one to replace. */
+typedef struct AlertState {
+	char *keys;
+	uint32_t notification_id;
+	sd_bus_slot *slot;	/* the Notify call under way */
+} AlertState;
+
+/* The instances of one cause a run met. */
+typedef struct AlertRun {
+	char **keys, **messages, **collections;
+	size_t n;
+} AlertRun;
+
+/* One account's alerts. Allocated one by one: the Notify calls under way point into them. */
+typedef struct Alerts {
+	Account *account;
+	AlertState alert[_ALERT_MAX];
+	AlertRun run[_ALERT_MAX];
+	bool reached;		/* the run under way reached a collection or failed as a whole */
+} Alerts;
+
+struct Notifier {
+	Alerts **accounts;
+	size_t n_accounts;
+};
 
 static const char *const alert_names[_ALERT_MAX] = {
 	[ALERT_CONFLICT] = "conflict",
@@ -23,15 +61,10 @@ static const char *const alert_names[_ALERT_MAX] = {
 	[ALERT_REFUSED] = "refused",
 };
 
-const char *alert_kind_name(AlertKind k)
-{
-	return k < _ALERT_MAX ? alert_names[k] : NULL;
-}
-
-void alert_run_reset(Account *a)
+static void alert_run_reset(Alerts *al)
 {
 	for (size_t k = 0; k < _ALERT_MAX; k++) {
-		AlertRun *ar = &a->alert_run[k];
+		AlertRun *ar = &al->run[k];
 		for (size_t i = 0; i < ar->n; i++) {
 			free(ar->keys[i]);
 			free(ar->messages[i]);
@@ -42,17 +75,41 @@ void alert_run_reset(Account *a)
 		free(ar->collections);
 		*ar = (AlertRun) {};
 	}
-	a->alert_reached = false;
+	al->reached = false;
 }
 
-void alert_state_free(Account *a)
+static Alerts *alerts_free(Alerts *al)
 {
-	alert_run_reset(a);
+	if (!al)
+		return NULL;
+	alert_run_reset(al);
 	for (size_t k = 0; k < _ALERT_MAX; k++) {
-		free(a->alert[k].keys);
-		a->alert[k].slot = sd_bus_slot_unref(a->alert[k].slot);
-		a->alert[k] = (AlertState) {};
+		free(al->alert[k].keys);
+		/* Cancels the reply's callback, which would write into al. */
+		sd_bus_slot_unref(al->alert[k].slot);
 	}
+	free(al);
+	return NULL;
+}
+
+/* The alerts of account a; with create, new ones when it has none yet. NULL otherwise. */
+static Alerts *alerts_of(Notifier *n, Account *a, bool create)
+{
+	for (size_t i = 0; i < n->n_accounts; i++)
+		if (n->accounts[i]->account == a)
+			return n->accounts[i];
+	if (!create)
+		return NULL;
+	Alerts **na = realloc(n->accounts, (n->n_accounts + 1) * sizeof(*na));
+	if (!na)
+		return NULL;
+	n->accounts = na;
+	Alerts *al = calloc(1, sizeof(*al));
+	if (!al)
+		return NULL;
+	al->account = a;
+	n->accounts[n->n_accounts++] = al;
+	return al;
 }
 
 /* What identifies one instance of a cause, so that the same thing said again in the next
@@ -82,9 +139,10 @@ static char *alert_key(AlertKind kind, const char *collection, const char *messa
 	return key;
 }
 
-void alert_note(Account *a, AlertKind kind, const char *collection, const char *message)
+/* Notes that the run under way met an instance of a cause. */
+static void alert_note(Alerts *al, AlertKind kind, const char *collection, const char *message)
 {
-	AlertRun *ar = &a->alert_run[kind];
+	AlertRun *ar = &al->run[kind];
 	char *key = alert_key(kind, collection, message);
 
 	if (!key)
@@ -165,7 +223,7 @@ static void notify_desktop(Manager *m, AlertState *st, const char *summary, cons
 
 /* Tells of the instances of a cause that are new: the first one's message, and how many
  * more there are. */
-static void say(Manager *m, Account *a, AlertKind kind, const AlertRun *ar, const char *known)
+static void say(Manager *m, Alerts *al, AlertKind kind, const char *known)
 {
 	static const char *const what[_ALERT_MAX] = {
 		[ALERT_CONFLICT] = "conflict",
@@ -179,6 +237,8 @@ static void say(Manager *m, Account *a, AlertKind kind, const AlertRun *ar, cons
 		[ALERT_MASS_DELETION] = "'ksyncctl status' says how to go on.",
 		[ALERT_REFUSED] = "'ksyncctl status' lists what is not sent, and why.",
 	};
+	const Account *a = al->account;
+	const AlertRun *ar = &al->run[kind];
 	_cleanup_free_ char *summary = NULL, *body = NULL;
 	size_t first = ar->n, fresh = 0;
 
@@ -201,7 +261,7 @@ static void say(Manager *m, Account *a, AlertKind kind, const AlertRun *ar, cons
 		return;
 	log_at(KS_LOG_NOTICE, "%s: %s", summary, msg);
 	bus_emit_alert(m, a->cfg.name, alert_names[kind], coll ? coll : "", summary, body);
-	notify_desktop(m, &a->alert[kind], summary, body,
+	notify_desktop(m, &al->alert[kind], summary, body,
 		       kind == ALERT_CREDENTIALS || kind == ALERT_MASS_DELETION);
 }
 
@@ -260,17 +320,67 @@ static char *merged_keys(const AlertRun *ar, const char *known, bool keep_known)
 	return out;
 }
 
-void alert_run_done(Manager *m, Account *a, bool whole_account)
+/* ---- the runs, as the manager tells them ----------------------------------------------- */
+
+static void on_run_started(Manager *m, Account *a, void *userdata)
 {
+	Alerts *al = alerts_of(userdata, a, false);
+
+	if (al)
+		alert_run_reset(al);
+}
+
+static void on_run_event(Manager *m, Account *a, const ks_sync_event *ev, void *userdata)
+{
+	Alerts *al = alerts_of(userdata, a, true);
+
+	if (!al)
+		return;
+	switch (ev->type) {
+	case KS_SYNC_COLLECTION_DONE:
+	case KS_SYNC_COLLECTION_SKIPPED:
+	case KS_SYNC_ACCOUNT_FAILED:
+		al->reached = true;
+		break;
+	case KS_SYNC_COLLECTION_FAILED:
+		al->reached = true;
+		if (ev->error == -EDQUOT)
+			alert_note(al, ALERT_MASS_DELETION, ev->collection, ev->message);
+		break;
+	case KS_SYNC_CREDENTIALS_REFUSED:
+		al->reached = true;
+		alert_note(al, ALERT_CREDENTIALS, NULL, ev->message);
+		break;
+	case KS_SYNC_ITEM_SKIPPED:
+		if (ev->error == -EPERM)
+			alert_note(al, ALERT_REFUSED, ev->collection, ev->message);
+		break;
+	case KS_SYNC_CONFLICT:
+		alert_note(al, ALERT_CONFLICT, ev->collection, ev->message);
+		break;
+	case KS_SYNC_PROGRESS:
+	case KS_SYNC_NOTICE:
+		break;
+	}
+}
+
+/* At the end of a run: says what is new (Alert signal, desktop notification), forgets what
+ * a run over the whole account no longer met. */
+static void on_run_ended(Manager *m, Account *a, bool whole_account, void *userdata)
+{
+	Alerts *al = alerts_of(userdata, a, true);
+
+	if (!al)
+		return;
 	/* A run that did not look at everything cannot tell that a cause went away: it adds
 	 * what it found to what was known. */
-	bool complete = whole_account && a->alert_reached;
+	bool complete = whole_account && al->reached;
 
 	for (size_t k = 0; k < _ALERT_MAX; k++) {
-		AlertRun *ar = &a->alert_run[k];
-		AlertState *st = &a->alert[k];
+		AlertRun *ar = &al->run[k];
+		AlertState *st = &al->alert[k];
 
-		say(m, a, (AlertKind) k, ar, st->keys);
+		say(m, al, (AlertKind) k, st->keys);
 		_cleanup_free_ char *keys = merged_keys(ar, st->keys, !complete);
 		if (!keys && st->keys && complete)
 			bus_emit_alert_cleared(m, a->cfg.name, alert_names[k]);
@@ -279,5 +389,51 @@ void alert_run_done(Manager *m, Account *a, bool whole_account)
 			st->keys = TAKE_PTR(keys);
 		}
 	}
-	alert_run_reset(a);
+	alert_run_reset(al);
+}
+
+static void on_account_freed(Manager *m, Account *a, void *userdata)
+{
+	Notifier *n = userdata;
+
+	for (size_t i = 0; i < n->n_accounts; i++)
+		if (n->accounts[i]->account == a) {
+			alerts_free(n->accounts[i]);
+			n->accounts[i] = n->accounts[--n->n_accounts];
+			return;
+		}
+}
+
+static const ManagerListener listener = {
+	.run_started = on_run_started,
+	.run_event = on_run_event,
+	.run_ended = on_run_ended,
+	.account_freed = on_account_freed,
+};
+
+int notify_new(Manager *m, Notifier **ret)
+{
+	Notifier *n = calloc(1, sizeof(*n));
+	int r;
+
+	if (!n)
+		return -ENOMEM;
+	r = manager_add_listener(m, &listener, n);
+	if (r < 0) {
+		free(n);
+		return r;
+	}
+	*ret = n;
+	return 0;
+}
+
+Notifier *notify_free(Notifier *n)
+{
+	if (!n)
+		return NULL;
+	for (size_t i = 0; i < n->n_accounts; i++)
+		alerts_free(n->accounts[i]);
+	free(n->accounts);
+	free(n);
+	return NULL;
 }
