@@ -187,8 +187,14 @@ endif
 # "util/NAME.h"); besides those they include their own headers, next to them. Every other
 # header of lib/ is private to it.
 FRONT_SRCS = $(wildcard daemon/*.[ch] cli/*.[ch])
+# Nor do the files of daemon/ (or of cli/) call each other in a circle: the edges "a b" (a.o
+# uses a function or variable b.o defines) must have a topological order.
+FILE_EDGES = { f = $$1; sub(/:.*/, "", f); sub(/.*\//, "", f); sub(/\.o$$/, "", f); \
+	if ($$2 == "U") use[f " " $$3] = 1; else if ($$2 ~ /^[TDBRC]$$/) def[$$3] = f } \
+	END { for (k in use) { split(k, u, " "); \
+		if ((u[2] in def) && def[u[2]] != u[1]) print u[1], def[u[2]] } }
 
-lint:
+lint: $(DAEMON_OBJS) $(CLI_OBJS)
 	@if command -v mandoc >/dev/null && [ -n "$(MANPAGES)" ]; then \
 		mandoc -Tlint -W warning $(MANPAGES) || exit 1; fi
 	@if grep -nE '\<(sprintf|strcpy|strcat|atoi|system|gets)[[:space:]]*\(' lib/*.c; then \
@@ -210,6 +216,11 @@ lint:
 	if [ -n "$$bad" ]; then echo "$$bad"; \
 		echo "lint: daemon/ and cli/ may include only lib/ksync.h, lib/util/*.h (as" \
 			"\"util/NAME.h\") and their own headers"; exit 1; fi
+	@for d in daemon cli; do \
+		if ! nm -A $(B)/$$d/*.o | awk '$(FILE_EDGES)' | tsort >/dev/null; then \
+			echo "lint: the files of $$d/ call each other in a circle (above)"; \
+			exit 1; fi; \
+	done
 	@echo "lint: ok"
 
 demo: deps
