@@ -74,8 +74,9 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 	 * not hold the account's lock (and every other run of it) while it waits. */
 	r = ks_secret_get(a, o->cancel, &password, &why);
 	if (r < 0 && r != -ENOKEY) {
-		ks_run_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "cannot get the password: %s",
-			    why ? why : strerror(-r));
+		ks_run_report(&R, &(ks_sync_event) { .type = KS_SYNC_ACCOUNT_FAILED, .error = r,
+						     .no_password = true },
+			      "cannot get the password: %s", why ? why : strerror(-r));
 		free(why);
 		return r;
 	}

@@ -173,6 +173,10 @@ void ks_run_emit(run *R, const ks_sync_event *ev);
  * cannot forge a log line). -EUCLEAN marks the run's cache as damaged. */
 void ks_run_fail(run *R, ks_sync_event_type t, const char *coll, int err, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
+/* ks_run_fail() for an event with more than a type, collection and error set: ev as given
+ * (account: the run's), with the message made from fmt. */
+void ks_run_report(run *R, const ks_sync_event *ev, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 /* Whether the run was asked to stop (SIGTERM). */
 bool ks_run_cancelled(const run *R);
 /* Appends a copy of s to the array *v of *n strings (capacity *cap), at most

@@ -198,6 +198,12 @@ typedef struct ks_sync_event {
 				 * (Retry-After of a 429 or 503) before the next run */
 	const char *credentials;	/* KS_SYNC_CREDENTIALS_REFUSED: a fingerprint (hex) of
 					 * the URL, user name and password; not the password */
+	/* KS_SYNC_ITEM_SKIPPED of a local file: its name in the collection's directory, as it
+	 * is (message quotes it escaped); NULL for items known only by their href. */
+	const char *file;
+	/* KS_SYNC_ACCOUNT_FAILED: the password could not be had (password_command,
+	 * password_file, the Secret Service), so nothing was asked of the server. */
+	bool no_password;
 } ks_sync_event;
 
 typedef void (*ks_sync_event_fn)(const ks_sync_event *ev, void *userdata);

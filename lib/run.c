@@ -43,25 +43,41 @@ static void escape_controls(const char *in, char *out, size_t n)
 	out[k] = 0;
 }
 
-void ks_run_fail(run *R, ks_sync_event_type t, const char *coll, int err, const char *fmt, ...)
+static void __attribute__((format(printf, 3, 0)))
+run_reportv(run *R, const ks_sync_event *base, const char *fmt, va_list ap)
 {
 	char raw[1024], msg[4096];
-	va_list ap;
 
-	va_start(ap, fmt);
 	vsnprintf(raw, sizeof(raw), fmt, ap);
-	va_end(ap);
 	escape_controls(raw, msg, sizeof(msg));
-	if (err == -EUCLEAN) {
+	if (base->error == -EUCLEAN) {
 		R->damaged = true;
 		if (R->first_pass)
 			return;
 	}
-	ks_sync_event ev = {
-		.type = t, .account = R->acc->name, .collection = coll, .error = err,
-		.message = msg,
-	};
+	ks_sync_event ev = *base;
+	ev.account = R->acc->name;
+	ev.message = msg;
 	ks_run_emit(R, &ev);
+}
+
+void ks_run_report(run *R, const ks_sync_event *ev, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	run_reportv(R, ev, fmt, ap);
+	va_end(ap);
+}
+
+void ks_run_fail(run *R, ks_sync_event_type t, const char *coll, int err, const char *fmt, ...)
+{
+	ks_sync_event ev = { .type = t, .collection = coll, .error = err };
+	va_list ap;
+
+	va_start(ap, fmt);
+	run_reportv(R, &ev, fmt, ap);
+	va_end(ap);
 }
 
 int ks_strv_push(char ***v, size_t *n, size_t *cap, const char *s)

@@ -528,6 +528,55 @@ static void test_fingerprint(void **state)
 	assert_string_not_equal(f1, f5);
 }
 
+/* The run's events tell a password that could not be had from other failures of the
+ * account by a field, not by their words. */
+typedef struct failures {
+	unsigned n;
+	bool no_password;
+	char message[256];
+} failures;
+
+static void on_account_event(const ks_sync_event *ev, void *userdata)
+{
+	failures *f = userdata;
+
+	if (ev->type != KS_SYNC_ACCOUNT_FAILED)
+		return;
+	f->n++;
+	f->no_password = ev->no_password;
+	snprintf(f->message, sizeof(f->message), "%s", ev->message);
+}
+
+static void test_run_without_password(void **state)
+{
+	static const struct {
+		char *command;
+		bool no_password;
+	} c[] = {
+		{ "echo no keyring >&2; exit 3", true },
+		/* The password is had; nothing listens on the port: a failure of another kind. */
+		{ "echo secret", false },
+	};
+	ks_engine *e = NULL;
+
+	assert_int_equal(ks_engine_new("data", &e), 0);
+	for (size_t i = 0; i < ELEMENTSOF(c); i++) {
+		ks_account_config a = {
+			.name = (char *) "acct", .url = (char *) "http://127.0.0.1:1/",
+			.username = (char *) "u", .password_command = c[i].command,
+			.allow_insecure_http = true, .timeout = 5,
+		};
+		failures f = {};
+		ks_sync_opts o = { .on_event = on_account_event, .userdata = &f };
+
+		assert_true(ks_sync_account(e, &a, &o) < 0);
+		if (f.n != 1 || f.no_password != c[i].no_password)
+			fail_msg("case %zu: %u failures, no_password %d: %s", i, f.n, f.no_password,
+				 f.message);
+	}
+	ks_engine_free(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -542,6 +591,7 @@ int main(void)
 		cmocka_unit_test(test_attrs),
 		cmocka_unit_test(test_no_secret_service),
 		cmocka_unit_test(test_fingerprint),
+		cmocka_unit_test(test_run_without_password),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
