@@ -145,8 +145,8 @@ int ks_conflict_merge(coll_run *c, push_item *p)
 		r = ks_conflict_read_back(c, p->href, name, m.data, m.len, &nst);
 	goto out;
 fail:
-	ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, r, "could not merge '%s': %s", name,
-		    errmsg[0] ? errmsg : strerror(-r));
+	ks_run_skip_file(c->R, c->L.label, name, r, "could not merge '%s': %s", name,
+			 errmsg[0] ? errmsg : strerror(-r));
 	c->failed_fetch++;
 	c->failed_push++;
 	if (ks_error_scope_of(r) != KS_SCOPE_ACCOUNT)
@@ -220,8 +220,8 @@ static int create_elsewhere(coll_run *c, push_item *p)
 						  &p->st);
 		return r;
 	}
-	ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, r, "could not upload '%s': %s",
-		    p->ch->filename, errmsg[0] ? errmsg : strerror(-r));
+	ks_run_skip_file(c->R, c->L.label, p->ch->filename, r, "could not upload '%s': %s",
+			 p->ch->filename, errmsg[0] ? errmsg : strerror(-r));
 	c->failed_fetch++;
 	c->failed_push++;
 	return ks_error_scope_of(r) == KS_SCOPE_ACCOUNT ? r : 0;

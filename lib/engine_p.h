@@ -177,6 +177,9 @@ void ks_run_fail(run *R, ks_sync_event_type t, const char *coll, int err, const 
  * (account: the run's), with the message made from fmt. */
 void ks_run_report(run *R, const ks_sync_event *ev, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* A KS_SYNC_ITEM_SKIPPED of the local file named file in collection coll, as ks_run_fail(). */
+void ks_run_skip_file(run *R, const char *coll, const char *file, int err, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
 /* Whether the run was asked to stop (SIGTERM). */
 bool ks_run_cancelled(const run *R);
 /* Appends a copy of s to the array *v of *n strings (capacity *cap), at most

@@ -269,15 +269,15 @@ static int refuse_item(coll_run *c, push_item *p, long status, const char *body,
 	c->refused++;
 	c->skipped++;
 	if (status)
-		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, -EPERM,
-			    "the server refused %s'%s': %s; the file is kept and sent again once "
-			    "it changes",
-			    p->op == KS_INTENT_DELETE ? "the deletion of " : "", p->ch->filename,
-			    reason);
+		ks_run_skip_file(c->R, c->L.label, p->ch->filename, -EPERM,
+				 "the server refused %s'%s': %s; the file is kept and sent again "
+				 "once it changes",
+				 p->op == KS_INTENT_DELETE ? "the deletion of " : "",
+				 p->ch->filename, reason);
 	else
-		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, -EPERM,
-			    "not sending '%s': %s; it is sent once the file changes",
-			    p->ch->filename, reason);
+		ks_run_skip_file(c->R, c->L.label, p->ch->filename, -EPERM,
+				 "not sending '%s': %s; it is sent once the file changes",
+				 p->ch->filename, reason);
 	return 0;
 }
 
@@ -311,8 +311,8 @@ static int on_push_done(ks_remote_write *w, void *userdata)
 	}
 	c->failed_fetch++;
 	c->failed_push++;
-	ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, r, "could not upload '%s': %s",
-		    p->ch->filename, req->errmsg[0] ? req->errmsg : strerror(-r));
+	ks_run_skip_file(c->R, c->L.label, p->ch->filename, r, "could not upload '%s': %s",
+			 p->ch->filename, req->errmsg[0] ? req->errmsg : strerror(-r));
 	/* A network or credentials failure stops the collection; a refused item does not. */
 	return ks_error_scope_of(r) == KS_SCOPE_ACCOUNT ? r : 0;
 }
@@ -496,9 +496,9 @@ static int prepare_push(coll_run *c, ks_local_change *ch, const push_item *prepa
 	}
 	if (r < 0) {
 		c->skipped++;
-		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, r,
-			    "not uploading '%s': %s; fix the file and it is sent on the next run",
-			    ch->filename, why ? why : strerror(-r));
+		ks_run_skip_file(c->R, c->L.label, ch->filename, r,
+				 "not uploading '%s': %s; fix the file and it is sent on the next "
+				 "run", ch->filename, why ? why : strerror(-r));
 		return 0;
 	}
 	ks_sha256_hex(p->body, p->len, p->hash);
@@ -615,14 +615,14 @@ static void report_ignored(coll_run *c, const ks_local_change *ch)
 						 : "a special file";
 
 	if (what)
-		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, ch->error,
-			    "ignoring '%s/%s': it is %s, not a regular file; it is not read, sent "
-			    "or deleted on the server", c->L.dir, ch->filename, what);
+		ks_run_skip_file(c->R, c->L.label, ch->filename, ch->error,
+				 "ignoring '%s/%s': it is %s, not a regular file; it is not read, "
+				 "sent or deleted on the server", c->L.dir, ch->filename, what);
 	else
-		ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, ch->error,
-			    "ignoring '%s/%s': %s; it is not sent or deleted on the server",
-			    c->L.dir,
-			    ch->filename, strerror(-ch->error));
+		ks_run_skip_file(c->R, c->L.label, ch->filename, ch->error,
+				 "ignoring '%s/%s': %s; it is not sent or deleted on the server",
+				 c->L.dir,
+				 ch->filename, strerror(-ch->error));
 }
 
 /* How long to wait before the second look: until SECOND_LOOK_MS have passed since the
@@ -733,11 +733,11 @@ static int still_refused(coll_run *c, const ks_local_change *ch)
 		return ks_cache_clear_refusal(c->R->e->cache, c->L.col->id, ch->filename);
 	c->refused++;
 	c->skipped++;
-	ks_run_fail(c->R, KS_SYNC_ITEM_SKIPPED, c->L.label, -EPERM, "not sending %s'%s': %s%s; %s",
-		    ch->kind == KS_LOCAL_DELETED ? "the deletion of " : "", ch->filename,
-		    rf->status ? "the server refused it: " : "", rf->reason,
-		    ch->kind == KS_LOCAL_DELETED ? "the item stays on the server, and `ksyncctl "
-		    "sync --force` brings its file back"
-					       : "it is sent once the file changes");
+	ks_run_skip_file(c->R, c->L.label, ch->filename, -EPERM, "not sending %s'%s': %s%s; %s",
+			 ch->kind == KS_LOCAL_DELETED ? "the deletion of " : "", ch->filename,
+			 rf->status ? "the server refused it: " : "", rf->reason,
+			 ch->kind == KS_LOCAL_DELETED ? "the item stays on the server, and "
+			 "`ksyncctl sync --force` brings its file back"
+						    : "it is sent once the file changes");
 	return 1;
 }

@@ -70,6 +70,18 @@ void ks_run_report(run *R, const ks_sync_event *ev, const char *fmt, ...)
 	va_end(ap);
 }
 
+void ks_run_skip_file(run *R, const char *coll, const char *file, int err, const char *fmt, ...)
+{
+	ks_sync_event ev = {
+		.type = KS_SYNC_ITEM_SKIPPED, .collection = coll, .error = err, .file = file,
+	};
+	va_list ap;
+
+	va_start(ap, fmt);
+	run_reportv(R, &ev, fmt, ap);
+	va_end(ap);
+}
+
 void ks_run_fail(run *R, ks_sync_event_type t, const char *coll, int err, const char *fmt, ...)
 {
 	ks_sync_event ev = { .type = t, .collection = coll, .error = err };
