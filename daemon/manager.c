@@ -41,11 +41,13 @@ typedef struct Msg {
 	MsgType type;
 	Job *job;
 	/* MSG_EVENT: the event, its strings pointing at the copies below (account: NULL, the
-	 * job's account is meant) */
+	 * job's account is meant). The worker's own strings are gone by the time the main
+	 * loop reads it: every string field of ks_sync_event needs its copy here. */
 	ks_sync_event ev;
 	char *collection;
 	char *message;
 	char *credentials;
+	char *file;
 	int result;
 } Msg;
 
@@ -208,12 +210,13 @@ static void on_sync_event(const ks_sync_event *ev, void *userdata)
 	*msg = (Msg) {
 		.type = MSG_EVENT, .job = j, .ev = *ev,
 		.collection = dup_or_null(ev->collection), .message = dup_or_null(ev->message),
-		.credentials = dup_or_null(ev->credentials),
+		.credentials = dup_or_null(ev->credentials), .file = dup_or_null(ev->file),
 	};
 	msg->ev.account = NULL;
 	msg->ev.collection = msg->collection;
 	msg->ev.message = msg->message;
 	msg->ev.credentials = msg->credentials;
+	msg->ev.file = msg->file;
 	post(j->m, msg);
 }
 
@@ -625,8 +628,7 @@ static void handle_event(Manager *m, Account *a, const ks_sync_event *ev)
 		log_at(KS_LOG_INFO, "%s/%s: %s", a->cfg.name, ev->collection, ev->message);
 		break;
 	case KS_SYNC_ACCOUNT_FAILED:
-		/* lib/sync.c words a failure to get the password so. */
-		if (ev->message && strncmp(ev->message, "cannot get the password", 23) == 0)
+		if (ev->no_password)
 			a->password_failed = true;
 		(void) strv_add(&a->errors, &a->n_errors, ev->message);
 		log_at(KS_LOG_ERR, "%s: %s", a->cfg.name, ev->message);
@@ -695,6 +697,7 @@ static int on_queue(sd_event_source *s, int fd, uint32_t revents, void *userdata
 		free(msg->collection);
 		free(msg->message);
 		free(msg->credentials);
+		free(msg->file);
 		free(msg);
 	}
 	if (m->stopping && m->running_jobs == 0)
@@ -1374,6 +1377,7 @@ Manager *manager_free(Manager *m)
 		free(msg->collection);
 		free(msg->message);
 		free(msg->credentials);
+		free(msg->file);
 		free(msg);
 		msg = next;
 	}

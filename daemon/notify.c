@@ -113,37 +113,41 @@ static Alerts *alerts_of(Notifier *n, Account *a, bool create)
 }
 
 /* What identifies one instance of a cause, so that the same thing said again in the next
- * run is not news: the collection, and for a refusal the file the message quotes; every
- * conflict is news. No newline: the instances are kept as lines. */
-static char *alert_key(AlertKind kind, const char *collection, const char *message)
+ * run is not news: the collection, and for a refusal the file the event names; every
+ * conflict is news. The instances are kept as lines: a backslash and a newline (which a file
+ * name may hold) are written as \\ and \n. */
+static char *alert_key(AlertKind kind, const ks_sync_event *ev)
 {
-	char *key = NULL;
-	int r = -1;
+	const char *coll = ev->collection;
+	_cleanup_free_ char *raw = NULL;
+	int r;
 
-	if (kind == ALERT_REFUSED && message) {
-		const char *q = strchr(message, '\'');
-		const char *end = q ? strstr(q + 1, "': ") : NULL;
-		if (end)
-			r = asprintf(&key, "%s/%.*s", collection ? collection : "",
-				     (int) (end - q - 1), q + 1);
-	}
-	if (r < 0 && kind == ALERT_CONFLICT)
-		r = asprintf(&key, "%s", message && *message ? message : "(conflict)");
-	if (r < 0)
-		r = asprintf(&key, "%s", collection && *collection ? collection : "(account)");
+	if (kind == ALERT_REFUSED && ev->file)
+		r = asprintf(&raw, "%s/%s", coll ? coll : "", ev->file);
+	else if (kind == ALERT_CONFLICT)
+		r = asprintf(&raw, "%s", ev->message && *ev->message ? ev->message : "(conflict)");
+	else
+		r = asprintf(&raw, "%s", coll && *coll ? coll : "(account)");
 	if (r < 0)
 		return NULL;
-	for (char *p = key; *p; p++)
-		if (*p == '\n')
-			*p = ' ';
+	char *key = malloc(2 * strlen(raw) + 1), *k = key;
+	if (!key)
+		return NULL;
+	for (const char *p = raw; *p; p++) {
+		if (*p == '\\' || *p == '\n')
+			*k++ = '\\';
+		*k++ = *p == '\n' ? 'n' : *p;
+	}
+	*k = 0;
 	return key;
 }
 
 /* Notes that the run under way met an instance of a cause. */
-static void alert_note(Alerts *al, AlertKind kind, const char *collection, const char *message)
+static void alert_note(Alerts *al, AlertKind kind, const ks_sync_event *ev)
 {
+	const char *collection = ev->collection, *message = ev->message;
 	AlertRun *ar = &al->run[kind];
-	char *key = alert_key(kind, collection, message);
+	char *key = alert_key(kind, ev);
 
 	if (!key)
 		return;
@@ -345,18 +349,18 @@ static void on_run_event(Manager *m, Account *a, const ks_sync_event *ev, void *
 	case KS_SYNC_COLLECTION_FAILED:
 		al->reached = true;
 		if (ev->error == -EDQUOT)
-			alert_note(al, ALERT_MASS_DELETION, ev->collection, ev->message);
+			alert_note(al, ALERT_MASS_DELETION, ev);
 		break;
 	case KS_SYNC_CREDENTIALS_REFUSED:
 		al->reached = true;
-		alert_note(al, ALERT_CREDENTIALS, NULL, ev->message);
+		alert_note(al, ALERT_CREDENTIALS, ev);
 		break;
 	case KS_SYNC_ITEM_SKIPPED:
 		if (ev->error == -EPERM)
-			alert_note(al, ALERT_REFUSED, ev->collection, ev->message);
+			alert_note(al, ALERT_REFUSED, ev);
 		break;
 	case KS_SYNC_CONFLICT:
-		alert_note(al, ALERT_CONFLICT, ev->collection, ev->message);
+		alert_note(al, ALERT_CONFLICT, ev);
 		break;
 	case KS_SYNC_PROGRESS:
 	case KS_SYNC_NOTICE:

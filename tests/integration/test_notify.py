@@ -112,6 +112,31 @@ def test_each_problem_is_told_once(radicale, ks, daemon, notes):
     assert kinds == ["conflict", "credentials", "mass-deletion", "refused"], notes.alerts()
 
 
+def both_ends(uid):
+    """An event the servers refuse: DTEND and DURATION together."""
+    return event(uid, "Both").replace(b"DTEND:20240610T100000Z\r\n",
+                                      b"DTEND:20240610T100000Z\r\nDURATION:PT1H\r\n")
+
+
+def test_a_refused_item_is_known_by_its_file(radicale, ks, daemon, notes):
+    """A refusal is told once per file, and the file is the one the run names, whatever the
+    message around its quoted name: two files whose names hold the message's own quote and
+    colon are two refusals, each news when it comes."""
+    start(radicale, ks, daemon, n_cards=1)
+    cal_dir = ks.collection_dir(ACCOUNT, "calendar", "work")
+    write_file(cal_dir / "x': one.ics", both_ends("x1"))
+    got = wait_until(lambda: of_kind(notes.calls(), "refused by the server"), 30,
+                     "the first refusal's notification")
+    assert "x': one.ics" in got[0]["body"], got
+    write_file(cal_dir / "x': two.ics", both_ends("x2"))
+    got = wait_until(lambda: len(of_kind(notes.calls(), "refused by the server")) == 2 and
+                     of_kind(notes.calls(), "refused by the server"), 30,
+                     "the second refusal's notification")
+    assert "x': two.ics" in got[1]["body"], got
+    daemon.ctl("sync", ACCOUNT)
+    assert len(of_kind(notes.calls(), "refused by the server")) == 2, notes.calls()
+
+
 def test_notifications_off_keeps_the_signal(server, ks, daemon, notes):
     ks.extra_config = "[general]\nnotifications = no\n"
     book, cal, keys = start(server, ks, daemon, n_cards=3)
