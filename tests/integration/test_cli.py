@@ -7,21 +7,10 @@ import os
 import re
 
 from ksynctest import checks, servers
-from ksynctest.daemon import wait_until
+from ksynctest.daemon import synced_ok, wait_until
 from ksynctest.faults import card, write_file
 
 ACCOUNT = "acct"
-
-
-def account_status(d):
-    r = d.ctl("status", "--json")
-    assert r.rc == 0, r.stdout + r.stderr
-    return [a for a in json.loads(r.stdout)["accounts"] if a["name"] == ACCOUNT][0]
-
-
-def synced_ok(d):
-    a = account_status(d)
-    return a["state"] == "idle" and a["last_result"] == "ok" and a
 
 
 def start(server, ks, daemon, n=3):

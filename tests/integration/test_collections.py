@@ -5,20 +5,9 @@ settings that work as pasted."""
 import json
 
 from ksynctest import gen
-from ksynctest.daemon import wait_until
+from ksynctest.daemon import account_status, synced_ok, wait_until
 
 ACCOUNT = "acct"
-
-
-def account_status(d):
-    r = d.ctl("status", "--json")
-    assert r.rc == 0, r.stdout + r.stderr
-    return [a for a in json.loads(r.stdout)["accounts"] if a["name"] == ACCOUNT][0]
-
-
-def synced_ok(d):
-    a = account_status(d)
-    return a["state"] == "idle" and a["last_result"] == "ok" and a
 
 
 def by_name(server):

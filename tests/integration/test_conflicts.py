@@ -4,21 +4,10 @@ engine like any edit (issue 14)."""
 import json
 import re
 
-from ksynctest.daemon import wait_until
+from ksynctest.daemon import synced_ok, wait_until
 from ksynctest.faults import card, server_uids, uid_of, write_file
 
 ACCOUNT = "acct"
-
-
-def account_status(d):
-    r = d.ctl("status", "--json")
-    assert r.rc == 0, r.stdout + r.stderr
-    return [a for a in json.loads(r.stdout)["accounts"] if a["name"] == ACCOUNT][0]
-
-
-def synced_ok(d):
-    a = account_status(d)
-    return a["state"] == "idle" and a["last_result"] == "ok" and a
 
 
 def conflicts(d):

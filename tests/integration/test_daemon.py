@@ -10,26 +10,9 @@ import time
 import pytest
 
 from ksynctest import checks, gen, servers
-from ksynctest.daemon import IPC_VERSION, wait_until
+from ksynctest.daemon import IPC_VERSION, account_status, status, synced_ok, wait_until
 
 ACCOUNT = "acct"
-
-
-def status(d):
-    r = d.ctl("status", "--json")
-    assert r.rc == 0, "ksyncctl status --json: rc %d\n%s%s" % (r.rc, r.stdout, r.stderr)
-    return json.loads(r.stdout)
-
-
-def account_status(d):
-    accts = [a for a in status(d)["accounts"] if a["name"] == ACCOUNT]
-    assert len(accts) == 1
-    return accts[0]
-
-
-def synced_ok(d):
-    a = account_status(d)
-    return a["state"] == "idle" and a["last_result"] == "ok" and a
 
 
 def seed(server, n=8):

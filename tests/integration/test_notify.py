@@ -2,11 +2,9 @@
 our own on the test's private bus) and ksyncd's Alert signal for a conflict, an item the server
 keeps refusing, a mass-deletion stop and refused credentials, once per account and cause."""
 
-import json
-
 import pytest
 
-from ksynctest.daemon import wait_until
+from ksynctest.daemon import account_status, synced_ok, wait_until
 from ksynctest.faults import card, event, write_file
 from ksynctest.notifications import Notifications
 
@@ -20,17 +18,6 @@ def notes(daemon, tmp_path):
         yield n
     finally:
         n.stop()
-
-
-def account_status(d):
-    r = d.ctl("status", "--json")
-    assert r.rc == 0, r.stdout + r.stderr
-    return [a for a in json.loads(r.stdout)["accounts"] if a["name"] == ACCOUNT][0]
-
-
-def synced_ok(d):
-    a = account_status(d)
-    return a["state"] == "idle" and a["last_result"] == "ok" and a
 
 
 def of_kind(entries, words):

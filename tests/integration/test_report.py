@@ -1,31 +1,13 @@
 """What ksyncd tells the user (issue 14): reports of what a run did and nothing else, last
 sync times across restarts, pending files with their reasons."""
 
-import json
 import os
 import re
 
 from ksynctest import gen
-from ksynctest.daemon import wait_until
+from ksynctest.daemon import account_status, synced_ok, wait_until
 
 ACCOUNT = "acct"
-
-
-def status(d):
-    r = d.ctl("status", "--json")
-    assert r.rc == 0, "ksyncctl status --json: rc %d\n%s%s" % (r.rc, r.stdout, r.stderr)
-    return json.loads(r.stdout)
-
-
-def account_status(d):
-    accts = [a for a in status(d)["accounts"] if a["name"] == ACCOUNT]
-    assert len(accts) == 1
-    return accts[0]
-
-
-def synced_ok(d):
-    a = account_status(d)
-    return a["state"] == "idle" and a["last_result"] == "ok" and a
 
 
 def collection(a, path):

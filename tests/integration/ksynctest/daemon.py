@@ -5,7 +5,7 @@
 reads, so that READY=1, STATUS= and STOPPING=1 are seen as systemd would see them. Every
 wait is bounded; stop() ends both, also after a failure."""
 
-import os
+import json
 import signal
 import socket
 import subprocess
@@ -186,3 +186,23 @@ def wait_until(pred, timeout, what):
             return v
         time.sleep(0.1)
     raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+
+
+def status(d):
+    """ksyncctl status --json, read."""
+    r = d.ctl("status", "--json")
+    assert r.rc == 0, "ksyncctl status --json: rc %d\n%s%s" % (r.rc, r.stdout, r.stderr)
+    return json.loads(r.stdout)
+
+
+def account_status(d, account="acct"):
+    """The status of one account, which must be there once."""
+    accts = [a for a in status(d)["accounts"] if a["name"] == account]
+    assert len(accts) == 1, status(d)
+    return accts[0]
+
+
+def synced_ok(d, account="acct"):
+    """The account's status once it is idle after a run that went well, else False."""
+    a = account_status(d, account)
+    return a["state"] == "idle" and a["last_result"] == "ok" and a
