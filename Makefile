@@ -177,7 +177,8 @@ TEST_JOBS ?= 3
 
 check-integration: all
 ifneq ($(INTEGRATION_TESTS),)
-	KSYNC_BUILD=$(CURDIR)/$(B) $(PYTHON) -m pytest -p no:cacheprovider -q -rfEs \
+	KSYNC_BUILD=$(CURDIR)/$(B) KSYNC_MAKEFLAGS="SANITIZE=$(SANITIZE)" \
+		$(PYTHON) -m pytest -p no:cacheprovider -q -rfEs \
 		-n $(TEST_JOBS) tests/integration
 else
 	@echo "integration: no tests yet"

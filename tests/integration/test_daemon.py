@@ -11,6 +11,7 @@ import pytest
 
 from ksynctest import checks, gen, servers
 from ksynctest.daemon import IPC_VERSION, account_status, status, synced_ok, wait_until
+from ksynctest.ksync import DEFAULT_BUILD
 
 ACCOUNT = "acct"
 
@@ -190,7 +191,7 @@ def test_account_add_reports_wrong_password_and_username(radicale, start_server,
 def test_unit_file_verifies(tmp_path):
     src = os.path.join(os.path.dirname(__file__), "..", "..", "systemd", "ksyncd.service.in")
     unit = tmp_path / "ksyncd.service"
-    build = os.environ.get("KSYNC_BUILD", "/work/main/build/plain")
+    build = os.environ.get("KSYNC_BUILD", DEFAULT_BUILD)
     unit.write_text(open(src).read().replace("@BINDIR@", os.path.abspath(build)))
     p = subprocess.run(["systemd-analyze", "--user", "--man=no", "verify", str(unit)],
                        capture_output=True, text=True, timeout=60,

@@ -13,6 +13,7 @@ import pytest
 from ksynctest import gen
 from ksynctest.daemon import IPC_VERSION, wait_until
 from ksynctest.keyring import Keyring
+from ksynctest.ksync import DEFAULT_BUILD
 
 ACCOUNT = "acct"
 
@@ -801,15 +802,18 @@ def test_make_install_paths(tmp_path):
     """PREFIX=~/.local puts the user unit where systemd looks for it, and /usr/local keeps
     lib/systemd/user."""
     src = os.path.join(os.path.dirname(__file__), "..", "..")
-    build = os.environ.get("KSYNC_BUILD", "/work/main/build/plain")
+    build = os.environ.get("KSYNC_BUILD", DEFAULT_BUILD)
     home = tmp_path / "home"
     home.mkdir()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_RUNTIME_DIR": str(tmp_path),
            "LANG": "C.UTF-8"}
     prefix = home / ".local"
     b = os.path.relpath(build, os.path.abspath(src))
-    p = subprocess.run(["make", "-s", "-C", src, "install", "PREFIX=%s" % prefix, "B=%s" % b],
-                       env=env, capture_output=True, text=True, timeout=300)
+    # The flags the build was made with (SANITIZE=1), so that install, which depends on
+    # all, finds it up to date rather than rebuilding it otherwise.
+    flags = os.environ.get("KSYNC_MAKEFLAGS", "").split()
+    p = subprocess.run(["make", "-s", "-C", src, "install", "PREFIX=%s" % prefix, "B=%s" % b]
+                       + flags, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     unit = prefix / "share" / "systemd" / "user" / "ksyncd.service"
     assert unit.is_file(), p.stdout
@@ -829,8 +833,8 @@ def test_make_install_paths(tmp_path):
 
     dest = tmp_path / "dest"
     p = subprocess.run(["make", "-s", "-C", src, "install", "PREFIX=/usr/local",
-                        "DESTDIR=%s" % dest, "B=%s" % b], env=env, capture_output=True,
-                       text=True, timeout=300)
+                        "DESTDIR=%s" % dest, "B=%s" % b] + flags, env=env,
+                       capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert (dest / "usr/local/lib/systemd/user/ksyncd.service").is_file()
 
@@ -855,7 +859,7 @@ def test_demo_runs_end_to_end():
     sending an event made with khal to the server within seconds."""
     demo = os.path.join(os.path.dirname(__file__), "..", "demo.py")
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": "UTC",
-           "KSYNC_BUILD": os.environ.get("KSYNC_BUILD", "/work/main/build/plain")}
+           "KSYNC_BUILD": os.environ.get("KSYNC_BUILD", DEFAULT_BUILD)}
     p = subprocess.run(["/usr/bin/python3", demo], env=env, capture_output=True, text=True,
                        timeout=300, stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]

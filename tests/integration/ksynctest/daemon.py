@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 
-from .ksync import Result
+from .ksync import Result, check_no_sanitizer_report
 
 READY_TIMEOUT = 20
 # KS_IPC_VERSION of lib/util/ipc.h, which every method takes first.
@@ -132,8 +132,10 @@ class Daemon:
         p = subprocess.run([str(ctl)] + [str(a) for a in args], env=env or self.env(),
                            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
                            cwd=self.ks.home)
-        return Result(p.returncode, p.stdout.decode("utf-8", "replace"),
-                      p.stderr.decode("utf-8", "replace"))
+        r = Result(p.returncode, p.stdout.decode("utf-8", "replace"),
+                   p.stderr.decode("utf-8", "replace"))
+        check_no_sanitizer_report("ksyncctl " + " ".join(map(str, args)), r.stderr)
+        return r
 
     def busctl(self, method, signature, *args, timeout=30):
         argv = ["busctl", "--user", "--timeout=%d" % timeout, "--json=short", "call",
@@ -176,6 +178,7 @@ class Daemon:
         self._reading = False
         self._reader.join(timeout=5)
         self.sock.close()
+        check_no_sanitizer_report("ksyncd's log", self.log_path.read_text(errors="replace"))
 
 
 def wait_until(pred, timeout, what):

@@ -7,13 +7,15 @@ files. Programs run with an environment built from scratch, never the caller's.
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import stat
 import subprocess
 from pathlib import Path
 from typing import NamedTuple
 
-DEFAULT_BUILD = "/work/main/build/plain"
+# The checkout's own plain build, when KSYNC_BUILD does not name another.
+DEFAULT_BUILD = str(Path(__file__).resolve().parents[3] / "build" / "plain")
 RUN_TIMEOUT = 180
 READER_TIMEOUT = 120
 
@@ -31,6 +33,21 @@ class Result(NamedTuple):
     rc: int
     stdout: str
     stderr: str
+
+
+# What ASan and UBSan print (or glibc for a failed assertion): never right, whatever a test
+# expects of the run otherwise.
+SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Memory|Thread)Sanitizer|runtime error: |"
+                          r"AddressSanitizer:DEADLYSIGNAL|Assertion .* failed")
+
+
+def check_no_sanitizer_report(what, text):
+    """Fails when text (a program's stderr or log) holds a sanitizer's report."""
+    m = SANITIZER_RE.search(text)
+    if m:
+        start = max(0, m.start() - 200)
+        raise AssertionError("%s: a sanitizer report or a failed assertion:\n%s" % (
+            what, text[start:start + 6000]))
 
 
 class FileInfo(NamedTuple):
@@ -176,8 +193,10 @@ class KsyncHome:
         argv += [str(a) for a in args]
         p = subprocess.run(argv, env=env or self.env(), cwd=self.home,
                            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
-        return Result(p.returncode, p.stdout.decode("utf-8", "replace"),
-                      p.stderr.decode("utf-8", "replace"))
+        r = Result(p.returncode, p.stdout.decode("utf-8", "replace"),
+                   p.stderr.decode("utf-8", "replace"))
+        check_no_sanitizer_report("ksyncd --once", r.stderr)
+        return r
 
     def sync(self, *args, **kw):
         """run() that must succeed; returns the Result."""

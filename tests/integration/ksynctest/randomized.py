@@ -92,7 +92,7 @@ import urllib.parse
 from pathlib import Path
 
 from . import checks, gen, servers
-from .ksync import KsyncHome
+from .ksync import SANITIZER_RE, KsyncHome
 from .tlsfront import Drop, Front, Reply, Stall
 
 ACCOUNT = "acct"
@@ -103,8 +103,6 @@ ACCOUNT_TIMEOUT = 2		# the account's `timeout`, so that a stall costs a few seco
 STALL_SECONDS = 6
 CRASH_RC = 100
 TOKEN_RE = re.compile(r"kt\d{5}")
-SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Memory|Thread)Sanitizer|runtime error: |"
-                          r"AddressSanitizer:DEADLYSIGNAL|Assertion .* failed")
 GUARD_RE = re.compile(r"allow-mass-delete")
 REFUSED_RE = re.compile(r"the server refused|not sending '")
 WRITE_METHODS = {"PUT", "DELETE", "MKCOL", "MKCALENDAR", "PROPPATCH", "MOVE", "COPY", "POST"}
