@@ -18,8 +18,10 @@
 #include "util/macro.h"
 
 /* A local edit is sent this long after the last file notification, so that an editor's
- * save (temp file, rename, chmod) is one run, not several. */
-#define DEBOUNCE_USEC (2 * 1000000ULL)
+ * save (temp file, rename, chmod: a few milliseconds) is one run, not several. A file that
+ * seems deleted is looked for again once its directory has been quiet for a second (the
+ * engine's second look), so a longer pause here would only delay the edit. */
+#define DEBOUNCE_USEC (500 * 1000ULL)
 /* Backoff after failed runs: 30 s, doubling, at most the account's interval. */
 #define BACKOFF_FIRST_SEC 30
 /* Runs going on at once (each account has its own connections, at most 4). */
