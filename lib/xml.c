@@ -677,8 +677,11 @@ static void property_start(ks_ms_parser *p, uint8_t id, const xmlChar **attrs, i
 		return;
 	}
 
-	if (d == 8 && id == EL_SYNC_COLLECTION && parent == EL_REPORT &&
-	    p->stack[6] == EL_SUPPORTED_REPORT && p->stack[5] == EL_SUPPORTED_REPORT_SET)
+	/* RFC 3253 3.1.5 wraps each report in DAV:report; Xandikos names it directly inside
+	 * DAV:supported-report. */
+	if (id == EL_SYNC_COLLECTION && p->stack[5] == EL_SUPPORTED_REPORT_SET &&
+	    ((d == 8 && parent == EL_REPORT && p->stack[6] == EL_SUPPORTED_REPORT) ||
+	     (d == 7 && parent == EL_SUPPORTED_REPORT)))
 		fl->has_sync_report = true;
 }
 

@@ -732,10 +732,22 @@ static void test_propstat_order_and_merge(void **state)
 		{ "<sync-token>no</sync-token><propstat><sync-token>no</sync-token><prop>"
 		  "<resourcetype><sync-token/></resourcetype></prop></propstat>",
 		  "href=/x\nrt=\n--\n" },
-		/* sync-collection only counts inside supported-report/report; a report set
-		 * without it says the collection has none (SabreDAV 1.8) */
+		/* sync-collection counts inside supported-report/report and (Xandikos) right
+		 * inside supported-report; a report set without it says the collection has none
+		 * (SabreDAV 1.8) */
+		{ "<propstat><prop><supported-report-set><report><sync-collection/></report>"
+		  "<sync-collection/><supported-report><calendar-query/></supported-report>"
+		  "</supported-report-set></prop></propstat>",
+		  "href=/x\nreports-without-sync\n--\n" },
+		{ "<propstat><prop><supported-report-set><supported-report><report>"
+		  "<sync-collection/></report></supported-report></supported-report-set>"
+		  "</prop></propstat>",
+		  "href=/x\nsync-report\n--\n" },
 		{ "<propstat><prop><supported-report-set><supported-report><sync-collection/>"
-		  "</supported-report><report><sync-collection/></report></supported-report-set>"
+		  "</supported-report></supported-report-set></prop></propstat>",
+		  "href=/x\nsync-report\n--\n" },
+		{ "<propstat><prop><supported-report-set><supported-report><report><prop>"
+		  "<sync-collection/></prop></report></supported-report></supported-report-set>"
 		  "</prop></propstat>",
 		  "href=/x\nreports-without-sync\n--\n" },
 		/* ... but not one that came with a 404 */
