@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -70,10 +71,15 @@ static int check_name(const char *name)
 
 static bool mentions_authentication(const char *msg)
 {
-	static const char *const words[] = { "401", "authenticat", "unauthori" };
+	static const char *const words[] = { "authenticat", "unauthori" };
 
 	for (size_t i = 0; msg && i < ELEMENTSOF(words); i++)
 		if (strcasestr(msg, words[i]))
+			return true;
+	/* A status 401, not the digits of a port or a path ("127.0.0.1:40113/"). */
+	for (const char *p = msg; p && (p = strstr(p, "401")); p += 3)
+		if ((p == msg || (!isdigit((unsigned char) p[-1]) && !strchr(":/.", p[-1]))) &&
+		    !isdigit((unsigned char) p[3]) && !(p[3] && strchr("/.", p[3])))
 			return true;
 	return false;
 }

@@ -598,7 +598,7 @@ def test_wrong_path_answered_403_is_not_blamed_on_credentials(radicale, ks, daem
     from ksynctest.tlsfront import Reply
 
     def route(front, seen):
-        if seen.path.startswith("/alic/"):
+        if seen.path.startswith("/alic401/"):
             return Reply(403, [("Content-Type", "text/plain")], b"Forbidden")
         if seen.path.startswith("/.well-known/"):
             return Reply(404)
@@ -607,7 +607,8 @@ def test_wrong_path_answered_403_is_not_blamed_on_credentials(radicale, ks, daem
     seed(radicale)
     front = tlsfront.Front(radicale, route=route)
     try:
-        url = front.url_for("/alic/")
+        # The digits 401 in the path (or the port) are no HTTP status 401.
+        url = front.url_for("/alic401/")
         r = once_with_url(ks, radicale, url)
         assert r.rc == 1
         assert "%s refused access (HTTP 403): is the path right?" % url in r.stderr, r.stderr
