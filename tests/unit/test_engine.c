@@ -212,7 +212,13 @@ static const char *const event_names[] = {
 	[KS_SYNC_ACCOUNT_FAILED] = "ACCOUNT FAILED", [KS_SYNC_ITEM_SKIPPED] = "skipped",
 	[KS_SYNC_PROGRESS] = "progress", [KS_SYNC_CONFLICT] = "conflict",
 	[KS_SYNC_NOTICE] = "notice", [KS_SYNC_CREDENTIALS_REFUSED] = "credentials refused",
+	[KS_SYNC_COLLECTION_SKIPPED] = "not synced",
 };
+
+static const char *event_name(ks_sync_event_type t)
+{
+	return (size_t) t < ELEMENTSOF(event_names) && event_names[t] ? event_names[t] : "?";
+}
 
 static void on_event(const ks_sync_event *ev, void *userdata)
 {
@@ -246,7 +252,7 @@ static void on_event(const ks_sync_event *ev, void *userdata)
 		break;
 	}
 	if (ev->type != KS_SYNC_PROGRESS)
-		(void) ks_buf_printf(&v->log, "  %s %s%s%s%s\n", event_names[ev->type],
+		(void) ks_buf_printf(&v->log, "  %s %s%s%s%s\n", event_name(ev->type),
 				     ev->collection ? ev->collection : "",
 				     ev->error ? " (" : "", ev->error ? strerror(-ev->error) : "",
 				     ev->error ? ")" : "");
