@@ -156,6 +156,11 @@ static const char schema_v4[] =
 	"  UNIQUE (collection, filename)"
 	");";
 
+/* Version 5: whether the home listings carry every collection's token, which lets one
+ * listing per home set replace a request per collection on a run without changes. */
+static const char schema_v5[] =
+	"ALTER TABLE account ADD COLUMN home_tokens INTEGER NOT NULL DEFAULT 0;";
+
 static int sqlite_to_errno(int rc)
 {
 	switch (rc & 0xff) {
@@ -255,6 +260,8 @@ static int migrate(ks_cache *c)
 		r = exec(c, schema_v3);
 	if (r >= 0 && v < 4)
 		r = exec(c, schema_v4);
+	if (r >= 0 && v < 5)
+		r = exec(c, schema_v5);
 	if (r >= 0)
 		r = exec(c, "PRAGMA user_version = " STRINGIFY(KS_CACHE_SCHEMA_VERSION));
 	if (r >= 0)
@@ -421,7 +428,7 @@ int ks_cache_get_account(ks_cache *c, const char *name, ks_cache_account *ret)
 {
 	sqlite3_stmt *s;
 	int r = prepare(c, "SELECT principal, calendar_home, addressbook_home, discovered_at, "
-			   "listed_at "
+			   "listed_at, home_tokens "
 			   "FROM account WHERE name = ?1", &s);
 
 	if (r < 0)
@@ -434,6 +441,7 @@ int ks_cache_get_account(ks_cache *c, const char *name, ks_cache_account *ret)
 		ret->addressbook_home = col_strdup(s, 2);
 		ret->discovered_at = sqlite3_column_int64(s, 3);
 		ret->listed_at = sqlite3_column_int64(s, 4);
+		ret->home_tokens = sqlite3_column_int(s, 5);
 		r = 0;
 	} else
 		r = rc == SQLITE_DONE ? -ENOENT : sqlite_to_errno(rc);
@@ -445,8 +453,8 @@ int ks_cache_put_account(ks_cache *c, const char *name, const ks_cache_account *
 {
 	sqlite3_stmt *s;
 	int r = prepare(c, "INSERT OR REPLACE INTO account (name, principal, calendar_home, "
-			   "addressbook_home, discovered_at, listed_at) "
-			   "VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &s);
+			   "addressbook_home, discovered_at, listed_at, home_tokens) "
+			   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", &s);
 
 	if (r < 0)
 		return r;
@@ -456,6 +464,7 @@ int ks_cache_put_account(ks_cache *c, const char *name, const ks_cache_account *
 	(void) bind_text(s, 4, a->addressbook_home);
 	(void) sqlite3_bind_int64(s, 5, a->discovered_at);
 	(void) sqlite3_bind_int64(s, 6, a->listed_at);
+	(void) sqlite3_bind_int(s, 7, a->home_tokens);
 	r = step_done(s);
 	sqlite3_finalize(s);
 	return r;

@@ -11,7 +11,7 @@
  * are translated here: SQLITE_BUSY/LOCKED → -EBUSY, SQLITE_CORRUPT/NOTADB → -EUCLEAN,
  * SQLITE_FULL → -ENOSPC, SQLITE_CANTOPEN → -EACCES, SQLITE_NOMEM → -ENOMEM, other → -EIO. */
 
-#define KS_CACHE_SCHEMA_VERSION 4
+#define KS_CACHE_SCHEMA_VERSION 5
 
 typedef struct ks_cache ks_cache;
 
@@ -28,6 +28,8 @@ typedef struct ks_cache_account {
 	char *addressbook_home;
 	int64_t discovered_at;	/* unix seconds */
 	int64_t listed_at;	/* when the home sets were last listed, unix seconds */
+	int home_tokens;	/* whether the last listing that asked for them carried the token
+				 * (or ctag) of every enabled collection: 1, -1 not, 0 not known */
 } ks_cache_account;
 
 typedef struct ks_collection {

@@ -34,10 +34,13 @@ static const char propfind_homes[] =
 	"<c:calendar-description/><a:addressbook-description/><a:supported-address-data/>"      \
 	"</d:prop></d:propfind>\n"
 
-/* Servers compute a collection's sync-token or ctag from all its items, so they are only
- * asked for when there are stored ones to compare with. */
-static const char propfind_collections[] = PROPFIND_COLLECTIONS("<d:sync-token/><cs:getctag/>");
-static const char propfind_collections_untagged[] = PROPFIND_COLLECTIONS("");
+/* Indexed by KS_LIST_* flags. */
+static const char *const propfind_collections[] = {
+	[0] = PROPFIND_COLLECTIONS(""),
+	[KS_LIST_SYNC_TOKEN] = PROPFIND_COLLECTIONS("<d:sync-token/>"),
+	[KS_LIST_CTAG] = PROPFIND_COLLECTIONS("<cs:getctag/>"),
+	[KS_LIST_TOKENS] = PROPFIND_COLLECTIONS("<d:sync-token/><cs:getctag/>"),
+};
 
 typedef struct found {
 	const char *base_url;
@@ -253,7 +256,7 @@ int ks_discover_check_auth(ks_dav *d, const char *url)
 }
 
 typedef struct listing {
-	bool with_tokens;
+	unsigned tokens;
 	const char *base_url;
 	const char *home;
 	ks_collection *a;
@@ -309,7 +312,7 @@ static int on_collection(const ks_ms_response *r, void *userdata)
 		 * otherwise it is tried (without tokens asked, the token cannot tell), and
 		 * given up on the first refusal. */
 		.supports_sync = r->has_sync_report || r->sync_token ||
-				 (!l->with_tokens && !r->has_report_set),
+				 (!(l->tokens & KS_LIST_SYNC_TOKEN) && !r->has_report_set),
 		.enabled = true,
 		.sync_token = r->sync_token ? strdup(r->sync_token) : NULL,
 		.ctag = r->ctag ? strdup(r->ctag) : NULL,
@@ -321,17 +324,16 @@ static int on_collection(const ks_ms_response *r, void *userdata)
 	return 0;
 }
 
-int ks_list_home(ks_dav *d, const char *home, bool with_tokens, ks_collection **ret,
+int ks_list_home(ks_dav *d, const char *home, unsigned tokens, ks_collection **ret,
 		 size_t *ret_n, char **reterr_msg)
 {
-	listing l = { .home = home, .with_tokens = with_tokens };
+	listing l = { .home = home, .tokens = tokens & KS_LIST_TOKENS };
 	ks_dav_request req = {
 		.method = "PROPFIND",
 		.url = home,
 		.depth = "1",
-		.body = with_tokens ? propfind_collections : propfind_collections_untagged,
-		.body_len = with_tokens ? sizeof(propfind_collections) - 1
-					: sizeof(propfind_collections_untagged) - 1,
+		.body = propfind_collections[l.tokens],
+		.body_len = strlen(propfind_collections[l.tokens]),
 		.on_response = on_collection,
 		.userdata = &l,
 	};

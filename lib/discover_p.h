@@ -25,9 +25,18 @@ typedef struct ks_remote_collection {
 				 * supports_sync; sync_token and ctag are the server's current ones */
 } ks_remote_collection;
 
-/* PROPFIND Depth 1 on home: every calendar and address book directly under it, with their
- * sync-tokens and ctags when with_tokens. -EACCES for a 401 (with the message of
+/* What a home listing asks of each collection besides what it is: its sync-token, its getctag
+ * (both are computed from all its items, so only asked for when there are stored ones to
+ * compare with). */
+enum {
+	KS_LIST_SYNC_TOKEN = 1 << 0,
+	KS_LIST_CTAG = 1 << 1,
+	KS_LIST_TOKENS = KS_LIST_SYNC_TOKEN | KS_LIST_CTAG,
+};
+
+/* PROPFIND Depth 1 on home: every calendar and address book directly under it, with the
+ * tokens asked for (KS_LIST_*, 0 for none). -EACCES for a 401 (with the message of
  * ks_discover()), -EPERM for a 403. *ret is an array of *ret_n collections, freed with
  * ks_collection_free_array(). */
-int ks_list_home(ks_dav *d, const char *home, bool with_tokens, ks_collection **ret,
+int ks_list_home(ks_dav *d, const char *home, unsigned tokens, ks_collection **ret,
 		 size_t *ret_n, char **reterr_msg);

@@ -694,7 +694,7 @@ static int refuse_taken_name(session *s, const char *home, bool calendar, const 
 	_cleanup_free_ char *why = NULL;
 	ks_collection *cols = NULL;
 	size_t n = 0;
-	int r = ks_list_home(s->dav, home, false, &cols, &n, &why);
+	int r = ks_list_home(s->dav, home, 0, &cols, &n, &why);
 
 	if (r == -EACCES)
 		return ks_set_error(reterr_msg, r, "%s", ks_manage_auth_message());
@@ -966,7 +966,7 @@ static int probe(const ks_account_config *a, bool fetch, const char *password, c
 
 		if (!homes[h] || (h == 1 && homes[0] && strcmp(homes[0], homes[1]) == 0))
 			continue;
-		r = ks_list_home(s.dav, homes[h], false, &part, &n_part, &why);
+		r = ks_list_home(s.dav, homes[h], 0, &part, &n_part, &why);
 		if (r == -EACCES) {
 			ks_set_error(reterr_msg, r, "%s", ks_manage_auth_message());
 			break;

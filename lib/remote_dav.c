@@ -31,7 +31,7 @@ static int dav_write(ks_remote *r, ks_remote_write *w, size_t n,
 		     int (*done)(ks_remote_write *w, void *userdata), void *userdata);
 static int dav_probe(ks_remote *r, const char *collection, ks_remote_reply *ret);
 static int dav_discover(ks_remote *r, ks_cache_account *ret, char **reterr_msg);
-static int dav_list_home(ks_remote *r, const char *home, bool with_tokens, ks_collection **ret,
+static int dav_list_home(ks_remote *r, const char *home, unsigned tokens, ks_collection **ret,
 			 size_t *ret_n, char **reterr_msg);
 static int dav_check_auth(ks_remote *r);
 static const char *dav_base_url(const ks_remote *r);
@@ -454,10 +454,10 @@ static int dav_discover(ks_remote *r, ks_cache_account *ret, char **reterr_msg)
 	return ks_discover(of(r)->dav, of(r)->url, ret, reterr_msg);
 }
 
-static int dav_list_home(ks_remote *r, const char *home, bool with_tokens, ks_collection **ret,
+static int dav_list_home(ks_remote *r, const char *home, unsigned tokens, ks_collection **ret,
 			 size_t *ret_n, char **reterr_msg)
 {
-	return ks_list_home(of(r)->dav, home, with_tokens, ret, ret_n, reterr_msg);
+	return ks_list_home(of(r)->dav, home, tokens, ret, ret_n, reterr_msg);
 }
 
 static int dav_check_auth(ks_remote *r)

@@ -114,7 +114,7 @@ typedef struct ks_remote_ops {
 	/* The principal and home sets from the account's URL, as ks_discover() does. */
 	int (*discover)(ks_remote *r, ks_cache_account *ret, char **reterr_msg);
 	/* The collections of a home set, as ks_list_home() does. */
-	int (*list_home)(ks_remote *r, const char *home, bool with_tokens, ks_collection **ret,
+	int (*list_home)(ks_remote *r, const char *home, unsigned tokens, ks_collection **ret,
 			 size_t *ret_n, char **reterr_msg);
 	/* Whether the server refuses the account's credentials (-EACCES) or not (0). */
 	int (*check_auth)(ks_remote *r);

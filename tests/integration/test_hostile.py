@@ -162,6 +162,7 @@ class Hostile:
         self.asked = []          # hrefs ksync asked for in multigets (bytes, as sent)
         self.errors = []
         self.fake_collections = set()   # paths answered with an empty sync-collection
+        self.fakes_gone = False         # ... or, once True, with 404 (except "/")
         self.books = set()              # address book paths (the others are calendars)
 
     def data_tag(self, coll):
@@ -200,6 +201,8 @@ class Hostile:
                             return fn(e)
                         return Reply(200, [("Content-Type", "text/plain"),
                                            ("ETag", e.etag)], e.data)
+        if self.fakes_gone and path in self.fake_collections and path != "/":
+            return Reply(404, [("Content-Type", "text/plain")], b"gone")
         if seen.method == "REPORT" and path in self.fake_collections:
             return Reply(207, XML_CT, multistatus(
                 b"<D:sync-token>http://ksync.example/fake/1</D:sync-token>"))
@@ -615,7 +618,14 @@ def test_hostile_collection_hrefs(env):
     r2, _ = run_measured(s.ks)
     assert r2.rc == r.rc, describe(r2)
     check_contained(s, [r2])
+    fakes = s.hostile.fake_collections - {"/"}
+    assert fakes & {path_key(row["href"]) for row in rows}, rows
+    # The fake collections leave the listing and answer 404 ('/' is still there): the
+    # empty ones are removed here, nothing else.
+    s.hostile.fakes_gone = True
     converge(s)
+    rows = s.ks.collections(ACCOUNT)
+    assert not fakes & {path_key(row["href"]) for row in rows}, rows
 
 
 # -- 2. XML --------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 
 #include "buf_p.h"
 #include "dav_p.h"
+#include "discover_p.h"
 #include "item_p.h"
 #include "limits.h"
 #include "macro.h"
@@ -1014,7 +1015,7 @@ static int mem_discover(ks_remote *r, ks_cache_account *ret, char **reterr_msg)
 	return 0;
 }
 
-static int mem_list_home(ks_remote *r, const char *home, bool with_tokens, ks_collection **ret,
+static int mem_list_home(ks_remote *r, const char *home, unsigned tokens, ks_collection **ret,
 			 size_t *ret_n, char **reterr_msg)
 {
 	mem_remote *m = of(r);
@@ -1046,15 +1047,15 @@ static int mem_list_home(ks_remote *r, const char *home, bool with_tokens, ks_co
 			.displayname = ks_vdir_displayname(c->displayname),
 			.components = c->kind == KS_COLLECTION_CALENDAR ? c->components : 0,
 			.readonly = c->readonly,
-			.supports_sync = c->sync || !with_tokens,
+			.supports_sync = c->sync || !(tokens & KS_LIST_SYNC_TOKEN),
 			.enabled = true,
 		};
-		if (with_tokens && c->sync)
+		if ((tokens & KS_LIST_SYNC_TOKEN) && c->sync)
 			(void) asprintf(&k->sync_token, TOKEN_PREFIX "%u-%" PRIu64, c->id, c->rev);
-		if (with_tokens && c->ctag)
+		if ((tokens & KS_LIST_CTAG) && c->ctag)
 			(void) asprintf(&k->ctag, "\"ctag-%u-%" PRIu64 "\"", c->id, c->rev);
-		if (!k->href || (with_tokens && c->sync && !k->sync_token) ||
-		    (with_tokens && c->ctag && !k->ctag)) {
+		if (!k->href || ((tokens & KS_LIST_SYNC_TOKEN) && c->sync && !k->sync_token) ||
+		    ((tokens & KS_LIST_CTAG) && c->ctag && !k->ctag)) {
 			ks_collection_free_array(a, n);
 			return -ENOMEM;
 		}

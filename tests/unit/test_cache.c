@@ -48,13 +48,14 @@ static void test_roundtrip(void **state)
 	assert_int_equal(ks_cache_open(path, &c), 0);
 
 	ks_cache_account a = { .principal = "/p/", .calendar_home = "/c/",
-			       .addressbook_home = NULL, .discovered_at = 42 };
+			       .addressbook_home = NULL, .discovered_at = 42, .home_tokens = -1 };
 	assert_int_equal(ks_cache_put_account(c, "acc", &a), 0);
 	ks_cache_account b = {};
 	assert_int_equal(ks_cache_get_account(c, "acc", &b), 0);
 	assert_string_equal(b.principal, "/p/");
 	assert_null(b.addressbook_home);
 	assert_int_equal(b.discovered_at, 42);
+	assert_int_equal(b.home_tokens, -1);
 	ks_cache_account_done(&b);
 	assert_int_equal(ks_cache_get_account(c, "nope", &b), -ENOENT);
 
@@ -307,13 +308,14 @@ static void test_migrate_from_v1(void **state)
 	char cmd[1024];
 	ks_cache *c = NULL;
 
-	/* A version 1 cache: today's schema without what versions 2 to 4 added. */
+	/* A version 1 cache: today's schema without what versions 2 to 5 added. */
 	assert_int_equal(ks_cache_open(path, &c), 0);
 	ks_cache_account a0 = { .principal = "/p/", .discovered_at = 7, .listed_at = 9 };
 	assert_int_equal(ks_cache_put_account(c, "a", &a0), 0);
 	ks_cache_free(c);
 	snprintf(cmd, sizeof(cmd),
-		 "sqlite3 '%s' 'ALTER TABLE account DROP COLUMN listed_at; DROP TABLE intent; "
+		 "sqlite3 '%s' 'ALTER TABLE account DROP COLUMN listed_at; "
+		 "ALTER TABLE account DROP COLUMN home_tokens; DROP TABLE intent; "
 		 "DROP TABLE conflict; DROP INDEX item_scan; DROP TABLE refusal; "
 		 "ALTER TABLE collection DROP COLUMN guard_at; "
 		 "ALTER TABLE collection DROP COLUMN guard_base; "
@@ -326,6 +328,7 @@ static void test_migrate_from_v1(void **state)
 	assert_int_equal(ks_cache_get_account(c, "a", &a), 0);
 	assert_int_equal(a.discovered_at, 7);
 	assert_int_equal(a.listed_at, 0);
+	assert_int_equal(a.home_tokens, 0);
 	ks_cache_account_done(&a);
 	ks_cache_free(c);
 	/* Every later version's additions are there. */
@@ -335,7 +338,9 @@ static void test_migrate_from_v1(void **state)
 		 "test \"$(sqlite3 '%s' \"SELECT count(*) FROM pragma_table_info('collection') "
 		 "WHERE name IN ('guard_at', 'guard_base', 'guard_deleted', 'synced_at', "
 		 "'vcard4')\")\" = 5 && "
-		 "test \"$(sqlite3 '%s' 'PRAGMA user_version')\" = 4", path, path, path);
+		 "test \"$(sqlite3 '%s' \"SELECT count(*) FROM pragma_table_info('account') "
+		 "WHERE name IN ('listed_at', 'home_tokens')\")\" = 2 && "
+		 "test \"$(sqlite3 '%s' 'PRAGMA user_version')\" = 5", path, path, path, path);
 	assert_int_equal(system(cmd), 0);
 }
 

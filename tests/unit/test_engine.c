@@ -262,6 +262,7 @@ static void on_event(const ks_sync_event *ev, void *userdata)
 
 typedef struct sync_flags {
 	bool force, allow_mass_delete, list_collections;
+	const char *only;	/* ks_sync_opts.only_collection */
 } sync_flags;
 
 /* One run of the account; its report in v. */
@@ -269,7 +270,7 @@ static int env_sync_with(env *v, sync_flags fl)
 {
 	ks_sync_opts o = {
 		.force = fl.force, .allow_mass_delete = fl.allow_mass_delete, .wait_lock = true,
-		.list_collections = fl.list_collections,
+		.list_collections = fl.list_collections, .only_collection = fl.only,
 		.remote = mem_remote_store(v->m), .on_event = on_event, .userdata = v,
 	};
 	unsigned reentries = mem_reentries(v->m);
@@ -684,6 +685,58 @@ static void test_first_sync(void **state)
 	assert_int_equal(mem_requests(v.m, MEM_REQ_LIST), 2);
 	assert_int_equal(mem_requests(v.m, MEM_REQ_MULTIGET), 0);
 	assert_int_equal(mem_requests_total(v.m), 2);
+	env_done(&v);
+}
+
+/* With more collections than home sets, a run learns which ones changed from one listing per
+ * home set; a run of one collection asks it directly, and so does every run once a listing
+ * left out a token a collection is compared by. */
+static void test_listing_each_run(void **state)
+{
+	env v;
+	const char *work = NULL, *other = NULL;
+
+	env_init(&v);
+	assert_int_equal(mem_add_collection(v.m, KS_COLLECTION_CALENDAR, "work", "Work", &work), 0);
+	assert_int_equal(mem_add_collection(v.m, KS_COLLECTION_CALENDAR, "other", "Other", &other),
+			 0);
+	seed_and_sync(&v, 2, 2);
+	mem_reset_counters(v.m);
+	sync_quiet(&v);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_HOMES), 2);
+	assert_int_equal(mem_requests_total(v.m), 2);
+
+	/* A change in one collection: its own listing and fetch besides. */
+	_cleanup_free_ char *e1 = event("e1", "Moved", NULL);
+	server_put(&v, v.cal, "e1.ics", e1);
+	mem_reset_counters(v.m);
+	sync_ok(&v);
+	assert_int_equal(v.updated, 1);
+	assert_same(&v, v.cal_dir, "e1.ics", v.cal, "e1.ics");
+	assert_int_equal(mem_requests(v.m, MEM_REQ_HOMES), 2);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_LIST), 1);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_MULTIGET), 1);
+	assert_int_equal(mem_requests_total(v.m), 4);
+
+	/* One collection alone: one request. */
+	mem_reset_counters(v.m);
+	assert_int_equal(env_sync_with(&v, (sync_flags) { .only = "work" }), 0);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_HOMES), 0);
+	assert_int_equal(mem_requests_total(v.m), 1);
+
+	/* A new calendar without sync-collection or ctag: nothing in a listing tells whether
+	 * it changed, so from the listing that finds it on, each collection is asked
+	 * directly. */
+	const char *plain = NULL;
+	assert_int_equal(mem_add_collection(v.m, KS_COLLECTION_CALENDAR, "plain", "Plain",
+					    &plain), 0);
+	assert_int_equal(mem_collection_set(v.m, plain, false, false, false,
+					    KS_COMP_VEVENT | KS_COMP_VTODO, 0), 0);
+	assert_int_equal(env_sync_with(&v, (sync_flags) { .list_collections = true }), 0);
+	mem_reset_counters(v.m);
+	sync_quiet(&v);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_HOMES), 0);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_LIST), 5);
 	env_done(&v);
 }
 
@@ -2347,6 +2400,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_first_sync, env_teardown),
+		cmocka_unit_test_teardown(test_listing_each_run, env_teardown),
 		cmocka_unit_test_teardown(test_server_changes, env_teardown),
 		cmocka_unit_test_teardown(test_local_changes, env_teardown),
 		cmocka_unit_test_teardown(test_both_edit, env_teardown),

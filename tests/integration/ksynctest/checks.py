@@ -276,6 +276,15 @@ def failure_lines(stderr, account):
             and not re.match(r"^%s/\S+: conflict in " % re.escape(account), line)]
 
 
+def quiet_requests(server):
+    """The paths a run with nothing to do asks, in order: with more collections than home
+    sets, one listing of each home set (its tokens tell which collections changed);
+    otherwise each collection."""
+    cols = sorted(server.collections())
+    homes = server.home_sets
+    return homes if len(cols) > len(homes) else cols
+
+
 def snapshot(ks):
     """State to compare before and after a run that must change nothing."""
     return {
