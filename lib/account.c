@@ -313,15 +313,12 @@ static int discover_account(run *R, ks_cache_account *acc)
 static bool list_every_run(const ks_cache_account *acc, const ks_collection *known,
 			   size_t n_known, const ks_sync_opts *o)
 {
-	size_t n_homes = 0, n_enabled = 0;
+	const char *homes[2];
+	size_t n_homes = ks_cache_account_homes(acc, homes), n_enabled = 0;
 	bool tokens = false;
 
 	if (acc->home_tokens < 0 || o->only_collection)
 		return false;
-	if (acc->addressbook_home)
-		n_homes++;
-	if (acc->calendar_home && !ks_str_eq(acc->calendar_home, acc->addressbook_home))
-		n_homes++;
 	for (size_t i = 0; i < n_known; i++) {
 		if (!known[i].enabled)
 			continue;
@@ -367,14 +364,13 @@ static bool listing_has_tokens(const ks_collection *remote, size_t n_remote,
 static int list_homes(run *R, ks_cache_account *acc, unsigned tokens, ks_collection **ret,
 		      size_t *ret_n)
 {
-	const char *homes[2] = { acc->addressbook_home, acc->calendar_home };
+	const char *homes[2];
+	size_t n_homes = ks_cache_account_homes(acc, homes);
 	ks_collection *all = NULL;
 	size_t n_all = 0;
 	int r = 0;
 
-	for (size_t h = 0; h < 2; h++) {
-		if (!homes[h] || (h == 1 && homes[0] && strcmp(homes[0], homes[1]) == 0))
-			continue;
+	for (size_t h = 0; h < n_homes; h++) {
 		_cleanup_free_ char *why = NULL;
 		ks_collection *part = NULL;
 		size_t n_part = 0;
@@ -391,17 +387,9 @@ static int list_homes(run *R, ks_cache_account *acc, unsigned tokens, ks_collect
 				    why ? why : strerror(-r));
 			break;
 		}
-		ks_collection *na = realloc(all, (n_all + n_part + 1) * sizeof(*na));
-		if (!na) {
-			ks_collection_free_array(part, n_part);
-			r = -ENOMEM;
+		r = ks_collection_append_array(&all, &n_all, part, n_part);
+		if (r < 0)
 			break;
-		}
-		all = na;
-		if (n_part)
-			memcpy(all + n_all, part, n_part * sizeof(*part));
-		n_all += n_part;
-		free(part);
 	}
 	if (r < 0) {
 		ks_collection_free_array(all, n_all);

@@ -592,6 +592,34 @@ void ks_collection_free_array(ks_collection *a, size_t n)
 	free(a);
 }
 
+int ks_collection_append_array(ks_collection **a, size_t *n, ks_collection *more, size_t n_more)
+{
+	ks_collection *na = reallocarray(*a, *n + n_more + 1, sizeof(*na));
+
+	if (!na) {
+		ks_collection_free_array(more, n_more);
+		return -ENOMEM;
+	}
+	*a = na;
+	if (n_more)
+		memcpy(na + *n, more, n_more * sizeof(*more));
+	*n += n_more;
+	free(more);
+	return 0;
+}
+
+size_t ks_cache_account_homes(const ks_cache_account *acc, const char *homes[static 2])
+{
+	size_t n = 0;
+
+	if (acc->addressbook_home)
+		homes[n++] = acc->addressbook_home;
+	if (acc->calendar_home &&
+	    !(acc->addressbook_home && strcmp(acc->addressbook_home, acc->calendar_home) == 0))
+		homes[n++] = acc->calendar_home;
+	return n;
+}
+
 static int fill_collection(sqlite3_stmt *s, void *e)
 {
 	ks_collection *col = e;

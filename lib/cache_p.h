@@ -106,6 +106,11 @@ int ks_cache_set_collection_synced(ks_cache *c, int64_t id, int64_t at);
 int ks_cache_delete_collection(ks_cache *c, int64_t id);
 void ks_collection_done(ks_collection *col);
 void ks_collection_free_array(ks_collection *a, size_t n);
+/* Moves the n_more collections of more (an array from ks_list_home(), freed here either way)
+ * to the end of *a. */
+int ks_collection_append_array(ks_collection **a, size_t *n, ks_collection *more, size_t n_more);
+/* The account's distinct home sets, address books' first: how many went to homes. */
+size_t ks_cache_account_homes(const ks_cache_account *acc, const char *homes[static 2]);
 const char *ks_collection_kind_to_string(ks_collection_kind k);
 
 /* -ENOENT when absent. */

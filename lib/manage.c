@@ -958,14 +958,13 @@ static int probe(const ks_account_config *a, bool fetch, const char *password, c
 	if (r < 0)
 		return r;
 
-	const char *homes[2] = { s.homes.addressbook_home, s.homes.calendar_home };
-	for (size_t h = 0; r >= 0 && h < ELEMENTSOF(homes); h++) {
+	const char *homes[2];
+	size_t n_homes = ks_cache_account_homes(&s.homes, homes);
+	for (size_t h = 0; r >= 0 && h < n_homes; h++) {
 		_cleanup_free_ char *why = NULL;
 		ks_collection *part = NULL;
 		size_t n_part = 0;
 
-		if (!homes[h] || (h == 1 && homes[0] && strcmp(homes[0], homes[1]) == 0))
-			continue;
 		r = ks_list_home(s.dav, homes[h], 0, &part, &n_part, &why);
 		if (r == -EACCES) {
 			ks_set_error(reterr_msg, r, "%s", ks_manage_auth_message());
@@ -976,17 +975,7 @@ static int probe(const ks_account_config *a, bool fetch, const char *password, c
 				why ? why : strerror(-r));
 			break;
 		}
-		ks_collection *na = n_part ? reallocarray(all, n_all + n_part, sizeof(*na)) : all;
-		if (!na) {
-			ks_collection_free_array(part, n_part);
-			r = -ENOMEM;
-			break;
-		}
-		all = na;
-		if (n_part)
-			memcpy(all + n_all, part, n_part * sizeof(*part));
-		n_all += n_part;
-		free(part);
+		r = ks_collection_append_array(&all, &n_all, part, n_part);
 	}
 	if (r >= 0)
 		r = ks_manage_probe_json(s.acc->name, s.acc->url, s.homes.principal, all, n_all,
