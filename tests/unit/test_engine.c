@@ -740,6 +740,37 @@ static void test_listing_each_run(void **state)
 	env_done(&v);
 }
 
+/* Collections of more than 1,000 items on average are asked one by one: a server that
+ * computes a token from all the items (Radicale) would compute it twice for each collection
+ * that changed. */
+static void test_listing_each_run_not_for_large_collections(void **state)
+{
+	env v;
+
+	env_init(&v);
+	assert_int_equal(mem_add_collection(v.m, KS_COLLECTION_CALENDAR, "work", "Work", NULL), 0);
+	assert_int_equal(mem_add_collection(v.m, KS_COLLECTION_CALENDAR, "other", "Other", NULL),
+			 0);
+	seed_and_sync(&v, 4001, 2);
+	mem_reset_counters(v.m);
+	sync_quiet(&v);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_HOMES), 0);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_LIST), 4);
+	/* With fewer items, one listing per home set again. */
+	for (unsigned i = 1; i <= 10; i++) {
+		char name[24];
+		snprintf(name, sizeof(name), "e%u.ics", i);
+		_cleanup_free_ char *h = href_in(v.cal, name);
+		assert_int_equal(mem_delete(v.m, h), 0);
+	}
+	assert_int_equal(env_sync_with(&v, (sync_flags) { .allow_mass_delete = true }), 0);
+	mem_reset_counters(v.m);
+	sync_quiet(&v);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_HOMES), 2);
+	assert_int_equal(mem_requests_total(v.m), 2);
+	env_done(&v);
+}
+
 static void test_server_changes(void **state)
 {
 	env v;
@@ -2410,6 +2441,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_first_sync, env_teardown),
 		cmocka_unit_test_teardown(test_listing_each_run, env_teardown),
+		cmocka_unit_test_teardown(test_listing_each_run_not_for_large_collections,
+					  env_teardown),
 		cmocka_unit_test_teardown(test_server_changes, env_teardown),
 		cmocka_unit_test_teardown(test_local_changes, env_teardown),
 		cmocka_unit_test_teardown(test_both_edit, env_teardown),
