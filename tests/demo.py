@@ -337,7 +337,7 @@ def show_service(home, server):
         took = time.monotonic() - t0
         new = sorted(set(server.list(cal_href)) - before)
         print(f"On the server {took:.1f} s later: {new[0]}\n"
-              "(ksyncd saw the new file through inotify and sent it after a 2 s pause for "
+              "(ksyncd saw the new file through inotify and sent it after a 0.5 s pause for "
               "more edits.)")
         wait_for(lambda: account_idle_ok(bus), SERVICE_WAIT)
         print()
