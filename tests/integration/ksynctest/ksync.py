@@ -8,9 +8,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import stat
 import subprocess
+import tempfile
+import weakref
 from pathlib import Path
 from typing import NamedTuple
 
@@ -62,6 +65,10 @@ def build_dir():
     return os.environ.get("KSYNC_BUILD", DEFAULT_BUILD)
 
 
+# Longest path of a socket the tests put under the runtime dir (sun_path holds 108 bytes).
+SOCKET_PATH_MAX = 100
+
+
 def _mkdir(path, mode=0o700):
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(mode)
@@ -78,6 +85,11 @@ class KsyncHome:
         self.data_home = _mkdir(self.home / ".local" / "share")
         self.cache_home = _mkdir(self.home / ".cache")
         self.runtime_dir = _mkdir(self.root / "run")
+        if len(str(self.runtime_dir / "no-system-bus")) > SOCKET_PATH_MAX:
+            # A socket's path must fit in sun_path (108 bytes): a deep test directory gets a
+            # short runtime dir of its own, removed with this object.
+            self.runtime_dir = Path(tempfile.mkdtemp(prefix="ksrun."))
+            weakref.finalize(self, shutil.rmtree, str(self.runtime_dir), True)
         self.secrets = _mkdir(self.root / "secrets")
         self.build = Path(build or build_dir())
         self.accounts = {}

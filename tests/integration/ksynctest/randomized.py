@@ -1165,6 +1165,14 @@ class Runner:
         self.runs = 0
         self.kills = 0
         self.sentinels = {}
+        # UIDs ksync makes (for a file without one, for a copy of another item) differ from
+        # run to run: an exploring run records with each operation the UIDs that first
+        # appeared after it, and where ("made"); a replay maps those to the UIDs it sees
+        # appear in the same places (alias), so that later operations find the same items.
+        self.recording = False
+        self.uids_seen = set()
+        self.pending = {}
+        self.alias = {}
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -1221,6 +1229,7 @@ class Runner:
         if r.rc != 0:
             raise Finding("quiet-run", "the first sync exited %d:\n%s" % (r.rc, r.tail()))
         self.after_step()
+        self.uids_seen = set(self.uid_places())
 
     # -- stepping ----------------------------------------------------------------------------
 
@@ -1234,10 +1243,42 @@ class Runner:
         self.steps += 1
         self.note("%4d. %s" % (self.steps, describe_op(op)))
         fn = getattr(self, "do_" + op["op"].replace(".", "_"))
-        if fn(op) is False:
+        run = op
+        if op.get("uid") in self.alias:
+            run = dict(op, uid=self.alias[op["uid"]])
+        if fn(run) is False:
             self.skipped += 1
             self.note("      (not done: its target is not there, or the server refused it)")
         self.after_step()
+        self.learn_uids(op)
+
+    def uid_places(self):
+        """{UID: [where it is: "local COLL/FILE" or "server COLL/NAME", ...]}."""
+        places = {}
+        for coll, c in self.world.loc.items():
+            for n, data in c["files"].items():
+                places.setdefault(uid_of(data), []).append("local %s/%s" % (coll, n))
+        for coll, c in self.world.srv.items():
+            for href, (_, data) in c["items"].items():
+                places.setdefault(uid_of(data), []).append(
+                    "server %s/%s" % (coll, checks.last_segment(href)))
+        places.pop(None, None)
+        return places
+
+    def learn_uids(self, op):
+        new = {u: p for u, p in self.uid_places().items() if u not in self.uids_seen}
+        self.uids_seen.update(new)
+        if self.recording:
+            if new:
+                op["made"] = {place: u for u, ps in new.items() for place in ps}
+            return
+        self.pending.update(op.get("made") or {})
+        for u, ps in new.items():
+            for place in ps:
+                old = self.pending.pop(place, None)
+                if old is not None and old != u:
+                    self.alias[old] = u
+                    self.note("      %s is here %s" % (old, u))
 
     def after_step(self):
         self.world.refresh()
@@ -1551,9 +1592,9 @@ class Runner:
             r = self.run_ksyncd([answer])
             if r.rc != 0 and answer == "--force" and GUARD_RE.search(r.stderr):
                 # --force brings files back, but not a collection the server deleted:
-                # the message then names --allow-mass-delete, and the user follows it.
-                self.note("      the user answers with --allow-mass-delete")
-                r = self.run_ksyncd(["--allow-mass-delete"])
+                # the message then names --allow-mass-delete, and the user adds it.
+                self.note("      the user answers with --force --allow-mass-delete")
+                r = self.run_ksyncd(["--force", "--allow-mass-delete"])
         if r.rc == 0 and REFUSED_RE.search(r.stderr):
             # A refused change waits for its file to change; with the faults gone, the
             # user sends it again as the message says.
@@ -2044,6 +2085,7 @@ def _execute(seq, root, steps=None, gen_seed=None, build=None, verbose=False, fi
     t = time.monotonic()
     log = []
     runner = Runner(seq, root, build=build, log=log, verbose=verbose)
+    runner.recording = steps is not None
     finding = None
     try:
         try:
