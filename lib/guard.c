@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -34,11 +35,16 @@ int ks_guard_deletions(coll_run *c, size_t n_delete, const char *side, const cha
 	if (n_delete == 0)
 		return 0;
 	if ((all || most) && !c->R->o->allow_mass_delete) {
+		char before[64] = "";
+
+		if (total > n_delete)
+			snprintf(before, sizeof(before), ", after %zu deleted within the hour",
+				 total - n_delete);
 		ks_run_fail(c->R, KS_SYNC_COLLECTION_FAILED, c->L.label, -EDQUOT,
-			    "refusing to delete %zu of %zu items %s (%s); nothing was deleted. "
+			    "refusing to delete %zu of %zu items %s (%s)%s; nothing was deleted. "
 			    "%sIf this is intended, run `ksyncctl sync --allow-mass-delete %s/%s` "
 			    "(or ksyncd --once --allow-mass-delete)", n_delete, base, side, why,
-			    remedy ? remedy : "", c->R->acc->name, c->L.label);
+			    before, remedy ? remedy : "", c->R->acc->name, c->L.label);
 		return -EDQUOT;
 	}
 	r = ks_cache_set_collection_guard(c->R->e->cache, col->id, at, (int64_t) base,

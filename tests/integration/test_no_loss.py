@@ -243,6 +243,7 @@ def test_deletions_in_steps_are_counted_together(server, ks, side):
     delete(names[6:])
     r = ks.run(timeout=RUN_TIMEOUT)
     assert r.rc != 0 and "refusing to delete 6 of 12 items" in r.stderr, describe(r)
+    assert "after 6 deleted within the hour; nothing was deleted" in r.stderr, describe(r)
     if side == "local":
         assert len(server.list(cal)) == 6
     else:
