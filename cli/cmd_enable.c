@@ -8,7 +8,8 @@
 #include "ctl.h"
 #include "util/macro.h"
 
-/* enable and disable: one call, SetEnabled, with a different flag. */
+/* enable and disable: one call, SetEnabled, with a different flag; ksyncd writes the
+ * choice into ksync.conf and the cache. */
 static int set_enabled(int argc, char **argv, bool enable)
 {
 	static const struct option options[] = {
@@ -31,8 +32,12 @@ static int set_enabled(int argc, char **argv, bool enable)
 			       "\n"
 			       "  -h, --help   show this help\n",
 			       verb,
-			       enable ? "Sync this collection from the next run on."
-				      : "Stop syncing this collection.");
+			       enable ? "Sync this collection from the next run on. ksync.conf\n"
+					"keeps the choice: the collection leaves the account's\n"
+					"exclude = list, and joins include = under collections = none."
+				      : "Stop syncing this collection. ksync.conf keeps the choice:\n"
+					"the collection leaves the account's include = list, and\n"
+					"joins exclude = unless nothing would sync it anyway.");
 			return 0;
 		default:
 			return ctl_usage_error();

@@ -191,16 +191,23 @@ static int method_set_enabled(sd_bus_message *m, void *userdata, sd_bus_error *e
 		return -ENOMEM;
 	if (!manager_find_account(man, account))
 		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_ACCOUNT, "No account '%s'.", account);
+	_cleanup_free_ char *why = NULL;
 	ks_engine *e = NULL;
 	r = ks_engine_new(man->data_dir, &e);
 	if (r >= 0)
-		r = ks_engine_set_enabled(e, account, slash + 1, enabled);
+		r = ks_engine_set_enabled(e, man->config_path, account, slash + 1, enabled, &why);
 	ks_engine_free(e);
-	if (r == -ENOENT)
+	if (r == -ENOENT && !why)
 		return sd_bus_error_setf(error, KS_IPC_ERROR_NO_COLLECTION,
 					 "Account '%s' has no collection '%s'.", account, slash + 1);
+	if (r < 0 && why)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED, "%s", why);
 	if (r < 0)
 		return sd_bus_error_set_errnof(error, -r, "Failed to change the collection: %m");
+	/* The run below reads the config: it must see the line just written. */
+	if (r > 0 && manager_reload(man, &why) < 0)
+		return sd_bus_error_setf(error, SD_BUS_ERROR_FAILED, "%s",
+					 why ? why : "Failed to reload the configuration.");
 	if (enabled)
 		(void) manager_sync(man, account, false, false, false, false, NULL);
 	return sd_bus_reply_method_return(m, "");

@@ -142,6 +142,8 @@ static int sync_account_once(ks_engine *e, const ks_account_config *a, const ks_
 	if (r < 0)
 		goto out;
 	r = ks_cache_list_collections(e->cache, a->name, &known, &n_known);
+	if (r >= 0)
+		r = ks_collections_follow_config(&R, known, n_known);
 	if (r < 0) {
 		ks_run_fail(&R, KS_SYNC_ACCOUNT_FAILED, NULL, r, "cannot read the cache: %s",
 			    strerror(-r));

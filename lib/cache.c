@@ -161,6 +161,11 @@ static const char schema_v4[] =
 static const char schema_v5[] =
 	"ALTER TABLE account ADD COLUMN home_tokens INTEGER NOT NULL DEFAULT 0;";
 
+/* Version 6: whether include = or exclude = of ksync.conf set the collection's state, which
+ * goes back to collections = once no pattern names it. */
+static const char schema_v6[] =
+	"ALTER TABLE collection ADD COLUMN ruled INTEGER NOT NULL DEFAULT 0;";
+
 static int sqlite_to_errno(int rc)
 {
 	switch (rc & 0xff) {
@@ -262,6 +267,8 @@ static int migrate(ks_cache *c)
 		r = exec(c, schema_v4);
 	if (r >= 0 && v < 5)
 		r = exec(c, schema_v5);
+	if (r >= 0 && v < 6)
+		r = exec(c, schema_v6);
 	if (r >= 0)
 		r = exec(c, "PRAGMA user_version = " STRINGIFY(KS_CACHE_SCHEMA_VERSION));
 	if (r >= 0)
@@ -647,6 +654,7 @@ static int fill_collection(sqlite3_stmt *s, void *e)
 		.guard_deleted = sqlite3_column_int64(s, 16),
 		.vcard4 = sqlite3_column_int(s, 17),
 		.synced_at = sqlite3_column_int64(s, 18),
+		.ruled = sqlite3_column_int(s, 19),
 	};
 	return col->account && col->href && col->name ? 0 : -ENOMEM;
 }
@@ -661,7 +669,7 @@ int ks_cache_list_collections(ks_cache *c, const char *account, ks_collection **
 	sqlite3_stmt *s;
 	int r = prepare(c, "SELECT id, account, href, kind, name, displayname, color, description, "
 			   "components, readonly, supports_sync, enabled, sync_token, ctag, "
-			   "guard_at, guard_base, guard_deleted, vcard4, synced_at "
+			   "guard_at, guard_base, guard_deleted, vcard4, synced_at, ruled "
 			   "FROM collection WHERE account = ?1 ORDER BY kind, name", &s);
 
 	if (r < 0)
@@ -678,13 +686,14 @@ int ks_cache_save_collection(ks_cache *c, ks_collection *col)
 	if (col->id == 0)
 		r = prepare(c, "INSERT INTO collection (account, href, kind, name, displayname, "
 			       "color, description, components, readonly, supports_sync, enabled, "
-			       "vcard4) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13)",
+			       "vcard4, ruled) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+			       "?13, ?14)",
 			&s);
 	else
 		r = prepare(c, "UPDATE collection SET account = ?1, href = ?2, kind = ?3, "
 			       "name = ?4, displayname = ?5, color = ?6, description = ?7, "
 			       "components = ?8, readonly = ?9, supports_sync = ?10, enabled = ?11, "
-			       "vcard4 = ?13 WHERE id = ?12", &s);
+			       "vcard4 = ?13, ruled = ?14 WHERE id = ?12", &s);
 	if (r < 0)
 		return r;
 	(void) bind_text(s, 1, col->account);
@@ -701,6 +710,7 @@ int ks_cache_save_collection(ks_cache *c, ks_collection *col)
 	(void) sqlite3_bind_int(s, 10, col->supports_sync);
 	(void) sqlite3_bind_int(s, 11, col->enabled);
 	(void) sqlite3_bind_int(s, 13, col->vcard4);
+	(void) sqlite3_bind_int(s, 14, col->ruled);
 	if (col->id)
 		(void) sqlite3_bind_int64(s, 12, col->id);
 	r = step_done(s);

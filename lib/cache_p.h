@@ -11,7 +11,7 @@
  * are translated here: SQLITE_BUSY/LOCKED → -EBUSY, SQLITE_CORRUPT/NOTADB → -EUCLEAN,
  * SQLITE_FULL → -ENOSPC, SQLITE_CANTOPEN → -EACCES, SQLITE_NOMEM → -ENOMEM, other → -EIO. */
 
-#define KS_CACHE_SCHEMA_VERSION 5
+#define KS_CACHE_SCHEMA_VERSION 6
 
 typedef struct ks_cache ks_cache;
 
@@ -45,6 +45,7 @@ typedef struct ks_collection {
 	bool readonly;
 	bool supports_sync;
 	bool enabled;
+	bool ruled;		/* enabled as include = or exclude = of ksync.conf said */
 	bool vcard4;		/* an address book's supported-address-data offers vCard 4.0 */
 	char *sync_token;	/* token of the last state applied locally */
 	char *ctag;

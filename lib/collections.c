@@ -20,6 +20,7 @@ static int cmp_local_row(const void *key, const void *elem);
 static int file_is_ksyncs(ks_cache *cache, ks_local_row *rows, size_t n, int dirfd,
 			  const char *name);
 static int remove_collection_files(run *R, const ks_collection *col);
+static int config_rule(run *R, const ks_collection *col);
 
 /* Brings the cached collections in line with a home listing: new ones get a directory name
  * and a row, changed properties are saved, and those gone from the server are removed with
@@ -122,7 +123,12 @@ skip:
 			if (r >= 0)
 				r = refresh_collection(&fresh, &remote[j]);
 			if (r >= 0)
+				r = config_rule(R, &fresh);
+			if (r >= 0) {
+				fresh.ruled = r != 2;
+				fresh.enabled = r == 1 || (r == 2 && fresh.enabled);
 				r = ks_cache_save_collection(cache, &fresh);
+			}
 			if (r >= 0) {
 				ks_collection *nk = realloc(*known, (*n_known + 1) * sizeof(*nk));
 				if (!nk)
@@ -144,6 +150,45 @@ skip:
 		}
 	}
 	return failed;
+}
+
+/* What include = and exclude = say of col: 1, 0, or 2 when they do not name it (-ENOMEM). */
+static int config_rule(run *R, const ks_collection *col)
+{
+	_cleanup_free_ char *path = NULL;
+	int rule;
+
+	if (asprintf(&path, "%s/%s", col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" :
+				     "calendars", col->name) < 0)
+		return -ENOMEM;
+	rule = ks_account_collection_rule(R->acc, path, col->displayname);
+	return rule < 0 ? 2 : rule;
+}
+
+int ks_collections_follow_config(run *R, ks_collection *known, size_t n_known)
+{
+	for (size_t i = 0; i < n_known; i++) {
+		ks_collection *col = &known[i];
+		int r = config_rule(R, col);
+		bool enabled = col->enabled;
+
+		if (r < 0)
+			return r;
+		/* Named by a pattern: as it says. No longer named: as collections = says of a
+		 * new collection. Never named: as found, enabled or disabled. */
+		if (r != 2)
+			enabled = r == 1;
+		else if (col->ruled)
+			enabled = R->acc->collections != KS_NEW_COLLECTIONS_NONE;
+		if (enabled == col->enabled && col->ruled == (r != 2))
+			continue;
+		col->enabled = enabled;
+		col->ruled = r != 2;
+		r = ks_cache_save_collection(R->e->cache, col);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 static int assign_dir_name(run *R, ks_collection *col, ks_collection *known, size_t n_known)

@@ -491,3 +491,184 @@ int ks_config_remove_account(const char *path, const char *name, char **reterr_m
 		return r;
 	return conf_file_replace(&f, text.data ? text.data : "", text.len, reterr_msg);
 }
+
+/* Whether the line is a "key = value" setting of key. */
+static bool line_is_key(const char *p, const char *end, const char *key)
+{
+	size_t n = strlen(key);
+
+	while (p < end && is_blank(*p))
+		p++;
+	if ((size_t) (end - p) < n || memcmp(p, key, n) != 0)
+		return false;
+	for (p += n; p < end && is_blank(*p);)
+		p++;
+	return p < end && *p == '=';
+}
+
+/* The patterns of list (NULL: none) without those equal to path or to its NAME, joined by
+ * ", " into *ret (NULL when none are left); *ret_removed tells whether any was. */
+static int patterns_without(const char *list, const char *path, char **ret, bool *ret_removed)
+{
+	_cleanup_(ks_buf_done) ks_buf b = {};
+	const char *slash = strchr(path, '/');
+	char **v = NULL;
+	size_t n = 0;
+	int r = 0;
+
+	*ret = NULL;
+	*ret_removed = false;
+	if (!list)
+		return 0;
+	r = ks_config_split_patterns(list, &v, &n);
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		if (strcmp(v[i], path) == 0 || (slash && strcmp(v[i], slash + 1) == 0)) {
+			*ret_removed = true;
+			continue;
+		}
+		r = ks_buf_printf(&b, "%s%s", b.len ? ", " : "", v[i]);
+	}
+	ks_config_patterns_free(v);
+	if (r < 0)
+		return r;
+	if (b.len)
+		*ret = ks_buf_steal(&b);
+	return *ret || !b.len ? 0 : -ENOMEM;
+}
+
+/* "list, path", or path. */
+static char *patterns_with(const char *list, const char *path)
+{
+	char *s = NULL;
+
+	if (asprintf(&s, "%s%s%s", list ? list : "", list ? ", " : "", path) < 0)
+		return NULL;
+	return s;
+}
+
+int ks_config_set_collection(const char *path, const char *name, const char *coll_path,
+			     const char *displayname, bool enabled, char **reterr_msg)
+{
+	_cleanup_(conf_file_done) conf_file f = { .dirfd = -1 };
+	_cleanup_(ks_buf_done) ks_buf text = { .max = KS_CONFIG_MAX_SIZE };
+	_cleanup_free_ char *own = NULL, *other = NULL;
+	const char *own_key = enabled ? "include" : "exclude";
+	const char *other_key = enabled ? "exclude" : "include";
+	const char *start = NULL, *stop, *p, *end, *own_line = NULL, *other_line = NULL;
+	const char *last_setting;
+	ks_config *c = NULL;
+	bool removed = false, add = false;
+	unsigned header_line = 0, other_no = 0, no;
+	int r;
+
+	assert(path && name && coll_path);
+	r = conf_file_open(path, false, &f, reterr_msg);
+	if (r == -ENOENT)
+		return ks_set_error(reterr_msg, r, "%s: no such file, so no account '%s'", path,
+				   name);
+	if (r < 0)
+		return r;
+	r = conf_file_parse(&f, f.old.data ? f.old.data : "", f.old.len, &c, reterr_msg);
+	if (r < 0)
+		return r;
+	const ks_account_config *a = ks_config_find_account(c, name);
+	if (a) {
+		header_line = a->line;
+		r = patterns_without(enabled ? a->exclude : a->include, coll_path, &other,
+				     &removed);
+		if (r >= 0) {
+			/* What include = and exclude = say once coll_path has left the other
+			 * list, and what the collection's own list says already. */
+			ks_account_config rest = { .include = enabled ? a->include : other,
+						   .exclude = enabled ? other : a->exclude };
+			ks_account_config in = { .include = rest.include };
+			bool included = ks_account_collection_rule(&in, coll_path, displayname) == 1;
+			bool none = a->collections == KS_NEW_COLLECTIONS_NONE;
+
+			if (enabled && ks_account_collection_rule(&rest, coll_path, displayname) == 0)
+				r = -EPERM;
+			/* Enabled: named by include = unless new collections sync anyway.
+			 * Disabled: named by exclude = unless nothing would sync it. */
+			if (enabled)
+				add = !included && none;
+			else
+				add = ks_account_collection_rule(&rest, coll_path, displayname) != 0 &&
+				      (included || !none);
+			if (r >= 0 && add) {
+				own = patterns_with(enabled ? a->include : a->exclude, coll_path);
+				if (!own)
+					r = -ENOMEM;
+			}
+		}
+	}
+	ks_config_free(c);
+	if (!a)
+		return ks_set_error(reterr_msg, -ENOENT, "%s: no account '%s'", path, name);
+	if (r == -ENOMEM)
+		return r;
+
+	/* The account's section, and its include = and exclude = lines. */
+	p = f.old.data;
+	end = f.old.data + f.old.len;
+	for (no = 1; p < end && !start; p = line_end(p, end), no++)
+		if (line_is_account_header(p, line_end(p, end), name))
+			start = p;
+	last_setting = p;
+	for (stop = p; stop < end; stop = line_end(stop, end), no++) {
+		const char *le = line_end(stop, end);
+		char first = line_first(stop, le);
+
+		if (first == '[')
+			break;
+		if (!first || first == '#' || first == ';')
+			continue;
+		last_setting = le;
+		if (line_is_key(stop, le, own_key))
+			own_line = stop;
+		else if (line_is_key(stop, le, other_key)) {
+			other_line = stop;
+			other_no = no;
+		}
+	}
+	if (r == -EPERM)
+		return ks_set_error(reterr_msg, r, "%s:%u: exclude = still names '%s' through a "
+				   "pattern: change that line to sync it", path, other_no,
+				   coll_path);
+	if (!start || r < 0)
+		return ks_set_error(reterr_msg, -EINVAL, "%s:%u: cannot change account '%s'",
+				   path, header_line, name);
+	if (!own && !removed)
+		return 0;
+
+	/* Copied line by line: the two lines change, a new one follows the last setting. */
+	for (p = f.old.data; r >= 0 && p < end; p = line_end(p, end)) {
+		const char *le = line_end(p, end);
+
+		if (p == last_setting && own && !own_line)
+			r = conf_put_value(&text, own_key, own, f.eol);
+		if (r < 0)
+			break;
+		if (p == own_line && own)
+			r = conf_put_value(&text, own_key, own, f.eol);
+		else if (p == other_line && removed)
+			r = other ? conf_put_value(&text, other_key, other, f.eol) : 0;
+		else {
+			r = ks_buf_append(&text, p, (size_t) (le - p));
+			if (r >= 0 && le == end && le > p && le[-1] != '\n' && last_setting == end &&
+			    own && !own_line)
+				r = ks_buf_puts(&text, f.eol);
+		}
+	}
+	if (r >= 0 && last_setting == end && own && !own_line)
+		r = conf_put_value(&text, own_key, own, f.eol);
+	if (r == -EFBIG)
+		return ks_set_error(reterr_msg, -EINVAL, "%s: file would be larger than %d bytes",
+				   path, KS_CONFIG_MAX_SIZE);
+	if (r < 0)
+		return r;
+	r = conf_file_parse(&f, text.data ? text.data : "", text.len, NULL, reterr_msg);
+	if (r < 0)
+		return r;
+	r = conf_file_replace(&f, text.data ? text.data : "", text.len, reterr_msg);
+	return r < 0 ? r : 1;
+}

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <limits.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -60,6 +61,7 @@ static int conf_parse_conflict(conf_ctx *ctx, const char *key, const char *value
 static int conf_parse_collections(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_secret_ref(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_log_level(conf_ctx *ctx, const char *key, const char *value, void *field);
+static int conf_parse_patterns(conf_ctx *ctx, const char *key, const char *value, void *field);
 
 static const conf_key conf_keys[] = {
 	{ CONF_GENERAL, "interval", conf_parse_interval, offsetof(ks_config, interval) },
@@ -85,6 +87,8 @@ static const conf_key conf_keys[] = {
 	{ CONF_ACCOUNT, "conflict", conf_parse_conflict, offsetof(ks_account_config, conflict) },
 	{ CONF_ACCOUNT, "collections", conf_parse_collections,
 	  offsetof(ks_account_config, collections) },
+	{ CONF_ACCOUNT, "include", conf_parse_patterns, offsetof(ks_account_config, include) },
+	{ CONF_ACCOUNT, "exclude", conf_parse_patterns, offsetof(ks_account_config, exclude) },
 	{ CONF_ACCOUNT, "timeout", conf_parse_timeout, offsetof(ks_account_config, timeout) },
 	{ CONF_ACCOUNT, "password_secret", conf_parse_secret_ref,
 	  offsetof(ks_account_config, password_secret) },
@@ -342,6 +346,20 @@ static int conf_parse_string(conf_ctx *ctx, const char *key, const char *value, 
 
 	*s = strdup(value);
 	return *s ? 0 : -ENOMEM;
+}
+
+/* include = and exclude =: patterns separated by commas, none of them empty. */
+static int conf_parse_patterns(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	size_t n = 0;
+	int r = ks_config_split_patterns(value, NULL, &n);
+
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return conf_error(ctx, "%s has an empty pattern in '%s' (give patterns separated "
+				  "by commas)", key, value);
+	return conf_parse_string(ctx, key, value, field);
 }
 
 /* Secret Service attributes: checked here so that a typo shows at load, not at the first
@@ -958,6 +976,8 @@ void ks_account_config_done(ks_account_config *a)
 	free(a->password_file);
 	free(a->password_secret);
 	free(a->ca_file);
+	free(a->include);
+	free(a->exclude);
 	*a = (ks_account_config) {};
 }
 
@@ -965,13 +985,14 @@ int ks_account_config_copy(const ks_account_config *a, ks_account_config *ret)
 {
 	ks_account_config c = *a;
 	char **fields[] = { &c.name, &c.provider, &c.url, &c.username, &c.password_command,
-			    &c.password_file, &c.password_secret, &c.ca_file };
+			    &c.password_file, &c.password_secret, &c.ca_file, &c.include,
+			    &c.exclude };
 
 	for (size_t i = 0; i < ELEMENTSOF(fields); i++)
 		*fields[i] = NULL;
 	const char *const src[] = { a->name, a->provider, a->url, a->username,
 				    a->password_command, a->password_file, a->password_secret,
-				    a->ca_file };
+				    a->ca_file, a->include, a->exclude };
 	for (size_t i = 0; i < ELEMENTSOF(fields); i++)
 		if (src[i] && !(*fields[i] = strdup(src[i]))) {
 			ks_account_config_done(&c);
@@ -1040,3 +1061,86 @@ const char *ks_config_provider_url(const char *provider)
 	return NULL;
 }
 
+
+int ks_config_split_patterns(const char *list, char ***ret, size_t *ret_n)
+{
+	char **out = NULL;
+	size_t n = 0;
+	int r = 0;
+
+	for (const char *p = list; r == 0;) {
+		const char *comma = strchr(p, ',');
+		const char *end = comma ? comma : p + strlen(p);
+		const char *b = p;
+
+		while (b < end && strchr(" \t", *b))
+			b++;
+		while (end > b && strchr(" \t", end[-1]))
+			end--;
+		if (end == b)
+			r = -EINVAL;
+		else if (ret) {
+			char **grown = realloc(out, (n + 2) * sizeof(*out));
+			if (!grown || !(grown[n] = strndup(b, (size_t) (end - b)))) {
+				out = grown ? grown : out;
+				r = -ENOMEM;
+				break;
+			}
+			out = grown;
+			out[++n] = NULL;
+		} else
+			n++;
+		if (!comma)
+			break;
+		p = comma + 1;
+	}
+	if (r < 0) {
+		ks_config_patterns_free(out);
+		return r;
+	}
+	if (ret)
+		*ret = out;
+	*ret_n = n;
+	return 0;
+}
+
+void ks_config_patterns_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* Whether one of the patterns of list matches path ("calendars/NAME"), NAME or displayname. */
+static bool patterns_match(const char *list, const char *path, const char *displayname)
+{
+	_cleanup_free_ char *copy = strdup(list);
+	const char *slash = strchr(path, '/');
+	const char *names[] = { path, slash ? slash + 1 : path, displayname };
+	char *save = NULL;
+
+	if (!copy)
+		return false;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *end = tok + strlen(tok);
+
+		while (*tok == ' ' || *tok == '\t')
+			tok++;
+		while (end > tok && (end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		for (size_t i = 0; i < ELEMENTSOF(names); i++)
+			if (names[i] && fnmatch(tok, names[i], 0) == 0)
+				return true;
+	}
+	return false;
+}
+
+int ks_account_collection_rule(const ks_account_config *a, const char *path,
+			       const char *displayname)
+{
+	if (a->exclude && patterns_match(a->exclude, path, displayname))
+		return 0;
+	if (a->include && patterns_match(a->include, path, displayname))
+		return 1;
+	return -1;
+}

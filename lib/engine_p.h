@@ -200,6 +200,10 @@ int ks_strv_cmp(const void *a, const void *b);
 int ks_collections_reconcile(run *R, ks_collection *remote, size_t n_remote,
 			     ks_collection **known, size_t *n_known);
 
+/* Makes the cached collections follow include = and exclude = of ksync.conf (saved where
+ * they change). */
+int ks_collections_follow_config(run *R, ks_collection *known, size_t n_known);
+
 /* ---- sync.c: one collection both ways ---------------------------------------------------- */
 
 /* Syncs col both ways: pull, push, the read-back of the uploads. remote is what a home

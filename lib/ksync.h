@@ -60,6 +60,8 @@ typedef struct ks_account_config {
 				 * when 0 */
 	unsigned password_timeout;	/* seconds password_command or a keyring prompt may take;
 					 * [general]'s when 0 (60 s when neither says) */
+	char *include;		/* include =: patterns of collections that sync, or NULL */
+	char *exclude;		/* exclude =: patterns of collections that do not (it wins) */
 } ks_account_config;
 
 typedef struct ks_config {
@@ -336,9 +338,11 @@ int ks_engine_find_collection(ks_engine *e, const char *account, const char *col
 void ks_collection_info_done(ks_collection_info *i);
 
 /* Enables or disables a collection, named by its directory name or "contacts/NAME" /
- * "calendars/NAME". -ENOENT when the account has no such collection. */
-int ks_engine_set_enabled(ks_engine *e, const char *account, const char *collection,
-			  bool enabled);
+ * "calendars/NAME", in the config file at config_path (unless NULL: see
+ * ks_config_set_collection()) and in the cache. Returns 1 when the config file changed, 0
+ * when it did not; -ENOENT when the account has no such collection. */
+int ks_engine_set_enabled(ks_engine *e, const char *config_path, const char *account,
+			  const char *collection, bool enabled, char **reterr_msg);
 /* Forgets an account: its cache rows, and with delete_files its directories. */
 int ks_engine_forget_account(ks_engine *e, const char *account, bool delete_files);
 
@@ -444,6 +448,31 @@ int ks_config_add_account(const char *path, const ks_account_config *a, char **r
  * its header). Atomic and validated as ks_config_add_account(). -ENOENT when the file or
  * the account does not exist. */
 int ks_config_remove_account(const char *path, const char *name, char **reterr_msg);
+
+/* include = and exclude = of an account: patterns (fnmatch(3)) separated by commas, each
+ * matched against a collection's path ("calendars/NAME", "contacts/NAME"), its directory
+ * NAME and its display name. Splits list into a NULL-terminated array (*ret, when ret is
+ * not NULL; free it with ks_config_patterns_free()) of *ret_n trimmed patterns; -EINVAL
+ * when one is empty. */
+int ks_config_split_patterns(const char *list, char ***ret, size_t *ret_n);
+void ks_config_patterns_free(char **v);
+
+/* What ksync.conf says of the collection at path (with displayname, or NULL): 1 when
+ * include = names it, 0 when exclude = does (exclude wins over include), -1 when neither,
+ * so that the collection keeps its state (enable, disable, or collections = when it was
+ * first found). */
+int ks_account_collection_rule(const ks_account_config *a, const char *path,
+			       const char *displayname);
+
+/* Makes the [account name] section of the config file at path say that the collection at
+ * coll_path ("calendars/NAME") syncs (enabled) or not: coll_path leaves the other list
+ * (include = or exclude =), and joins its own unless a pattern there already names it or,
+ * for include =, new collections sync anyway (collections = all). Every other byte is kept;
+ * atomic and validated as ks_config_add_account(). Returns 1 when the file changed, 0 when
+ * it already said so; -EPERM (with the line to edit) when a pattern of the other list still
+ * names the collection, -ENOENT when the file or the account does not exist. */
+int ks_config_set_collection(const char *path, const char *name, const char *coll_path,
+			     const char *displayname, bool enabled, char **reterr_msg);
 
 /* A synced collection, as ks_clients_config() describes it to khal, khard and todoman. */
 typedef struct ks_client_collection {

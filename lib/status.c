@@ -367,26 +367,44 @@ int ks_engine_find_collection(ks_engine *e, const char *account, const char *col
 	return 0;
 }
 
-int ks_engine_set_enabled(ks_engine *e, const char *account, const char *collection,
-			  bool enabled)
+int ks_engine_set_enabled(ks_engine *e, const char *config_path, const char *account,
+			  const char *collection, bool enabled, char **reterr_msg)
 {
 	ks_collection *cols = NULL;
 	size_t n = 0;
-	int r = ks_cache_list_collections(e->cache, account, &cols, &n), found = 0;
+	int r = ks_cache_list_collections(e->cache, account, &cols, &n), found = 0, changed = 0;
 
 	for (size_t i = 0; r >= 0 && i < n; i++) {
+		_cleanup_free_ char *path = NULL;
+
 		if (!collection_matches(&cols[i], collection))
 			continue;
 		found++;
-		if (cols[i].enabled != enabled) {
+		if (asprintf(&path, "%s/%s", cols[i].kind == KS_COLLECTION_ADDRESSBOOK ?
+				     "contacts" : "calendars", cols[i].name) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		/* ksync.conf first: the cache alone would not survive its own rebuilding. */
+		if (config_path) {
+			r = ks_config_set_collection(config_path, account, path, cols[i].displayname,
+						     enabled, reterr_msg);
+			if (r < 0)
+				break;
+			changed |= r;
+		}
+		/* ksync.conf now gives this state whether a pattern names the collection or
+		 * collections = does. */
+		if (cols[i].enabled != enabled || (config_path && !cols[i].ruled)) {
 			cols[i].enabled = enabled;
+			cols[i].ruled |= config_path != NULL;
 			r = ks_cache_save_collection(e->cache, &cols[i]);
 		}
 	}
 	ks_collection_free_array(cols, n);
 	if (r < 0)
 		return r;
-	return found ? 0 : -ENOENT;
+	return found ? changed : -ENOENT;
 }
 
 static int remove_tree(int parent, const char *name)

@@ -1153,6 +1153,130 @@ static void test_add_then_remove(void **state)
 	assert_string_equal(text, commented);
 }
 
+static void test_collection_rules(void **state)
+{
+	static const struct {
+		char *include, *exclude;
+		const char *path, *displayname;
+		int want;
+	} cases[] = {
+		{ NULL, NULL, "calendars/work", "Work", -1 },
+		{ "calendars/work", NULL, "calendars/work", NULL, 1 },
+		{ "work", NULL, "calendars/work", NULL, 1 },
+		{ "Work", NULL, "calendars/work", "Work", 1 },
+		{ "calendars/*", NULL, "contacts/work", NULL, -1 },
+		{ " team ,  calendars/w* ", NULL, "calendars/work", NULL, 1 },
+		{ "calendars/*", "*holidays*", "calendars/holidays-ch", NULL, 0 },
+		{ "*", "Feiertage", "calendars/x1", "Feiertage", 0 },
+		{ NULL, "contacts/family", "calendars/family", NULL, -1 },
+		{ NULL, "family", "contacts/family", NULL, 0 },
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		ks_account_config a = { .include = cases[i].include, .exclude = cases[i].exclude };
+		int got = ks_account_collection_rule(&a, cases[i].path, cases[i].displayname);
+
+		if (got != cases[i].want)
+			fail_msg("case %zu: %d, not %d", i, got, cases[i].want);
+	}
+
+	_cleanup_free_ char *err = NULL, *err2 = NULL;
+	ks_config *c = NULL;
+	write_conf("[account a]\n" URL "include = \"calendars/work,contacts/x y \"\n"
+		   "exclude = *old*\n");
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err), 0);
+	assert_string_equal(c->accounts[0].include, "calendars/work,contacts/x y ");
+	assert_int_equal(ks_account_collection_rule(&c->accounts[0], "contacts/x y", NULL), 1);
+	assert_string_equal(c->accounts[0].exclude, "*old*");
+	ks_account_config copy = {};
+	assert_int_equal(ks_account_config_copy(&c->accounts[0], &copy), 0);
+	assert_string_equal(copy.include, c->accounts[0].include);
+	assert_string_equal(copy.exclude, c->accounts[0].exclude);
+	ks_account_config_done(&copy);
+	ks_config_free(c);
+	c = NULL;
+	write_conf("[account a]\n" URL "include = work,,team\n");
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err2), -EINVAL);
+	assert_non_null(strstr(err2, "ksync.conf:3: include has an empty pattern"));
+}
+
+static void test_set_collection(void **state)
+{
+	static const struct {
+		const char *old, *path;
+		bool enabled;
+		int ret;
+		const char *want;
+	} cases[] = {
+		/* Disabled: exclude = gets a line after the last setting, comments stay. */
+		{ "[account a]\n" URL "# my note\n\n[account b]\n" URL, "calendars/work", false, 1,
+		  "[account a]\n" URL "exclude = calendars/work\n# my note\n\n[account b]\n" URL },
+		{ "[account a]\n" URL "exclude = x\n", "calendars/work", false, 1,
+		  "[account a]\n" URL "exclude = x, calendars/work\n" },
+		{ "[account a]\n" URL "exclude = calendars/w*\n", "calendars/work", false, 0,
+		  "[account a]\n" URL "exclude = calendars/w*\n" },
+		/* A last line without its line break. */
+		{ "[account a]\r\n" "url = https://h.example/", "contacts/team", false, 1,
+		  "[account a]\r\nurl = https://h.example/\r\nexclude = contacts/team\r\n" },
+		/* Leaves include =, and under collections = none needs no exclude =. */
+		{ "[account a]\n" URL "collections = none\ninclude = work, team\n",
+		  "calendars/work", false, 1,
+		  "[account a]\n" URL "collections = none\ninclude = team\n" },
+		{ "[account a]\n" URL "collections = none\ninclude = calendars/work\n",
+		  "calendars/work", false, 1, "[account a]\n" URL "collections = none\n" },
+		/* Still named by a pattern of include =: exclude = wins. */
+		{ "[account a]\n" URL "include = calendars/*\n", "calendars/work", false, 1,
+		  "[account a]\n" URL "include = calendars/*\nexclude = calendars/work\n" },
+		/* Enabled: leaves exclude =; under collections = none joins include =. */
+		{ "[account a]\n" URL "exclude = calendars/work, old\n", "calendars/work", true, 1,
+		  "[account a]\n" URL "exclude = old\n" },
+		{ "[account a]\n" URL "exclude = work\n", "calendars/work", true, 1,
+		  "[account a]\n" URL },
+		{ "[account a]\n" URL "collections = none\n\n[general]\n", "contacts/team", true, 1,
+		  "[account a]\n" URL "collections = none\ninclude = contacts/team\n\n[general]\n" },
+		{ "[general]\ncollections = none\n[account a]\n" URL "include = x\n", "contacts/t",
+		  true, 1, "[general]\ncollections = none\n[account a]\n" URL "include = x, contacts/t\n" },
+		{ "[account a]\n" URL, "calendars/work", true, 0, "[account a]\n" URL },
+		/* Only the account's own section changes. */
+		{ "[account b]\n" URL "exclude = calendars/work\n[account a]\n" URL, "calendars/work",
+		  true, 0, "[account b]\n" URL "exclude = calendars/work\n[account a]\n" URL },
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		_cleanup_free_ char *text = NULL, *err = NULL;
+		int r;
+
+		write_conf(cases[i].old);
+		r = ks_config_set_collection("ksync.conf", "a", cases[i].path, NULL,
+					     cases[i].enabled, &err);
+		if (r != cases[i].ret)
+			fail_msg("case %zu: %d (%s)", i, r, err ? err : "");
+		text = read_text("ksync.conf");
+		if (strcmp(text, cases[i].want) != 0)
+			fail_msg("case %zu: got '%s'", i, text);
+	}
+	check_no_temp_files(".");
+}
+
+static void test_set_collection_refused(void **state)
+{
+	_cleanup_free_ char *e1 = NULL, *e2 = NULL, *e3 = NULL, *text = NULL;
+	static const char globbed[] = "[account a]\n" URL "exclude = work, *old*\n";
+
+	write_conf(globbed);
+	assert_int_equal(ks_config_set_collection("ksync.conf", "a", "calendars/old-work", NULL,
+						  true, &e1), -EPERM);
+	assert_string_equal(e1, "ksync.conf:3: exclude = still names 'calendars/old-work' "
+			    "through a pattern: change that line to sync it");
+	text = read_text("ksync.conf");
+	assert_string_equal(text, globbed);
+	assert_int_equal(ks_config_set_collection("ksync.conf", "b", "calendars/x", NULL, true,
+						  &e2), -ENOENT);
+	assert_string_equal(e2, "ksync.conf: no account 'b'");
+	assert_int_equal(ks_config_set_collection("missing.conf", "a", "calendars/x", NULL, true,
+						  &e3), -ENOENT);
+}
+
 static void test_remove_account_refused(void **state)
 {
 	_cleanup_free_ char *e1 = NULL, *e2 = NULL, *e3 = NULL, *e4 = NULL, *text = NULL;
@@ -1260,6 +1384,9 @@ int main(void)
 		cmocka_unit_test(test_remove_account),
 		cmocka_unit_test(test_add_then_remove),
 		cmocka_unit_test(test_remove_account_refused),
+		cmocka_unit_test(test_collection_rules),
+		cmocka_unit_test(test_set_collection),
+		cmocka_unit_test(test_set_collection_refused),
 		cmocka_unit_test(test_provider_url),
 	};
 
