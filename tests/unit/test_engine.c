@@ -771,6 +771,65 @@ static void test_listing_each_run_not_for_large_collections(void **state)
 	env_done(&v);
 }
 
+/* exclude = stops a collection at the next run (its files and its local edits stay, nothing
+ * is sent or fetched) and include = under collections = none starts one; a collection no
+ * pattern names any more goes back to collections =, while one that never was named keeps
+ * the state it was found with. */
+static void test_include_exclude(void **state)
+{
+	env v;
+
+	env_init(&v);
+	seed_and_sync(&v, 2, 2);
+	v.acc.exclude = (char *) "calendars/events";
+	_cleanup_free_ char *e1 = event("e1", "Server side", NULL);
+	server_put(&v, v.cal, "e1.ics", e1);
+	_cleanup_free_ char *mine = event("e3", "Local side", NULL);
+	write_file(v.cal_dir, "e3.ics", mine);
+	sync_ok(&v);
+	assert_int_equal(v.updated + v.uploaded, 0);
+	assert_int_equal(count_files(v.cal_dir), 3);
+	_cleanup_free_ char *kept = read_file(v.cal_dir, "e3.ics");
+	assert_string_equal(kept, mine);
+	assert_int_equal(mem_changes(v.m), 0);
+
+	/* Taken out of exclude =: back to collections = all, both changes go through. */
+	v.acc.exclude = NULL;
+	sync_ok(&v);
+	assert_int_equal(v.updated, 1);
+	assert_int_equal(v.uploaded, 1);
+	assert_same(&v, v.cal_dir, "e1.ics", v.cal, "e1.ics");
+	assert_same(&v, v.cal_dir, "e3.ics", v.cal, "e3.ics");
+
+	/* collections = none: a new calendar syncs only when include = names it. */
+	const char *a = NULL, *b = NULL;
+	v.acc.collections = KS_NEW_COLLECTIONS_NONE;
+	v.acc.include = (char *) "Work*";
+	assert_int_equal(mem_add_collection(v.m, KS_COLLECTION_CALENDAR, "w1", "Work One", &a), 0);
+	assert_int_equal(mem_add_collection(v.m, KS_COLLECTION_CALENDAR, "p1", "Private", &b), 0);
+	_cleanup_free_ char *e5 = event("e5", "Work", NULL), *e6 = event("e6", "Private", NULL);
+	server_put(&v, a, "e5.ics", e5);
+	server_put(&v, b, "e6.ics", e6);
+	assert_int_equal(env_sync_with(&v, (sync_flags) { .list_collections = true }), 0);
+	_cleanup_free_ char *w1 = NULL, *p1 = NULL;
+	assert_true(asprintf(&w1, "%s/calendars/" ACCOUNT "/w1", v.data) > 0);
+	assert_true(asprintf(&p1, "%s/calendars/" ACCOUNT "/p1", v.data) > 0);
+	assert_int_equal(count_files(w1), 1);
+	assert_int_equal(access(p1, F_OK), -1);
+	/* The calendars found before keep their state: collections = none is for new ones. */
+	assert_int_equal(count_files(v.cal_dir), 3);
+	_cleanup_free_ char *again = event("e1", "Again", NULL);
+	server_put(&v, v.cal, "e1.ics", again);
+	sync_ok(&v);
+	assert_int_equal(v.updated, 1);
+	/* Work One no longer named: collections = none stops it. */
+	v.acc.include = NULL;
+	server_put(&v, a, "e7.ics", e6);
+	sync_ok(&v);
+	assert_int_equal(count_files(w1), 1);
+	env_done(&v);
+}
+
 static void test_server_changes(void **state)
 {
 	env v;
@@ -1465,13 +1524,14 @@ enum {
 	OP_SRV_DROP,		/* the collection deleted on the server */
 	OP_SRV_READD,		/* a collection of that name made again (empty) */
 	OP_LOC_AWAY,		/* the directory renamed away (variant 1: back) */
+	OP_EXCLUDE,		/* the collection named by exclude = (variant 1: taken out) */
 	_OP_MAX,
 };
 
 static const char *const op_names[_OP_MAX] = {
 	"OP_SYNC", "OP_QUIET", "OP_SRV_CREATE", "OP_SRV_EDIT", "OP_SRV_DELETE", "OP_SRV_MOVE",
 	"OP_LOC_CREATE", "OP_LOC_EDIT", "OP_LOC_DELETE", "OP_LOC_RENAME", "OP_LOC_COPY",
-	"OP_FAULT", "OP_EXPIRE", "OP_SRV_DROP", "OP_SRV_READD", "OP_LOC_AWAY",
+	"OP_FAULT", "OP_EXPIRE", "OP_SRV_DROP", "OP_SRV_READD", "OP_LOC_AWAY", "OP_EXCLUDE",
 };
 
 /* How often each step is drawn. */
@@ -1480,6 +1540,7 @@ static const unsigned op_weights[_OP_MAX] = {
 	[OP_SRV_DELETE] = 4, [OP_SRV_MOVE] = 2, [OP_LOC_CREATE] = 7, [OP_LOC_EDIT] = 16,
 	[OP_LOC_DELETE] = 4, [OP_LOC_RENAME] = 3, [OP_LOC_COPY] = 2, [OP_FAULT] = 8,
 	[OP_EXPIRE] = 1, [OP_SRV_DROP] = 1, [OP_SRV_READD] = 1, [OP_LOC_AWAY] = 2,
+	[OP_EXCLUDE] = 2,
 };
 
 /* The faults a step arms for the next sync: a kind of request, which one of its kind (skip is
@@ -1553,6 +1614,8 @@ typedef struct model {
 	size_t at;		/* the step being run */
 	bool log_syncs;		/* KSYNC_ENGINE_LOG: every sync's report to stderr */
 	bool known_bugs;	/* KSYNC_ENGINE_KNOWN_BUGS: steps that meet known bugs too */
+	bool excluded[2];	/* the collections exclude = names */
+	char exclude[64];
 	/* statistics */
 	unsigned syncs, guards, conflicts, refusals, order_only;
 } model;
@@ -1859,9 +1922,11 @@ static void model_quiet(model *md)
 	sync_flags fl = { .list_collections = true };
 
 	mem_clear_faults(md->v.m);
-	/* The user puts a directory moved away back. */
-	for (unsigned c = 0; c < 2; c++)
+	/* The user puts a directory moved away back, and takes exclude = away. */
+	for (unsigned c = 0; c < 2; c++) {
 		run_step(md, &(step) { .op = OP_LOC_AWAY, .coll = (uint8_t) c, .variant = 1 });
+		run_step(md, &(step) { .op = OP_EXCLUDE, .coll = (uint8_t) c, .variant = 1 });
+	}
 	model_sync(md, fl);
 	fl.list_collections = false;
 	if (!md->failed && md->v.guard) {
@@ -2061,6 +2126,14 @@ static void run_step(model *md, const step *s)
 		if (!mem_has_collection(md->v.m, coll_href(md, c)))
 			add_collection(md, c);
 		break;
+	case OP_EXCLUDE:
+		md->excluded[c] = s->variant == 0;
+		snprintf(md->exclude, sizeof(md->exclude), "%s%s%s",
+			 md->excluded[0] ? coll_label(0) : "",
+			 md->excluded[0] && md->excluded[1] ? ", " : "",
+			 md->excluded[1] ? coll_label(1) : "");
+		md->v.acc.exclude = *md->exclude ? md->exclude : NULL;
+		break;
 	case OP_LOC_AWAY: {
 		_cleanup_free_ char *away = NULL;
 		assert_true(asprintf(&away, "%s.away", dir) > 0);
@@ -2217,6 +2290,7 @@ static void make_scenario(uint64_t seed, size_t n_steps, scenario *sc)
 			st->variant = (uint8_t) (draw(&s, 10) == 0 ? 1 : draw(&s, 10) == 0 ? 2 : 0);
 			break;
 		case OP_LOC_AWAY:
+		case OP_EXCLUDE:
 			st->variant = (uint8_t) draw(&s, 2);
 			break;
 		case OP_SRV_CREATE:
@@ -2443,6 +2517,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_listing_each_run, env_teardown),
 		cmocka_unit_test_teardown(test_listing_each_run_not_for_large_collections,
 					  env_teardown),
+		cmocka_unit_test_teardown(test_include_exclude, env_teardown),
 		cmocka_unit_test_teardown(test_server_changes, env_teardown),
 		cmocka_unit_test_teardown(test_local_changes, env_teardown),
 		cmocka_unit_test_teardown(test_both_edit, env_teardown),

@@ -21,12 +21,15 @@ Operations
           directory removed), loc.mvdir / loc.dirback (a collection directory renamed and
           renamed back), loc.garbage (a file overwritten with junk), loc.notes (a file that is
           no item, notes.txt)
+  config  cfg.exclude / cfg.unexclude (a collection named in, or taken out of, the account's
+          exclude = in ksync.conf)
   runs    run: `ksyncd --once`, with --force, killed with SIGKILL after a delay, or stopped by
           KSYNC_TEST_CRASH_AFTER=N; optionally with a fault in the front between ksyncd and the
           server: an upload refused (400/403/409/412/415), a connection dropped (with or without
           the server having carried out the request) or stalled, a home-set listing that leaves
           out collections, a multiget answer that leaves out an href
-  settle  the user puts back what is away, then quiet runs (see invariant 2)
+  settle  the user puts back what is away and takes every collection out of exclude =, then
+          quiet runs (see invariant 2)
 
 Invariant 1, nothing written is lost. Every value an operation writes holds a unique token
 (kt00042) in one property (FN, NOTE, TITLE, ROLE; SUMMARY, DESCRIPTION, LOCATION), or in the
@@ -143,6 +146,7 @@ FAMILIES = {
     "fault-home-omit": "a home-set listing that leaves out collections",
     "fault-multiget-omit": "a multiget answer that leaves out an href",
     "bulk": "an address book of 120 cards (several multigets in flight)",
+    "config-exclude": "exclude = a collection in ksync.conf, and take it out again",
 }
 
 # (operation, family, weight)
@@ -165,6 +169,8 @@ OPS = [
     ("loc.dirback", "local-rename-dir", 1.5),
     ("loc.garbage", "local-garbage", 0.8),
     ("loc.notes", "local-notes", 0.6),
+    ("cfg.exclude", "config-exclude", 0.6),
+    ("cfg.unexclude", "config-exclude", 0.9),
     ("run", None, 15),
     ("settle", None, 1.6),
 ]
@@ -591,6 +597,7 @@ class Model:
         self.garbage = False    # a file was overwritten with junk since the last settle
         self.new_cols = set()   # server collections made since the last home listing
         self.recent = {}        # (coll, uid) -> {"server": set, "local": set} since the last run
+        self.excluded = set()   # collections ksync.conf's exclude = names
 
     def owe(self, tokens, **info):
         for t in tokens:
@@ -1039,6 +1046,17 @@ class Generator:
         coll, name, uid, _ = got
         return {"coll": coll, "uid": uid, "file": name, "token": self.token(),
                 "style": self.rng.choice(["binary", "truncate"])}
+
+    def gen_cfg_exclude(self):
+        coll = self._coll("server")
+        if coll is None or coll in self.model.excluded:
+            return None
+        return {"coll": coll}
+
+    def gen_cfg_unexclude(self):
+        if not self.model.excluded:
+            return None
+        return {"coll": self.rng.choice(sorted(self.model.excluded))}
 
     def gen_loc_notes(self):
         coll = self._coll("local")
@@ -1997,7 +2015,31 @@ class Runner:
         self.model.owe({op["token"]}, uid="(%s)" % op["name"], field="(file)", side="local",
                        step=self.steps, coll=op["coll"])
 
+    def do_cfg_exclude(self, op):
+        if op["coll"] in self.model.excluded:
+            return False
+        self.model.excluded.add(op["coll"])
+        self._write_rules()
+
+    def do_cfg_unexclude(self, op):
+        if op["coll"] not in self.model.excluded:
+            return False
+        self.model.excluded.discard(op["coll"])
+        self._write_rules()
+
+    def _write_rules(self):
+        keys = self.ks.accounts[ACCOUNT]
+        if self.model.excluded:
+            keys["exclude"] = ", ".join(sorted(self.model.excluded))
+        else:
+            keys.pop("exclude", None)
+        self.ks.write_config()
+
     def restore_all(self):
+        if self.model.excluded:
+            # The user takes the collections back before the quiet runs.
+            self.model.excluded.clear()
+            self._write_rules()
         for slot in sorted(self.model.away):
             self._bring_back(slot, self.model.away[slot])
         for to in sorted(self.model.renamed):
