@@ -96,7 +96,7 @@ static void on_event(const ks_sync_event *ev, void *userdata)
 				printf("; %u skipped", ev->skipped);
 			if (ev->conflicts)
 				printf("; %u conflict(s)", ev->conflicts);
-			printf(" (%u requests)\n", ev->requests);
+			printf(" (%u request%s)\n", ev->requests, ev->requests == 1 ? "" : "s");
 		}
 		break;
 	case KS_SYNC_CONFLICT:
