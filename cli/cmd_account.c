@@ -812,3 +812,125 @@ int cmd_account(int argc, char **argv)
 	return ctl_error(-EINVAL, "Unknown account command '%s'; use add, list or remove.",
 			 argv[1]);
 }
+
+static void subscribe_help(void)
+{
+	printf("Usage: ksyncctl subscribe NAME URL [--interval DURATION]\n"
+	       "\n"
+	       "Subscribe to a calendar published as an iCalendar file (holidays, a team's or\n"
+	       "a sports calendar): an account NAME with feed = URL in ksync.conf, whose one\n"
+	       "read-only calendar holds a file per event under calendars/NAME/, fetched\n"
+	       "again every DURATION (default: the [general] interval) when the file changed.\n"
+	       "webcal:// URLs are fetched over https. 'ksyncctl account remove NAME'\n"
+	       "unsubscribes.\n"
+	       "\n"
+	       "  --interval DURATION    e.g. 1h or 1d (at least 60s)\n"
+	       "  --ca-file FILE         trust this CA certificate for the server\n"
+	       "  --allow-insecure-http  allow a plain http:// URL to another machine\n"
+	       "  -h, --help             show this help\n");
+}
+
+int cmd_subscribe(int argc, char **argv)
+{
+	enum { ARG_INTERVAL = 0x100, ARG_CA_FILE, ARG_INSECURE };
+	static const struct option options[] = {
+		{ "interval", required_argument, NULL, ARG_INTERVAL },
+		{ "ca-file", required_argument, NULL, ARG_CA_FILE },
+		{ "allow-insecure-http", no_argument, NULL, ARG_INSECURE },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	const char *interval = NULL, *ca = NULL;
+	bool insecure = false;
+	_cleanup_free_ char *abs_ca = NULL, *config = NULL, *why = NULL;
+	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+	int c, r;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+		switch (c) {
+		case ARG_INTERVAL:
+			interval = optarg;
+			break;
+		case ARG_CA_FILE:
+			ca = optarg;
+			break;
+		case ARG_INSECURE:
+			insecure = true;
+			break;
+		case 'h':
+			subscribe_help();
+			return 0;
+		default:
+			return ctl_usage_error();
+		}
+	}
+	r = ctl_no_json("subscribe");
+	if (r < 0)
+		return r;
+	if (optind + 2 != argc)
+		return ctl_error(-EINVAL, "subscribe needs a NAME and a URL.");
+	const char *name = argv[optind], *url = argv[optind + 1];
+	r = check_name(name);
+	if (r < 0)
+		return r;
+	if (ca) {
+		r = *ca ? absolute_path(ca, &abs_ca) : -EINVAL;
+		if (r < 0)
+			return ctl_error(r, "Failed to make '%s' an absolute path: %m", ca);
+	}
+	_cleanup_(ks_account_config_done) ks_account_config a = {
+		.allow_insecure_http = insecure,
+	};
+	if (!(a.name = strdup(name)) || !(a.feed = strdup(url)) ||
+	    (abs_ca && !(a.ca_file = strdup(abs_ca))))
+		return ctl_error(-ENOMEM, "Out of memory.");
+	if (interval) {
+		r = ks_duration_parse(interval, &a.interval);
+		if (r < 0 || a.interval < 60)
+			return ctl_error(-EINVAL, "Invalid --interval '%s': use a duration of at "
+					 "least 60s, e.g. 1h.", interval);
+	}
+	ks_config *checked = NULL;
+	r = ks_config_check_account(&a, &checked, &why);
+	if (r < 0) {
+		_cleanup_free_ char *safe = ctl_sanitize(why, true);
+		return ctl_error(r, "%s", safe ? safe : "invalid settings");
+	}
+	ks_config_free(checked);
+
+	r = ctl_bus_open(&bus);
+	if (r >= 0)
+		r = daemon_config_path(bus, &config);
+	if (r < 0)
+		return r;
+	ks_config *existing = NULL;
+	free(why);
+	why = NULL;
+	r = ks_config_load(config, &existing, &why);
+	if (r >= 0 && ks_config_find_account(existing, name))
+		r = ctl_error(-EEXIST, "An account '%s' exists already in %s.", name, config);
+	else if (r < 0 && r != -ENOENT) {
+		_cleanup_free_ char *safe = ctl_sanitize(why, true);
+		r = ctl_error(r, "%s has errors; fix them first ('ksyncctl config check' lists "
+			      "them):\n%s", config, safe ? safe : "");
+	} else
+		r = 0;
+	ks_config_free(existing);
+	if (r < 0)
+		return r;
+	free(why);
+	why = NULL;
+	r = ks_config_add_account(config, &a, &why);
+	if (r < 0) {
+		_cleanup_free_ char *safe = ctl_sanitize(why, true);
+		return ctl_error(r, "Failed to write the subscription into %s: %s", config,
+				 safe ? safe : strerror(-r));
+	}
+	r = ctl_call(bus, "Reload", CTL_TIMEOUT_USEC, NULL, NULL, NULL);
+	if (r < 0)
+		return r;
+	printf("Added to %s; ksyncd fetches it now ('ksyncctl status' shows how far it got).\n",
+	       config);
+	return 0;
+}

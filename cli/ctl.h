@@ -42,6 +42,7 @@ int cmd_sync(int argc, char **argv);
 int cmd_account(int argc, char **argv);
 int cmd_collections(int argc, char **argv);
 int cmd_enable(int argc, char **argv);
+int cmd_subscribe(int argc, char **argv);
 int cmd_disable(int argc, char **argv);
 int cmd_add_addressbook(int argc, char **argv);
 int cmd_add_calendar(int argc, char **argv);

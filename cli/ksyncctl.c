@@ -19,6 +19,7 @@ static const struct verb {
 	{ "status", cmd_status, "", "accounts, collections, last and next sync, conflicts" },
 	{ "sync", cmd_sync, "[--force] [ACCOUNT[/COLLECTION]]", "sync now and wait for the end" },
 	{ "account", cmd_account, "add|list|remove ...", "add, list or remove accounts" },
+	{ "subscribe", cmd_subscribe, "NAME URL", "subscribe to a published calendar (.ics)" },
 	{ "collections", cmd_collections, "[ACCOUNT]", "list the collections" },
 	{ "enable", cmd_enable, "ACCOUNT/COLLECTION", "sync this collection" },
 	{ "disable", cmd_disable, "ACCOUNT/COLLECTION", "stop syncing this collection" },

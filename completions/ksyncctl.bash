@@ -18,7 +18,7 @@ _ksyncctl()
     local cur prev verb i
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
-    local verbs="status sync account collections enable disable add-addressbook
+    local verbs="status sync account subscribe collections enable disable add-addressbook
         add-calendar rename-collection delete-collection clients reload config duplicates
         conflicts log help"
     local global="--json --verbose -v --help -h --version -V"
@@ -39,6 +39,7 @@ _ksyncctl()
     case $verb in
         status) opts+=" --json" ;;
         sync) opts+=" --force --allow-mass-delete --dry-run --json" ;;
+        subscribe) opts+=" --interval --ca-file --allow-insecure-http" ;;
         account) opts+=" add list remove --provider --url --username --ask-password
             --password-command --password-file --no-password --ca-file
             --allow-insecure-http --interval --delete-local-data --json" ;;

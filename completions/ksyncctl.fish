@@ -6,7 +6,7 @@ function __ksyncctl_names
     ksyncctl collections 2>/dev/null | awk 'NR > 1 && $1 ~ /\// { print $1 }'
 end
 
-set -l verbs status sync account collections enable disable add-addressbook add-calendar \
+set -l verbs status sync account subscribe collections enable disable add-addressbook add-calendar \
     rename-collection delete-collection clients reload config duplicates conflicts log help
 
 complete -c ksyncctl -f
@@ -18,6 +18,7 @@ complete -c ksyncctl -s h -l help -d 'show the help'
 complete -c ksyncctl -n "not __fish_seen_subcommand_from $verbs" -a status -d 'accounts, collections, conflicts'
 complete -c ksyncctl -n "not __fish_seen_subcommand_from $verbs" -a sync -d 'sync now and wait for the end'
 complete -c ksyncctl -n "not __fish_seen_subcommand_from $verbs" -a account -d 'add, list or remove accounts'
+complete -c ksyncctl -n "not __fish_seen_subcommand_from $verbs" -a subscribe -d 'subscribe to a published calendar (.ics)'
 complete -c ksyncctl -n "not __fish_seen_subcommand_from $verbs" -a collections -d 'list the collections'
 complete -c ksyncctl -n "not __fish_seen_subcommand_from $verbs" -a enable -d 'sync this collection'
 complete -c ksyncctl -n "not __fish_seen_subcommand_from $verbs" -a disable -d 'stop syncing this collection'

@@ -52,7 +52,9 @@ static int conf_put_value(ks_buf *b, const char *key, const char *value, const c
 
 static void format_duration(unsigned secs, char *buf, size_t size)
 {
-	if (secs % 3600 == 0)
+	if (secs % 86400 == 0)
+		snprintf(buf, size, "%ud", secs / 86400);
+	else if (secs % 3600 == 0)
 		snprintf(buf, size, "%uh", secs / 3600);
 	else if (secs % 60 == 0)
 		snprintf(buf, size, "%umin", secs / 60);
@@ -79,7 +81,9 @@ static int conf_put_account(ks_buf *b, const ks_account_config *a, const char *e
 		const char *key, *value;
 	} kv[] = {
 		{ "provider", a->provider },
-		{ "url", provider_url && a->url && strcmp(a->url, provider_url) == 0 ? NULL : a->url },
+		{ "feed", a->feed },
+		{ "url", a->feed || (provider_url && a->url && strcmp(a->url, provider_url) == 0)
+			 ? NULL : a->url },
 		{ "username", a->username },
 		{ "password_command", a->password_command },
 		{ "password_file", a->password_file },

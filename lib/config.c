@@ -62,6 +62,7 @@ static int conf_parse_collections(conf_ctx *ctx, const char *key, const char *va
 static int conf_parse_secret_ref(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_log_level(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_patterns(conf_ctx *ctx, const char *key, const char *value, void *field);
+static int conf_parse_feed(conf_ctx *ctx, const char *key, const char *value, void *field);
 
 static const conf_key conf_keys[] = {
 	{ CONF_GENERAL, "interval", conf_parse_interval, offsetof(ks_config, interval) },
@@ -74,6 +75,7 @@ static const conf_key conf_keys[] = {
 	{ CONF_GENERAL, "log_level", conf_parse_log_level, offsetof(ks_config, log_level) },
 	{ CONF_ACCOUNT, "provider", conf_parse_provider, offsetof(ks_account_config, provider) },
 	{ CONF_ACCOUNT, "url", conf_parse_url, offsetof(ks_account_config, url) },
+	{ CONF_ACCOUNT, "feed", conf_parse_feed, offsetof(ks_account_config, feed) },
 	{ CONF_ACCOUNT, "username", conf_parse_username, offsetof(ks_account_config, username) },
 	{ CONF_ACCOUNT, "password_command", conf_parse_string,
 	  offsetof(ks_account_config, password_command) },
@@ -205,7 +207,7 @@ int ks_duration_parse(const char *s, unsigned *ret)
 	static const struct {
 		const char *suffix;
 		unsigned long long mult;
-	} units[] = { { "", 1 }, { "s", 1 }, { "min", 60 }, { "h", 3600 } };
+	} units[] = { { "", 1 }, { "s", 1 }, { "min", 60 }, { "h", 3600 }, { "d", 86400 } };
 	unsigned long long v = 0;
 	const char *p = s;
 
@@ -235,7 +237,7 @@ static int conf_parse_interval_full(conf_ctx *ctx, const char *key, const char *
 
 	if (ks_duration_parse(value, &v) < 0)
 		return conf_error(ctx, "invalid duration '%s' for %s; use seconds, or a number "
-				  "followed by s, min or h (e.g. 15min)", value, key);
+				  "followed by s, min, h or d (e.g. 15min)", value, key);
 	if (v < CONFIG_MIN_INTERVAL && !(zero_ok && v == 0))
 		return conf_error(ctx, "%s '%s' is too short; the minimum is %us", key, value,
 				  CONFIG_MIN_INTERVAL);
@@ -262,7 +264,7 @@ static int conf_parse_timeout(conf_ctx *ctx, const char *key, const char *value,
 
 	if (ks_duration_parse(value, &v) < 0)
 		return conf_error(ctx, "invalid duration '%s' for %s; use seconds, or a number "
-				  "followed by s, min or h (e.g. 30s)", value, key);
+				  "followed by s, min, h or d (e.g. 30s)", value, key);
 	if (v < 1 || v > CONFIG_MAX_TIMEOUT)
 		return conf_error(ctx, "%s '%s' is out of range; use 1s to %us", key, value,
 				  CONFIG_MAX_TIMEOUT);
@@ -513,6 +515,19 @@ static int conf_parse_url(conf_ctx *ctx, const char *key, const char *value, voi
 		return conf_error(ctx, "invalid URL '%s' for %s; %s", value, key,
 				  url_problem_text[p]);
 	return conf_parse_string(ctx, key, value, field);
+}
+
+/* feed =: an http(s) URL, or a webcal(s) one, which is fetched over https. */
+static int conf_parse_feed(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	_cleanup_free_ char *https = NULL;
+
+	if (strncasecmp(value, "webcal://", 9) == 0 || strncasecmp(value, "webcals://", 10) == 0) {
+		if (asprintf(&https, "https://%s", strstr(value, "://") + 3) < 0)
+			return -ENOMEM;
+		value = https;
+	}
+	return conf_parse_url(ctx, key, value, field);
 }
 
 /* Sets ctx->dir to the absolute directory of the file. */
@@ -792,6 +807,13 @@ static int config_validate(ks_config *c, conf_ctx *ctx)
 			a->timeout = c->timeout;
 		if (!a->password_timeout)
 			a->password_timeout = c->password_timeout;
+		if (a->feed && (a->url || a->provider))
+			r = conf_error(ctx, "account '%s': feed (a calendar subscription) and %s "
+				       "exclude each other", a->name, a->url ? "url" : "provider");
+		else if (a->feed && !(a->url = strdup(a->feed)))
+			return -ENOMEM;
+		if (r == -ENOMEM)
+			return r;
 		if (!a->url && a->provider)
 			for (size_t j = 0; j < ELEMENTSOF(providers); j++)
 				if (strcmp(a->provider, providers[j].name) == 0) {
@@ -799,8 +821,8 @@ static int config_validate(ks_config *c, conf_ctx *ctx)
 					if (!a->url)
 						return -ENOMEM;
 				}
-		if (!a->url)
-			r = conf_error(ctx, "account '%s' needs url or provider", a->name);
+		if (!a->url && r >= 0)
+			r = conf_error(ctx, "account '%s' needs url, provider or feed", a->name);
 		else if (url_split(a->url, &plain, &host, &host_len) == URL_OK && plain &&
 			 !a->allow_insecure_http && !host_is_loopback(host, host_len))
 			r = conf_error(ctx, "account '%s': plain http:// to '%.*s' would send the "
@@ -978,6 +1000,7 @@ void ks_account_config_done(ks_account_config *a)
 	free(a->ca_file);
 	free(a->include);
 	free(a->exclude);
+	free(a->feed);
 	*a = (ks_account_config) {};
 }
 
@@ -986,13 +1009,13 @@ int ks_account_config_copy(const ks_account_config *a, ks_account_config *ret)
 	ks_account_config c = *a;
 	char **fields[] = { &c.name, &c.provider, &c.url, &c.username, &c.password_command,
 			    &c.password_file, &c.password_secret, &c.ca_file, &c.include,
-			    &c.exclude };
+			    &c.exclude, &c.feed };
 
 	for (size_t i = 0; i < ELEMENTSOF(fields); i++)
 		*fields[i] = NULL;
 	const char *const src[] = { a->name, a->provider, a->url, a->username,
 				    a->password_command, a->password_file, a->password_secret,
-				    a->ca_file, a->include, a->exclude };
+				    a->ca_file, a->include, a->exclude, a->feed };
 	for (size_t i = 0; i < ELEMENTSOF(fields); i++)
 		if (src[i] && !(*fields[i] = strdup(src[i]))) {
 			ks_account_config_done(&c);

@@ -230,11 +230,13 @@ unsigned ks_dav_request_count(const ks_dav *d)
 void ks_dav_request_done(ks_dav_request *req)
 {
 	free(req->etag);
+	free(req->last_modified);
 	free(req->effective_url);
 	free(req->sync_token);
 	free(req->body_text);
 	free(req->redirect_url);
-	req->etag = req->effective_url = req->sync_token = req->body_text = NULL;
+	req->etag = req->last_modified = req->effective_url = req->sync_token = NULL;
+	req->body_text = NULL;
 	req->redirect_url = NULL;
 	req->body_text_len = 0;
 }
@@ -272,7 +274,8 @@ static size_t on_header(char *buf, size_t size, size_t n, void *userdata)
 	/* A new status line: headers of a redirect or a 100 Continue are forgotten. */
 	if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
 		free(s->req->etag);
-		s->req->etag = NULL;
+		free(s->req->last_modified);
+		s->req->etag = s->req->last_modified = NULL;
 		s->req->retry_after = 0;
 		return len;
 	}
@@ -293,6 +296,13 @@ static size_t on_header(char *buf, size_t size, size_t n, void *userdata)
 		if (v) {
 			free(s->req->etag);
 			s->req->etag = v;
+		}
+	} else if (klen == 13 && strncasecmp(buf, "Last-Modified", 13) == 0 && vlen > 0 &&
+		   vlen < 128) {
+		v = strndup(val, vlen);
+		if (v) {
+			free(s->req->last_modified);
+			s->req->last_modified = v;
 		}
 	} else if (klen == 8 && strncasecmp(buf, "Location", 8) == 0 && vlen > 0 && vlen < 8192) {
 		v = strndup(val, vlen);
@@ -507,6 +517,8 @@ static int req_setup(ks_dav *d, ks_dav_request *req, req_state **ret)
 		r = add_header(s, "If-Match", req->if_match);
 	if (r >= 0 && req->if_none_match)
 		r = add_header(s, "If-None-Match", req->if_none_match);
+	if (r >= 0 && req->if_modified_since)
+		r = add_header(s, "If-Modified-Since", req->if_modified_since);
 	if (r >= 0 && req->accept)
 		r = add_header(s, "Accept", req->accept);
 	if (r < 0)

@@ -41,6 +41,7 @@ struct ks_dav_request {
 	const char *content_type;	/* default "application/xml; charset=utf-8" with a body */
 	const char *if_match;
 	const char *if_none_match;
+	const char *if_modified_since;	/* an HTTP-date, as a Last-Modified gave it */
 	const char *accept;
 	bool follow_redirects;
 	/* 0: a non-multistatus body is kept up to KS_DAV_MAX_BODY and cut there (error pages).
@@ -55,6 +56,7 @@ struct ks_dav_request {
 	int result;		/* 0 or negative errno (see ks_dav_status_to_errno) */
 	long status;		/* HTTP status of the last response, 0 if none */
 	char *etag;		/* ETag response header, quotes kept */
+	char *last_modified;	/* Last-Modified response header */
 	char *effective_url;	/* after redirects */
 	char *sync_token;	/* top-level sync-token of a multistatus */
 	char *body_text;	/* non-multistatus body, up to KS_DAV_MAX_BODY or max_body bytes */

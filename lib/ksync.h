@@ -62,6 +62,8 @@ typedef struct ks_account_config {
 					 * [general]'s when 0 (60 s when neither says) */
 	char *include;		/* include =: patterns of collections that sync, or NULL */
 	char *exclude;		/* exclude =: patterns of collections that do not (it wins) */
+	char *feed;		/* feed =: the iCalendar file of a calendar subscription (https;
+				 * url is set to it), or NULL */
 } ks_account_config;
 
 typedef struct ks_config {

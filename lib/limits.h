@@ -8,6 +8,8 @@
 /* Largest multistatus body read: it is parsed as it streams in, so this bounds time, not
  * memory (a server sending without end would hold its account's run forever). */
 #define KS_DAV_MAX_STREAM ((size_t) 1 << 30)
+/* Largest iCalendar file of a calendar subscription. */
+#define KS_FEED_MAX (64 * 1024 * 1024)
 /* Largest single vCard or iCalendar object accepted from the server or the disk. */
 #define KS_CARD_MAX (8 * 1024 * 1024)
 /* Most content lines (after unfolding; for vCards, lines plus parameters) in one vCard or

@@ -42,8 +42,9 @@ int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force)
 	if (!force && remote && !remote->sync_token && remote->ctag && col->ctag &&
 	    strcmp(remote->ctag, col->ctag) == 0)
 		return 0;
-	if (!remote && !col->supports_sync) {
-		/* Without a fresh home listing, the collection's own ctag tells whether to list. */
+	if ((!remote || (!remote->ctag && col->ctag)) && !col->supports_sync) {
+		/* Without a fresh home listing, or one that did not say, the collection's own
+		 * ctag tells whether to list. */
 		r = fetch_ctag(c, &ctag);
 		if (r == -ENOENT)
 			goto out;	/* gone: the caller lists the home sets */
@@ -315,7 +316,7 @@ static int fetch_ctag(coll_run *c, char **ret)
 {
 	ks_remote_reply reply = {};
 	char *ctag = NULL;
-	int r = ks_remote_ctag(c->R->remote, c->L.col->href, &ctag, &reply);
+	int r = ks_remote_ctag(c->R->remote, c->L.col->href, c->L.col->ctag, &ctag, &reply);
 
 	ks_remote_reply_done(&reply);
 	if (r < 0)

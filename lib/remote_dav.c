@@ -23,7 +23,8 @@ typedef struct dav_remote {
 
 static int dav_list(ks_remote *r, const char *collection, bool sync, const char *token,
 		    ks_remote_member_fn fn, void *userdata, ks_remote_reply *ret);
-static int dav_ctag(ks_remote *r, const char *collection, char **ret_ctag, ks_remote_reply *ret);
+static int dav_ctag(ks_remote *r, const char *collection, const char *known, char **ret_ctag,
+		    ks_remote_reply *ret);
 static int dav_fetch(ks_remote *r, ks_remote_batch *b, size_t n,
 		     int (*done)(ks_remote_batch *b, void *userdata), void *userdata);
 static int dav_get(ks_remote *r, const char *href, bool vcard4, ks_remote_reply *ret);
@@ -58,9 +59,13 @@ static const ks_remote_ops dav_ops = {
 static int remote_new(const ks_account_config *a, bool fetch_password, const char *password,
 		      ks_remote **ret, char **reterr_msg)
 {
-	dav_remote *d = calloc(1, sizeof(*d));
+	dav_remote *d;
 	int r;
 
+	/* A subscription is a store of its own; everything else is CalDAV/CardDAV. */
+	if (a->feed)
+		return ks_remote_feed_new(a, password, fetch_password, ret, reterr_msg);
+	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
 	d->r.ops = &dav_ops;
@@ -220,7 +225,8 @@ static int on_ctag(const ks_ms_response *resp, void *userdata)
 	return 0;
 }
 
-static int dav_ctag(ks_remote *r, const char *collection, char **ret_ctag, ks_remote_reply *ret)
+static int dav_ctag(ks_remote *r, const char *collection, const char *known, char **ret_ctag,
+		    ks_remote_reply *ret)
 {
 	static const char body[] =
 		"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"

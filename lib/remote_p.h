@@ -97,8 +97,10 @@ typedef struct ks_remote_ops {
 	 * refuses fails with its status (403/409 valid-sync-token, 400, or a 500). */
 	int (*list)(ks_remote *r, const char *collection, bool sync, const char *token,
 		    ks_remote_member_fn fn, void *userdata, ks_remote_reply *ret);
-	/* The collection's getctag into *ret_ctag (NULL when it has none). */
-	int (*ctag)(ks_remote *r, const char *collection, char **ret_ctag, ks_remote_reply *ret);
+	/* The collection's getctag into *ret_ctag (NULL when it has none). known is the one
+	 * stored (or NULL), which a store may ask with (a conditional GET). */
+	int (*ctag)(ks_remote *r, const char *collection, const char *known, char **ret_ctag,
+		    ks_remote_reply *ret);
 	/* Fetches n batches, several at once; done is called for each as soon as it has
 	 * ended, and may not start another operation on r. Returns 0 when every batch ran
 	 * (each has its reply), or the first negative value a callback returned. */
@@ -137,6 +139,10 @@ int ks_remote_dav_new(const ks_account_config *a, const char *password, ks_remot
 /* ks_remote_dav_new() with the password fetched as the account says, as ks_session_new()
  * does (and with its errors). */
 int ks_remote_dav_open(const ks_account_config *a, ks_remote **ret, char **reterr_msg);
+/* The store of a calendar subscription (an account with feed =, lib/remote_feed.c), with
+ * the session as ks_remote_dav_new() (fetch_password: as ks_remote_dav_open()). */
+int ks_remote_feed_new(const ks_account_config *a, const char *password, bool fetch_password,
+		       ks_remote **ret, char **reterr_msg);
 /* Frees r (NULL is fine); returns NULL. */
 ks_remote *ks_remote_free(ks_remote *r);
 
@@ -147,10 +153,10 @@ static inline int ks_remote_list(ks_remote *r, const char *collection, bool sync
 	return r->ops->list(r, collection, sync, token, fn, userdata, ret);
 }
 
-static inline int ks_remote_ctag(ks_remote *r, const char *collection, char **ret_ctag,
-				 ks_remote_reply *ret)
+static inline int ks_remote_ctag(ks_remote *r, const char *collection, const char *known,
+				 char **ret_ctag, ks_remote_reply *ret)
 {
-	return r->ops->ctag(r, collection, ret_ctag, ret);
+	return r->ops->ctag(r, collection, known, ret_ctag, ret);
 }
 
 static inline int ks_remote_fetch(ks_remote *r, ks_remote_batch *b, size_t n,

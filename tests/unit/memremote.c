@@ -634,7 +634,8 @@ static int mem_list(ks_remote *r, const char *collection, bool sync, const char 
 	return 0;
 }
 
-static int mem_ctag(ks_remote *r, const char *collection, char **ret_ctag, ks_remote_reply *ret)
+static int mem_ctag(ks_remote *r, const char *collection, const char *known, char **ret_ctag,
+		    ks_remote_reply *ret)
 {
 	mem_remote *m = of(r);
 	mem_coll *c = find_coll(m, collection);

@@ -465,19 +465,19 @@ static const struct {
 	  "[account d]\ninterval = 1.5h\n[account e]\ninterval = 4294967296\n"
 	  "[account f]\ninterval = 1193047h\n[account g]\ninterval = min\n",
 	  "ksync.conf:2: invalid duration 'abc' for interval; use seconds, or a number followed "
-	  "by s, min or h (e.g. 15min)\n"
+	  "by s, min, h or d (e.g. 15min)\n"
 	  "ksync.conf:4: invalid duration '15m' for interval; use seconds, or a number followed "
-	  "by s, min or h (e.g. 15min)\n"
+	  "by s, min, h or d (e.g. 15min)\n"
 	  "ksync.conf:6: invalid duration '-5' for interval; use seconds, or a number followed "
-	  "by s, min or h (e.g. 15min)\n"
+	  "by s, min, h or d (e.g. 15min)\n"
 	  "ksync.conf:8: invalid duration '1.5h' for interval; use seconds, or a number followed "
-	  "by s, min or h (e.g. 15min)\n"
+	  "by s, min, h or d (e.g. 15min)\n"
 	  "ksync.conf:10: invalid duration '4294967296' for interval; use seconds, or a number "
-	  "followed by s, min or h (e.g. 15min)\n"
+	  "followed by s, min, h or d (e.g. 15min)\n"
 	  "ksync.conf:12: invalid duration '1193047h' for interval; use seconds, or a number "
-	  "followed by s, min or h (e.g. 15min)\n"
+	  "followed by s, min, h or d (e.g. 15min)\n"
 	  "ksync.conf:14: invalid duration 'min' for interval; use seconds, or a number followed "
-	  "by s, min or h (e.g. 15min)" },
+	  "by s, min, h or d (e.g. 15min)" },
 	{ "interval too short",
 	  "[general]\ninterval = 30s\n[account a]\n" URL "interval = 59\n",
 	  "ksync.conf:2: interval '30s' is too short; the minimum is 60s\n"
@@ -491,7 +491,7 @@ static const struct {
 	  "ksync.conf:4: invalid path '~' for ca_file; only '~/' is expanded" },
 	{ "neither url nor provider",
 	  "[general]\ninterval = 1h\n\n[account empty]\nusername = u\n",
-	  "ksync.conf:4: account 'empty' needs url or provider" },
+	  "ksync.conf:4: account 'empty' needs url, provider or feed" },
 	{ "both password keys",
 	  "[account a]\n" URL "password_command = x\npassword_file = /pw\n",
 	  "ksync.conf:1: account 'a': password_command, password_file and "
@@ -532,7 +532,7 @@ static const struct {
 	{ "several validation errors, all reported",
 	  "[account a]\nusername = u\n[account b]\n" URL
 	  "password_command = x\npassword_file = y\n",
-	  "ksync.conf:1: account 'a' needs url or provider\n"
+	  "ksync.conf:1: account 'a' needs url, provider or feed\n"
 	  "ksync.conf:3: account 'b': password_command, password_file and "
 	  "password_secret are mutually exclusive" },
 	{ "several errors collected",
@@ -1052,7 +1052,7 @@ static void test_add_account_refused(void **state)
 		  "ksync.conf:12: invalid URL 'ftp://h.example/' for url; it must start with "
 		  "http:// or https://" },
 		{ { .name = (char *) "new" }, -EINVAL,
-		  "ksync.conf:11: account 'new' needs url or provider" },
+		  "ksync.conf:11: account 'new' needs url, provider or feed" },
 		{ { .name = (char *) "new", .provider = (char *) "fastmail" }, -EINVAL,
 		  "ksync.conf:12: unknown provider 'fastmail'; known providers: infomaniak" },
 		{ { .name = (char *) "new", .url = (char *) "https://h.example/",
@@ -1277,6 +1277,37 @@ static void test_set_collection_refused(void **state)
 						  &e3), -ENOENT);
 }
 
+static void test_feed(void **state)
+{
+	_cleanup_free_ char *err = NULL, *err2 = NULL, *err3 = NULL, *text = NULL, *why = NULL;
+	ks_config *c = NULL;
+
+	write_conf("[account hol]\nfeed = webcal://h.example/cal/holidays.ics\ninterval = 1d\n"
+		   "[account local]\nfeed = http://127.0.0.1:8080/x.ics\n");
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err), 0);
+	assert_string_equal(c->accounts[0].feed, "https://h.example/cal/holidays.ics");
+	assert_string_equal(c->accounts[0].url, "https://h.example/cal/holidays.ics");
+	assert_int_equal(c->accounts[0].interval, 86400);
+	assert_string_equal(c->accounts[1].url, "http://127.0.0.1:8080/x.ics");
+	ks_config_free(c);
+	c = NULL;
+
+	write_conf("[account hol]\nfeed = https://h.example/x.ics\nurl = https://h.example/\n"
+		   "[account far]\nfeed = http://h.example/x.ics\n");
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err2), -EINVAL);
+	assert_non_null(strstr(err2, "account 'hol': feed (a calendar subscription) and url "
+				     "exclude each other"));
+	assert_non_null(strstr(err2, "account 'far': plain http://"));
+
+	/* The section ksyncctl subscribe writes. */
+	ks_account_config a = { .name = (char *) "hol", .feed = (char *) "webcal://h.example/x",
+				.interval = 3600 };
+	write_conf("");
+	assert_int_equal(ks_config_add_account("ksync.conf", &a, &err3), 0);
+	text = read_text("ksync.conf");
+	assert_string_equal(text, "[account hol]\nfeed = webcal://h.example/x\ninterval = 1h\n");
+}
+
 static void test_remove_account_refused(void **state)
 {
 	_cleanup_free_ char *e1 = NULL, *e2 = NULL, *e3 = NULL, *e4 = NULL, *text = NULL;
@@ -1385,6 +1416,7 @@ int main(void)
 		cmocka_unit_test(test_add_then_remove),
 		cmocka_unit_test(test_remove_account_refused),
 		cmocka_unit_test(test_collection_rules),
+		cmocka_unit_test(test_feed),
 		cmocka_unit_test(test_set_collection),
 		cmocka_unit_test(test_set_collection_refused),
 		cmocka_unit_test(test_provider_url),

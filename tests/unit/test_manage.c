@@ -1249,7 +1249,7 @@ static void test_account_checks(void **state)
 		ks_account_config a;
 		const char *msg;
 	} cases[] = {
-		{ { .name = (char *) "t" }, "account 't' needs url or provider" },
+		{ { .name = (char *) "t" }, "account 't' needs url, provider or feed" },
 		{ { .name = (char *) "t", .url = (char *) "http://dav.example.org/" },
 		  "account 't': plain http:// to 'dav.example.org' would send the password "
 		  "unencrypted; use https:// or set allow_insecure_http = true" },
