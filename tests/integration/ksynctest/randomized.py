@@ -1606,8 +1606,10 @@ class Runner:
         if r.rc != 0 and (GUARD_RE.search(r.stderr) or self.model.garbage):
             answer = "--allow-mass-delete" if (op.get("guard") == "allow" and
                                                GUARD_RE.search(r.stderr)) else "--force"
-            self.note("      the user answers with %s" % answer)
-            r = self.run_ksyncd([answer])
+            # What the user asked for in the first place (--force) still holds.
+            again = sorted(set(args) | {answer})
+            self.note("      the user answers with %s" % " ".join(again))
+            r = self.run_ksyncd(again)
             if r.rc != 0 and answer == "--force" and GUARD_RE.search(r.stderr):
                 # --force brings files back, but not a collection the server deleted:
                 # the message then names --allow-mass-delete, and the user adds it.
