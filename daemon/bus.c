@@ -8,6 +8,7 @@
 
 
 #include "bus.h"
+#include "bus2.h"
 #include "log.h"
 #include "manager.h"
 #include "util/ipc.h"
@@ -1471,6 +1472,10 @@ int bus_setup(Manager *m)
 	r = sd_bus_add_object_vtable(m->bus, NULL, KS_IPC_PATH, KS_IPC_INTERFACE, vtable, m);
 	if (r < 0)
 		return log_error_errno(r, "Failed to publish the bus object: %m");
+	/* The typed interface is there before the name: a caller activating ksyncd finds both. */
+	r = bus2_setup(m);
+	if (r < 0)
+		return r;
 	r = sd_bus_match_signal(m->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
 				"org.freedesktop.DBus", "NameLost", on_name_lost, m);
 	if (r < 0)

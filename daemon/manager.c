@@ -1204,6 +1204,7 @@ int manager_reload(Manager *m, char **reterr_msg)
 	m->config_errors = mfree(m->config_errors);
 	watch_config(m);
 	log_at(KS_LOG_INFO, "Reloaded '%s': %zu account(s).", m->config_path, m->n_accounts);
+	TELL(m, reloaded, m->config);
 	return 0;
 }
 
@@ -1517,6 +1518,33 @@ static void json_time(ks_json_writer *w, const char *key, uint64_t t)
 		(void) ks_json_write_uint(w, t);
 	else
 		(void) ks_json_write_null(w);
+}
+
+int manager_account_details(Manager *m, Account *a, ks_json **ret_collections,
+			    size_t *ret_conflicts)
+{
+	_cleanup_free_ char *cols = NULL, *conflicts = NULL;
+	ks_json *c = NULL, *k = NULL;
+	ks_engine *e = NULL;
+	int r = ks_engine_new(m->data_dir, &e);
+
+	if (r >= 0)
+		r = list_collections(e, a, &cols);
+	if (r >= 0)
+		r = list_conflicts(e, a, &conflicts);
+	ks_engine_free(e);
+	if (r >= 0)
+		r = ks_json_parse(cols, strlen(cols), &c, NULL);
+	if (r >= 0)
+		r = ks_json_parse(conflicts, strlen(conflicts), &k, NULL);
+	if (r < 0) {
+		ks_json_free(c);
+		return r;
+	}
+	*ret_conflicts = ks_json_count(k);
+	ks_json_free(k);
+	*ret_collections = c;
+	return 0;
 }
 
 int manager_status_json(Manager *m, char **ret)

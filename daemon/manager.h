@@ -90,6 +90,8 @@ typedef struct ManagerListener {
 	void (*run_complete)(Manager *m, uint32_t run_id, bool ok, void *userdata);
 	/* a is about to be freed (gone from the config, or the manager ends). */
 	void (*account_freed)(Manager *m, Account *a, void *userdata);
+	/* The config file was read again and c is in use: accounts may have come or gone. */
+	void (*reloaded)(Manager *m, const ks_config *c, void *userdata);
 } ManagerListener;
 
 struct Manager {
@@ -164,6 +166,10 @@ int manager_sync_deleted(Manager *m, const char *account, const char *href, uint
 Account *manager_find_account(Manager *m, const char *name);
 /* The JSON of Status() (lib/util/ipc.h). Owned by the caller. */
 int manager_status_json(Manager *m, char **ret);
+/* a's collections as Status lists them (a JSON array, *ret_collections, freed with
+ * ks_json_free()) and its number of conflicts. */
+int manager_account_details(Manager *m, Account *a, ks_json **ret_collections,
+			    size_t *ret_conflicts);
 int manager_collections_json(Manager *m, const char *account, char **ret);
 /* {"conflicts": [...]} of account ("" or NULL: every account), lib/util/ipc.h Conflicts. */
 int manager_conflicts_json(Manager *m, const char *account, char **ret);
