@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -9,7 +10,7 @@
 static bool is_collection_href(const coll_run *c, const char *href);
 static int on_listing(const ks_remote_member *r, void *userdata);
 static int list(coll_run *c, bool sync, const char *token, ks_remote_reply *ret);
-static int fetch_ctag(coll_run *c, char **ret);
+static int fetch_ctag(coll_run *c, char **ret, char *errmsg, size_t size);
 static int delete_items(coll_run *c, char **hrefs, size_t n);
 static int collect_unseen(const char *href, const char *etag, const char *filename, void *userdata);
 static int delete_remote_gone(coll_run *c, char **hrefs, size_t n);
@@ -45,12 +46,13 @@ int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force)
 	if ((!remote || (!remote->ctag && col->ctag)) && !col->supports_sync) {
 		/* Without a fresh home listing, or one that did not say, the collection's own
 		 * ctag tells whether to list. */
-		r = fetch_ctag(c, &ctag);
+		char why[KS_DAV_ERRMSG_MAX] = "";
+		r = fetch_ctag(c, &ctag, why, sizeof(why));
 		if (r == -ENOENT)
 			goto out;	/* gone: the caller lists the home sets */
 		if (r < 0) {
 			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c->L.label, r, "%s",
-				    strerror(-r));
+				    why[0] ? why : strerror(-r));
 			goto out;
 		}
 		if (!force && ctag && col->ctag && strcmp(ctag, col->ctag) == 0)
@@ -312,12 +314,13 @@ static int list(coll_run *c, bool sync, const char *token, ks_remote_reply *ret)
 }
 
 /* The collection's getctag, for collections without sync-collection. */
-static int fetch_ctag(coll_run *c, char **ret)
+static int fetch_ctag(coll_run *c, char **ret, char *errmsg, size_t size)
 {
 	ks_remote_reply reply = {};
 	char *ctag = NULL;
 	int r = ks_remote_ctag(c->R->remote, c->L.col->href, c->L.col->ctag, &ctag, &reply);
 
+	snprintf(errmsg, size, "%s", reply.errmsg);
 	ks_remote_reply_done(&reply);
 	if (r < 0)
 		return r;

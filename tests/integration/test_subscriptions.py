@@ -226,3 +226,20 @@ def test_subscribe_command(ks, daemon, feed_server):
     assert r.rc != 0 and "exists already" in r.stderr, r.stdout + r.stderr
     r = daemon.ctl("subscribe", "other", "webcal://")
     assert r.rc != 0, r.stdout + r.stderr
+
+
+def test_feed_that_breaks_keeps_the_files(ks, feed_server):
+    """An HTML page instead of the file, or a file emptied: nothing is removed, and the
+    user is told why."""
+    subscribe(ks, feed_server.url)
+    r = ks.run()
+    assert r.rc == 0, describe(r)
+    before = files(ks)
+    feed_server.body = b"<html><body>Maintenance</body></html>"
+    r = ks.run()
+    assert r.rc != 0 and "not an iCalendar file" in r.stderr, describe(r)
+    assert files(ks) == before
+    feed_server.body = feed()
+    r = ks.run()
+    assert r.rc != 0 and "refusing to delete 4 of 4 items" in r.stderr, describe(r)
+    assert files(ks) == before
