@@ -247,7 +247,7 @@ static int print_account(const ks_json *a)
 	int64_t pending = 0;
 	char when[CTL_TIME_MAX];
 
-	fputs("Account ", stdout);
+	fputs(ks_json_get_bool(a, "subscription", false) ? "Subscription " : "Account ", stdout);
 	ctl_fputs(ks_json_get_string(a, "name"), stdout);
 	fputs("  ", stdout);
 	ctl_fputs(ks_json_get_string(a, "url"), stdout);

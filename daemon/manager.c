@@ -1589,6 +1589,8 @@ int manager_status_json(Manager *m, char **ret)
 		(void) ks_json_write_string(w, a->cfg.name);
 		(void) ks_json_write_key(w, "url");
 		(void) ks_json_write_string(w, a->cfg.url);
+		(void) ks_json_write_key(w, "subscription");
+		(void) ks_json_write_bool(w, a->cfg.feed != NULL);
 		(void) ks_json_write_key(w, "state");
 		(void) ks_json_write_string(w, a->job ? "syncing"
 					    : a->refused_credentials ? "stopped"

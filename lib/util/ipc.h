@@ -19,7 +19,8 @@
  *       target has been looked at (one listing per collection).
  *   Status(u version) -> (s json)
  *       {"version": s, "config": {"path": s, "errors": [s], "warnings": [s],
- *        "invalid_accounts": [s]}, "accounts": [{"name": s, "url": s, "state": "idle"|
+ *        "invalid_accounts": [s]}, "accounts": [{"name": s, "url": s, "subscription": b
+ *        (feed = in ksync.conf), "state": "idle"|
  *        "syncing"|"backoff"|"stopped" (credentials refused), "last_sync": unix|null,
  *        "last_result": "ok"|"failed"|null, "last_error": s|null, "next_sync": unix|null, "retry_in": seconds|null,
  *        "collections": [{"name": s, "path": "contacts/NAME", "kind": "addressbook"|

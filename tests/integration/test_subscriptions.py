@@ -222,6 +222,9 @@ def test_subscribe_command(ks, daemon, feed_server):
     assert "[account %s]\nfeed = %s\ninterval = 1h\n" % (NAME, feed_server.url) in text, text
     wait_until(lambda: synced_ok(daemon, NAME), 60, "the subscription's first fetch")
     assert len(files(ks)) == 4
+    r = daemon.ctl("status")
+    assert "Subscription %s  %s\n" % (NAME, feed_server.url) in r.stdout, r.stdout
+    assert "hol (read-only)" in r.stdout, r.stdout
     r = daemon.ctl("subscribe", NAME, feed_server.url)
     assert r.rc != 0 and "exists already" in r.stderr, r.stdout + r.stderr
     r = daemon.ctl("subscribe", "other", "webcal://")
