@@ -339,6 +339,60 @@ typedef enum auth_mode {
 	AUTH_NO_PASSWORD,
 } auth_mode;
 
+/* --interval into a, then everything ksync.conf would refuse, refused before anything else
+ * happens; *ret_checked is a as the file would read it. */
+static int check_settings(ks_account_config *a, const char *interval, ks_config **ret_checked)
+{
+	_cleanup_free_ char *why = NULL;
+	int r;
+
+	if (interval) {
+		r = ks_duration_parse(interval, &a->interval);
+		if (r < 0 || a->interval < 60)
+			return ctl_error(-EINVAL, "Invalid --interval '%s': use a duration of at "
+					 "least 60s, e.g. 15min.", interval);
+	}
+	r = ks_config_check_account(a, ret_checked, &why);
+	if (r < 0) {
+		_cleanup_free_ char *safe = ctl_sanitize(why, true);
+		return ctl_error(r, "%s", safe ? safe : "invalid settings");
+	}
+	return 0;
+}
+
+/* Before anything is asked or written: is the name free in config, and does it parse? */
+static int check_name_free(const char *config, const char *name)
+{
+	_cleanup_free_ char *why = NULL;
+	ks_config *existing = NULL;
+	int r = ks_config_load(config, &existing, &why);
+
+	if (r >= 0 && ks_config_find_account(existing, name))
+		r = ctl_error(-EEXIST, "An account '%s' exists already in %s.", name, config);
+	else if (r < 0 && r != -ENOENT) {
+		_cleanup_free_ char *safe = ctl_sanitize(why, true);
+		r = ctl_error(r, "%s has errors; fix them first ('ksyncctl config check' lists "
+			      "them):\n%s", config, safe ? safe : "");
+	} else
+		r = 0;
+	ks_config_free(existing);
+	return r;
+}
+
+/* Writes a into config and has ksyncd read it again. */
+static int write_account(sd_bus *bus, const char *config, const ks_account_config *a)
+{
+	_cleanup_free_ char *why = NULL;
+	int r = ks_config_add_account(config, a, &why);
+
+	if (r < 0) {
+		_cleanup_free_ char *safe = ctl_sanitize(why, true);
+		return ctl_error(r, "Failed to write the account into %s: %s", config,
+				 safe ? safe : strerror(-r));
+	}
+	return ctl_call(bus, "Reload", CTL_TIMEOUT_USEC, NULL, NULL, NULL);
+}
+
 static int account_add(int argc, char **argv)
 {
 	enum { ARG_PROVIDER = 0x100, ARG_URL, ARG_USERNAME, ARG_PASSWORD_COMMAND,
@@ -464,19 +518,10 @@ static int account_add(int argc, char **argv)
 	    (abs_file && !(a.password_file = strdup(abs_file))) ||
 	    (abs_ca && !(a.ca_file = strdup(abs_ca))))
 		return ctl_error(-ENOMEM, "Out of memory.");
-	if (interval) {
-		r = ks_duration_parse(interval, &a.interval);
-		if (r < 0 || a.interval < 60)
-			return ctl_error(-EINVAL, "Invalid --interval '%s': use a duration of at "
-					 "least 60s, e.g. 15min.", interval);
-	}
-	/* Everything ksync.conf would refuse is refused before anything else happens. */
 	ks_config *checked = NULL;
-	r = ks_config_check_account(&a, &checked, &why);
-	if (r < 0) {
-		_cleanup_free_ char *safe = ctl_sanitize(why, true);
-		return ctl_error(r, "%s", safe ? safe : "invalid settings");
-	}
+	r = check_settings(&a, interval, &checked);
+	if (r < 0)
+		return r;
 	const ks_account_config *ca_checked = &checked->accounts[0];
 
 	r = ctl_bus_open(&bus);
@@ -487,19 +532,7 @@ static int account_add(int argc, char **argv)
 		return r;
 	}
 	/* Before any question is asked: is the name free, and does the file parse? */
-	ks_config *existing = NULL;
-	free(why);
-	why = NULL;
-	r = ks_config_load(config, &existing, &why);
-	if (r >= 0 && ks_config_find_account(existing, name))
-		r = ctl_error(-EEXIST, "An account '%s' exists already in %s.", name, config);
-	else if (r < 0 && r != -ENOENT) {
-		_cleanup_free_ char *safe = ctl_sanitize(why, true);
-		r = ctl_error(r, "%s has errors; fix them first ('ksyncctl config check' lists "
-			      "them):\n%s", config, safe ? safe : "");
-	} else
-		r = 0;
-	ks_config_free(existing);
+	r = check_name_free(config, name);
 	if (r < 0) {
 		ks_config_free(checked);
 		return r;
@@ -601,15 +634,7 @@ static int account_add(int argc, char **argv)
 	}
 	password = ks_secret_free(password);
 
-	free(why);
-	why = NULL;
-	r = ks_config_add_account(config, &a, &why);
-	if (r < 0) {
-		_cleanup_free_ char *safe = ctl_sanitize(why, true);
-		return ctl_error(r, "Failed to write the account into %s: %s", config,
-				 safe ? safe : strerror(-r));
-	}
-	r = ctl_call(bus, "Reload", CTL_TIMEOUT_USEC, NULL, NULL, NULL);
+	r = write_account(bus, config, &a);
 	if (r < 0)
 		return r;
 	printf("Added to %s", config);
@@ -842,7 +867,7 @@ int cmd_subscribe(int argc, char **argv)
 	};
 	const char *interval = NULL, *ca = NULL;
 	bool insecure = false;
-	_cleanup_free_ char *abs_ca = NULL, *config = NULL, *why = NULL;
+	_cleanup_free_ char *abs_ca = NULL, *config = NULL;
 	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
 	int c, r;
 
@@ -885,18 +910,10 @@ int cmd_subscribe(int argc, char **argv)
 	if (!(a.name = strdup(name)) || !(a.feed = strdup(url)) ||
 	    (abs_ca && !(a.ca_file = strdup(abs_ca))))
 		return ctl_error(-ENOMEM, "Out of memory.");
-	if (interval) {
-		r = ks_duration_parse(interval, &a.interval);
-		if (r < 0 || a.interval < 60)
-			return ctl_error(-EINVAL, "Invalid --interval '%s': use a duration of at "
-					 "least 60s, e.g. 1h.", interval);
-	}
 	ks_config *checked = NULL;
-	r = ks_config_check_account(&a, &checked, &why);
-	if (r < 0) {
-		_cleanup_free_ char *safe = ctl_sanitize(why, true);
-		return ctl_error(r, "%s", safe ? safe : "invalid settings");
-	}
+	r = check_settings(&a, interval, &checked);
+	if (r < 0)
+		return r;
 	ks_config_free(checked);
 
 	r = ctl_bus_open(&bus);
@@ -904,30 +921,9 @@ int cmd_subscribe(int argc, char **argv)
 		r = daemon_config_path(bus, &config);
 	if (r < 0)
 		return r;
-	ks_config *existing = NULL;
-	free(why);
-	why = NULL;
-	r = ks_config_load(config, &existing, &why);
-	if (r >= 0 && ks_config_find_account(existing, name))
-		r = ctl_error(-EEXIST, "An account '%s' exists already in %s.", name, config);
-	else if (r < 0 && r != -ENOENT) {
-		_cleanup_free_ char *safe = ctl_sanitize(why, true);
-		r = ctl_error(r, "%s has errors; fix them first ('ksyncctl config check' lists "
-			      "them):\n%s", config, safe ? safe : "");
-	} else
-		r = 0;
-	ks_config_free(existing);
-	if (r < 0)
-		return r;
-	free(why);
-	why = NULL;
-	r = ks_config_add_account(config, &a, &why);
-	if (r < 0) {
-		_cleanup_free_ char *safe = ctl_sanitize(why, true);
-		return ctl_error(r, "Failed to write the subscription into %s: %s", config,
-				 safe ? safe : strerror(-r));
-	}
-	r = ctl_call(bus, "Reload", CTL_TIMEOUT_USEC, NULL, NULL, NULL);
+	r = check_name_free(config, name);
+	if (r >= 0)
+		r = write_account(bus, config, &a);
 	if (r < 0)
 		return r;
 	printf("Added to %s; ksyncd fetches it now ('ksyncctl status' shows how far it got).\n",
