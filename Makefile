@@ -292,7 +292,7 @@ clean:
 # build/fuzz/artifacts/. FUZZ_TARGETS picks targets; FUZZ_ARGS passes libFuzzer flags, e.g.
 # "-fork=1 -ignore_crashes=1" to go on after a crash in a long run.
 
-FUZZ_ALL := vcard ical multistatus config merge href dup refusal
+FUZZ_ALL := vcard ical multistatus config merge href dup refusal feed
 FUZZ_TARGETS ?= $(FUZZ_ALL)
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS ?=

@@ -6,9 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include <libical/ical.h>
-
-#include "buf_p.h"
+#include "feed_p.h"
 #include "hash_p.h"
 #include "limits.h"
 #include "macro.h"
@@ -26,21 +24,13 @@
  * hashes of their bytes, so the engine sees an ordinary ctag-only calendar. Writes are
  * refused: the engine never sends any for a read-only collection. */
 
-typedef struct feed_item {
-	char *uid;
-	char *href;
-	char etag[44];
-	char *data;
-	size_t len;
-} feed_item;
-
 typedef struct feed_remote {
 	ks_remote r;
 	ks_dav *dav;
 	char *url;		/* the feed's URL */
 	char *coll;		/* the collection's href */
 	char *name;		/* the account's name, shown as the calendar's */
-	feed_item *items;	/* sorted by href once loaded */
+	ks_feed_item *items;	/* sorted by href once loaded */
 	size_t n_items;
 	bool loaded;
 	char *validator;	/* the ctag of the loaded file */
@@ -58,12 +48,7 @@ static const feed_remote *of_const(const ks_remote *r)
 
 static void items_free(feed_remote *f)
 {
-	for (size_t i = 0; i < f->n_items; i++) {
-		free(f->items[i].uid);
-		free(f->items[i].href);
-		free(f->items[i].data);
-	}
-	free(f->items);
+	ks_feed_items_free(f->items, f->n_items);
 	f->items = NULL;
 	f->n_items = 0;
 	f->loaded = false;
@@ -82,215 +67,6 @@ static _printf_(4, 5) void fail(ks_remote_reply *ret, int r, long status, const 
 	va_start(ap, fmt);
 	vsnprintf(ret->errmsg, sizeof(ret->errmsg), fmt, ap);
 	va_end(ap);
-}
-
-/* ---- splitting the file ------------------------------------------------------------------- */
-
-typedef struct part {
-	const char *uid;
-	size_t at;		/* order in the file, so that a master stays before its exceptions */
-	icalcomponent *c;
-} part;
-
-static int cmp_part(const void *a, const void *b)
-{
-	const part *x = a, *y = b;
-	int k = strcmp(x->uid, y->uid);
-
-	return k ? k : x->at < y->at ? -1 : x->at > y->at;
-}
-
-static int cmp_item(const void *a, const void *b)
-{
-	return strcmp(((const feed_item *) a)->href, ((const feed_item *) b)->href);
-}
-
-static bool is_item(icalcomponent_kind k)
-{
-	return k == ICAL_VEVENT_COMPONENT || k == ICAL_VTODO_COMPONENT ||
-	       k == ICAL_VJOURNAL_COMPONENT;
-}
-
-/* Adds to cal a copy of each VTIMEZONE of root that a property of c names. */
-static void add_zones(icalcomponent *cal, icalcomponent *root, icalcomponent *c)
-{
-	for (icalproperty *p = icalcomponent_get_first_property(c, ICAL_ANY_PROPERTY); p;
-	     p = icalcomponent_get_next_property(c, ICAL_ANY_PROPERTY)) {
-		icalparameter *tz = icalproperty_get_first_parameter(p, ICAL_TZID_PARAMETER);
-		const char *tzid = tz ? icalparameter_get_tzid(tz) : NULL;
-
-		if (!tzid)
-			continue;
-		bool have = false;
-		for (icalcomponent *z = icalcomponent_get_first_component(cal,
-									 ICAL_VTIMEZONE_COMPONENT);
-		     z && !have; z = icalcomponent_get_next_component(cal, ICAL_VTIMEZONE_COMPONENT)) {
-			const char *id = icalproperty_get_tzid(
-				icalcomponent_get_first_property(z, ICAL_TZID_PROPERTY));
-			have = id && strcmp(id, tzid) == 0;
-		}
-		for (icalcomponent *z = icalcomponent_get_first_component(root,
-									 ICAL_VTIMEZONE_COMPONENT);
-		     z && !have; z = icalcomponent_get_next_component(root, ICAL_VTIMEZONE_COMPONENT)) {
-			icalproperty *idp = icalcomponent_get_first_property(z, ICAL_TZID_PROPERTY);
-			const char *id = idp ? icalproperty_get_tzid(idp) : NULL;
-
-			if (id && strcmp(id, tzid) == 0) {
-				icalcomponent_add_component(cal, icalcomponent_new_clone(z));
-				have = true;
-			}
-		}
-	}
-}
-
-/* The item's href: its UID when that is a plain name, else a hash of it. */
-static int item_href(const char *coll, const char *uid, char **ret)
-{
-	size_t n = strlen(uid);
-	bool plain = n > 0 && n <= KS_NAME_MAX && uid[0] != '.';
-	char hex[65];
-
-	for (size_t i = 0; plain && i < n; i++)
-		plain = strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@._-",
-			       uid[i]) != NULL;
-	if (plain)
-		return asprintf(ret, "%s%s.ics", coll, uid) < 0 ? -ENOMEM : 0;
-	ks_sha256_hex(uid, n, hex);
-	return asprintf(ret, "%s%.32s.ics", coll, hex) < 0 ? -ENOMEM : 0;
-}
-
-/* One VCALENDAR per UID of root's items, parts[from..to) holding them. */
-static int make_item(feed_remote *f, icalcomponent *root, const part *parts, size_t n,
-		     feed_item *ret)
-{
-	icalcomponent *cal = icalcomponent_new(ICAL_VCALENDAR_COMPONENT);
-	icalproperty *prodid = icalcomponent_get_first_property(root, ICAL_PRODID_PROPERTY);
-	char hex[65];
-	int r = 0;
-
-	if (!cal)
-		return -ENOMEM;
-	icalcomponent_add_property(cal, icalproperty_new_version("2.0"));
-	icalcomponent_add_property(cal, prodid ? icalproperty_new_clone(prodid)
-					       : icalproperty_new_prodid("-//ksync//feed//EN"));
-	for (size_t i = 0; i < n; i++)
-		add_zones(cal, root, parts[i].c);
-	for (size_t i = 0; i < n; i++)
-		icalcomponent_add_component(cal, icalcomponent_new_clone(parts[i].c));
-	char *text = icalcomponent_as_ical_string_r(cal);
-	icalcomponent_free(cal);
-	if (!text)
-		return -ENOMEM;
-	*ret = (feed_item) { .uid = strdup(parts[0].uid), .data = text, .len = strlen(text) };
-	if (!ret->uid)
-		r = -ENOMEM;
-	if (r >= 0)
-		r = item_href(f->coll, parts[0].uid, &ret->href);
-	ks_sha256_hex(text, ret->len, hex);
-	snprintf(ret->etag, sizeof(ret->etag), "\"%.40s\"", hex);
-	return r;
-}
-
-/* Gives the items without a UID one made from their bytes, so that they keep it. */
-static int name_uidless(icalcomponent *c)
-{
-	char *text;
-	char hex[65], uid[64];
-
-	if (icalcomponent_get_uid(c))
-		return 0;
-	text = icalcomponent_as_ical_string_r(c);
-	if (!text)
-		return -ENOMEM;
-	ks_sha256_hex(text, strlen(text), hex);
-	free(text);
-	snprintf(uid, sizeof(uid), "ksync-feed-%.32s", hex);
-	icalcomponent_set_uid(c, uid);
-	return 0;
-}
-
-static int feed_split(feed_remote *f, const char *data, size_t len, ks_remote_reply *ret)
-{
-	_cleanup_free_ char *text = strndup(data, len);
-	_cleanup_free_ part *parts = NULL;
-	icalcomponent *root;
-	size_t n = 0, cap = 0;
-	int r = 0;
-
-	if (!text)
-		return -ENOMEM;
-	root = icalparser_parse_string(text);
-	if (root && icalcomponent_isa(root) == ICAL_XROOT_COMPONENT) {
-		/* Several VCALENDARs: only the first is read. */
-		icalcomponent *first = icalcomponent_get_first_component(root,
-									 ICAL_VCALENDAR_COMPONENT);
-		if (first) {
-			icalcomponent_remove_component(root, first);
-			icalcomponent_free(root);
-			root = first;
-		}
-	}
-	if (!root || icalcomponent_isa(root) != ICAL_VCALENDAR_COMPONENT) {
-		if (root)
-			icalcomponent_free(root);
-		fail(ret, -EBADMSG, 200, "%s: not an iCalendar file", f->url);
-		return -EBADMSG;
-	}
-	for (icalcomponent *c = icalcomponent_get_first_component(root, ICAL_ANY_COMPONENT);
-	     c && r >= 0; c = icalcomponent_get_next_component(root, ICAL_ANY_COMPONENT)) {
-		if (!is_item(icalcomponent_isa(c)))
-			continue;
-		if (n == KS_COLLECTION_MAX_ITEMS) {
-			fail(ret, -EFBIG, 200, "%s: more items than a collection may hold", f->url);
-			r = -EFBIG;
-			break;
-		}
-		r = name_uidless(c);
-		if (r >= 0 && n == cap) {
-			part *grown = realloc(parts, (cap = cap ? cap * 2 : 64) * sizeof(*parts));
-			if (!grown)
-				r = -ENOMEM;
-			else
-				parts = grown;
-		}
-		if (r >= 0)
-			parts[n] = (part) { .uid = icalcomponent_get_uid(c), .at = n, .c = c }, n++;
-	}
-	if (r >= 0 && n)
-		qsort(parts, n, sizeof(*parts), cmp_part);
-	for (size_t i = 0; r >= 0 && i < n;) {
-		size_t j = i + 1;
-
-		while (j < n && strcmp(parts[j].uid, parts[i].uid) == 0)
-			j++;
-		feed_item *grown = realloc(f->items, (f->n_items + 1) * sizeof(*grown));
-		if (!grown) {
-			r = -ENOMEM;
-			break;
-		}
-		f->items = grown;
-		r = make_item(f, root, parts + i, j - i, &f->items[f->n_items]);
-		f->n_items++;
-		if (r >= 0 && f->items[f->n_items - 1].len > KS_CARD_MAX) {
-			fail(ret, -EFBIG, 200, "%s: an item is larger than 8 MB", f->url);
-			r = -EFBIG;
-		}
-		i = j;
-	}
-	icalcomponent_free(root);
-	if (r >= 0 && f->n_items)
-		qsort(f->items, f->n_items, sizeof(*f->items), cmp_item);
-	/* Two UIDs that hash alike, or a UID equal to another's hash, would share an href. */
-	for (size_t i = 1; r >= 0 && i < f->n_items; i++)
-		if (strcmp(f->items[i - 1].href, f->items[i].href) == 0) {
-			fail(ret, -EBADMSG, 200, "%s: two items would have the same name", f->url);
-			r = -EBADMSG;
-		}
-	if (r < 0)
-		items_free(f);
-	else
-		f->loaded = true;
-	return r;
 }
 
 /* ---- fetching ----------------------------------------------------------------------------- */
@@ -342,8 +118,14 @@ static int feed_get(feed_remote *f, const char *known, ks_remote_reply *ret)
 		r = 1;
 		goto out;
 	}
-	if (r >= 0)
-		r = feed_split(f, req.body_text ? req.body_text : "", req.body_text_len, ret);
+	if (r >= 0) {
+		_cleanup_free_ char *why = NULL;
+		r = ks_feed_split(f->coll, req.body_text ? req.body_text : "", req.body_text_len,
+				  &f->items, &f->n_items, &why);
+		if (r == -EBADMSG || r == -EFBIG)
+			fail(ret, r, 200, "%s: %s", f->url, why ? why : strerror(-r));
+		f->loaded = r >= 0;
+	}
 out:
 	ks_dav_request_done(&req);
 	return r;
@@ -390,10 +172,10 @@ static int feed_list(ks_remote *r, const char *collection, bool sync, const char
 
 static int cmp_href(const void *key, const void *elem)
 {
-	return strcmp(key, ((const feed_item *) elem)->href);
+	return strcmp(key, ((const ks_feed_item *) elem)->href);
 }
 
-static const feed_item *find(const feed_remote *f, const char *href)
+static const ks_feed_item *find(const feed_remote *f, const char *href)
 {
 	return f->n_items ? bsearch(href, f->items, f->n_items, sizeof(*f->items), cmp_href)
 			  : NULL;
@@ -408,7 +190,7 @@ static int feed_fetch(ks_remote *r, ks_remote_batch *b, size_t n,
 		int k = 0;
 
 		for (size_t j = 0; k >= 0 && f->loaded && j < b[i].n_hrefs; j++) {
-			const feed_item *it = find(f, b[i].hrefs[j]);
+			const ks_feed_item *it = find(f, b[i].hrefs[j]);
 			if (!it)
 				continue;
 			ks_remote_item item = { .href = it->href, .etag = it->etag,
@@ -427,7 +209,7 @@ static int feed_fetch(ks_remote *r, ks_remote_batch *b, size_t n,
 
 static int feed_get_one(ks_remote *r, const char *href, bool vcard4, ks_remote_reply *ret)
 {
-	const feed_item *it = find(of(r), href);
+	const ks_feed_item *it = find(of(r), href);
 
 	if (!it) {
 		fail(ret, -ENOENT, 404, "%s: no such item in the subscription", href);
