@@ -378,6 +378,25 @@ static int repair_damaged(coll_run *c, const ks_cache_item *it)
 	return 0;
 }
 
+/* 1 when the file of an interrupted creation holds the body that was sent (by its hash) or
+ * the server's data, 0 when it holds something else. */
+static int intent_file_unchanged(coll_run *c, const ks_intent *in, const char *data, size_t len)
+{
+	_cleanup_free_ char *cur = NULL;
+	size_t n = 0;
+	char hex[65];
+	int r = ks_fs_read_file(c->L.dirfd, in->filename, KS_CARD_MAX, &cur, &n);
+
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return 0;
+	if (n == len && memcmp(cur, data, len) == 0)
+		return 1;
+	ks_sha256_hex(cur, n, hex);
+	return in->hash && strcmp(hex, in->hash) == 0;
+}
+
 static int pick_filename(coll_run *c, const fetched_item *f, const ks_item_info *info,
 			 const staged *batch_items, size_t n_batch, char **ret)
 {
@@ -385,13 +404,21 @@ static int pick_filename(coll_run *c, const fetched_item *f, const ks_item_info 
 	int r;
 
 	/* An upload that a crash cut off before its row was written: the item is the user's
-	 * file, which keeps its name (a second file with the same UID would be a duplicate). */
+	 * file, which keeps its name (a second file with the same UID would be a duplicate),
+	 * as long as it still holds what was sent or what the server has. A file changed since
+	 * into something that is no item of this UID (junk, a half-written save) is the
+	 * user's: the server's version goes under another name and the file stays. */
 	const ks_intent *in = ks_coll_find_intent(c, f->href);
 	if (in && in->op == KS_INTENT_CREATE && in->filename &&
 	    faccessat(c->L.dirfd, in->filename, F_OK, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    ks_cache_filename_taken(c->R->e->cache, c->L.col->id, in->filename, f->href) == 0) {
-		*ret = strdup(in->filename);
-		return *ret ? 0 : -ENOMEM;
+		r = intent_file_unchanged(c, in, f->data, f->len);
+		if (r < 0)
+			return r;
+		if (r > 0) {
+			*ret = strdup(in->filename);
+			return *ret ? 0 : -ENOMEM;
+		}
 	}
 	r = ks_vdir_item_name(info->uid, f->href, &base);
 	if (r < 0)

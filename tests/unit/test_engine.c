@@ -1321,6 +1321,36 @@ static void test_server_rewrites(void **state)
 
 /* The answer to an upload lost after the server carried it out (a cut connection): the next
  * run finds the item on the server and makes no second one. */
+/* A new file whose upload landed but whose answer was lost, then overwritten with junk before
+ * the next run: the server's version must not replace the junk, which is the user's. */
+static void test_answer_lost_then_junk(void **state)
+{
+	env v;
+
+	env_init(&v);
+	seed_and_sync(&v, 1, 0);
+	_cleanup_free_ char *n1 = event("n1", "New", NULL);
+	write_file(v.cal_dir, "n1.ics", n1);
+	assert_int_equal(mem_add_fault(v.m, &(mem_fault) { .kind = MEM_REQ_PUT, .count = 1,
+							     .err = -ECONNRESET, .applied = true }),
+			 0);
+	assert_true(env_sync(&v) != 0);
+	assert_int_equal(mem_count(v.m, v.cal), 2);
+	static const char junk[] = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:n1\r\nSUMM\r\n"
+				   "my half-saved notes\r\n";
+	write_in_place(v.cal_dir, "n1.ics", junk);
+	(void) env_sync_with(&v, (sync_flags) { .force = true });
+	_cleanup_free_ char *kept = read_file(v.cal_dir, "n1.ics");
+	assert_non_null(kept);
+	assert_string_equal(kept, junk);
+	/* The server's item is there once, under another name. */
+	_cleanup_free_ char *srv = file_by_uid(v.cal_dir, "n1");
+	assert_non_null(srv);
+	assert_string_not_equal(srv, "n1.ics");
+	assert_int_equal(mem_count(v.m, v.cal), 2);
+	env_done(&v);
+}
+
 static void test_answer_lost(void **state)
 {
 	env v;
@@ -2534,6 +2564,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_mass_deletion_guard, env_teardown),
 		cmocka_unit_test_teardown(test_server_rewrites, env_teardown),
 		cmocka_unit_test_teardown(test_answer_lost, env_teardown),
+		cmocka_unit_test_teardown(test_answer_lost_then_junk, env_teardown),
 		cmocka_unit_test_teardown(test_refused_deletion_counted_once, env_teardown),
 		cmocka_unit_test_teardown(test_collection_removed_with_a_new_file, env_teardown),
 		cmocka_unit_test_teardown(test_href_forms, env_teardown),

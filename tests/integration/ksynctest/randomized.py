@@ -2097,11 +2097,14 @@ class RunResult:
         self.killed, self.hung, self.elapsed, self.seen = killed, hung, elapsed, seen
 
     def short(self):
+        """The run's messages for the log: the first 8 (KSYNC_RANDOM_LOG_LINES) lines."""
         lines = [ln for ln in self.stderr.splitlines() if ln.strip()]
         if not lines:
             return ""
-        return "\n        " + "\n        ".join(ln[:300] for ln in lines[:8]) + (
-            "\n        ... %d more line(s)" % (len(lines) - 8) if len(lines) > 8 else "")
+        most = int(os.environ.get("KSYNC_RANDOM_LOG_LINES", "8"))
+        return "\n        " + "\n        ".join(ln[:300] for ln in lines[:most]) + (
+            "\n        ... %d more line(s)" % (len(lines) - most) if len(lines) > most
+            else "")
 
     def tail(self):
         return "    %s: rc %s\n    stdout: %s\n    stderr: %s" % (
