@@ -26,6 +26,8 @@ static void help(void)
 	       "                           --password-command CMD | --password-file FILE |\n"
 	       "                           --no-password) [--ca-file FILE]\n"
 	       "                           [--allow-insecure-http] [--interval DURATION]\n"
+	       "                           [--calendars-path DIR] [--contacts-path DIR]\n"
+	       "                           [--adopt DIR]...\n"
 	       "       ksyncctl account list [--json]\n"
 	       "       ksyncctl account remove NAME [--delete-local-data]\n"
 	       "\n"
@@ -48,6 +50,13 @@ static void help(void)
 	       "  --ca-file FILE            PEM certificates to verify the server with\n"
 	       "  --allow-insecure-http     accept plain http:// to a host that is not local\n"
 	       "  --interval DURATION       how often to sync, e.g. 5min (default: [general])\n"
+	       "  --calendars-path DIR      keep the calendars in DIR/NAME (default: in the\n"
+	       "                            data directory)\n"
+	       "  --contacts-path DIR       keep the address books in DIR/NAME\n"
+	       "  --adopt DIR               take over a tree another client (vdirsyncer)\n"
+	       "                            wrote, such as ~/.calendars: its directories are\n"
+	       "                            matched to the server's collections, its files\n"
+	       "                            to their items (once per kind)\n"
 	       "  --delete-local-data       also delete the account's local files and cache\n"
 	       "  -h, --help                show this help\n");
 }
@@ -397,9 +406,12 @@ static int account_add(int argc, char **argv)
 {
 	enum { ARG_PROVIDER = 0x100, ARG_URL, ARG_USERNAME, ARG_PASSWORD_COMMAND,
 	       ARG_PASSWORD_FILE, ARG_ASK_PASSWORD, ARG_NO_PASSWORD, ARG_CA_FILE,
-	       ARG_INSECURE, ARG_INTERVAL };
+	       ARG_INSECURE, ARG_INTERVAL, ARG_CALENDARS_PATH, ARG_CONTACTS_PATH, ARG_ADOPT };
 	static const struct option options[] = {
 		{ "provider", required_argument, NULL, ARG_PROVIDER },
+		{ "calendars-path", required_argument, NULL, ARG_CALENDARS_PATH },
+		{ "contacts-path", required_argument, NULL, ARG_CONTACTS_PATH },
+		{ "adopt", required_argument, NULL, ARG_ADOPT },
 		{ "url", required_argument, NULL, ARG_URL },
 		{ "username", required_argument, NULL, ARG_USERNAME },
 		{ "password-command", required_argument, NULL, ARG_PASSWORD_COMMAND },
@@ -414,10 +426,13 @@ static int account_add(int argc, char **argv)
 	};
 	const char *provider = NULL, *url = NULL, *username = NULL, *command = NULL;
 	const char *file = NULL, *ca = NULL, *interval = NULL;
+	const char *cal_path = NULL, *card_path = NULL, *adopt[2] = {};
+	size_t n_adopt = 0;
 	bool insecure = false;
 	auth_mode mode = AUTH_NONE_GIVEN;
 	unsigned modes = 0;
 	_cleanup_free_ char *abs_file = NULL, *abs_ca = NULL, *config = NULL, *why = NULL;
+	_cleanup_free_ char *abs_cal = NULL, *abs_card = NULL;
 	_cleanup_free_ char *ref = NULL, *pwfile = NULL;
 	_cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
 	_cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL, *reply = NULL;
@@ -465,6 +480,18 @@ static int account_add(int argc, char **argv)
 		case ARG_INTERVAL:
 			interval = optarg;
 			break;
+		case ARG_CALENDARS_PATH:
+			cal_path = optarg;
+			break;
+		case ARG_CONTACTS_PATH:
+			card_path = optarg;
+			break;
+		case ARG_ADOPT:
+			if (n_adopt == ELEMENTSOF(adopt))
+				return ctl_error(-EINVAL, "--adopt takes one directory of calendars "
+						 "and one of address books, not more.");
+			adopt[n_adopt++] = optarg;
+			break;
 		case 'h':
 			help();
 			return 0;
@@ -507,6 +534,16 @@ static int account_add(int argc, char **argv)
 		if (r < 0)
 			return ctl_error(r, "Failed to make '%s' an absolute path: %m", ca);
 	}
+	if (cal_path) {
+		r = *cal_path ? absolute_path(cal_path, &abs_cal) : -EINVAL;
+		if (r < 0)
+			return ctl_error(r, "Failed to make '%s' an absolute path: %m", cal_path);
+	}
+	if (card_path) {
+		r = *card_path ? absolute_path(card_path, &abs_card) : -EINVAL;
+		if (r < 0)
+			return ctl_error(r, "Failed to make '%s' an absolute path: %m", card_path);
+	}
 	_cleanup_(ks_account_config_done) ks_account_config a = {
 		.allow_insecure_http = insecure,
 	};
@@ -516,7 +553,9 @@ static int account_add(int argc, char **argv)
 	    (username && *username && !(a.username = strdup(username))) ||
 	    (command && !(a.password_command = strdup(command))) ||
 	    (abs_file && !(a.password_file = strdup(abs_file))) ||
-	    (abs_ca && !(a.ca_file = strdup(abs_ca))))
+	    (abs_ca && !(a.ca_file = strdup(abs_ca))) ||
+	    (abs_cal && !(a.calendars_path = strdup(abs_cal))) ||
+	    (abs_card && !(a.contacts_path = strdup(abs_card))))
 		return ctl_error(-ENOMEM, "Out of memory.");
 	ks_config *checked = NULL;
 	r = check_settings(&a, interval, &checked);
@@ -588,6 +627,13 @@ static int account_add(int argc, char **argv)
 	}
 	print_found(j);
 	print_same_as(j);
+	for (size_t i = 0; i < n_adopt; i++) {
+		r = ctl_adopt(&a, adopt[i], j);
+		if (r < 0) {
+			ks_secret_free(password);
+			return r;
+		}
+	}
 
 	if (mode == AUTH_ASK) {
 		_cleanup_free_ char *label = NULL;
@@ -796,12 +842,26 @@ static int account_remove(int argc, char **argv)
 	r = ctl_bus_open(&bus);
 	if (r < 0)
 		return r;
+	/* Directories ksync.conf put elsewhere are the user's: said before the section goes. */
+	_cleanup_free_ char *config = NULL;
+	bool own_dirs = false;
+	if (delete && daemon_config_path(bus, &config) >= 0) {
+		ks_config *conf = NULL;
+		if (ks_config_load_partial(config, &conf, NULL) >= 0) {
+			const ks_account_config *a = ks_config_find_account(conf, name);
+			own_dirs = a && (a->calendars_path || a->contacts_path || a->paths);
+		}
+		ks_config_free(conf);
+	}
 	r = ctl_call(bus, "RemoveAccount", CTL_TIMEOUT_USEC, NULL, NULL, "sb", name, delete);
 	if (r < 0)
 		return r;
 	printf("Account %s removed from the configuration; %s.\n", name,
-	       delete ? "its local files and cache entries are deleted"
-		      : "its local files are kept (--delete-local-data deletes them)");
+	       !delete ? "its local files are kept (--delete-local-data deletes them)" :
+	       own_dirs ? "its files in the data directory and its cache entries are deleted; "
+			  "the directories calendars_path, contacts_path and path = named are "
+			  "kept as they are" :
+			  "its local files and cache entries are deleted");
 	return 0;
 }
 

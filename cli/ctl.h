@@ -120,3 +120,10 @@ const char *ctl_kind(const ks_json *collection, char *buf, size_t size);
 
 /* Checks that s is "ACCOUNT/COLLECTION" with both parts non-empty; logs. */
 int ctl_check_collection_target(const char *s);
+
+/* Takes the tree of collection directories at path, written by another client, for the
+ * account a: matched to the collections of probe (the ProbeAccount answer) by directory
+ * name, else by display name; sets a's calendars_path or contacts_path to it, and adds a
+ * path = line for each directory named otherwise than ksync would. Prints what it found.
+ * Errors are printed. */
+int ctl_adopt(ks_account_config *a, const char *path, const ks_json *probe);

@@ -42,7 +42,8 @@ _ksyncctl()
         subscribe) opts+=" --interval --ca-file --allow-insecure-http" ;;
         account) opts+=" add list remove --provider --url --username --ask-password
             --password-command --password-file --no-password --ca-file
-            --allow-insecure-http --interval --delete-local-data --json" ;;
+            --allow-insecure-http --interval --calendars-path --contacts-path --adopt
+            --delete-local-data --json" ;;
         collections) opts+=" --json" ;;
         add-addressbook) opts+=" --description" ;;
         add-calendar) opts+=" --tasks --events --components --color" ;;
@@ -59,6 +60,7 @@ _ksyncctl()
             return ;;
         --provider) COMPREPLY=($(compgen -W "infomaniak" -- "$cur")); return ;;
         --password-file|--ca-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --calendars-path|--contacts-path|--adopt) COMPREPLY=($(compgen -d -- "$cur")); return ;;
         --components) COMPREPLY=($(compgen -W "VEVENT VTODO VJOURNAL" -- "$cur")); return ;;
         --url|--username|--password-command|--interval|--color|--description|--lines|--since)
             return ;;

@@ -50,6 +50,9 @@ complete -c ksyncctl -n "__fish_seen_subcommand_from account" -l no-password
 complete -c ksyncctl -n "__fish_seen_subcommand_from account" -l ca-file -r -F
 complete -c ksyncctl -n "__fish_seen_subcommand_from account" -l allow-insecure-http
 complete -c ksyncctl -n "__fish_seen_subcommand_from account" -l interval -x
+complete -c ksyncctl -n "__fish_seen_subcommand_from account" -l calendars-path -xa '(__fish_complete_directories)'
+complete -c ksyncctl -n "__fish_seen_subcommand_from account" -l contacts-path -xa '(__fish_complete_directories)'
+complete -c ksyncctl -n "__fish_seen_subcommand_from account" -l adopt -xa '(__fish_complete_directories)'
 complete -c ksyncctl -n "__fish_seen_subcommand_from account" -l delete-local-data
 complete -c ksyncctl -n "__fish_seen_subcommand_from add-calendar" -l tasks
 complete -c ksyncctl -n "__fish_seen_subcommand_from add-calendar" -l events

@@ -974,40 +974,32 @@ static int on_debounce(sd_event_source *s, uint64_t usec, void *userdata)
 
 static void watch_account(Manager *m, Account *a)
 {
-	static const char *const trees[] = { "contacts", "calendars" };
+	ks_engine *e = NULL;
+	char **dirs = NULL;
 
-	for (size_t t = 0; t < ELEMENTSOF(trees); t++) {
-		_cleanup_free_ char *base = NULL;
-		if (asprintf(&base, "%s/%s/%s", m->data_dir, trees[t], a->cfg.name) < 0)
-			return;
-		DIR *d = opendir(base);
-		if (!d)
+	if (ks_engine_new(m->data_dir, &e) < 0)
+		return;
+	if (ks_engine_collection_dirs(e, a->cfg.name, &dirs) < 0)
+		dirs = NULL;
+	ks_engine_free(e);
+	for (size_t k = 0; dirs && dirs[k]; k++) {
+		int wd = inotify_add_watch(m->inotify_fd, dirs[k],
+					   IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
+						   IN_CREATE | IN_ONLYDIR | IN_DONT_FOLLOW);
+		if (wd < 0)
 			continue;
-		struct dirent *de;
-		while ((de = readdir(d))) {
-			if (de->d_name[0] == '.')
-				continue;
-			_cleanup_free_ char *dir = NULL;
-			if (asprintf(&dir, "%s/%s", base, de->d_name) < 0)
-				break;
-			int wd = inotify_add_watch(m->inotify_fd, dir,
-						   IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
-							   IN_DELETE | IN_CREATE | IN_ONLYDIR);
-			if (wd < 0)
-				continue;
-			bool known = false;
-			for (size_t i = 0; i < m->n_watches && !known; i++)
-				known = m->watches[i].wd == wd;
-			if (known)
-				continue;
-			Watch *nw = realloc(m->watches, (m->n_watches + 1) * sizeof(*nw));
-			if (!nw)
-				break;
-			m->watches = nw;
-			nw[m->n_watches++] = (Watch) { .wd = wd, .account = strdup(a->cfg.name) };
-		}
-		closedir(d);
+		bool known = false;
+		for (size_t i = 0; i < m->n_watches && !known; i++)
+			known = m->watches[i].wd == wd;
+		if (known)
+			continue;
+		Watch *nw = realloc(m->watches, (m->n_watches + 1) * sizeof(*nw));
+		if (!nw)
+			break;
+		m->watches = nw;
+		nw[m->n_watches++] = (Watch) { .wd = wd, .account = strdup(a->cfg.name) };
 	}
+	ks_engine_dirs_free(dirs);
 }
 
 static int on_config_debounce(sd_event_source *s, uint64_t usec, void *userdata)

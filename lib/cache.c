@@ -166,6 +166,11 @@ static const char schema_v5[] =
 static const char schema_v6[] =
 	"ALTER TABLE collection ADD COLUMN ruled INTEGER NOT NULL DEFAULT 0;";
 
+/* Version 7: the directory of a collection that ksync.conf places outside the data directory
+ * (calendars_path, contacts_path, path), NULL for one in its default place. */
+static const char schema_v7[] =
+	"ALTER TABLE collection ADD COLUMN dir TEXT;";
+
 static int sqlite_to_errno(int rc)
 {
 	switch (rc & 0xff) {
@@ -269,6 +274,8 @@ static int migrate(ks_cache *c)
 		r = exec(c, schema_v5);
 	if (r >= 0 && v < 6)
 		r = exec(c, schema_v6);
+	if (r >= 0 && v < 7)
+		r = exec(c, schema_v7);
 	if (r >= 0)
 		r = exec(c, "PRAGMA user_version = " STRINGIFY(KS_CACHE_SCHEMA_VERSION));
 	if (r >= 0)
@@ -589,6 +596,7 @@ void ks_collection_done(ks_collection *col)
 	free(col->description);
 	free(col->sync_token);
 	free(col->ctag);
+	free(col->dir);
 	*col = (ks_collection) {};
 }
 
@@ -655,8 +663,10 @@ static int fill_collection(sqlite3_stmt *s, void *e)
 		.vcard4 = sqlite3_column_int(s, 17),
 		.synced_at = sqlite3_column_int64(s, 18),
 		.ruled = sqlite3_column_int(s, 19),
+		.dir = col_strdup(s, 20),
 	};
-	return col->account && col->href && col->name ? 0 : -ENOMEM;
+	return col->account && col->href && col->name &&
+	       (col->dir || sqlite3_column_type(s, 20) == SQLITE_NULL) ? 0 : -ENOMEM;
 }
 
 static void free_collections(void *a, size_t n)
@@ -669,7 +679,7 @@ int ks_cache_list_collections(ks_cache *c, const char *account, ks_collection **
 	sqlite3_stmt *s;
 	int r = prepare(c, "SELECT id, account, href, kind, name, displayname, color, description, "
 			   "components, readonly, supports_sync, enabled, sync_token, ctag, "
-			   "guard_at, guard_base, guard_deleted, vcard4, synced_at, ruled "
+			   "guard_at, guard_base, guard_deleted, vcard4, synced_at, ruled, dir "
 			   "FROM collection WHERE account = ?1 ORDER BY kind, name", &s);
 
 	if (r < 0)
@@ -686,14 +696,14 @@ int ks_cache_save_collection(ks_cache *c, ks_collection *col)
 	if (col->id == 0)
 		r = prepare(c, "INSERT INTO collection (account, href, kind, name, displayname, "
 			       "color, description, components, readonly, supports_sync, enabled, "
-			       "vcard4, ruled) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-			       "?13, ?14)",
+			       "vcard4, ruled, dir) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+			       "?11, ?13, ?14, ?15)",
 			&s);
 	else
 		r = prepare(c, "UPDATE collection SET account = ?1, href = ?2, kind = ?3, "
 			       "name = ?4, displayname = ?5, color = ?6, description = ?7, "
 			       "components = ?8, readonly = ?9, supports_sync = ?10, enabled = ?11, "
-			       "vcard4 = ?13, ruled = ?14 WHERE id = ?12", &s);
+			       "vcard4 = ?13, ruled = ?14, dir = ?15 WHERE id = ?12", &s);
 	if (r < 0)
 		return r;
 	(void) bind_text(s, 1, col->account);
@@ -711,6 +721,7 @@ int ks_cache_save_collection(ks_cache *c, ks_collection *col)
 	(void) sqlite3_bind_int(s, 11, col->enabled);
 	(void) sqlite3_bind_int(s, 13, col->vcard4);
 	(void) sqlite3_bind_int(s, 14, col->ruled);
+	(void) bind_text(s, 15, col->dir);
 	if (col->id)
 		(void) sqlite3_bind_int64(s, 12, col->id);
 	r = step_done(s);
@@ -963,6 +974,22 @@ int ks_cache_count_items(ks_cache *c, int64_t coll)
 	(void) sqlite3_bind_int64(s, 1, coll);
 	int rc = sqlite3_step(s);
 	r = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : sqlite_to_errno(rc);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_find_collection_dir(ks_cache *c, const char *dir, int64_t *ret_id)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "SELECT id FROM collection WHERE dir = ?1 LIMIT 1", &s);
+
+	if (r < 0)
+		return r;
+	(void) bind_text(s, 1, dir);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*ret_id = sqlite3_column_int64(s, 0);
+	r = rc == SQLITE_ROW ? 1 : sqlite_to_errno(rc);
 	sqlite3_finalize(s);
 	return r;
 }

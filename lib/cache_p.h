@@ -11,7 +11,7 @@
  * are translated here: SQLITE_BUSY/LOCKED → -EBUSY, SQLITE_CORRUPT/NOTADB → -EUCLEAN,
  * SQLITE_FULL → -ENOSPC, SQLITE_CANTOPEN → -EACCES, SQLITE_NOMEM → -ENOMEM, other → -EIO. */
 
-#define KS_CACHE_SCHEMA_VERSION 6
+#define KS_CACHE_SCHEMA_VERSION 7
 
 typedef struct ks_cache ks_cache;
 
@@ -55,6 +55,8 @@ typedef struct ks_collection {
 	int64_t guard_base;
 	int64_t guard_deleted;
 	int64_t synced_at;	/* when a sync of it last completed (unix seconds, 0: never) */
+	char *dir;		/* its directory when ksync.conf places it elsewhere (absolute),
+				 * NULL for <data_dir>/<contacts|calendars>/<account>/<name> */
 } ks_collection;
 
 typedef struct ks_cache_item {
@@ -144,6 +146,8 @@ typedef int (*ks_cache_item_fn)(const char *href, const char *etag, const char *
 				void *userdata);
 int ks_cache_foreach_item(ks_cache *c, int64_t coll, ks_cache_item_fn fn, void *userdata);
 int ks_cache_count_items(ks_cache *c, int64_t coll);
+/* Whether a collection has dir as its directory (1, its id in *ret_id) or none (0). */
+int ks_cache_find_collection_dir(ks_cache *c, const char *dir, int64_t *ret_id);
 /* Calls fn for every item of coll, in the order they were stored, with its server bytes
  * (data[0..len), not NUL-terminated, borrowed for the call only); a negative return stops
  * the walk and is returned. */

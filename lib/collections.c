@@ -8,6 +8,7 @@
 #include "engine_p.h"
 #include "fsutil_p.h"
 #include "hash_p.h"
+#include "log_p.h"
 #include "macro.h"
 #include "vdir_p.h"
 
@@ -21,6 +22,9 @@ static int file_is_ksyncs(ks_cache *cache, ks_local_row *rows, size_t n, int dir
 			  const char *name);
 static int remove_collection_files(run *R, const ks_collection *col);
 static int config_rule(run *R, const ks_collection *col);
+static int dir_holds_items(const char *dir, const char *ext);
+static int move_dir(run *R, ks_collection *col, const char *path, const char *old,
+		    const char *now);
 
 /* Brings the cached collections in line with a home listing: new ones get a directory name
  * and a row, changed properties are saved, and those gone from the server are removed with
@@ -356,15 +360,26 @@ static int remove_collection_files(run *R, const ks_collection *col)
 
 	snprintf(label, sizeof(label), "%s/%s",
 		 col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars", col->name);
-	if (asprintf(&parent, "%s/%s", col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts"
-									    : "calendars",
-		     R->acc->name) < 0)
+	const char *base = col->name;
+	if (col->dir) {
+		/* A directory of ksync.conf's: the way to it is the user's, as when syncing. */
+		const char *slash = strrchr(col->dir, '/');
+		base = slash + 1;
+		parent = slash == col->dir ? strdup("/") : strndup(col->dir,
+								   (size_t) (slash - col->dir));
+		if (!parent)
+			return -ENOMEM;
+		pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		r = pfd < 0 ? -errno : 0;
+	} else if (asprintf(&parent, "%s/%s", col->kind == KS_COLLECTION_ADDRESSBOOK ?
+				   "contacts" : "calendars", R->acc->name) < 0)
 		return -ENOMEM;
-	/* Never through a symlink: the files deleted are ksync's own, nobody else's. */
-	r = ks_fs_open_beneath(R->e->data_dir, parent, false, &pfd, NULL);
+	else
+		/* Never through a symlink: the files deleted are ksync's own, nobody else's. */
+		r = ks_fs_open_beneath(R->e->data_dir, parent, false, &pfd, NULL);
 	if (r < 0)
 		return r == -ENOENT ? 0 : r;
-	fd = openat(pfd, col->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	fd = openat(pfd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		r = errno == ENOENT ? 0 : -errno;
 		close(pfd);
@@ -410,9 +425,152 @@ static int remove_collection_files(run *R, const ks_collection *col)
 	closedir(d);
 	ks_local_rows_free(rows, n_rows);
 	if (r >= 0)
-		r = ks_neg_errno(unlinkat(pfd, col->name, AT_REMOVEDIR));
+		r = ks_neg_errno(unlinkat(pfd, base, AT_REMOVEDIR));
 	if (r >= 0)
 		r = ks_fs_fsync_dir(pfd);
 	close(pfd);
+	return r;
+}
+
+/* Whether dir is there and holds an item file (1), is there without one (0), or is not
+ * there (-ENOENT); other errors of opening and reading it. */
+static int dir_holds_items(const char *dir, const char *ext)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int r = 0;
+
+	if (!d)
+		return -errno;
+	while (r == 0 && (de = readdir(d))) {
+		size_t n = strlen(de->d_name), e = strlen(ext);
+		r = n > e && de->d_name[0] != '.' && strcmp(de->d_name + n - e, ext) == 0;
+	}
+	closedir(d);
+	return r;
+}
+
+static bool dir_within(const char *a, const char *b)
+{
+	size_t n = strlen(b);
+	return strncmp(a, b, n) == 0 && (a[n] == 0 || a[n] == '/');
+}
+
+/* Makes now the directory of col, whose files are in old: nothing to do when old is not
+ * there (the user moved it, or it was never made) or holds nothing of the collection's;
+ * otherwise old is renamed to now, which must not hold anything yet. Failures are reported,
+ * and leave both where they are. */
+static int move_dir(run *R, ks_collection *col, const char *path, const char *old,
+		    const char *now)
+{
+	const char *ext = col->kind == KS_COLLECTION_ADDRESSBOOK ? ".vcf" : ".ics";
+	struct stat st;
+	int items, rows, r;
+
+	if (lstat(old, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		r = -errno;
+		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, path, r, "cannot look at '%s': %s", old,
+			    strerror(-r));
+		return r;
+	}
+	bool old_dir = S_ISDIR(st.st_mode);
+	items = old_dir ? dir_holds_items(old, ext) : 1;
+	rows = ks_cache_count_items(R->e->cache, col->id);
+	if (items < 0 || rows < 0) {
+		r = items < 0 ? items : rows;
+		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, path, r, "cannot read '%s': %s", old,
+			    strerror(-r));
+		return r;
+	}
+	if (!items && !rows)
+		return 0;	/* nothing of it there (a displayname file at most) */
+	/* An empty directory there is as good as none; rmdir() takes no other. */
+	if (lstat(now, &st) == 0 && S_ISDIR(st.st_mode))
+		(void) rmdir(now);
+	_cleanup_free_ char *parent = strdup(now);
+	if (!parent)
+		return -ENOMEM;
+	*strrchr(parent, '/') = 0;
+	r = old_dir ? 0 : -ENOTDIR;
+	if (r >= 0 && *parent)
+		r = ks_fs_mkdir_p(parent);
+	/* renameat2() refuses to replace what is there. */
+	if (r >= 0)
+		r = ks_neg_errno(renameat2(AT_FDCWD, old, AT_FDCWD, now, RENAME_NOREPLACE));
+	if (r >= 0) {
+		ks_run_fail(R, KS_SYNC_NOTICE, path, 0, "moved its directory from '%s' to '%s', as "
+			    "ksync.conf now says", old, now);
+		return 0;
+	}
+	if (r == -EEXIST || r == -ENOTEMPTY)
+		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, path, -EEXIST,
+			    "ksync.conf now puts it in '%s', but its files are in '%s', and '%s' "
+			    "holds files already; nothing was read, written or deleted. Put the "
+			    "files together in one of them by hand, or give the old place back "
+			    "in ksync.conf", now, old, now);
+	else
+		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, path, r,
+			    "ksync.conf now puts it in '%s', but its files are in '%s', and moving "
+			    "them failed (%s); nothing was read, written or deleted. Move the "
+			    "directory (mv '%s' '%s') and sync again, or give the old place back "
+			    "in ksync.conf", now, old, strerror(-r), old, now);
+	return -EEXIST;
+}
+
+int ks_collection_place(run *R, ks_collection *col)
+{
+	_cleanup_free_ char *path = NULL, *want = NULL, *old = NULL, *now = NULL;
+	bool card = col->kind == KS_COLLECTION_ADDRESSBOOK;
+	const char *data_dir = R->e->data_dir;
+	int64_t other = 0;
+	int r;
+
+	if (asprintf(&path, "%s/%s", card ? "contacts" : "calendars", col->name) < 0)
+		return -ENOMEM;
+	r = ks_account_collection_dir(R->acc, path, &want);
+	if (r < 0)
+		return r;
+	if (ks_str_eq(want, col->dir))
+		return 0;
+	if (want && (dir_within(want, data_dir) || dir_within(data_dir, want))) {
+		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, path, -EINVAL,
+			    "ksync.conf puts it in '%s', which %s ksync's data directory '%s'; "
+			    "give it a directory of its own", want,
+			    dir_within(want, data_dir) ? "lies inside" : "holds", data_dir);
+		return -EINVAL;
+	}
+	if (want) {
+		r = ks_cache_find_collection_dir(R->e->cache, want, &other);
+		if (r < 0)
+			return r;
+		if (r > 0 && other != col->id) {
+			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, path, -EEXIST,
+				    "ksync.conf puts it in '%s', which is already the directory of "
+				    "another collection; give it a directory of its own", want);
+			return -EEXIST;
+		}
+	}
+	r = ks_engine_collection_dir(R->e, R->acc->name, col, &old);
+	if (r >= 0) {
+		char *keep = col->dir;
+		col->dir = want;
+		r = ks_engine_collection_dir(R->e, R->acc->name, col, &now);
+		col->dir = keep;
+	}
+	if (r < 0)
+		return r;
+	r = move_dir(R, col, path, old, now);
+	if (r < 0)
+		return r;
+	free(col->dir);
+	col->dir = TAKE_PTR(want);
+	if (col->dir)
+		ks_log(KS_LOG_INFO, "%s/%s: files in '%s'", R->acc->name, path, col->dir);
+	r = ks_cache_save_collection(R->e->cache, col);
+	if (r < 0 && r != -ENOMEM)
+		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, path, r, "cannot write the cache: %s",
+			    strerror(-r));
 	return r;
 }

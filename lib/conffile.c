@@ -95,6 +95,8 @@ static int conf_put_account(ks_buf *b, const ks_account_config *a, const char *e
 			      a->conflict == KS_CONFLICT_MODE_LOCAL_WINS ? "local-wins" : NULL },
 		{ "collections", a->collections == KS_NEW_COLLECTIONS_ALL ? "all" :
 				 a->collections == KS_NEW_COLLECTIONS_NONE ? "none" : NULL },
+		{ "calendars_path", a->calendars_path },
+		{ "contacts_path", a->contacts_path },
 	};
 
 	r = ks_buf_printf(b, "[account %s]%s", a->name, eol);
@@ -106,6 +108,17 @@ static int conf_put_account(ks_buf *b, const ks_account_config *a, const char *e
 			return ks_set_error(reterr_msg, -EINVAL, "the value of %s contains a line "
 					   "break, which ksync.conf cannot hold", kv[i].key);
 		r = conf_put_value(b, kv[i].key, kv[i].value, eol);
+	}
+	/* path = lines: "KIND/NAME\nDIR\n" each. */
+	for (const char *p = a->paths; r >= 0 && p && *p;) {
+		const char *nl = strchr(p, '\n'), *end = nl ? strchr(nl + 1, '\n') : NULL;
+		_cleanup_free_ char *v = NULL;
+		if (!end || strchr(nl + 1, '\r'))
+			return ks_set_error(reterr_msg, -EINVAL, "invalid path list");
+		if (asprintf(&v, "%.*s %.*s", (int) (nl - p), p, (int) (end - nl - 1), nl + 1) < 0)
+			return -ENOMEM;
+		r = conf_put_value(b, "path", v, eol);
+		p = end + 1;
 	}
 	if (r == -EFBIG)
 		return ks_set_error(reterr_msg, -EINVAL, "the settings of account '%s' are too "

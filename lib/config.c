@@ -63,6 +63,9 @@ static int conf_parse_secret_ref(conf_ctx *ctx, const char *key, const char *val
 static int conf_parse_log_level(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_patterns(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_feed(conf_ctx *ctx, const char *key, const char *value, void *field);
+static int conf_parse_dir(conf_ctx *ctx, const char *key, const char *value, void *field);
+static int conf_parse_collection_dir(conf_ctx *ctx, const char *key, const char *value,
+				     void *field);
 
 static const conf_key conf_keys[] = {
 	{ CONF_GENERAL, "interval", conf_parse_interval, offsetof(ks_config, interval) },
@@ -96,6 +99,12 @@ static const conf_key conf_keys[] = {
 	  offsetof(ks_account_config, password_secret) },
 	{ CONF_ACCOUNT, "password_timeout", conf_parse_timeout,
 	  offsetof(ks_account_config, password_timeout) },
+	{ CONF_ACCOUNT, "calendars_path", conf_parse_dir,
+	  offsetof(ks_account_config, calendars_path) },
+	{ CONF_ACCOUNT, "contacts_path", conf_parse_dir,
+	  offsetof(ks_account_config, contacts_path) },
+	/* The one key that may be given more than once: one line per collection. */
+	{ CONF_ACCOUNT, "path", conf_parse_collection_dir, offsetof(ks_account_config, paths) },
 };
 
 static const struct {
@@ -589,6 +598,71 @@ static int conf_parse_path(conf_ctx *ctx, const char *key, const char *value, vo
 	return 0;
 }
 
+/* A directory of collections: a path as conf_parse_path() takes it, made plain (no "." or
+ * ".." component, no repeated or trailing slash) so that directories compare as strings. */
+static int conf_parse_dir(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	_cleanup_free_ char *p = NULL;
+	char **s = field;
+	size_t w = 0;
+	int r = conf_parse_path(ctx, key, value, &p);
+
+	if (r < 0 || !p)
+		return r;
+	for (size_t i = 0; p[i]; i++) {
+		if (p[i] == '/' && w > 0 && p[w - 1] == '/')
+			continue;
+		p[w++] = p[i];
+	}
+	if (w > 1 && p[w - 1] == '/')
+		w--;
+	p[w] = 0;
+	if (strstr(p, "/./") || strstr(p, "/../") || (w >= 2 && strcmp(p + w - 2, "/.") == 0) ||
+	    (w >= 3 && strcmp(p + w - 3, "/..") == 0))
+		return conf_error(ctx, "%s '%s' has a '.' or '..' component; give the directory "
+				  "plainly", key, value);
+	if (strcmp(p, "/") == 0)
+		return conf_error(ctx, "%s may not be the root directory", key);
+	*s = TAKE_PTR(p);
+	return 0;
+}
+
+/* path = KIND/NAME DIR: the directory of one collection. Appended to the account's list. */
+static int conf_parse_collection_dir(conf_ctx *ctx, const char *key, const char *value,
+				     void *field)
+{
+	char **list = field;
+	size_t n = strcspn(value, " \t");
+	const char *dir = value + n + strspn(value + n, " \t");
+	_cleanup_free_ char *col = strndup(value, n), *d = NULL, *line = NULL;
+	int r;
+
+	if (!col)
+		return -ENOMEM;
+	if ((strncmp(col, "calendars/", 10) != 0 && strncmp(col, "contacts/", 9) != 0) ||
+	    !strchr(col, '/')[1] || strchr(strchr(col, '/') + 1, '/') || !*dir)
+		return conf_error(ctx, "%s takes a collection and its directory, such as "
+				  "'path = calendars/work ~/.calendars/work'; got '%s'", key,
+				  value);
+	for (const char *p = *list; p; ) {
+		const char *nl = strchr(p, '\n');
+		if (!nl)
+			break;
+		if ((size_t) (nl - p) == n && strncmp(p, col, n) == 0)
+			return conf_error(ctx, "%s: %s has a directory already", key, col);
+		p = strchr(nl + 1, '\n');
+		p = p ? p + 1 : NULL;
+	}
+	r = conf_parse_dir(ctx, key, dir, &d);
+	if (r < 0 || !d)
+		return r;
+	if (asprintf(&line, "%s%s\n%s\n", *list ? *list : "", col, d) < 0)
+		return -ENOMEM;
+	free(*list);
+	*list = TAKE_PTR(line);
+	return 0;
+}
+
 /* Decodes a value written in double quotes; anything else is taken literally. */
 static int conf_unquote(conf_ctx *ctx, const char *key, const char *v, char **ret)
 {
@@ -725,7 +799,7 @@ static int conf_assignment(ks_config *c, conf_ctx *ctx, char *line)
 			break;
 	if (i == ELEMENTSOF(conf_keys))
 		return conf_error(ctx, "unknown key '%s' in [%s]", key, ctx->label);
-	if (ctx->seen[i] > 0)
+	if (ctx->seen[i] > 0 && conf_keys[i].parse != conf_parse_collection_dir)
 		return conf_error(ctx, "duplicate key '%s' in [%s] (first on line %u)", key,
 				  ctx->label, ctx->seen[i]);
 	ctx->seen[i] = ctx->line;
@@ -779,6 +853,8 @@ static int conf_parse_text(ks_config *c, conf_ctx *ctx, char *text, size_t size)
 	}
 	return 0;
 }
+
+static int validate_dirs(ks_config *c, conf_ctx *ctx);
 
 /* The rules that involve more than one key; messages point at the [account] header. */
 static int config_validate(ks_config *c, conf_ctx *ctx)
@@ -837,7 +913,88 @@ static int config_validate(ks_config *c, conf_ctx *ctx)
 		if (r == -ENOMEM)
 			return r;
 	}
-	return 0;
+	return validate_dirs(c, ctx);
+}
+
+/* Whether directory a is b or lies below it. */
+static bool dir_within(const char *a, const char *b)
+{
+	size_t n = strlen(b);
+	return strncmp(a, b, n) == 0 && (a[n] == 0 || a[n] == '/');
+}
+
+typedef struct place {
+	size_t account;
+	const char *kind;	/* "calendars" or "contacts" */
+	const char *col;	/* "KIND/NAME" of a path = line (not terminated), or NULL */
+	size_t col_len;
+	const char *dir;
+	size_t dir_len;
+} place;
+
+/* Two places for files may not overlap, or one collection's files would be another's: the
+ * directories of accounts and kinds are apart, and a collection's own directory is apart
+ * from every other, or inside its own account's directory of its kind. */
+static int validate_dirs(ks_config *c, conf_ctx *ctx)
+{
+	_cleanup_free_ place *v = NULL;
+	size_t n = 0, cap = 0;
+	int r = 0;
+
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		ks_account_config *a = &c->accounts[i];
+		if (ctx->broken && ctx->broken[i])
+			continue;
+		const char *roots[2] = { a->calendars_path, a->contacts_path };
+		for (size_t k = 0; k < 2; k++) {
+			if (!roots[k])
+				continue;
+			place *nv = ks_array_grow(v, &cap, n, sizeof(*v));
+			if (!nv)
+				return -ENOMEM;
+			v = nv;
+			v[n++] = (place) { .account = i, .kind = k ? "contacts" : "calendars",
+					      .dir = roots[k], .dir_len = strlen(roots[k]) };
+		}
+		for (const char *p = a->paths; p && *p; ) {
+			const char *nl = strchr(p, '\n'), *d = nl + 1, *end = strchr(d, '\n');
+			place *nv = ks_array_grow(v, &cap, n, sizeof(*v));
+			if (!nv)
+				return -ENOMEM;
+			v = nv;
+			v[n++] = (place) { .account = i, .kind = p[1] == 'a' ? "calendars" :
+					      "contacts", .col = p, .col_len = (size_t) (nl - p),
+					      .dir = d, .dir_len = (size_t) (end - d) };
+			p = end + 1;
+		}
+	}
+	for (size_t i = 0; i < n && r != -ENOMEM; i++)
+		for (size_t j = 0; j < n && r != -ENOMEM; j++) {
+			_cleanup_free_ char *a = strndup(v[i].dir, v[i].dir_len);
+			_cleanup_free_ char *b = strndup(v[j].dir, v[j].dir_len);
+			if (!a || !b)
+				return -ENOMEM;
+			if (i == j || !dir_within(a, b) || (i < j && strcmp(a, b) == 0))
+				continue;
+			/* A collection's directory inside its own account's directory of its
+			 * kind: the name it takes there is checked when it is used. */
+			if (v[i].col && !v[j].col && v[i].account == v[j].account &&
+			    strcmp(v[i].kind, v[j].kind) == 0 && strcmp(a, b) != 0)
+				continue;
+			ctx->line = c->accounts[v[i].account].line;
+			ctx->section = CONF_ACCOUNT;
+			ctx->account = v[i].account;
+			r = conf_error(ctx, "account '%s': the directory '%s' of %s%.*s %s '%s' "
+				       "of %s%.*s in account '%s'; the files of two collections would "
+				       "mix. Give each its own directory",
+				       c->accounts[v[i].account].name, a,
+				       v[i].col ? "" : v[i].kind, (int) v[i].col_len,
+				       v[i].col ? v[i].col : "",
+				       strcmp(a, b) == 0 ? "is also" : "lies inside", b,
+				       v[j].col ? "" : v[j].kind, (int) v[j].col_len,
+				       v[j].col ? v[j].col : "", c->accounts[v[j].account].name);
+		}
+	return r == -ENOMEM ? r : 0;
 }
 
 int ks_config_read_file(const char *path, ks_buf *b)
@@ -1001,6 +1158,9 @@ void ks_account_config_done(ks_account_config *a)
 	free(a->include);
 	free(a->exclude);
 	free(a->feed);
+	free(a->calendars_path);
+	free(a->contacts_path);
+	free(a->paths);
 	*a = (ks_account_config) {};
 }
 
@@ -1009,13 +1169,14 @@ int ks_account_config_copy(const ks_account_config *a, ks_account_config *ret)
 	ks_account_config c = *a;
 	char **fields[] = { &c.name, &c.provider, &c.url, &c.username, &c.password_command,
 			    &c.password_file, &c.password_secret, &c.ca_file, &c.include,
-			    &c.exclude, &c.feed };
+			    &c.exclude, &c.feed, &c.calendars_path, &c.contacts_path, &c.paths };
 
 	for (size_t i = 0; i < ELEMENTSOF(fields); i++)
 		*fields[i] = NULL;
 	const char *const src[] = { a->name, a->provider, a->url, a->username,
 				    a->password_command, a->password_file, a->password_secret,
-				    a->ca_file, a->include, a->exclude, a->feed };
+				    a->ca_file, a->include, a->exclude, a->feed, a->calendars_path,
+				    a->contacts_path, a->paths };
 	for (size_t i = 0; i < ELEMENTSOF(fields); i++)
 		if (src[i] && !(*fields[i] = strdup(src[i]))) {
 			ks_account_config_done(&c);
@@ -1166,4 +1327,33 @@ int ks_account_collection_rule(const ks_account_config *a, const char *path,
 	if (a->include && patterns_match(a->include, path, displayname))
 		return 1;
 	return -1;
+}
+
+int ks_account_collection_dir(const ks_account_config *a, const char *path, char **ret)
+{
+	const char *slash = strchr(path, '/');
+	size_t n = strlen(path);
+	bool card;
+
+	*ret = NULL;
+	if (!slash || !slash[1] || strchr(slash + 1, '/'))
+		return -EINVAL;
+	if ((size_t) (slash - path) == 9 && strncmp(path, "calendars", 9) == 0)
+		card = false;
+	else if ((size_t) (slash - path) == 8 && strncmp(path, "contacts", 8) == 0)
+		card = true;
+	else
+		return -EINVAL;
+	for (const char *p = a->paths; p && *p; ) {
+		const char *nl = strchr(p, '\n'), *d = nl + 1, *end = strchr(d, '\n');
+		if ((size_t) (nl - p) == n && strncmp(p, path, n) == 0) {
+			*ret = strndup(d, (size_t) (end - d));
+			return *ret ? 0 : -ENOMEM;
+		}
+		p = end + 1;
+	}
+	const char *root = card ? a->contacts_path : a->calendars_path;
+	if (root && !(*ret = path_join(root, slash + 1)))
+		return -ENOMEM;
+	return 0;
 }

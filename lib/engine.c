@@ -16,6 +16,8 @@ static int set_aside(const char *db, const struct stat *seen);
 int ks_engine_collection_dir(const ks_engine *e, const char *account, const ks_collection *col,
 			     char **ret)
 {
+	if (col->dir)
+		return (*ret = strdup(col->dir)) ? 0 : -ENOMEM;
 	return asprintf(ret, "%s/%s/%s/%s", e->data_dir,
 			col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars", account,
 			col->name) < 0 ? -ENOMEM : 0;
@@ -25,17 +27,38 @@ int ks_engine_open_collection_dir(const ks_engine *e, const char *account,
 				  const ks_collection *col, bool create, int *ret_fd,
 				  char **reterr_path)
 {
-	_cleanup_free_ char *rel = NULL;
+	_cleanup_free_ char *rel = NULL, *parent = NULL;
+	const char *base = e->data_dir;
 	size_t at = 0;
 	int r;
 
-	if (asprintf(&rel, "%s/%s/%s",
-		     col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars", account,
-		     col->name) < 0)
+	if (col->dir) {
+		/* A directory of ksync.conf's: the path up to it is the user's (it may go
+		 * through a link of theirs), what ksync opens in it is not followed. */
+		const char *slash = strrchr(col->dir, '/');
+		if (!slash || !slash[1])
+			return -EINVAL;
+		parent = slash == col->dir ? strdup("/") : strndup(col->dir,
+								   (size_t) (slash - col->dir));
+		rel = strdup(slash + 1);
+		if (!parent || !rel)
+			return -ENOMEM;
+		if (create) {
+			r = ks_fs_mkdir_p(parent);
+			if (r < 0) {
+				if (reterr_path)
+					*reterr_path = TAKE_PTR(parent);
+				return r;
+			}
+		}
+		base = parent;
+	} else if (asprintf(&rel, "%s/%s/%s",
+			    col->kind == KS_COLLECTION_ADDRESSBOOK ? "contacts" : "calendars",
+			    account, col->name) < 0)
 		return -ENOMEM;
-	r = ks_fs_open_beneath(e->data_dir, rel, create, ret_fd, &at);
+	r = ks_fs_open_beneath(base, rel, create, ret_fd, &at);
 	if (r < 0 && reterr_path &&
-	    asprintf(reterr_path, "%s%s%.*s", e->data_dir, at ? "/" : "", (int) at, rel) < 0)
+	    asprintf(reterr_path, "%s%s%.*s", base, at ? "/" : "", (int) at, rel) < 0)
 		*reterr_path = NULL;
 	return r;
 }

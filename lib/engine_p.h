@@ -27,12 +27,13 @@ struct ks_engine {
 	ks_cache *cache;
 };
 
-/* The directory of a collection: <data_dir>/<contacts|calendars>/<account>/<name>.
+/* The directory of a collection: col->dir, or <data_dir>/<contacts|calendars>/<account>/<name>.
  * Owned by the caller. */
 int ks_engine_collection_dir(const ks_engine *e, const char *account, const ks_collection *col,
 			     char **ret);
 /* Opens the directory of a collection without following a symbolic link anywhere below the
- * data directory (-ELOOP), creating what is missing with create. On failure, *reterr_path (if
+ * data directory (-ELOOP), or in the last component of col->dir, creating what is missing
+ * with create. On failure, *reterr_path (if
  * not NULL) names the directory that failed. *ret_fd is the caller's to close. */
 int ks_engine_open_collection_dir(const ks_engine *e, const char *account,
 				  const ks_collection *col, bool create, int *ret_fd,
@@ -203,6 +204,13 @@ int ks_collections_reconcile(run *R, ks_collection *remote, size_t n_remote,
 /* Makes the cached collections follow include = and exclude = of ksync.conf (saved where
  * they change). */
 int ks_collections_follow_config(run *R, ks_collection *known, size_t n_known);
+
+/* Puts col where ksync.conf says (calendars_path, contacts_path, path =): its directory is
+ * renamed there (or, gone from where it was or never used, the new place taken as it is) and
+ * the place recorded. When it cannot be moved (another file system, files in the way) the
+ * collection stops with a message saying what to do, and nothing is touched. 0 to go on, or
+ * a negative errno (reported). */
+int ks_collection_place(run *R, ks_collection *col);
 
 /* ---- sync.c: one collection both ways ---------------------------------------------------- */
 

@@ -64,6 +64,11 @@ typedef struct ks_account_config {
 	char *exclude;		/* exclude =: patterns of collections that do not (it wins) */
 	char *feed;		/* feed =: the iCalendar file of a calendar subscription (https;
 				 * url is set to it), or NULL */
+	char *calendars_path;	/* calendars_path =: the directory of the account's calendars
+				 * (absolute), or NULL for <data_dir>/calendars/<name> */
+	char *contacts_path;	/* contacts_path =: the same for its address books */
+	char *paths;		/* path = lines: "KIND/NAME\nDIR\n" for each (absolute DIR),
+				 * or NULL */
 } ks_account_config;
 
 typedef struct ks_config {
@@ -345,7 +350,12 @@ void ks_collection_info_done(ks_collection_info *i);
  * when it did not; -ENOENT when the account has no such collection. */
 int ks_engine_set_enabled(ks_engine *e, const char *config_path, const char *account,
 			  const char *collection, bool enabled, char **reterr_msg);
-/* Forgets an account: its cache rows, and with delete_files its directories. */
+/* The directories of the account's collections (absolute; NULL-terminated, *ret freed with
+ * ks_engine_dirs_free()), as the last run placed them. */
+int ks_engine_collection_dirs(ks_engine *e, const char *account, char ***ret);
+void ks_engine_dirs_free(char **dirs);
+/* Forgets an account: its cache rows, and with delete_files its directories under the data
+ * directory (those ksync.conf placed elsewhere are left as they are). */
 int ks_engine_forget_account(ks_engine *e, const char *account, bool delete_files);
 
 /* ---- management --------------------------------------------------------------------------- */
@@ -466,6 +476,12 @@ void ks_config_patterns_free(char **v);
 int ks_account_collection_rule(const ks_account_config *a, const char *path,
 			       const char *displayname);
 
+/* The directory ksync.conf gives to the collection at path ("calendars/NAME" or
+ * "contacts/NAME"): its path = line, else calendars_path or contacts_path joined with NAME.
+ * *ret is NULL when ksync.conf says nothing (the collection lives under the data directory).
+ * -EINVAL for a path that is not of that form, -ENOMEM. */
+int ks_account_collection_dir(const ks_account_config *a, const char *path, char **ret);
+
 /* Makes the [account name] section of the config file at path say that the collection at
  * coll_path ("calendars/NAME") syncs (enabled) or not: coll_path leaves the other list
  * (include = or exclude =), and joins its own unless a pattern there already names it or,
@@ -481,6 +497,8 @@ typedef struct ks_client_collection {
 	const char *account;
 	const char *dir;		/* directory name under contacts/<account>/ or
 					 * calendars/<account>/ */
+	const char *path;		/* its directory when ksync.conf places it elsewhere
+					 * (absolute), or NULL */
 	bool calendar;			/* false: an address book */
 	const char *displayname;	/* NULL: none known */
 	const char *color;		/* "#RRGGBB" or NULL */

@@ -427,6 +427,48 @@ int ks_manage_json_components(ks_json_writer *w, unsigned components)
 	return ks_json_write_array_end(w);
 }
 
+static void strv_free_n(char **v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* The directory names the first sync gives the collections: as each href says, with -2,
+ * -3... after a name an earlier collection of its kind took (as the run names new ones).
+ * ret[0..n) is the caller's to free with strv_free_n(). */
+static int probe_dir_names(const ks_collection *cols, size_t n, char ***ret)
+{
+	char **v = calloc(n + 1, sizeof(*v));
+
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *base = NULL;
+		int r = ks_vdir_collection_name(cols[i].href, &base);
+		for (unsigned k = 1; r >= 0 && !v[i] && k < 1000; k++) {
+			_cleanup_free_ char *name = NULL;
+			bool taken = false;
+			if (k == 1 ? !(name = strdup(base)) : asprintf(&name, "%s-%u", base, k) < 0) {
+				r = -ENOMEM;
+				break;
+			}
+			for (size_t j = 0; j < i && !taken; j++)
+				taken = cols[j].kind == cols[i].kind && strcmp(v[j], name) == 0;
+			if (!taken)
+				v[i] = TAKE_PTR(name);
+		}
+		if (r >= 0 && !v[i])
+			r = -EEXIST;
+		if (r < 0) {
+			strv_free_n(v, i);
+			return r;
+		}
+	}
+	*ret = v;
+	return 0;
+}
+
 int ks_manage_probe_json(const char *name, const char *url, const char *principal,
 			 const ks_collection *cols, size_t n, char **ret)
 {
@@ -445,12 +487,18 @@ int ks_manage_probe_json(const char *name, const char *url, const char *principa
 	ks_json_write_string(&w, principal);
 	ks_json_write_key(&w, "collections");
 	ks_json_write_array_begin(&w);
+	char **dirs = NULL;
+	r = probe_dir_names(cols, n, &dirs);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < n; i++) {
 		const ks_collection *c = &cols[i];
 
 		ks_json_write_object_begin(&w);
 		ks_json_write_key(&w, "href");
 		ks_json_write_string(&w, c->href);
+		ks_json_write_key(&w, "dir");
+		ks_json_write_string(&w, dirs[i]);
 		ks_json_write_key(&w, "kind");
 		ks_json_write_string(&w, ks_collection_kind_to_string(c->kind));
 		ks_json_write_key(&w, "displayname");
@@ -461,6 +509,7 @@ int ks_manage_probe_json(const char *name, const char *url, const char *principa
 		ks_json_write_bool(&w, c->readonly);
 		ks_json_write_object_end(&w);
 	}
+	strv_free_n(dirs, n);
 	ks_json_write_array_end(&w);
 	ks_json_write_object_end(&w);
 	r = ks_json_writer_finish(&w);
@@ -1159,15 +1208,10 @@ static int section_names(const ks_client_collection *const *picked, size_t n, ch
 	return 0;
 }
 
-static void strv_free_n(char **v, size_t n)
-{
-	for (size_t i = 0; v && i < n; i++)
-		free(v[i]);
-	free(v);
-}
-
 static int collection_path(const char *data_dir, const ks_client_collection *c, char **ret)
 {
+	if (c->path)
+		return (*ret = strdup(c->path)) ? 0 : -ENOMEM;
 	return asprintf(ret, "%s/%s/%s/%s", data_dir, c->calendar ? "calendars" : "contacts",
 			c->account, c->dir) < 0 ? -ENOMEM : 0;
 }
@@ -1316,6 +1360,28 @@ static int todoman_duplicates(const ks_client_collection *const *lists, size_t n
 	return r;
 }
 
+/* Whether path is a directory right inside parent. */
+static bool todoman_within(const char *path, const char *parent)
+{
+	size_t n = strlen(parent);
+	return strncmp(path, parent, n) == 0 && path[n] == '/' && !strchr(path + n + 1, '/');
+}
+
+/* When a task list lives where ksync.conf put it: the directory holding the first such list,
+ * which todoman's glob then names (NULL when every list is under the data directory). */
+static int todoman_parent(const ks_client_collection *const *lists, size_t n, char **ret)
+{
+	*ret = NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (!lists[i]->path)
+			continue;
+		const char *slash = strrchr(lists[i]->path, '/');
+		*ret = strndup(lists[i]->path, (size_t) (slash - lists[i]->path));
+		return *ret ? 0 : -ENOMEM;
+	}
+	return 0;
+}
+
 static int gen_todoman(const char *data_dir, const ks_client_collection *const *lists,
 		       size_t n, bool all_calendars, ks_buf *b)
 {
@@ -1337,21 +1403,43 @@ static int gen_todoman(const char *data_dir, const ks_client_collection *const *
 			if ((lists[i]->components & KS_COMP_VTODO) && !lists[i]->readonly &&
 			    (pass == 1 || !(lists[i]->components & KS_COMP_VEVENT)))
 				def = todoman_name(lists[i]);
-	/* One glob for every list: all calendars, or those of the one account. */
+	/* One glob for every list: all calendars, or those of the one account, or the
+	 * directory ksync.conf put them in. */
+	_cleanup_free_ char *parent = NULL;
+	r = todoman_parent(lists, n, &parent);
+	if (r < 0)
+		return r;
 	r = ks_buf_puts(b, "path = \"");
-	if (r >= 0)
-		r = put_python_chars(b, data_dir, true);
-	if (r >= 0)
-		r = ks_buf_puts(b, "/calendars/");
-	if (r >= 0 && !all_calendars && account) {
-		r = put_python_chars(b, account, true);
+	if (r >= 0 && parent) {
+		r = put_python_chars(b, parent, true);
 		if (r >= 0)
 			r = ks_buf_puts(b, "/*\"\n");
-	} else if (r >= 0)
-		r = ks_buf_puts(b, "*/*\"\n");
-	if (r >= 0 && !all_calendars)
+	} else {
+		if (r >= 0)
+			r = put_python_chars(b, data_dir, true);
+		if (r >= 0)
+			r = ks_buf_puts(b, "/calendars/");
+		if (r >= 0 && !all_calendars && account) {
+			r = put_python_chars(b, account, true);
+			if (r >= 0)
+				r = ks_buf_puts(b, "/*\"\n");
+		} else if (r >= 0)
+			r = ks_buf_puts(b, "*/*\"\n");
+	}
+	if (r >= 0 && (!all_calendars || parent))
 		r = ks_buf_puts(b, "# (this may also match calendars without tasks, which todoman "
 				"shows as empty lists)\n");
+	for (size_t i = 0; r >= 0 && parent && i < n; i++) {
+		_cleanup_free_ char *path = NULL;
+		r = collection_path(data_dir, lists[i], &path);
+		if (r >= 0 && !todoman_within(path, parent)) {
+			r = ks_buf_puts(b, "# todoman takes one glob: the list in ");
+			if (r >= 0)
+				r = ks_buf_puts(b, path);
+			if (r >= 0)
+				r = ks_buf_puts(b, " is left out\n");
+		}
+	}
 	if (r >= 0)
 		r = todoman_duplicates(lists, n, b);
 	if (r >= 0)

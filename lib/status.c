@@ -434,6 +434,34 @@ static int remove_tree(int parent, const char *name)
 	return ks_neg_errno(unlinkat(parent, name, AT_REMOVEDIR));
 }
 
+void ks_engine_dirs_free(char **dirs)
+{
+	for (size_t i = 0; dirs && dirs[i]; i++)
+		free(dirs[i]);
+	free(dirs);
+}
+
+int ks_engine_collection_dirs(ks_engine *e, const char *account, char ***ret)
+{
+	ks_collection *cols = NULL;
+	size_t n = 0;
+	char **v;
+	int r = ks_cache_list_collections(e->cache, account, &cols, &n);
+
+	if (r < 0)
+		return r;
+	v = calloc(n + 1, sizeof(*v));
+	for (size_t i = 0; v && r >= 0 && i < n; i++)
+		r = ks_engine_collection_dir(e, account, &cols[i], &v[i]);
+	ks_collection_free_array(cols, n);
+	if (!v || r < 0) {
+		ks_engine_dirs_free(v);
+		return -ENOMEM;
+	}
+	*ret = v;
+	return 0;
+}
+
 int ks_engine_forget_account(ks_engine *e, const char *account, bool delete_files)
 {
 	ks_collection *cols = NULL;
@@ -506,7 +534,7 @@ int ks_engine_clients_config(ks_engine *e, const ks_config *c, char **ret_json,
 		r = -ENOMEM;
 	for (size_t i = 0; r >= 0 && i < n_all; i++)
 		cc[i] = (ks_client_collection) {
-			.account = all[i].account, .dir = all[i].name,
+			.account = all[i].account, .dir = all[i].name, .path = all[i].dir,
 			.calendar = all[i].kind == KS_COLLECTION_CALENDAR,
 			.displayname = all[i].displayname, .color = all[i].color,
 			.components = all[i].components, .readonly = all[i].readonly,

@@ -23,8 +23,11 @@ int ks_sync_collection(run *R, ks_collection *col, const ks_collection *remote)
 	unsigned req0 = ks_remote_request_count(R->remote);
 	_cleanup_free_ char *token0 = col->sync_token ? strdup(col->sync_token) : NULL;
 	_cleanup_free_ char *ctag0 = col->ctag ? strdup(col->ctag) : NULL;
-	int r = ks_local_init(&c.L, R->e, R->acc->name, col);
+	int r = ks_collection_place(R, col);
 
+	if (r < 0)
+		return r;
+	r = ks_local_init(&c.L, R->e, R->acc->name, col);
 	if (r < 0)
 		return r;
 	if ((col->sync_token && !token0) || (col->ctag && !ctag0)) {

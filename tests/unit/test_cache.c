@@ -308,7 +308,7 @@ static void test_migrate_from_v1(void **state)
 	char cmd[1024];
 	ks_cache *c = NULL;
 
-	/* A version 1 cache: today's schema without what versions 2 to 6 added. */
+	/* A version 1 cache: today's schema without what versions 2 to 7 added. */
 	assert_int_equal(ks_cache_open(path, &c), 0);
 	ks_cache_account a0 = { .principal = "/p/", .discovered_at = 7, .listed_at = 9 };
 	assert_int_equal(ks_cache_put_account(c, "a", &a0), 0);
@@ -322,7 +322,8 @@ static void test_migrate_from_v1(void **state)
 		 "ALTER TABLE collection DROP COLUMN guard_deleted; "
 		 "ALTER TABLE collection DROP COLUMN synced_at; "
 		 "ALTER TABLE collection DROP COLUMN vcard4; "
-		 "ALTER TABLE collection DROP COLUMN ruled; PRAGMA user_version = 1;'", path);
+		 "ALTER TABLE collection DROP COLUMN ruled; "
+		 "ALTER TABLE collection DROP COLUMN dir; PRAGMA user_version = 1;'", path);
 	assert_int_equal(system(cmd), 0);
 	assert_int_equal(ks_cache_open(path, &c), 0);
 	ks_cache_account a = {};
@@ -338,10 +339,10 @@ static void test_migrate_from_v1(void **state)
 		 "('intent', 'conflict', 'item_scan', 'refusal')\")\" = 4 && "
 		 "test \"$(sqlite3 '%s' \"SELECT count(*) FROM pragma_table_info('collection') "
 		 "WHERE name IN ('guard_at', 'guard_base', 'guard_deleted', 'synced_at', "
-		 "'vcard4', 'ruled')\")\" = 6 && "
+		 "'vcard4', 'ruled', 'dir')\")\" = 7 && "
 		 "test \"$(sqlite3 '%s' \"SELECT count(*) FROM pragma_table_info('account') "
 		 "WHERE name IN ('listed_at', 'home_tokens')\")\" = 2 && "
-		 "test \"$(sqlite3 '%s' 'PRAGMA user_version')\" = 6", path, path, path, path);
+		 "test \"$(sqlite3 '%s' 'PRAGMA user_version')\" = 7", path, path, path, path);
 	assert_int_equal(system(cmd), 0);
 }
 

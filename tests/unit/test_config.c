@@ -1308,6 +1308,73 @@ static void test_feed(void **state)
 	assert_string_equal(text, "[account hol]\nfeed = webcal://h.example/x\ninterval = 1h\n");
 }
 
+static void test_collection_dirs(void **state)
+{
+	_cleanup_free_ char *err = NULL, *err2 = NULL, *err3 = NULL;
+	ks_config *c = NULL;
+	char *d = NULL;
+
+	setenv("HOME", "/home/u", 1);
+	write_conf("[account a]\n" URL "calendars_path = ~/.calendars/\n"
+		   "contacts_path = /srv//books\n"
+		   "path = calendars/x1 ~/.calendars/work\n"
+		   "path = contacts/family   /home/u/Family Book\n"
+		   "[account b]\n" URL "calendars_path = rel/cals\n");
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err), 0);
+	ks_account_config *a = &c->accounts[0];
+	assert_string_equal(a->calendars_path, "/home/u/.calendars");
+	assert_string_equal(a->contacts_path, "/srv/books");
+	assert_int_equal(ks_account_collection_dir(a, "calendars/x1", &d), 0);
+	assert_string_equal(d, "/home/u/.calendars/work");
+	free(d);
+	assert_int_equal(ks_account_collection_dir(a, "calendars/home", &d), 0);
+	assert_string_equal(d, "/home/u/.calendars/home");
+	free(d);
+	assert_int_equal(ks_account_collection_dir(a, "contacts/family", &d), 0);
+	assert_string_equal(d, "/home/u/Family Book");
+	free(d);
+	assert_int_equal(ks_account_collection_dir(a, "contacts/x1", &d), 0);
+	assert_string_equal(d, "/srv/books/x1");
+	free(d);
+	assert_int_equal(ks_account_collection_dir(a, "tasks/x1", &d), -EINVAL);
+	assert_int_equal(ks_account_collection_dir(&c->accounts[1], "contacts/x1", &d), 0);
+	assert_null(d);
+	assert_non_null(strstr(c->accounts[1].calendars_path, "/rel/cals"));
+	assert_int_equal(c->accounts[1].calendars_path[0], '/');
+	ks_account_config copy = {};
+	assert_int_equal(ks_account_config_copy(a, &copy), 0);
+	assert_string_equal(copy.paths, a->paths);
+	assert_string_equal(copy.calendars_path, a->calendars_path);
+	ks_account_config_done(&copy);
+	ks_config_free(c);
+	c = NULL;
+
+	/* Places that overlap, across accounts and kinds, or with a collection's own. */
+	write_conf("[account a]\n" URL "calendars_path = /d/cal\ncontacts_path = /d/cal/books\n"
+		   "[account b]\n" URL "calendars_path = /d/cal\n"
+		   "[account c]\n" URL "path = calendars/w /d/cal/w\n"
+		   "path = contacts/w /e/w\npath = calendars/v /e/w/v\n");
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err2), -EINVAL);
+	assert_non_null(strstr(err2, "ksync.conf:1: account 'a': the directory '/d/cal/books' of "
+				     "contacts lies inside '/d/cal' of calendars in account 'a'"));
+	assert_non_null(strstr(err2, "ksync.conf:5: account 'b': the directory '/d/cal' of "
+				     "calendars is also '/d/cal' of calendars in account 'a'"));
+	assert_non_null(strstr(err2, "account 'c': the directory '/d/cal/w' of calendars/w lies "
+				     "inside '/d/cal' of calendars in account 'a'"));
+	assert_non_null(strstr(err2, "account 'c': the directory '/e/w/v' of calendars/v lies "
+				     "inside '/e/w' of contacts/w in account 'c'"));
+	write_conf("[account a]\n" URL "path = calendars/w\npath = notes/w /x\n"
+		   "path = calendars/a/b /x\ncalendars_path = /\npath = calendars/v /a/../b\n"
+		   "[account b]\n" URL "path = calendars/w /x\npath = calendars/w /y\n");
+	assert_int_equal(ks_config_load("ksync.conf", &c, &err3), -EINVAL);
+	assert_non_null(strstr(err3, "ksync.conf:3: path takes a collection and its directory"));
+	assert_non_null(strstr(err3, "ksync.conf:4: path takes a collection and its directory"));
+	assert_non_null(strstr(err3, "ksync.conf:5: path takes a collection and its directory"));
+	assert_non_null(strstr(err3, "ksync.conf:6: calendars_path may not be the root"));
+	assert_non_null(strstr(err3, "ksync.conf:7: path '/a/../b' has a '.' or '..' component"));
+	assert_non_null(strstr(err3, "ksync.conf:11: path: calendars/w has a directory already"));
+}
+
 static void test_remove_account_refused(void **state)
 {
 	_cleanup_free_ char *e1 = NULL, *e2 = NULL, *e3 = NULL, *e4 = NULL, *text = NULL;
@@ -1416,6 +1483,7 @@ int main(void)
 		cmocka_unit_test(test_add_then_remove),
 		cmocka_unit_test(test_remove_account_refused),
 		cmocka_unit_test(test_collection_rules),
+		cmocka_unit_test(test_collection_dirs),
 		cmocka_unit_test(test_feed),
 		cmocka_unit_test(test_set_collection),
 		cmocka_unit_test(test_set_collection_refused),

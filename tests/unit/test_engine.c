@@ -830,6 +830,131 @@ static void test_include_exclude(void **state)
 	env_done(&v);
 }
 
+/* calendars_path and path =: the files live there, a change of place with files left behind
+ * stops the collection until they are moved, and a collection removed on the server takes
+ * only ksync's files with it. */
+static void test_own_dirs(void **state)
+{
+	env v;
+	_cleanup_free_ char *cals = NULL, *cals2 = NULL, *dir = NULL, *dir2 = NULL, *own = NULL;
+
+	env_init(&v);
+	assert_true(asprintf(&cals, "%s/home/.calendars", v.root) > 0);
+	assert_true(asprintf(&cals2, "%s/home/cal2", v.root) > 0);
+	assert_true(asprintf(&dir, "%s/events", cals) > 0);
+	assert_true(asprintf(&dir2, "%s/events", cals2) > 0);
+	assert_true(asprintf(&own, "%s/home/Book", v.root) > 0);
+	v.acc.calendars_path = cals;
+	_cleanup_free_ char *paths = NULL;
+	assert_true(asprintf(&paths, "contacts/book\n%s\n", own) > 0);
+	v.acc.paths = paths;
+	seed_and_sync(&v, 2, 2);
+	assert_int_equal(count_files(dir), 2);
+	assert_int_equal(count_files(own), 2);
+	assert_int_equal(access(v.cal_dir, F_OK), -1);
+	assert_int_equal(access(v.book_dir, F_OK), -1);
+	assert_same(&v, dir, "e1.ics", v.cal, "e1.ics");
+
+	/* Edits there go up as anywhere. */
+	_cleanup_free_ char *e3 = event("e3", "Made there", NULL);
+	write_file(dir, "e3.ics", e3);
+	sync_ok(&v);
+	assert_int_equal(v.uploaded, 1);
+	assert_int_equal(mem_count(v.m, v.cal), 3);
+
+	/* Moved in ksync.conf: the directory follows, with the same files, and nothing is
+	 * sent or fetched. */
+	v.acc.calendars_path = cals2;
+	unsigned changes = mem_changes(v.m);
+	_cleanup_free_ char *snap = snapshot(dir);
+	sync_ok(&v);
+	assert_non_null(strstr(v.log.data, "moved its directory from"));
+	assert_int_equal(access(dir, F_OK), -1);
+	_cleanup_free_ char *snap2 = snapshot(dir2);
+	assert_string_equal(snap, snap2);
+	assert_int_equal(v.added + v.updated + v.deleted + v.uploaded + v.removed, 0);
+	assert_int_equal(mem_changes(v.m), changes);
+
+	/* Back, where a directory with a file of the user's is in the way: neither is taken,
+	 * and nothing is touched. */
+	v.acc.calendars_path = cals;
+	assert_int_equal(mkdir(dir, 0700), 0);
+	write_file(dir, "x.ics", e3);
+	(void) env_sync(&v);
+	assert_int_equal(v.failed, 1);
+	assert_non_null(strstr(v.log.data, "holds files already"));
+	assert_int_equal(mem_changes(v.m), changes);
+	assert_int_equal(count_files(dir2), 3);
+	assert_int_equal(count_files(dir), 1);
+
+	/* Moved by the user (the old place gone): taken as it is. */
+	v.acc.calendars_path = cals2;
+	sync_ok(&v);
+	rm_tree(cals);
+	v.acc.calendars_path = cals;
+	assert_int_equal(rename(cals2, cals), 0);
+	sync_ok(&v);
+	assert_int_equal(v.added + v.updated + v.deleted + v.uploaded + v.removed, 0);
+	assert_int_equal(mem_changes(v.m), changes);
+	assert_int_equal(count_files(dir), 3);
+	/* An empty directory in the way is no obstacle. */
+	assert_int_equal(mkdir(cals2, 0700), 0);
+	assert_int_equal(mkdir(dir2, 0700), 0);
+	v.acc.calendars_path = cals2;
+	sync_ok(&v);
+	assert_int_equal(count_files(dir2), 3);
+	assert_int_equal(mem_changes(v.m), changes);
+
+	/* Removed on the server: ksync's files go, a new one is kept under conflicts/. */
+	_cleanup_free_ char *n1 = event("n1", "Not sent yet", NULL);
+	write_file(dir2, "n1.ics", n1);
+	assert_int_equal(mem_remove_collection(v.m, v.cal), 0);
+	assert_int_equal(env_sync_with(&v, (sync_flags) { .allow_mass_delete = true }), 0);
+	assert_int_equal(access(dir2, F_OK), -1);
+	assert_int_equal(access(cals2, F_OK), 0);
+	_cleanup_free_ char *kept = conflict_copies(&v, "calendars/events");
+	assert_non_null(strstr(kept, "SUMMARY:Not sent yet"));
+	env_done(&v);
+}
+
+/* A tree another client wrote, given as calendars_path before the first sync: files that
+ * are the server's items are taken as they are, an edited one is merged, a new one goes up
+ * once, and nothing is doubled on either side. */
+static void test_adopt_tree(void **state)
+{
+	env v;
+	_cleanup_free_ char *cals = NULL, *dir = NULL, *home = NULL;
+
+	env_init(&v);
+	assert_true(asprintf(&cals, "%s/home/.calendars", v.root) > 0);
+	assert_true(asprintf(&dir, "%s/events", cals) > 0);
+	_cleanup_free_ char *e1 = event("e1", "One", NULL), *e2 = event("e2", "Two", NULL);
+	server_put(&v, v.cal, "e1.ics", e1);
+	server_put(&v, v.cal, "e2.ics", e2);
+	assert_true(asprintf(&home, "%s/home", v.root) > 0);
+	assert_int_equal(mkdir(home, 0700) == 0 && mkdir(cals, 0700) == 0 && mkdir(dir, 0700) == 0, 1);
+	_cleanup_free_ char *s1 = strdup(server_item(&v, v.cal, "e1.ics")->data);
+	write_file(dir, "e1-other-name.ics", s1);
+	_cleanup_free_ char *e2b = event("e2", "Two, edited before the move", NULL);
+	write_file(dir, "e2.ics", e2b);
+	_cleanup_free_ char *e9 = event("e9", "Only here", NULL);
+	write_file(dir, "e9.ics", e9);
+	v.acc.calendars_path = cals;
+	sync_ok(&v);
+	assert_int_equal(mem_count(v.m, v.cal), 3);
+	assert_int_equal(count_files(dir), 3);
+	_cleanup_free_ char *still = read_file(dir, "e1-other-name.ics");
+	assert_string_equal(still, s1);
+	/* Without a common base, the edit is a conflict: server-wins keeps it aside. */
+	_cleanup_free_ char *kept = conflict_copies(&v, "calendars/events");
+	if (!strstr(kept, "Two, edited before the move"))
+		FAIL("the edited file is lost:\n%s", v.log.data);
+	assert_int_equal(v.conflicts, 1);
+	sync_ok(&v);
+	assert_int_equal(v.added + v.updated + v.deleted + v.uploaded + v.removed, 0);
+	env_done(&v);
+}
+
 static void test_server_changes(void **state)
 {
 	env v;
@@ -2548,6 +2673,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_listing_each_run_not_for_large_collections,
 					  env_teardown),
 		cmocka_unit_test_teardown(test_include_exclude, env_teardown),
+		cmocka_unit_test_teardown(test_own_dirs, env_teardown),
+		cmocka_unit_test_teardown(test_adopt_tree, env_teardown),
 		cmocka_unit_test_teardown(test_server_changes, env_teardown),
 		cmocka_unit_test_teardown(test_local_changes, env_teardown),
 		cmocka_unit_test_teardown(test_both_edit, env_teardown),

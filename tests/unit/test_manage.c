@@ -330,6 +330,12 @@ static void test_probe_json(void **state)
 		{ .href = (char *) "/p/cal/work/", .kind = KS_COLLECTION_CALENDAR,
 		  .displayname = NULL, .components = KS_CALENDAR_EVENTS | KS_CALENDAR_TASKS,
 		  .readonly = true },
+		/* The same last segment: the first sync names it work-2 (and the address book
+		 * of that name keeps its own). */
+		{ .href = (char *) "/p/shared/work/", .kind = KS_COLLECTION_CALENDAR,
+		  .displayname = (char *) "W" },
+		{ .href = (char *) "/p/card/work/", .kind = KS_COLLECTION_ADDRESSBOOK,
+		  .displayname = (char *) "W" },
 	};
 	char *json = NULL;
 
@@ -337,14 +343,20 @@ static void test_probe_json(void **state)
 					      ELEMENTSOF(cols), &json), 0);
 	assert_string_equal(json,
 		"{\"name\":\"ik\",\"url\":\"https://sync.infomaniak.com/\",\"principal\":\"/p/\","
-		"\"collections\":[{\"href\":\"/p/card/default/\",\"kind\":\"addressbook\","
+		"\"collections\":[{\"href\":\"/p/card/default/\",\"dir\":\"default\","
+		"\"kind\":\"addressbook\","
 		"\"displayname\":\"Contacts \\\"main\\\"\",\"components\":[],\"readonly\":false},"
-		"{\"href\":\"/p/cal/work/\",\"kind\":\"calendar\",\"displayname\":null,"
-		"\"components\":[\"VEVENT\",\"VTODO\"],\"readonly\":true}]}");
+		"{\"href\":\"/p/cal/work/\",\"dir\":\"work\",\"kind\":\"calendar\","
+		"\"displayname\":null,"
+		"\"components\":[\"VEVENT\",\"VTODO\"],\"readonly\":true},"
+		"{\"href\":\"/p/shared/work/\",\"dir\":\"work-2\",\"kind\":\"calendar\","
+		"\"displayname\":\"W\",\"components\":[],\"readonly\":false},"
+		"{\"href\":\"/p/card/work/\",\"dir\":\"work\",\"kind\":\"addressbook\","
+		"\"displayname\":\"W\",\"components\":[],\"readonly\":false}]}");
 
 	_cleanup_(ks_json_freep) ks_json *j = NULL;
 	assert_int_equal(ks_json_parse(json, strlen(json), &j, NULL), 0);
-	assert_int_equal(ks_json_count(ks_json_get(j, "collections")), 2);
+	assert_int_equal(ks_json_count(ks_json_get(j, "collections")), 4);
 	free(json);
 
 	assert_int_equal(ks_manage_probe_json("x", "http://127.0.0.1/", "/", NULL, 0, &json), 0);
@@ -1184,9 +1196,10 @@ static void test_probe(void **state)
 	char want[1024];
 	snprintf(want, sizeof(want),
 		 "{\"name\":\"t\",\"url\":\"%s\",\"principal\":\"/p/\",\"collections\":["
-		 "{\"href\":\"/p/card/default/\",\"kind\":\"addressbook\",\"displayname\":"
-		 "\"Contacts\",\"components\":[],\"readonly\":true},"
-		 "{\"href\":\"/p/cal/work/\",\"kind\":\"calendar\",\"displayname\":\"Work\","
+		 "{\"href\":\"/p/card/default/\",\"dir\":\"default\",\"kind\":\"addressbook\","
+		 "\"displayname\":\"Contacts\",\"components\":[],\"readonly\":true},"
+		 "{\"href\":\"/p/cal/work/\",\"dir\":\"work\",\"kind\":\"calendar\","
+		 "\"displayname\":\"Work\","
 		 "\"components\":[\"VTODO\"],\"readonly\":false}]}", url);
 	assert_string_equal(json, want);
 	trace = fake_trace(&s);
