@@ -35,6 +35,7 @@
 #include "buf_p.h"
 #include "cache_p.h"
 #include "engine_p.h"
+#include "fsutil_p.h"
 #include "ksync.h"
 #include "memremote.h"
 
@@ -483,6 +484,25 @@ static size_t count_files(const char *dir)
 }
 
 /* Every regular file below dir (not the hidden ones) appended to b, with its path. */
+/* Removes dir (and what it holds) when it holds no file ending in ext. */
+static void rm_if_no_items(const char *dir, const char *ext)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	bool items = false;
+
+	if (!d)
+		return;
+	while (!items && (de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+		items = de->d_name[0] != '.' && n > strlen(ext) &&
+			strcmp(de->d_name + n - strlen(ext), ext) == 0;
+	}
+	closedir(d);
+	if (!items)
+		rm_tree(dir);
+}
+
 static void gather_tree(const char *dir, ks_buf *b)
 {
 	DIR *d = opendir(dir);
@@ -593,6 +613,8 @@ static char *describe(env *v)
 		_cleanup_free_ char *dir = path_of(v->data, trees[t]);
 		gather_tree(dir, &b);
 	}
+	_cleanup_free_ char *alt = path_of(v->root, "alt");
+	gather_tree(alt, &b);
 	return ks_buf_steal(&b);
 }
 
@@ -1680,6 +1702,8 @@ enum {
 	OP_SRV_READD,		/* a collection of that name made again (empty) */
 	OP_LOC_AWAY,		/* the directory renamed away (variant 1: back) */
 	OP_EXCLUDE,		/* the collection named by exclude = (variant 1: taken out) */
+	OP_PLACE,		/* path = moves the collection (back), and the user moves its
+				 * directory there (variant 1: only after the next sync) */
 	_OP_MAX,
 };
 
@@ -1687,6 +1711,7 @@ static const char *const op_names[_OP_MAX] = {
 	"OP_SYNC", "OP_QUIET", "OP_SRV_CREATE", "OP_SRV_EDIT", "OP_SRV_DELETE", "OP_SRV_MOVE",
 	"OP_LOC_CREATE", "OP_LOC_EDIT", "OP_LOC_DELETE", "OP_LOC_RENAME", "OP_LOC_COPY",
 	"OP_FAULT", "OP_EXPIRE", "OP_SRV_DROP", "OP_SRV_READD", "OP_LOC_AWAY", "OP_EXCLUDE",
+	"OP_PLACE",
 };
 
 /* How often each step is drawn. */
@@ -1695,7 +1720,7 @@ static const unsigned op_weights[_OP_MAX] = {
 	[OP_SRV_DELETE] = 4, [OP_SRV_MOVE] = 2, [OP_LOC_CREATE] = 7, [OP_LOC_EDIT] = 16,
 	[OP_LOC_DELETE] = 4, [OP_LOC_RENAME] = 3, [OP_LOC_COPY] = 2, [OP_FAULT] = 8,
 	[OP_EXPIRE] = 1, [OP_SRV_DROP] = 1, [OP_SRV_READD] = 1, [OP_LOC_AWAY] = 2,
-	[OP_EXCLUDE] = 2,
+	[OP_EXCLUDE] = 2, [OP_PLACE] = 2,
 };
 
 /* The faults a step arms for the next sync: a kind of request, which one of its kind (skip is
@@ -1771,8 +1796,15 @@ typedef struct model {
 	bool known_bugs;	/* KSYNC_ENGINE_KNOWN_BUGS: steps that meet known bugs too */
 	bool excluded[2];	/* the collections exclude = names */
 	char exclude[64];
+	/* path =: whether it places collection c in alt[c] (else in the data directory),
+	 * where c's files are (the directory local steps work in), and whether the user moves
+	 * them there after the next sync */
+	bool placed[2];
+	char alt[2][400], dirs[2][400];
+	char paths[1024];
+	bool move_later[2];
 	/* statistics */
-	unsigned syncs, guards, conflicts, refusals, order_only;
+	unsigned syncs, guards, conflicts, refusals, order_only, places;
 } model;
 
 static const char *coll_href(const model *md, unsigned c)
@@ -1782,7 +1814,7 @@ static const char *coll_href(const model *md, unsigned c)
 
 static const char *coll_dir(const model *md, unsigned c)
 {
-	return c ? md->v.book_dir : md->v.cal_dir;
+	return md->dirs[c];
 }
 
 static const char *coll_label(unsigned c)
@@ -1892,6 +1924,8 @@ static void check_nothing_lost(model *md)
 		_cleanup_free_ char *dir = path_of(md->v.data, trees[t]);
 		gather_tree(dir, &hay);
 	}
+	_cleanup_free_ char *alt = path_of(md->v.root, "alt");
+	gather_tree(alt, &hay);
 	for (size_t i = 0; i < md->n_live; i++)
 		if (!hay.data || !strstr(hay.data, md->live[i])) {
 			fail_model(md, FAILED_LOST, "%s is on neither side nor in a conflict copy",
@@ -2055,9 +2089,94 @@ static void check_converged(model *md)
 	ks_collection_free_array(cols, n_cols);
 }
 
+/* The directory the cache places collection c in (false: no row). */
+static bool placed_dir(model *md, unsigned c, char *buf, size_t size)
+{
+	ks_collection *cols = NULL;
+	size_t n = 0;
+	bool found = false;
+
+	assert_int_equal(ks_cache_list_collections(md->v.e->cache, ACCOUNT, &cols, &n), 0);
+	for (size_t i = 0; i < n && !found; i++)
+		if (strcmp(cols[i].href, coll_href(md, c)) == 0) {
+			found = true;
+			snprintf(buf, size, "%s", cols[i].dir ? cols[i].dir :
+				 c ? md->v.book_dir : md->v.cal_dir);
+		}
+	ks_collection_free_array(cols, n);
+	return found;
+}
+
+/* Where path = puts collection c now. */
+static const char *config_dir(const model *md, unsigned c)
+{
+	return md->placed[c] ? md->alt[c] : c ? md->v.book_dir : md->v.cal_dir;
+}
+
+static void rm_if_no_items(const char *dir, const char *ext);
+
+static const char *ext_of(unsigned c)
+{
+	return c ? ".vcf" : ".ics";
+}
+
+/* The user moves c's directory where path = says, as the message of a refused place says
+ * (a directory without items there is removed first). */
+static void move_to_config(model *md, unsigned c)
+{
+	const char *to = config_dir(md, c);
+
+	md->move_later[c] = false;
+	if (strcmp(md->dirs[c], to) == 0 || access(md->dirs[c], F_OK) < 0)
+		return;
+	rm_if_no_items(to, ext_of(c));
+	if (access(to, F_OK) == 0) {
+		/* The engine made it there meanwhile (with nothing of the collection's where the
+		 * files went): the user puts the files together, as the refusal says. */
+		char **names = list_files(md->dirs[c], NULL);
+		for (size_t i = 0; names[i]; i++) {
+			_cleanup_free_ char *from = path_of(md->dirs[c], names[i]);
+			_cleanup_free_ char *dest = path_of(to, names[i]);
+			if (access(dest, F_OK) == 0) {
+				free(dest);
+				assert_true(asprintf(&dest, "%s/moved-%s", to, names[i]) > 0);
+			}
+			assert_int_equal(rename(from, dest), 0);
+		}
+		free_names(names);
+		rm_tree(md->dirs[c]);
+		snprintf(md->dirs[c], sizeof(md->dirs[c]), "%s", to);
+		return;
+	}
+	_cleanup_free_ char *parent = strdup(to);
+	*strrchr(parent, '/') = 0;
+	assert_int_equal(ks_fs_mkdir_p(parent), 0);
+	assert_int_equal(rename(md->dirs[c], to), 0);
+	snprintf(md->dirs[c], sizeof(md->dirs[c]), "%s", to);
+}
+
 static void model_sync(model *md, sync_flags fl)
 {
+	char before[2][400] = { "", "" };
+
+	for (unsigned c = 0; c < 2; c++)
+		if (!placed_dir(md, c, before[c], sizeof(before[c])))
+			before[c][0] = 0;
 	int r = env_sync_with(&md->v, fl);
+
+	/* A place the engine took holds the files from now on (it takes one only when the
+	 * old one held no item file). */
+	for (unsigned c = 0; c < 2; c++) {
+		char now[400];
+		if (placed_dir(md, c, now, sizeof(now)) && before[c][0] &&
+		    strcmp(now, before[c]) != 0) {
+			snprintf(md->dirs[c], sizeof(md->dirs[c]), "%s", now);
+			md->places++;
+		} else if (placed_dir(md, c, now, sizeof(now)) && strcmp(now, before[c]) != 0)
+			snprintf(md->dirs[c], sizeof(md->dirs[c]), "%s", now);
+		if (md->move_later[c])
+			move_to_config(md, c);
+	}
 
 	/* Faults make runs fail: how is for the quiet syncs to judge. */
 	if (md->log_syncs)
@@ -2077,10 +2196,12 @@ static void model_quiet(model *md)
 	sync_flags fl = { .list_collections = true };
 
 	mem_clear_faults(md->v.m);
-	/* The user puts a directory moved away back, and takes exclude = away. */
+	/* The user puts a directory moved away back, takes exclude = away, and moves a
+	 * directory where path = says. */
 	for (unsigned c = 0; c < 2; c++) {
 		run_step(md, &(step) { .op = OP_LOC_AWAY, .coll = (uint8_t) c, .variant = 1 });
 		run_step(md, &(step) { .op = OP_EXCLUDE, .coll = (uint8_t) c, .variant = 1 });
+		move_to_config(md, c);
 	}
 	model_sync(md, fl);
 	fl.list_collections = false;
@@ -2097,10 +2218,10 @@ static void model_quiet(model *md)
 	check_converged(md);
 	if (md->failed)
 		return;
-	_cleanup_free_ char *cal0 = snapshot(md->v.cal_dir), *book0 = snapshot(md->v.book_dir);
+	_cleanup_free_ char *cal0 = snapshot(coll_dir(md, 0)), *book0 = snapshot(coll_dir(md, 1));
 	unsigned changes = mem_changes(md->v.m);
 	model_sync(md, fl);
-	_cleanup_free_ char *cal1 = snapshot(md->v.cal_dir), *book1 = snapshot(md->v.book_dir);
+	_cleanup_free_ char *cal1 = snapshot(coll_dir(md, 0)), *book1 = snapshot(coll_dir(md, 1));
 	if (!md->failed && (md->v.r != 0 || mem_changes(md->v.m) != changes ||
 			    strcmp(cal0, cal1) || strcmp(book0, book1) || md->v.added ||
 			    md->v.updated || md->v.deleted || md->v.uploaded || md->v.removed ||
@@ -2126,11 +2247,6 @@ static const mem_item *pick_item(model *md, unsigned c, uint32_t pick)
 	size_t n = mem_count(md->v.m, coll_href(md, c));
 
 	return n ? mem_item_at(md->v.m, coll_href(md, c), pick % n) : NULL;
-}
-
-static const char *ext_of(unsigned c)
-{
-	return c ? ".vcf" : ".ics";
 }
 
 /* Makes collection c on the server, as the scenario has it. */
@@ -2289,9 +2405,30 @@ static void run_step(model *md, const step *s)
 			 md->excluded[1] ? coll_label(1) : "");
 		md->v.acc.exclude = *md->exclude ? md->exclude : NULL;
 		break;
+	case OP_PLACE: {
+		_cleanup_free_ char *away = NULL;
+		assert_true(asprintf(&away, "%s.away", dir) > 0);
+		if (md->move_later[c] || access(away, F_OK) == 0)
+			break;
+		md->placed[c] = !md->placed[c];
+		md->paths[0] = 0;
+		for (unsigned k = 0; k < 2; k++)
+			if (md->placed[k])
+				snprintf(md->paths + strlen(md->paths),
+					 sizeof(md->paths) - strlen(md->paths), "%s\n%s\n",
+					 coll_label(k), md->alt[k]);
+		md->v.acc.paths = *md->paths ? md->paths : NULL;
+		if (s->variant == 0)
+			move_to_config(md, c);
+		else
+			md->move_later[c] = true;
+		break;
+	}
 	case OP_LOC_AWAY: {
 		_cleanup_free_ char *away = NULL;
 		assert_true(asprintf(&away, "%s.away", dir) > 0);
+		if (md->move_later[c])
+			break;
 		if (s->variant == 0 && access(dir, F_OK) == 0 && access(away, F_OK) < 0)
 			assert_int_equal(rename(dir, away), 0);
 		else if (s->variant == 1 && access(dir, F_OK) < 0 && access(away, F_OK) == 0)
@@ -2307,6 +2444,11 @@ static void model_init(model *md, const scenario *sc)
 	*md = (model) { .sc = sc, .log_syncs = getenv("KSYNC_ENGINE_LOG") != NULL,
 			.known_bugs = getenv("KSYNC_ENGINE_KNOWN_BUGS") != NULL };
 	env_init(&md->v);
+	for (unsigned c = 0; c < 2; c++) {
+		snprintf(md->alt[c], sizeof(md->alt[c]), "%s/alt/%s", md->v.root,
+			 c ? "book" : "events");
+		snprintf(md->dirs[c], sizeof(md->dirs[c]), "%s", c ? md->v.book_dir : md->v.cal_dir);
+	}
 	*mem_remote_behaviour(md->v.m) = sc->b;
 	md->v.acc.conflict = sc->conflict;
 	random_state = sc->seed;
@@ -2358,7 +2500,7 @@ static void model_done(model *md)
 
 /* What the scenarios that ran did. */
 typedef struct stats {
-	uint64_t scenarios, steps, syncs, guards, conflicts, refusals, order_only, listings;
+	uint64_t scenarios, steps, syncs, guards, conflicts, refusals, order_only, listings, places;
 } stats;
 
 /* Runs steps on the scenario's server, then a quiet sync. The failure kind (0: none); with
@@ -2386,6 +2528,7 @@ static int run_steps(const scenario *sc, const step *steps, size_t n, char **ret
 		st->conflicts += md.conflicts;
 		st->refusals += md.refusals;
 		st->order_only += md.order_only;
+		st->places += md.places;
 		st->listings += mem_requests(md.v.m, MEM_REQ_HOMES);
 	}
 	model_done(&md);
@@ -2446,6 +2589,7 @@ static void make_scenario(uint64_t seed, size_t n_steps, scenario *sc)
 			break;
 		case OP_LOC_AWAY:
 		case OP_EXCLUDE:
+		case OP_PLACE:
 			st->variant = (uint8_t) draw(&s, 2);
 			break;
 		case OP_SRV_CREATE:
@@ -2653,10 +2797,11 @@ static void test_random(void **state)
 		" steps, %" PRIu64 " syncs in %.2f s: %.0f scenarios/s, %.0f steps/s, %.0f "
 		"syncs/s; %" PRIu64 " conflicts kept, %" PRIu64 " refusals, %" PRIu64 " guard "
 		"stops, %" PRIu64 " files left in another property order, %" PRIu64 " home "
-		"listings; %.1f s of waits skipped\n",
+		"listings, %" PRIu64 " collections placed anew; %.1f s of waits skipped\n",
 		st.scenarios, seed, st.steps, st.syncs, dt, (double) st.scenarios / dt,
 		(double) st.steps / dt, (double) st.syncs / dt, st.conflicts, st.refusals,
-		st.guards, st.order_only, st.listings, (double) skipped_sleep_ns / 1e9);
+		st.guards, st.order_only, st.listings, st.places,
+		(double) skipped_sleep_ns / 1e9);
 	signal(SIGSEGV, SIG_DFL);
 	signal(SIGBUS, SIG_DFL);
 	signal(SIGABRT, SIG_DFL);
