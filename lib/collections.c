@@ -456,10 +456,35 @@ static bool dir_within(const char *a, const char *b)
 	return strncmp(a, b, n) == 0 && (a[n] == 0 || a[n] == '/');
 }
 
+/* Removes dir when it holds nothing but ksync's displayname, color and temp files. */
+static void clear_meta_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	bool other = false;
+
+	if (!d)
+		return;
+	while (!other && (de = readdir(d)))
+		other = strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+			strcmp(de->d_name, "displayname") != 0 && strcmp(de->d_name, "color") != 0 &&
+			!ks_fs_is_temp_name(de->d_name);
+	if (!other) {
+		rewinddir(d);
+		while ((de = readdir(d)))
+			if (de->d_name[0] != '.' || ks_fs_is_temp_name(de->d_name))
+				(void) unlinkat(dirfd(d), de->d_name, 0);
+	}
+	closedir(d);
+	if (!other)
+		(void) rmdir(dir);
+}
+
 /* Makes now the directory of col, whose files are in old: nothing to do when old is not
- * there (the user moved it, or it was never made) or holds nothing of the collection's;
- * otherwise old is renamed to now, which must not hold anything yet. Failures are reported,
- * and leave both where they are. */
+ * there (the user moved it, or it was never made); otherwise old is renamed to now, which
+ * must not hold anything but what ksync writes itself, unless old holds nothing of the
+ * collection's and now is there already (then now is taken as it is). Failures are
+ * reported, and leave both where they are. */
 static int move_dir(run *R, ks_collection *col, const char *path, const char *old,
 		    const char *now)
 {
@@ -484,11 +509,12 @@ static int move_dir(run *R, ks_collection *col, const char *path, const char *ol
 			    strerror(-r));
 		return r;
 	}
-	if (!items && !rows)
-		return 0;	/* nothing of it there (a displayname file at most) */
-	/* An empty directory there is as good as none; rmdir() takes no other. */
+	/* A directory there holding nothing but what ksync writes itself (a collection that
+	 * moved before it had items leaves its displayname file behind) is as good as none. */
 	if (lstat(now, &st) == 0 && S_ISDIR(st.st_mode))
-		(void) rmdir(now);
+		clear_meta_dir(now);
+	if (!items && !rows && lstat(now, &st) == 0)
+		return 0;	/* nothing of it where it was: the new place is taken as it is */
 	_cleanup_free_ char *parent = strdup(now);
 	if (!parent)
 		return -ENOMEM;

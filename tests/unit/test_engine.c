@@ -919,13 +919,25 @@ static void test_own_dirs(void **state)
 	assert_int_equal(v.added + v.updated + v.deleted + v.uploaded + v.removed, 0);
 	assert_int_equal(mem_changes(v.m), changes);
 	assert_int_equal(count_files(dir), 3);
-	/* An empty directory in the way is no obstacle. */
+	/* An empty directory in the way is no obstacle, nor one holding only ksync's own
+	 * displayname and color files. */
 	assert_int_equal(mkdir(cals2, 0700), 0);
 	assert_int_equal(mkdir(dir2, 0700), 0);
 	v.acc.calendars_path = cals2;
 	sync_ok(&v);
 	assert_int_equal(count_files(dir2), 3);
 	assert_int_equal(mem_changes(v.m), changes);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	write_file(dir, "displayname", "Events\n");
+	write_file(dir, "color", "#112233\n");
+	v.acc.calendars_path = cals;
+	sync_ok(&v);
+	assert_int_equal(count_files(dir), 3);
+	_cleanup_free_ char *dn = read_file(dir, "displayname");
+	assert_string_equal(dn, "Events\n");
+	assert_int_equal(mem_changes(v.m), changes);
+	v.acc.calendars_path = cals2;
+	sync_ok(&v);
 
 	/* Removed on the server: ksync's files go, a new one is kept under conflicts/. */
 	_cleanup_free_ char *n1 = event("n1", "Not sent yet", NULL);
