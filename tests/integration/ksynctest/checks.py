@@ -137,7 +137,7 @@ def check_mirror(ks, server, account, contents=None, user_names=False):
         if not row["name"] or "/" in row["name"] or row["name"] in (".", ".."):
             problems.append("%s: unsafe dir name %r" % (href, row["name"]))
             continue
-        d = ks.collection_dir(account, col["kind"], row["name"])
+        d = ks.row_dir(account, row)
         if not d.is_dir():
             problems.append("%s: no directory %s" % (href, d))
             continue

@@ -123,6 +123,13 @@ class KsyncHome:
         base = self.contacts_dir(account) if kind == "addressbook" else self.calendars_dir(account)
         return base / name
 
+    def row_dir(self, account, row):
+        """The directory of a collection as its cache row places it (ksync.conf's
+        calendars_path, contacts_path or path =), else under the data directory."""
+        if row.get("dir"):
+            return Path(row["dir"])
+        return self.collection_dir(account, row["kind"], row["name"])
+
     def env(self, **extra):
         env = {
             "PATH": "/usr/bin:/bin",

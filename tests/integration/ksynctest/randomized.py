@@ -22,7 +22,8 @@ Operations
           renamed back), loc.garbage (a file overwritten with junk), loc.notes (a file that is
           no item, notes.txt)
   config  cfg.exclude / cfg.unexclude (a collection named in, or taken out of, the account's
-          exclude = in ksync.conf)
+          exclude = in ksync.conf), cfg.place (calendars_path or contacts_path set to a
+          directory outside the data directory, or taken away: ksync moves the collections)
   runs    run: `ksyncd --once`, with --force, killed with SIGKILL after a delay, or stopped by
           KSYNC_TEST_CRASH_AFTER=N; optionally with a fault in the front between ksyncd and the
           server: an upload refused (400/403/409/412/415), a connection dropped (with or without
@@ -147,6 +148,7 @@ FAMILIES = {
     "fault-multiget-omit": "a multiget answer that leaves out an href",
     "bulk": "an address book of 120 cards (several multigets in flight)",
     "config-exclude": "exclude = a collection in ksync.conf, and take it out again",
+    "config-path": "calendars_path / contacts_path set and taken away (collections moved)",
 }
 
 # (operation, family, weight)
@@ -171,6 +173,7 @@ OPS = [
     ("loc.notes", "local-notes", 0.6),
     ("cfg.exclude", "config-exclude", 0.6),
     ("cfg.unexclude", "config-exclude", 0.9),
+    ("cfg.place", "config-path", 0.6),
     ("run", None, 15),
     ("settle", None, 1.6),
 ]
@@ -539,7 +542,7 @@ class World:
             self.rows = {row["name"]: row for row in self.r.ks.collections(ACCOUNT)}
         self.loc = {}
         for name, row in self.rows.items():
-            d = self.r.ks.collection_dir(ACCOUNT, row["kind"], name)
+            d = self.r.ks.row_dir(ACCOUNT, row)
             if not d.is_dir() or d.is_symlink():
                 continue
             ext = ext_of(row["kind"])
@@ -598,6 +601,7 @@ class Model:
         self.new_cols = set()   # server collections made since the last home listing
         self.recent = {}        # (coll, uid) -> {"server": set, "local": set} since the last run
         self.excluded = set()   # collections ksync.conf's exclude = names
+        self.placed = set()     # kinds ("calendar", "addressbook") given a *_path
 
     def owe(self, tokens, **info):
         for t in tokens:
@@ -1053,6 +1057,9 @@ class Generator:
             return None
         return {"coll": coll}
 
+    def gen_cfg_place(self):
+        return {"kind": self.rng.choice(["calendar", "addressbook"])}
+
     def gen_cfg_unexclude(self):
         if not self.model.excluded:
             return None
@@ -1305,12 +1312,16 @@ class Runner:
 
     # -- invariant checks --------------------------------------------------------------------
 
+    def places_dir(self, kind):
+        """Where calendars_path / contacts_path put the collections of kind."""
+        return self.ks.home / "places" / ("cal" if kind == "calendar" else "card")
+
     def corpus(self):
         parts = []
         for c in self.world.srv.values():
             for _, data in c["items"].values():
                 parts.append(unfold(data))
-        for base in (self.ks.data_dir, self.away_dir):
+        for base in (self.ks.data_dir, self.away_dir, self.ks.home / "places"):
             if not base.is_dir():
                 continue
             for dirpath, dirnames, filenames in os.walk(base):
@@ -1368,7 +1379,7 @@ class Runner:
         if len(parts) == 1:
             return True
         p = parts[1:]
-        if p[0] in ("sentinel", "away", ".config", ".cache", "ksyncd.log"):
+        if p[0] in ("sentinel", "away", "places", ".config", ".cache", "ksyncd.log"):
             return True
         if p[0] != ".local":
             return False
@@ -1929,7 +1940,9 @@ class Runner:
         return self._bring_back(op["slot"], a)
 
     def _bring_back(self, slot, a):
-        d = self.ks.collection_dir(ACCOUNT, a["kind"], a["coll"])
+        row = self.world.rows.get(a["coll"])
+        d = (self.ks.row_dir(ACCOUNT, row) if row and row["kind"] == a["kind"]
+             else self.ks.collection_dir(ACCOUNT, a["kind"], a["coll"]))
         target = d / a["file"]
         if not d.is_dir() or target.exists():
             self.note("      %s cannot go back to %s: it stays away" % (a["path"], target))
@@ -1961,7 +1974,8 @@ class Runner:
         if dest.exists():
             return False
         os.rename(c["dir"], dest)
-        self.model.renamed[op["to"]] = {"coll": op["coll"], "kind": c["kind"]}
+        self.model.renamed[op["to"]] = {"coll": op["coll"], "kind": c["kind"],
+                                        "from": str(c["dir"].parent)}
 
     def do_loc_dirback(self, op):
         r = self.model.renamed.get(op["to"])
@@ -1970,10 +1984,12 @@ class Runner:
         return self._dir_back(op["to"], r)
 
     def _dir_back(self, to, r):
-        base = (self.ks.contacts_dir(ACCOUNT) if r["kind"] == "addressbook"
-                else self.ks.calendars_dir(ACCOUNT))
-        src, dest = base / to, base / r["coll"]
+        row = self.world.rows.get(r["coll"])
+        dest = (self.ks.row_dir(ACCOUNT, row) if row and row["kind"] == r["kind"]
+                else self.ks.collection_dir(ACCOUNT, r["kind"], r["coll"]))
+        src = Path(r["from"]) / to if r.get("from") else dest.parent / to
         if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
             os.rename(src, dest)
             del self.model.renamed[to]
             return True
@@ -2029,8 +2045,17 @@ class Runner:
         self.model.excluded.discard(op["coll"])
         self._write_rules()
 
+    def do_cfg_place(self, op):
+        self.model.placed ^= {op["kind"]}
+        self._write_rules()
+
     def _write_rules(self):
         keys = self.ks.accounts[ACCOUNT]
+        for kind, key in (("calendar", "calendars_path"), ("addressbook", "contacts_path")):
+            if kind in self.model.placed:
+                keys[key] = str(self.places_dir(kind))
+            else:
+                keys.pop(key, None)
         if self.model.excluded:
             keys["exclude"] = ", ".join(sorted(self.model.excluded))
         else:
