@@ -695,3 +695,208 @@ int ks_ical_check_times(const char *data, size_t len, char **reterr_msg)
 	icalerror_clear_errno();
 	return 0;
 }
+
+/* ---- time windows ------------------------------------------------------------------------ */
+
+/* A date or a floating time is in whichever zone the reader is in: UTC-12 to UTC+14, plus
+ * the day a date lasts when the event says nothing of its end. */
+#define WINDOW_SLACK ((int64_t) 26 * 3600)
+/* Instances of a rule looked at before the event counts as in the window all the same. */
+#define WINDOW_MAX_INSTANCES 20000
+/* An event longer than this is taken to last this long (a bad DTEND keeps it in). */
+#define WINDOW_MAX_LENGTH ((int64_t) 100 * 366 * 86400)
+
+typedef struct window {
+	int64_t start, end;	/* INT64_MIN and INT64_MAX when open */
+	int64_t next;		/* earliest instance start past end, 0 when none was seen */
+	bool in;
+} window;
+
+static int64_t utc_secs(struct icaltimetype t, icaltimezone *zone)
+{
+	return (int64_t) icaltime_as_timet(to_utc(t, zone));
+}
+
+/* One instance starting at s (UTC, or the wall clock with slack), lasting len. */
+static void window_instance(window *w, int64_t s, int64_t len, int64_t slack)
+{
+	if (s - slack > w->end) {
+		if (!w->next || s - slack < w->next)
+			w->next = s - slack;
+		return;
+	}
+	if (s + len + slack >= w->start)
+		w->in = true;
+}
+
+static void window_rrule(window *w, icalproperty *p, struct icaltimetype ts, icaltimezone *zone,
+			 int64_t len, int64_t slack)
+{
+	struct icalrecurrencetype rr = icalproperty_get_rrule(p);
+	icalrecur_iterator *it;
+
+	if (rr.freq == ICAL_NO_RECURRENCE) {
+		w->in = true;
+		return;
+	}
+	/* A rule that ended before the window started has no instance in it. */
+	if (!icaltime_is_null_time(rr.until) && fields_in_range(&rr.until)) {
+		int64_t until = icaltime_is_utc(rr.until) ? (int64_t) icaltime_as_timet(rr.until)
+							  : utc_secs(rr.until, zone);
+		if (until + len + WINDOW_SLACK < w->start)
+			return;
+	}
+	it = icalrecur_iterator_new(rr, ts);
+	if (!it) {
+		w->in = true;
+		return;
+	}
+	for (unsigned i = 0;; i++) {
+		struct icaltimetype o = icalrecur_iterator_next(it);
+
+		if (icaltime_is_null_time(o))
+			break;
+		if (i >= WINDOW_MAX_INSTANCES) {
+			w->in = true;
+			break;
+		}
+		int64_t s = utc_secs(o, zone);
+		if (s - slack > w->end) {
+			window_instance(w, s, len, slack);
+			break;
+		}
+		window_instance(w, s, len, slack);
+		if (w->in)
+			break;
+	}
+	icalrecur_iterator_free(it);
+}
+
+static void window_rdate(window *w, icalcomponent *c, icalproperty *p, int64_t len)
+{
+	struct icaldatetimeperiodtype v = icalproperty_get_rdate(p);
+	struct icaltimetype t = icaltime_is_null_time(v.time) ? v.period.start : v.time;
+	icalparameter *tp = icalproperty_get_first_parameter(p, ICAL_TZID_PARAMETER);
+	const char *tzid = tp ? icalparameter_get_tzid(tp) : NULL;
+	icaltimezone *zone = NULL;
+
+	if (icaltime_is_null_time(t) || !fields_in_range(&t)) {
+		w->in = true;
+		return;
+	}
+	if (icaltime_is_utc(t))
+		zone = icaltimezone_get_utc_timezone();
+	else if (tzid && !t.is_date)
+		zone = zone_for(c, tzid);
+	t.zone = NULL;
+	if (!icaltime_is_null_time(v.period.end) && fields_in_range(&v.period.end)) {
+		int64_t e = utc_secs(v.period.end, zone);
+		if (e - utc_secs(t, zone) > len)
+			len = e - utc_secs(t, zone);
+	}
+	window_instance(w, utc_secs(t, zone), KS_MIN(len, WINDOW_MAX_LENGTH),
+			t.is_date || !zone ? WINDOW_SLACK : 0);
+}
+
+/* One VEVENT: its own instance, or each of its rules' and dates'. Overridden instances are
+ * components of their own, looked at on their own; one moved out of the window while its
+ * rule's instance is in keeps the event in, which errs on the side of keeping it. */
+static void window_event(window *w, icalcomponent *c)
+{
+	struct icaltimetype ts, te;
+	icaltimezone *zs, *ze;
+	int64_t len = 0;
+
+	/* libical drops a property it cannot parse and says so in X-LIC-ERROR: a DTEND or an
+	 * RRULE may be missing from what it gives. */
+	if (icalcomponent_get_first_property(c, ICAL_XLICERROR_PROPERTY) ||
+	    !prop_time(c, icalcomponent_get_first_property(c, ICAL_DTSTART_PROPERTY), &ts, &zs)) {
+		w->in = true;
+		return;
+	}
+	icalproperty *end = icalcomponent_get_first_property(c, ICAL_DTEND_PROPERTY);
+	icalproperty *dur = icalcomponent_get_first_property(c, ICAL_DURATION_PROPERTY);
+	if (end) {
+		if (!prop_time(c, end, &te, &ze)) {
+			w->in = true;
+			return;
+		}
+		len = utc_secs(te, ze) - utc_secs(ts, zs);
+	} else if (dur) {
+		struct icaldurationtype d = icalproperty_get_duration(dur);
+		if (icaldurationtype_is_bad_duration(d)) {
+			w->in = true;
+			return;
+		}
+		len = ((int64_t) d.weeks * 7 + d.days) * 86400 + (int64_t) d.hours * 3600 +
+		      (int64_t) d.minutes * 60 + d.seconds;
+	} else if (ts.is_date)
+		len = 86400;	/* RFC 5545 3.6.1: a date alone lasts the day */
+	len = len < 0 ? 0 : KS_MIN(len, WINDOW_MAX_LENGTH);
+	int64_t slack = ts.is_date || !zs ? WINDOW_SLACK : 0;
+
+	icalproperty *rrule = icalcomponent_get_first_property(c, ICAL_RRULE_PROPERTY);
+	icalproperty *rdate = icalcomponent_get_first_property(c, ICAL_RDATE_PROPERTY);
+	/* DTSTART is always the first instance (RFC 5545 3.8.5.3). */
+	window_instance(w, utc_secs(ts, zs), len, slack);
+	for (icalproperty *p = rrule; p && !w->in;
+	     p = icalcomponent_get_next_property(c, ICAL_RRULE_PROPERTY))
+		window_rrule(w, p, ts, zs, len, slack);
+	for (icalproperty *p = rdate; p && !w->in;
+	     p = icalcomponent_get_next_property(c, ICAL_RDATE_PROPERTY))
+		window_rdate(w, c, p, len);
+}
+
+int ks_ical_in_window(const char *data, size_t len, int64_t start, int64_t end,
+		      int64_t *ret_next)
+{
+	_cleanup_(icalcomponent_freep) icalcomponent *root = NULL;
+	_cleanup_free_ char *text = NULL;
+	window w = {
+		.start = start ? start : INT64_MIN, .end = end ? end : INT64_MAX,
+	};
+	size_t text_len = 0, events = 0;
+	int r;
+
+	assert(data || len == 0);
+	if (ret_next)
+		*ret_next = 0;
+	if (len > KS_CARD_MAX || !ks_item_utf8_valid(data, len, true, NULL))
+		return 1;
+	r = ical_prepare(data, len, &text, &text_len, NULL);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return 1;
+	icalerror_clear_errno();
+	root = ical_parse(text, text_len);
+	if (!root) {
+		icalerror_clear_errno();
+		return 1;
+	}
+	icalcomponent *cals[1] = { root };
+	icalcompiter ci = icalcomponent_begin_component(root, ICAL_VCALENDAR_COMPONENT);
+	bool xroot = icalcomponent_isa(root) == ICAL_XROOT_COMPONENT;
+	if (!xroot && icalcomponent_isa(root) != ICAL_VCALENDAR_COMPONENT)
+		w.in = true;
+	for (icalcomponent *vcal = xroot ? icalcompiter_deref(&ci) : cals[0]; vcal && !w.in;
+	     vcal = xroot ? icalcompiter_next(&ci) : NULL) {
+		for (icalcomponent *c = icalcomponent_get_first_component(vcal, ICAL_ANY_COMPONENT);
+		     c && !w.in; c = icalcomponent_get_next_component(vcal, ICAL_ANY_COMPONENT)) {
+			icalcomponent_kind k = icalcomponent_isa(c);
+			/* Tasks and journal entries are never left out. */
+			if (k == ICAL_VTODO_COMPONENT || k == ICAL_VJOURNAL_COMPONENT)
+				w.in = true;
+			else if (k == ICAL_VEVENT_COMPONENT) {
+				events++;
+				window_event(&w, c);
+			}
+		}
+	}
+	icalerror_clear_errno();
+	if (w.in || events == 0)
+		return 1;
+	if (ret_next)
+		*ret_next = w.next;
+	return 0;
+}

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "item_p.h"
 
@@ -16,3 +17,13 @@ int ks_ical_parse_info(const char *data, size_t len, ks_item_info *ret, char **r
  * give -EDOM with the reason in *reterr_msg (if not NULL; malloc'd). -EBADMSG when the object
  * does not parse, -EFBIG past KS_CARD_MAX, -ENOMEM. */
 int ks_ical_check_times(const char *data, size_t len, char **reterr_msg);
+
+/* Whether the calendar object data[0..len) is in the time window [start, end] (Unix seconds;
+ * 0 for an open side): 1 when one of its events has an instance that overlaps it (RRULE and
+ * RDATE expanded, up to 20,000 instances of a rule, past which it counts as in), and also
+ * when in doubt: an object holding a task or a journal entry, no event, an event without a
+ * usable DTSTART or DTEND, data that does not parse. Dates and floating times are taken in any
+ * time zone. 0 when every event lies outside; *ret_next (if not NULL) is then the earliest
+ * time past end an instance could start at, 0 when none does. -ENOMEM. */
+int ks_ical_in_window(const char *data, size_t len, int64_t start, int64_t end,
+		      int64_t *ret_next);

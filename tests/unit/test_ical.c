@@ -788,6 +788,128 @@ static void test_check_times(void **state)
 	assert_int_equal(ks_ical_check_times("garbage", 7, NULL), -EBADMSG);
 }
 
+/* The time window [2026-01-01T00:00Z, 2026-02-01T00:00Z]. */
+#define WIN_START ((int64_t) 1767225600)
+#define WIN_END ((int64_t) 1769904000)
+
+static char *window_cal(const char *body)
+{
+	char *s;
+	assert_true(asprintf(&s, "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\n%s"
+			     "END:VCALENDAR\r\n", body) > 0);
+	return s;
+}
+
+static void test_window(void **state)
+{
+	static const struct {
+		const char *what;
+		const char *body;
+		int in;
+		int64_t next;	/* -1: not checked */
+	} cases[] = {
+		{ "inside", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20260115T100000Z\r\n"
+		  "DTEND:20260115T110000Z\r\nEND:VEVENT\r\n", 1, -1 },
+		{ "long before", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20250601T100000Z\r\n"
+		  "DTEND:20250601T110000Z\r\nEND:VEVENT\r\n", 0, 0 },
+		{ "after", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20260310T100000Z\r\n"
+		  "DTEND:20260310T110000Z\r\nEND:VEVENT\r\n", 0, 1773136800 },
+		{ "across the start", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20251231T230000Z\r\n"
+		  "DTEND:20260101T010000Z\r\nEND:VEVENT\r\n", 1, -1 },
+		{ "ends just before", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20251231T220000Z\r\n"
+		  "DTEND:20251231T230000Z\r\nEND:VEVENT\r\n", 0, -1 },
+		{ "time zone", "BEGIN:VEVENT\r\nUID:a\r\n"
+		  "DTSTART;TZID=Europe/Berlin:20251231T230000\r\n"
+		  "DTEND;TZID=Europe/Berlin:20260101T003000\r\nEND:VEVENT\r\n", 0, -1 },
+		{ "time zone inside", "BEGIN:VEVENT\r\nUID:a\r\n"
+		  "DTSTART;TZID=America/New_York:20251231T183000\r\n"
+		  "DTEND;TZID=America/New_York:20251231T191500\r\nEND:VEVENT\r\n", 1, -1 },
+		{ "all-day the day before", "BEGIN:VEVENT\r\nUID:a\r\n"
+		  "DTSTART;VALUE=DATE:20251231\r\nEND:VEVENT\r\n", 1, -1 },
+		{ "all-day days before", "BEGIN:VEVENT\r\nUID:a\r\n"
+		  "DTSTART;VALUE=DATE:20251228\r\nDTEND;VALUE=DATE:20251229\r\nEND:VEVENT\r\n",
+		  0, -1 },
+		{ "floating near the start", "BEGIN:VEVENT\r\nUID:a\r\n"
+		  "DTSTART:20251231T203000\r\nDTEND:20251231T210000\r\nEND:VEVENT\r\n", 1, -1 },
+		{ "no DTSTART", "BEGIN:VEVENT\r\nUID:a\r\nSUMMARY:x\r\nEND:VEVENT\r\n", 1, -1 },
+		{ "bad DTSTART", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART:2025-13-45\r\nEND:VEVENT\r\n",
+		  1, -1 },
+		{ "bad DTEND", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20250101T000000Z\r\n"
+		  "DTEND:yesterday\r\nEND:VEVENT\r\n", 1, -1 },
+		{ "no end, old", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20250101T000000Z\r\n"
+		  "END:VEVENT\r\n", 0, -1 },
+		{ "duration into the window", "BEGIN:VEVENT\r\nUID:a\r\n"
+		  "DTSTART:20251230T000000Z\r\nDURATION:P3D\r\nEND:VEVENT\r\n", 1, -1 },
+		{ "duration short of it", "BEGIN:VEVENT\r\nUID:a\r\n"
+		  "DTSTART:20251230T000000Z\r\nDURATION:PT12H\r\nEND:VEVENT\r\n", 0, -1 },
+		{ "task", "BEGIN:VTODO\r\nUID:a\r\nDTSTART:20200101T000000Z\r\n"
+		  "DUE:20200102T000000Z\r\nEND:VTODO\r\n", 1, -1 },
+		{ "journal", "BEGIN:VJOURNAL\r\nUID:a\r\nDTSTART:20200101T000000Z\r\n"
+		  "END:VJOURNAL\r\n", 1, -1 },
+		{ "weekly forever", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20200106T090000Z\r\n"
+		  "DTEND:20200106T100000Z\r\nRRULE:FREQ=WEEKLY\r\nEND:VEVENT\r\n", 1, -1 },
+		{ "weekly until 2021", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20200106T090000Z\r\n"
+		  "DTEND:20200106T100000Z\r\nRRULE:FREQ=WEEKLY;UNTIL=20210101T000000Z\r\n"
+		  "END:VEVENT\r\n", 0, -1 },
+		{ "yearly birthday", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART;VALUE=DATE:20000715\r\n"
+		  "RRULE:FREQ=YEARLY\r\nEND:VEVENT\r\n", 0, 1784073600 - 26 * 3600 },
+		{ "yearly in January", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART;VALUE=DATE:20000115\r\n"
+		  "RRULE:FREQ=YEARLY\r\nEND:VEVENT\r\n", 1, -1 },
+		{ "daily count reaching in", "BEGIN:VEVENT\r\nUID:a\r\n"
+		  "DTSTART:20251225T090000Z\r\nDTEND:20251225T100000Z\r\n"
+		  "RRULE:FREQ=DAILY;COUNT=10\r\nEND:VEVENT\r\n", 1, -1 },
+		{ "daily count short", "BEGIN:VEVENT\r\nUID:a\r\n"
+		  "DTSTART:20251225T090000Z\r\nDTEND:20251225T100000Z\r\n"
+		  "RRULE:FREQ=DAILY;COUNT=3\r\nEND:VEVENT\r\n", 0, -1 },
+		{ "minutely for decades", "BEGIN:VEVENT\r\nUID:a\r\n"
+		  "DTSTART:19900101T000000Z\r\nRRULE:FREQ=MINUTELY;UNTIL=20300101T000000Z\r\n"
+		  "END:VEVENT\r\n", 1, -1 },
+		{ "minutely, ended", "BEGIN:VEVENT\r\nUID:a\r\n"
+		  "DTSTART:19900101T000000Z\r\nRRULE:FREQ=MINUTELY;UNTIL=20250101T000000Z\r\n"
+		  "END:VEVENT\r\n", 0, -1 },
+		{ "rdate inside", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20250101T090000Z\r\n"
+		  "DTEND:20250101T100000Z\r\nRDATE:20260120T090000Z\r\nEND:VEVENT\r\n", 1, -1 },
+		{ "rdate outside", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20250101T090000Z\r\n"
+		  "DTEND:20250101T100000Z\r\nRDATE:20250220T090000Z\r\nEND:VEVENT\r\n", 0, -1 },
+		{ "instance moved in", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20250101T090000Z\r\n"
+		  "DTEND:20250101T100000Z\r\nRRULE:FREQ=DAILY;COUNT=2\r\nEND:VEVENT\r\n"
+		  "BEGIN:VEVENT\r\nUID:a\r\nRECURRENCE-ID:20250102T090000Z\r\n"
+		  "DTSTART:20260110T090000Z\r\nDTEND:20260110T100000Z\r\nEND:VEVENT\r\n", 1, -1 },
+		{ "event and task", "BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20200101T000000Z\r\n"
+		  "END:VEVENT\r\nBEGIN:VTODO\r\nUID:a\r\nEND:VTODO\r\n", 1, -1 },
+		{ "nothing at all", "", 1, -1 },
+	};
+
+	(void) state;
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		char *s = window_cal(cases[i].body);
+		int64_t next = 12345;
+		int r = ks_ical_in_window(s, strlen(s), WIN_START, WIN_END, &next);
+		if (r != cases[i].in)
+			fail_msg("%s: %d, not %d", cases[i].what, r, cases[i].in);
+		if (r == 1)
+			assert_int_equal(next, 0);
+		if (cases[i].next >= 0 && next != cases[i].next)
+			fail_msg("%s: next %lld, not %lld", cases[i].what, (long long) next,
+				 (long long) cases[i].next);
+		/* An open side takes everything on that side in. */
+		assert_int_equal(ks_ical_in_window(s, strlen(s), 0, 0, NULL), 1);
+		free(s);
+	}
+	/* What does not parse is kept. */
+	static const char *const junk[] = { "", "garbage", "BEGIN:VCALENDAR\r\n",
+					    "BEGIN:VCARD\r\nVERSION:4.0\r\nEND:VCARD\r\n",
+					    "BEGIN:VCALENDAR\r\n\xff\xfe\r\nEND:VCALENDAR\r\n" };
+	for (size_t i = 0; i < ELEMENTSOF(junk); i++)
+		assert_int_equal(ks_ical_in_window(junk[i], strlen(junk[i]), WIN_START, WIN_END,
+						   NULL), 1);
+	/* Open on one side. */
+	char *old = window_cal("BEGIN:VEVENT\r\nUID:a\r\nDTSTART:20200101T000000Z\r\nEND:VEVENT\r\n");
+	assert_int_equal(ks_ical_in_window(old, strlen(old), 0, WIN_END, NULL), 1);
+	assert_int_equal(ks_ical_in_window(old, strlen(old), WIN_START, 0, NULL), 0);
+	free(old);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -802,6 +924,7 @@ int main(void)
 		cmocka_unit_test(test_libical_state),
 		cmocka_unit_test(test_robustness),
 		cmocka_unit_test(test_check_times),
+		cmocka_unit_test(test_window),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
