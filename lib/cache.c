@@ -171,6 +171,30 @@ static const char schema_v6[] =
 static const char schema_v7[] =
 	"ALTER TABLE collection ADD COLUMN dir TEXT;";
 
+/* Version 8: time windows of events. The calendar events a window leaves out, with the ETag
+ * they had when found outside (so that they are not fetched again until they change) and the
+ * earliest time one could enter the window; filename and hash name a file being removed
+ * because its event left the window, until it is gone. And per collection the window the
+ * rows were sorted by, and the day they were last looked at. */
+static const char schema_v8[] =
+	"CREATE TABLE outside ("
+	"  id INTEGER PRIMARY KEY,"
+	"  collection INTEGER NOT NULL REFERENCES collection(id) ON DELETE CASCADE,"
+	"  href TEXT NOT NULL,"
+	"  etag TEXT,"
+	"  filename TEXT,"
+	"  hash TEXT,"
+	"  next_at INTEGER NOT NULL DEFAULT 0,"
+	"  UNIQUE (collection, href)"
+	");"
+	"CREATE INDEX outside_file ON outside (collection, filename);"
+	"CREATE TABLE time_window ("
+	"  collection INTEGER PRIMARY KEY REFERENCES collection(id) ON DELETE CASCADE,"
+	"  past_days INTEGER NOT NULL,"
+	"  future_days INTEGER NOT NULL,"
+	"  checked_day INTEGER NOT NULL DEFAULT 0"
+	");";
+
 static int sqlite_to_errno(int rc)
 {
 	switch (rc & 0xff) {
@@ -276,6 +300,8 @@ static int migrate(ks_cache *c)
 		r = exec(c, schema_v6);
 	if (r >= 0 && v < 7)
 		r = exec(c, schema_v7);
+	if (r >= 0 && v < 8)
+		r = exec(c, schema_v8);
 	if (r >= 0)
 		r = exec(c, "PRAGMA user_version = " STRINGIFY(KS_CACHE_SCHEMA_VERSION));
 	if (r >= 0)
@@ -1427,4 +1453,209 @@ int ks_cache_list_conflicts(ks_cache *c, const char *account, ks_conflict_row **
 		return r;
 	(void) bind_text(s, 1, account);
 	return collect(s, sizeof(**ret), fill_conflict, free_conflicts, (void **) ret, ret_n);
+}
+
+/* ---- time windows ------------------------------------------------------------------------ */
+
+int ks_cache_get_outside(ks_cache *c, int64_t coll, const char *href, char **ret_etag)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "SELECT etag FROM outside WHERE collection = ?1 AND href = ?2", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, href);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		char *etag = col_strdup(s, 0);
+		r = etag || sqlite3_column_type(s, 0) == SQLITE_NULL ? 0 : -ENOMEM;
+		if (r >= 0 && ret_etag)
+			*ret_etag = etag;
+		else
+			free(etag);
+	} else
+		r = rc == SQLITE_DONE ? -ENOENT : sqlite_to_errno(rc);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_put_outside(ks_cache *c, int64_t coll, const char *href, const char *etag,
+			 const char *filename, const char *hash, int64_t next_at)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "INSERT INTO outside (collection, href, etag, filename, hash, next_at) "
+			   "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (collection, href) DO "
+			   "UPDATE SET etag = excluded.etag, filename = excluded.filename, "
+			   "hash = excluded.hash, next_at = excluded.next_at", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, href);
+	(void) bind_text(s, 3, etag);
+	(void) bind_text(s, 4, filename);
+	(void) bind_text(s, 5, hash);
+	(void) sqlite3_bind_int64(s, 6, next_at);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_delete_outside(ks_cache *c, int64_t coll, const char *href)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, href ? "DELETE FROM outside WHERE collection = ?1 AND href = ?2"
+				: "DELETE FROM outside WHERE collection = ?1 AND filename IS NULL",
+			&s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	if (href)
+		(void) bind_text(s, 2, href);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	if (r < 0 || href)
+		return r;
+	/* A file whose removal a crash cut short stays known by its name, so that it is not
+	 * taken for a new item; its event is fetched again all the same. */
+	r = prepare(c, "UPDATE outside SET etag = NULL, next_at = 0 WHERE collection = ?1", &s);
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_outside_by_filename(ks_cache *c, int64_t coll, const char *filename,
+				 char **ret_href, char **ret_hash)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "SELECT href, hash FROM outside WHERE collection = ?1 AND "
+			   "filename = ?2 LIMIT 1", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, filename);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		char *href = col_strdup(s, 0), *hash = col_strdup(s, 1);
+		r = href ? 0 : -ENOMEM;
+		if (r >= 0) {
+			*ret_href = href;
+			*ret_hash = hash;
+		} else {
+			free(href);
+			free(hash);
+		}
+	} else
+		r = rc == SQLITE_DONE ? -ENOENT : sqlite_to_errno(rc);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_outside_forget_file(ks_cache *c, int64_t coll, const char *href)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "UPDATE outside SET filename = NULL, hash = NULL WHERE collection = ?1 "
+			   "AND href = ?2", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	(void) bind_text(s, 2, href);
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_foreach_outside(ks_cache *c, int64_t coll, int64_t due_before,
+			     ks_cache_outside_fn fn, void *userdata)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, due_before ? "SELECT href, next_at FROM outside WHERE collection = ?1 "
+					"AND next_at != 0 AND next_at <= ?2"
+				      : "SELECT href, next_at FROM outside WHERE collection = ?1",
+			&s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	if (due_before)
+		(void) sqlite3_bind_int64(s, 2, due_before);
+	for (;;) {
+		int rc = sqlite3_step(s);
+		if (rc == SQLITE_DONE)
+			break;
+		if (rc != SQLITE_ROW) {
+			r = sqlite_to_errno(rc);
+			break;
+		}
+		r = fn((const char *) sqlite3_column_text(s, 0), sqlite3_column_int64(s, 1),
+		       userdata);
+		if (r < 0)
+			break;
+	}
+	sqlite3_finalize(s);
+	return r < 0 ? r : 0;
+}
+
+int ks_cache_count_outside(ks_cache *c, int64_t coll)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "SELECT count(*) FROM outside WHERE collection = ?1", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	int rc = sqlite3_step(s);
+	r = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : sqlite_to_errno(rc);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_get_window(ks_cache *c, int64_t coll, ks_cache_window *ret)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "SELECT past_days, future_days, checked_day FROM time_window "
+			   "WHERE collection = ?1", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*ret = (ks_cache_window) {
+			.past_days = sqlite3_column_int(s, 0),
+			.future_days = sqlite3_column_int(s, 1),
+			.checked_day = sqlite3_column_int64(s, 2),
+		};
+		r = 0;
+	} else
+		r = rc == SQLITE_DONE ? -ENOENT : sqlite_to_errno(rc);
+	sqlite3_finalize(s);
+	return r;
+}
+
+int ks_cache_set_window(ks_cache *c, int64_t coll, const ks_cache_window *w)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, w ? "INSERT OR REPLACE INTO time_window (collection, past_days, "
+			       "future_days, checked_day) VALUES (?1, ?2, ?3, ?4)"
+			     : "DELETE FROM time_window WHERE collection = ?1", &s);
+
+	if (r < 0)
+		return r;
+	(void) sqlite3_bind_int64(s, 1, coll);
+	if (w) {
+		(void) sqlite3_bind_int(s, 2, w->past_days);
+		(void) sqlite3_bind_int(s, 3, w->future_days);
+		(void) sqlite3_bind_int64(s, 4, w->checked_day);
+	}
+	r = step_done(s);
+	sqlite3_finalize(s);
+	return r;
 }

@@ -11,7 +11,7 @@
  * are translated here: SQLITE_BUSY/LOCKED → -EBUSY, SQLITE_CORRUPT/NOTADB → -EUCLEAN,
  * SQLITE_FULL → -ENOSPC, SQLITE_CANTOPEN → -EACCES, SQLITE_NOMEM → -ENOMEM, other → -EIO. */
 
-#define KS_CACHE_SCHEMA_VERSION 7
+#define KS_CACHE_SCHEMA_VERSION 8
 
 typedef struct ks_cache ks_cache;
 
@@ -261,3 +261,42 @@ int ks_cache_list_conflicts(ks_cache *c, const char *account, ks_conflict_row **
 void ks_conflict_rows_free(ks_conflict_row *a, size_t n);
 /* Forgets the conflict id (once resolved). */
 int ks_cache_delete_conflict(ks_cache *c, int64_t id);
+
+/* ---- time windows of events ---------------------------------------------------------------- */
+
+/* The outside row of href in coll (an event the window leaves out): 0 with its etag in
+ * *ret_etag (if not NULL; owned by the caller, NULL when none), -ENOENT when there is none. */
+int ks_cache_get_outside(ks_cache *c, int64_t coll, const char *href, char **ret_etag);
+/* Records href as outside the window with etag; filename and hash name its file while it is
+ * being removed (NULL otherwise); next_at is the earliest time it could enter the window (0:
+ * never, as far as known). */
+int ks_cache_put_outside(ks_cache *c, int64_t coll, const char *href, const char *etag,
+			 const char *filename, const char *hash, int64_t next_at);
+/* Forgets href's outside row, or with href NULL all of coll's (those whose file is being
+ * removed only lose their etag, and are fetched again). */
+int ks_cache_delete_outside(ks_cache *c, int64_t coll, const char *href);
+/* The outside row whose file filename is being removed: its href and the file's hash as ksync
+ * wrote it (owned by the caller). -ENOENT when none. */
+int ks_cache_outside_by_filename(ks_cache *c, int64_t coll, const char *filename,
+				 char **ret_href, char **ret_hash);
+/* The file of href's outside row is gone: its filename and hash are cleared. */
+int ks_cache_outside_forget_file(ks_cache *c, int64_t coll, const char *href);
+/* Calls fn for every outside row of coll (with due_before not 0: those with a next_at not
+ * after it); a negative return stops the walk and is returned. */
+typedef int (*ks_cache_outside_fn)(const char *href, int64_t next_at, void *userdata);
+int ks_cache_foreach_outside(ks_cache *c, int64_t coll, int64_t due_before,
+			     ks_cache_outside_fn fn, void *userdata);
+int ks_cache_count_outside(ks_cache *c, int64_t coll);
+
+/* The window a collection's rows were sorted by, and the day (since the epoch, UTC) they
+ * were last looked at. */
+typedef struct ks_cache_window {
+	int past_days;
+	int future_days;
+	int64_t checked_day;
+} ks_cache_window;
+
+/* -ENOENT when the collection has no window. */
+int ks_cache_get_window(ks_cache *c, int64_t coll, ks_cache_window *ret);
+/* Stores w, or forgets the collection's window with w NULL. */
+int ks_cache_set_window(ks_cache *c, int64_t coll, const ks_cache_window *w);

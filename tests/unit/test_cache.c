@@ -305,10 +305,10 @@ static void test_intents_conflicts_local(void **state)
 
 static void test_migrate_from_v1(void **state)
 {
-	char cmd[1024];
+	char cmd[2048];
 	ks_cache *c = NULL;
 
-	/* A version 1 cache: today's schema without what versions 2 to 7 added. */
+	/* A version 1 cache: today's schema without what versions 2 to 8 added. */
 	assert_int_equal(ks_cache_open(path, &c), 0);
 	ks_cache_account a0 = { .principal = "/p/", .discovered_at = 7, .listed_at = 9 };
 	assert_int_equal(ks_cache_put_account(c, "a", &a0), 0);
@@ -323,7 +323,8 @@ static void test_migrate_from_v1(void **state)
 		 "ALTER TABLE collection DROP COLUMN synced_at; "
 		 "ALTER TABLE collection DROP COLUMN vcard4; "
 		 "ALTER TABLE collection DROP COLUMN ruled; "
-		 "ALTER TABLE collection DROP COLUMN dir; PRAGMA user_version = 1;'", path);
+		 "ALTER TABLE collection DROP COLUMN dir; DROP TABLE outside; "
+		 "DROP TABLE time_window; PRAGMA user_version = 1;'", path);
 	assert_int_equal(system(cmd), 0);
 	assert_int_equal(ks_cache_open(path, &c), 0);
 	ks_cache_account a = {};
@@ -336,13 +337,14 @@ static void test_migrate_from_v1(void **state)
 	/* Every later version's additions are there. */
 	snprintf(cmd, sizeof(cmd),
 		 "test \"$(sqlite3 '%s' \"SELECT count(*) FROM sqlite_master WHERE name IN "
-		 "('intent', 'conflict', 'item_scan', 'refusal')\")\" = 4 && "
+		 "('intent', 'conflict', 'item_scan', 'refusal', 'outside', 'outside_file', "
+		 "'time_window')\")\" = 7 && "
 		 "test \"$(sqlite3 '%s' \"SELECT count(*) FROM pragma_table_info('collection') "
 		 "WHERE name IN ('guard_at', 'guard_base', 'guard_deleted', 'synced_at', "
 		 "'vcard4', 'ruled', 'dir')\")\" = 7 && "
 		 "test \"$(sqlite3 '%s' \"SELECT count(*) FROM pragma_table_info('account') "
 		 "WHERE name IN ('listed_at', 'home_tokens')\")\" = 2 && "
-		 "test \"$(sqlite3 '%s' 'PRAGMA user_version')\" = 7", path, path, path, path);
+		 "test \"$(sqlite3 '%s' 'PRAGMA user_version')\" = 8", path, path, path, path);
 	assert_int_equal(system(cmd), 0);
 }
 
