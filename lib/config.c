@@ -24,6 +24,7 @@
 #define CONFIG_MAX_ERRORS 100
 #define CONFIG_DEFAULT_INTERVAL 900
 #define CONFIG_MIN_INTERVAL 60
+#define CONFIG_MAX_DAYS 36500
 #define CONFIG_DEFAULT_TIMEOUT 60
 #define CONFIG_MAX_TIMEOUT 3600
 
@@ -66,6 +67,7 @@ static int conf_parse_feed(conf_ctx *ctx, const char *key, const char *value, vo
 static int conf_parse_dir(conf_ctx *ctx, const char *key, const char *value, void *field);
 static int conf_parse_collection_dir(conf_ctx *ctx, const char *key, const char *value,
 				     void *field);
+static int conf_parse_days(conf_ctx *ctx, const char *key, const char *value, void *field);
 
 static const conf_key conf_keys[] = {
 	{ CONF_GENERAL, "interval", conf_parse_interval, offsetof(ks_config, interval) },
@@ -76,6 +78,8 @@ static const conf_key conf_keys[] = {
 	  offsetof(ks_config, password_timeout) },
 	{ CONF_GENERAL, "notifications", conf_parse_bool, offsetof(ks_config, notifications) },
 	{ CONF_GENERAL, "log_level", conf_parse_log_level, offsetof(ks_config, log_level) },
+	{ CONF_GENERAL, "past_days", conf_parse_days, offsetof(ks_config, past_days) },
+	{ CONF_GENERAL, "future_days", conf_parse_days, offsetof(ks_config, future_days) },
 	{ CONF_ACCOUNT, "provider", conf_parse_provider, offsetof(ks_account_config, provider) },
 	{ CONF_ACCOUNT, "url", conf_parse_url, offsetof(ks_account_config, url) },
 	{ CONF_ACCOUNT, "feed", conf_parse_feed, offsetof(ks_account_config, feed) },
@@ -105,6 +109,9 @@ static const conf_key conf_keys[] = {
 	  offsetof(ks_account_config, contacts_path) },
 	/* The one key that may be given more than once: one line per collection. */
 	{ CONF_ACCOUNT, "path", conf_parse_collection_dir, offsetof(ks_account_config, paths) },
+	{ CONF_ACCOUNT, "past_days", conf_parse_days, offsetof(ks_account_config, past_days) },
+	{ CONF_ACCOUNT, "future_days", conf_parse_days,
+	  offsetof(ks_account_config, future_days) },
 };
 
 static const struct {
@@ -264,6 +271,22 @@ static int conf_parse_interval_or_zero(conf_ctx *ctx, const char *key, const cha
 				       void *field)
 {
 	return conf_parse_interval_full(ctx, key, value, field, true);
+}
+
+/* A number of days for a time window: 0 (no limit) to a hundred years. */
+static int conf_parse_days(conf_ctx *ctx, const char *key, const char *value, void *field)
+{
+	int *days = field;
+	unsigned v = 0;
+	size_t i = 0;
+
+	for (; value[i] >= '0' && value[i] <= '9' && v <= CONFIG_MAX_DAYS; i++)
+		v = v * 10 + (unsigned) (value[i] - '0');
+	if (i == 0 || value[i] || v > CONFIG_MAX_DAYS)
+		return conf_error(ctx, "invalid %s '%s'; use a number of days from 0 (no limit) "
+				  "to %d", key, value, CONFIG_MAX_DAYS);
+	*days = (int) v;
+	return 0;
 }
 
 /* How long a request may go without receiving data; at least a second, at most an hour. */
@@ -723,7 +746,9 @@ static int config_add_account(ks_config *c, conf_ctx *ctx, const char *name)
 	ctx->broken[c->n_accounts] = false;
 
 	ks_account_config *a = &c->accounts[c->n_accounts];
-	*a = (ks_account_config) { .name = strdup(name), .line = ctx->line };
+	/* past_days and future_days are -1 until set: [general]'s then apply. */
+	*a = (ks_account_config) { .name = strdup(name), .line = ctx->line, .past_days = -1,
+				   .future_days = -1 };
 	if (!a->name)
 		return -ENOMEM;
 	ctx->account = c->n_accounts++;
@@ -883,6 +908,10 @@ static int config_validate(ks_config *c, conf_ctx *ctx)
 			a->timeout = c->timeout;
 		if (!a->password_timeout)
 			a->password_timeout = c->password_timeout;
+		if (a->past_days < 0)
+			a->past_days = c->past_days;
+		if (a->future_days < 0)
+			a->future_days = c->future_days;
 		if (a->feed && (a->url || a->provider))
 			r = conf_error(ctx, "account '%s': feed (a calendar subscription) and %s "
 				       "exclude each other", a->name, a->url ? "url" : "provider");

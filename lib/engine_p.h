@@ -130,6 +130,18 @@ typedef struct coll_run {
 	char **untracked_uids;	/* UID and file name pairs of local files without a row */
 	size_t n_untracked, cap_untracked;
 	bool untracked_known;
+	/* The time window of events (lib/window.c) */
+	struct {
+		bool active;
+		bool check;		/* the rows are looked at this run (once a day) */
+		int past_days, future_days;
+		int64_t start, end;	/* Unix seconds, 0 for an open side */
+		int64_t day;		/* today, in days since the epoch */
+		unsigned left_out;	/* events fetched and found outside */
+		unsigned removed;	/* files of events that left it, removed */
+		unsigned kept;		/* files of events that left it, kept (changed here) */
+		unsigned not_sent;	/* files of events outside it deleted here, not sent */
+	} win;
 } coll_run;
 
 
@@ -255,6 +267,33 @@ const ks_intent *ks_coll_find_intent(const coll_run *c, const char *href);
 /* A file of the collection could not be written or deleted: the collection fails with the
  * path and the cause, reported once; returns the error to fail with. */
 int ks_coll_file_failed(coll_run *c, const char *what, const char *name, int r);
+
+/* ---- window.c: the time window of events ------------------------------------------------ */
+
+/* Sets c->win from the account's past_days and future_days. A window that grew or went since
+ * the last run forgets the events it left out and the listing's token and ctag (the next
+ * listing is a full one): 1 then, else 0, or a negative errno. */
+int ks_window_begin(coll_run *c);
+/* Whether a listed member without a row is an event left out with this etag already (1: not
+ * to fetch), 0, or a negative errno. */
+int ks_window_skip_listed(coll_run *c, const char *href, const char *etag);
+/* A fetched item new here, with no file of its UID: 1 when it is an event outside the window
+ * (recorded as such; it gets no file), 0, or a negative errno. Inside the caller's
+ * transaction. */
+int ks_window_leave_out(coll_run *c, const char *href, const char *etag, const char *data,
+			size_t len);
+/* A new file (no row) that is the file of an event whose removal a crash cut short: removed
+ * when it is as ksync wrote it (1), else 0 (and it is the user's to send), or a negative
+ * errno. */
+int ks_window_leftover(coll_run *c, ks_local_change *ch);
+/* A deleted file of an event outside the window: its row becomes an outside row, and nothing
+ * is sent (1); 0 for others, or a negative errno. */
+int ks_window_deleted(coll_run *c, const ks_local_change *ch);
+/* Once a day: fetches the events the window now reaches, removes the files of those that
+ * left it (when as ksync wrote them), and stores the day. */
+int ks_window_check(coll_run *c);
+/* Reports what the window did this run. */
+void ks_window_report(coll_run *c);
 
 /* ---- guard.c: the mass-deletion guard ---------------------------------------------------- */
 

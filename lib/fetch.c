@@ -541,6 +541,20 @@ static int apply_batch(coll_run *c, batch *b)
 			ks_cache_item_done(&old);
 			goto out;
 		}
+		if (s->is_new && file == KS_PLAN_FILE_NONE && !mine &&
+		    !ks_coll_find_intent(c, f->href)) {
+			/* New here, with no file of its UID: an event outside the time window
+			 * gets none. */
+			r = ks_window_leave_out(c, f->href, f->etag, f->data, f->len);
+			if (r != 0) {
+				ks_cache_item_done(&old);
+				if (r < 0)
+					goto out;
+				ks_item_info_done(&s->info);
+				*s = (staged) {};
+				continue;
+			}
+		}
 		ks_plan_action action = ks_plan_fetched(file, old.hash && strcmp(old.hash,
 										   s->hash) == 0,
 							c->R->o->force);
@@ -636,6 +650,8 @@ static int apply_batch(coll_run *c, batch *b)
 			.size = (int64_t) st[i].st.st_size,
 		};
 		r = ks_cache_put_item(cache, c->L.col->id, &row);
+		if (r >= 0 && c->win.active)
+			r = ks_cache_delete_outside(cache, c->L.col->id, row.href);
 		if (r >= 0 && ks_coll_find_intent(c, row.href))
 			r = ks_cache_clear_intent(cache, c->L.col->id, row.href);
 		if (r < 0)

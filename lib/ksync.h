@@ -69,6 +69,10 @@ typedef struct ks_account_config {
 	char *contacts_path;	/* contacts_path =: the same for its address books */
 	char *paths;		/* path = lines: "KIND/NAME\nDIR\n" for each (absolute DIR),
 				 * or NULL */
+	/* past_days =, future_days =: the time window of events in calendars, in days before
+	 * and after now; 0 for no limit on that side ([general]'s when not set) */
+	int past_days;
+	int future_days;
 } ks_account_config;
 
 typedef struct ks_config {
@@ -83,6 +87,8 @@ typedef struct ks_config {
 	bool notifications;	/* [general] notifications: desktop notifications of problems,
 				 * default on */
 	int log_level;		/* [general] log_level: KS_LOG_*, 0 when not set */
+	int past_days;		/* [general] past_days and future_days, 0 when not set */
+	int future_days;
 	/* What ks_config_load_partial() left out: the problems ("path:line: message" lines,
 	 * NULL when none) and the names of the [account] sections they concern
 	 * (NULL-terminated, or NULL). */

@@ -269,6 +269,12 @@ static int on_listing(const ks_remote_member *r, void *userdata)
 	k = ks_cache_get_item(c->R->e->cache, c->L.col->id, href, &it);
 	if (k < 0 && k != -ENOENT)
 		return k;
+	if (k == -ENOENT) {
+		/* An event the time window left out, unchanged since. */
+		int w = ks_window_skip_listed(c, href, r->etag);
+		if (w != 0)
+			return w < 0 ? w : 0;
+	}
 	bool same = k >= 0 && r->etag && it.etag && strcmp(it.etag, r->etag) == 0;
 	ks_cache_item_done(&it);
 	/* This run's own uploads are read back: some servers store them changed and still
@@ -439,6 +445,12 @@ static int delete_remote_gone(coll_run *c, char **hrefs, size_t n)
 	size_t known = 0;
 	int r;
 
+	/* Events the time window left out have no file to delete, and count for nothing. */
+	for (size_t i = 0; c->win.active && i < n; i++) {
+		r = ks_cache_delete_outside(c->R->e->cache, c->L.col->id, hrefs[i]);
+		if (r < 0)
+			return r;
+	}
 	for (size_t i = 0; i < n; i++) {
 		ks_cache_item it = {};
 		r = ks_cache_get_item(c->R->e->cache, c->L.col->id, hrefs[i], &it);
@@ -455,13 +467,29 @@ static int delete_remote_gone(coll_run *c, char **hrefs, size_t n)
 	return delete_items(c, hrefs, n);
 }
 
+static int collect_unseen_outside(const char *href, int64_t next_at, void *userdata)
+{
+	return collect_unseen(href, NULL, NULL, userdata);
+}
+
 static int delete_unseen(coll_run *c)
 {
 	unseen u = { .c = c };
-	int r;
+	int r = 0;
 
 	if (c->n_seen > 1)
 		qsort(c->seen, c->n_seen, sizeof(char *), ks_strv_cmp);
+	if (c->win.active) {
+		/* Events the window left out that the server no longer has. */
+		r = ks_cache_foreach_outside(c->R->e->cache, c->L.col->id, 0,
+					     collect_unseen_outside, &u);
+		for (size_t i = 0; r >= 0 && i < u.n; i++)
+			r = ks_cache_delete_outside(c->R->e->cache, c->L.col->id, u.hrefs[i]);
+		ks_strv_free(u.hrefs, u.n);
+		u = (unseen) { .c = c };
+		if (r < 0)
+			return r;
+	}
 	r = ks_cache_foreach_item(c->R->e->cache, c->L.col->id, collect_unseen, &u);
 	if (r >= 0)
 		r = delete_remote_gone(c, u.hrefs, u.n);

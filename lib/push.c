@@ -50,6 +50,18 @@ int ks_push_collection(coll_run *c)
 			    "cannot read the local directory: %s", strerror(-r));
 		return r;
 	}
+	/* A file whose event left the time window, left by a crash between its row and its
+	 * removal, is no new item. */
+	for (size_t i = 0; i < sr.n_changes; i++) {
+		ks_local_change *ch = &sr.changes[i];
+		if (ch->kind != KS_LOCAL_NEW || !ch->data)
+			continue;
+		r = ks_window_leftover(c, ch);
+		if (r < 0)
+			goto out;
+		if (r > 0)
+			ch->kind = KS_LOCAL_MOVED;	/* nothing left to do */
+	}
 	r = match_renames(c, &sr);
 	if (r < 0)
 		goto out;
@@ -63,6 +75,18 @@ int ks_push_collection(coll_run *c)
 		r = confirm_deletions(c, &sr, &n_deleted);
 		if (r < 0)
 			goto out;
+	}
+	/* A missing file of an event outside the time window is never taken for a deletion to
+	 * send: the event stays on the server. */
+	for (size_t i = 0; i < sr.n_changes; i++) {
+		ks_local_change *ch = &sr.changes[i];
+		if (ch->kind != KS_LOCAL_DELETED)
+			continue;
+		r = ks_window_deleted(c, ch);
+		if (r < 0)
+			goto out;
+		if (r > 0)
+			ch->kind = KS_LOCAL_MOVED;
 	}
 	r = load_refusals(c, &sr);
 	if (r < 0)

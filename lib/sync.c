@@ -62,11 +62,30 @@ int ks_sync_collection(run *R, ks_collection *col, const ks_collection *remote)
 		ks_log(KS_LOG_INFO, "%s/%s: resuming %zu interrupted upload(s)", R->acc->name,
 		       c.L.label, c.n_intents);
 
+	r = ks_window_begin(&c);
+	if (r > 0) {
+		/* A window that grew lists the collection again: that is the state to keep. */
+		free(token0);
+		free(ctag0);
+		token0 = ctag0 = NULL;
+	}
+	if (r < 0) {
+		ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c.L.label, r,
+			    "cannot apply the time window: %s", strerror(-r));
+		goto out;
+	}
 	r = ks_pull_collection(&c, remote, R->o->force);
 	if (r >= 0)
 		r = drop_stale_intents(&c);
 	if (r < 0)
 		goto out;
+	r = ks_window_check(&c);
+	if (r < 0) {
+		if (!c.cb_error)
+			ks_run_fail(R, KS_SYNC_COLLECTION_FAILED, c.L.label, r,
+				    "cannot apply the time window: %s", strerror(-r));
+		goto out;
+	}
 	/* Local changes go after the server's: files the server changed are then up to date,
 	 * so a file a crash left behind is recognised rather than uploaded as a duplicate,
 	 * and items both sides changed were left alone above for the merge below. */
@@ -89,6 +108,7 @@ int ks_sync_collection(run *R, ks_collection *col, const ks_collection *remote)
 		ks_sync_report_failed(&c);
 		goto out;
 	}
+	ks_window_report(&c);
 	(void) ks_report_collection_synced(R->e->cache, col);
 	{
 		ks_sync_event ev = {

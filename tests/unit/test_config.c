@@ -510,6 +510,13 @@ static const struct {
 	  "[general]\npassword_timeout = 0\n[account a]\n" URL "password_timeout = 2h\n",
 	  "ksync.conf:2: password_timeout '0' is out of range; use 1s to 3600s\n"
 	  "ksync.conf:5: password_timeout '2h' is out of range; use 1s to 3600s" },
+	{ "past_days not a number",
+	  "[general]\npast_days = 1w\n[account a]\n" URL "future_days = -3\npast_days = 36501\n",
+	  "ksync.conf:2: invalid past_days '1w'; use a number of days from 0 (no limit) to 36500\n"
+	  "ksync.conf:5: invalid future_days '-3'; use a number of days from 0 (no limit) to "
+	  "36500\n"
+	  "ksync.conf:6: invalid past_days '36501'; use a number of days from 0 (no limit) to "
+	  "36500" },
 	{ "http to another host",
 	  "[account lan]\nurl = http://dav.lan:5232/\n",
 	  "ksync.conf:1: account 'lan': plain http:// to 'dav.lan' would send the password "
@@ -769,6 +776,31 @@ static void test_timeout(void **state)
 		assert_int_equal(ks_config_load("ksync.conf", &c, &err), 0);
 		assert_int_equal(c->accounts[0].password_timeout, pw_cases[i].want[0]);
 		assert_int_equal(c->accounts[1].password_timeout, pw_cases[i].want[1]);
+		ks_config_free(c);
+	}
+
+	/* past_days and future_days: [general]'s for accounts that do not set them; 0 in an
+	 * account lifts [general]'s window. */
+	static const struct {
+		const char *text;
+		int want[4];
+	} day_cases[] = {
+		{ "[account a]\n" URL "[account b]\n" URL, { 0, 0, 0, 0 } },
+		{ "[general]\npast_days = 30\n[account a]\n" URL "[account b]\n" URL
+		  "past_days = 0\nfuture_days = 365\n", { 30, 0, 0, 365 } },
+		{ "[account a]\n" URL "past_days = 7\nfuture_days = 14\n[account b]\n" URL,
+		  { 7, 14, 0, 0 } },
+	};
+	for (size_t i = 0; i < ELEMENTSOF(day_cases); i++) {
+		_cleanup_free_ char *err = NULL;
+		ks_config *c = NULL;
+
+		write_conf(day_cases[i].text);
+		assert_int_equal(ks_config_load("ksync.conf", &c, &err), 0);
+		assert_int_equal(c->accounts[0].past_days, day_cases[i].want[0]);
+		assert_int_equal(c->accounts[0].future_days, day_cases[i].want[1]);
+		assert_int_equal(c->accounts[1].past_days, day_cases[i].want[2]);
+		assert_int_equal(c->accounts[1].future_days, day_cases[i].want[3]);
 		ks_config_free(c);
 	}
 

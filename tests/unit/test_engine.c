@@ -36,6 +36,7 @@
 #include "cache_p.h"
 #include "engine_p.h"
 #include "fsutil_p.h"
+#include "hash_p.h"
 #include "ksync.h"
 #include "memremote.h"
 
@@ -2751,6 +2752,274 @@ static double now_s(void)
 	return (double) t.tv_sec + (double) t.tv_nsec / 1e9;
 }
 
+/* ---- time windows ----------------------------------------------------------------------- */
+
+/* An event of an hour starting days from now (negative: in the past), with extra lines. */
+static char *dated_event(const char *uid, const char *summary, int days, const char *extra)
+{
+	time_t t = time(NULL) + (time_t) days * 86400;
+	struct tm tm;
+	char when[32], end[32], *s = NULL;
+
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%Y%m%dT%H%M%SZ", &tm);
+	t += 3600;
+	gmtime_r(&t, &tm);
+	strftime(end, sizeof(end), "%Y%m%dT%H%M%SZ", &tm);
+	assert_true(asprintf(&s, "BEGIN:VCALENDAR\r\nVERSION:2.0\r\n"
+			     "PRODID:-//ksync//engine test//EN\r\nBEGIN:VEVENT\r\nUID:%s\r\n"
+			     "DTSTAMP:20240101T000000Z\r\nDTSTART:%s\r\nDTEND:%s\r\n"
+			     "SUMMARY:%s\r\n%sEND:VEVENT\r\nEND:VCALENDAR\r\n", uid, when, end,
+			     summary, extra ? extra : "") > 0);
+	return s;
+}
+
+static bool file_exists(const char *dir, const char *name)
+{
+	_cleanup_free_ char *p = path_of(dir, name);
+
+	return access(p, F_OK) == 0;
+}
+
+static void assert_logged(env *v, const char *what)
+{
+	if (!v->log.data || !strstr(v->log.data, what))
+		FAIL("the report does not say '%s':\n%s", what, v->log.data ? v->log.data : "");
+}
+
+/* Old, current, future and recurring events, a task and a card on the server. */
+static void seed_window(env *v)
+{
+	_cleanup_free_ char *old = dated_event("old", "Old", -100, NULL);
+	_cleanup_free_ char *now = dated_event("now", "Now", -2, NULL);
+	_cleanup_free_ char *later = dated_event("later", "Later", 40, NULL);
+	_cleanup_free_ char *weekly = dated_event("weekly", "Weekly", -400, "RRULE:FREQ=WEEKLY\r\n");
+	_cleanup_free_ char *ended = dated_event("ended", "Ended", -400,
+						 "RRULE:FREQ=WEEKLY;COUNT=4\r\n");
+	_cleanup_free_ char *c1 = card("c1", "Card 1", NULL);
+	const char *task = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\n"
+			   "BEGIN:VTODO\r\nUID:task\r\nDTSTAMP:20200101T000000Z\r\n"
+			   "DTSTART:20200101T000000Z\r\nDUE:20200102T000000Z\r\nSUMMARY:Task\r\n"
+			   "END:VTODO\r\nEND:VCALENDAR\r\n";
+
+	server_put(v, v->cal, "old.ics", old);
+	server_put(v, v->cal, "now.ics", now);
+	server_put(v, v->cal, "later.ics", later);
+	server_put(v, v->cal, "weekly.ics", weekly);
+	server_put(v, v->cal, "ended.ics", ended);
+	server_put(v, v->cal, "task.ics", task);
+	server_put(v, v->book, "c1.vcf", c1);
+}
+
+/* Events outside the window get no file, and are not fetched again while unchanged; tasks,
+ * cards and recurring events with an instance inside are kept. */
+static void test_window_first_sync(void **state)
+{
+	static const struct {
+		bool sync;
+	} cases[] = { { true }, { false } };
+
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		env v;
+
+		env_init(&v);
+		assert_int_equal(mem_collection_set(v.m, v.cal, cases[i].sync, true, false, 0, 0), 0);
+		seed_window(&v);
+		v.acc.past_days = 30;
+		sync_ok(&v);
+		assert_false(file_exists(v.cal_dir, "old.ics"));
+		assert_false(file_exists(v.cal_dir, "ended.ics"));
+		assert_same(&v, v.cal_dir, "now.ics", v.cal, "now.ics");
+		assert_same(&v, v.cal_dir, "later.ics", v.cal, "later.ics");
+		assert_same(&v, v.cal_dir, "weekly.ics", v.cal, "weekly.ics");
+		assert_same(&v, v.cal_dir, "task.ics", v.cal, "task.ics");
+		assert_same(&v, v.book_dir, "c1.vcf", v.book, "c1.vcf");
+		assert_int_equal(v.added, 5);
+		sync_quiet(&v);
+
+		/* A change elsewhere lists the collection again: the events left out are not
+		 * fetched again (a multiget naming one would fail). */
+		_cleanup_free_ char *now2 = dated_event("now", "Now again", -1, NULL);
+		server_put(&v, v.cal, "now.ics", now2);
+		_cleanup_free_ char *h_old = href_in(v.cal, "old.ics");
+		_cleanup_free_ char *h_ended = href_in(v.cal, "ended.ics");
+		mem_fault f = { .kind = MEM_REQ_MULTIGET, .href = h_old, .count = 1, .status = 500 };
+		assert_int_equal(mem_add_fault(v.m, &f), 0);
+		f.href = h_ended;
+		assert_int_equal(mem_add_fault(v.m, &f), 0);
+		sync_ok(&v);
+		assert_int_equal(mem_pending_faults(v.m), 2);
+		mem_clear_faults(v.m);
+		assert_int_equal(v.updated, 1);
+		assert_same(&v, v.cal_dir, "now.ics", v.cal, "now.ics");
+		assert_false(file_exists(v.cal_dir, "old.ics"));
+
+		/* An event moved into the window on the server comes in. */
+		_cleanup_free_ char *old2 = dated_event("old", "Old, moved", -3, NULL);
+		server_put(&v, v.cal, "old.ics", old2);
+		sync_ok(&v);
+		assert_same(&v, v.cal_dir, "old.ics", v.cal, "old.ics");
+		/* And one deleted there while outside is forgotten without a word. */
+		assert_int_equal(mem_delete(v.m, h_ended), 0);
+		sync_ok(&v);
+		assert_int_equal(v.deleted, 0);
+		sync_quiet(&v);
+		env_done(&v);
+	}
+}
+
+/* Events that leave the window lose their file only when it is as ksync wrote it: nothing is
+ * deleted on the server, an edited file is kept and sent, and a window that grows brings the
+ * events back. */
+static void test_window_leaving(void **state)
+{
+	env v;
+
+	env_init(&v);
+	_cleanup_free_ char *a = dated_event("a", "A", -2, NULL);
+	_cleanup_free_ char *b = dated_event("b", "B", -20, NULL);
+	_cleanup_free_ char *c = dated_event("c", "C", -20, NULL);
+	_cleanup_free_ char *d = dated_event("d", "D", -25, NULL);
+	server_put(&v, v.cal, "a.ics", a);
+	server_put(&v, v.cal, "b.ics", b);
+	server_put(&v, v.cal, "c.ics", c);
+	server_put(&v, v.cal, "d.ics", d);
+	v.acc.past_days = 30;
+	sync_ok(&v);
+	assert_int_equal(count_files(v.cal_dir), 4);
+	_cleanup_free_ char *b0 = strdup(server_item(&v, v.cal, "b.ics")->data);
+	_cleanup_free_ char *b_etag = strdup(server_item(&v, v.cal, "b.ics")->etag);
+
+	/* c is edited here; d's file is deleted here. Then the window shrinks past b, c, d. */
+	_cleanup_free_ char *c2 = prop_set(c, "SUMMARY", "C edited here");
+	write_file(v.cal_dir, "c.ics", c2);
+	remove_file(v.cal_dir, "d.ics");
+	v.acc.past_days = 5;
+	mem_reset_counters(v.m);
+	sync_ok(&v);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_DELETE), 0);
+	assert_int_equal(v.deleted, 0);
+	assert_int_equal(v.removed, 0);
+	assert_false(file_exists(v.cal_dir, "b.ics"));
+	assert_true(file_exists(v.cal_dir, "a.ics"));
+	/* Kept on the server, untouched. */
+	assert_non_null(server_item(&v, v.cal, "b.ics"));
+	assert_string_equal(server_item(&v, v.cal, "b.ics")->data, b0);
+	assert_string_equal(server_item(&v, v.cal, "b.ics")->etag, b_etag);
+	assert_non_null(server_item(&v, v.cal, "d.ics"));
+	/* The edit went up, and its file stays. */
+	assert_int_equal(v.uploaded, 1);
+	assert_same(&v, v.cal_dir, "c.ics", v.cal, "c.ics");
+	assert_non_null(strstr(server_item(&v, v.cal, "c.ics")->data, "C edited here"));
+	assert_logged(&v, "1 event(s) outside the window removed locally (kept on the server)");
+	assert_logged(&v, "not deleted on the server");
+	sync_quiet(&v);
+
+	/* A new event in the past, written here, goes up. */
+	_cleanup_free_ char *e = dated_event("e", "E", -50, NULL);
+	write_file(v.cal_dir, "e.ics", e);
+	sync_ok(&v);
+	assert_int_equal(v.uploaded, 1);
+	assert_non_null(server_by_uid(&v, v.cal, "e"));
+	/* Its file, kept until the window is looked at again, is deleted here: that deletion
+	 * is not sent either. */
+	remove_file(v.cal_dir, "e.ics");
+	mem_reset_counters(v.m);
+	sync_ok(&v);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_DELETE), 0);
+	assert_non_null(server_by_uid(&v, v.cal, "e"));
+	sync_quiet(&v);
+
+	/* The window grows: the events come back, as the server has them. */
+	v.acc.past_days = 60;
+	sync_ok(&v);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_DELETE), 0);
+	assert_same(&v, v.cal_dir, "b.ics", v.cal, "b.ics");
+	assert_same(&v, v.cal_dir, "c.ics", v.cal, "c.ics");
+	assert_same(&v, v.cal_dir, "d.ics", v.cal, "d.ics");
+	_cleanup_free_ char *e_file = file_by_uid(v.cal_dir, "e");
+	assert_non_null(e_file);
+	sync_quiet(&v);
+
+	/* No window at all: nothing is left out. */
+	v.acc.past_days = 5;
+	sync_ok(&v);
+	assert_false(file_exists(v.cal_dir, "b.ics"));
+	v.acc.past_days = 0;
+	sync_ok(&v);
+	assert_same(&v, v.cal_dir, "b.ics", v.cal, "b.ics");
+	assert_int_equal(count_files(v.cal_dir), 5);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_DELETE), 0);
+	sync_quiet(&v);
+	env_done(&v);
+}
+
+/* The id of the calendar's collection row. */
+static int64_t cal_id(env *v)
+{
+	ks_collection *cols = NULL;
+	size_t n = 0;
+	int64_t id = 0;
+
+	assert_int_equal(ks_cache_list_collections(v->e->cache, ACCOUNT, &cols, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(cols[i].href, v->cal) == 0)
+			id = cols[i].id;
+	ks_collection_free_array(cols, n);
+	assert_true(id > 0);
+	return id;
+}
+
+/* A crash after an event's row became an outside row and before its file was removed: the
+ * file, as ksync wrote it, is removed by the next run and never uploaded; edited, it is the
+ * user's and goes up. */
+static void test_window_crash_before_unlink(void **state)
+{
+	static const bool edited[] = { false, true };
+
+	for (size_t i = 0; i < ELEMENTSOF(edited); i++) {
+		env v;
+
+		env_init(&v);
+		_cleanup_free_ char *b = dated_event("b", "B", -20, NULL);
+		server_put(&v, v.cal, "b.ics", b);
+		v.acc.past_days = 30;
+		sync_ok(&v);
+		v.acc.past_days = 5;
+		sync_ok(&v);
+		assert_false(file_exists(v.cal_dir, "b.ics"));
+		/* The state the crash left: the outside row still names the file, which is
+		 * there. */
+		const mem_item *it = server_item(&v, v.cal, "b.ics");
+		char hash[65];
+		ks_sha256_hex(it->data, it->len, hash);
+		_cleanup_free_ char *h = href_in(v.cal, "b.ics");
+		assert_int_equal(ks_cache_put_outside(v.e->cache, cal_id(&v), h, it->etag, "b.ics",
+						      hash, 0), 0);
+		_cleanup_free_ char *b2 = prop_set(b, "SUMMARY", "B edited");
+		write_file(v.cal_dir, "b.ics", edited[i] ? b2 : it->data);
+		mem_reset_counters(v.m);
+		sync_ok(&v);
+		assert_int_equal(mem_requests(v.m, MEM_REQ_DELETE), 0);
+		if (!edited[i]) {
+			assert_int_equal(mem_requests(v.m, MEM_REQ_PUT), 0);
+			assert_false(file_exists(v.cal_dir, "b.ics"));
+			assert_string_equal(server_item(&v, v.cal, "b.ics")->data, b);
+		} else {
+			/* Sent as a new item, which meets the server's under the same name: with
+			 * no base to merge on, the server's version wins and the edit is kept as
+			 * a conflict copy. Nothing is lost, nothing doubled. */
+			_cleanup_free_ char *all = describe(&v);
+			assert_non_null(strstr(all, "SUMMARY:B edited"));
+			assert_int_equal(count_conflict_copies(&v, "calendars/events"), 1);
+			assert_int_equal(mem_count(v.m, v.cal), 1);
+			assert_same(&v, v.cal_dir, "b.ics", v.cal, "b.ics");
+		}
+		sync_quiet(&v);
+		env_done(&v);
+	}
+}
+
 static void test_random(void **state)
 {
 	uint64_t seed = env_u64("KSYNC_ENGINE_SEED", 1);
@@ -2855,6 +3124,9 @@ int main(void)
 		cmocka_unit_test_teardown(test_credentials_refused, env_teardown),
 		cmocka_unit_test_teardown(test_deferred_change_reverted, env_teardown),
 		cmocka_unit_test_teardown(test_edit_in_place, env_teardown),
+		cmocka_unit_test_teardown(test_window_first_sync, env_teardown),
+		cmocka_unit_test_teardown(test_window_leaving, env_teardown),
+		cmocka_unit_test_teardown(test_window_crash_before_unlink, env_teardown),
 		cmocka_unit_test_teardown(test_random, env_teardown),
 	};
 
