@@ -141,6 +141,12 @@ typedef struct coll_run {
 		unsigned removed;	/* files of events that left it, removed */
 		unsigned kept;		/* files of events that left it, kept (changed here) */
 		unsigned not_sent;	/* files of events outside it deleted here, not sent */
+		/* A full listing's calendar-queries: every event ("href\netag", sorted), the
+		 * hrefs of those inside (sorted); asked once a run, not at all when a query
+		 * failed. */
+		bool queried, no_query;
+		char **events, **inside;
+		size_t n_events, cap_events, n_inside, cap_inside;
 	} win;
 } coll_run;
 
@@ -289,6 +295,12 @@ int ks_window_leftover(coll_run *c, ks_local_change *ch);
 /* A deleted file of an event outside the window: its row becomes an outside row, and nothing
  * is sent (1); 0 for others, or a negative errno. */
 int ks_window_deleted(coll_run *c, const ks_local_change *ch);
+/* Before a full listing's fetch: the new members a calendar-query says are events outside
+ * the window get outside rows and are taken out of c->fetch, unfetched. A server that cannot
+ * answer leaves them to be fetched and sorted after. 0 or a negative errno. */
+int ks_window_prefilter(coll_run *c);
+/* Frees what the window kept for the run. */
+void ks_window_done(coll_run *c);
 /* Once a day: fetches the events the window now reaches, removes the files of those that
  * left it (when as ksync wrote them), and stores the day. */
 int ks_window_check(coll_run *c);

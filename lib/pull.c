@@ -96,6 +96,8 @@ int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force)
 			 * addition with one UID) then takes its file name with it rather
 			 * than a suffixed one. */
 			r = delete_remote_gone(c, c->gone, c->n_gone);
+			if (r >= 0 && c->full)
+				r = ks_window_prefilter(c);
 			if (r >= 0)
 				r = ks_fetch_all(c);
 			if (r == -EDQUOT)
@@ -169,7 +171,9 @@ int ks_pull_collection(coll_run *c, const ks_collection *remote, bool force)
 			ctag = TAKE_PTR(req.ctag);
 		}
 		ks_remote_reply_done(&req);
-		r = ks_fetch_all(c);
+		r = ks_window_prefilter(c);
+		if (r >= 0)
+			r = ks_fetch_all(c);
 		if (r >= 0)
 			r = delete_unseen(c);
 		if (r == -EDQUOT)

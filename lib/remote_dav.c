@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "buf_p.h"
 #include "discover_p.h"
@@ -23,6 +24,8 @@ typedef struct dav_remote {
 
 static int dav_list(ks_remote *r, const char *collection, bool sync, const char *token,
 		    ks_remote_member_fn fn, void *userdata, ks_remote_reply *ret);
+static int dav_query(ks_remote *r, const char *collection, int64_t start, int64_t end,
+		     ks_remote_member_fn fn, void *userdata, ks_remote_reply *ret);
 static int dav_ctag(ks_remote *r, const char *collection, const char *known, char **ret_ctag,
 		    ks_remote_reply *ret);
 static int dav_fetch(ks_remote *r, ks_remote_batch *b, size_t n,
@@ -42,6 +45,7 @@ static void dav_free(ks_remote *r);
 
 static const ks_remote_ops dav_ops = {
 	.list = dav_list,
+	.query = dav_query,
 	.ctag = dav_ctag,
 	.fetch = dav_fetch,
 	.get = dav_get,
@@ -209,6 +213,60 @@ static int dav_list(ks_remote *r, const char *collection, bool sync, const char 
 	k = ks_dav_run_one(of(r)->dav, &req);
 	take_reply(&req, ret);
 	ret->ctag = TAKE_PTR(m.ctag);
+	ks_buf_done(&body);
+	return k;
+}
+
+static int time_range_attr(ks_buf *b, const char *name, int64_t t)
+{
+	time_t tt = (time_t) t;
+	struct tm tm;
+	char when[32];
+
+	if (!gmtime_r(&tt, &tm) || !strftime(when, sizeof(when), "%Y%m%dT%H%M%SZ", &tm))
+		return -ERANGE;
+	return ks_buf_printf(b, " %s=\"%s\"", name, when);
+}
+
+static int dav_query(ks_remote *r, const char *collection, int64_t start, int64_t end,
+		     ks_remote_member_fn fn, void *userdata, ks_remote_reply *ret)
+{
+	member_ctx m = { .fn = fn, .userdata = userdata };
+	ks_buf body = {};
+	int k = ks_buf_puts(&body, "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+				   "<c:calendar-query xmlns:d=\"DAV:\" "
+				   "xmlns:c=\"urn:ietf:params:xml:ns:caldav\">"
+				   "<d:prop><d:getetag/></d:prop><c:filter>"
+				   "<c:comp-filter name=\"VCALENDAR\"><c:comp-filter name=\"VEVENT\">");
+
+	/* RFC 4791 9.7.1: the time-range comes before the prop-filters. */
+	if (k >= 0 && (start || end)) {
+		k = ks_buf_puts(&body, "<c:time-range");
+		if (k >= 0 && start)
+			k = time_range_attr(&body, "start", start);
+		if (k >= 0 && end)
+			k = time_range_attr(&body, "end", end);
+		if (k >= 0)
+			k = ks_buf_puts(&body, "/>");
+	}
+	if (k >= 0)
+		k = ks_buf_puts(&body, "<c:prop-filter name=\"RRULE\"><c:is-not-defined/>"
+				       "</c:prop-filter><c:prop-filter name=\"RDATE\">"
+				       "<c:is-not-defined/></c:prop-filter>"
+				       "<c:prop-filter name=\"RECURRENCE-ID\"><c:is-not-defined/>"
+				       "</c:prop-filter></c:comp-filter></c:comp-filter></c:filter>"
+				       "</c:calendar-query>\n");
+	if (k < 0) {
+		ks_buf_done(&body);
+		return k;
+	}
+	ks_dav_request req = {
+		.method = "REPORT", .url = collection, .depth = "1", .body = body.data,
+		.body_len = body.len, .on_response = on_member, .userdata = &m,
+	};
+	k = ks_dav_run_one(of(r)->dav, &req);
+	take_reply(&req, ret);
+	free(m.ctag);
 	ks_buf_done(&body);
 	return k;
 }

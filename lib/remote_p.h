@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cache_p.h"
 #include "dav_p.h"
@@ -97,6 +99,12 @@ typedef struct ks_remote_ops {
 	 * refuses fails with its status (403/409 valid-sync-token, 400, or a 500). */
 	int (*list)(ks_remote *r, const char *collection, bool sync, const char *token,
 		    ks_remote_member_fn fn, void *userdata, ks_remote_reply *ret);
+	/* Lists the single events of a calendar (calendar-query, RFC 4791 7.8: objects with a
+	 * VEVENT that has no RRULE, RDATE or RECURRENCE-ID, whose time servers judge alike)
+	 * that overlap [start, end) (Unix seconds, 0 for an open side; both 0: all of them),
+	 * each member with its etag to fn. NULL in a store that cannot. */
+	int (*query)(ks_remote *r, const char *collection, int64_t start, int64_t end,
+		     ks_remote_member_fn fn, void *userdata, ks_remote_reply *ret);
 	/* The collection's getctag into *ret_ctag (NULL when it has none). known is the one
 	 * stored (or NULL), which a store may ask with (a conditional GET). */
 	int (*ctag)(ks_remote *r, const char *collection, const char *known, char **ret_ctag,
@@ -151,6 +159,15 @@ static inline int ks_remote_list(ks_remote *r, const char *collection, bool sync
 				 ks_remote_reply *ret)
 {
 	return r->ops->list(r, collection, sync, token, fn, userdata, ret);
+}
+
+static inline int ks_remote_query(ks_remote *r, const char *collection, int64_t start,
+				  int64_t end, ks_remote_member_fn fn, void *userdata,
+				  ks_remote_reply *ret)
+{
+	if (!r->ops->query)
+		return -EOPNOTSUPP;
+	return r->ops->query(r, collection, start, end, fn, userdata, ret);
 }
 
 static inline int ks_remote_ctag(ks_remote *r, const char *collection, const char *known,

@@ -132,6 +132,7 @@ out:
 
 static void coll_run_done(coll_run *c)
 {
+	ks_window_done(c);
 	ks_intents_free(c->intents, c->n_intents);
 	ks_refusals_free(c->refusals, c->n_refusals);
 	ks_strv_free(c->uploaded, c->n_uploaded);

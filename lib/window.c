@@ -4,6 +4,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dav_p.h"
 #include "engine_p.h"
 #include "fsutil_p.h"
 #include "ical_p.h"
@@ -87,6 +88,144 @@ int ks_window_begin(coll_run *c)
 	c->win.day = now / DAY;
 	c->win.check = w.checked_day != c->win.day;
 	return grew;
+}
+
+typedef struct query_ctx {
+	coll_run *c;
+	bool all;	/* every event, with etags */
+} query_ctx;
+
+static int on_query(const ks_remote_member *m, void *userdata)
+{
+	query_ctx *q = userdata;
+	coll_run *c = q->c;
+	_cleanup_free_ char *href = NULL, *pair = NULL;
+	size_t n = strlen(c->L.col->href);
+
+	if (!m->href[0] || (m->status && (m->status < 200 || m->status >= 300)))
+		return 0;
+	int r = ks_href_normalize(ks_remote_base_url(c->R->remote), m->href, &href);
+	if (r == -ENOMEM)
+		return r;
+	/* Only direct members, as in a listing; what is not one is simply not taken. */
+	if (r < 0 || strncmp(href, c->L.col->href, n) != 0 || !href[n] || strchr(href + n, '/'))
+		return 0;
+	if (!q->all)
+		return ks_strv_push(&c->win.inside, &c->win.n_inside, &c->win.cap_inside, href);
+	if (!m->etag)
+		return 0;	/* nothing to recognise it by later: fetched */
+	if (asprintf(&pair, "%s\n%s", href, m->etag) < 0)
+		return -ENOMEM;
+	return ks_strv_push(&c->win.events, &c->win.n_events, &c->win.cap_events, pair);
+}
+
+/* Compares an "href\netag" pair (or a bare href as the key) by href. */
+static int cmp_pair(const void *a, const void *b)
+{
+	const char *x = *(const char *const *) a, *y = *(const char *const *) b;
+	size_t nx = strcspn(x, "\n"), ny = strcspn(y, "\n");
+	int d = strncmp(x, y, KS_MIN(nx, ny));
+
+	return d ? d : (nx > ny) - (nx < ny);
+}
+
+static int run_queries(coll_run *c)
+{
+	ks_remote_reply reply = {};
+	query_ctx q = { .c = c, .all = true };
+	/* Only single events are judged by the server: a recurring one is fetched and judged
+	 * here (Xandikos, for one, does not expand rules in a time-range).
+	 * Every event first, then those inside: an event changed in between is either inside
+	 * by the second answer (and fetched), or recorded with the first answer's older etag,
+	 * which the next listing tells apart from the server's. */
+	int r = ks_remote_query(c->R->remote, c->L.col->href, 0, 0, on_query, &q, &reply);
+
+	ks_remote_reply_done(&reply);
+	if (r >= 0) {
+		q.all = false;
+		r = ks_remote_query(c->R->remote, c->L.col->href, c->win.start, c->win.end,
+				    on_query, &q, &reply);
+		ks_remote_reply_done(&reply);
+	}
+	if (r == -ENOMEM || r == -ECANCELED)
+		return r;
+	if (r < 0) {
+		/* The listing goes on without: every event is fetched and sorted after. */
+		c->win.no_query = true;
+		return 0;
+	}
+	if (c->win.n_events > 1)
+		qsort(c->win.events, c->win.n_events, sizeof(char *), cmp_pair);
+	if (c->win.n_inside > 1)
+		qsort(c->win.inside, c->win.n_inside, sizeof(char *), ks_strv_cmp);
+	c->win.queried = true;
+	return 0;
+}
+
+int ks_window_prefilter(coll_run *c)
+{
+	ks_cache *cache = c->R->e->cache;
+	href_list *l = &c->fetch[0];
+	size_t kept = 0;
+	int r = 0;
+
+	if (!c->win.active || c->R->o->force || c->read_back || c->win.no_query || l->n == 0)
+		return 0;
+	if (!c->win.queried) {
+		r = run_queries(c);
+		if (r < 0 || !c->win.queried)
+			return r;
+	}
+	r = ks_cache_begin(cache);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < l->n; i++) {
+		const char *href = l->v[i];
+		char **pair = c->win.n_events ? bsearch(&href, c->win.events, c->win.n_events,
+							sizeof(char *), cmp_pair) : NULL;
+		bool out = pair && !(c->win.n_inside && bsearch(&href, c->win.inside,
+								   c->win.n_inside, sizeof(char *),
+								   ks_strv_cmp));
+		if (out) {
+			ks_cache_item it = {};
+			r = ks_cache_get_item(cache, c->L.col->id, href, &it);
+			ks_cache_item_done(&it);
+			if (r < 0 && r != -ENOENT)
+				break;
+			/* Only what has no row here: a row's file is the sweep's to judge. */
+			out = r == -ENOENT && !ks_coll_find_intent(c, href);
+			r = 0;
+		}
+		if (out) {
+			/* Without future_days an event wholly before the window never comes
+			 * into it; with it, one may, and is fetched on the next day's look. */
+			r = ks_cache_put_outside(cache, c->L.col->id, href, strchr(*pair, '\n') + 1,
+						 NULL, NULL, c->win.end ? 1 : 0);
+			if (r < 0)
+				break;
+			c->win.left_out++;
+			free(l->v[i]);
+			continue;
+		}
+		l->v[kept++] = l->v[i];
+	}
+	if (r < 0) {
+		/* The hrefs already taken out are gone from the list: the rest of the run
+		 * must not go on as if they were fetched. */
+		ks_cache_rollback(cache);
+		l->n = kept;
+		return r;
+	}
+	l->n = kept;
+	return ks_cache_commit(cache);
+}
+
+void ks_window_done(coll_run *c)
+{
+	ks_strv_free(c->win.events, c->win.n_events);
+	ks_strv_free(c->win.inside, c->win.n_inside);
+	c->win.events = c->win.inside = NULL;
+	c->win.n_events = c->win.n_inside = c->win.cap_events = c->win.cap_inside = 0;
 }
 
 int ks_window_skip_listed(coll_run *c, const char *href, const char *etag)

@@ -144,3 +144,28 @@ def test_window(server, ks):
     assert uids(ks) == {"recent", "future", "weekly", "mid", "edited", "task", "old",
                         "new-old", "ended"}
     assert server.list(cal) == after
+
+
+def test_first_listing_asks_the_server(server, ks):
+    """The first listing asks the server which single events lie outside the window
+    (calendar-query with a time-range) and fetches none of them; recurring events are
+    fetched and judged by ksync. The cache tells them apart: an event the server's answer
+    left out waits for the next day's look (next_at 1), one ksync judged knows its times."""
+    cal = server.make_calendar("cal", "Cal", components=("VEVENT", "VTODO"))
+    for uid, data in SEED.items():
+        server.put(cal + uid + ".ics", data)
+    ks.add_account(ACCOUNT, server)
+    set_window(ks, past=30, future=10)
+    r = ks.run()
+    assert r.rc == 0, describe(r)
+    assert uids(ks) == {"recent", "weekly", "mid", "edited", "task"}
+    rows = {row["href"].rsplit("/", 1)[1]: row["next_at"]
+            for row in ks.query("SELECT href, next_at FROM outside")}
+    assert set(rows) == {"old.ics", "future.ics", "ended.ics"}, rows
+    assert rows["old.ics"] == 1 and rows["future.ics"] == 1, rows
+    assert rows["ended.ics"] == 0, rows
+    # Nothing is fetched again while nothing changed.
+    before = ks.files(ks.calendars_dir(ACCOUNT))
+    r = ks.run()
+    assert r.rc == 0, describe(r)
+    assert ks.files(ks.calendars_dir(ACCOUNT)) == before

@@ -11,6 +11,7 @@
 #include "buf_p.h"
 #include "dav_p.h"
 #include "discover_p.h"
+#include "ical_p.h"
 #include "item_p.h"
 #include "limits.h"
 #include "macro.h"
@@ -634,6 +635,44 @@ static int mem_list(ks_remote *r, const char *collection, bool sync, const char 
 	return 0;
 }
 
+/* A calendar-query of single events (no RRULE, RDATE or RECURRENCE-ID):
+ * those in the time range as ksync itself tells (a real server's reading may differ at the
+ * edges). */
+static int mem_query(ks_remote *r, const char *collection, int64_t start, int64_t end,
+		     ks_remote_member_fn fn, void *userdata, ks_remote_reply *ret)
+{
+	mem_remote *m = of(r);
+	mem_coll *c = find_coll(m, collection);
+
+	if (!begin(m, MEM_REQ_QUERY))
+		return refuse_reentry(ret);
+	const mem_fault *f = take_fault(m, MEM_REQ_QUERY, collection, false);
+	if (f && f->status)
+		return answer(ret, "REPORT", collection, f->status, f->body);
+	if (!c)
+		return answer(ret, "REPORT", collection, 404, NULL);
+	const mem_item **v = calloc(c->n + 1, sizeof(*v));
+	size_t n = 0;
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->n; i++) {
+		const mem_item *it = &c->items[i];
+		if (it->gone || !strstr(it->data, "BEGIN:VEVENT") || strstr(it->data, "RRULE") ||
+		    strstr(it->data, "RDATE") || strstr(it->data, "RECURRENCE-ID"))
+			continue;
+		if ((start || end) && ks_ical_in_window(it->data, it->len, start, end, NULL) != 1)
+			continue;
+		v[n++] = it;
+	}
+	int k = give_members(m, v, n, f && f->err, fn, userdata);
+	free(v);
+	if (k >= 0 && f && f->err)
+		return transport(ret, "REPORT", collection, f->err);
+	ret->status = 207;
+	ret->result = k < 0 ? k : 0;
+	return k < 0 ? k : 0;
+}
+
 static int mem_ctag(ks_remote *r, const char *collection, const char *known, char **ret_ctag,
 		    ks_remote_reply *ret)
 {
@@ -1097,6 +1136,7 @@ static void mem_free_op(ks_remote *r)
 
 static const ks_remote_ops mem_ops = {
 	.list = mem_list,
+	.query = mem_query,
 	.ctag = mem_ctag,
 	.fetch = mem_fetch,
 	.get = mem_get,

@@ -51,6 +51,7 @@ typedef enum mem_req {
 	MEM_REQ_DISCOVER,
 	MEM_REQ_HOMES,		/* PROPFIND Depth 1 on a home set */
 	MEM_REQ_AUTH,
+	MEM_REQ_QUERY,		/* REPORT calendar-query of events */
 	_MEM_REQ_MAX,
 } mem_req;
 

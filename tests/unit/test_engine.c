@@ -2817,7 +2817,8 @@ static void test_window_first_sync(void **state)
 {
 	static const struct {
 		bool sync;
-	} cases[] = { { true }, { false } };
+		bool query;	/* the server answers calendar-queries */
+	} cases[] = { { true, true }, { false, true }, { true, false }, { false, false } };
 
 	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
 		env v;
@@ -2826,7 +2827,24 @@ static void test_window_first_sync(void **state)
 		assert_int_equal(mem_collection_set(v.m, v.cal, cases[i].sync, true, false, 0, 0), 0);
 		seed_window(&v);
 		v.acc.past_days = 30;
+		_cleanup_free_ char *h_old = href_in(v.cal, "old.ics");
+		_cleanup_free_ char *h_ended = href_in(v.cal, "ended.ics");
+		mem_fault f = { .kind = MEM_REQ_MULTIGET, .href = h_old, .count = 1, .status = 500 };
+		if (cases[i].query) {
+			/* The first listing asks which single events are outside: they are
+			 * never fetched (a multiget naming one would fail). A recurring one
+			 * (ended) is fetched and judged here. */
+			assert_int_equal(mem_add_fault(v.m, &f), 0);
+		} else {
+			/* A server that cannot answer: every event is fetched, and sorted. */
+			mem_fault q = { .kind = MEM_REQ_QUERY, .count = 1, .status = 400 };
+			assert_int_equal(mem_add_fault(v.m, &q), 0);
+		}
+		mem_reset_counters(v.m);
 		sync_ok(&v);
+		assert_int_equal(mem_pending_faults(v.m), cases[i].query ? 1 : 0);
+		assert_int_equal(mem_requests(v.m, MEM_REQ_QUERY), cases[i].query ? 2 : 1);
+		mem_clear_faults(v.m);
 		assert_false(file_exists(v.cal_dir, "old.ics"));
 		assert_false(file_exists(v.cal_dir, "ended.ics"));
 		assert_same(&v, v.cal_dir, "now.ics", v.cal, "now.ics");
@@ -2841,9 +2859,7 @@ static void test_window_first_sync(void **state)
 		 * fetched again (a multiget naming one would fail). */
 		_cleanup_free_ char *now2 = dated_event("now", "Now again", -1, NULL);
 		server_put(&v, v.cal, "now.ics", now2);
-		_cleanup_free_ char *h_old = href_in(v.cal, "old.ics");
-		_cleanup_free_ char *h_ended = href_in(v.cal, "ended.ics");
-		mem_fault f = { .kind = MEM_REQ_MULTIGET, .href = h_old, .count = 1, .status = 500 };
+		f.href = h_old;
 		assert_int_equal(mem_add_fault(v.m, &f), 0);
 		f.href = h_ended;
 		assert_int_equal(mem_add_fault(v.m, &f), 0);
