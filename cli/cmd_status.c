@@ -130,6 +130,26 @@ static int print_collections(const ks_json *cols)
 		printf(", last run %s\n", ctl_format_time(ks_json_get_int(c, "last_run", 0), when));
 	}
 	for (size_t i = 0; i < ks_json_count(cols); i++) {
+		/* Calendars that keep only a time window of their events. */
+		const ks_json *c = ks_json_at(cols, i);
+		const ks_json *win = ks_json_get(c, "window");
+		if (!win || ks_json_get_type(win) != KS_JSON_OBJECT)
+			continue;
+		int64_t past = ks_json_get_int(win, "past_days", 0);
+		int64_t future = ks_json_get_int(win, "future_days", 0);
+		fputs("  ", stdout);
+		ctl_fputs(ks_json_get_string(c, "path"), stdout);
+		fputs(": events ", stdout);
+		if (past)
+			printf("of the last %lld day(s)", (long long) past);
+		if (past && future)
+			fputs(" and ", stdout);
+		if (future)
+			printf("%sthe next %lld day(s)", past ? "" : "of ", (long long) future);
+		printf(" only; %lld more on the server\n",
+		       (long long) ks_json_get_int(win, "outside", 0));
+	}
+	for (size_t i = 0; i < ks_json_count(cols); i++) {
 		const ks_json *c = ks_json_at(cols, i);
 		const char *err = ks_json_get_string(c, "last_error");
 		if (!err)

@@ -212,6 +212,23 @@ int ks_engine_collections_json(ks_engine *e, const char *account, const char *on
 		ks_json_write_string(&w, st.error);
 		ks_json_write_key(&w, "dir");
 		ks_json_write_string(&w, dir);
+		/* The time window the last run sorted the events by, and how many it left
+		 * on the server only. */
+		ks_cache_window win = {};
+		int k = ks_cache_get_window(e->cache, c->id, &win);
+		ks_json_write_key(&w, "window");
+		if (k >= 0) {
+			int outside = ks_cache_count_outside(e->cache, c->id);
+			ks_json_write_object_begin(&w);
+			ks_json_write_key(&w, "past_days");
+			ks_json_write_int(&w, win.past_days);
+			ks_json_write_key(&w, "future_days");
+			ks_json_write_int(&w, win.future_days);
+			ks_json_write_key(&w, "outside");
+			ks_json_write_int(&w, outside < 0 ? 0 : outside);
+			ks_json_write_object_end(&w);
+		} else
+			ks_json_write_null(&w);
 		r = ks_json_write_object_end(&w);
 	}
 	if (r >= 0 && !only_href)

@@ -3,7 +3,9 @@ leave the window lose their file only when ksync wrote it as it is, nothing is e
 on the server because of the window, and a window that grows brings the events back."""
 
 import datetime
+import json
 
+from ksynctest.daemon import synced_ok, wait_until
 from ksynctest.faults import describe
 
 ACCOUNT = "acct"
@@ -146,7 +148,7 @@ def test_window(server, ks):
     assert server.list(cal) == after
 
 
-def test_first_listing_asks_the_server(server, ks):
+def test_first_listing_asks_the_server(server, ks, daemon):
     """The first listing asks the server which single events lie outside the window
     (calendar-query with a time-range) and fetches none of them; recurring events are
     fetched and judged by ksync. The cache tells them apart: an event the server's answer
@@ -169,3 +171,19 @@ def test_first_listing_asks_the_server(server, ks):
     r = ks.run()
     assert r.rc == 0, describe(r)
     assert ks.files(ks.calendars_dir(ACCOUNT)) == before
+
+    # ksyncctl status shows the window and what it leaves on the server.
+    daemon.start()
+    wait_until(lambda: synced_ok(daemon), 60, "the first sync")
+    r = daemon.ctl("status", "--json")
+    assert r.rc == 0, r.stdout + r.stderr
+    cols = [c for a in json.loads(r.stdout)["accounts"] for c in a["collections"]]
+    windows = {c["path"]: c["window"] for c in cols}
+    assert windows["calendars/cal"] == {"past_days": 30, "future_days": 10, "outside": 3}, \
+        windows
+    # Address books have none (Xandikos has a calendar of its own besides, with one).
+    assert all(w is None for p, w in windows.items() if p.startswith("contacts/")), windows
+    r = daemon.ctl("status")
+    assert r.rc == 0, r.stdout + r.stderr
+    assert "calendars/cal: events of the last 30 day(s) and the next 10 day(s) only; " \
+        "3 more on the server" in r.stdout, r.stdout
