@@ -501,6 +501,7 @@ static int apply_batch(coll_run *c, batch *b)
 	if (r < 0)
 		goto out;
 	in_tx = true;
+	unsigned left_out = c->win.left_out;
 	for (size_t i = 0; i < b->n_items; i++) {
 		fetched_item *f = &b->items[i];
 		staged *s = &st[n];
@@ -624,7 +625,10 @@ static int apply_batch(coll_run *c, batch *b)
 		n++;
 	}
 	if (n == 0) {
-		r = 0;
+		/* Events the time window left out are recorded all the same. */
+		r = c->win.left_out != left_out ? ks_cache_commit(cache) : 0;
+		if (r >= 0 && c->win.left_out != left_out)
+			in_tx = false;
 		goto out;
 	}
 	if (ks_fs_batch_count(fb) > 0)

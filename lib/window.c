@@ -198,9 +198,10 @@ int ks_window_prefilter(coll_run *c)
 		}
 		if (out) {
 			/* Without future_days an event wholly before the window never comes
-			 * into it; with it, one may, and is fetched on the next day's look. */
+			 * into it; with it, one may: it is fetched once the window's end has
+			 * passed today's, on the next day's look, and judged then. */
 			r = ks_cache_put_outside(cache, c->L.col->id, href, strchr(*pair, '\n') + 1,
-						 NULL, NULL, c->win.end ? 1 : 0);
+						 NULL, NULL, c->win.end ? c->win.end + 1 : 0);
 			if (r < 0)
 				break;
 			c->win.left_out++;

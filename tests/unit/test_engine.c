@@ -58,6 +58,20 @@ int nanosleep(const struct timespec *req, struct timespec *rem)
 	return 0;
 }
 
+/* The time windows of events move with the clock: tests let days pass by shifting it. */
+static time_t clock_shift;
+
+time_t time(time_t *ret)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	time_t now = ts.tv_sec + clock_shift;
+	if (ret)
+		*ret = now;
+	return now;
+}
+
 static uint64_t next_random(uint64_t *s)
 {
 	/* splitmix64 */
@@ -149,6 +163,7 @@ static env_left envs_left[8];
 
 static int env_teardown(void **state)
 {
+	clock_shift = 0;	/* a test that failed half way leaves the clock as it was */
 	for (size_t i = 0; i < ELEMENTSOF(envs_left); i++) {
 		env_left *l = &envs_left[i];
 		if (!l->root[0])
@@ -2811,6 +2826,8 @@ static void seed_window(env *v)
 	server_put(v, v->book, "c1.vcf", c1);
 }
 
+static int64_t cal_id(env *v);
+
 /* Events outside the window get no file, and are not fetched again while unchanged; tasks,
  * cards and recurring events with an instance inside are kept. */
 static void test_window_first_sync(void **state)
@@ -2875,6 +2892,21 @@ static void test_window_first_sync(void **state)
 		server_put(&v, v.cal, "old.ics", old2);
 		sync_ok(&v);
 		assert_same(&v, v.cal_dir, "old.ics", v.cal, "old.ics");
+		/* A new event outside, alone in its batch: recorded, and not fetched again
+		 * when the collection is listed again. */
+		_cleanup_free_ char *old3 = dated_event("old3", "Old 3", -200, NULL);
+		server_put(&v, v.cal, "old3.ics", old3);
+		sync_ok(&v);
+		assert_false(file_exists(v.cal_dir, "old3.ics"));
+		_cleanup_free_ char *h_old3 = href_in(v.cal, "old3.ics");
+		assert_int_equal(ks_cache_get_outside(v.e->cache, cal_id(&v), h_old3, NULL), 0);
+		_cleanup_free_ char *now3 = dated_event("now", "Now 3", -1, NULL);
+		server_put(&v, v.cal, "now.ics", now3);
+		f.href = h_old3;
+		assert_int_equal(mem_add_fault(v.m, &f), 0);
+		sync_ok(&v);
+		assert_int_equal(mem_pending_faults(v.m), 1);
+		mem_clear_faults(v.m);
 		/* And one deleted there while outside is forgotten without a word. */
 		assert_int_equal(mem_delete(v.m, h_ended), 0);
 		sync_ok(&v);
@@ -2967,6 +2999,52 @@ static void test_window_leaving(void **state)
 	assert_int_equal(count_files(v.cal_dir), 5);
 	assert_int_equal(mem_requests(v.m, MEM_REQ_DELETE), 0);
 	sync_quiet(&v);
+	env_done(&v);
+}
+
+/* As days pass, events leave the window (their files go, when as ksync wrote them) and,
+ * with future_days, enter it (fetched on the first sync of the day). */
+static void test_window_days_pass(void **state)
+{
+	env v;
+
+	env_init(&v);
+	_cleanup_free_ char *soon = dated_event("soon", "Soon", -3, NULL);
+	_cleanup_free_ char *later = dated_event("later", "Later", 14, NULL);
+	_cleanup_free_ char *far = dated_event("far", "Far", 400, NULL);
+	server_put(&v, v.cal, "soon.ics", soon);
+	server_put(&v, v.cal, "later.ics", later);
+	server_put(&v, v.cal, "far.ics", far);
+	v.acc.past_days = 5;
+	v.acc.future_days = 10;
+	sync_ok(&v);
+	assert_true(file_exists(v.cal_dir, "soon.ics"));
+	assert_false(file_exists(v.cal_dir, "later.ics"));
+	assert_false(file_exists(v.cal_dir, "far.ics"));
+	sync_quiet(&v);
+
+	/* Six days on: soon has left, later has come in. far, which only the server had
+	 * judged, is fetched once and judged here. */
+	clock_shift = 6 * 86400;
+	mem_reset_counters(v.m);
+	sync_ok(&v);
+	assert_int_equal(mem_requests(v.m, MEM_REQ_DELETE), 0);
+	assert_false(file_exists(v.cal_dir, "soon.ics"));
+	assert_same(&v, v.cal_dir, "later.ics", v.cal, "later.ics");
+	assert_false(file_exists(v.cal_dir, "far.ics"));
+	assert_int_equal(mem_count(v.m, v.cal), 3);
+	assert_logged(&v, "1 event(s) outside the window removed locally (kept on the server)");
+	sync_quiet(&v);
+
+	/* A day later: far knows its time now, and is not fetched again. */
+	clock_shift = 7 * 86400;
+	_cleanup_free_ char *h_far = href_in(v.cal, "far.ics");
+	mem_fault f = { .kind = MEM_REQ_MULTIGET, .href = h_far, .count = 1, .status = 500 };
+	assert_int_equal(mem_add_fault(v.m, &f), 0);
+	sync_ok(&v);
+	assert_int_equal(mem_pending_faults(v.m), 1);
+	mem_clear_faults(v.m);
+	clock_shift = 0;
 	env_done(&v);
 }
 
@@ -3143,6 +3221,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_window_first_sync, env_teardown),
 		cmocka_unit_test_teardown(test_window_leaving, env_teardown),
 		cmocka_unit_test_teardown(test_window_crash_before_unlink, env_teardown),
+		cmocka_unit_test_teardown(test_window_days_pass, env_teardown),
 		cmocka_unit_test_teardown(test_random, env_teardown),
 	};
 
