@@ -4,9 +4,12 @@ on the server because of the window, and a window that grows brings the events b
 
 import datetime
 import json
+import shutil
+import subprocess
 
 from ksynctest.daemon import synced_ok, wait_until
 from ksynctest.faults import describe
+from ksynctest.ksync import KsyncHome
 
 ACCOUNT = "acct"
 NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
@@ -190,3 +193,64 @@ def test_first_listing_asks_the_server(server, ks, daemon):
     assert r.rc == 0, r.stdout + r.stderr
     assert "calendars/cal: events of the last 30 day(s) and the next 10 day(s) only; " \
         "3 more on the server" in r.stdout, r.stdout
+
+
+def test_crash_while_events_leave(server, tmp_path):
+    """ksyncd stopped after each durable step (KSYNC_TEST_CRASH_AFTER) of the run in which a
+    smaller window removes files: the resumed run ends where an uninterrupted one ends, no
+    request changes the server, and one more run changes nothing."""
+
+    cal = server.make_calendar("cal", "Cal", components=("VEVENT", "VTODO"))
+    seed = {"recent": event("recent", "Recent", -2)}
+    for i in range(4):
+        seed["old%d" % i] = event("old%d" % i, "Old %d" % i, -20 - i)
+    for uid, data in seed.items():
+        server.put(cal + uid + ".ics", data)
+    on_server = server.list(cal)
+
+    def fresh(d):
+        home = KsyncHome(d)
+        home.add_account(ACCOUNT, server)
+        home.accounts[ACCOUNT]["past_days"] = "30"
+        home.write_config()
+        home.sync()
+        assert len(home.item_files(ACCOUNT, "calendar", "cal")) == 5
+        home.accounts[ACCOUNT]["past_days"] = "10"
+        home.write_config()
+        return home
+
+    def run(home, crash_after=None):
+        extra = {"KSYNC_TEST_CRASH_AFTER": str(crash_after)} if crash_after else {}
+        p = subprocess.run([str(home.ksyncd), "--once"], env=home.env(**extra), cwd=home.home,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+        return p.returncode, p.stderr.decode("utf-8", "replace")
+
+    ref = fresh(tmp_path / "reference")
+    rc, err = run(ref)
+    assert rc == 0, err
+    want = ref.item_files(ACCOUNT, "calendar", "cal")
+    assert set(want) == {"recent.ics"}, sorted(want)
+    n = 0
+    while True:
+        n += 1
+        assert n < 100, "ksyncd still stops after %d steps" % n
+        d = tmp_path / ("n%03d" % n)
+        home = fresh(d)
+        rc, err = run(home, crash_after=n)
+        assert rc in (0, 100), "N=%d: %d\n%s" % (n, rc, err)
+        completed = rc == 0
+        if not completed:
+            rc, err = run(home)
+            assert rc == 0, "N=%d: the resumed run exited %d\n%s" % (n, rc, err)
+        assert home.item_files(ACCOUNT, "calendar", "cal") == want, "N=%d" % n
+        assert server.list(cal) == on_server, "N=%d" % n
+        before = home.files(home.calendars_dir(ACCOUNT))
+        rc, err = run(home)
+        assert rc == 0, err
+        assert home.files(home.calendars_dir(ACCOUNT)) == before, "N=%d" % n
+        assert server.list(cal) == on_server, "N=%d" % n
+        shutil.rmtree(d)
+        if completed:
+            break
+    print("%s: crash after each of %d steps" % (server.kind, n - 1))
+    assert n >= 6, "the run has only %d durable steps" % (n - 1)
