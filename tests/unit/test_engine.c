@@ -3048,6 +3048,39 @@ static void test_window_days_pass(void **state)
 	env_done(&v);
 }
 
+/* sync --dry-run does not count the events the window leaves out as to fetch. */
+static void test_window_preview(void **state)
+{
+	env v;
+
+	env_init(&v);
+	assert_int_equal(mem_collection_set(v.m, v.cal, false, true, false, 0, 0), 0);
+	seed_window(&v);
+	v.acc.past_days = 30;
+	sync_ok(&v);
+	_cleanup_free_ char *now2 = dated_event("now", "Now again", -1, NULL);
+	server_put(&v, v.cal, "now.ics", now2);
+	ks_sync_opts o = { .remote = mem_remote_store(v.m) };
+	_cleanup_free_ char *json = NULL, *err = NULL;
+	assert_int_equal(ks_sync_preview(v.e, &v.acc, &o, &json, &err), 0);
+	ks_json *j = NULL;
+	assert_int_equal(ks_json_parse(json, strlen(json), &j, NULL), 0);
+	const ks_json *cols = ks_json_get(j, "collections");
+	bool seen = false;
+	for (size_t i = 0; i < ks_json_count(cols); i++) {
+		const ks_json *c = ks_json_at(cols, i);
+		if (strcmp(ks_json_get_string(c, "path"), "calendars/events") != 0)
+			continue;
+		seen = true;
+		if (ks_json_get_int(c, "fetch_new", -1) != 0 ||
+		    ks_json_get_int(c, "fetch_changed", -1) != 1)
+			FAIL("the preview counts events outside the window: %s", json);
+	}
+	assert_true(seen);
+	ks_json_free(j);
+	env_done(&v);
+}
+
 /* The id of the calendar's collection row. */
 static int64_t cal_id(env *v)
 {
@@ -3222,6 +3255,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_window_leaving, env_teardown),
 		cmocka_unit_test_teardown(test_window_crash_before_unlink, env_teardown),
 		cmocka_unit_test_teardown(test_window_days_pass, env_teardown),
+		cmocka_unit_test_teardown(test_window_preview, env_teardown),
 		cmocka_unit_test_teardown(test_random, env_teardown),
 	};
 
