@@ -1788,6 +1788,8 @@ typedef struct scenario {
 	bool sync[2];
 	unsigned page[2];
 	bool spare;		/* a third, empty calendar: runs then list the home sets */
+	bool window;		/* a time window (past_days, future_days) that holds every
+				 * event: its listings, lookups and looks at the rows run */
 	int conflict;
 	unsigned server_items[2], local_items[2], shared_uids;
 	step *steps;
@@ -2479,6 +2481,8 @@ static void model_init(model *md, const scenario *sc)
 	}
 	*mem_remote_behaviour(md->v.m) = sc->b;
 	md->v.acc.conflict = sc->conflict;
+	if (sc->window)
+		md->v.acc.past_days = md->v.acc.future_days = 36500;
 	random_state = sc->seed;
 	if (sc->spare)
 		assert_int_equal(mem_add_collection(md->v.m, KS_COLLECTION_CALENDAR, "spare",
@@ -2596,6 +2600,7 @@ static void make_scenario(uint64_t seed, size_t n_steps, scenario *sc)
 	/* From the seed alone, so that the draws above and the steps below stay those an
 	 * earlier seed gave. */
 	sc->spare = (seed * UINT64_C(0x9E3779B97F4A7C15)) >> 63;
+	sc->window = ((seed * UINT64_C(0xBF58476D1CE4E5B9)) >> 62) == 0;
 	for (size_t i = 0; i < _OP_MAX; i++)
 		total += op_weights[i];
 	sc->steps = calloc(n_steps ? n_steps : 1, sizeof(step));
@@ -2674,13 +2679,13 @@ static void print_scenario(const scenario *sc, const step *steps, size_t n)
 
 	fprintf(stderr, "  server: missing=%s uid_clash=%s rewrite=%s hrefs=%s token_refused=%ld "
 		"if_match_404=%d shuffle=%" PRIu64 " sync=%d/%d page=%u/%u items=%u/%u "
-		"local=%u/%u shared=%u conflict=%s spare=%d\n",
+		"local=%u/%u shared=%u conflict=%s spare=%d window=%d\n",
 		missing[sc->b.missing], clash[sc->b.uid_clash], rewrite[sc->b.rewrite],
 		hrefs[sc->b.hrefs], sc->b.token_refused, sc->b.missing_if_match_404,
 		sc->b.shuffle_seed, sc->sync[0], sc->sync[1], sc->page[0], sc->page[1],
 		sc->server_items[0], sc->server_items[1], sc->local_items[0], sc->local_items[1],
 		sc->shared_uids, sc->conflict == KS_CONFLICT_MODE_LOCAL_WINS ? "local" : "server",
-		sc->spare);
+		sc->spare, sc->window);
 	for (size_t i = 0; i < n; i++)
 		fprintf(stderr, "  { %s, %u, %u, %u, %" PRIu32 " },\n", op_names[steps[i].op],
 			steps[i].coll, steps[i].prop, steps[i].variant, steps[i].pick);
