@@ -108,6 +108,19 @@ static int absolute_path(const char *path, char **ret)
 	return 0;
 }
 
+/* The path an option names, made absolute (none: NULL); errors are printed. */
+static int option_path(const char *opt, char **ret)
+{
+	int r;
+
+	if (!opt)
+		return 0;
+	r = *opt ? absolute_path(opt, ret) : -EINVAL;
+	if (r < 0)
+		return ctl_error(r, "Failed to make '%s' an absolute path: %m", opt);
+	return 0;
+}
+
 static void print_found(const ks_json *j)
 {
 	const ks_json *cols = ks_json_get(j, "collections");
@@ -529,21 +542,13 @@ static int account_add(int argc, char **argv)
 		if (r < 0)
 			return ctl_error(r, "Failed to make '%s' an absolute path: %m", file);
 	}
-	if (ca) {
-		r = *ca ? absolute_path(ca, &abs_ca) : -EINVAL;
-		if (r < 0)
-			return ctl_error(r, "Failed to make '%s' an absolute path: %m", ca);
-	}
-	if (cal_path) {
-		r = *cal_path ? absolute_path(cal_path, &abs_cal) : -EINVAL;
-		if (r < 0)
-			return ctl_error(r, "Failed to make '%s' an absolute path: %m", cal_path);
-	}
-	if (card_path) {
-		r = *card_path ? absolute_path(card_path, &abs_card) : -EINVAL;
-		if (r < 0)
-			return ctl_error(r, "Failed to make '%s' an absolute path: %m", card_path);
-	}
+	r = option_path(ca, &abs_ca);
+	if (r >= 0)
+		r = option_path(cal_path, &abs_cal);
+	if (r >= 0)
+		r = option_path(card_path, &abs_card);
+	if (r < 0)
+		return r;
 	_cleanup_(ks_account_config_done) ks_account_config a = {
 		.allow_insecure_http = insecure,
 	};
@@ -959,11 +964,9 @@ int cmd_subscribe(int argc, char **argv)
 	r = check_name(name);
 	if (r < 0)
 		return r;
-	if (ca) {
-		r = *ca ? absolute_path(ca, &abs_ca) : -EINVAL;
-		if (r < 0)
-			return ctl_error(r, "Failed to make '%s' an absolute path: %m", ca);
-	}
+	r = option_path(ca, &abs_ca);
+	if (r < 0)
+		return r;
 	_cleanup_(ks_account_config_done) ks_account_config a = {
 		.allow_insecure_http = insecure,
 	};

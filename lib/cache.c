@@ -990,10 +990,11 @@ int ks_cache_foreach_item_data(ks_cache *c, int64_t coll, ks_cache_data_fn fn, v
 	return r < 0 ? r : 0;
 }
 
-int ks_cache_count_items(ks_cache *c, int64_t coll)
+/* The one integer sql (with ?1 = coll) answers. */
+static int count_of(ks_cache *c, const char *sql, int64_t coll)
 {
 	sqlite3_stmt *s;
-	int r = prepare(c, "SELECT count(*) FROM item WHERE collection = ?1", &s);
+	int r = prepare(c, sql, &s);
 
 	if (r < 0)
 		return r;
@@ -1002,6 +1003,11 @@ int ks_cache_count_items(ks_cache *c, int64_t coll)
 	r = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : sqlite_to_errno(rc);
 	sqlite3_finalize(s);
 	return r;
+}
+
+int ks_cache_count_items(ks_cache *c, int64_t coll)
+{
+	return count_of(c, "SELECT count(*) FROM item WHERE collection = ?1", coll);
 }
 
 int ks_cache_find_collection_dir(ks_cache *c, const char *dir, int64_t *ret_id)
@@ -1605,16 +1611,7 @@ int ks_cache_foreach_outside(ks_cache *c, int64_t coll, int64_t due_before,
 
 int ks_cache_count_outside(ks_cache *c, int64_t coll)
 {
-	sqlite3_stmt *s;
-	int r = prepare(c, "SELECT count(*) FROM outside WHERE collection = ?1", &s);
-
-	if (r < 0)
-		return r;
-	(void) sqlite3_bind_int64(s, 1, coll);
-	int rc = sqlite3_step(s);
-	r = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : sqlite_to_errno(rc);
-	sqlite3_finalize(s);
-	return r;
+	return count_of(c, "SELECT count(*) FROM outside WHERE collection = ?1", coll);
 }
 
 int ks_cache_get_window(ks_cache *c, int64_t coll, ks_cache_window *ret)
