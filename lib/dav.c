@@ -291,14 +291,20 @@ static size_t on_header(char *buf, size_t size, size_t n, void *userdata)
 	}
 	while (vlen > 0 && (val[vlen - 1] == '\r' || val[vlen - 1] == '\n' || val[vlen - 1] == ' '))
 		vlen--;
-	if (klen == 4 && strncasecmp(buf, "ETag", 4) == 0 && vlen > 0 && vlen < 1024) {
+	/* A validator that could not be sent back in a header (a control character in it) is
+	 * as good as none: kept, every conditional request with it would fail. */
+	bool sendable = true;
+	for (size_t i = 0; i < vlen; i++)
+		sendable &= !(((unsigned char) val[i] < 0x20 && val[i] != '\t') || val[i] == 0x7f);
+	if (klen == 4 && strncasecmp(buf, "ETag", 4) == 0 && vlen > 0 && vlen < 1024 &&
+	    sendable) {
 		v = strndup(val, vlen);
 		if (v) {
 			free(s->req->etag);
 			s->req->etag = v;
 		}
 	} else if (klen == 13 && strncasecmp(buf, "Last-Modified", 13) == 0 && vlen > 0 &&
-		   vlen < 128) {
+		   vlen < 128 && sendable) {
 		v = strndup(val, vlen);
 		if (v) {
 			free(s->req->last_modified);

@@ -58,7 +58,8 @@ BASE = [
 
 class FeedServer:
     """An HTTP server on loopback that serves one iCalendar file at /cal/holidays.ics, with an
-    ETag (or only a Last-Modified date) and conditional GETs, and logs what it was asked."""
+    ETag (or only a Last-Modified date) and conditional GETs, and logs what it was asked.
+    etag="control": an ETag holding a control character, and a Last-Modified date."""
 
     def __init__(self, body, etag=True):
         self.body = body
@@ -76,8 +77,10 @@ class FeedServer:
                 if self.path != "/cal/holidays.ics":
                     self.send_error(404)
                     return
-                if outer.etag and self.headers.get("If-None-Match") == tag or \
-                        not outer.etag and self.headers.get("If-Modified-Since") == \
+                if outer.etag == "control":
+                    tag = '"bad\x01tag"'
+                if outer.etag is True and self.headers.get("If-None-Match") == tag or \
+                        outer.etag is not True and self.headers.get("If-Modified-Since") == \
                         outer.modified:
                     self.send_response(304)
                     self.end_headers()
@@ -87,7 +90,7 @@ class FeedServer:
                 self.send_header("Content-Length", str(len(outer.body)))
                 if outer.etag:
                     self.send_header("ETag", tag)
-                else:
+                if outer.etag is not True:
                     self.send_header("Last-Modified", outer.modified)
                 self.end_headers()
                 self.wfile.write(outer.body)
@@ -185,6 +188,23 @@ def test_feed_with_only_last_modified(ks):
         r = ks.run()
         assert r.rc == 0, describe(r)
         assert [(m, ims) for m, _, _, ims in s.seen] == [("GET", s.modified)]
+        assert len(files(ks)) == 4
+    finally:
+        s.stop()
+
+
+def test_feed_with_an_etag_holding_a_control_character(ks):
+    """An ETag that could not be sent back in a header (a control character in it) is not
+    kept: the next run asks with the Last-Modified date instead of failing for good."""
+    s = FeedServer(feed(*BASE), etag="control")
+    try:
+        subscribe(ks, s.url)
+        r = ks.run()
+        assert r.rc == 0, describe(r)
+        s.seen.clear()
+        r = ks.run()
+        assert r.rc == 0, describe(r)
+        assert [(m, inm, ims) for m, _, inm, ims in s.seen] == [("GET", None, s.modified)]
         assert len(files(ks)) == 4
     finally:
         s.stop()
